@@ -1,0 +1,166 @@
+"""Camera geometry in the DISN / Blender convention (REFERENCE.md §2).
+
+NumPy builds the matrices of a rendered view from its metadata line (azimuth, elevation, distance
+ratio); TensorFlow does everything that sits inside a model or a loss and must be batched and
+differentiable: projection, unprojection, the 6D rotation parameterisation, the camera network's
+point-cloud loss and the Jacobian of pixel coordinates with respect to camera-frame points.
+
+Frames: *world* is ShapeNet's (and the meshes' ``model.obj``); ``AXIS_CHANGE`` maps it to Blender's
+object frame; ``[R | t]`` maps that to the camera frame, which looks along +z with image x to the right
+and image y down. Pixel coordinates are continuous, pixel (0, 0)'s top-left corner at the origin, as in
+the reference (principal point at (W/2, W/2)).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+FOCAL_MM = 35.0
+SENSOR_MM = 32.0
+MAX_DISTANCE = 1.75
+
+# ShapeNet (y up) to Blender's object frame (z up); homogeneous 4x4.
+AXIS_CHANGE = np.array(
+    [[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64
+)
+# Blender's object frame to its camera frame before the image-axes flip.
+_CAM_ROT = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=np.float64)
+# Blender's camera looks along -z with y up; image axes look along +z with y down.
+_BLENDER_TO_IMAGE = np.diag([1.0, -1.0, -1.0])
+
+
+def focal_pixels(image_size: int = 224) -> float:
+    """Focal length in pixels for a square image of ``image_size`` pixels (245 px at 224)."""
+    return FOCAL_MM * image_size / SENSOR_MM
+
+
+def intrinsics(image_size: int = 224) -> np.ndarray:
+    """The 3x3 intrinsic matrix K: focal 35 mm on a 32 mm sensor, principal point at the centre."""
+    f = focal_pixels(image_size)
+    c = image_size / 2.0
+    return np.array([[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]])
+
+
+def extrinsics(az_deg: float, el_deg: float, dist_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation R (3x3) and translation t (3,) from Blender's object frame to the camera frame."""
+    sa, ca = np.sin(np.radians(-az_deg)), np.cos(np.radians(-az_deg))
+    se, ce = np.sin(np.radians(-el_deg)), np.cos(np.radians(-el_deg))
+    r_world2obj = np.array(
+        [[ca * ce, -sa, ca * se], [sa * ce, ca, sa * se], [-se, 0.0, ce]]
+    ).T
+    r_obj2cam = _CAM_ROT.T
+    rotation = _BLENDER_TO_IMAGE @ r_obj2cam @ r_world2obj
+    translation = _BLENDER_TO_IMAGE @ (-r_obj2cam @ np.array([MAX_DISTANCE * dist_ratio, 0.0, 0.0]))
+    return rotation, translation
+
+
+def world_to_camera(az_deg: float, el_deg: float, dist_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation (3x3) and translation (3,) taking world (ShapeNet) points to the camera frame.
+
+    This is ``[R | t] · AXIS_CHANGE`` split into its rotation and translation parts.
+    """
+    rotation, translation = extrinsics(az_deg, el_deg, dist_ratio)
+    return rotation @ AXIS_CHANGE[:3, :3], translation
+
+
+def projection_matrix(
+    az_deg: float, el_deg: float, dist_ratio: float, image_size: int = 224
+) -> np.ndarray:
+    """The 3x4 matrix ``P = K · [R | t] · AXIS_CHANGE`` mapping homogeneous world points to pixels."""
+    rotation, translation = world_to_camera(az_deg, el_deg, dist_ratio)
+    return intrinsics(image_size) @ np.concatenate([rotation, translation[:, None]], axis=1)
+
+
+def projection_from_metadata(row, image_size: int = 224) -> np.ndarray:
+    """P for one ``rendering_metadata.txt`` row ``[az, el, 0, dist_ratio, ...]``."""
+    return projection_matrix(float(row[0]), float(row[1]), float(row[3]), image_size)
+
+
+def camera_center(az_deg: float, el_deg: float, dist_ratio: float) -> np.ndarray:
+    """The camera's optical centre in world coordinates, shape (3,)."""
+    rotation, translation = world_to_camera(az_deg, el_deg, dist_ratio)
+    return -rotation.T @ translation
+
+
+# --------------------------------------------------------------------------------------------
+# TensorFlow: batched, differentiable.
+
+
+def project(points, projection):
+    """Project world points to pixels.
+
+    Args:
+      points: ``[..., N, 3]`` world points.
+      projection: ``[..., 3, 4]`` matrices P (broadcast against the leading axes of ``points``).
+    Returns:
+      ``(uv, depth)``: pixel coordinates ``[..., N, 2]`` (x right, y down) and depth ``[..., N]``.
+    """
+    points = tf.convert_to_tensor(points)
+    projection = tf.cast(projection, points.dtype)
+    homogeneous = tf.matmul(points, projection[..., :3], transpose_b=True) + projection[..., None, :, 3]
+    depth = homogeneous[..., 2]
+    uv = homogeneous[..., :2] / depth[..., None]
+    return uv, depth
+
+
+def unproject(uv, depth, projection):
+    """Inverse of :func:`project`: pixels ``[..., N, 2]`` and depths ``[..., N]`` to world points."""
+    uv = tf.convert_to_tensor(uv)
+    depth = tf.cast(depth, uv.dtype)
+    projection = tf.cast(projection, uv.dtype)
+    homogeneous = tf.concat([uv * depth[..., None], depth[..., None]], axis=-1)  # [..., N, 3]
+    shifted = homogeneous - projection[..., None, :, 3]
+    # Solve M p = shifted for each point: p = shifted · M^-T.
+    return tf.matmul(shifted, tf.linalg.inv(projection[..., :3]), transpose_b=True)
+
+
+def transform_points(points, rotation, translation):
+    """Apply ``p' = R p + t`` to ``[..., N, 3]`` points with ``[..., 3, 3]`` R and ``[..., 3]`` t."""
+    points = tf.convert_to_tensor(points)
+    rotation = tf.cast(rotation, points.dtype)
+    translation = tf.cast(translation, points.dtype)
+    return tf.matmul(points, rotation, transpose_b=True) + translation[..., None, :]
+
+
+def pixel_jacobian(points_camera, focal):
+    """Jacobian ∂u/∂p' of pixel coordinates w.r.t. camera-frame points, ``[..., N, 2, 3]``.
+
+    For ``u = f·x/z + c_x`` and ``v = f·y/z + c_y``:
+    ``[[f/z, 0, -f·x/z²], [0, f/z, -f·y/z²]]``.
+    """
+    points_camera = tf.convert_to_tensor(points_camera)
+    x, y, z = tf.unstack(points_camera, axis=-1)
+    f = tf.cast(focal, points_camera.dtype)
+    zero = tf.zeros_like(z)
+    row_u = tf.stack([f / z, zero, -f * x / z**2], axis=-1)
+    row_v = tf.stack([zero, f / z, -f * y / z**2], axis=-1)
+    return tf.stack([row_u, row_v], axis=-2)
+
+
+def rotation_from_6d(b):
+    """Zhou et al.'s 6D parameterisation ``[..., 6]`` to rotation matrices ``[..., 3, 3]``.
+
+    ``R_x = N(b_x)``, ``R_z = N(R_x × b_y)``, ``R_y = R_z × R_x``, stacked as columns, so the
+    result is orthonormal with determinant +1 for any ``b`` with independent halves.
+    """
+    b = tf.convert_to_tensor(b)
+    r_x = tf.math.l2_normalize(b[..., :3], axis=-1)
+    r_z = tf.math.l2_normalize(tf.linalg.cross(r_x, b[..., 3:]), axis=-1)
+    r_y = tf.linalg.cross(r_z, r_x)
+    return tf.stack([r_x, r_y, r_z], axis=-1)
+
+
+def rotation_to_6d(rotation):
+    """Inverse of :func:`rotation_from_6d` on rotations: the first two columns, ``[..., 6]``."""
+    rotation = tf.convert_to_tensor(rotation)
+    return tf.concat([rotation[..., :, 0], rotation[..., :, 1]], axis=-1)
+
+
+def camera_pointcloud_loss(points, rotation_pred, translation_pred, rotation_true, translation_true):
+    """Mean squared distance between a point cloud moved by the predicted and the true ``[R | t]``.
+
+    ``points`` ``[B, N, 3]``; rotations ``[B, 3, 3]``; translations ``[B, 3]``. Returns a scalar.
+    """
+    moved_pred = transform_points(points, rotation_pred, translation_pred)
+    moved_true = transform_points(points, rotation_true, translation_true)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(moved_pred - moved_true), axis=-1))

@@ -1,0 +1,51 @@
+"""d2im: single-view 3D reconstruction with surface details (D²IM-Net in TensorFlow / Keras).
+
+One subcommand per module of :mod:`d2im_tf.commands`.
+
+Subcommand modules are imported only when run, so ``d2im --help`` is fast and a subcommand's heavy
+dependencies (TensorFlow, trimesh) load only when needed. Errors a user can fix (a bad file, a bad
+config key) print one line and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name: (module under d2im_tf.commands, one-line help)
+COMMANDS = {
+    "info": ("info", "print versions of TF/Keras/NumPy and the resolved config"),
+    "check-data": ("check_data", "validate a DISN-layout dataset and summarise it"),
+}
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the ``selected`` subcommand's module is imported to declare its options."""
+    parser = argparse.ArgumentParser(prog="d2im", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module)
+        if name == selected:
+            importlib.import_module(f"d2im_tf.commands.{module}").configure(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    from d2im_tf.errors import UserError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    module = importlib.import_module(f"d2im_tf.commands.{args._module}")
+    try:
+        return int(module.run(args) or 0)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

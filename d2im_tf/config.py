@@ -1,0 +1,185 @@
+"""Typed configuration: dataclasses loaded from YAML with ``section.key=value`` overrides.
+
+``configs/default.yaml`` holds the paper's settings and ``configs/tiny.yaml`` a small one for tests.
+Every YAML key and every override must name an existing field and carry a value of its type: an
+unknown key or a wrong type raises :class:`ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from d2im_tf.errors import UserError
+
+VARIANTS = ("baseline", "wsamp", "noback", "nolap", "full", "gl")
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration file or override that does not match the schema."""
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthetic"
+    split_dir: str = ""  # default: <root>/splits
+    categories: list[str] = field(default_factory=lambda: ["03001627", "04379243", "02933112", "04256520"])
+    image_size: int = 224
+    num_points: int = 2048
+    views: int = 36
+    sdf_scale: float = 10.0  # SDF values are multiplied by this when loaded (REFERENCE.md §4)
+    shuffle_buffer: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "full"  # one of VARIANTS (the ablation of the paper's Table 1, plus D²IM-Net_GL)
+    image_size: int = 224
+    encoder_width: int = 64  # channels of ResNet18's first stage; later stages double it
+    global_dim: int = 128
+    decoder_widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])
+    detail_channels: int = 64
+    front_offset: float = 0.03  # test-time front/back test step along the viewing ray (normalised units)
+
+
+@dataclass
+class CameraConfig:
+    backbone: str = "vgg16"  # "vgg16" (DISN) or "resnet18"
+    translation: str = "distance"  # "distance" (reference, 1-D) or "full" (t in R^3)
+    image_size: int = 224
+    width: int = 64
+    learning_rate: float = 1e-4
+    batch_size: int = 16
+    epochs: int = 100
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    beta_1: float = 0.9
+    weight_decay: float = 1e-5
+    epochs: int = 400
+    steps_per_epoch: int = 0  # 0: one pass over the training shapes
+    checkpoint_every: int = 500
+    preview_every_epochs: int = 10
+    jit_compile: bool = False
+    mixed_precision: bool = False
+    out_dir: str = "runs/default"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        if self.model.variant not in VARIANTS:
+            raise ConfigError(f"model.variant: {self.model.variant!r} is not one of {', '.join(VARIANTS)}")
+        if self.camera.backbone not in ("vgg16", "resnet18"):
+            raise ConfigError(f"camera.backbone: {self.camera.backbone!r} is not 'vgg16' or 'resnet18'")
+        if self.camera.translation not in ("distance", "full"):
+            raise ConfigError(f"camera.translation: {self.camera.translation!r} is not 'distance' or 'full'")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_type(key: str, value, annotation):
+    """Return ``value`` converted to ``annotation`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_check_type(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _field_types(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _apply(section_obj, section_name: str, values: dict):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section_name}: expected a mapping, got {type(values).__name__}")
+    types_ = _field_types(type(section_obj))
+    for key, value in values.items():
+        full = f"{section_name}.{key}"
+        if key not in types_:
+            raise ConfigError(f"{full}: unknown key (known: {', '.join(types_)})")
+        setattr(section_obj, key, _check_type(full, value, types_[key]))
+
+
+def _set_dict(config: Config, values: dict) -> None:
+    sections = _field_types(Config)
+    for name, section_values in (values or {}).items():
+        if name not in sections:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join(sections)})")
+        _apply(getattr(config, name), name, section_values)
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """``"model.image_size=64"`` → ``("model", "image_size", 64)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"{text}: override must look like section.key=value")
+    key, raw = text.split("=", 1)
+    if key.count(".") != 1:
+        raise ConfigError(f"{key}: override key must look like section.key")
+    section, name = key.split(".")
+    return section, name, yaml.safe_load(raw) if raw != "" else ""
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Build a Config from defaults, then the YAML file at ``path``, then ``overrides``."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        try:
+            _set_dict(config, values)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+    for text in overrides:
+        section, name, value = parse_override(text)
+        _set_dict(config, {section: {name: value}})
+    return config.validate()
+
+
+def add_config_arguments(parser) -> None:
+    """Add ``--config FILE`` and repeatable ``--set section.key=value`` to an argparse parser."""
+    parser.add_argument("--config", default=None,
+                        help="YAML config (default: built-in defaults, the same as configs/default.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set model.image_size=64 (repeatable)")
+
+
+def config_from_arguments(args) -> Config:
+    """The Config named by the arguments of :func:`add_config_arguments`."""
+    return load_config(args.config, args.overrides)

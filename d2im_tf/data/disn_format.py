@@ -1,0 +1,364 @@
+"""Reading and writing DISN's on-disk layout (REFERENCE.md §1).
+
+Real DISN/D²IM-Net ShapeNet downloads and the project's own synthetic data share this layout::
+
+    <root>/splits/<cat>_train.lst, <cat>_test.lst        one shape id per line
+    <root>/image/<cat>_easy/<shape>/NN.png               RGB(A) renders, NN = 00..35
+    <root>/image/<cat>_easy/<shape>/rendering_metadata.txt
+    <root>/normal_processed/<cat>_easy/<shape>/NN_mnormal.png
+    <root>/SDF_v1/<cat>/<shape>/ori_sample.h5
+    <root>/depth/<cat>_easy/<shape>/NN_depth.png          (ours) depth × 10⁴ as 16-bit, 0 = background
+    <root>/meshes/<cat>/<shape>/model.obj                 (ours) ground-truth mesh, world frame
+
+Every reader raises :class:`DataError` whose message is one line naming the file and the problem;
+every writer writes a temporary file beside the target and renames it, so a killed process never
+leaves a half-written file.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from d2im_tf.errors import UserError
+
+METADATA_FIELDS = 10  # az, el, 0, dist_ratio, 35, 32, 1.75, sx, sy, sz
+DEPTH_SCALE = 10000.0  # depth PNGs store round(depth · 10⁴) as uint16
+
+
+class DataError(UserError):
+    """A dataset file that is missing, unreadable or inconsistent. ``str()`` is one line."""
+
+    def __init__(self, path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+# ------------------------------------------------------------------------------------------
+# Layout
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Paths of every file of a DISN-layout dataset rooted at ``root``."""
+
+    root: Path
+    split_dir: Path | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+        split_dir = Path(self.split_dir) if self.split_dir else self.root / "splits"
+        object.__setattr__(self, "split_dir", split_dir)
+
+    def split_path(self, category: str, split: str) -> Path:
+        return self.split_dir / f"{category}_{split}.lst"
+
+    def image_dir(self, category: str, shape: str) -> Path:
+        return self.root / "image" / f"{category}_easy" / shape
+
+    def image_path(self, category: str, shape: str, view: int) -> Path:
+        return self.image_dir(category, shape) / f"{view:02d}.png"
+
+    def metadata_path(self, category: str, shape: str) -> Path:
+        return self.image_dir(category, shape) / "rendering_metadata.txt"
+
+    def normal_path(self, category: str, shape: str, view: int) -> Path:
+        return self.root / "normal_processed" / f"{category}_easy" / shape / f"{view:02d}_mnormal.png"
+
+    def depth_path(self, category: str, shape: str, view: int) -> Path:
+        return self.root / "depth" / f"{category}_easy" / shape / f"{view:02d}_depth.png"
+
+    def samples_path(self, category: str, shape: str) -> Path:
+        return self.root / "SDF_v1" / category / shape / "ori_sample.h5"
+
+    def mesh_path(self, category: str, shape: str) -> Path:
+        return self.root / "meshes" / category / shape / "model.obj"
+
+    def categories(self) -> list[str]:
+        """Categories with at least one split list, sorted."""
+        if not self.split_dir.is_dir():
+            return []
+        names = {p.name.rsplit("_", 1)[0] for p in self.split_dir.glob("*_*.lst")}
+        return sorted(names)
+
+
+# ------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _read_text(path) -> str:
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(path, f"unreadable ({error.__class__.__name__}: {error})") from None
+
+
+# ------------------------------------------------------------------------------------------
+# Split lists
+
+
+def read_split(path) -> list[str]:
+    """Shape ids of a ``.lst`` file, one per non-empty line."""
+    return [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+
+
+def write_split(path, shapes) -> None:
+    _write_text(path, "".join(f"{s}\n" for s in shapes))
+
+
+# ------------------------------------------------------------------------------------------
+# Camera metadata
+
+
+def read_metadata(path) -> np.ndarray:
+    """``rendering_metadata.txt`` → float64 array ``[views, 10]``.
+
+    Lines look like ``[30.0, 20.0, 0, 0.8, 35, 32, 1.75, 0, 0, 0]`` (brackets and commas optional).
+    """
+    rows = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        text = line.strip().strip("[]").replace(",", " ")
+        if not text:
+            continue
+        fields = text.split()
+        if len(fields) != METADATA_FIELDS:
+            raise DataError(path, f"line {number} has {len(fields)} fields, expected {METADATA_FIELDS}")
+        try:
+            values = [float(f) for f in fields]
+        except ValueError:
+            raise DataError(path, f"line {number} has a field that is not a number: {line.strip()!r}") from None
+        if not np.all(np.isfinite(values)):
+            raise DataError(path, f"line {number} has a non-finite value")
+        rows.append(values)
+    if not rows:
+        raise DataError(path, "no camera lines")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def format_metadata_line(row) -> str:
+    """One metadata row as DISN writes it: ``[az, el, 0, d, 35, 32, 1.75, sx, sy, sz]``."""
+    return "[" + ", ".join(repr(float(v)) for v in row) + "]"
+
+
+def write_metadata(path, rows) -> None:
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != METADATA_FIELDS:
+        raise ValueError(f"{path}: metadata rows must be [views, {METADATA_FIELDS}], got {rows.shape}")
+    _write_text(path, "".join(format_metadata_line(r) + "\n" for r in rows))
+
+
+# ------------------------------------------------------------------------------------------
+# Images
+
+
+def _open_image(path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(path, f"not a readable image ({error})") from None
+
+
+def read_image(path) -> np.ndarray:
+    """An RGB(A) or grey render as uint8 ``[H, W, 3]`` RGB or ``[H, W, 4]`` RGBA (alpha kept)."""
+    image = _open_image(path)
+    if image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    return np.asarray(image)
+
+
+def write_png(path, array: np.ndarray) -> None:
+    """Write a uint8 (grey, RGB, RGBA) or uint16 (grey) array as PNG, atomically."""
+    array = np.asarray(array)
+    if array.dtype == np.uint16:
+        image = Image.fromarray(array)  # 16-bit greyscale
+    elif array.dtype == np.uint8:
+        image = Image.fromarray(array)
+    else:
+        raise ValueError(f"{path}: PNG arrays must be uint8 or uint16, got {array.dtype}")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def encode_normals(normals: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Unit normals ``[H, W, 3]`` → uint8 ``(n·0.5 + 0.5)·255`` (R = n_x, G = n_y, B = n_z).
+
+    Pixels outside ``mask`` are written as 0 (black), as in the reference's renders.
+    """
+    encoded = np.clip(np.round((np.asarray(normals) * 0.5 + 0.5) * 255.0), 0, 255).astype(np.uint8)
+    if mask is not None:
+        encoded[~mask] = 0
+    return encoded
+
+
+def decode_normals(encoded: np.ndarray) -> np.ndarray:
+    """uint8 ``_mnormal`` pixels → float32 unit normals ``[H, W, 3]``; black background → zeros."""
+    encoded = np.asarray(encoded)[..., :3]
+    normals = encoded.astype(np.float32) / 255.0 * 2.0 - 1.0
+    background = np.all(encoded == 0, axis=-1)
+    length = np.linalg.norm(normals, axis=-1, keepdims=True)
+    normals = np.where(length > 0, normals / np.maximum(length, 1e-12), 0.0)
+    normals[background] = 0.0
+    return normals.astype(np.float32)
+
+
+def read_normal_map(path) -> np.ndarray:
+    """An ``_mnormal.png`` → float32 camera-space unit normals ``[H, W, 3]`` (zeros on background)."""
+    return decode_normals(read_image(path))
+
+
+def write_normal_map(path, normals: np.ndarray, mask: np.ndarray | None = None) -> None:
+    write_png(path, encode_normals(normals, mask))
+
+
+def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
+    """sRGB values in [0, 1] to linear RGB (the IEC 61966-2-1 transfer function)."""
+    srgb = np.asarray(srgb, dtype=np.float64)
+    return np.where(srgb > 0.04045, ((srgb + 0.055) / 1.055) ** 2.4, srgb / 12.92)
+
+
+def mnormal_from_blender(raw: np.ndarray) -> np.ndarray:
+    """A raw sRGB-encoded Blender normal render (uint8 RGB/RGBA) → the ``_mnormal`` uint8 image.
+
+    As the reference's preprocessing: sRGB → linear, minus 0.5, renormalised to unit length, then
+    encoded with :func:`encode_normals`. Pixels that are black (or transparent) stay background.
+    """
+    raw = np.asarray(raw)
+    background = np.all(raw[..., :3] == 0, axis=-1)
+    if raw.shape[-1] == 4:
+        background |= raw[..., 3] == 0
+    vectors = srgb_to_linear(raw[..., :3] / 255.0) - 0.5
+    length = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    normals = vectors / np.maximum(length, 1e-12)
+    return encode_normals(normals, ~background & (length[..., 0] > 0))
+
+
+def read_depth(path) -> tuple[np.ndarray, np.ndarray]:
+    """A 16-bit depth PNG → (depth float32 ``[H, W]``, mask bool ``[H, W]``)."""
+    image = _open_image(path)
+    raw = np.asarray(image)
+    if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32, np.uint8):
+        raise DataError(path, f"not a 16-bit greyscale depth image (mode {image.mode})")
+    raw = raw.astype(np.int64)
+    mask = raw > 0
+    return (raw / DEPTH_SCALE).astype(np.float32), mask
+
+
+def write_depth(path, depth: np.ndarray, mask: np.ndarray) -> None:
+    scaled = np.where(mask, np.round(np.asarray(depth, dtype=np.float64) * DEPTH_SCALE), 0)
+    if scaled.max(initial=0) >= 2**16:
+        raise ValueError(f"{path}: depth {scaled.max() / DEPTH_SCALE:.3f} exceeds the 16-bit range")
+    write_png(path, scaled.astype(np.uint16))
+
+
+# ------------------------------------------------------------------------------------------
+# SDF samples
+
+
+@dataclass
+class SdfSamples:
+    """The content of one ``ori_sample.h5``; all coordinates in the normalised frame."""
+
+    samples: np.ndarray  # [32768, 4] float32: x, y, z, sdf (unscaled)
+    norm_params: np.ndarray  # [4]: cx, cy, cz, m — world = xyz · m + c
+    surface_points: np.ndarray | None = None  # pc_sdf_original [S, 3]
+    sdf_params: np.ndarray | None = None  # bounds of the SDF grid
+    gradients: np.ndarray | None = None  # pc_gradients [32768, 3], unit SDF gradient
+    density: np.ndarray | None = None  # [32768], 1 / same-sign neighbours within 0.025
+
+    @property
+    def points(self) -> np.ndarray:
+        return self.samples[:, :3]
+
+    @property
+    def sdf(self) -> np.ndarray:
+        return self.samples[:, 3]
+
+
+_H5_FIELDS = {
+    "samples": "pc_sdf_sample",
+    "norm_params": "norm_params",
+    "surface_points": "pc_sdf_original",
+    "sdf_params": "sdf_params",
+    "gradients": "pc_gradients",
+    "density": "density",
+}
+
+
+def _check_finite(path, name: str, array: np.ndarray) -> None:
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise DataError(path, f"dataset '{name}' has {bad} NaN/Inf values")
+
+
+def read_samples(path) -> SdfSamples:
+    """Read an ``ori_sample.h5``; ``pc_sdf_sample`` and ``norm_params`` are required."""
+    values = {}
+    try:
+        with h5py.File(path, "r") as h5:
+            for attr, name in _H5_FIELDS.items():
+                if name in h5:
+                    values[attr] = np.asarray(h5[name][()])
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (OSError, KeyError, ValueError) as error:
+        raise DataError(path, f"not a readable HDF5 file ({error})") from None
+    for required in ("samples", "norm_params"):
+        if required not in values:
+            raise DataError(path, f"missing dataset '{_H5_FIELDS[required]}'")
+    samples = values["samples"]
+    if samples.ndim != 2 or samples.shape[1] != 4:
+        raise DataError(path, f"dataset 'pc_sdf_sample' has shape {samples.shape}, expected [N, 4]")
+    if values["norm_params"].shape != (4,):
+        raise DataError(path, f"dataset 'norm_params' has shape {values['norm_params'].shape}, expected (4,)")
+    count = samples.shape[0]
+    for attr, width in (("gradients", 3), ("density", None)):
+        if attr in values:
+            expected = (count, width) if width else (count,)
+            if values[attr].shape != expected:
+                raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, expected {expected}")
+    for attr, array in values.items():
+        _check_finite(path, _H5_FIELDS[attr], array)
+    return SdfSamples(**values)
+
+
+def write_samples(path, samples: SdfSamples) -> None:
+    """Write every non-None field of ``samples`` to an ``ori_sample.h5``, atomically."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            for attr, name in _H5_FIELDS.items():
+                array = getattr(samples, attr)
+                if array is not None:
+                    h5.create_dataset(name, data=np.asarray(array))
