@@ -1,0 +1,82 @@
+"""The ``d2im`` command: help, info, and check-data on a hand-written dataset, good and broken."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from d2im_tf.data import disn_format as fmt
+
+
+def d2im(*args):
+    return subprocess.run([sys.executable, "-m", "d2im_tf.cli", *args], capture_output=True, text=True)
+
+
+def test_help_lists_subcommands():
+    result = d2im("--help")
+    assert result.returncode == 0
+    for name in ("info", "check-data"):
+        assert name in result.stdout
+
+
+def test_info_prints_versions_and_config():
+    result = d2im("info", "--set", "model.image_size=64")
+    assert result.returncode == 0, result.stderr
+    assert "tensorflow" in result.stdout and "keras       3." in result.stdout
+    assert "image_size: 64" in result.stdout
+
+
+def test_info_bad_key_is_one_line_and_exit_2():
+    result = d2im("info", "--set", "model.imagesize=64")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "model.imagesize" in result.stderr
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Two categories, 3 shapes, 2 views each, written with the layout's own writers."""
+    rng = np.random.default_rng(0)
+    layout = fmt.DatasetLayout(tmp_path)
+    shapes = {"03001627": (["s1", "s2"], ["s3"]), "04379243": (["t1"], [])}
+    for category, (train, test) in shapes.items():
+        fmt.write_split(layout.split_path(category, "train"), train)
+        fmt.write_split(layout.split_path(category, "test"), test)
+        for shape in train + test:
+            fmt.write_metadata(layout.metadata_path(category, shape),
+                               [[30 * v, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0] for v in range(2)])
+            for view in range(2):
+                fmt.write_png(layout.image_path(category, shape, view), rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+                fmt.write_normal_map(layout.normal_path(category, shape, view), np.dstack([np.zeros((8, 8, 2)), -np.ones((8, 8))]))
+            fmt.write_samples(layout.samples_path(category, shape),
+                              fmt.SdfSamples(rng.normal(size=(16, 4)).astype(np.float32), np.array([0, 0, 0, 1.0])))
+    return layout
+
+
+def test_check_data_summary(dataset):
+    result = d2im("check-data", str(dataset.root), "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "categories: 2" in result.stdout
+    assert "03001627: train 2, test 1" in result.stdout
+    assert "04379243: train 1, test 0" in result.stdout
+    assert "2 views: 4 shapes" in result.stdout
+    assert "problems: 0" in result.stdout
+
+
+def test_check_data_lists_every_problem(dataset):
+    dataset.image_path("03001627", "s1", 1).write_bytes(b"garbage")
+    dataset.normal_path("04379243", "t1", 0).unlink()
+    dataset.metadata_path("03001627", "s3").write_text("[1, 2, 3]\n")
+    result = d2im("check-data", str(dataset.root), "--no-progress")
+    assert result.returncode == 2
+    problems = [line.strip() for line in result.stdout.splitlines() if line.startswith("  /")]
+    assert len(problems) == 3
+    assert any(p.startswith(str(dataset.image_path("03001627", "s1", 1))) and "not a readable image" in p for p in problems)
+    assert any(p.startswith(str(dataset.normal_path("04379243", "t1", 0))) and "file not found" in p for p in problems)
+    assert any(p.startswith(str(dataset.metadata_path("03001627", "s3"))) and "3 fields" in p for p in problems)
+
+
+def test_check_data_on_empty_folder(tmp_path):
+    result = d2im("check-data", str(tmp_path), "--no-progress")
+    assert result.returncode == 2
+    assert "no split lists" in result.stdout

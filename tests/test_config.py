@@ -1,0 +1,59 @@
+"""Typed config: YAML files, overrides, and errors that name the key."""
+from pathlib import Path
+
+import pytest
+
+from d2im_tf.config import Config, ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_default_yaml_holds_the_papers_settings():
+    config = load_config(CONFIGS / "default.yaml")
+    assert config.model.image_size == 224 and config.data.image_size == 224
+    assert config.data.num_points == 2048
+    assert config.train.batch_size == 16
+    assert config.train.learning_rate == pytest.approx(5e-5)
+    assert config.train.beta_1 == pytest.approx(0.9)
+    assert config.train.weight_decay == pytest.approx(1e-5)
+    assert config.model.encoder_width == 64  # ResNet18
+    # The YAML and the dataclass defaults describe the same paper settings.
+    assert config.to_dict() == Config().to_dict()
+
+
+def test_tiny_yaml_loads_and_is_small():
+    config = load_config(CONFIGS / "tiny.yaml")
+    assert config.model.image_size <= 64 and config.data.num_points <= 512
+
+
+def test_overrides_parse_yaml_values():
+    config = load_config(CONFIGS / "tiny.yaml", ["model.image_size=64", "train.learning_rate=1e-4",
+                                                 "data.categories=[a, b]", "train.jit_compile=true"])
+    assert config.model.image_size == 64
+    assert config.train.learning_rate == pytest.approx(1e-4)
+    assert config.data.categories == ["a", "b"]
+    assert config.train.jit_compile is True
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.image_sise=64", "model.image_sise"),
+    ("modle.image_size=64", "modle"),
+    ("model.image_size=big", "model.image_size"),
+    ("model.image_size=1.5", "model.image_size"),
+    ("train.jit_compile=3", "train.jit_compile"),
+    ("model.decoder_widths=[1, x]", "model.decoder_widths[1]"),
+    ("model.variant=huge", "model.variant"),
+])
+def test_bad_override_names_the_key(override, key):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert str(error.value).startswith(key)
+
+
+def test_bad_yaml_file_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  batch_size: sixteen\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.batch_size: expected int"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
