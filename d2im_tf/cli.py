@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name: (module under d2im_tf.commands, one-line help)
@@ -34,6 +35,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from d2im_tf.errors import UserError
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter hides our output
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     module = importlib.import_module(f"d2im_tf.commands.{args._module}")

@@ -354,6 +354,22 @@ def read_samples(path) -> SdfSamples:
     return SdfSamples(**values)
 
 
+def read_norm_params(path) -> np.ndarray:
+    """Only the ``norm_params`` (cx, cy, cz, m) of an ``ori_sample.h5``, without reading the samples."""
+    try:
+        with h5py.File(path, "r") as h5:
+            params = np.asarray(h5["norm_params"][()], dtype=np.float64)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except KeyError:
+        raise DataError(path, "missing dataset 'norm_params'") from None
+    except (OSError, ValueError) as error:
+        raise DataError(path, f"not a readable HDF5 file ({error})") from None
+    if params.shape != (4,) or not np.all(np.isfinite(params)) or params[3] <= 0:
+        raise DataError(path, f"dataset 'norm_params' must be 4 finite numbers with m > 0, got {params}")
+    return params
+
+
 def write_samples(path, samples: SdfSamples) -> None:
     """Write every non-None field of ``samples`` to an ``ori_sample.h5``, atomically."""
     with atomic_path(path) as tmp:

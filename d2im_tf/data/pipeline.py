@@ -1,0 +1,239 @@
+"""The training input pipeline: ``tf.data`` over a DISN-layout dataset.
+
+Each example is one shape seen from one random view: the image, the GT normal map, the camera, and
+``num_points`` SDF samples drawn by the paper's density-weighted sampling (REFERENCE.md §4) — half
+inside, half outside, without replacement, with probability ∝ density — or uniformly for the Baseline.
+
+Determinism and resume: element ``k`` of the stream is fully determined by ``(seed, k)``. Its shape is
+position ``k mod S`` of a permutation drawn for epoch ``k // S``; its view and points come from
+stateless random ops seeded with ``(seed, k)``. Parallel map therefore changes nothing, and resuming
+from element ``k`` is ``start=k`` — no replay. Under ``tf.distribute`` the stream is sharded by
+element (``AutoShardPolicy.DATA``), so each worker sees a disjoint part of it.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from d2im_tf import camera
+from d2im_tf.config import Config
+from d2im_tf.data import disn_format as fmt
+
+UNIFORM_FALLBACK_FRACTION = 0.2  # a side with ≤ num_points/5 samples → uniform sampling (reference)
+
+
+# ------------------------------------------------------------------------------------------
+# Point sampling, in the graph.
+
+
+def _gumbel(shape, seed):
+    uniform = tf.random.stateless_uniform(shape, seed, minval=1e-12, maxval=1.0)
+    return -tf.math.log(-tf.math.log(uniform))
+
+
+def sample_without_replacement(log_weights, k, seed):
+    """Indices ``[k]`` drawn without replacement with probability ∝ ``exp(log_weights)``.
+
+    Gumbel-top-k: perturbing log-weights with Gumbel noise and keeping the k largest is equivalent to
+    k successive weighted draws without replacement. Entries with weight 0 (``-inf``) are never drawn
+    unless fewer than k entries have positive weight.
+    """
+    keys = log_weights + _gumbel(tf.shape(log_weights), seed)
+    return tf.math.top_k(keys, k=k, sorted=False).indices
+
+
+def weighted_point_indices(sdf, density, num_points, seed):
+    """The paper's sampling: ``num_points // 2`` indices with sdf < 0 and the rest with sdf ≥ 0.
+
+    Each side is drawn without replacement ∝ ``density``. If either side cannot supply its half, or
+    has at most ``num_points / 5`` samples (the reference's rule), all samples are drawn uniformly.
+    ``sdf``, ``density``: ``[M]``. Returns ``[num_points]`` int32 indices.
+    """
+    inside = sdf < 0
+    n_inside = tf.reduce_sum(tf.cast(inside, tf.int32))
+    n_outside = tf.size(sdf) - n_inside
+    half_in = num_points // 2
+    half_out = num_points - half_in
+    threshold = int(num_points * UNIFORM_FALLBACK_FRACTION)
+    balanced = (
+        (n_inside > threshold) & (n_outside > threshold) & (n_inside >= half_in) & (n_outside >= half_out)
+    )
+    seed_in, seed_out = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+
+    def weighted():
+        log_density = tf.math.log(tf.maximum(density, 1e-30))
+        never = tf.fill(tf.shape(sdf), -np.inf)
+        idx_in = sample_without_replacement(tf.where(inside, log_density, never), half_in, seed_in)
+        idx_out = sample_without_replacement(tf.where(inside, never, log_density), half_out, seed_out)
+        return tf.concat([idx_in, idx_out], axis=0)
+
+    return tf.cond(balanced, weighted, lambda: uniform_point_indices(tf.size(sdf), num_points, seed))
+
+
+def uniform_point_indices(count, num_points, seed):
+    """``num_points`` indices of ``range(count)`` without replacement, uniformly."""
+    return sample_without_replacement(tf.zeros([count]), num_points, seed)
+
+
+# ------------------------------------------------------------------------------------------
+# Shapes on disk.
+
+
+@dataclass(frozen=True)
+class ShapeRecord:
+    """What the pipeline knows about one shape before reading its samples."""
+
+    category: str
+    shape: str
+    projections: np.ndarray  # [V, 3, 4]: normalised-frame points → model-resolution pixels
+    rotations: np.ndarray  # [V, 3, 3]: world → camera
+    norm_scale: float
+
+
+def _normalised_projection(metadata_row, norm_params, image_size: int) -> np.ndarray:
+    """P_world · [[m·I, c], [0, 1]]: projects points of the normalised frame."""
+    center, scale = norm_params[:3], norm_params[3]
+    denormalise = np.eye(4)
+    denormalise[:3, :3] *= scale
+    denormalise[:3, 3] = center
+    return camera.projection_from_metadata(metadata_row, image_size) @ denormalise
+
+
+def load_records(config: Config, split: str) -> list[ShapeRecord]:
+    """Read the split lists, cameras and norm params of every shape of ``split``."""
+    layout = fmt.DatasetLayout(config.data.root, config.data.split_dir or None)
+    records = []
+    for category in config.data.categories:
+        for shape in fmt.read_split(layout.split_path(category, split)):
+            metadata = fmt.read_metadata(layout.metadata_path(category, shape))[: config.data.views]
+            norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
+            projections = np.stack(
+                [_normalised_projection(row, norm_params, config.model.image_size) for row in metadata]
+            )
+            rotations = np.stack([camera.world_to_camera(r[0], r[1], r[3])[0] for r in metadata])
+            records.append(ShapeRecord(category, shape, projections, rotations, float(norm_params[3])))
+    if not records:
+        raise fmt.DataError(layout.split_dir, f"no shapes in the {split} split of {config.data.categories}")
+    return records
+
+
+@functools.lru_cache(maxsize=512)  # ~1 MB a shape: a synthetic dataset fits whole
+def _read_samples(path: str) -> fmt.SdfSamples:
+    return fmt.read_samples(path)
+
+
+def _shape_arrays(path: bytes, need_density: bool):
+    """NumPy side of the pipeline: ``[M, 3]`` points, ``[M]`` sdf, ``[M, 3]`` gradients, ``[M]`` density."""
+    path = path.decode()
+    samples = _read_samples(path)
+    if samples.gradients is None or (need_density and samples.density is None):
+        raise fmt.DataError(path, "lacks pc_gradients/density: run `d2im preprocess` on the dataset")
+    density = samples.density if samples.density is not None else np.ones(len(samples.samples))
+    return (
+        samples.points.astype(np.float32),
+        samples.sdf.astype(np.float32),
+        samples.gradients.astype(np.float32),
+        density.astype(np.float32),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# The dataset.
+
+
+def _decode_image(path, image_size: int):
+    """PNG → ``[S, S, 3]`` float32 in [0, 1]; RGBA is composited on white, as the renders' background."""
+    image = tf.image.decode_png(tf.io.read_file(path), channels=4)
+    image = tf.cast(image, tf.float32) / 255.0
+    rgb, alpha = image[..., :3], image[..., 3:]
+    image = rgb * alpha + (1.0 - alpha)
+    return tf.image.resize(image, [image_size, image_size], antialias=True)
+
+
+def _decode_normals(path, image_size: int):
+    """``_mnormal.png`` → ``[S, S, 3]`` unit camera-space normals, zeros on the (black) background."""
+    encoded = tf.image.decode_png(tf.io.read_file(path), channels=3)
+    background = tf.reduce_all(tf.equal(encoded, 0), axis=-1, keepdims=True)
+    normals = tf.cast(encoded, tf.float32) / 255.0 * 2.0 - 1.0
+    normals = tf.where(background, 0.0, normals)
+    normals = tf.image.resize(normals, [image_size, image_size], method="nearest")
+    return tf.math.divide_no_nan(normals, tf.norm(normals, axis=-1, keepdims=True))
+
+
+class ShapeDataset:
+    """Builds the ``tf.data.Dataset`` of training examples for a config and split."""
+
+    def __init__(self, config: Config, split: str = "train"):
+        self.config = config
+        self.split = split
+        self.records = load_records(config, split)
+        layout = fmt.DatasetLayout(config.data.root, config.data.split_dir or None)
+        views = min(len(r.projections) for r in self.records)
+        self.num_views = views
+        self._image_paths = tf.constant(
+            [[str(layout.image_path(r.category, r.shape, v)) for v in range(views)] for r in self.records]
+        )
+        self._normal_paths = tf.constant(
+            [[str(layout.normal_path(r.category, r.shape, v)) for v in range(views)] for r in self.records]
+        )
+        self._sample_paths = tf.constant([str(layout.samples_path(r.category, r.shape)) for r in self.records])
+        self._projections = tf.constant(np.stack([r.projections[:views] for r in self.records]), tf.float32)
+        self._rotations = tf.constant(np.stack([r.rotations[:views] for r in self.records]), tf.float32)
+        self._norm_scales = tf.constant([r.norm_scale for r in self.records], tf.float32)
+
+    @property
+    def weighted(self) -> bool:
+        """Density-weighted sampling for every variant but the Baseline (paper's Table 1)."""
+        return self.config.model.variant != "baseline"
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _element(self, k):
+        """Element ``k`` of the stream: a shape index, a view index and a seed for its points."""
+        seed = tf.stack([tf.constant(self.config.data.seed, tf.int64), k])
+        count = tf.constant(len(self.records), tf.int64)
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count), seed=tf.stack([tf.constant(self.config.data.seed, tf.int64), -1 - k // count])
+        )
+        shape = tf.cast(order[k % count], tf.int32)
+        view = tf.random.stateless_uniform([], seed, maxval=self.num_views, dtype=tf.int32)
+        return shape, view, tf.random.experimental.stateless_fold_in(seed, 1)
+
+    def _example(self, k):
+        shape, view, points_seed = self._element(k)
+        size = self.config.model.image_size
+        points, sdf, gradients, density = tf.numpy_function(
+            functools.partial(_shape_arrays, need_density=self.weighted),
+            [self._sample_paths[shape]],
+            [tf.float32] * 4,
+            stateful=False,
+        )
+        num = self.config.data.num_points
+        if self.weighted:
+            index = weighted_point_indices(sdf, density, num, points_seed)
+        else:
+            index = uniform_point_indices(tf.size(sdf), num, points_seed)
+        return {
+            "image": _decode_image(self._image_paths[shape, view], size),
+            "normal_map": _decode_normals(self._normal_paths[shape, view], size),
+            "points": tf.ensure_shape(tf.gather(points, index), [num, 3]),
+            "sdf": tf.ensure_shape(tf.gather(sdf, index) * self.config.data.sdf_scale, [num]),
+            "gradients": tf.ensure_shape(tf.gather(gradients, index), [num, 3]),
+            "projection": self._projections[shape, view],
+            "rotation": self._rotations[shape, view],
+            "norm_scale": self._norm_scales[shape],
+        }
+
+    def dataset(self, batch_size: int, start: int = 0, repeat: bool = True) -> tf.data.Dataset:
+        """Batched examples from stream element ``start`` on (endless if ``repeat``)."""
+        end = np.iinfo(np.int64).max if repeat else start + len(self.records)
+        data = tf.data.Dataset.range(start, end)
+        data = data.map(self._example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        data = data.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return data.with_options(options)

@@ -1,0 +1,189 @@
+"""Training input pipeline: the weighted sampler against its distribution, and the examples."""
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+
+from d2im_tf import camera
+from d2im_tf.config import load_config
+from d2im_tf.data import disn_format as fmt
+from d2im_tf.data.pipeline import (
+    ShapeDataset,
+    sample_without_replacement,
+    uniform_point_indices,
+    weighted_point_indices,
+)
+
+
+def test_first_draw_follows_the_weights():
+    """The first of k draws without replacement is a plain categorical draw: chi-square against w."""
+    weights = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], np.float32)
+    trials = 6000
+    log_w = tf.math.log(tf.constant(weights))
+    firsts = np.zeros(len(weights))
+    for t in range(trials):
+        keys_seed = tf.constant([7, t], tf.int64)
+        idx = sample_without_replacement(log_w, 1, keys_seed).numpy()
+        firsts[idx[0]] += 1
+    expected = weights / weights.sum() * trials
+    assert stats.chisquare(firsts, expected).pvalue > 1e-3
+
+
+def test_inclusion_frequencies_match_numpy_weighted_choice():
+    """k-of-n inclusion counts agree with NumPy's successive weighted choice (two-sample chi-square)."""
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0.1, 3.0, 20)
+    k, trials = 5, 3000
+    ours = np.zeros(20)
+    theirs = np.zeros(20)
+    log_w = tf.math.log(tf.constant(weights, tf.float32))
+    for t in range(trials):
+        ours[sample_without_replacement(log_w, k, tf.constant([3, t], tf.int64)).numpy()] += 1
+        theirs[rng.choice(20, size=k, replace=False, p=weights / weights.sum())] += 1
+    table = np.stack([ours, theirs])
+    assert stats.chi2_contingency(table).pvalue > 1e-3
+    # And the weighting matters: uniform inclusion would be rejected.
+    assert stats.chisquare(ours, np.full(20, k * trials / 20)).pvalue < 1e-6
+
+
+def test_half_inside_half_outside_without_duplicates():
+    rng = np.random.default_rng(1)
+    sdf = tf.constant(rng.uniform(-0.1, 0.1, 5000), tf.float32)
+    density = tf.constant(rng.uniform(0.1, 1.0, 5000), tf.float32)
+    index = weighted_point_indices(sdf, density, 512, tf.constant([0, 0], tf.int64)).numpy()
+    assert len(np.unique(index)) == 512
+    assert np.sum(sdf.numpy()[index] < 0) == 256 and np.sum(sdf.numpy()[index] >= 0) == 256
+
+
+def test_uniform_fallback_when_a_side_is_small():
+    sdf = np.full(4000, 0.05, np.float32)
+    sdf[:300] = -0.05  # 300 ≤ 2048/5 inside samples: the reference falls back to uniform sampling
+    density = np.ones(4000, np.float32)
+    density[:300] = 1000.0  # weighting would pull in every inside sample; uniform does not
+    counts = []
+    for t in range(20):
+        index = weighted_point_indices(tf.constant(sdf), tf.constant(density), 2048, tf.constant([5, t], tf.int64))
+        index = index.numpy()
+        assert len(np.unique(index)) == 2048
+        counts.append(np.sum(sdf[index] < 0))
+    # Uniform: inside count ~ hypergeometric(4000, 300, 2048), mean 153.6.
+    assert abs(np.mean(counts) - 2048 * 300 / 4000) < 15
+
+
+def test_uniform_indices_are_a_uniform_subset():
+    index = uniform_point_indices(100, 100, tf.constant([1, 2], tf.int64)).numpy()
+    assert sorted(index) == list(range(100))
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset over files written with the layout's writers.
+
+NUM_SAMPLES = 3000
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    layout = fmt.DatasetLayout(root)
+    rng = np.random.default_rng(0)
+    shapes = ["a", "b", "c"]
+    fmt.write_split(layout.split_path("03001627", "train"), shapes)
+    for i, shape in enumerate(shapes):
+        points = rng.uniform(-0.5, 0.5, (NUM_SAMPLES, 3)).astype(np.float32)
+        sdf = (np.linalg.norm(points, axis=1) - 0.3).astype(np.float32)  # a sphere
+        gradients = (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+        fmt.write_samples(layout.samples_path("03001627", shape), fmt.SdfSamples(
+            np.column_stack([points, sdf]), np.array([0.01 * i, 0.0, -0.02, 0.5 + 0.1 * i]),
+            gradients=gradients, density=rng.uniform(0.1, 1.0, NUM_SAMPLES).astype(np.float32)))
+        fmt.write_metadata(layout.metadata_path("03001627", shape),
+                           [[90 * v + 10 * i, 15 + 5 * v, 0, 0.7, 35, 32, 1.75, 0, 0, 0] for v in range(4)])
+        for v in range(4):
+            fmt.write_png(layout.image_path("03001627", shape, v), rng.integers(0, 256, (48, 48, 4), dtype=np.uint8))
+            normals = rng.normal(size=(48, 48, 3))
+            fmt.write_normal_map(layout.normal_path("03001627", shape, v),
+                                 normals / np.linalg.norm(normals, axis=-1, keepdims=True))
+    return root
+
+
+def _config(root, *extra):
+    return load_config(None, [f"data.root={root}", "data.categories=['03001627']", "data.num_points=256",
+                              "model.image_size=32", "data.views=4", *extra])
+
+
+def test_examples_have_the_contract_shapes(tiny_root):
+    data = ShapeDataset(_config(tiny_root))
+    batch = next(iter(data.dataset(batch_size=2)))
+    assert batch["image"].shape == (2, 32, 32, 3) and batch["normal_map"].shape == (2, 32, 32, 3)
+    assert batch["points"].shape == (2, 256, 3) and batch["sdf"].shape == (2, 256)
+    assert batch["gradients"].shape == (2, 256, 3) and batch["projection"].shape == (2, 3, 4)
+    assert batch["rotation"].shape == (2, 3, 3) and batch["norm_scale"].shape == (2,)
+    assert 0.0 <= batch["image"].numpy().min() and batch["image"].numpy().max() <= 1.0
+    # sdf is ×10 and matches the sphere the points came from: sdf = 10·(|p| − 0.3).
+    np.testing.assert_allclose(batch["sdf"], 10 * (np.linalg.norm(batch["points"], axis=-1) - 0.3), atol=1e-5)
+    assert np.all(np.sum(batch["sdf"].numpy() < 0, axis=1) == 128)
+
+
+def test_projection_folds_in_the_normalisation(tiny_root):
+    config = _config(tiny_root)
+    data = ShapeDataset(config)
+    example = next(iter(data.dataset(batch_size=1, repeat=False)))
+    # Find which shape/view this is by matching against every camera of every shape.
+    points = example["points"].numpy()[0]
+    found = False
+    for record in data.records:
+        params = fmt.read_norm_params(fmt.DatasetLayout(tiny_root).samples_path("03001627", record.shape))
+        metadata = fmt.read_metadata(fmt.DatasetLayout(tiny_root).metadata_path("03001627", record.shape))
+        for row in metadata:
+            P_world = camera.projection_matrix(row[0], row[1], row[3], 32)
+            if np.allclose(example["projection"].numpy()[0],
+                           P_world @ np.block([[params[3] * np.eye(3), params[:3, None]], [np.zeros((1, 3)), 1]]),
+                           atol=1e-4):
+                uv_world, _ = camera.project(points * params[3] + params[:3], P_world)
+                uv_norm, _ = camera.project(points, example["projection"].numpy()[0].astype(np.float64))
+                np.testing.assert_allclose(uv_norm, uv_world, atol=1e-3)
+                R, _ = camera.world_to_camera(row[0], row[1], row[3])
+                np.testing.assert_allclose(example["rotation"].numpy()[0], R, atol=1e-6)
+                found = True
+    assert found
+
+
+def test_stream_is_deterministic_and_resumable(tiny_root):
+    data = ShapeDataset(_config(tiny_root))
+    first = [b["points"].numpy() for b in data.dataset(batch_size=2).take(5)]
+    again = [b["points"].numpy() for b in data.dataset(batch_size=2).take(5)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    resumed = [b["points"].numpy() for b in data.dataset(batch_size=2, start=6).take(2)]
+    np.testing.assert_array_equal(resumed[0], first[3])
+    np.testing.assert_array_equal(resumed[1], first[4])
+
+
+def test_every_shape_once_per_epoch(tiny_root):
+    data = ShapeDataset(_config(tiny_root))
+    scales = [float(b["norm_scale"][0]) for b in data.dataset(batch_size=1).take(6)]
+    assert sorted(np.round(scales[:3], 3)) == [0.5, 0.6, 0.7]
+    assert sorted(np.round(scales[3:], 3)) == [0.5, 0.6, 0.7]
+
+
+def test_baseline_samples_uniformly(tiny_root):
+    data = ShapeDataset(_config(tiny_root, "model.variant=baseline"))
+    assert not data.weighted
+    sdf = np.concatenate([b["sdf"].numpy().ravel() for b in data.dataset(batch_size=1).take(6)])
+    # The sphere fills 4/3·π·0.3³ ≈ 11% of the box: uniform sampling keeps that ratio, not half/half.
+    assert 0.07 < np.mean(sdf < 0) < 0.16
+
+
+def test_missing_density_is_a_clear_error(tiny_root, tmp_path):
+    layout = fmt.DatasetLayout(tiny_root)
+    path = layout.samples_path("03001627", "a")
+    original = fmt.read_samples(path)
+    try:
+        fmt.write_samples(path, fmt.SdfSamples(original.samples, original.norm_params))
+        from d2im_tf.data import pipeline
+        pipeline._read_samples.cache_clear()
+        with pytest.raises(Exception, match="run `d2im preprocess`"):
+            for _ in ShapeDataset(_config(tiny_root)).dataset(batch_size=1, repeat=False):
+                pass
+    finally:
+        fmt.write_samples(path, original)
+        pipeline._read_samples.cache_clear()
