@@ -89,8 +89,6 @@ class ShapeRecord:
     category: str
     shape: str
     projections: np.ndarray  # [V, 3, 4]: normalised-frame points → model-resolution pixels
-    rotations: np.ndarray  # [V, 3, 3]: world → camera
-    norm_scale: float
 
 
 def _normalised_projection(metadata_row, norm_params, image_size: int) -> np.ndarray:
@@ -113,8 +111,7 @@ def load_records(config: Config, split: str) -> list[ShapeRecord]:
             projections = np.stack(
                 [_normalised_projection(row, norm_params, config.model.image_size) for row in metadata]
             )
-            rotations = np.stack([camera.world_to_camera(r[0], r[1], r[3])[0] for r in metadata])
-            records.append(ShapeRecord(category, shape, projections, rotations, float(norm_params[3])))
+            records.append(ShapeRecord(category, shape, projections))
     if not records:
         raise fmt.DataError(layout.split_dir, f"no shapes in the {split} split of {config.data.categories}")
     return records
@@ -164,7 +161,11 @@ def _decode_normals(path, image_size: int):
 
 
 class ShapeDataset:
-    """Builds the ``tf.data.Dataset`` of training examples for a config and split."""
+    """Builds the ``tf.data.Dataset`` of training examples for a config and split.
+
+    Examples follow the batch contract of :mod:`d2im_tf.models.d2im`: ``image``, ``normal_map``,
+    ``points``, ``sdf`` (× ``sdf_scale``), ``gradients`` and ``projection`` (normalised frame → pixels).
+    """
 
     def __init__(self, config: Config, split: str = "train"):
         self.config = config
@@ -181,8 +182,6 @@ class ShapeDataset:
         )
         self._sample_paths = tf.constant([str(layout.samples_path(r.category, r.shape)) for r in self.records])
         self._projections = tf.constant(np.stack([r.projections[:views] for r in self.records]), tf.float32)
-        self._rotations = tf.constant(np.stack([r.rotations[:views] for r in self.records]), tf.float32)
-        self._norm_scales = tf.constant([r.norm_scale for r in self.records], tf.float32)
 
     @property
     def weighted(self) -> bool:
@@ -224,8 +223,6 @@ class ShapeDataset:
             "sdf": tf.ensure_shape(tf.gather(sdf, index) * self.config.data.sdf_scale, [num]),
             "gradients": tf.ensure_shape(tf.gather(gradients, index), [num, 3]),
             "projection": self._projections[shape, view],
-            "rotation": self._rotations[shape, view],
-            "norm_scale": self._norm_scales[shape],
         }
 
     def dataset(self, batch_size: int, start: int = 0, repeat: bool = True) -> tf.data.Dataset:
