@@ -17,6 +17,11 @@ import sys
 COMMANDS = {
     "info": ("info", "print versions of TF/Keras/NumPy and the resolved config"),
     "check-data": ("check_data", "validate a DISN-layout dataset and summarise it"),
+    "train": ("train", "train the SDF network (D²IM-Net or an ablation variant), then export it"),
+    "train-camera": ("train_camera", "train the camera network"),
+    "export": ("export", "export a training run as a SavedModel (TF Serving layout)"),
+    "make-data": ("make_data", "write a synthetic detail-rich dataset (or convert meshes) in DISN's layout"),
+    "preprocess": ("preprocess", "add pc_gradients and density to a DISN dataset's ori_sample.h5 files"),
 }
 
 

@@ -49,12 +49,14 @@ class ModelConfig:
 @dataclass
 class CameraConfig:
     backbone: str = "vgg16"  # "vgg16" (DISN) or "resnet18"
-    translation: str = "distance"  # "distance" (reference, 1-D) or "full" (t in R^3)
+    translation: str = "full"  # "full" (DISN's paper, t in R^3) or "distance" (reference, 1-D)
     image_size: int = 224
     width: int = 64
     learning_rate: float = 1e-4
     batch_size: int = 16
     epochs: int = 100
+    points: int = 256  # surface points of the shape for the point-cloud loss
+    out_dir: str = "runs/camera"
 
 
 @dataclass
@@ -66,6 +68,8 @@ class TrainConfig:
     epochs: int = 400
     steps_per_epoch: int = 0  # 0: one pass over the training shapes
     checkpoint_every: int = 500
+    log_every: int = 10  # steps between TensorBoard scalars
+    image_every: int = 500  # steps between TensorBoard images
     preview_every_epochs: int = 10
     jit_compile: bool = False
     mixed_precision: bool = False

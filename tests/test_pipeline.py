@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
+from conftest import TOY_CATEGORY
 from d2im_tf import camera
 from d2im_tf.config import load_config
 from d2im_tf.data import disn_format as fmt
@@ -78,40 +79,13 @@ def test_uniform_indices_are_a_uniform_subset():
 # ---------------------------------------------------------------------------------------------
 # The dataset over files written with the layout's writers.
 
-NUM_SAMPLES = 3000
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    layout = fmt.DatasetLayout(root)
-    rng = np.random.default_rng(0)
-    shapes = ["a", "b", "c"]
-    fmt.write_split(layout.split_path("03001627", "train"), shapes)
-    for i, shape in enumerate(shapes):
-        points = rng.uniform(-0.5, 0.5, (NUM_SAMPLES, 3)).astype(np.float32)
-        sdf = (np.linalg.norm(points, axis=1) - 0.3).astype(np.float32)  # a sphere
-        gradients = (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
-        fmt.write_samples(layout.samples_path("03001627", shape), fmt.SdfSamples(
-            np.column_stack([points, sdf]), np.array([0.01 * i, 0.0, -0.02, 0.5 + 0.1 * i]),
-            gradients=gradients, density=rng.uniform(0.1, 1.0, NUM_SAMPLES).astype(np.float32)))
-        fmt.write_metadata(layout.metadata_path("03001627", shape),
-                           [[90 * v + 10 * i, 15 + 5 * v, 0, 0.7, 35, 32, 1.75, 0, 0, 0] for v in range(4)])
-        for v in range(4):
-            fmt.write_png(layout.image_path("03001627", shape, v), rng.integers(0, 256, (48, 48, 4), dtype=np.uint8))
-            normals = rng.normal(size=(48, 48, 3))
-            fmt.write_normal_map(layout.normal_path("03001627", shape, v),
-                                 normals / np.linalg.norm(normals, axis=-1, keepdims=True))
-    return root
-
-
 def _config(root, *extra):
-    return load_config(None, [f"data.root={root}", "data.categories=['03001627']", "data.num_points=256",
+    return load_config(None, [f"data.root={root}", f"data.categories=['{TOY_CATEGORY}']", "data.num_points=256",
                               "model.image_size=32", "data.views=4", *extra])
 
 
-def test_examples_have_the_contract_shapes(tiny_root):
-    data = ShapeDataset(_config(tiny_root))
+def test_examples_have_the_contract_shapes(toy_root):
+    data = ShapeDataset(_config(toy_root))
     batch = next(iter(data.dataset(batch_size=2)))
     assert batch["image"].shape == (2, 32, 32, 3) and batch["normal_map"].shape == (2, 32, 32, 3)
     assert batch["points"].shape == (2, 256, 3) and batch["sdf"].shape == (2, 256)
@@ -122,16 +96,16 @@ def test_examples_have_the_contract_shapes(tiny_root):
     assert np.all(np.sum(batch["sdf"].numpy() < 0, axis=1) == 128)
 
 
-def test_projection_folds_in_the_normalisation(tiny_root):
-    config = _config(tiny_root)
+def test_projection_folds_in_the_normalisation(toy_root):
+    config = _config(toy_root)
     data = ShapeDataset(config)
     example = next(iter(data.dataset(batch_size=1, repeat=False)))
     # Find which shape/view this is by matching against every camera of every shape.
     points = example["points"].numpy()[0]
     found = False
     for record in data.records:
-        params = fmt.read_norm_params(fmt.DatasetLayout(tiny_root).samples_path("03001627", record.shape))
-        metadata = fmt.read_metadata(fmt.DatasetLayout(tiny_root).metadata_path("03001627", record.shape))
+        params = fmt.read_norm_params(fmt.DatasetLayout(toy_root).samples_path("03001627", record.shape))
+        metadata = fmt.read_metadata(fmt.DatasetLayout(toy_root).metadata_path("03001627", record.shape))
         for row in metadata:
             P_world = camera.projection_matrix(row[0], row[1], row[3], 32)
             if np.allclose(example["projection"].numpy()[0],
@@ -144,8 +118,8 @@ def test_projection_folds_in_the_normalisation(tiny_root):
     assert found
 
 
-def test_stream_is_deterministic_and_resumable(tiny_root):
-    data = ShapeDataset(_config(tiny_root))
+def test_stream_is_deterministic_and_resumable(toy_root):
+    data = ShapeDataset(_config(toy_root))
     first = [b["points"].numpy() for b in data.dataset(batch_size=2).take(5)]
     again = [b["points"].numpy() for b in data.dataset(batch_size=2).take(5)]
     for a, b in zip(first, again):
@@ -155,24 +129,24 @@ def test_stream_is_deterministic_and_resumable(tiny_root):
     np.testing.assert_array_equal(resumed[1], first[4])
 
 
-def test_every_shape_once_per_epoch(tiny_root):
-    data = ShapeDataset(_config(tiny_root))
+def test_every_shape_once_per_epoch(toy_root):
+    data = ShapeDataset(_config(toy_root))
     # ‖P[2, :3]‖ is the shape's norm scale m (K's last row is (0, 0, 1)).
     scales = [float(np.linalg.norm(b["projection"][0, 2, :3])) for b in data.dataset(batch_size=1).take(6)]
     assert sorted(np.round(scales[:3], 3)) == [0.5, 0.6, 0.7]
     assert sorted(np.round(scales[3:], 3)) == [0.5, 0.6, 0.7]
 
 
-def test_baseline_samples_uniformly(tiny_root):
-    data = ShapeDataset(_config(tiny_root, "model.variant=baseline"))
+def test_baseline_samples_uniformly(toy_root):
+    data = ShapeDataset(_config(toy_root, "model.variant=baseline"))
     assert not data.weighted
     sdf = np.concatenate([b["sdf"].numpy().ravel() for b in data.dataset(batch_size=1).take(6)])
     # The sphere fills 4/3·π·0.3³ ≈ 11% of the box: uniform sampling keeps that ratio, not half/half.
     assert 0.07 < np.mean(sdf < 0) < 0.16
 
 
-def test_missing_density_is_a_clear_error(tiny_root, tmp_path):
-    layout = fmt.DatasetLayout(tiny_root)
+def test_missing_density_is_a_clear_error(toy_root, tmp_path):
+    layout = fmt.DatasetLayout(toy_root)
     path = layout.samples_path("03001627", "a")
     original = fmt.read_samples(path)
     try:
@@ -180,7 +154,7 @@ def test_missing_density_is_a_clear_error(tiny_root, tmp_path):
         from d2im_tf.data import pipeline
         pipeline._read_samples.cache_clear()
         with pytest.raises(Exception, match="run `d2im preprocess`"):
-            for _ in ShapeDataset(_config(tiny_root)).dataset(batch_size=1, repeat=False):
+            for _ in ShapeDataset(_config(toy_root)).dataset(batch_size=1, repeat=False):
                 pass
     finally:
         fmt.write_samples(path, original)

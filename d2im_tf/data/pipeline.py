@@ -88,6 +88,8 @@ class ShapeRecord:
 
     category: str
     shape: str
+    metadata: np.ndarray  # [V, 10] rendering_metadata rows
+    norm_params: np.ndarray  # [4]: cx, cy, cz, m
     projections: np.ndarray  # [V, 3, 4]: normalised-frame points → model-resolution pixels
 
 
@@ -111,7 +113,7 @@ def load_records(config: Config, split: str) -> list[ShapeRecord]:
             projections = np.stack(
                 [_normalised_projection(row, norm_params, config.model.image_size) for row in metadata]
             )
-            records.append(ShapeRecord(category, shape, projections))
+            records.append(ShapeRecord(category, shape, metadata, norm_params, projections))
     if not records:
         raise fmt.DataError(layout.split_dir, f"no shapes in the {split} split of {config.data.categories}")
     return records
@@ -120,6 +122,15 @@ def load_records(config: Config, split: str) -> list[ShapeRecord]:
 @functools.lru_cache(maxsize=512)  # ~1 MB a shape: a synthetic dataset fits whole
 def _read_samples(path: str) -> fmt.SdfSamples:
     return fmt.read_samples(path)
+
+
+def _surface_points(path: bytes):
+    """``[S, 3]`` surface points of a shape (``pc_sdf_original``, else the samples nearest the surface)."""
+    samples = _read_samples(path.decode())
+    if samples.surface_points is not None:
+        return samples.surface_points.astype(np.float32)
+    nearest = np.argsort(np.abs(samples.sdf))[: len(samples.sdf) // 8]
+    return samples.points[nearest].astype(np.float32)
 
 
 def _shape_arrays(path: bytes, need_density: bool):
@@ -234,3 +245,42 @@ class ShapeDataset:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return data.with_options(options)
+
+
+def normalised_pose(rotation, translation, norm_params):
+    """World→camera (R, t) → the pose of the *normalised* frame, up to the scale m.
+
+    R·(m·x + c) + t = m·(R·x + (R·c + t)/m): the same rotation and t' = (R·c + t)/m give the camera
+    frame divided by m, which projects to the same pixels. As DISN's regression targets, the camera
+    network predicts this pose, so ``K·[R | t']`` serves the SDF network directly and reconstruction
+    needs no GT normalisation.
+    """
+    return rotation, (rotation @ norm_params[:3] + translation) / norm_params[3]
+
+
+class CameraDataset(ShapeDataset):
+    """Examples for the camera network (batch contract of :mod:`d2im_tf.models.camera_net`).
+
+    ``image``; ``points`` — ``camera.points`` surface points of the shape in the normalised frame; and
+    the GT ``rotation`` [3, 3] and ``translation`` [3] of :func:`normalised_pose` for the view.
+    """
+
+    def __init__(self, config: Config, split: str = "train"):
+        super().__init__(config, split)
+        poses = [[normalised_pose(*camera.world_to_camera(r[0], r[1], r[3]), rec.norm_params)
+                  for r in rec.metadata[: self.num_views]] for rec in self.records]
+        self._rotations = tf.constant([[p[0] for p in views] for views in poses], tf.float32)  # [S, V, 3, 3]
+        self._translations = tf.constant([[p[1] for p in views] for views in poses], tf.float32)  # [S, V, 3]
+
+    def _example(self, k):
+        shape, view, points_seed = self._element(k)
+        surface = tf.numpy_function(_surface_points, [self._sample_paths[shape]], tf.float32, stateful=False)
+        count = self.config.camera.points
+        index = uniform_point_indices(tf.shape(surface)[0], count, points_seed)
+        points = tf.gather(surface, index)
+        return {
+            "image": _decode_image(self._image_paths[shape, view], self.config.camera.image_size),
+            "points": tf.ensure_shape(points, [count, 3]),
+            "rotation": self._rotations[shape, view],
+            "translation": self._translations[shape, view],
+        }

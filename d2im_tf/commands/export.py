@@ -1,0 +1,22 @@
+"""``d2im export``: a training run's latest checkpoint → SavedModel in TF Serving's layout."""
+from __future__ import annotations
+
+
+def configure(parser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
+                        help="the SDF network's run folder (holds config.yaml and checkpoints/)")
+    parser.add_argument("--camera-checkpoint", default=None, metavar="RUN_DIR",
+                        help="the camera network's run folder, bundled for image-only reconstruction")
+    parser.add_argument("--out", required=True, help="model folder, e.g. saved_models/d2im; writes OUT/<version>/")
+    parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+
+
+def run(args) -> int:
+    from d2im_tf.export import export_saved_model
+    from d2im_tf.training.camera import load_camera_model
+    from d2im_tf.training.sdf import load_sdf_model
+
+    model = load_sdf_model(args.checkpoint)
+    camera_model = load_camera_model(args.camera_checkpoint) if args.camera_checkpoint else None
+    print(f"exported {export_saved_model(model, args.out, camera_model, args.version)}")
+    return 0

@@ -1,0 +1,52 @@
+"""``d2im train``: train the SDF network (also ``tools/train.py``), then export a SavedModel.
+
+Uses ``MirroredStrategy`` over the visible GPUs, or over ``--devices N`` logical CPU devices, and
+``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set. ``--resume`` continues the run in
+``train.out_dir`` from its last checkpoint. Exit code 1 if the loss diverges (NaN/Inf).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from d2im_tf.config import add_config_arguments, config_from_arguments
+
+
+def add_run_arguments(parser) -> None:
+    """Options shared by ``train`` and ``train-camera``."""
+    add_config_arguments(parser)
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    parser.add_argument("--devices", type=int, default=0,
+                        help="data-parallel over N logical CPU devices (tests/CPU machines; GPUs are used automatically)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def configure(parser) -> None:
+    add_run_arguments(parser)
+    parser.add_argument("--export", default=None, metavar="DIR",
+                        help="after training, export a SavedModel to DIR/<version>/ (default: saved_models/<run name>)")
+    parser.add_argument("--no-export", action="store_true", help="do not export a SavedModel at the end")
+    parser.add_argument("--camera-run", default=None, metavar="RUN_DIR",
+                        help="a trained camera network's run folder, bundled into the export")
+
+
+def run(args) -> int:
+    config = config_from_arguments(args)
+    from d2im_tf.distribute import is_chief, make_strategy
+
+    strategy = make_strategy(args.devices)  # before any other TensorFlow work
+    from d2im_tf.export import export_saved_model
+    from d2im_tf.training.camera import load_camera_model
+    from d2im_tf.training.loop import TrainingDiverged
+    from d2im_tf.training.sdf import train_sdf
+
+    try:
+        model = train_sdf(config, strategy, resume=args.resume, progress=not args.no_progress)
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not args.no_export and is_chief():
+        camera_model = load_camera_model(args.camera_run) if args.camera_run else None
+        target = args.export or Path("saved_models") / Path(config.train.out_dir).name
+        print(f"exported {export_saved_model(model, target, camera_model)}")
+    return 0

@@ -1,0 +1,87 @@
+"""SavedModel export in TF Serving's layout: ``saved_models/<name>/<version>/``.
+
+The exported model runs without this package (``tf.saved_model.load`` is enough). Signatures:
+
+``serving_default`` (= ``sdf``)  image [B,S,S,3] float in [0,1], points [B,N,3] (normalised frame),
+                                 projection [B,3,4] (normalised frame → pixels) → ``sdf``, ``base``
+                                 [B,N] in SDF units (÷ ``sdf_scale`` for distances); test-time
+                                 front/back split.
+``encode``                       image → ``global_code`` [B,G] and ``maps`` [B,S,S,2] (front, back
+                                 displacement maps; zeros for variants without a detail decoder).
+``camera`` (with a camera net)   image → ``rotation`` [B,3,3], ``translation`` [B,3] and
+                                 ``projection`` [B,3,4] = K·[R|t] of the normalised frame.
+``sdf_predicted_camera`` (idem)  image, points → ``sdf``, ``base`` through the predicted camera.
+
+``assets.extra/d2im.json`` beside the SavedModel records the image size, SDF scale, variant and
+camera mode, so a client knows how to prepare its inputs.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from d2im_tf.models.camera_net import CameraNet
+from d2im_tf.models.d2im import D2IMNet
+
+
+def next_version(base: Path) -> int:
+    """1 + the largest integer version folder under ``base`` (TF Serving serves the largest)."""
+    versions = [int(p.name) for p in base.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | None = None,
+                       version: int | None = None) -> Path:
+    """Write ``out_base/<version>/`` (written to a temporary folder, then renamed); returns its path."""
+    out_base = Path(out_base)
+    out_base.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(out_base)
+    size = sdf_model.model_config.image_size
+    image_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="image")
+    points_spec = tf.TensorSpec([None, None, 3], tf.float32, name="points")
+    projection_spec = tf.TensorSpec([None, 3, 4], tf.float32, name="projection")
+
+    def sdf(image, points, projection):
+        encoding = sdf_model.encode(image, training=False)
+        outputs = sdf_model.decode(encoding, points, projection)
+        return {"sdf": outputs["sdf"], "base": outputs["base"]}
+
+    def encode(image):
+        encoding = sdf_model.encode(image, training=False)
+        maps = encoding.get("maps", tf.zeros(tf.concat([tf.shape(image)[:3], [2]], 0)))
+        return {"global_code": encoding["global_code"], "maps": maps}
+
+    archive = keras.export.ExportArchive()
+    archive.track(sdf_model)
+    archive.add_endpoint("serving_default", sdf, input_signature=[image_spec, points_spec, projection_spec])
+    archive.add_endpoint("encode", encode, input_signature=[image_spec])
+    if camera_model is not None:
+        archive.track(camera_model)
+
+        def pose(image):
+            outputs = camera_model(image, training=False)
+            return {"rotation": outputs["rotation"], "translation": outputs["translation"],
+                    "projection": camera_model.projection(outputs)}
+
+        def sdf_predicted_camera(image, points):
+            return sdf(image, points, pose(image)["projection"])
+
+        archive.add_endpoint("camera", pose, input_signature=[image_spec])
+        archive.add_endpoint("sdf_predicted_camera", sdf_predicted_camera, input_signature=[image_spec, points_spec])
+    info = {"image_size": size, "sdf_scale": sdf_model.sdf_scale, "variant": sdf_model.model_config.variant,
+            "has_camera": camera_model is not None}
+    target = out_base / str(version)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_base))
+    try:
+        archive.write_out(str(staging / "model"), verbose=False)
+        (staging / "model" / "assets.extra").mkdir(exist_ok=True)
+        (staging / "model" / "assets.extra" / "d2im.json").write_text(json.dumps(info, indent=2) + "\n")
+        (staging / "model").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

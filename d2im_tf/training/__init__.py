@@ -1,0 +1,1 @@
+"""Training: the resumable loop shared by the SDF and camera networks, and the two runs built on it."""

@@ -1,0 +1,49 @@
+"""Training the camera network, separately from the SDF network as in both papers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from d2im_tf.config import Config
+from d2im_tf.data.pipeline import CameraDataset
+from d2im_tf.models.camera_net import CameraNet
+from d2im_tf.training.loop import RunSchedule, load_run_config, restore_weights, run_training, save_run_config
+
+
+def build_camera_model(config: Config) -> CameraNet:
+    """The compiled camera network with its variables and optimiser slots created."""
+    model = CameraNet(config.camera)
+    model.compile(optimizer=keras.optimizers.Adam(config.camera.learning_rate), jit_compile=config.train.jit_compile)
+    size = config.camera.image_size
+    model(tf.zeros([1, size, size, 3]), training=False)
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def load_camera_model(run_dir) -> CameraNet:
+    """The camera network of a training run folder (its ``config.yaml`` and latest checkpoint)."""
+    model = build_camera_model(load_run_config(run_dir))
+    restore_weights(model, run_dir)
+    return model
+
+
+def train_camera(config: Config, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
+               progress: bool = True) -> CameraNet:
+    """Train the camera network of ``config`` under the current ``tf.distribute`` strategy."""
+    data = CameraDataset(config, "train")
+    batch = config.camera.batch_size
+    schedule = RunSchedule(
+        global_batch=batch,
+        steps_per_epoch=config.train.steps_per_epoch or max(1, len(data) // batch),
+        epochs=config.camera.epochs,
+        checkpoint_every=config.train.checkpoint_every,
+        log_every=config.train.log_every,
+    )
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = build_camera_model(config)
+    save_run_config(config, config.camera.out_dir)
+    run_training(model, lambda start: data.dataset(batch, start=start), schedule, Path(config.camera.out_dir),
+                 resume=resume, description="training camera", progress=progress)
+    return model

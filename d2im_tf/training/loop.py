@@ -1,0 +1,158 @@
+"""The resumable training loop shared by the SDF and the camera network.
+
+A run lives in one output folder::
+
+    OUT/checkpoints/   tf.train checkpoints (model, optimiser and its step), every N steps
+    OUT/logs/          TensorBoard event files
+    OUT/previews/      PNG previews (SDF network)
+
+Training is a sequence of one-epoch ``fit`` calls, each fed from the data stream's element
+``step · global_batch``, so after a restore the step counter, the optimiser state and the data
+position all continue where the last checkpoint left them. Checkpoints are written by
+``tf.train.CheckpointManager``, which records a checkpoint in its index only once it is complete, so
+a process killed mid-save leaves the previous checkpoint usable.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import tensorflow as tf
+import yaml
+
+from d2im_tf.config import Config, load_config
+from d2im_tf.data.disn_format import atomic_path
+from d2im_tf.distribute import is_chief, worker_id
+from d2im_tf.errors import UserError
+from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, current_step
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class RunSchedule:
+    """How long a run is and how often it saves and logs."""
+
+    global_batch: int
+    steps_per_epoch: int
+    epochs: int
+    checkpoint_every: int
+    log_every: int = 10
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+def checkpoint_dir(out_dir: Path) -> Path:
+    """Where this process writes checkpoints: the real folder on the chief, a scratch one elsewhere.
+
+    Under MultiWorkerMirroredStrategy every worker must take part in saving; only the chief's copy
+    is kept.
+    """
+    out_dir = Path(out_dir)
+    return out_dir / "checkpoints" if is_chief() else out_dir / "scratch" / worker_id()
+
+
+def save_run_config(config: Config, out_dir) -> None:
+    """Record the resolved config as ``OUT/config.yaml`` (chief only), for export and evaluation."""
+    if is_chief():
+        with atomic_path(Path(out_dir) / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def load_run_config(run_dir) -> Config:
+    """The config a run was trained with."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise UserError(f"{path}: not found; is {run_dir} a training run folder?")
+    return load_config(path)
+
+
+def restore_weights(model: keras.Model, run_dir) -> str:
+    """Load the model's weights (not the optimiser) from a run's latest checkpoint; returns its path."""
+    latest = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
+    if latest is None:
+        raise UserError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint found")
+    status = tf.train.Checkpoint(model=model).restore(latest)
+    status.expect_partial()  # the optimiser's slots are not needed
+    status.assert_existing_objects_matched()
+    return latest
+
+
+def restore_latest(model: keras.Model, out_dir: Path, resume: bool) -> tf.train.CheckpointManager:
+    """Make the checkpoint manager of a run and, with ``resume``, restore its latest checkpoint.
+
+    The model and its optimiser must already be built. A folder that already holds checkpoints is an
+    error without ``resume``, so an earlier run is never silently overwritten.
+    """
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    kept = Path(out_dir) / "checkpoints"  # every worker restores the chief's checkpoint
+    latest = tf.train.latest_checkpoint(str(kept))
+    if latest:
+        if not resume:
+            raise UserError(f"{kept}: holds checkpoints of an earlier run; pass --resume to continue it "
+                            "or choose another output folder")
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    return tf.train.CheckpointManager(checkpoint, str(checkpoint_dir(out_dir)), max_to_keep=3)
+
+
+def run_training(
+    model: keras.Model,
+    make_dataset: Callable[[int], tf.data.Dataset],
+    schedule: RunSchedule,
+    out_dir: Path,
+    resume: bool = False,
+    extra_callbacks: Callable[[tf.summary.SummaryWriter | None], list] = lambda writer: [],
+    description: str = "training",
+    progress: bool = True,
+) -> int:
+    """Train ``model`` (built and compiled) to ``schedule.total_steps``; returns the final step.
+
+    ``make_dataset(start)`` gives the batched stream from element ``start``. Raises
+    :class:`TrainingDiverged` on a NaN/Inf loss, after which the newest checkpoint is the last good one.
+    """
+    out_dir = Path(out_dir)
+    manager = restore_latest(model, out_dir, resume)
+    guard = GuardedCheckpoint(manager, schedule.checkpoint_every)
+    callbacks: list = [guard]
+    writer = None
+    bar = None
+    if is_chief():
+        writer = tf.summary.create_file_writer(str(out_dir / "logs"))
+        callbacks.append(ScalarLogger(writer, schedule.log_every))
+        if progress:
+            bar = ProgressBar(schedule.total_steps, description)
+            callbacks.append(bar)
+    callbacks.extend(extra_callbacks(writer))
+    step = current_step(model)
+    try:
+        while step < schedule.total_steps:
+            epoch = step // schedule.steps_per_epoch
+            model.fit(
+                make_dataset(step * schedule.global_batch),
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                steps_per_epoch=schedule.steps_per_epoch - step % schedule.steps_per_epoch,
+                callbacks=callbacks,
+                shuffle=False,  # the stream is already shuffled, deterministically
+                verbose=0,
+            )
+            if guard.diverged is not None:
+                bad_step, names = guard.diverged
+                raise TrainingDiverged(
+                    f"{', '.join(names)} became NaN/Inf at step {bad_step}; training stopped; "
+                    f"last good checkpoint: {manager.latest_checkpoint or 'none'}"
+                )
+            step = current_step(model)
+    finally:
+        if bar is not None:
+            bar.close()
+        if not is_chief():
+            shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
+    return step
