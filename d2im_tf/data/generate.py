@@ -1,0 +1,204 @@
+"""Dataset orchestration: one mesh → every file of a shape; many shapes across worker processes.
+
+A shape's files (DISN layout, see :mod:`d2im_tf.data.disn_format`): the mesh ``meshes/.../model.obj``,
+``SDF_v1/.../ori_sample.h5`` (samples, gradients, densities), and per view the RGBA render, the
+``_mnormal`` normal map and the 16-bit depth map, plus ``rendering_metadata.txt``.
+
+Every random choice of a shape comes from ``SeedSequence([seed, crc32(category), index])`` split
+into independent streams (geometry, colour, views, samples), so output bytes depend only on the
+arguments — not on the number of workers or on the order in which shapes finish. No file holds a
+timestamp (PNG via Pillow without metadata, HDF5 without ``track_times``, OBJ without a date).
+"""
+from __future__ import annotations
+
+import colorsys
+import multiprocessing
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from tqdm import tqdm
+
+from d2im_tf.data import disn_format as fmt
+from d2im_tf.data import mesh_sdf, shapes
+from d2im_tf.data.render import Renderer, random_views
+from d2im_tf.errors import UserError
+
+MESH_DIGITS = 6  # OBJ coordinates are written (and used) rounded to 1e-6
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every shape of a dataset shares."""
+
+    out: Path
+    views: int = 36
+    image_size: int = 224
+    samples: int = mesh_sdf.SAMPLE_COUNT
+    seed: int = 0
+    resolution: int = shapes.DEFAULT_RESOLUTION
+
+    @property
+    def layout(self) -> fmt.DatasetLayout:
+        return fmt.DatasetLayout(self.out)
+
+
+def shape_name(index: int) -> str:
+    return f"syn{index:05d}"
+
+
+def shape_streams(seed: int, category: str, index: int) -> dict[str, np.random.Generator]:
+    """Independent generators for the geometry, colour, views and samples of one shape."""
+    root = np.random.SeedSequence([seed, zlib.crc32(category.encode()), index])
+    names = ("geometry", "color", "views", "samples")
+    return {name: np.random.default_rng(child) for name, child in zip(names, root.spawn(len(names)))}
+
+
+def random_color(rng: np.random.Generator) -> tuple[float, float, float]:
+    """A muted, mid-bright colour so shading and detail stay visible."""
+    return colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.2, 0.55), rng.uniform(0.7, 0.9))
+
+
+# ------------------------------------------------------------------------------------------
+# One shape
+
+
+def write_shape(settings: Settings, category: str, shape: str, mesh: trimesh.Trimesh,
+                streams: dict[str, np.random.Generator]) -> None:
+    """Write every file of one shape from a closed, outward-oriented world-frame mesh."""
+    layout = settings.layout
+    write_obj(layout.mesh_path(category, shape), mesh)
+    samples = mesh_sdf.sample_sdf(mesh, streams["samples"], settings.samples,
+                                  source=layout.mesh_path(category, shape))
+    fmt.write_samples(layout.samples_path(category, shape), samples)
+    rows = random_views(streams["views"], settings.views)
+    renderer = Renderer(mesh, random_color(streams["color"]))
+    for view, row in enumerate(rows):
+        image = renderer.render(row, settings.image_size)
+        fmt.write_png(layout.image_path(category, shape, view), image.rgba)
+        fmt.write_normal_map(layout.normal_path(category, shape, view), image.normals, image.mask)
+        fmt.write_depth(layout.depth_path(category, shape, view), image.depth, image.mask)
+    fmt.write_metadata(layout.metadata_path(category, shape), rows)
+
+
+def write_obj(path, mesh: trimesh.Trimesh) -> None:
+    """A plain OBJ (``v`` and ``f`` lines only) with :data:`MESH_DIGITS` decimals, atomically."""
+    vertices = "".join(f"v {x:.{MESH_DIGITS}f} {y:.{MESH_DIGITS}f} {z:.{MESH_DIGITS}f}\n" for x, y, z in mesh.vertices)
+    faces = "".join(f"f {a} {b} {c}\n" for a, b, c in mesh.faces + 1)
+    with fmt.atomic_path(path) as tmp:
+        tmp.write_text(vertices + faces)
+
+
+def synthetic_mesh(settings: Settings, category: str, streams) -> trimesh.Trimesh:
+    mesh = shapes.generate_mesh(category, streams["geometry"], settings.resolution)
+    return trimesh.Trimesh(np.round(mesh.vertices, MESH_DIGITS), mesh.faces, process=False)
+
+
+def _synthetic_task(task: tuple[Settings, str, int]) -> tuple[str, str, str | None]:
+    settings, category, index = task
+    streams = shape_streams(settings.seed, category, index)
+    shape = shape_name(index)
+    write_shape(settings, category, shape, synthetic_mesh(settings, category, streams), streams)
+    return category, shape, None
+
+
+def _mesh_task(task: tuple[Settings, str, str, Path]) -> tuple[str, str, str | None]:
+    """Convert one user mesh; returns a note (repaired / skipped) or None."""
+    settings, category, shape, path = task
+    try:
+        mesh, repaired = mesh_sdf.make_watertight(mesh_sdf.load_mesh(path), path)
+        mesh = trimesh.Trimesh(np.round(mesh.vertices, MESH_DIGITS), mesh.faces, process=False)
+        streams = shape_streams(settings.seed, category, zlib.crc32(shape.encode()))
+        write_shape(settings, category, shape, mesh, streams)
+    except fmt.DataError as error:
+        return category, shape, f"skipped {error}"
+    return category, shape, f"{path}: not watertight, remeshed" if repaired else None
+
+
+# ------------------------------------------------------------------------------------------
+# Many shapes
+
+
+def _run(function, tasks: list, workers: int, description: str) -> list:
+    """``function`` over ``tasks`` in ``workers`` processes with a progress bar; results in task order."""
+    bar = tqdm(total=len(tasks), desc=description, unit="shape")
+    if workers <= 1:
+        results = []
+        for task in tasks:
+            results.append(function(task))
+            bar.update()
+    else:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            results = []
+            for result in pool.imap(function, tasks):
+                results.append(result)
+                bar.update()
+    bar.close()
+    return results
+
+
+def split_shapes(shapes_in_category: list[str], test_fraction: float, seed: int,
+                 category: str) -> tuple[list[str], list[str]]:
+    """A seeded train/test split; at least one test shape when there are two or more shapes."""
+    rng = np.random.default_rng([seed, zlib.crc32(category.encode()), 7])
+    order = rng.permutation(len(shapes_in_category))
+    count = int(round(test_fraction * len(shapes_in_category)))
+    if test_fraction > 0 and len(shapes_in_category) >= 2:
+        count = min(max(count, 1), len(shapes_in_category) - 1)
+    test = sorted(shapes_in_category[i] for i in order[:count])
+    train = sorted(shapes_in_category[i] for i in order[count:])
+    return train, test
+
+
+def _write_splits(settings: Settings, done: dict[str, list[str]], test_fraction: float) -> None:
+    for category, names in done.items():
+        train, test = split_shapes(sorted(names), test_fraction, settings.seed, category)
+        fmt.write_split(settings.layout.split_path(category, "train"), train)
+        fmt.write_split(settings.layout.split_path(category, "test"), test)
+
+
+def make_synthetic(settings: Settings, categories: list[str], per_category: int, workers: int = 1,
+                   test_fraction: float = 0.2) -> None:
+    """Generate ``per_category`` procedural shapes of each category and the split lists."""
+    unknown = [c for c in categories if c not in shapes.FAMILIES]
+    if unknown:
+        known = ", ".join(f"{k} ({v})" for k, v in shapes.CATEGORY_NAMES.items())
+        raise UserError(f"no procedural family for {', '.join(unknown)}; known: {known}")
+    tasks = [(settings, c, i) for c in categories for i in range(per_category)]
+    results = _run(_synthetic_task, tasks, workers, "make-data")
+    done: dict[str, list[str]] = {c: [] for c in categories}
+    for category, shape, _ in results:
+        done[category].append(shape)
+    _write_splits(settings, done, test_fraction)
+
+
+def find_meshes(source: Path) -> list[tuple[str, str, Path]]:
+    """``(category, shape, path)`` of ``<cat>/<shape>/model.obj`` (ShapeNet v1),
+    ``<cat>/<shape>/models/model_normalized.obj`` (v2) or ``<cat>/<shape>.obj|.ply|.off|.stl``."""
+    found = {}
+    for pattern in ("*/*/models/model_normalized.obj", "*/*/model.obj", "*/*.obj", "*/*.ply", "*/*.off", "*/*.stl"):
+        for path in sorted(Path(source).glob(pattern)):
+            relative = path.relative_to(source).parts
+            shape = relative[1] if len(relative) > 2 else path.stem
+            found.setdefault((relative[0], shape), path)
+    return [(c, s, p) for (c, s), p in sorted(found.items())]
+
+
+def make_from_meshes(settings: Settings, source: Path, workers: int = 1, test_fraction: float = 0.2) -> list[str]:
+    """Convert every mesh under ``source`` (see :func:`find_meshes`); returns notes to print."""
+    meshes = find_meshes(source)
+    if not meshes:
+        raise UserError(f"{source}: no meshes found (expected <category>/<shape>/model.obj)")
+    tasks = [(settings, c, s, p) for c, s, p in meshes]
+    results = _run(_mesh_task, tasks, workers, "make-data")
+    done: dict[str, list[str]] = {}
+    notes = []
+    for category, shape, note in results:
+        if note:
+            notes.append(note)
+        if not (note and note.startswith("skipped")):
+            done.setdefault(category, []).append(shape)
+    _write_splits(settings, done, test_fraction)
+    return notes

@@ -1,0 +1,227 @@
+"""Benchmarks of the project's pipelines (not tests): ``python tools/benchmark.py <stage> [--json]``.
+
+``data``: one synthetic chair, 36 views at 224², 32,768 SDF samples with gradients and densities, on
+one core; seconds per stage, and a plain baseline measured in the same run
+(``trimesh.proximity.signed_distance`` on a subset of the same samples, extrapolated linearly).
+
+``reconstruct``: seconds per image → mesh at 128³ (``--resolution``) through an exported SavedModel
+(:class:`d2im_tf.reconstruct.Reconstructor`, GT camera of a rendered sphere), dense vs
+coarse-to-fine, split into encode / SDF evaluation / marching cubes, and the ratio dense / c2f.
+Without ``--model`` it exports a default-size (224², ``full``) *untrained* model whose output bias is
+shifted so that its zero level crosses the box (otherwise coarse-to-fine would have no surface to
+refine and the comparison would flatter it); the output says so.
+"""
+from __future__ import annotations
+
+import os
+
+# One core, one thread: set before NumPy/SciPy/embree load their thread pools.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TBB_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _pin_to_one_core() -> str:
+    if hasattr(os, "sched_setaffinity"):
+        core = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {core})
+        return f"pinned to core {core}"
+    return "not pinned (no sched_setaffinity)"
+
+
+class Stopwatch:
+    """Accumulates wall-clock and CPU seconds per named stage (CPU time is robust to other load)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
+
+    def __call__(self, name, function, *args, **kwargs):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = function(*args, **kwargs)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + time.process_time() - start_cpu
+        return result
+
+
+def bench_data(args) -> dict:
+    import numpy as np
+    import trimesh
+
+    from d2im_tf.data import generate, mesh_sdf
+    from d2im_tf.data.render import Renderer, random_views
+
+    pinned = _pin_to_one_core()
+    workdir = tempfile.TemporaryDirectory(prefix="d2im_bench_")
+    settings = generate.Settings(out=Path(workdir.name), views=args.views,
+                                 image_size=args.image_size, samples=args.samples, seed=args.seed)
+    streams = generate.shape_streams(args.seed, args.category, 0)
+    clock = Stopwatch()
+    mesh = clock("shape (SDF grid + marching cubes)", generate.synthetic_mesh, settings, args.category, streams)
+    samples = clock("samples (normalise, exact SDF, bands, gradients)", mesh_sdf.sample_sdf, mesh,
+                    streams["samples"], args.samples, with_density=False)
+    world = samples.points * samples.norm_params[3] + samples.norm_params[:3]
+    samples.density = clock("density", mesh_sdf.sample_density, world, samples.sdf)
+    rows = random_views(streams["views"], args.views)
+    renderer = clock("render setup (embree scene)", Renderer, mesh)
+    render_stage = f"render {args.views} views at {args.image_size}²"
+    views = [clock(render_stage, renderer.render, row, args.image_size) for row in rows]
+    layout = settings.layout
+    clock("write files (OBJ, h5, PNGs)", _write_all, layout, mesh, samples, rows, views)
+    workdir.cleanup()
+
+    subset = np.random.default_rng(0).choice(len(world), size=min(args.baseline_subset, len(world)), replace=False)
+    baseline_sdf = -clock("baseline", trimesh.proximity.signed_distance, mesh, world[subset])  # trimesh: + inside
+    baseline = clock.cpu_seconds.pop("baseline") * len(world) / len(subset)
+    clock.seconds.pop("baseline")
+    ours_sdf = clock.cpu_seconds["samples (normalise, exact SDF, bands, gradients)"]
+    sign_agreement = float(np.mean((baseline_sdf < 0) == (samples.sdf[subset] < 0)))
+    distance_error = float(np.max(np.abs(np.abs(baseline_sdf) / samples.norm_params[3] - np.abs(samples.sdf[subset]))))
+    return {
+        "pinning": pinned,
+        "mesh_faces": int(len(mesh.faces)),
+        "stages_wall_seconds": clock.seconds,
+        "stages_cpu_seconds": clock.cpu_seconds,
+        "total_wall_seconds": sum(clock.seconds.values()),
+        "total_cpu_seconds": sum(clock.cpu_seconds.values()),
+        "baseline": f"trimesh.proximity.signed_distance on {len(subset)} of the {len(world)} samples, extrapolated",
+        "baseline_cpu_seconds_extrapolated": baseline,
+        "speedup_of_sdf_stage_vs_baseline": baseline / ours_sdf,
+        "baseline_sign_agreement": sign_agreement,
+        "baseline_max_abs_distance_difference": distance_error,
+    }
+
+
+def _write_all(layout, mesh, samples, rows, views) -> None:
+    from d2im_tf.data import disn_format as fmt
+    from d2im_tf.data import generate
+
+    category, shape = "bench", "shape"
+    generate.write_obj(layout.mesh_path(category, shape), mesh)
+    fmt.write_samples(layout.samples_path(category, shape), samples)
+    for index, image in enumerate(views):
+        fmt.write_png(layout.image_path(category, shape, index), image.rgba)
+        fmt.write_normal_map(layout.normal_path(category, shape, index), image.normals, image.mask)
+        fmt.write_depth(layout.depth_path(category, shape, index), image.depth, image.mask)
+    fmt.write_metadata(layout.metadata_path(category, shape), rows)
+
+
+def print_data(result: dict) -> None:
+    wall, cpu = result["stages_wall_seconds"], result["stages_cpu_seconds"]
+    width = max(len(name) for name in wall) + 2
+    print(f"data benchmark: one chair, {result['mesh_faces']} faces, {result['pinning']}")
+    print(f"  {'stage':<{width}} {'CPU s':>7} {'wall s':>7}")
+    for name in wall:
+        print(f"  {name:<{width}} {cpu[name]:7.2f} {wall[name]:7.2f}")
+    print(f"  {'total per shape':<{width}} {result['total_cpu_seconds']:7.2f} {result['total_wall_seconds']:7.2f}"
+          "   (target ≤ 5 s)")
+    print(f"  baseline: {result['baseline']}: {result['baseline_cpu_seconds_extrapolated']:.1f} CPU s")
+    print(f"  SDF stage speed-up over the baseline (CPU time): {result['speedup_of_sdf_stage_vs_baseline']:.1f}×"
+          f"  (sign agreement {result['baseline_sign_agreement']:.4f},"
+          f" max |distance| difference {result['baseline_max_abs_distance_difference']:.1e})")
+
+
+def _untrained_model(out: Path, image, view_row) -> Path:
+    """Export the default config's random-init SDF network, zero level moved into the box."""
+    import numpy as np
+
+    from d2im_tf import camera
+    from d2im_tf.config import load_config
+    from d2im_tf.export import export_saved_model
+    from d2im_tf.extraction import sdf_grid_points
+    from d2im_tf.training.sdf import build_sdf_model
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
+    model = build_sdf_model(config)
+    size = config.model.image_size
+    projection = camera.projection_from_metadata(view_row, size)[None].astype(np.float32)  # [1, 3, 4]
+    values = model.predict_sdf(image[None], sdf_grid_points(16)[None], projection)["sdf"]  # [1, 16³]
+    bias = model.base_decoder.output_layer.bias
+    bias.assign(bias - float(np.median(values)))  # half the coarse grid inside: a surface to extract
+    return export_saved_model(model, out)
+
+
+def bench_reconstruct(args) -> dict:
+    import numpy as np
+    import trimesh
+
+    from d2im_tf.data.render import Renderer
+    from d2im_tf.reconstruct import Reconstructor, prepare_image
+
+    view_row = np.array([30.0, 20.0, 0.0, 0.8, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])
+    pixels = Renderer(trimesh.creation.icosphere(3, radius=0.3)).render(view_row, 224).rgba  # [224, 224, 4]
+    workdir = tempfile.TemporaryDirectory(prefix="d2im_bench_")
+    trained = args.model is not None
+    model = args.model or _untrained_model(Path(workdir.name), prepare_image(pixels, 224), view_row)
+    result = {"model": str(model), "trained": trained, "resolution": args.resolution,
+              "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+              "modes": {}}
+    for mode in ("dense", "coarse_to_fine"):
+        reconstructor = Reconstructor(model, resolution=args.resolution, mode=mode)
+        reconstructor.reconstruct(pixels, view_row)  # warm-up: first calls of the signatures
+        runs = [reconstructor.reconstruct(pixels, view_row) for _ in range(args.repeats)]
+        stages = {name: float(np.median([run.timings[name] for run in runs])) for name in runs[0].timings}
+        result["modes"][mode] = {"stages_seconds": stages, "total_seconds": sum(stages.values()),
+                                 "faces": int(len(runs[0].mesh.faces))}
+    workdir.cleanup()
+    dense, fine = result["modes"]["dense"], result["modes"]["coarse_to_fine"]
+    result["ratio_total"] = dense["total_seconds"] / fine["total_seconds"]
+    result["ratio_sdf_evaluation"] = dense["stages_seconds"]["sdf_evaluation"] / fine["stages_seconds"]["sdf_evaluation"]
+    return result
+
+
+def print_reconstruct(result: dict) -> None:
+    state = "trained" if result["trained"] else "UNTRAINED (random init, output bias shifted to cross zero)"
+    print(f"reconstruct benchmark: {result['model']} — {state}; {result['resolution']}³ grid, "
+          f"{result['cores']} cores, median seconds per image")
+    modes = result["modes"]
+    names = list(modes["dense"]["stages_seconds"])
+    print(f"  {'stage':<16}" + "".join(f"{mode:>16}" for mode in modes))
+    for name in names:
+        print(f"  {name:<16}" + "".join(f"{modes[mode]['stages_seconds'][name]:16.3f}" for mode in modes))
+    print(f"  {'total':<16}" + "".join(f"{modes[mode]['total_seconds']:16.3f}" for mode in modes))
+    print(f"  {'mesh faces':<16}" + "".join(f"{modes[mode]['faces']:16d}" for mode in modes))
+    print(f"  dense / coarse-to-fine: {result['ratio_total']:.1f}× in total, "
+          f"{result['ratio_sdf_evaluation']:.1f}× in SDF evaluation")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    stages = parser.add_subparsers(dest="stage", required=True)
+    data = stages.add_parser("data", help="synthetic data generation, one shape")
+    data.add_argument("--category", default="03001627")
+    data.add_argument("--views", type=int, default=36)
+    data.add_argument("--image-size", type=int, default=224)
+    data.add_argument("--samples", type=int, default=32768)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--baseline-subset", type=int, default=1000,
+                      help="samples on which the baseline is timed (then extrapolated)")
+    data.add_argument("--json", action="store_true", help="print the result as JSON")
+    data.set_defaults(bench=bench_data, show=print_data)
+    reconstruct = stages.add_parser("reconstruct", help="image → mesh, dense vs coarse-to-fine")
+    reconstruct.add_argument("--model", default=None,
+                             help="SavedModel folder (default: export an untrained default-size model)")
+    reconstruct.add_argument("--resolution", type=int, default=128)
+    reconstruct.add_argument("--repeats", type=int, default=1, help="timed runs per mode (median reported)")
+    reconstruct.add_argument("--json", action="store_true", help="print the result as JSON")
+    reconstruct.set_defaults(bench=bench_reconstruct, show=print_reconstruct)
+    args = parser.parse_args(argv)
+    result = args.bench(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        args.show(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
