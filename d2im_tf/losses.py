@@ -1,0 +1,126 @@
+r"""The loss terms of D²IM-Net (paper §3.3, supplementary §1): L_B, L_sdf and the Laplacian loss.
+
+SDF values are in the network's units: ``sdf_scale`` (10) × the distance in the normalised frame,
+positive outside.
+
+Laplacian loss — sign and scale
+-------------------------------
+Camera frame p' = (x, y, z) (x right, y down, z away from the viewer), pixels u = f·x/z + c_x,
+v = f·y/z + c_y (f in pixels). Take a front surface as a height field over a flat base facing the
+camera, depth z = z_0 − h(x, y) (h > 0 towards the viewer), in world units. Near it the world SDF
+(positive outside, i.e. towards the camera) is F_w ≈ z_0 − h(x, y) − z, and its gradient is the
+outward unit normal N = (n_x, n_y, n_z) ∝ (−h_x, −h_y, −1), n_z < 0 on a front surface. The base
+field of the flat panel is z_0 − z, so the front displacement in network units is
+
+    d(u) = (s / m) · (F_w − f_B,w) = −(s / m) · h(x(u), y(u)),     s = sdf_scale, m = norm scale,
+
+with x = (u − c_x)·z/f. Differentiating along the image at fixed depth (the paper's eq. 6,
+∂F_w/∂u_x = N·∂p'/∂u_x = n_x·z/f) and once more (eq. 7):
+
+    Δ_u d = (s / m) · (z / f) · div_u(n_x, n_y),
+
+where div_u(n_x, n_y) = ∂n_x/∂u_x + ∂n_y/∂u_y is read off the GT normal map in per-pixel units.
+Check on a bump: at its top h_xx < 0, so d has a minimum (Δ_u d > 0) and n_x = −h_x increases
+(div > 0): both sides positive. Following the supplementary, both sides are brought to the normal
+map's units by the factor ∂u/∂p' (f/z) and m/s:
+
+    r = f·m / (s·z) · Δ_u f_DF(u(p)) − div_u(n_x, n_y)(u(p)),      L_lap = mean over P_F of r².
+
+So the sign is a **minus** in this project's conventions (camera-frame normals, SDF positive
+outside); the reference's ``(Δ_pred + Δ_gt)²`` comes from its own map conventions. The scale factor
+f·m/(s·z) is the reference's (49·m/(2·z) at 224 px); the reference halves both of its finite
+differences, which changes nothing here because both sides are true derivatives.
+``tests/test_losses.py`` pins sign and scale on a rendered relief.
+
+P_F (the paper's eq. 2, |dist(p, S)| < δ): points classified front with |F| < ``near_surface``
+(0.1 in network units = 0.01 in the normalised frame). The reference's release uses F < 0.1, which
+also admits every interior point; the paper's two-sided band keeps z the depth of the surface.
+Points whose pixel lies within ``margin`` (3) pixels of the normal map's background (all-zero
+pixels) are left out as well: there the divergence differentiates across the silhouette into the
+background's zeros (the B-spline's reach), a jump that is no surface detail. The reference's
+finite differences do read across it.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from d2im_tf.sampling import bspline_coefficients, evaluate_bspline, sample_bspline, sample_nearest
+
+
+def base_loss(base, sdf):
+    """L_B: mean squared error of the base field ``[B, N]`` against the GT SDF ``[B, N]``."""
+    return tf.reduce_mean(tf.square(base - sdf))
+
+
+def sdf_loss(prediction, sdf):
+    """L_sdf: mean absolute error of the fused field ``[B, N]`` against the GT SDF ``[B, N]``."""
+    return tf.reduce_mean(tf.abs(prediction - sdf))
+
+
+def map_laplacian(maps, uv):
+    """Laplacian ∂²/∂u_x² + ∂²/∂u_y² of a single-channel map ``[B, H, W, 1]`` at ``uv`` ``[B, N, 2]``.
+
+    In pixel units, through two nested ``tf.GradientTape``s on the C² B-spline of
+    :func:`d2im_tf.sampling.sample_bspline`. Differentiable w.r.t. ``maps``. Returns ``[B, N]``.
+    """
+    maps = tf.convert_to_tensor(maps)
+    coefficients = bspline_coefficients(maps)  # [B, H, W, 1]
+    u_x, u_y = tf.unstack(tf.cast(uv, maps.dtype), axis=-1)  # [B, N] each
+    with tf.GradientTape(persistent=True) as outer:
+        outer.watch([u_x, u_y])
+        with tf.GradientTape() as inner:
+            inner.watch([u_x, u_y])
+            values = evaluate_bspline(coefficients, tf.stack([u_x, u_y], axis=-1))[..., 0]  # [B, N]
+        # Each value depends on its own point only, so the gradient of the sum is per point.
+        grad_x, grad_y = inner.gradient(values, [u_x, u_y], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    second_xx = outer.gradient(grad_x, u_x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    second_yy = outer.gradient(grad_y, u_y, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    del outer
+    return second_xx + second_yy
+
+
+def normal_divergence(normal_map, uv):
+    """The GT Laplacian target: div_u(n_x, n_y) = ∂n_x/∂u_x + ∂n_y/∂u_y at ``uv`` ``[B, N, 2]``.
+
+    ``normal_map`` ``[B, H, W, 3]`` holds camera-frame unit normals (x right, y down, z away). Read
+    with the same B-spline as the prediction, differentiated with one ``tf.GradientTape``.
+    Per-pixel units; returns ``[B, N]``.
+    """
+    normal_map = tf.convert_to_tensor(normal_map)
+    u_x, u_y = tf.unstack(tf.cast(uv, normal_map.dtype), axis=-1)  # [B, N] each
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([u_x, u_y])
+        normals = sample_bspline(normal_map[..., :2], tf.stack([u_x, u_y], axis=-1))  # [B, N, 2]
+        n_x, n_y = normals[..., 0], normals[..., 1]
+    d_nx_dx = tape.gradient(n_x, u_x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    d_ny_dy = tape.gradient(n_y, u_y, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    del tape
+    return d_nx_dx + d_ny_dy
+
+
+def laplacian_mask(sdf, front, normal_map, uv, near_surface: float = 0.1, margin: int = 3):
+    """P_F as float ``[B, N]`` (module docstring): front, |F| < ``near_surface`` (network units), and
+    no background pixel of ``normal_map`` ``[B, H, W, 3]`` within ``margin`` pixels of ``uv`` ``[B, N, 2]``."""
+    background = tf.cast(tf.reduce_all(normal_map == 0.0, axis=-1, keepdims=True), sdf.dtype)  # [B, H, W, 1]
+    near_background = tf.nn.max_pool2d(background, 2 * margin + 1, 1, "SAME")  # [B, H, W, 1]
+    interior = sample_nearest(near_background, uv)[..., 0] < 0.5  # [B, N]
+    selected = tf.logical_and(tf.logical_and(front, tf.abs(sdf) < near_surface), interior)
+    return tf.cast(selected, sdf.dtype)
+
+
+def laplacian_residual(front_map, normal_map, uv, depth, norm_scale, focal, sdf_scale: float = 10.0):
+    """r = f·m/(s·z)·Δ_u f_DF − div_u(n_x, n_y) per point ``[B, N]`` (module docstring).
+
+    ``front_map`` ``[B, H, W, 1]`` (network units); ``normal_map`` ``[B, H, W, 3]``; ``uv``
+    ``[B, N, 2]``; ``depth`` z ``[B, N]`` (world units); ``norm_scale`` m ``[B]``; ``focal`` f (pixels).
+    """
+    predicted = map_laplacian(front_map, uv)  # [B, N], network units per pixel²
+    target = tf.stop_gradient(normal_divergence(normal_map, uv))  # [B, N], per pixel
+    scale = focal * norm_scale[:, None] / (sdf_scale * depth)  # [B, N]
+    return scale * predicted - target
+
+
+def laplacian_loss(front_map, normal_map, uv, depth, norm_scale, focal, mask, sdf_scale: float = 10.0):
+    """L_lap: mean of the squared :func:`laplacian_residual` over the points where ``mask`` ``[B, N]`` is 1."""
+    residual = laplacian_residual(front_map, normal_map, uv, depth, norm_scale, focal, sdf_scale)
+    return tf.reduce_sum(mask * tf.square(residual)) / tf.maximum(tf.reduce_sum(mask), 1.0)

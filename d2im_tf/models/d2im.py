@@ -1,0 +1,298 @@
+"""The D²IM-Net SDF network: encoder, base decoder, detail decoder, fusion, losses and training step.
+
+f(p) = f_B(p) + f_DF(u(p)) for front points, f_B(p) + f_DB(u(p)) otherwise (paper eq. 3), with the
+displacement maps f_DF, f_DB read at the point's projection u(p) by the C² interpolating B-spline
+(:func:`d2im_tf.sampling.sample_bspline`). All SDF values are in the network's units: ``sdf_scale``
+(10) × the signed distance in the normalised frame, positive outside.
+
+Variants (``ModelConfig.variant``, the paper's Table 1 plus D²IM-Net_GL), :data:`VARIANT_SPECS`:
+
+============ ============== ======== ========= ===================================================
+variant      base decoder   maps     L_lap     total loss
+============ ============== ======== ========= ===================================================
+baseline     IM-NET         none     no        L_sdf on f = f_B (the paper: "L_sdf defined on the
+                                               output of the base decoder"; uniform sampling)
+wsamp        IM-NET         none     no        as baseline (weighted sampling is the pipeline's)
+noback       IM-NET         front    yes       L_B + L_sdf + L_lap; back points get 0 displacement
+nolap        IM-NET         both     no        L_B + L_sdf
+full         IM-NET         both     yes       L_B + L_sdf + L_lap
+gl           DISN global +  both     yes       L_B + L_sdf + L_lap
+             local
+============ ============== ======== ========= ===================================================
+
+``loss_base`` is reported for every variant; in baseline/wsamp it is a metric only.
+
+Batch contract (what ``train_step`` / ``test_step`` read; a dict, or a 1-tuple holding it)
+------------------------------------------------------------------------------------------
+=============== =============== =================================================================
+key             shape, dtype    meaning
+=============== =============== =================================================================
+``image``       [B, S, S, 3] f32 RGB in [0, 1], S = ``model.image_size`` (divisible by 16); the
+                                focal length f = 35·S/32 px of the Laplacian scale assumes P was
+                                built for S-pixel images
+``points``      [B, N, 3] f32   sample points in the *normalised* frame (world = xyz·m + c)
+``sdf``         [B, N] f32      GT SDF × ``sdf_scale`` (positive outside)
+``gradients``   [B, N, 3] f32   unit GT SDF gradient at the points (normalised frame = world axes)
+``projection``  [B, 3, 4] f32   P mapping *normalised* homogeneous points to pixels:
+                                ``camera.projection_matrix(...) @ [[m·I, c], [0, 1]]``
+``normal_map``  [B, S, S, 3] f32 camera-frame unit normals (x right, y down, z away from the
+                                viewer; front-facing normals have n_z < 0), background 0. Decoded
+                                from the PNG (R = n_x, G = n_y, B = n_z, ``v/255·2 − 1``); only the
+                                variants with L_lap read it
+=============== =============== =================================================================
+
+Nothing else is needed: with K's last row (0, 0, 1), as ``camera.intrinsics`` gives,
+P[2, :3] = m·(third row of the world→camera rotation), so the norm scale m is ‖P[2, :3]‖ and the
+camera's viewing axis in the normalised frame is P[2, :3]/m; the third homogeneous coordinate of a
+projected point is its depth in world units. Front/back in training: front where the GT gradient's
+camera-frame z component (gradient · P[2, :3]/m) is negative.
+
+Inference: ``encode(images)`` once (global code, features, maps), then ``decode(encoding, points,
+projection)`` for any number of points; :meth:`D2IMNet.predict_sdf` chunks a large query (a 128³
+grid) through one compiled decode. ``projection`` is the caller's: from GT metadata or from the
+camera network (:meth:`d2im_tf.models.camera_net.CameraNet.projection` folded with the normalisation).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from d2im_tf import camera
+from d2im_tf.config import ModelConfig
+from d2im_tf.losses import base_loss, laplacian_loss, laplacian_mask, sdf_loss
+from d2im_tf.models.decoders import DetailDecoder, GlobalLocalDecoder, ImplicitDecoder
+from d2im_tf.models.encoder import ResNet18
+from d2im_tf.models.base import DistributableModel, reducible_logs
+from d2im_tf.sampling import sample_bspline
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What a variant's network has and which loss terms it trains with."""
+
+    maps: int  # displacement maps predicted: 0 none, 1 front only, 2 front and back
+    laplacian: bool  # L_lap in the total
+    global_local: bool  # DISN's two-stream base decoder instead of IM-NET's
+
+
+VARIANT_SPECS = {
+    "baseline": VariantSpec(maps=0, laplacian=False, global_local=False),
+    "wsamp": VariantSpec(maps=0, laplacian=False, global_local=False),
+    "noback": VariantSpec(maps=1, laplacian=True, global_local=False),
+    "nolap": VariantSpec(maps=2, laplacian=False, global_local=False),
+    "full": VariantSpec(maps=2, laplacian=True, global_local=False),
+    "gl": VariantSpec(maps=2, laplacian=True, global_local=True),
+}
+
+LOSS_NAMES = ("loss", "loss_base", "loss_sdf", "loss_lap")
+
+
+def norm_scale_from_projection(projection):
+    """m = ‖P[2, :3]‖ ``[B]`` for ``[B, 3, 4]`` normalised-frame projections (module docstring)."""
+    return tf.norm(projection[:, 2, :3], axis=-1)
+
+
+def viewing_axis(projection):
+    """The camera's +z axis in the normalised frame, ``[B, 3]`` unit vectors."""
+    return tf.math.l2_normalize(projection[:, 2, :3], axis=-1)
+
+
+def camera_center(projection):
+    """The optical centre in the normalised frame, ``[B, 3]``: C = −M⁻¹·P[:, 3] with M = P[:, :3]."""
+    return -tf.linalg.solve(projection[:, :, :3], projection[:, :, 3:])[..., 0]
+
+
+def front_from_gradients(gradients, projection):
+    """Training split ``[B, N]`` bool: the GT gradient ``[B, N, 3]`` points towards the camera (z < 0)."""
+    return tf.reduce_sum(gradients * viewing_axis(projection)[:, None, :], axis=-1) < 0.0
+
+
+class D2IMNet(DistributableModel):
+    """D²IM-Net (or an ablation variant) built from a :class:`~d2im_tf.config.ModelConfig`.
+
+    ``call(batch)`` reads ``image``, ``points``, ``projection`` and, if present, ``gradients`` (the
+    training front/back split; without it the test-time split of :meth:`front_from_base` is used)
+    and returns the dict of :meth:`decode` plus ``maps`` when the variant has them.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, sdf_scale: float = 10.0, **kwargs):
+        super().__init__(**kwargs)
+        self.model_config = config if config is not None else ModelConfig()
+        self.sdf_scale = float(sdf_scale)
+        self.spec = VARIANT_SPECS[self.model_config.variant]
+        cfg = self.model_config
+        self.focal = camera.focal_pixels(cfg.image_size)
+        self.encoder = ResNet18(cfg.encoder_width, cfg.global_dim, name="encoder")
+        if self.spec.global_local:
+            self.base_decoder = GlobalLocalDecoder(cfg.decoder_widths, name="base_decoder")
+        else:
+            self.base_decoder = ImplicitDecoder(cfg.decoder_widths, name="base_decoder")
+        self.detail_decoder = (
+            DetailDecoder(cfg.detail_channels, self.spec.maps, name="detail_decoder") if self.spec.maps else None
+        )
+        self.trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES]
+        self._compiled_encode = tf.function(self.encode)
+        self._compiled_decode = tf.function(self._decode_sdf)
+
+    # ---------------------------------------------------------------- forward pieces
+
+    def encode(self, images, training=None):
+        """``images`` ``[B, S, S, 3]`` → dict: ``global_code`` [B, G], ``features`` [f0…f4], and
+        ``maps`` [B, S, S, 2] (front, back; back ≡ 0 for noback) when the variant has a detail decoder."""
+        encoded = self.encoder(images, training=training)
+        encoding = {"global_code": encoded["global_code"], "features": encoded["features"]}
+        if self.detail_decoder is not None:
+            maps = self.detail_decoder(encoded["features"])  # [B, S, S, maps]
+            if self.spec.maps == 1:
+                maps = tf.concat([maps, tf.zeros_like(maps)], axis=-1)
+            encoding["maps"] = maps
+        return encoding
+
+    def base_field(self, encoding, points, projection):
+        """f_B ``[B, N]`` at normalised-frame ``points`` ``[B, N, 3]``."""
+        if self.spec.global_local:
+            uv, _ = camera.project(points, projection)
+            return self.base_decoder(encoding["global_code"], points, encoding["features"], uv)
+        return self.base_decoder(encoding["global_code"], points)
+
+    def front_from_base(self, encoding, points, projection, base=None):
+        """Test-time split ``[B, N]`` bool: f_B decreases along the viewing ray (the ray enters the shape).
+
+        Compares f_B(p + δ·v) with f_B(p), v the unit direction from the camera centre to p,
+        δ = ``model.front_offset`` (0.03, normalised frame), as the reference does. A finite
+        difference rather than autodiff's directional derivative: it costs one more forward pass of
+        the decoder instead of a backward pass, needs no tape inside the chunked inference, and the
+        0.03 step averages out the MLP's small-scale wiggles, so the split follows the coarse
+        shape's front surface, which is what the front map was trained against.
+        """
+        if base is None:
+            base = self.base_field(encoding, points, projection)
+        direction = tf.math.l2_normalize(points - camera_center(projection)[:, None, :], axis=-1)  # [B, N, 3]
+        ahead = self.base_field(encoding, points + self.model_config.front_offset * direction, projection)
+        return ahead < base
+
+    def decode(self, encoding, points, projection, gradients=None):
+        """SDF at ``points`` ``[B, N, 3]`` (normalised frame) seen through ``projection`` ``[B, 3, 4]``.
+
+        ``gradients`` ``[B, N, 3]``: GT SDF gradients for the training front/back split; None at
+        test time. Returns a dict of ``[B, N]`` tensors: ``sdf`` (fused f), ``base`` (f_B),
+        ``displacement`` (f − f_B), ``front`` (bool), ``depth`` (world units) and ``uv`` [B, N, 2].
+        """
+        points = tf.cast(points, tf.float32)
+        projection = tf.cast(projection, tf.float32)
+        uv, depth = camera.project(points, projection)  # [B, N, 2], [B, N]
+        base = self.base_field(encoding, points, projection)  # [B, N]
+        if gradients is not None:
+            front = front_from_gradients(tf.cast(gradients, tf.float32), projection)
+        elif "maps" in encoding:
+            front = self.front_from_base(encoding, points, projection, base)
+        else:
+            front = tf.zeros_like(base, dtype=tf.bool)
+        if "maps" in encoding:
+            displacements = sample_bspline(encoding["maps"], uv)  # [B, N, 2]
+            displacement = tf.where(front, displacements[..., 0], displacements[..., 1])
+        else:
+            displacement = tf.zeros_like(base)
+        return {"sdf": base + displacement, "base": base, "displacement": displacement, "front": front,
+                "depth": depth, "uv": uv}
+
+    def call(self, inputs, training=None):
+        encoding = self.encode(inputs["image"], training=training)
+        outputs = self.decode(encoding, inputs["points"], inputs["projection"], inputs.get("gradients"))
+        if "maps" in encoding:
+            outputs["maps"] = encoding["maps"]
+        return outputs
+
+    # ---------------------------------------------------------------- losses and training
+
+    def compute_losses(self, batch, outputs):
+        """The loss terms of the variant (table in the module docstring) → dict over :data:`LOSS_NAMES`."""
+        sdf = tf.cast(batch["sdf"], tf.float32)
+        loss_base = base_loss(outputs["base"], sdf)
+        loss_sdf = sdf_loss(outputs["sdf"], sdf)
+        if self.spec.laplacian:
+            projection = tf.cast(batch["projection"], tf.float32)
+            normal_map = tf.cast(batch["normal_map"], tf.float32)
+            loss_lap = laplacian_loss(
+                outputs["maps"][..., :1],
+                normal_map,
+                outputs["uv"],
+                outputs["depth"],
+                norm_scale_from_projection(projection),
+                self.focal,
+                laplacian_mask(sdf, outputs["front"], normal_map, outputs["uv"]),
+                self.sdf_scale,
+            )
+        else:
+            loss_lap = tf.zeros_like(loss_sdf)
+        total = loss_sdf + loss_lap + (loss_base if self.spec.maps else 0.0)
+        return {"loss": total, "loss_base": loss_base, "loss_sdf": loss_sdf, "loss_lap": loss_lap}
+
+    @property
+    def metrics(self):
+        return list(self.trackers)
+
+    def _update_trackers(self, losses):
+        for tracker in self.trackers:
+            tracker.update_state(losses[tracker.name])
+        return reducible_logs({tracker.name: tracker.result() for tracker in self.trackers})
+
+    def train_step(self, data):
+        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            outputs = self(batch, training=True)
+            losses = self.compute_losses(batch, outputs)
+            # Gradients are summed over replicas, so each replica contributes its share of the mean.
+            scaled = losses["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(scaled)
+        gradients = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        return self._update_trackers(losses)
+
+    def test_step(self, data):
+        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        outputs = self(batch, training=False)
+        return self._update_trackers(self.compute_losses(batch, outputs))
+
+    # ---------------------------------------------------------------- chunked inference
+
+    def _decode_sdf(self, encoding, points, projection):
+        outputs = self.decode(encoding, points, projection)
+        return {key: outputs[key] for key in ("sdf", "base", "displacement", "front")}
+
+    def predict_sdf(self, images, points, projection, chunk_size: int = 65536):
+        """Fused and base SDF at many points: encode once, decode ``chunk_size`` points at a time.
+
+        ``images`` [B, S, S, 3]; ``points`` [B, N, 3] (normalised frame, any N, e.g. a 128³ grid);
+        ``projection`` [B, 3, 4]. Test-time front/back split. Returns NumPy ``[B, N]`` arrays
+        ``sdf``, ``base``, ``displacement`` and ``front``. The last chunk is padded so that one
+        compiled decode serves every chunk.
+        """
+        points = np.asarray(points, np.float32)
+        projection = tf.constant(projection, tf.float32)
+        encoding = self._compiled_encode(tf.constant(images, tf.float32), training=False)
+        num_points = points.shape[1]
+        chunk_size = min(chunk_size, num_points)
+        pieces = []
+        for start in range(0, num_points, chunk_size):
+            chunk = points[:, start : start + chunk_size]
+            count = chunk.shape[1]
+            if count < chunk_size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[:, -1:], chunk_size - count, axis=1)], axis=1)
+            outputs = self._compiled_decode(encoding, tf.constant(chunk), projection)
+            pieces.append({key: value.numpy()[:, :count] for key, value in outputs.items()})
+        return {key: np.concatenate([piece[key] for piece in pieces], axis=1) for key in pieces[0]}
+
+    def get_config(self):
+        return {**super().get_config(), "config": dataclasses.asdict(self.model_config),
+                "sdf_scale": self.sdf_scale}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        model_config = ModelConfig(**config.pop("config"))
+        return cls(model_config, **config)

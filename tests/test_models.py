@@ -1,0 +1,235 @@
+"""Tests of the SDF network (d2im_tf.models: encoder, decoders, D2IMNet) on analytic synthetic shapes."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from d2im_tf import camera
+from d2im_tf.config import VARIANTS, ModelConfig, load_config
+from d2im_tf.models import D2IMNet, ResNet18
+from d2im_tf.models.camera_net import normalised_projection
+from d2im_tf.models.d2im import front_from_gradients
+from d2im_tf.models.decoders import local_features
+
+TINY = load_config("configs/tiny.yaml")
+IMAGE = TINY.model.image_size
+NUM_POINTS = 256
+
+
+# ------------------------------------------------------------------------------------------------
+# Synthetic shapes: analytic SDFs (normalised frame), a camera of camera.py, a sphere-traced normal map.
+
+
+def bumpy_sphere(points):
+    """A sphere of radius 0.4 with a bump pattern (approximately an SDF for small bumps)."""
+    return np.linalg.norm(points, axis=-1) - 0.4 - 0.005 * np.sin(10 * points[..., 0]) * np.sin(10 * points[..., 1])
+
+
+def rounded_box(points):
+    """Exact SDF of a box of half-sizes (0.3, 0.25, 0.2) with edges rounded by 0.05."""
+    q = np.abs(points) - np.array([0.25, 0.2, 0.15])
+    return np.linalg.norm(np.maximum(q, 0.0), axis=-1) + np.minimum(q.max(axis=-1), 0.0) - 0.05
+
+
+def sdf_gradient(shape, points, step=1e-4):
+    columns = [(shape(points + step * e) - shape(points - step * e)) / (2 * step) for e in np.eye(3)]
+    gradient = np.stack(columns, axis=-1)
+    return gradient / np.linalg.norm(gradient, axis=-1, keepdims=True)
+
+
+def render_scene(shape, az, el, dist, norm_center, norm_scale, seed):
+    """One training example of the batch contract (``D2IMNet`` module docstring) for ``shape``."""
+    rng = np.random.default_rng(seed)
+    world_projection = camera.projection_matrix(az, el, dist, IMAGE)
+    projection = normalised_projection(
+        world_projection[None].astype(np.float32), norm_center[None].astype(np.float32), np.float32([norm_scale])
+    ).numpy()[0].astype(np.float64)
+    # The reference's four SDF bands in equal shares (REFERENCE.md §1).
+    candidates = rng.uniform(-0.5, 0.5, (60000, 3))
+    values = shape(candidates)
+    bands = [(-0.1, -0.03), (-0.03, 0.0), (0.0, 0.03), (0.03, 0.1)]
+    points = np.concatenate(
+        [candidates[(values >= low) & (values < high)][: NUM_POINTS // 4] for low, high in bands]
+    )
+    # Sphere tracing from the optical centre through every pixel centre, in the normalised frame.
+    centre = -np.linalg.solve(projection[:, :3], projection[:, 3])
+    x, y = np.meshgrid(np.arange(IMAGE) + 0.5, np.arange(IMAGE) + 0.5)
+    pixels = np.stack([x.ravel(), y.ravel()], -1)
+    targets = camera.unproject(pixels, np.ones(len(pixels)), projection).numpy()
+    directions = targets - centre
+    directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
+    travel = np.zeros(len(pixels))
+    for _ in range(200):
+        travel += 0.5 * shape(centre + travel[:, None] * directions)
+    hits = centre + travel[:, None] * directions
+    rotation, _ = camera.world_to_camera(az, el, dist)
+    hit = np.abs(shape(hits)) < 1e-3
+    normals = np.zeros_like(hits)  # background: zeros
+    normals[hit] = sdf_gradient(shape, hits[hit]) @ rotation.T  # normalised-frame directions = world directions
+    return {
+        "image": rng.uniform(0, 1, (IMAGE, IMAGE, 3)).astype(np.float32),
+        "points": points.astype(np.float32),
+        "sdf": (10.0 * shape(points)).astype(np.float32),
+        "gradients": sdf_gradient(shape, points).astype(np.float32),
+        "projection": projection.astype(np.float32),
+        "normal_map": normals.reshape(IMAGE, IMAGE, 3).astype(np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def batch():
+    examples = [
+        render_scene(bumpy_sphere, 30.0, 20.0, 0.6, np.array([0.02, -0.01, 0.03]), 1.2, seed=0),
+        render_scene(rounded_box, 140.0, 25.0, 0.55, np.array([0.0, 0.05, 0.0]), 1.1, seed=1),
+    ]
+    return {key: np.stack([example[key] for example in examples]) for key in examples[0]}
+
+
+def tiny_config(variant):
+    config = load_config("configs/tiny.yaml", [f"model.variant={variant}"])
+    return config.model
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_scene_has_front_points_on_the_rendered_surface(batch):
+    assert batch["points"].shape == (2, NUM_POINTS, 3)
+    foreground = np.any(batch["normal_map"] != 0, axis=-1).mean(axis=(1, 2))
+    assert np.all(foreground > 0.1)
+    front = front_from_gradients(batch["gradients"], batch["projection"]).numpy()
+    assert 0.2 < front.mean() < 0.8
+
+
+def test_training_front_split_uses_the_camera_frame_z_of_the_gradient():
+    rng = np.random.default_rng(3)
+    gradients = rng.normal(size=(1, 100, 3))
+    gradients /= np.linalg.norm(gradients, axis=-1, keepdims=True)
+    az, el, dist, scale = 75.0, -10.0, 0.9, 0.6
+    projection = normalised_projection(
+        camera.projection_matrix(az, el, dist)[None], np.zeros((1, 3)), np.array([scale])
+    )
+    rotation, _ = camera.world_to_camera(az, el, dist)
+    expected = (gradients @ rotation.T)[..., 2] < 0
+    np.testing.assert_array_equal(front_from_gradients(gradients, projection).numpy(), expected)
+
+
+def test_encoder_shapes_scale_with_width():
+    encoder = ResNet18(width=8, global_dim=16)
+    outputs = encoder(np.zeros((2, 32, 32, 3), np.float32))
+    shapes = [tuple(f.shape) for f in outputs["features"]]
+    assert shapes == [(2, 32, 32, 8), (2, 16, 16, 8), (2, 8, 8, 16), (2, 4, 4, 32), (2, 2, 2, 64)]
+    assert tuple(outputs["global_code"].shape) == (2, 16)
+    assert tuple(outputs["embedding"].shape) == (2, 1000)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_encoder_gradient_at_odd_batch_sizes(batch_size):
+    """Regression: a strided 1×1 convolution's gradient crashed the process at these sizes."""
+    encoder = ResNet18(width=8, global_dim=16)
+    images = np.random.default_rng(5).uniform(0, 1, (batch_size, 32, 32, 3)).astype(np.float32)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(encoder(images, training=True)["global_code"])
+    gradients = tape.gradient(loss, encoder.trainable_weights)
+    assert all(np.all(np.isfinite(g.numpy())) for g in gradients)
+
+
+def test_coarse_feature_pixels_are_centred_where_local_features_read_them():
+    """Centre-tap kernels turn the encoder into a subsampler: an impulse at input pixel (r, c), r and
+    c multiples of 16, must land on pixel (r/s, c/s) of every map and be read back at its uv."""
+    encoder = ResNet18(width=4, global_dim=8)
+    image = np.zeros((1, 64, 64, 3), np.float32)
+    row, col = 32, 16
+    image[0, row, col] = 1.0
+    encoder(image)
+    for layer in encoder._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel = np.zeros(layer.kernel.shape, np.float32)
+            k = kernel.shape[0] // 2
+            kernel[k, k] = 1.0 / kernel.shape[2]
+            layer.kernel.assign(kernel)
+    features = encoder(image, training=False)["features"]
+    uv = np.array([[[col + 0.5, row + 0.5]]], np.float32)
+    for level, feature in enumerate(features):
+        peak = np.unravel_index(np.argmax(feature.numpy()[0, ..., 0]), feature.shape[1:3])
+        assert peak == (row >> level, col >> level)
+    sampled = local_features(features, uv).numpy()[0, 0]
+    peaks = np.concatenate([feature.numpy()[0].max(axis=(0, 1)) for feature in features])
+    np.testing.assert_allclose(sampled, peaks, rtol=1e-5)
+
+
+def test_default_network_has_the_reference_parameter_count():
+    model = D2IMNet(ModelConfig())  # variant full, 224 px; the count does not depend on the input size
+    encoding = model.encode(np.zeros((1, 32, 32, 3), np.float32))
+    model.decode(encoding, np.zeros((1, 4, 3), np.float32), camera.projection_matrix(30, 20, 0.8)[None])
+    count = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert abs(count - 12.19e6) < 0.05 * 12.19e6
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variable_gets_a_gradient(variant, batch):
+    model = D2IMNet(tiny_config(variant))
+    with tf.GradientTape() as tape:
+        losses = model.compute_losses(batch, model(batch, training=True))
+    assert np.isfinite(losses["loss"].numpy())
+    if model.spec.laplacian:
+        assert losses["loss_lap"].numpy() > 0
+    gradients = tape.gradient(losses["loss"], model.trainable_weights)
+    for variable, gradient in zip(model.trainable_weights, gradients):
+        assert gradient is not None, variable.path
+        assert np.any(tf.convert_to_tensor(gradient).numpy() != 0), variable.path
+
+
+def test_noback_never_displaces_back_points(batch):
+    model = D2IMNet(tiny_config("noback"))
+    outputs = model(batch)
+    back = ~outputs["front"].numpy()
+    assert back.any()
+    np.testing.assert_array_equal(outputs["displacement"].numpy()[back], 0.0)
+    np.testing.assert_array_equal(outputs["maps"].numpy()[..., 1], 0.0)
+
+
+def test_test_time_front_split_follows_the_base_field_along_the_ray(batch):
+    """With f_B replaced by the analytic sphere, the split must mark the camera-facing points."""
+    model = D2IMNet(tiny_config("full"))
+    projection = tf.constant(batch["projection"][:1])
+    points = batch["points"][:1]
+    model.base_field = lambda encoding, p, proj: tf.cast(10.0 * bumpy_sphere(np.asarray(p, np.float64)), tf.float32)
+    encoding = model.encode(batch["image"][:1])
+    front = model.front_from_base(encoding, points, projection).numpy()[0]
+    centre = -np.linalg.solve(batch["projection"][0, :, :3], batch["projection"][0, :, 3])
+    view = points[0] - centre
+    view /= np.linalg.norm(view, axis=-1, keepdims=True)
+    facing = np.sum(sdf_gradient(bumpy_sphere, points[0].astype(np.float64)) * view, axis=-1)
+    clear = np.abs(facing) > 0.3  # away from grazing angles, where a 0.03 step may cross the surface
+    assert np.mean(front[clear] == (facing[clear] < 0)) > 0.97
+
+
+def test_chunked_prediction_equals_one_decode(batch):
+    model = D2IMNet(tiny_config("full"))
+    query = np.random.default_rng(4).uniform(-0.5, 0.5, (2, 1000, 3)).astype(np.float32)
+    chunked = model.predict_sdf(batch["image"], query, batch["projection"], chunk_size=300)
+    whole = model.decode(model.encode(batch["image"], training=False), query, batch["projection"])
+    np.testing.assert_allclose(chunked["sdf"], whole["sdf"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(chunked["base"], whole["base"].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["full", "baseline"])
+def test_overfits_two_shapes(variant, batch):
+    """1500 Adam steps on one batch (about 25 s for baseline, 45 s for full on 2 busy CPU cores), with
+    the tiny config's decoder widened to 64 so that the fit is not capacity-bound."""
+    keras.utils.set_random_seed(0)
+    config = load_config("configs/tiny.yaml", [f"model.variant={variant}", "model.decoder_widths=[64,64,64,32,32]"])
+    model = D2IMNet(config.model)
+    steps = 1500
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(5e-3, steps)))
+
+    def training_losses():
+        return {name: float(value) for name, value in model.compute_losses(batch, model(batch, training=True)).items()}
+
+    initial = training_losses()
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=1, steps_per_epoch=steps, verbose=0)
+    final = training_losses()
+    assert final["loss"] < initial["loss"] / 10, (initial, final)
+    # Full's initial total is dominated by L_lap; the fused SDF itself must be fitted too.
+    assert final["loss_sdf"] < initial["loss_sdf"] / 5, (initial, final)
