@@ -1,0 +1,285 @@
+"""Evaluation metrics of the papers (REFERENCE.md §5) and the camera errors of DISN.
+
+Shape metrics compare a reconstruction with the ground truth:
+
+* :func:`chamfer_l1` — Chamfer-L1 in the Occupancy Networks convention: the mean of the two directed
+  mean nearest-neighbour Euclidean distances (not squared, not summed).
+* :func:`fscore` — harmonic mean of precision (fraction of ``a`` within ``threshold`` of ``b``) and
+  recall (fraction of ``b`` within ``threshold`` of ``a``).
+* :func:`iou` — occupancy IoU on the 32³ voxel centres of a cube. The cube is, by default, the
+  smallest axis-aligned cube holding both meshes' bounding boxes (so the 32 voxels span the shape
+  whatever the data's normalisation), or ``bounds³`` if given. Occupancy is decided per voxel-centre
+  line by ray parity in the six axis directions and a majority vote (:func:`occupancy`), which stays
+  correct for a mesh with a few holes or one cut open by the extraction box.
+* :func:`ecd_3d` — Chamfer-L1 between the *edge points* of the two surfaces: of 20K surface samples
+  with face normals, those whose σ = min over the 10 nearest other samples of ``|n_i·n_j|`` is
+  below 0.8.
+* :func:`ecd_2d` — Chamfer in pixels between the Canny edge pixels of 224×224 normal maps of the two
+  meshes rendered from one view, given as a ``rendering_metadata.txt`` row. The normal maps come from
+  the dataset's renderer (:class:`d2im_tf.data.render.Renderer`: camera-frame flat-shaded face
+  normals, zero on the background, the ``_mnormal`` convention), and the edges are the union of
+  ``skimage.feature.canny`` on each of its three channels, with thresholds (:data:`CANNY_THRESHOLDS`)
+  that keep creases and silhouettes and drop smooth shading.
+
+Empty inputs (a reconstruction with no surface, or a smooth surface without ECD-3D edges) give
+finite values a table can show and a mean can absorb: when exactly one side is empty, a distance is
+:data:`EMPTY_DISTANCE` (√3, the diagonal of the unit cube, the largest distance between points of
+the ``[-0.5, 0.5]³`` test box; for ECD-2D the image diagonal in pixels) and an F-score or IoU is 0;
+when both sides are empty they agree perfectly: distance 0, F-score 1, IoU 1.
+
+Camera errors (DISN): :func:`d3d` is the mean Euclidean distance between a point cloud moved by the
+predicted and by the true ``[R | t]``; :func:`d2d` the mean distance in pixels between its
+projections by the predicted and the true ``P``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+from skimage.feature import canny
+
+from d2im_tf.data.render import Renderer
+
+EMPTY_DISTANCE = float(np.sqrt(3.0))
+
+ECD_NEIGHBOURS = 10
+ECD_THRESHOLD = 0.8
+IMAGE_SIZE = 224
+CANNY_SIGMA = 1.0
+# Hysteresis thresholds on skimage's (unnormalised Sobel) gradient magnitude of one normal component
+# in [-1, 1]: a sharp crease scores about 3, a fillet spread over ten pixels about 0.6, the smooth
+# shading of a sphere filling a third of the image about 0.15.
+CANNY_THRESHOLDS = (0.5, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Surface sampling and point-set distances
+
+
+def sample_surface(mesh: trimesh.Trimesh, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` area-uniform surface points ``[count, 3]`` and their face normals ``[count, 3]``.
+
+    An empty mesh (no faces, or zero area) gives two ``[0, 3]`` arrays.
+    """
+    if len(mesh.faces) == 0 or mesh.area <= 0.0:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    points, face_index = trimesh.sample.sample_surface(mesh, count, seed=seed)
+    return np.asarray(points, dtype=np.float64), mesh.face_normals[face_index]
+
+
+def _directed_distances(points_from: np.ndarray, points_to: np.ndarray) -> np.ndarray:
+    """Distance from each of ``points_from [N, D]`` to its nearest neighbour in ``points_to [M, D]``."""
+    distances, _ = cKDTree(points_to).query(points_from, k=1)
+    return distances  # [N]
+
+
+def chamfer_l1(points_a, points_b, empty_value: float = EMPTY_DISTANCE) -> float:
+    """Symmetric Chamfer-L1 of two point sets ``[N, D]`` and ``[M, D]`` (module docstring)."""
+    points_a, points_b = np.asarray(points_a, float), np.asarray(points_b, float)
+    if len(points_a) == 0 or len(points_b) == 0:
+        return 0.0 if len(points_a) == len(points_b) else float(empty_value)
+    accuracy = _directed_distances(points_a, points_b).mean()
+    completeness = _directed_distances(points_b, points_a).mean()
+    return float(0.5 * (accuracy + completeness))
+
+
+def fscore(points_a, points_b, threshold):
+    """F-score of ``points_a [N, 3]`` against ``points_b [M, 3]`` at ``threshold`` (scalar or ``[T]``).
+
+    Returns a float for a scalar threshold, a ``[T]`` array otherwise. DISN's Table 2 uses thresholds
+    of 0.5%–20% of the side of the volume.
+    """
+    thresholds = np.asarray(threshold, dtype=float)
+    points_a, points_b = np.asarray(points_a, float), np.asarray(points_b, float)
+    if len(points_a) == 0 or len(points_b) == 0:
+        value = 1.0 if len(points_a) == len(points_b) else 0.0
+        return value if thresholds.ndim == 0 else np.full(thresholds.shape, value)
+    to_b = _directed_distances(points_a, points_b)  # [N]
+    to_a = _directed_distances(points_b, points_a)  # [M]
+    precision = (to_b[:, None] <= thresholds.reshape(-1)).mean(axis=0)  # [T]
+    recall = (to_a[:, None] <= thresholds.reshape(-1)).mean(axis=0)  # [T]
+    total = precision + recall
+    score = np.where(total > 0, 2.0 * precision * recall / np.where(total > 0, total, 1.0), 0.0)
+    return float(score[0]) if thresholds.ndim == 0 else score.reshape(thresholds.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Volumetric IoU
+
+
+def _voxel_axis(resolution: int, side: float) -> np.ndarray:
+    """Voxel-centre coordinates ``[R]`` along one axis of a cube of ``side``, from its low corner."""
+    return (np.arange(resolution) + 0.5) * (side / resolution)
+
+
+def voxel_centres(resolution: int, low, side: float) -> np.ndarray:
+    """The ``resolution³`` voxel centres of the cube ``low + [0, side]³``, ``[R, R, R, 3]``."""
+    axis = _voxel_axis(resolution, side)  # [R]
+    offsets = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)  # [R, R, R, 3]
+    return np.asarray(low, float) + offsets
+
+
+def occupancy(mesh: trimesh.Trimesh, resolution: int, low, side: float) -> np.ndarray:
+    """Inside/outside of the voxel centres of the cube ``low + [0, side]³``, bool ``[R, R, R]``.
+
+    For each axis, one ray per line of voxel centres crosses the whole cube; the number of surface
+    crossings before a centre (from the low end) and after it (towards the high end) give two parity
+    votes, six in all. A centre is inside when at least four votes say so (a 3–3 tie is outside).
+    """
+    low = np.asarray(low, dtype=float)
+    votes = np.zeros((resolution,) * 3, dtype=np.int64)
+    if len(mesh.faces) == 0:
+        return votes.astype(bool)
+    centres_1d = _voxel_axis(resolution, side)  # [R], relative to low
+    for axis in range(3):
+        others = [a for a in range(3) if a != axis]
+        u, v = np.meshgrid(centres_1d, centres_1d, indexing="ij")  # [R, R] line coordinates
+        origins = np.zeros((resolution * resolution, 3))
+        origins[:, others[0]] = u.reshape(-1)
+        origins[:, others[1]] = v.reshape(-1)
+        origins += low
+        # Start outside both the cube and the mesh, so that crossings count from outside.
+        origins[:, axis] = min(low[axis], mesh.bounds[0, axis]) - 1.0
+        directions = np.zeros_like(origins)
+        directions[:, axis] = 1.0
+        below, total = _crossings_before(mesh, origins, directions, axis, low[axis] + centres_1d)
+        inside = (below % 2 == 1).astype(np.int64) + ((total[:, None] - below) % 2 == 1)  # [R², R]
+        # Lines are indexed (others[0], others[1]); put the votes back in (x, y, z) order.
+        votes += np.moveaxis(inside.reshape(resolution, resolution, resolution), 2, axis)
+    return votes >= 4
+
+
+def _crossings_before(mesh, origins, directions, axis, centres):
+    """Per ray ``[L]``: distinct surface crossings before each centre ``[L, R]`` and in total ``[L]``."""
+    locations, ray_index, _ = mesh.ray.intersects_location(origins, directions, multiple_hits=True)
+    coordinate = locations[:, axis]  # [H]
+    # A ray through an edge or a vertex reports each adjoining face: keep one hit per location.
+    keys = np.stack([ray_index, np.round(coordinate / 1e-9)], axis=1)
+    _, unique = np.unique(keys, axis=0, return_index=True)
+    ray_index, coordinate = ray_index[unique], coordinate[unique]
+    # A hit at coordinate c lies before centre i exactly when i >= searchsorted(centres, c, "right").
+    first_after = np.searchsorted(centres, coordinate, side="right")  # [H] in 0..R
+    histogram = np.zeros((len(origins), len(centres) + 1), dtype=np.int64)
+    np.add.at(histogram, (ray_index, first_after), 1)
+    cumulative = np.cumsum(histogram, axis=1)  # [L, R+1]
+    return cumulative[:, :-1], cumulative[:, -1]
+
+
+def iou(mesh_a: trimesh.Trimesh, mesh_b: trimesh.Trimesh, resolution: int = 32, bounds=None) -> float:
+    """Volumetric IoU of two meshes on ``resolution³`` voxel centres (box: module docstring).
+
+    ``bounds=(lo, hi)`` fixes the cube to ``[lo, hi]³``; ``None`` uses the smallest cube holding both
+    bounding boxes, centred on their union.
+    """
+    meshes = [m for m in (mesh_a, mesh_b) if len(m.faces)]
+    if not meshes:
+        return 1.0
+    if bounds is None:
+        corners = np.concatenate([m.bounds for m in meshes])  # [4, 3]
+        box_low, box_high = corners.min(axis=0), corners.max(axis=0)
+        side = float((box_high - box_low).max())
+        low = 0.5 * (box_low + box_high) - side / 2.0
+    else:
+        side = float(bounds[1] - bounds[0])
+        low = np.full(3, float(bounds[0]))
+    inside_a = occupancy(mesh_a, resolution, low, side)
+    inside_b = occupancy(mesh_b, resolution, low, side)
+    union = np.count_nonzero(inside_a | inside_b)
+    return float(np.count_nonzero(inside_a & inside_b) / union) if union else 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Edge Chamfer distances
+
+
+def edge_points(points, normals, neighbours: int = ECD_NEIGHBOURS, threshold: float = ECD_THRESHOLD):
+    """The samples of ``points [N, 3]`` (normals ``[N, 3]``) that lie on sharp edges, ``[E, 3]``.
+
+    σ_i = min over the ``neighbours`` nearest other samples j of ``|n_i·n_j|``; kept where σ_i <
+    ``threshold`` (0.8, about 37° between normals).
+    """
+    points, normals = np.asarray(points, float), np.asarray(normals, float)
+    if len(points) <= neighbours:
+        return np.zeros((0, 3))
+    _, index = cKDTree(points).query(points, k=neighbours + 1)  # [N, k+1], column 0 is itself
+    cosines = np.abs(np.einsum("nd,nkd->nk", normals, normals[index[:, 1:]]))  # [N, k]
+    return points[cosines.min(axis=1) < threshold]
+
+
+def ecd_3d(
+    mesh_a: trimesh.Trimesh,
+    mesh_b: trimesh.Trimesh,
+    num_samples: int = 20000,
+    neighbours: int = ECD_NEIGHBOURS,
+    threshold: float = ECD_THRESHOLD,
+    seed: int = 0,
+) -> float:
+    """ECD-3D: Chamfer-L1 between the edge points of ``num_samples`` samples of each surface.
+
+    Both meshes are sampled with the same ``seed``, so identical meshes score exactly 0. Both edge
+    sets empty (two smooth surfaces) gives 0; exactly one empty gives :data:`EMPTY_DISTANCE`.
+    """
+    edges = [
+        edge_points(*sample_surface(mesh, num_samples, seed=seed), neighbours, threshold)
+        for mesh in (mesh_a, mesh_b)
+    ]
+    return chamfer_l1(edges[0], edges[1])
+
+
+def normal_map(mesh: trimesh.Trimesh, view, image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """Camera-frame normal map ``[S, S, 3]`` of ``mesh`` seen from metadata row ``view``; 0 = background."""
+    if len(mesh.faces) == 0:
+        return np.zeros((image_size, image_size, 3))
+    return Renderer(mesh).render(view, image_size).normals
+
+
+def normal_map_edges(normals: np.ndarray, sigma: float = CANNY_SIGMA) -> np.ndarray:
+    """Canny edge pixels of a normal map ``[S, S, 3]``: union over channels, ``[E, 2]`` (row, col)."""
+    low, high = CANNY_THRESHOLDS
+    edges = np.zeros(normals.shape[:2], dtype=bool)
+    for channel in range(normals.shape[2]):
+        edges |= canny(normals[..., channel], sigma=sigma, low_threshold=low, high_threshold=high)
+    return np.argwhere(edges).astype(float)
+
+
+def ecd_2d(
+    mesh_a: trimesh.Trimesh,
+    mesh_b: trimesh.Trimesh,
+    view,
+    image_size: int = IMAGE_SIZE,
+    sigma: float = CANNY_SIGMA,
+) -> float:
+    """ECD-2D in pixels: Chamfer-L1 between Canny edges of the two meshes' normal maps.
+
+    ``view`` is a ``rendering_metadata.txt`` row ``[az, el, 0, dist_ratio, ...]`` (the ground truth's
+    test view). Both edge sets empty gives 0; exactly one empty gives the image diagonal,
+    ``image_size·√2``.
+    """
+    edges = [normal_map_edges(normal_map(mesh, view, image_size), sigma) for mesh in (mesh_a, mesh_b)]
+    return chamfer_l1(edges[0], edges[1], empty_value=image_size * np.sqrt(2.0))
+
+
+# --------------------------------------------------------------------------------------------
+# Camera errors
+
+
+def d3d(points, rotation_pred, translation_pred, rotation_true, translation_true) -> float:
+    """Mean distance between ``points [N, 3]`` moved by the predicted and the true ``[R | t]``."""
+    points = np.asarray(points, float)
+    moved_pred = points @ np.asarray(rotation_pred, float).T + np.asarray(translation_pred, float)
+    moved_true = points @ np.asarray(rotation_true, float).T + np.asarray(translation_true, float)
+    return float(np.linalg.norm(moved_pred - moved_true, axis=1).mean())
+
+
+def _project(points: np.ndarray, projection) -> np.ndarray:
+    """Pixels ``[N, 2]`` of world points ``[N, 3]`` under a 3×4 ``projection``."""
+    projection = np.asarray(projection, float)
+    homogeneous = points @ projection[:, :3].T + projection[:, 3]  # [N, 3]
+    return homogeneous[:, :2] / homogeneous[:, 2:]
+
+
+def d2d(points, projection_pred, projection_true) -> float:
+    """Mean reprojection error in pixels of ``points [N, 3]`` between two 3×4 projections."""
+    points = np.asarray(points, float)
+    offsets = _project(points, projection_pred) - _project(points, projection_true)
+    return float(np.linalg.norm(offsets, axis=1).mean())

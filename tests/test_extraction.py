@@ -1,0 +1,126 @@
+"""Mesh extraction: the dense grid of the reference and coarse-to-fine refinement, on analytic SDFs."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from d2im_tf import extraction
+from d2im_tf.metrics import chamfer_l1
+
+
+def sphere(points, radius=0.3):
+    return np.linalg.norm(points, axis=1) - radius
+
+
+def box(points, half_sides, centre=(0.0, 0.0, 0.0)):
+    """Exact SDF of an axis-aligned box."""
+    q = np.abs(points - np.asarray(centre)) - np.asarray(half_sides)
+    return np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(q.max(axis=1), 0.0)
+
+
+def slotted_box(points):
+    """A box cut through by a slot 0.02 wide, thinner than a cell of the 32³ starting grid."""
+    return np.maximum(box(points, (0.3, 0.25, 0.2)), -box(points, (0.01, 0.4, 0.4)))
+
+
+def torus(points, major=0.3, minor=0.06):
+    ring = np.linalg.norm(points[:, :2], axis=1) - major
+    return np.hypot(ring, points[:, 2]) - minor
+
+
+def thin_union(points):
+    """A plate 0.02 thick, a rod of radius 0.012 and a small ball: all thinner than a coarse cell."""
+    plate = box(points, (0.35, 0.35, 0.01), centre=(0.0, 0.0, -0.2))
+    rod = np.hypot(points[:, 0] - 0.1, points[:, 1] + 0.15) - 0.012
+    rod = np.maximum(rod, np.abs(points[:, 2]) - 0.4)
+    ball = np.linalg.norm(points - np.array([-0.2, 0.2, 0.25]), axis=1) - 0.03
+    return np.minimum(np.minimum(plate, rod), ball)
+
+
+SHAPES = {"sphere": sphere, "slotted_box": slotted_box, "torus": torus, "thin_union": thin_union}
+
+
+def test_grid_points_are_cell_centres_with_x_slowest():
+    points = extraction.sdf_grid_points(4, bounds=(-0.5, 0.5))
+    assert points.shape == (64, 3) and points.dtype == np.float32
+    np.testing.assert_allclose(np.unique(points[:, 0]), [-0.375, -0.125, 0.125, 0.375])
+    grid = points.reshape(4, 4, 4, 3)
+    np.testing.assert_allclose(grid[1, 2, 3], [-0.125, 0.125, 0.375])
+
+
+def test_dense_sphere_has_the_right_radius_volume_and_outward_faces():
+    mesh, stats = extraction.extract_mesh(sphere, resolution=64, mode="dense")
+    assert stats.evaluations == 64**3 and stats.evaluation_ratio == 1.0
+    radii = np.linalg.norm(mesh.vertices, axis=1)
+    np.testing.assert_allclose(radii, 0.3, atol=0.1 / 64)
+    assert mesh.volume == pytest.approx(4.0 / 3.0 * np.pi * 0.3**3, rel=0.01)  # positive: outwards
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_coarse_to_fine_reproduces_the_dense_mesh(name):
+    sdf = SHAPES[name]
+    dense_grid, dense_stats = extraction.evaluate_grid(sdf, resolution=64, mode="dense")
+    grid, stats = extraction.evaluate_grid(sdf, resolution=64, mode="coarse_to_fine", initial_resolution=16)
+    inside_dense, inside = dense_grid < 0, grid < 0
+    assert np.count_nonzero(inside_dense & inside) / np.count_nonzero(inside_dense | inside) >= 0.995
+    np.testing.assert_array_equal(inside, inside_dense)
+    dense_mesh = extraction.mesh_from_grid(dense_grid)
+    mesh = extraction.mesh_from_grid(grid)
+    assert len(mesh.vertices) == len(dense_mesh.vertices) > 0
+    assert chamfer_l1(mesh.vertices, dense_mesh.vertices) < 1e-4
+    assert stats.evaluations < 0.6 * dense_stats.evaluations
+
+
+def test_coarse_to_fine_at_128_is_exact_with_a_fraction_of_the_evaluations():
+    dense_mesh, _ = extraction.extract_mesh(torus, resolution=128, mode="dense")
+    mesh, stats = extraction.extract_mesh(torus, resolution=128, initial_resolution=32)
+    assert stats.evaluation_ratio < 0.1
+    assert set(stats.stage_seconds) == {"level_32", "level_64", "level_128", "fill", "marching_cubes"}
+    np.testing.assert_array_equal(np.sort(mesh.vertices, axis=0), np.sort(dense_mesh.vertices, axis=0))
+
+
+def test_scaled_sdf_needs_the_matching_lipschitz_bound():
+    """The model predicts 10·sdf: lipschitz=10 gives the same cells, and the mesh of the unscaled SDF."""
+    _, unit_stats = extraction.extract_mesh(thin_union, resolution=64, initial_resolution=16)
+    mesh, stats = extraction.extract_mesh(
+        lambda p: 10.0 * thin_union(p), resolution=64, initial_resolution=16, lipschitz=10.0
+    )
+    dense_mesh, _ = extraction.extract_mesh(thin_union, resolution=64, mode="dense")
+    assert stats.evaluations == unit_stats.evaluations
+    assert chamfer_l1(mesh.vertices, dense_mesh.vertices) < 1e-4
+
+
+def test_tensorflow_function_is_evaluated_in_bounded_batches():
+    batch_sizes = []
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def model(points):
+        return tf.norm(points, axis=1) - 0.3
+
+    def sdf_fn(points):
+        batch_sizes.append(len(points))
+        return model(points)
+
+    mesh, stats = extraction.extract_mesh(sdf_fn, resolution=32, initial_resolution=8, batch_points=1000)
+    reference, _ = extraction.extract_mesh(sphere, resolution=32, mode="dense")
+    assert max(batch_sizes) <= 1000 and sum(batch_sizes) == stats.evaluations
+    assert chamfer_l1(mesh.vertices, reference.vertices) < 1e-4
+
+
+@pytest.mark.parametrize("mode", extraction.MODES)
+def test_no_surface_gives_an_empty_mesh(mode):
+    def outside(points):
+        return np.ones(len(points))
+
+    mesh, stats = extraction.extract_mesh(outside, resolution=32, mode=mode, initial_resolution=8)
+    assert len(mesh.vertices) == 0 and len(mesh.faces) == 0
+    if mode == "coarse_to_fine":
+        assert stats.evaluations == 9**3  # the first grid certifies every cell
+
+
+def test_invalid_arguments_are_rejected():
+    with pytest.raises(ValueError, match="power of two"):
+        extraction.extract_mesh(sphere, resolution=96, initial_resolution=32)
+    with pytest.raises(ValueError, match="mode"):
+        extraction.extract_mesh(sphere, resolution=32, mode="sparse")
+    with pytest.raises(ValueError, match="returned"):
+        extraction.evaluate_sdf(lambda p: np.zeros(3), np.zeros((5, 3)))

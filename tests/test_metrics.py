@@ -1,0 +1,198 @@
+"""Metrics on analytic cases, and against second implementations where one exists."""
+import numpy as np
+import pytest
+import trimesh
+from scipy import ndimage
+
+from d2im_tf import camera, metrics
+
+EMPTY = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64))
+VIEW = np.array([30.0, 20.0, 0.0, 0.8, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])  # a metadata row
+
+
+def cube(side=0.5, offset=(0.0, 0.0, 0.0)):
+    mesh = trimesh.creation.box((side, side, side))
+    mesh.apply_translation(offset)
+    return mesh
+
+
+def ball(radius):
+    return trimesh.creation.icosphere(subdivisions=5, radius=radius)
+
+
+def lattice_points(spacing=0.1, count=6):
+    axis = spacing * np.arange(count)
+    return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chamfer and F-score
+
+
+def test_chamfer_matches_brute_force_pairwise_distances():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 3)), rng.normal(size=(70, 3))
+    pairwise = np.linalg.norm(a[:, None] - b[None], axis=-1)  # [50, 70]
+    expected = 0.5 * (pairwise.min(axis=1).mean() + pairwise.min(axis=0).mean())
+    assert metrics.chamfer_l1(a, b) == pytest.approx(expected, rel=1e-12)
+
+
+def test_chamfer_of_concentric_spheres_is_the_gap():
+    points_a, _ = metrics.sample_surface(ball(0.3), 20000, seed=0)
+    points_b, _ = metrics.sample_surface(ball(0.35), 20000, seed=1)
+    assert metrics.chamfer_l1(points_a, points_b) == pytest.approx(0.05, abs=0.002)
+
+
+def test_surface_samples_are_seeded_and_carry_unit_face_normals():
+    points, normals = metrics.sample_surface(cube(), 1000, seed=3)
+    again, _ = metrics.sample_surface(cube(), 1000, seed=3)
+    np.testing.assert_array_equal(points, again)
+    np.testing.assert_allclose(np.abs(points).max(axis=1), 0.25, atol=1e-9)  # on the faces
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0)
+    # Outward: the normal points along the coordinate that sits on the face.
+    np.testing.assert_allclose(np.sum(normals * points, axis=1), 0.25, atol=1e-9)
+
+
+def test_fscore_of_a_set_with_itself_and_with_shifted_copies():
+    points = lattice_points()
+    assert metrics.fscore(points, points, 0.01) == 1.0
+    shifted = points + np.array([0.03, 0.0, 0.0])  # every nearest neighbour is 0.03 away
+    np.testing.assert_allclose(metrics.fscore(points, shifted, [0.02, 0.04]), [0.0, 1.0])
+    half = points.copy()
+    half[::2] += np.array([0.05, 0.0, 0.0])  # half the points move half a lattice step
+    # precision = recall = 1/2 below 0.05, so F = 1/2; above, every point has a partner.
+    np.testing.assert_allclose(metrics.fscore(points, half, [0.01, 0.06]), [0.5, 1.0])
+
+
+def test_empty_point_sets_give_defined_values():
+    points = lattice_points()
+    nothing = np.zeros((0, 3))
+    assert metrics.chamfer_l1(points, nothing) == metrics.chamfer_l1(nothing, points) == np.sqrt(3.0)
+    assert metrics.chamfer_l1(nothing, nothing) == 0.0
+    assert metrics.fscore(points, nothing, 0.01) == 0.0
+    assert metrics.fscore(nothing, nothing, 0.01) == 1.0
+    np.testing.assert_array_equal(metrics.fscore(nothing, points, [0.01, 0.1]), [0.0, 0.0])
+    assert metrics.sample_surface(EMPTY, 100)[0].shape == (0, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# IoU
+
+
+def test_occupancy_agrees_with_trimesh_contains():
+    low, side = np.full(3, -0.5), 1.0
+    centres = metrics.voxel_centres(32, low, side).reshape(-1, 3)
+    for mesh in (ball(0.3), cube(0.5, offset=(0.1, -0.05, 0.0))):
+        inside = metrics.occupancy(mesh, 32, low, side).reshape(-1)
+        np.testing.assert_array_equal(inside, mesh.contains(centres))
+
+
+def test_iou_of_offset_cubes_is_exact_on_aligned_voxels():
+    # Faces at multiples of the 1/32 voxel side: voxelisation is exact, IoU = 0.375 / 0.625.
+    shifted = cube(0.5, offset=(0.125, 0.0, 0.0))
+    assert metrics.iou(cube(), shifted, bounds=(-0.5, 0.5)) == pytest.approx(0.6, abs=1e-12)
+    assert metrics.iou(cube(), shifted) == pytest.approx(0.6, abs=0.03)  # union-bbox cube
+    assert metrics.iou(cube(), cube()) == 1.0
+
+
+def test_iou_of_concentric_spheres_is_the_volume_ratio():
+    expected = (0.3 / 0.4) ** 3
+    assert metrics.iou(ball(0.3), ball(0.4), bounds=(-0.5, 0.5)) == pytest.approx(expected, abs=0.03)
+    assert metrics.iou(ball(0.3), ball(0.4)) == pytest.approx(expected, abs=0.03)
+
+
+def test_iou_survives_a_hole_in_the_surface():
+    closed = ball(0.3)
+    keep = closed.triangles_center[:, 2] < 0.27  # cut a cap off the top
+    holed = trimesh.Trimesh(closed.vertices, closed.faces[keep])
+    assert not holed.is_watertight
+    # Only the cap above the hole is ambiguous (0.7% of the ball); one-ray parity loses far more.
+    assert metrics.iou(holed, closed, bounds=(-0.5, 0.5)) > 0.99
+
+
+def test_iou_with_empty_meshes():
+    assert metrics.iou(cube(), EMPTY) == 0.0
+    assert metrics.iou(EMPTY, EMPTY) == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# ECD-3D
+
+
+def test_edge_points_of_a_cube_lie_on_its_edges_and_a_sphere_has_none():
+    points, normals = metrics.sample_surface(cube(), 20000, seed=0)
+    edges = metrics.edge_points(points, normals)
+    # Distance to the nearest of the 12 edges: the two smallest of 0.25 - |x_i|.
+    gaps = np.sort(0.25 - np.abs(edges), axis=1)  # [E, 3], gaps[:, 0] = 0 on a face
+    assert 0.02 * len(points) < len(edges) < 0.2 * len(points)
+    assert np.hypot(gaps[:, 0], gaps[:, 1]).max() < 0.03
+    sphere_points, sphere_normals = metrics.sample_surface(ball(0.3), 20000, seed=0)
+    assert len(metrics.edge_points(sphere_points, sphere_normals)) == 0
+
+
+def test_ecd_3d_of_cubes_and_spheres():
+    assert metrics.ecd_3d(cube(), cube()) == 0.0  # same seed, same samples
+    independent = [metrics.edge_points(*metrics.sample_surface(cube(), 20000, seed=s)) for s in (1, 2)]
+    assert metrics.chamfer_l1(*independent) < 0.005
+    # Edges of cubes of sides 0.5 and 0.56 are 0.03 apart along two axes: 0.03·√2 = 0.042.
+    assert metrics.ecd_3d(cube(0.5), cube(0.56)) == pytest.approx(0.03 * np.sqrt(2.0), abs=0.006)
+    assert metrics.ecd_3d(ball(0.3), ball(0.35)) == 0.0  # no edges on either side
+    assert metrics.ecd_3d(cube(), ball(0.3)) == metrics.EMPTY_DISTANCE
+    assert metrics.ecd_3d(EMPTY, cube()) == metrics.EMPTY_DISTANCE
+
+
+# ---------------------------------------------------------------------------------------------
+# ECD-2D
+
+
+def test_normal_map_edges_of_a_cube_are_its_outline_and_creases():
+    normal_map = metrics.normal_map(cube(), VIEW)
+    edges = metrics.normal_map_edges(normal_map).astype(int)  # [E, 2] (row, col)
+    assert 300 < len(edges) < 1500  # nine visible edges of ~100 px, a line or two wide
+    # Every edge pixel is within a pixel of a jump of the normal map.
+    jumps = np.zeros(normal_map.shape[:2], dtype=bool)
+    jumps[1:] |= np.linalg.norm(np.diff(normal_map, axis=0), axis=-1) > 0.3
+    jumps[:, 1:] |= np.linalg.norm(np.diff(normal_map, axis=1), axis=-1) > 0.3
+    near = ndimage.binary_dilation(jumps, iterations=2)
+    assert near[edges[:, 0], edges[:, 1]].all()
+    # A sphere's smooth shading has no edges: all of them hug its outline.
+    smooth = metrics.normal_map(ball(0.3), VIEW)
+    outline = metrics.normal_map_edges(smooth).astype(int)
+    covered = np.linalg.norm(smooth, axis=-1) > 0
+    near = ndimage.binary_dilation(covered & ~ndimage.binary_erosion(covered), iterations=3)
+    assert len(outline) > 300 and near[outline[:, 0], outline[:, 1]].all()
+
+
+def test_ecd_2d_of_cubes():
+    assert metrics.ecd_2d(cube(), cube(), VIEW) == 0.0
+    rotated = cube()
+    rotated.apply_transform(trimesh.transformations.rotation_matrix(np.radians(5.0), [0, 1, 0]))
+    assert 0.5 < metrics.ecd_2d(cube(), rotated, VIEW) < 10.0
+    assert metrics.ecd_2d(cube(), EMPTY, VIEW) == pytest.approx(224 * np.sqrt(2.0))
+    assert metrics.ecd_2d(EMPTY, EMPTY, VIEW) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Camera errors
+
+
+def test_camera_errors_vanish_for_identical_cameras():
+    points = lattice_points() - 0.25
+    rotation, translation = camera.world_to_camera(*VIEW[[0, 1, 3]])
+    assert metrics.d3d(points, rotation, translation, rotation, translation) == 0.0
+    projection = camera.projection_from_metadata(VIEW)
+    assert metrics.d2d(points, projection, projection) == 0.0
+
+
+def test_camera_errors_of_a_known_offset():
+    points = lattice_points() - 0.25
+    rotation, translation = camera.world_to_camera(*VIEW[[0, 1, 3]])
+    offset = np.array([0.01, 0.0, 0.0])  # camera-frame x: image right
+    assert metrics.d3d(points, rotation, translation + offset, rotation, translation) == pytest.approx(0.01)
+    # The origin sits straight ahead at depth 1.75·d: a shift of f·0.01 / depth pixels.
+    focal = camera.focal_pixels(224)
+    moved = camera.intrinsics(224) @ np.concatenate([rotation, (translation + offset)[:, None]], axis=1)
+    origin = np.zeros((1, 3))
+    expected = focal * 0.01 / (1.75 * VIEW[3])
+    true = camera.projection_from_metadata(VIEW)
+    assert metrics.d2d(origin, moved, true) == pytest.approx(expected, rel=1e-9)
