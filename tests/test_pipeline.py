@@ -159,3 +159,27 @@ def test_missing_density_is_a_clear_error(toy_root, tmp_path):
     finally:
         fmt.write_samples(path, original)
         pipeline._read_samples.cache_clear()
+
+
+def test_camera_examples_project_like_the_world_camera(toy_root):
+    from d2im_tf.data.pipeline import CameraDataset
+
+    config = _config(toy_root, "camera.image_size=32", "camera.points=64")
+    data = CameraDataset(config)
+    layout = fmt.DatasetLayout(toy_root)
+    example = next(iter(data.dataset(batch_size=1, repeat=False)))
+    points = example["points"].numpy()[0].astype(np.float64)
+    R, t = example["rotation"].numpy()[0], example["translation"].numpy()[0]
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-5)
+    P_pose = camera.intrinsics(32) @ np.column_stack([R, t])
+    uv_pose, _ = camera.project(points, P_pose)
+    # Some view of some shape projects the same world points to the same pixels.
+    matches = 0
+    for record in data.records:
+        params = fmt.read_norm_params(layout.samples_path(TOY_CATEGORY, record.shape))
+        for row in record.metadata:
+            uv_world, _ = camera.project(points * params[3] + params[:3], camera.projection_from_metadata(row, 32))
+            matches += np.allclose(uv_pose, uv_world, atol=1e-3)
+    assert matches == 1
+    # The points are on the toy sphere of radius 0.3 (normalised frame).
+    np.testing.assert_allclose(np.linalg.norm(points, axis=1), 0.3, atol=1e-5)

@@ -17,7 +17,7 @@ def current_step(model) -> int:
 
 
 def _finite_logs(logs) -> tuple[dict, list]:
-    values = {name: float(np.asarray(value)) for name, value in (logs or {}).items()}
+    values = {name: float(np.asarray(value).item()) for name, value in (logs or {}).items()}
     return values, [name for name, value in values.items() if not np.isfinite(value)]
 
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 from d2im_tf.config import Config
 from d2im_tf.data.pipeline import CameraDataset
 from d2im_tf.models.camera_net import CameraNet
-from d2im_tf.training.loop import RunSchedule, load_run_config, restore_weights, run_training, save_run_config
+from d2im_tf.training.loop import load_run_config, restore_weights, run_training, save_run_config, schedule_for
 
 
 def build_camera_model(config: Config) -> CameraNet:
@@ -34,13 +34,7 @@ def train_camera(config: Config, strategy: tf.distribute.Strategy | None = None,
     """Train the camera network of ``config`` under the current ``tf.distribute`` strategy."""
     data = CameraDataset(config, "train")
     batch = config.camera.batch_size
-    schedule = RunSchedule(
-        global_batch=batch,
-        steps_per_epoch=config.train.steps_per_epoch or max(1, len(data) // batch),
-        epochs=config.camera.epochs,
-        checkpoint_every=config.train.checkpoint_every,
-        log_every=config.train.log_every,
-    )
+    schedule = schedule_for(config, len(data), batch, config.camera.epochs)
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_camera_model(config)
     save_run_config(config, config.camera.out_dir)

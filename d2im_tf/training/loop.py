@@ -49,6 +49,18 @@ class RunSchedule:
         return self.steps_per_epoch * self.epochs
 
 
+def schedule_for(config: Config, num_shapes: int, batch: int, epochs: int) -> RunSchedule:
+    """The schedule of a run over ``num_shapes`` training shapes: ``train.steps_per_epoch`` steps an
+    epoch, or one pass over the shapes when that is 0."""
+    return RunSchedule(
+        global_batch=batch,
+        steps_per_epoch=config.train.steps_per_epoch or max(1, num_shapes // batch),
+        epochs=epochs,
+        checkpoint_every=config.train.checkpoint_every,
+        log_every=config.train.log_every,
+    )
+
+
 def checkpoint_dir(out_dir: Path) -> Path:
     """Where this process writes checkpoints: the real folder on the chief, a scratch one elsewhere.
 

@@ -18,7 +18,7 @@ from d2im_tf.data.pipeline import ShapeDataset
 from d2im_tf.losses import map_laplacian, normal_divergence
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.training.callbacks import ImageLogger
-from d2im_tf.training.loop import RunSchedule, load_run_config, restore_weights, run_training, save_run_config
+from d2im_tf.training.loop import load_run_config, restore_weights, run_training, save_run_config, schedule_for
 
 
 def _dummy_batch(config: Config) -> dict:
@@ -85,13 +85,7 @@ def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, re
     """Train the SDF network of ``config`` under the current ``tf.distribute`` strategy."""
     data = ShapeDataset(config, "train")
     batch = config.train.batch_size
-    schedule = RunSchedule(
-        global_batch=batch,
-        steps_per_epoch=config.train.steps_per_epoch or max(1, len(data) // batch),
-        epochs=config.train.epochs,
-        checkpoint_every=config.train.checkpoint_every,
-        log_every=config.train.log_every,
-    )
+    schedule = schedule_for(config, len(data), batch, config.train.epochs)
     example = next(iter(data.dataset(batch_size=min(batch, 4), repeat=True)))
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_sdf_model(config)

@@ -1,0 +1,186 @@
+"""Training runs: data-parallel replicas and workers agree, SIGKILL + resume, NaN guard, export."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import TOY_CATEGORY
+from d2im_tf.training.loop import RunSchedule, TrainingDiverged, run_training
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "train_worker.py"
+
+
+def _env(**extra):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _replica_weights(path):
+    data = np.load(path)
+    count = int(data["replicas"])
+    names = sorted({key.split("/", 1)[1] for key in data.files if key != "replicas"})
+    return count, {name: [data[f"{i}/{name}"] for i in range(count)] for name in names}
+
+
+def test_mirrored_strategy_on_two_cpu_devices(toy_root, tmp_path):
+    result = subprocess.run([sys.executable, str(WORKER), str(toy_root), str(tmp_path / "run"),
+                             str(tmp_path / "w.npz"), "--devices", "2"], cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    count, weights = _replica_weights(tmp_path / "w.npz")
+    assert count == 2
+    for name, (first, second) in weights.items():
+        np.testing.assert_array_equal(first, second, err_msg=name)
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-3.index").exists()
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_strategy_two_processes(toy_root, tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen(
+            [sys.executable, str(WORKER), str(toy_root), str(tmp_path / "run"), str(tmp_path / f"w{index}.npz")],
+            cwd=ROOT, env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+    _, chief = _replica_weights(tmp_path / "w0.npz")
+    _, other = _replica_weights(tmp_path / "w1.npz")
+    assert chief.keys() == other.keys()
+    for name in chief:
+        np.testing.assert_array_equal(chief[name][0], other[name][0], err_msg=name)
+    # Only the chief keeps checkpoints; the other worker's scratch copy is gone.
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-3.index").exists()
+    assert not any((tmp_path / "run" / "scratch").glob("*/ckpt-*"))
+
+
+def _train_command(toy_root, out, *extra):
+    return [sys.executable, "-m", "d2im_tf.cli", "train", "--config", "configs/tiny.yaml",
+            "--set", f"data.root={toy_root}", "--set", f"data.categories=['{TOY_CATEGORY}']",
+            "--set", f"train.out_dir={out}", "--set", "train.checkpoint_every=2", "--no-progress", *extra]
+
+
+def _logged_steps(log_dir):
+    """{event file: steps at which train/loss was logged}; each run of the writer has its own file."""
+    steps = {}
+    for event_file in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        steps[event_file.name] = [event.step for event in tf.compat.v1.train.summary_iterator(str(event_file))
+                                  for value in event.summary.value if value.tag == "train/loss"]
+    return steps
+
+
+def test_sigkill_then_resume(toy_root, tmp_path):
+    out = tmp_path / "run"
+    long_run = ["--set", "train.epochs=50", "--set", "train.steps_per_epoch=4", "--no-export"]
+    process = subprocess.Popen(_train_command(toy_root, out, *long_run), cwd=ROOT, env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "ckpt-6.index").exists():
+        assert process.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = tf.train.latest_checkpoint(str(out / "checkpoints"))
+    step = int(killed_at.rsplit("-", 1)[1])
+    assert step >= 6
+    before = _logged_steps(out / "logs")
+
+    short = ["--set", f"train.epochs={step // 4 + 2}", "--set", "train.steps_per_epoch=4", "--no-export"]
+    result = subprocess.run(_train_command(toy_root, out, "--resume", *short), cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = (step // 4 + 2) * 4
+    assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith(f"ckpt-{final}")
+    # Every checkpoint still listed restores into a fresh model, at its own step: nothing is corrupt.
+    from d2im_tf.training.loop import load_run_config
+    from d2im_tf.training.sdf import build_sdf_model
+
+    model = build_sdf_model(load_run_config(out))
+    state = tf.train.get_checkpoint_state(str(out / "checkpoints"))
+    for path in state.all_model_checkpoint_paths:
+        tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(path).assert_consumed()
+        assert int(model.optimizer.iterations.numpy()) == int(path.rsplit("-", 1)[1])
+    # The loss curve continues from the restored step instead of starting again at 1.
+    (resumed,) = [steps for name, steps in _logged_steps(out / "logs").items() if name not in before]
+    assert resumed == list(range(step + 1, final + 1))
+    # Without --resume an existing run is refused, with a one-line error and exit code 2.
+    refused = subprocess.run(_train_command(toy_root, out, "--no-export"), cwd=ROOT, env=_env(),
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "pass --resume" in refused.stderr
+
+
+def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path):
+    inputs = np.ones((8, 2), np.float32)
+    targets = np.ones((8, 1), np.float32)
+    targets[6] = np.nan  # the 4th batch of 2 has a NaN target: the loss becomes NaN at step 4
+    dataset = lambda start: tf.data.Dataset.from_tensor_slices((inputs, targets)).skip(start).batch(2)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    schedule = RunSchedule(global_batch=2, steps_per_epoch=4, epochs=1, checkpoint_every=1)
+    with pytest.raises(TrainingDiverged, match=r"loss became NaN/Inf at step 4; .*ckpt-3"):
+        run_training(model, dataset, schedule, tmp_path, progress=False)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
+    # The weights in memory are ruined; the kept checkpoint's are finite.
+    assert not all(np.all(np.isfinite(w)) for w in model.get_weights())
+    fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    tf.train.Checkpoint(model=fresh).restore(str(tmp_path / "checkpoints" / "ckpt-3")).expect_partial()
+    assert all(np.all(np.isfinite(w)) for w in fresh.get_weights())
+    assert not np.allclose(fresh.get_weights()[0], 0.0)
+
+
+def test_saved_model_runs_without_the_package(toy_root, tmp_path):
+    out = tmp_path / "run"
+    export = tmp_path / "export"
+    result = subprocess.run(_train_command(toy_root, out, "--set", "train.epochs=1", "--export", str(export)),
+                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (export / "1" / "saved_model.pb").exists()
+    # Reference values from the Keras model restored from the same run.
+    from d2im_tf import camera
+    from d2im_tf.training.sdf import load_sdf_model
+
+    model = load_sdf_model(out)
+    rng = np.random.default_rng(0)
+    image = rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    points = rng.uniform(-0.5, 0.5, (2, 300, 3)).astype(np.float32)
+    projection = np.stack([camera.projection_matrix(a, 20, 0.8, 32) for a in (30, 200)]).astype(np.float32)
+    expected = model.predict_sdf(image, points, projection)["sdf"]
+    np.savez(tmp_path / "inputs.npz", image=image, points=points, projection=projection)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        f"inputs = np.load({str(tmp_path / 'inputs.npz')!r})\n"
+        f"model = tf.saved_model.load({str(export / '1')!r})\n"
+        "out = model.signatures['serving_default'](image=tf.constant(inputs['image']),"
+        " points=tf.constant(inputs['points']), projection=tf.constant(inputs['projection']))\n"
+        f"np.save({str(tmp_path / 'served.npy')!r}, out['sdf'].numpy())\n"
+        "assert not any(name.startswith('d2im_tf') for name in sys.modules)\n"
+    )
+    served = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert served.returncode == 0, served.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "served.npy"), expected, atol=1e-5)
