@@ -160,6 +160,10 @@ def test_saved_model_runs_without_the_package(toy_root, tmp_path):
                             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (export / "1" / "saved_model.pb").exists()
+    # tiny.yaml previews every epoch: one strip (the toy set's one test shape) of five 128 px panels.
+    from d2im_tf.data.disn_format import read_image
+
+    assert read_image(out / "previews" / "epoch_0001.png").shape == (128, 5 * 128, 3)
     # Reference values from the Keras model restored from the same run.
     from d2im_tf import camera
     from d2im_tf.training.sdf import load_sdf_model

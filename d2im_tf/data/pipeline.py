@@ -102,6 +102,13 @@ def _normalised_projection(metadata_row, norm_params, image_size: int) -> np.nda
     return camera.projection_from_metadata(metadata_row, image_size) @ denormalise
 
 
+def has_split(config: Config, split: str) -> bool:
+    """Whether any configured category lists at least one shape in ``split``."""
+    layout = fmt.DatasetLayout(config.data.root, config.data.split_dir or None)
+    paths = [layout.split_path(category, split) for category in config.data.categories]
+    return any(path.exists() and fmt.read_split(path) for path in paths)
+
+
 def load_records(config: Config, split: str) -> list[ShapeRecord]:
     """Read the split lists, cameras and norm params of every shape of ``split``."""
     layout = fmt.DatasetLayout(config.data.root, config.data.split_dir or None)
@@ -152,7 +159,7 @@ def _shape_arrays(path: bytes, need_density: bool):
 # The dataset.
 
 
-def _decode_image(path, image_size: int):
+def decode_image(path, image_size: int):
     """PNG → ``[S, S, 3]`` float32 in [0, 1]; RGBA is composited on white, as the renders' background."""
     image = tf.image.decode_png(tf.io.read_file(path), channels=4)
     image = tf.cast(image, tf.float32) / 255.0
@@ -228,7 +235,7 @@ class ShapeDataset:
         else:
             index = uniform_point_indices(tf.size(sdf), num, points_seed)
         return {
-            "image": _decode_image(self._image_paths[shape, view], size),
+            "image": decode_image(self._image_paths[shape, view], size),
             "normal_map": _decode_normals(self._normal_paths[shape, view], size),
             "points": tf.ensure_shape(tf.gather(points, index), [num, 3]),
             "sdf": tf.ensure_shape(tf.gather(sdf, index) * self.config.data.sdf_scale, [num]),
@@ -279,7 +286,7 @@ class CameraDataset(ShapeDataset):
         index = uniform_point_indices(tf.shape(surface)[0], count, points_seed)
         points = tf.gather(surface, index)
         return {
-            "image": _decode_image(self._image_paths[shape, view], self.config.camera.image_size),
+            "image": decode_image(self._image_paths[shape, view], self.config.camera.image_size),
             "points": tf.ensure_shape(points, [count, 3]),
             "rotation": self._rotations[shape, view],
             "translation": self._translations[shape, view],

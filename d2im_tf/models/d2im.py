@@ -136,7 +136,7 @@ class D2IMNet(DistributableModel):
         )
         self.trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES]
         self._compiled_encode = tf.function(self.encode)
-        self._compiled_decode = tf.function(self._decode_sdf)
+        self._compiled_decode = tf.function(self._decode_sdf, reduce_retracing=True)  # any number of points
 
     # ---------------------------------------------------------------- forward pieces
 

@@ -14,10 +14,11 @@ import tensorflow as tf
 
 from d2im_tf import camera
 from d2im_tf.config import Config
-from d2im_tf.data.pipeline import ShapeDataset
+from d2im_tf.data.pipeline import ShapeDataset, has_split
 from d2im_tf.losses import map_laplacian, normal_divergence
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.training.callbacks import ImageLogger
+from d2im_tf.training.previews import PreviewCallback
 from d2im_tf.training.loop import load_run_config, restore_weights, run_training, save_run_config, schedule_for
 
 
@@ -92,9 +93,11 @@ def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, re
     save_run_config(config, config.train.out_dir)
 
     def extra_callbacks(writer):
-        if writer is None:
+        if writer is None:  # not the chief
             return []
-        return [ImageLogger(writer, config.train.image_every, lambda m: diagnostic_images(m, example))]
+        previews = ShapeDataset(config, "test") if has_split(config, "test") else data
+        return [ImageLogger(writer, config.train.image_every, lambda m: diagnostic_images(m, example)),
+                PreviewCallback(previews, config.train.out_dir, config.train.preview_every_epochs)]
 
     run_training(model, lambda start: data.dataset(batch, start=start), schedule, Path(config.train.out_dir),
                  resume=resume, extra_callbacks=extra_callbacks, description=f"training {config.model.variant}",

@@ -1,0 +1,58 @@
+"""PNG previews during training: every K epochs, a few test shapes reconstructed by the current model.
+
+``OUT/previews/epoch_NNNN.png`` stacks one strip per shape (input | mesh from the input view | from
+azimuth +90° | front map | back map, :func:`d2im_tf.preview.preview_image`), using GT cameras and a
+coarse-to-fine extraction at a low resolution so a preview costs seconds, not minutes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from d2im_tf.data import disn_format as fmt
+from d2im_tf.data.pipeline import ShapeDataset, decode_image
+from d2im_tf.extraction import extract_mesh
+from d2im_tf.preview import preview_image
+
+EVALUATION_VIEW = 32  # the reference's test view, or the last view of datasets with fewer
+
+
+class PreviewCallback(keras.callbacks.Callback):
+    """Writes a preview PNG every ``every_epochs`` epochs (epochs counted from 1)."""
+
+    def __init__(self, data: ShapeDataset, out_dir, every_epochs: int, count: int = 3, resolution: int = 64):
+        super().__init__()
+        self.every = max(1, every_epochs)
+        self.out_dir = Path(out_dir) / "previews"
+        self.resolution = resolution
+        size = data.config.model.image_size
+        view = min(EVALUATION_VIEW, data.num_views - 1)
+        layout = fmt.DatasetLayout(data.config.data.root, data.config.data.split_dir or None)
+        self.samples = [
+            (decode_image(str(layout.image_path(r.category, r.shape, view)), size).numpy(),
+             r.projections[view].astype(np.float32), r.metadata[view], r.norm_params)
+            for r in data.records[:count]
+        ]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        strips = [self._strip(*sample) for sample in self.samples]
+        fmt.write_png(self.out_dir / f"epoch_{epoch + 1:04d}.png", np.concatenate(strips, axis=0))
+
+    def _strip(self, image, projection, view, norm_params) -> np.ndarray:
+        model = self.model
+
+        def sdf(points):  # [N, 3] normalised frame → [N]
+            return model.predict_sdf(image[None], points[None], projection[None])["sdf"][0]
+
+        mesh, _ = extract_mesh(sdf, resolution=self.resolution, initial_resolution=16,
+                               lipschitz=2.0 * model.sdf_scale)
+        mesh.apply_scale(norm_params[3])  # normalised → world frame, where the view row applies
+        mesh.apply_translation(norm_params[:3])
+        encoding = model.encode(tf.constant(image[None]), training=False)
+        maps = encoding["maps"][0].numpy() if "maps" in encoding else np.zeros(image.shape[:2] + (2,))
+        return preview_image(image, mesh, view, maps)
