@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import TOY_CATEGORY
-from d2im_tf.training.loop import RunSchedule, TrainingDiverged, run_training
+from d2im_tf.training.loop import RunSchedule, TrainingDiverged, run_training, training_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "train_worker.py"
@@ -116,13 +116,13 @@ def test_sigkill_then_resume(toy_root, tmp_path):
     final = (step // 4 + 2) * 4
     assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith(f"ckpt-{final}")
     # Every checkpoint still listed restores into a fresh model, at its own step: nothing is corrupt.
-    from d2im_tf.training.loop import load_run_config
+    from d2im_tf.training.loop import load_run_config, training_checkpoint
     from d2im_tf.training.sdf import build_sdf_model
 
     model = build_sdf_model(load_run_config(out))
     state = tf.train.get_checkpoint_state(str(out / "checkpoints"))
     for path in state.all_model_checkpoint_paths:
-        tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(path).assert_consumed()
+        training_checkpoint(model).restore(path).assert_consumed()
         assert int(model.optimizer.iterations.numpy()) == int(path.rsplit("-", 1)[1])
     # The loss curve continues from the restored step instead of starting again at 1.
     (resumed,) = [steps for name, steps in _logged_steps(out / "logs").items() if name not in before]
@@ -148,7 +148,7 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path):
     # The weights in memory are ruined; the kept checkpoint's are finite.
     assert not all(np.all(np.isfinite(w)) for w in model.get_weights())
     fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    tf.train.Checkpoint(model=fresh).restore(str(tmp_path / "checkpoints" / "ckpt-3")).expect_partial()
+    training_checkpoint(fresh, with_optimizer=False).restore(str(tmp_path / "checkpoints" / "ckpt-3")).expect_partial()
     assert all(np.all(np.isfinite(w)) for w in fresh.get_weights())
     assert not np.allclose(fresh.get_weights()[0], 0.0)
 

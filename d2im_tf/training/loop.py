@@ -86,12 +86,25 @@ def load_run_config(run_dir) -> Config:
     return load_config(path)
 
 
+def training_checkpoint(model: keras.Model, with_optimizer: bool = True) -> tf.train.Checkpoint:
+    """The checkpoint of a model: every weight of ``model.weights``, and the optimiser's variables.
+
+    The weights are listed explicitly, by position, rather than through the model's object graph:
+    TF's checkpoint graph does not see layers a Keras model keeps in Python lists (our ResNet stages
+    and decoder MLPs), so their BatchNorm statistics would be lost and a weights-only restore would
+    miss them. ``model.weights`` has a fixed order for a given architecture.
+    """
+    if with_optimizer:
+        return tf.train.Checkpoint(weights=list(model.weights), optimizer=list(model.optimizer.variables))
+    return tf.train.Checkpoint(weights=list(model.weights))
+
+
 def restore_weights(model: keras.Model, run_dir) -> str:
     """Load the model's weights (not the optimiser) from a run's latest checkpoint; returns its path."""
     latest = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
     if latest is None:
         raise UserError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint found")
-    status = tf.train.Checkpoint(model=model).restore(latest)
+    status = training_checkpoint(model, with_optimizer=False).restore(latest)
     status.expect_partial()  # the optimiser's slots are not needed
     status.assert_existing_objects_matched()
     return latest
@@ -103,7 +116,7 @@ def restore_latest(model: keras.Model, out_dir: Path, resume: bool) -> tf.train.
     The model and its optimiser must already be built. A folder that already holds checkpoints is an
     error without ``resume``, so an earlier run is never silently overwritten.
     """
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    checkpoint = training_checkpoint(model)
     kept = Path(out_dir) / "checkpoints"  # every worker restores the chief's checkpoint
     latest = tf.train.latest_checkpoint(str(kept))
     if latest:
