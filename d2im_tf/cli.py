@@ -22,6 +22,8 @@ COMMANDS = {
     "export": ("export", "export a training run as a SavedModel (TF Serving layout)"),
     "make-data": ("make_data", "write a synthetic detail-rich dataset (or convert meshes) in DISN's layout"),
     "preprocess": ("preprocess", "add pc_gradients and density to a DISN dataset's ori_sample.h5 files"),
+    "reconstruct": ("reconstruct", "images → meshes and preview strips with an exported SavedModel"),
+    "evaluate": ("evaluate", "per-category metrics (IoU, Chamfer-L1, ECD-3D, ECD-2D, F-score) on a test split"),
 }
 
 

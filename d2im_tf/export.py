@@ -6,8 +6,12 @@ The exported model runs without this package (``tf.saved_model.load`` is enough)
                                  projection [B,3,4] (normalised frame → pixels) → ``sdf``, ``base``
                                  [B,N] in SDF units (÷ ``sdf_scale`` for distances); test-time
                                  front/back split.
-``encode``                       image → ``global_code`` [B,G] and ``maps`` [B,S,S,2] (front, back
-                                 displacement maps; zeros for variants without a detail decoder).
+``encode``                       image → ``global_code`` [B,G], ``maps`` [B,S,S,2] (front, back
+                                 displacement maps; zeros for variants without a detail decoder) and
+                                 the encoder's feature maps ``f0``…``f4`` [B,S/2^k,S/2^k,C_k] (f0 at
+                                 S/1) that the GL variant's decoder reads.
+``decode``                       global_code, maps, f0…f4 (as ``encode`` returns them), points,
+                                 projection → ``sdf``, ``base``: encode once, decode many chunks.
 ``camera`` (with a camera net)   image → ``rotation`` [B,3,3], ``translation`` [B,3] and
                                  ``projection`` [B,3,4] = K·[R|t] of the normalised frame.
 ``sdf_predicted_camera`` (idem)  image, points → ``sdf``, ``base`` through the predicted camera.
@@ -54,12 +58,30 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
     def encode(image):
         encoding = sdf_model.encode(image, training=False)
         maps = encoding.get("maps", tf.zeros(tf.concat([tf.shape(image)[:3], [2]], 0)))
-        return {"global_code": encoding["global_code"], "maps": maps}
+        features = {f"f{level}": feature for level, feature in enumerate(encoding["features"])}
+        return {"global_code": encoding["global_code"], "maps": maps, **features}
+
+    def decode(global_code, maps, f0, f1, f2, f3, f4, points, projection):
+        encoding = {"global_code": global_code, "features": [f0, f1, f2, f3, f4]}
+        if sdf_model.detail_decoder is not None:
+            encoding["maps"] = maps
+        outputs = sdf_model.decode(encoding, points, projection)
+        return {"sdf": outputs["sdf"], "base": outputs["base"]}
+
+    # Specs of encode's outputs, for decode's inputs: batch free, the rest static (the GL decoder
+    # derives each map's stride from its width).
+    probe = sdf_model.encode(tf.zeros([1, size, size, 3]), training=False)
+    feature_specs = [tf.TensorSpec([None, *feature.shape[1:]], tf.float32, name=f"f{level}")
+                     for level, feature in enumerate(probe["features"])]
+    decode_specs = [tf.TensorSpec([None, probe["global_code"].shape[-1]], tf.float32, name="global_code"),
+                    tf.TensorSpec([None, size, size, 2], tf.float32, name="maps"), *feature_specs,
+                    points_spec, projection_spec]
 
     archive = keras.export.ExportArchive()
     archive.track(sdf_model)
     archive.add_endpoint("serving_default", sdf, input_signature=[image_spec, points_spec, projection_spec])
     archive.add_endpoint("encode", encode, input_signature=[image_spec])
+    archive.add_endpoint("decode", decode, input_signature=decode_specs)
     if camera_model is not None:
         archive.track(camera_model)
 

@@ -65,6 +65,18 @@ def grid_spacing(resolution: int, bounds=(-0.5, 0.5)) -> float:
     return (high - low) / resolution
 
 
+def displaced_field_bound(base_lipschitz: float, max_displacement: float, resolution: int,
+                          bounds=(-0.5, 0.5)) -> float:
+    """The ``lipschitz`` to certify cells of D²IM-Net's fused field ``f = f_B + d`` at ``resolution``.
+
+    The fused field is not Lipschitz: the displacement ``d`` jumps where the front/back split switches
+    maps. With ``|d| ≤ D`` and ``f_B`` ``L``-Lipschitz, a cell of diagonal ``δ`` has no zero if a
+    corner has ``|f| > L·δ + 2D``; every tested cell has ``δ ≥ h√3`` (``h`` the finest grid spacing),
+    so ``L + 2D/(h√3)`` is a valid bound for :func:`extract_mesh`.
+    """
+    return base_lipschitz + 2.0 * max_displacement / (grid_spacing(resolution, bounds) * np.sqrt(3.0))
+
+
 def sdf_grid_points(resolution: int, bounds=(-0.5, 0.5)) -> np.ndarray:
     """The ``resolution³`` cell centres of the cube ``bounds³``, float32 ``[resolution³, 3]``.
 

@@ -7,9 +7,14 @@ one core; seconds per stage, and a plain baseline measured in the same run
 ``reconstruct``: seconds per image → mesh at 128³ (``--resolution``) through an exported SavedModel
 (:class:`d2im_tf.reconstruct.Reconstructor`, GT camera of a rendered sphere), dense vs
 coarse-to-fine, split into encode / SDF evaluation / marching cubes, and the ratio dense / c2f.
-Without ``--model`` it exports a default-size (224², ``full``) *untrained* model whose output bias is
-shifted so that its zero level crosses the box (otherwise coarse-to-fine would have no surface to
-refine and the comparison would flatter it); the output says so.
+Without ``--model`` it exports a default-size (224², ``full``) *untrained* model, adjusted to look like
+a trained one where it matters for the comparison (the output says it is untrained): the base
+decoder's output is scaled so that its steepest slope on a 32³ grid is a true SDF's (``sdf_scale``;
+a random field is much flatter, and nothing could be certified far from its surface) and shifted so
+that its zero level crosses the box (otherwise coarse-to-fine would have no surface to refine and the
+comparison would flatter it), and the detail decoder's output
+is scaled to displacements of at most 0.1 SDF units (1% of the box), a detail's size — random maps
+are large, and their jumps force a wide band (:class:`d2im_tf.reconstruct.Reconstructor`).
 """
 from __future__ import annotations
 
@@ -130,8 +135,12 @@ def print_data(result: dict) -> None:
           f" max |distance| difference {result['baseline_max_abs_distance_difference']:.1e})")
 
 
+MAX_DISPLACEMENT = 0.1  # SDF units (×10): the untrained benchmark model's largest displacement
+
+
 def _untrained_model(out: Path, image, view_row) -> Path:
-    """Export the default config's random-init SDF network, zero level moved into the box."""
+    """Export the default config's random-init SDF network: small maps, SDF-like base field with
+    its zero level in the box (module docstring)."""
     import numpy as np
 
     from d2im_tf import camera
@@ -143,10 +152,19 @@ def _untrained_model(out: Path, image, view_row) -> Path:
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
     model = build_sdf_model(config)
     size = config.model.image_size
+    maps_layer = model.detail_decoder.output_layer
+    factor = MAX_DISPLACEMENT / float(np.abs(model.encode(image[None])["maps"]).max())
+    maps_layer.kernel.assign(maps_layer.kernel * factor)
+    maps_layer.bias.assign(maps_layer.bias * factor)
     projection = camera.projection_from_metadata(view_row, size)[None].astype(np.float32)  # [1, 3, 4]
+    base_layer = model.base_decoder.output_layer
+    grid = model.predict_sdf(image[None], sdf_grid_points(32)[None], projection)["base"].reshape(32, 32, 32)
+    slope = max(float(np.abs(np.diff(grid, axis=axis)).max()) for axis in range(3)) * 32  # per unit length
+    factor = model.sdf_scale / slope
+    base_layer.kernel.assign(base_layer.kernel * factor)
+    base_layer.bias.assign(base_layer.bias * factor)
     values = model.predict_sdf(image[None], sdf_grid_points(16)[None], projection)["sdf"]  # [1, 16³]
-    bias = model.base_decoder.output_layer.bias
-    bias.assign(bias - float(np.median(values)))  # half the coarse grid inside: a surface to extract
+    base_layer.bias.assign(base_layer.bias - float(np.median(values)))  # half the grid inside: a surface
     return export_saved_model(model, out)
 
 
@@ -180,7 +198,8 @@ def bench_reconstruct(args) -> dict:
 
 
 def print_reconstruct(result: dict) -> None:
-    state = "trained" if result["trained"] else "UNTRAINED (random init, output bias shifted to cross zero)"
+    state = "trained" if result["trained"] else ("UNTRAINED: random init, base scaled to an SDF's slope and shifted"
+                                                 " to cross zero, maps ≤ 0.1")
     print(f"reconstruct benchmark: {result['model']} — {state}; {result['resolution']}³ grid, "
           f"{result['cores']} cores, median seconds per image")
     modes = result["modes"]

@@ -1,0 +1,178 @@
+"""Single-image reconstruction with an exported SavedModel: image → camera → SDF → mesh.
+
+Only ``tf.saved_model.load`` and the export's signatures are used (:mod:`d2im_tf.export`): the image
+is encoded once (``encode``), then the SDF is decoded chunk by chunk (``decode``) on the grid of
+:func:`d2im_tf.extraction.extract_mesh`, coarse-to-fine by default.
+
+Input images: any PNG/JPEG, RGB, RGBA or grey, any size. They are brought to what the network saw in
+training — the dataset's renders: a square image of the model's ``image_size`` with the object
+centred on a white background. RGBA is composited on white, grey becomes RGB, a non-square image is
+padded with white to a centred square, then resized. A photo should therefore show the object
+roughly centred on a plain white background.
+
+Frames: the SDF network works in the shape's normalised frame. With the model's camera network the
+predicted pose is that of the normalised frame (up to scale), so the mesh is in the normalised frame.
+With a given camera (a ``rendering_metadata.txt`` row, world frame) and the shape's norm params
+``(cx, cy, cz, m)`` (default 0 0 0 1), the projection is folded with the normalisation
+(:func:`d2im_tf.models.camera_net.normalised_projection`) and the mesh is returned in the world
+frame, ``xyz·m + c``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+import trimesh
+from PIL import Image
+
+from d2im_tf import camera
+from d2im_tf.errors import UserError
+from d2im_tf.extraction import displaced_field_bound, extract_mesh
+from d2im_tf.models.camera_net import normalised_projection
+
+IDENTITY_NORM_PARAMS = np.array([0.0, 0.0, 0.0, 1.0])
+WHITE = 255
+
+
+def resolve_model_dir(path) -> Path:
+    """The SavedModel folder of ``path``: itself if it holds ``saved_model.pb``, else its largest
+    integer version (TF Serving's layout ``saved_models/<name>/<version>/``)."""
+    path = Path(path)
+    if (path / "saved_model.pb").exists():
+        return path
+    versions = [p for p in path.glob("*") if p.name.isdigit() and (p / "saved_model.pb").exists()]
+    if not versions:
+        raise UserError(f"{path}: no SavedModel here (no saved_model.pb, no <version>/saved_model.pb)")
+    return max(versions, key=lambda p: int(p.name))
+
+
+def prepare_image(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """Any uint8 image ``[H, W]``, ``[H, W, 1|3|4]`` → float32 ``[S, S, 3]`` in [0, 1] (module docstring)."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.shape[-1] in (1, 2):  # grey, grey + alpha
+        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], axis=-1)
+    rgb = pixels[..., :3].astype(np.float64)  # [H, W, 3]
+    if pixels.shape[-1] == 4:
+        alpha = pixels[..., 3:].astype(np.float64) / 255.0  # [H, W, 1]
+        rgb = rgb * alpha + WHITE * (1.0 - alpha)
+    height, width = rgb.shape[:2]
+    side = max(height, width)
+    square = np.full((side, side, 3), float(WHITE))
+    top, left = (side - height) // 2, (side - width) // 2
+    square[top : top + height, left : left + width] = rgb
+    image = Image.fromarray(np.round(square).astype(np.uint8)).resize((image_size, image_size), Image.LANCZOS)
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def view_row_from_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """A metadata row ``[az, el, 0, d, 35, 32, 1.75, 0, 0, 0]`` for a pose ``[R | t]`` (frame → camera).
+
+    The camera centre ``−Rᵀt`` lies at ``1.75·d·(cos el cos az, sin el, cos el sin az)``. The row
+    assumes, as DISN's renders, a camera looking at the origin without roll; a predicted pose's
+    deviation from that is dropped. Used to render a predicted view.
+    """
+    centre = -np.asarray(rotation, float).T @ np.asarray(translation, float)  # [3]
+    distance = float(np.linalg.norm(centre))
+    azimuth = np.degrees(np.arctan2(centre[2], centre[0]))
+    elevation = np.degrees(np.arcsin(np.clip(centre[1] / max(distance, 1e-12), -1.0, 1.0)))
+    return np.array([azimuth, elevation, 0.0, distance / camera.MAX_DISTANCE,
+                     camera.FOCAL_MM, camera.SENSOR_MM, camera.MAX_DISTANCE, 0.0, 0.0, 0.0])
+
+
+class Reconstruction(NamedTuple):
+    """One reconstruction: the first three fields are ``(mesh, maps, timings)``.
+
+    ``mesh`` in the world frame for a given camera, else the normalised frame; ``maps`` float32
+    ``[S, S, 2]`` (front, back displacement maps, SDF units); ``timings`` seconds per stage
+    (``encode``, ``camera``, ``sdf_evaluation``, ``marching_cubes``); ``view`` the metadata row the
+    mesh is seen from in the input (in the mesh's frame); ``image`` the network's input ``[S, S, 3]``.
+    """
+
+    mesh: trimesh.Trimesh
+    maps: np.ndarray
+    timings: dict
+    view: np.ndarray
+    image: np.ndarray
+
+
+class Reconstructor:
+    """A loaded SavedModel and the extraction settings; :meth:`reconstruct` turns images into meshes.
+
+    Coarse-to-fine certification needs a bound on how fast the SDF can reach zero; the fused field's
+    bound is :func:`d2im_tf.extraction.displaced_field_bound` with ``D = max |maps|`` per image.
+    ``lipschitz`` is ``L``, the base field's bound; the default ``2·sdf_scale`` allows a learned base
+    field twice as steep as a true distance (in the model's units).
+    """
+
+    def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
+                 initial_resolution: int = 32, batch_points: int = 65536, lipschitz: float | None = None):
+        self.model_dir = resolve_model_dir(model_path)
+        info_path = self.model_dir / "assets.extra" / "d2im.json"
+        try:
+            self.info = json.loads(info_path.read_text())
+        except (OSError, ValueError) as error:
+            raise UserError(f"{info_path}: unreadable model description ({error})") from None
+        self.model = tf.saved_model.load(str(self.model_dir))
+        if "decode" not in self.model.signatures:
+            raise UserError(f"{self.model_dir}: exported before the 'decode' signature existed; export it again")
+        self.image_size = int(self.info["image_size"])
+        self.sdf_scale = float(self.info["sdf_scale"])
+        self.has_camera = bool(self.info["has_camera"])
+        self.resolution, self.mode = resolution, mode
+        self.initial_resolution = min(initial_resolution, resolution)
+        ratio = resolution // self.initial_resolution
+        if mode == "coarse_to_fine" and (resolution % self.initial_resolution or ratio & (ratio - 1)):
+            raise UserError(f"resolution {resolution}: coarse-to-fine needs {self.initial_resolution}·2^k "
+                            "(e.g. 64, 128, 256), or use the dense mode")
+        self.batch_points = batch_points
+        self.lipschitz = 2.0 * self.sdf_scale if lipschitz is None else lipschitz
+
+    def require_camera(self, camera_row) -> None:
+        """:class:`UserError` unless a view is given or the model can predict one."""
+        if camera_row is None and not self.has_camera:
+            raise UserError(f"{self.model_dir}: the model has no camera network; give the view with --camera")
+
+    def projection(self, image: tf.Tensor, camera_row=None, norm_params=None) -> tuple[tf.Tensor, np.ndarray]:
+        """Normalised-frame projection ``[1, 3, 4]`` for ``image [1, S, S, 3]``, and the input view's
+        metadata row in the mesh's frame: from ``camera_row`` (+ ``norm_params``) or the camera net."""
+        if camera_row is not None:
+            params = IDENTITY_NORM_PARAMS if norm_params is None else np.asarray(norm_params, float)
+            world = camera.projection_from_metadata(camera_row, self.image_size)[None]  # [1, 3, 4]
+            projection = normalised_projection(world, params[None, :3], params[None, 3])
+            return tf.cast(projection, tf.float32), np.asarray(camera_row, float)
+        self.require_camera(camera_row)
+        pose = self.model.signatures["camera"](image=image)
+        view = view_row_from_pose(pose["rotation"][0].numpy(), pose["translation"][0].numpy())
+        return pose["projection"], view
+
+    def reconstruct(self, pixels: np.ndarray, camera_row=None, norm_params=None) -> Reconstruction:
+        """Mesh of the object in ``pixels`` (any uint8 image, see :func:`prepare_image`)."""
+        image = prepare_image(pixels, self.image_size)  # [S, S, 3]
+        batch = tf.constant(image[None])  # [1, S, S, 3]
+        start = time.perf_counter()
+        encoding = self.model.signatures["encode"](image=batch)  # global_code, maps, f0…f4
+        encoded = time.perf_counter()
+        projection, view = self.projection(batch, camera_row, norm_params)
+        timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
+        decode = self.model.signatures["decode"]
+        maps = encoding["maps"][0].numpy()  # [S, S, 2]
+        lipschitz = displaced_field_bound(self.lipschitz, float(np.abs(maps).max()), self.resolution)
+
+        def sdf(points):  # [N, 3] → [N], in the model's units (×sdf_scale)
+            return decode(points=tf.constant(points[None]), projection=projection, **encoding)["sdf"][0]
+
+        mesh, stats = extract_mesh(sdf, self.resolution, mode=self.mode, initial_resolution=self.initial_resolution,
+                                   batch_points=self.batch_points, lipschitz=lipschitz)
+        stages = dict(stats.stage_seconds)
+        timings["marching_cubes"] = stages.pop("marching_cubes")
+        timings["sdf_evaluation"] = sum(stages.values())
+        if camera_row is not None and norm_params is not None:
+            params = np.asarray(norm_params, float)
+            mesh.vertices = mesh.vertices * params[3] + params[:3]
+        return Reconstruction(mesh, maps, timings, view, image)

@@ -1,0 +1,128 @@
+"""Image → mesh with an exported SavedModel: image preparation, the CLI, coarse-to-fine = dense."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from conftest import TOY_CATEGORY
+from d2im_tf import camera, metrics
+from d2im_tf.cli import main
+from d2im_tf.reconstruct import Reconstructor, prepare_image, view_row_from_pose
+
+ROOT = Path(__file__).resolve().parents[1]
+VIEW_LINE = "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"
+
+
+def tiny_model(toy_root, tmp_path_factory) -> Path:
+    """A tiny SDF network trained one epoch of 40 steps on the toy spheres and exported (once per
+    session). 40 steps rather than the tiny config's 4 so that its SDF reliably crosses zero in the box."""
+    base = tmp_path_factory.getbasetemp() / "tiny_model"
+    export = base / "export"
+    if not (export / "1" / "saved_model.pb").exists():
+        command = [sys.executable, "-m", "d2im_tf.cli", "train", "--config", "configs/tiny.yaml",
+                   "--set", f"data.root={toy_root}", "--set", f"data.categories=['{TOY_CATEGORY}']",
+                   "--set", f"train.out_dir={base / 'run'}", "--set", "train.epochs=1",
+                   "--set", "train.steps_per_epoch=40", "--no-progress",
+                   "--export", str(export)]
+        result = subprocess.run(command, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return export
+
+
+@pytest.fixture(scope="module")
+def model_dir(toy_root, tmp_path_factory):
+    return tiny_model(toy_root, tmp_path_factory)
+
+
+def test_prepare_image_composites_pads_and_resizes():
+    rgba = np.zeros((20, 60, 4), np.uint8)  # transparent black, wider than tall
+    rgba[:, 20:40] = [0, 0, 0, 255]  # an opaque black square in the middle
+    image = prepare_image(rgba, 30)  # [30, 30, 3]
+    assert image.shape == (30, 30, 3) and image.dtype == np.float32
+    assert np.allclose(image[:6], 1.0) and np.allclose(image[-6:], 1.0)  # white padding above and below
+    assert np.allclose(image[12:18, :6], 1.0)  # transparent → white
+    assert np.allclose(image[13:17, 13:17], 0.0, atol=0.02)  # the opaque square stays black, centred
+    grey = prepare_image(np.full((8, 8), 100, np.uint8), 16)
+    assert np.allclose(grey, 100 / 255, atol=1e-6)  # grey → equal RGB channels
+
+
+def test_view_row_from_pose_inverts_the_metadata_camera():
+    rotation, translation = camera.world_to_camera(200.0, 25.0, 0.8)
+    row = view_row_from_pose(rotation, translation)
+    np.testing.assert_allclose(row[[0, 1, 3]], [200.0 - 360.0, 25.0, 0.8], atol=1e-9)
+    np.testing.assert_allclose(camera.projection_from_metadata(row, 32), camera.projection_matrix(200.0, 25.0, 0.8, 32),
+                               atol=1e-9)
+
+
+def test_cli_reconstructs_every_readable_image(model_dir, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 40, 4), dtype=np.uint8), "RGBA").save(images / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (50, 50), dtype=np.uint8), "L").save(images / "grey.jpg")
+    Image.fromarray(rng.integers(0, 256, (30, 70, 3), dtype=np.uint8)).save(images / "wide.png")
+    (images / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    paths = [str(images / name) for name in ("rgba.png", "broken.png", "grey.jpg", "wide.png")]
+    code = main(["reconstruct", *paths, "--model", str(model_dir), "-o", str(out), "--camera", VIEW_LINE,
+                 "--norm-params", "0.1", "0", "0", "0.5", "--resolution", "32", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert [line for line in err.splitlines() if "broken.png" in line] == [
+        line for line in err.splitlines() if line.startswith("error:")]
+    assert "broken.png" in err
+    written = 0
+    for stem in ("rgba", "grey", "wide"):
+        preview = np.asarray(Image.open(out / f"{stem}_preview.png"))
+        assert preview.shape == (128, 5 * 128, 3)
+        if not (out / f"{stem}.obj").exists():  # a barely trained field may miss zero for some image
+            assert f"warning: {images / stem}" in err and "no surface" in err
+            continue
+        mesh = trimesh.load(out / f"{stem}.obj", force="mesh")
+        assert len(mesh.faces) > 0
+        # World frame: the normalised box [-0.5, 0.5]³ scaled by m = 0.5 and moved by c = (0.1, 0, 0).
+        assert np.all(mesh.bounds[0] >= [-0.15, -0.25, -0.25]) and np.all(mesh.bounds[1] <= [0.35, 0.25, 0.25])
+        written += 1
+    assert written >= 2
+    assert not (out / "broken.obj").exists() and not list(out.glob(".*"))  # no temporary files left
+
+
+def test_model_without_camera_needs_camera_option(model_dir, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    assert main(["reconstruct", str(image), "--model", str(model_dir), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--camera" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("mesh_format", ["ply", "glb"])
+def test_other_formats_without_preview(model_dir, tmp_path, mesh_format):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(image), "--model", str(model_dir), "-o", str(out), "--camera", VIEW_LINE,
+                 "--resolution", "32", "--format", mesh_format, "--no-preview", "--no-progress"]) == 0
+    assert len(trimesh.load(out / f"a.{mesh_format}", force="mesh").faces) > 0
+    assert not (out / "a_preview.png").exists()
+
+
+def test_coarse_to_fine_gives_the_dense_mesh(model_dir):
+    row = np.array([30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0], float)
+    dense_reconstructor = Reconstructor(model_dir, resolution=64, mode="dense")
+    for seed in range(4):  # the first input for which the barely trained SDF crosses zero in the box
+        pixels = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        dense = dense_reconstructor.reconstruct(pixels, row).mesh
+        if len(dense.faces):
+            break
+    assert len(dense.faces) > 0
+    fine = Reconstructor(model_dir, resolution=64, mode="coarse_to_fine").reconstruct(pixels, row).mesh
+    assert metrics.iou(dense, fine) >= 0.995
+    points_dense, _ = metrics.sample_surface(dense, 20000)
+    points_fine, _ = metrics.sample_surface(fine, 20000)
+    assert metrics.chamfer_l1(points_dense, points_fine) < 1e-4
