@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -213,6 +214,73 @@ def print_reconstruct(result: dict) -> None:
           f"{result['ratio_sdf_evaluation']:.1f}× in SDF evaluation")
 
 
+def _train_steps_per_second(config, data, steps: int) -> float:
+    """Steps/s of ``fit`` on ``data`` after one warm-up step (which traces and compiles)."""
+    import keras
+
+    from d2im_tf.training.sdf import build_sdf_model
+
+    keras.mixed_precision.set_global_policy("mixed_float16" if config.train.mixed_precision else "float32")
+    model = build_sdf_model(config)
+    stream = data.dataset(config.train.batch_size)
+    model.fit(stream, steps_per_epoch=1, epochs=1, verbose=0)
+    start = time.perf_counter()
+    model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0)
+    keras.mixed_precision.set_global_policy("float32")
+    return steps / (time.perf_counter() - start)
+
+
+def _pipeline_batches_per_second(data, batch: int, batches: int) -> float:
+    stream = iter(data.dataset(batch))
+    next(stream)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(stream)
+    return batches / (time.perf_counter() - start)
+
+
+def bench_train(args) -> dict:
+    """Training throughput at the reference setting (224², 2048 points, full network) on this machine."""
+    from d2im_tf.cli import main as d2im
+    from d2im_tf.config import load_config
+    from d2im_tf.data.pipeline import ShapeDataset
+
+    root = Path(tempfile.mkdtemp(prefix="bench_train_"))  # removed at the end
+    d2im(["make-data", "--out", str(root), "--categories", "03001627", "--shapes-per-category", "3",
+          "--views", "2", "--image-size", "224", "--seed", "0", "--test-fraction", "0"])
+    settings = [(batch, False, False) for batch in args.batches]
+    settings += [(args.batches[0], True, False), (args.batches[0], False, True)]  # XLA; mixed precision
+    rows = []
+    for batch, jit, mixed in settings:
+        config = load_config("configs/default.yaml", [
+            f"data.root={root}", "data.categories=['03001627']", "data.views=2", f"train.batch_size={batch}",
+            f"train.jit_compile={str(jit).lower()}", f"train.mixed_precision={str(mixed).lower()}"])
+        data = ShapeDataset(config)
+        steps = _train_steps_per_second(config, data, args.steps)
+        pipeline = _pipeline_batches_per_second(data, batch, args.pipeline_batches)
+        rows.append({"batch": batch, "xla": jit, "mixed_precision": mixed, "steps_per_second": steps,
+                     "points_per_second": steps * batch * config.data.num_points,
+                     "pipeline_batches_per_second": pipeline, "pipeline_over_training": pipeline / steps})
+    shutil.rmtree(root, ignore_errors=True)
+    base = rows[0]["steps_per_second"]
+    for row in rows:
+        row["speed_vs_first"] = row["steps_per_second"] / base
+    return {"image_size": 224, "points": 2048, "variant": "full", "rows": rows}
+
+
+def print_train(result: dict) -> None:
+    print(f"training throughput: D²IM-Net {result['variant']}, {result['image_size']}² input, "
+          f"{result['points']} points per shape (untrained weights; speed only)")
+    print(f"  {'batch':>5} {'XLA':>5} {'mixed':>6} {'steps/s':>9} {'points/s':>10} {'pipeline b/s':>13} "
+          f"{'pipe/train':>11} {'speed×':>7}")
+    for r in result["rows"]:
+        print(f"  {r['batch']:>5} {str(r['xla']):>5} {str(r['mixed_precision']):>6} {r['steps_per_second']:9.3f} "
+              f"{r['points_per_second']:10.0f} {r['pipeline_batches_per_second']:13.2f} "
+              f"{r['pipeline_over_training']:11.1f} {r['speed_vs_first']:7.2f}")
+    print("  pipe/train: the input pipeline's batches/s over training's steps/s (target ≥ 5); "
+          "speed×: steps/s relative to the first row, measured in the same run")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     stages = parser.add_subparsers(dest="stage", required=True)
@@ -233,6 +301,12 @@ def main(argv=None) -> int:
     reconstruct.add_argument("--repeats", type=int, default=1, help="timed runs per mode (median reported)")
     reconstruct.add_argument("--json", action="store_true", help="print the result as JSON")
     reconstruct.set_defaults(bench=bench_reconstruct, show=print_reconstruct)
+    train = stages.add_parser("train", help="training steps/s and points/s, XLA and mixed precision, pipeline rate")
+    train.add_argument("--batches", type=int, nargs="+", default=[4, 16], help="batch sizes (first: XLA/mixed runs)")
+    train.add_argument("--steps", type=int, default=3, help="timed training steps per setting")
+    train.add_argument("--pipeline-batches", type=int, default=20, help="timed input-pipeline batches per setting")
+    train.add_argument("--json", action="store_true", help="print the result as JSON")
+    train.set_defaults(bench=bench_train, show=print_train)
     args = parser.parse_args(argv)
     result = args.bench(args)
     if args.json:
