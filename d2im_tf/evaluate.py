@@ -3,7 +3,8 @@
 For each test shape, the image of the evaluation view is reconstructed and compared with the
 ground-truth mesh ``meshes/<cat>/<shape>/model.obj`` (world frame) with the metrics of
 :mod:`d2im_tf.metrics`: IoU (32³ voxels), CD = Chamfer-L1 on 20K surface samples, ECD-3D, ECD-2D
-(pixels, 224² normal maps) and the F-score at 1% of the side of the ``[-0.5, 0.5]³`` box.
+(pixels, 224² normal maps) and the F-score at 1% of the side of the reconstruction box
+(:data:`d2im_tf.extraction.NORMALISED_FRAME_BOUNDS`).
 
 Frames: both meshes are compared in the shape's normalised frame — the GT is mapped by
 ``(x − c)/m`` with the shape's ``norm_params`` — except for ECD-2D, whose normal maps are rendered
@@ -28,12 +29,13 @@ from tqdm import tqdm
 from d2im_tf import metrics
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.disn_format import DataError, DatasetLayout
+from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS
 
 TEST_VIEW = 32
 SIDE_TEST_VIEW = 6
 SIDE_VIEW_CATEGORIES = {"02958343", "04090263", "04530566"}  # car, rifle, watercraft
 SURFACE_SAMPLES = 20000
-FSCORE_THRESHOLD = 0.01  # 1% of the side of the [-0.5, 0.5]³ box
+FSCORE_THRESHOLD = 0.01 * (NORMALISED_FRAME_BOUNDS[1] - NORMALISED_FRAME_BOUNDS[0])  # 1% of the box side
 # metric key → column title; CD is Chamfer-L1 (not DISN's squared-L2 ×1000).
 COLUMNS = {"iou": "IoU", "chamfer_l1": "CD (Chamfer-L1)", "ecd_3d": "ECD-3D", "ecd_2d": "ECD-2D (px)",
            "fscore_1pct": "F-score@1%"}

@@ -39,6 +39,11 @@ from skimage import measure
 SdfFunction = Callable[[np.ndarray], np.ndarray]  # points [N, 3] float32 -> sdf [N]
 
 MODES = ("coarse_to_fine", "dense")
+# A shape's normalised frame (REFERENCE.md §1: centred on its surface centroid and divided by the
+# largest distance of its surface samples from it) holds every surface point within 1 of the origin,
+# so this cube is the box to reconstruct in. (The reference's [-0.5, 0.5]³ is a world-frame box:
+# ShapeNet objects fit it; normalised, they reach ±1.)
+NORMALISED_FRAME_BOUNDS = (-1.0, 1.0)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from PIL import Image
 
 from d2im_tf import camera
 from d2im_tf.errors import UserError
-from d2im_tf.extraction import displaced_field_bound, extract_mesh
+from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS, displaced_field_bound, extract_mesh
 from d2im_tf.models.camera_net import normalised_projection
 
 IDENTITY_NORM_PARAMS = np.array([0.0, 0.0, 0.0, 1.0])
@@ -162,12 +162,14 @@ class Reconstructor:
         timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
         decode = self.model.signatures["decode"]
         maps = encoding["maps"][0].numpy()  # [S, S, 2]
-        lipschitz = displaced_field_bound(self.lipschitz, float(np.abs(maps).max()), self.resolution)
+        lipschitz = displaced_field_bound(self.lipschitz, float(np.abs(maps).max()), self.resolution,
+                                          NORMALISED_FRAME_BOUNDS)
 
         def sdf(points):  # [N, 3] → [N], in the model's units (×sdf_scale)
             return decode(points=tf.constant(points[None]), projection=projection, **encoding)["sdf"][0]
 
-        mesh, stats = extract_mesh(sdf, self.resolution, mode=self.mode, initial_resolution=self.initial_resolution,
+        mesh, stats = extract_mesh(sdf, self.resolution, NORMALISED_FRAME_BOUNDS, mode=self.mode,
+                                   initial_resolution=self.initial_resolution,
                                    batch_points=self.batch_points, lipschitz=lipschitz)
         stages = dict(stats.stage_seconds)
         timings["marching_cubes"] = stages.pop("marching_cubes")

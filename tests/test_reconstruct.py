@@ -86,8 +86,8 @@ def test_cli_reconstructs_every_readable_image(model_dir, tmp_path, capsys):
             continue
         mesh = trimesh.load(out / f"{stem}.obj", force="mesh")
         assert len(mesh.faces) > 0
-        # World frame: the normalised box [-0.5, 0.5]³ scaled by m = 0.5 and moved by c = (0.1, 0, 0).
-        assert np.all(mesh.bounds[0] >= [-0.15, -0.25, -0.25]) and np.all(mesh.bounds[1] <= [0.35, 0.25, 0.25])
+        # World frame: the normalised box [-1, 1]³ scaled by m = 0.5 and moved by c = (0.1, 0, 0).
+        assert np.all(mesh.bounds[0] >= [-0.4, -0.5, -0.5]) and np.all(mesh.bounds[1] <= [0.6, 0.5, 0.5])
         written += 1
     assert written >= 2
     assert not (out / "broken.obj").exists() and not list(out.glob(".*"))  # no temporary files left

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import ShapeDataset, decode_image
-from d2im_tf.extraction import displaced_field_bound, extract_mesh
+from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS, displaced_field_bound, extract_mesh
 from d2im_tf.preview import preview_image
 
 EVALUATION_VIEW = 32  # the reference's test view, or the last view of datasets with fewer
@@ -51,8 +51,10 @@ class PreviewCallback(keras.callbacks.Callback):
 
         encoding = model.encode(tf.constant(image[None]), training=False)
         maps = encoding["maps"][0].numpy() if "maps" in encoding else np.zeros(image.shape[:2] + (2,))
-        lipschitz = displaced_field_bound(2.0 * model.sdf_scale, float(np.abs(maps).max()), self.resolution)
-        mesh, _ = extract_mesh(sdf, resolution=self.resolution, initial_resolution=16, lipschitz=lipschitz)
+        lipschitz = displaced_field_bound(2.0 * model.sdf_scale, float(np.abs(maps).max()), self.resolution,
+                                          NORMALISED_FRAME_BOUNDS)
+        mesh, _ = extract_mesh(sdf, self.resolution, NORMALISED_FRAME_BOUNDS, initial_resolution=16,
+                               lipschitz=lipschitz)
         mesh.apply_scale(norm_params[3])  # normalised → world frame, where the view row applies
         mesh.apply_translation(norm_params[:3])
         return preview_image(image, mesh, view, maps)
