@@ -13,9 +13,11 @@ as dense mode wherever it matters while evaluating only a band around the surfac
   split into cells of stride ``s = R / initial_resolution`` (a power of two); only nodes ``0..R-1``
   go to marching cubes.
 * All nodes of stride ``s`` are evaluated. A cell of stride ``s`` (side ``s·h``) is *certified* when
-  its corners share a sign and some corner ``c`` has ``|f(c)| > lipschitz · diagonal``: the ball of
-  radius ``|f(c)| / lipschitz`` around ``c`` contains no zero of an ``f`` with Lipschitz constant
-  ``lipschitz`` (1 for a true SDF), and it covers the cell. Every other cell is *active*: the nodes
+  its corners share a sign and some corner ``c`` has a *clearance* larger than the cell's diagonal:
+  a radius around ``c`` known to hold no zero of ``f``. By default it is ``|f(c)| / lipschitz``,
+  exact for an ``f`` with Lipschitz constant ``lipschitz`` (1 for a true SDF); a field that knows
+  better (D²IM-Net's fused field, :func:`displaced_field_clearance`) returns its own as
+  ``sdf_fn(points) -> (values, clearance)``. Every other cell is *active*: the nodes
   of stride ``s/2`` inside it are evaluated and its eight children are tested at the next level.
 * When stride 1 is reached, every node inside a certified cell is filled by trilinear interpolation
   of the cell's corners, level by level; the fill has the cell's sign, so the sign grid equals the
@@ -36,7 +38,8 @@ import numpy as np
 import trimesh
 from skimage import measure
 
-SdfFunction = Callable[[np.ndarray], np.ndarray]  # points [N, 3] float32 -> sdf [N]
+# points [N, 3] float32 -> sdf [N], or (sdf [N], clearance [N]) (module docstring)
+SdfFunction = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 MODES = ("coarse_to_fine", "dense")
 # A shape's normalised frame (REFERENCE.md §1: centred on its surface centroid and divided by the
@@ -70,16 +73,30 @@ def grid_spacing(resolution: int, bounds=(-0.5, 0.5)) -> float:
     return (high - low) / resolution
 
 
-def displaced_field_bound(base_lipschitz: float, max_displacement: float, resolution: int,
-                          bounds=(-0.5, 0.5)) -> float:
-    """The ``lipschitz`` to certify cells of D²IM-Net's fused field ``f = f_B + d`` at ``resolution``.
+def displaced_field_clearance(fused, base, displacement_range, base_lipschitz: float) -> np.ndarray:
+    """Clearance ``[N]`` of D²IM-Net's fused field ``f = f_B + d`` at points with values ``fused``, ``base``.
 
-    The fused field is not Lipschitz: the displacement ``d`` jumps where the front/back split switches
-    maps. With ``|d| ≤ D`` and ``f_B`` ``L``-Lipschitz, a cell of diagonal ``δ`` has no zero if a
-    corner has ``|f| > L·δ + 2D``; every tested cell has ``δ ≥ h√3`` (``h`` the finest grid spacing),
-    so ``L + 2D/(h√3)`` is a valid bound for :func:`extract_mesh`.
+    ``f`` is not Lipschitz — ``d`` jumps where the front/back split switches maps — but ``f_B`` is
+    (``base_lipschitz``) and ``d`` stays in ``displacement_range = (low, high)``. Within distance
+    ``r`` of a point ``c`` with ``f(c) > 0``, ``f ≥ f_B(c) − L·r + low``, positive while
+    ``r < (f_B(c) + low) / L``; with ``f(c) < 0``, ``f ≤ f_B(c) + L·r + high``, negative while
+    ``r < −(f_B(c) + high) / L``. Using the sign-matching end of the range (not ``max |d|``) keeps the
+    large positive displacement a trained model predicts on the background from blocking every cell.
     """
-    return base_lipschitz + 2.0 * max_displacement / (grid_spacing(resolution, bounds) * np.sqrt(3.0))
+    low, high = displacement_range
+    fused = np.asarray(fused, np.float32)
+    base = np.asarray(base, np.float32)
+    outside = np.maximum(base + low, 0.0) / base_lipschitz
+    inside = np.maximum(-(base + high), 0.0) / base_lipschitz
+    return np.where(fused > 0, outside, np.where(fused < 0, inside, 0.0)).astype(np.float32)
+
+
+def displacement_range(maps: np.ndarray, margin: float = 0.25) -> tuple[float, float]:
+    """``(low, high)`` of the displacements the maps ``[..., 2]`` can give, widened by ``margin`` of
+    their span for the interpolating B-spline's overshoot between pixels."""
+    low, high = float(np.min(maps)), float(np.max(maps))
+    pad = margin * (high - low)
+    return low - pad, high + pad
 
 
 def sdf_grid_points(resolution: int, bounds=(-0.5, 0.5)) -> np.ndarray:
@@ -95,21 +112,34 @@ def sdf_grid_points(resolution: int, bounds=(-0.5, 0.5)) -> np.ndarray:
     return np.stack([x, y, z], axis=-1).reshape(-1, 3).astype(np.float32)
 
 
-def evaluate_sdf(sdf_fn: SdfFunction, points: np.ndarray, batch_points: int = 65536) -> np.ndarray:
-    """``sdf_fn`` on ``points [N, 3]`` in batches of at most ``batch_points``; float32 ``[N]``.
+def evaluate_field(sdf_fn: SdfFunction, points: np.ndarray, batch_points: int = 65536,
+                   lipschitz: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``sdf_fn`` on ``points [N, 3]`` in batches of at most ``batch_points``: values and clearance,
+    float32 ``[N]`` each (the clearance is ``|f| / lipschitz`` unless ``sdf_fn`` returns its own).
 
     ``sdf_fn`` receives float32 numpy arrays and may return anything ``np.asarray`` reads (a
-    TensorFlow tensor included) of shape ``[n]`` or ``[n, 1]``.
+    TensorFlow tensor included) of shape ``[n]`` or ``[n, 1]``, or a pair of those.
     """
     points = np.ascontiguousarray(points, dtype=np.float32)
     values = np.empty(len(points), dtype=np.float32)
+    clearance = np.empty(len(points), dtype=np.float32)
     for start in range(0, len(points), batch_points):
         batch = points[start : start + batch_points]
-        result = np.asarray(sdf_fn(batch), dtype=np.float32).reshape(-1)
-        if result.shape[0] != len(batch):
-            raise ValueError(f"sdf_fn returned {result.shape[0]} values for {len(batch)} points")
-        values[start : start + len(batch)] = result
-    return values
+        result = sdf_fn(batch)
+        value, radius = result if isinstance(result, tuple) else (result, None)
+        value = np.asarray(value, dtype=np.float32).reshape(-1)
+        if value.shape[0] != len(batch):
+            raise ValueError(f"sdf_fn returned {value.shape[0]} values for {len(batch)} points")
+        values[start : start + len(batch)] = value
+        clearance[start : start + len(batch)] = (
+            np.abs(value) / lipschitz if radius is None else np.asarray(radius, np.float32).reshape(-1)
+        )
+    return values, clearance
+
+
+def evaluate_sdf(sdf_fn: SdfFunction, points: np.ndarray, batch_points: int = 65536) -> np.ndarray:
+    """The values of :func:`evaluate_field`, float32 ``[N]``."""
+    return evaluate_field(sdf_fn, points, batch_points)[0]
 
 
 def mesh_from_grid(grid: np.ndarray, bounds=(-0.5, 0.5)) -> trimesh.Trimesh:
@@ -198,13 +228,15 @@ def _coarse_to_fine_lattice(
     origin = bounds[0] + h / 2.0
     size = resolution + 1
     lattice = np.full((size, size, size), np.nan, dtype=np.float32)
+    clearance = np.zeros((size, size, size), dtype=np.float32)  # zero-free radius around each node
 
     def evaluate(node_mask: np.ndarray, stride: int) -> None:
         # node_mask [n, n, n] over the nodes of this stride; evaluates those still unknown.
         view = lattice[::stride, ::stride, ::stride]
         indices = np.nonzero(node_mask & np.isnan(view))  # 3 × [M]
         points = origin + h * stride * np.stack(indices, axis=-1)  # [M, 3]
-        view[indices] = evaluate_sdf(sdf_fn, points, batch_points)
+        view[indices], clearance[::stride, ::stride, ::stride][indices] = evaluate_field(
+            sdf_fn, points, batch_points, lipschitz)
         stats.evaluations += len(points)
 
     stride = ratio
@@ -217,7 +249,8 @@ def _coarse_to_fine_lattice(
         corners = _cell_corners(lattice[::stride, ::stride, ::stride])  # [8, n, n, n]
         diagonal = np.sqrt(3.0) * stride * h
         same_sign = (corners.min(axis=0) > 0) | (corners.max(axis=0) < 0)
-        certified = same_sign & (np.abs(corners).max(axis=0) > lipschitz * diagonal)
+        radii = _cell_corners(clearance[::stride, ::stride, ::stride])  # [8, n, n, n]
+        certified = same_sign & (radii.max(axis=0) > diagonal)
         active = candidates & ~certified  # [n, n, n]
         stride //= 2
         evaluate(_nodes_of_cells(active), stride)

@@ -31,7 +31,12 @@ from PIL import Image
 
 from d2im_tf import camera
 from d2im_tf.errors import UserError
-from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS, displaced_field_bound, extract_mesh
+from d2im_tf.extraction import (
+    NORMALISED_FRAME_BOUNDS,
+    displaced_field_clearance,
+    displacement_range,
+    extract_mesh,
+)
 from d2im_tf.models.camera_net import normalised_projection
 
 IDENTITY_NORM_PARAMS = np.array([0.0, 0.0, 0.0, 1.0])
@@ -104,10 +109,10 @@ class Reconstruction(NamedTuple):
 class Reconstructor:
     """A loaded SavedModel and the extraction settings; :meth:`reconstruct` turns images into meshes.
 
-    Coarse-to-fine certification needs a bound on how fast the SDF can reach zero; the fused field's
-    bound is :func:`d2im_tf.extraction.displaced_field_bound` with ``D = max |maps|`` per image.
-    ``lipschitz`` is ``L``, the base field's bound; the default ``2·sdf_scale`` allows a learned base
-    field twice as steep as a true distance (in the model's units).
+    Coarse-to-fine certification needs to know how far from a point the SDF cannot reach zero; for the
+    fused field that is :func:`d2im_tf.extraction.displaced_field_clearance`, from the base field and
+    the range of the image's maps. ``lipschitz`` is ``L``, the base field's bound; the default
+    ``2·sdf_scale`` allows a learned base field twice as steep as a true distance (in model units).
     """
 
     def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
@@ -162,15 +167,15 @@ class Reconstructor:
         timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
         decode = self.model.signatures["decode"]
         maps = encoding["maps"][0].numpy()  # [S, S, 2]
-        lipschitz = displaced_field_bound(self.lipschitz, float(np.abs(maps).max()), self.resolution,
-                                          NORMALISED_FRAME_BOUNDS)
+        span = displacement_range(maps)
 
-        def sdf(points):  # [N, 3] → [N], in the model's units (×sdf_scale)
-            return decode(points=tf.constant(points[None]), projection=projection, **encoding)["sdf"][0]
+        def sdf(points):  # [N, 3] → values [N] in the model's units (×sdf_scale), and their clearance
+            out = decode(points=tf.constant(points[None]), projection=projection, **encoding)
+            fused, base = out["sdf"][0].numpy(), out["base"][0].numpy()
+            return fused, displaced_field_clearance(fused, base, span, self.lipschitz)
 
         mesh, stats = extract_mesh(sdf, self.resolution, NORMALISED_FRAME_BOUNDS, mode=self.mode,
-                                   initial_resolution=self.initial_resolution,
-                                   batch_points=self.batch_points, lipschitz=lipschitz)
+                                   initial_resolution=self.initial_resolution, batch_points=self.batch_points)
         stages = dict(stats.stage_seconds)
         timings["marching_cubes"] = stages.pop("marching_cubes")
         timings["sdf_evaluation"] = sum(stages.values())

@@ -14,7 +14,12 @@ import tensorflow as tf
 
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import ShapeDataset, decode_image
-from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS, displaced_field_bound, extract_mesh
+from d2im_tf.extraction import (
+    NORMALISED_FRAME_BOUNDS,
+    displaced_field_clearance,
+    displacement_range,
+    extract_mesh,
+)
 from d2im_tf.preview import preview_image
 
 EVALUATION_VIEW = 32  # the reference's test view, or the last view of datasets with fewer
@@ -45,16 +50,16 @@ class PreviewCallback(keras.callbacks.Callback):
 
     def _strip(self, image, projection, view, norm_params) -> np.ndarray:
         model = self.model
-
-        def sdf(points):  # [N, 3] normalised frame → [N]
-            return model.predict_sdf(image[None], points[None], projection[None])["sdf"][0]
-
         encoding = model.encode(tf.constant(image[None]), training=False)
         maps = encoding["maps"][0].numpy() if "maps" in encoding else np.zeros(image.shape[:2] + (2,))
-        lipschitz = displaced_field_bound(2.0 * model.sdf_scale, float(np.abs(maps).max()), self.resolution,
-                                          NORMALISED_FRAME_BOUNDS)
-        mesh, _ = extract_mesh(sdf, self.resolution, NORMALISED_FRAME_BOUNDS, initial_resolution=16,
-                               lipschitz=lipschitz)
+        span = displacement_range(maps)
+
+        def sdf(points):  # [N, 3] normalised frame → values [N] and their clearance
+            out = model.predict_sdf(image[None], points[None], projection[None])
+            fused, base = out["sdf"][0], out["base"][0]
+            return fused, displaced_field_clearance(fused, base, span, 2.0 * model.sdf_scale)
+
+        mesh, _ = extract_mesh(sdf, self.resolution, NORMALISED_FRAME_BOUNDS, initial_resolution=16)
         mesh.apply_scale(norm_params[3])  # normalised → world frame, where the view row applies
         mesh.apply_translation(norm_params[:3])
         return preview_image(image, mesh, view, maps)
