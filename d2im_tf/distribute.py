@@ -46,16 +46,21 @@ def _split_cpu(devices: int) -> None:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
 
 
-def is_chief() -> bool:
-    """True for the process that writes logs, previews and the real checkpoints."""
+def _task() -> tuple[str, int, bool]:
+    """This process's task type and index in ``TF_CONFIG`` (a lone process is the chief), and
+    whether the cluster has a dedicated chief."""
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task = config.get("task", {})
-    kind, index = task.get("type", "chief"), task.get("index", 0)
-    has_chief = "chief" in config.get("cluster", {})
+    return task.get("type", "chief"), task.get("index", 0), "chief" in config.get("cluster", {})
+
+
+def is_chief() -> bool:
+    """True for the process that writes logs, previews and the real checkpoints."""
+    kind, index, has_chief = _task()
     return kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
 
 
 def worker_id() -> str:
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task = config.get("task", {})
-    return f"{task.get('type', 'chief')}_{task.get('index', 0)}"
+    """``<type>_<index>`` of this process, e.g. ``worker_1``."""
+    kind, index, _ = _task()
+    return f"{kind}_{index}"

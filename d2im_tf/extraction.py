@@ -189,22 +189,15 @@ def evaluate_grid(
 
 
 def extract_mesh(
-    sdf_fn: SdfFunction,
-    resolution: int = 128,
-    bounds=(-0.5, 0.5),
-    mode: str = "coarse_to_fine",
-    initial_resolution: int = 32,
-    batch_points: int = 65536,
-    lipschitz: float = 1.0,
+    sdf_fn: SdfFunction, resolution: int = 128, bounds=(-0.5, 0.5), **grid_options
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
-    """The zero level set of ``sdf_fn`` on ``bounds³`` at ``resolution³`` (see :func:`evaluate_grid`).
+    """The zero level set of ``sdf_fn`` on ``bounds³`` at ``resolution³``; ``grid_options`` (``mode``,
+    ``initial_resolution``, ``batch_points``, ``lipschitz``) go to :func:`evaluate_grid`.
 
     Returns the mesh (possibly empty) and the :class:`ExtractionStats`, whose ``stage_seconds``
     include ``"marching_cubes"``.
     """
-    grid, stats = evaluate_grid(
-        sdf_fn, resolution, bounds, mode, initial_resolution, batch_points, lipschitz
-    )
+    grid, stats = evaluate_grid(sdf_fn, resolution, bounds, **grid_options)
     start = time.perf_counter()
     mesh = mesh_from_grid(grid, bounds)
     stats.stage_seconds["marching_cubes"] = time.perf_counter() - start

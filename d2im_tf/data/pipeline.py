@@ -209,19 +209,20 @@ class ShapeDataset:
     def __len__(self) -> int:
         return len(self.records)
 
-    def _element(self, k):
-        """Element ``k`` of the stream: a shape index, a view index and a seed for its points."""
-        seed = tf.stack([tf.constant(self.config.data.seed, tf.int64), k])
-        count = tf.constant(len(self.records), tf.int64)
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(count), seed=tf.stack([tf.constant(self.config.data.seed, tf.int64), -1 - k // count])
-        )
-        shape = tf.cast(order[k % count], tf.int32)
-        view = tf.random.stateless_uniform([], seed, maxval=self.num_views, dtype=tf.int32)
-        return shape, view, tf.random.experimental.stateless_fold_in(seed, 1)
+    def _epoch_order(self, epoch):
+        """The shape indices ``[S]`` of an epoch: a permutation drawn from ``(seed, −1 − epoch)``."""
+        seed = tf.stack([tf.constant(self.config.data.seed, tf.int64), -1 - epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(self.records), dtype=tf.int64), seed=seed)
+        return tf.data.Dataset.from_tensor_slices(tf.cast(order, tf.int32))
 
-    def _example(self, k):
-        shape, view, points_seed = self._element(k)
+    def _element(self, k):
+        """Element ``k``'s view index and the seed for its points."""
+        seed = tf.stack([tf.constant(self.config.data.seed, tf.int64), k])
+        view = tf.random.stateless_uniform([], seed, maxval=self.num_views, dtype=tf.int32)
+        return view, tf.random.experimental.stateless_fold_in(seed, 1)
+
+    def _example(self, k, shape):
+        view, points_seed = self._element(k)
         size = self.config.model.image_size
         points, sdf, gradients, density = tf.numpy_function(
             functools.partial(_shape_arrays, need_density=self.weighted),
@@ -245,8 +246,12 @@ class ShapeDataset:
 
     def dataset(self, batch_size: int, start: int = 0, repeat: bool = True) -> tf.data.Dataset:
         """Batched examples from stream element ``start`` on (endless if ``repeat``)."""
-        end = np.iinfo(np.int64).max if repeat else start + len(self.records)
-        data = tf.data.Dataset.range(start, end)
+        count = len(self.records)
+        end = np.iinfo(np.int64).max if repeat else start + count
+        # Each epoch's permutation is drawn once, and element k pairs with position k mod S of it.
+        epochs = tf.data.Dataset.range(start // count, (end - 1) // count + 1)
+        shapes = epochs.flat_map(self._epoch_order).skip(start % count)
+        data = tf.data.Dataset.zip(tf.data.Dataset.range(start, end), shapes)
         data = data.map(self._example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         data = data.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
         options = tf.data.Options()
@@ -279,8 +284,8 @@ class CameraDataset(ShapeDataset):
         self._rotations = tf.constant([[p[0] for p in views] for views in poses], tf.float32)  # [S, V, 3, 3]
         self._translations = tf.constant([[p[1] for p in views] for views in poses], tf.float32)  # [S, V, 3]
 
-    def _example(self, k):
-        shape, view, points_seed = self._element(k)
+    def _example(self, k, shape):
+        view, points_seed = self._element(k)
         surface = tf.numpy_function(_surface_points, [self._sample_paths[shape]], tf.float32, stateful=False)
         count = self.config.camera.points
         index = uniform_point_indices(tf.shape(surface)[0], count, points_seed)
