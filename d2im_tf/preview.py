@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import trimesh
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from d2im_tf.data.render import Renderer
 
+LABEL_HEIGHT = 18  # pixels of the column-title strip of a labelled grid
 MIN_PANEL = 128  # pixels: small model inputs (32² in tests) are upscaled to at least this
 BLUE, WHITE, RED = np.array([0.23, 0.30, 0.75]), np.array([1.0, 1.0, 1.0]), np.array([0.71, 0.02, 0.15])
 
@@ -61,3 +62,18 @@ def preview_image(image: np.ndarray, mesh: trimesh.Trimesh, view, maps: np.ndarr
         _resized(diverging_colours(maps[..., 1], scale), size),
     ]
     return np.concatenate(panels, axis=1)
+
+
+def labelled_grid(cells: list[list[np.ndarray]], column_titles, row_titles) -> Image.Image:
+    """Square uint8 panels ``cells[row][column]`` (all ``[P, P, 3]``) as one image, with the column
+    titles in a strip on top and each row's title in its first panel's top-left corner."""
+    size = cells[0][0].shape[0]
+    grid = Image.new("RGB", (size * len(cells[0]), LABEL_HEIGHT + size * len(cells)), "white")
+    draw = ImageDraw.Draw(grid)
+    for column, title in enumerate(column_titles):
+        draw.text((column * size + 6, 3), title, fill="black")
+    for row, (title, panels) in enumerate(zip(row_titles, cells)):
+        for column, panel in enumerate(panels):
+            grid.paste(Image.fromarray(panel), (column * size, LABEL_HEIGHT + row * size))
+        draw.text((6, LABEL_HEIGHT + row * size + 4), title, fill="black")
+    return grid

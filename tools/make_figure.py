@@ -15,11 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
 
 from d2im_tf.data import disn_format as fmt  # noqa: E402
 from d2im_tf.data import generate, shapes  # noqa: E402
 from d2im_tf.data.render import Renderer  # noqa: E402
+from d2im_tf.preview import labelled_grid  # noqa: E402
 
 MAIN_VIEW = (60.0, 25.0, 0.0, 0.62)  # az, el, 0, distance ratio: front-right, slightly above
 OTHER_VIEW = (150.0, 35.0, 0.0, 0.62)  # front-left, higher
@@ -51,18 +51,10 @@ def shape_row(category: str, seed: int, size: int) -> list[np.ndarray]:
 
 
 def make_figure(out: Path, seed: int, size: int) -> None:
-    label_height = 18
     rows = [shape_row(category, seed, size) for category in shapes.FAMILIES]
-    grid = Image.new("RGB", (size * len(COLUMNS), label_height + size * len(rows)), "white")
-    draw = ImageDraw.Draw(grid)
-    for column, title in enumerate(COLUMNS):
-        draw.text((column * size + 6, 3), title, fill="black")
-    for r, (category, cells) in enumerate(zip(shapes.FAMILIES, rows)):
-        for c, cell in enumerate(cells):
-            grid.paste(Image.fromarray(cell), (c * size, label_height + r * size))
-        draw.text((6, label_height + r * size + 4), f"{shapes.CATEGORY_NAMES[category]} {category}", fill="black")
+    titles = [f"{shapes.CATEGORY_NAMES[category]} {category}" for category in shapes.FAMILIES]
     out.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(out, optimize=True)
+    labelled_grid(rows, COLUMNS, titles).save(out, optimize=True)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,118 @@
+"""The paper's Table 1 ablation on a generated dataset: train, evaluate, tabulate and picture six variants.
+
+    python tools/ablation.py train     # d2im train per variant, identical budgets; resumes
+    python tools/ablation.py evaluate  # d2im evaluate per variant (ground-truth cameras)
+    python tools/ablation.py table     # Markdown table: ours next to the paper's (OUT/table.md)
+    python tools/ablation.py figure    # the same test inputs reconstructed by every variant (PNG)
+    python tools/ablation.py all       # the four in turn
+
+Every stage skips what is already done (a variant with an export is not retrained, one with an
+evaluation not re-evaluated), so an interrupted study is continued by running the same command.
+Training and evaluation run as ``d2im`` subprocesses: each variant gets a fresh TensorFlow, and the
+command lines printed are the ones to rerun by hand. Folder layout: :mod:`d2im_tf.ablation`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from d2im_tf import ablation  # noqa: E402
+from d2im_tf.config import VARIANTS  # noqa: E402
+
+
+def d2im(arguments: list[str], log: Path) -> None:
+    """Run ``d2im <arguments>`` with output to ``log``; exit with its code if it fails."""
+    print("d2im " + " ".join(arguments) + f"  > {log}", flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as handle:
+        code = subprocess.call([sys.executable, "-m", "d2im_tf.cli", *arguments], stdout=handle, stderr=handle)
+    if code:
+        sys.exit(f"error: d2im {arguments[0]} failed (exit {code}); see {log}")
+
+
+def train(args) -> None:
+    for variant in args.variants:
+        if any(ablation.export_dir(args.out, variant).glob("*/saved_model.pb")):
+            continue
+        d2im(["train", "--config", str(args.config), "--set", f"model.variant={variant}",
+              "--set", f"train.epochs={args.epochs}", "--set", f"train.out_dir={ablation.run_dir(args.out, variant)}",
+              "--export", str(ablation.export_dir(args.out, variant)), "--no-progress", "--resume"],
+             Path(args.out) / f"{variant}.train.log")
+
+
+def evaluate(args) -> None:
+    for variant in args.variants:
+        if (ablation.eval_dir(args.out, variant) / "per_shape.csv").exists():
+            continue
+        d2im(["evaluate", "--model", str(ablation.export_dir(args.out, variant)), "--data", str(args.data),
+              "--resolution", str(args.resolution), "-o", str(ablation.eval_dir(args.out, variant)), "--no-progress"]
+             + (["--max-shapes", str(args.max_shapes)] if args.max_shapes else []),
+             Path(args.out) / f"{variant}.evaluate.log")
+
+
+def table(args) -> None:
+    text = ablation.comparison_table(args.out, args.variants)
+    path = Path(args.out) / "table.md"
+    path.write_text(text)
+    print(text + f"\nwrote {path}")
+
+
+def figure(args) -> None:
+    from d2im_tf.data.disn_format import DatasetLayout
+    from d2im_tf.evaluate import TestShape, test_shapes, to_world
+    from d2im_tf.preview import labelled_grid, mesh_panel
+    from d2im_tf.reconstruct import Reconstructor, prepare_image
+
+    layout = DatasetLayout(args.data)
+    pairs = [pair for pair in test_shapes(layout, "test") if pair[1] in args.shapes] if args.shapes \
+        else test_shapes(layout, "test", max_shapes=1)
+    cases = [TestShape.load(layout, category, shape) for category, shape in pairs]
+    rows = [[np.round(prepare_image(case.pixels, args.size) * 255).astype(np.uint8),  # on white
+             mesh_panel(to_world(case.truth, case.norm_params), case.view_row, args.size)] for case in cases]
+    for variant in args.variants:
+        print(f"figure: reconstructing {len(cases)} inputs with {variant}", flush=True)
+        reconstructor = Reconstructor(ablation.export_dir(args.out, variant), resolution=args.figure_resolution)
+        for row, case in zip(rows, cases):
+            mesh = reconstructor.reconstruct(case.pixels, case.view_row, case.norm_params).mesh  # world frame
+            row.append(mesh_panel(mesh, case.view_row, args.size))
+    columns = ["input", "ground truth", *(ablation.VARIANT_TITLES[variant] for variant in args.variants)]
+    args.figure.parent.mkdir(parents=True, exist_ok=True)
+    labelled_grid(rows, columns, [f"{category}/{shape}" for category, shape in pairs]).save(args.figure, optimize=True)
+    print(f"wrote {args.figure}")
+
+
+STAGES = {"train": train, "evaluate": evaluate, "table": table, "figure": figure}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=[*STAGES, "all"])
+    parser.add_argument("--config", type=Path, default=Path("configs/study.yaml"), help="training config")
+    parser.add_argument("--epochs", type=int, default=60, help="training budget of every variant")
+    parser.add_argument("--data", type=Path, default=Path("data/study"), help="dataset with the test split")
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"), help="ablation folder")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--resolution", type=int, default=64, help="marching-cubes grid of the evaluation")
+    parser.add_argument("--max-shapes", type=int, default=None, help="evaluate at most N shapes per category")
+    parser.add_argument("--figure", type=Path, default=Path("docs/images/ablation.png"), help="figure path")
+    parser.add_argument("--shapes", nargs="+", default=None,
+                        help="test shape ids for the figure (default: the first of each category)")
+    parser.add_argument("--size", type=int, default=192, help="figure panel size in pixels")
+    parser.add_argument("--figure-resolution", type=int, default=128, help="marching-cubes grid of the figure")
+    args = parser.parse_args(argv)
+    for name, stage in STAGES.items():
+        if args.stage in (name, "all"):
+            stage(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
