@@ -97,7 +97,8 @@ def comparison_table(out, variants=VARIANTS) -> str:
         counts = {category: len(values) for category, values in by_category.items()}
         ours = summary(by_category)
         chair = _cells(*ours["chair"]) if "chair" in ours else ["–"] * len(METRICS)
-        rows.append(f"| {VARIANT_TITLES[variant]} | " + " | ".join([*PAPER_CHAIRS[variant], *chair, *_cells(*ours["mean"])]) + " |")
+        cells = [*PAPER_CHAIRS[variant], *chair, *_cells(*ours["mean"])]
+        rows.append(f"| {VARIANT_TITLES[variant]} | " + " | ".join(cells) + " |")
     titles = [METRIC_TITLES[key] for key in METRICS]
     chairs = counts.get(CHAIR, 0)
     header = ["| variant | " + " | ".join([f"paper {t}" for t in titles] + [f"chairs {t}" for t in titles]
