@@ -6,7 +6,8 @@ An ablation folder ``OUT`` (written by ``tools/ablation.py``) holds, per variant
 
 - ``OUT/V/`` the training run (``config.yaml``, checkpoints, logs, previews),
 - ``OUT/V/export/<version>/`` its SavedModel,
-- ``OUT/V/eval/`` ``d2im evaluate``'s ``per_shape.csv`` (ground-truth camera).
+- ``OUT/V/eval/`` ``d2im evaluate``'s ``per_shape.csv`` (ground-truth camera); other evaluation settings
+  go to sibling folders (``--eval-name`` of ``tools/ablation.py``).
 
 :func:`comparison_table` reads the per-shape rows and prints one Markdown table: our chairs and our
 all-category mean, each metric with its standard error over the test shapes, next to the paper's
@@ -47,8 +48,9 @@ def export_dir(out, variant: str) -> Path:
     return run_dir(out, variant) / "export"
 
 
-def eval_dir(out, variant: str) -> Path:
-    return run_dir(out, variant) / "eval"
+def eval_dir(out, variant: str, name: str = "eval") -> Path:
+    """Where one evaluation of a variant lives; ``name`` tells evaluations with other settings apart."""
+    return run_dir(out, variant) / name
 
 
 def read_per_shape(path, camera: str = "gt") -> dict[str, np.ndarray]:
@@ -85,12 +87,12 @@ def _cells(mean: np.ndarray, error: np.ndarray) -> list[str]:
             for key, m, e in zip(METRICS, mean, error)]
 
 
-def comparison_table(out, variants=VARIANTS) -> str:
-    """Markdown: a row per variant that has been evaluated — paper (chairs) | ours, chairs | ours, mean
-    over categories — four metrics each; shape counts in the header."""
+def comparison_table(out, variants=VARIANTS, eval_name: str = "eval") -> str:
+    """Markdown: a row per variant with an evaluation ``eval_name`` — paper (chairs) | ours, chairs |
+    ours, mean over categories — four metrics each; shape counts in the note above it."""
     rows, counts = [], {}
     for variant in variants:
-        path = eval_dir(out, variant) / "per_shape.csv"
+        path = eval_dir(out, variant, eval_name) / "per_shape.csv"
         if not path.exists():
             continue
         by_category = read_per_shape(path)

@@ -80,7 +80,7 @@ def test_tool_evaluates_tabulates_and_draws(model_dir, data_with_meshes, tmp_pat
     assert "d2im train" not in result.stdout  # exported variants are not retrained
     with open(ablation.eval_dir(out, "full") / "metrics.csv") as handle:
         mean = next(row for row in csv.DictReader(handle) if row["category"] == "mean")
-    table = (out / "table.md").read_text()
+    table = (out / "table_eval.md").read_text()
     assert _cells(table, "Full")[8].startswith(f"{float(mean['chamfer_l1']):.3f} ± ")  # evaluate's own mean
     assert _cells(table, "Baseline")[4:] == _cells(table, "Full")[4:]  # same model, same numbers
     assert np.asarray(Image.open(figure)).shape == (LABEL_HEIGHT + 64, 4 * 64, 3)  # 1 test shape; input, GT, 2

@@ -2,7 +2,7 @@
 
     python tools/ablation.py train     # d2im train per variant, identical budgets; resumes
     python tools/ablation.py evaluate  # d2im evaluate per variant (ground-truth cameras)
-    python tools/ablation.py table     # Markdown table: ours next to the paper's (OUT/table.md)
+    python tools/ablation.py table     # Markdown table: ours next to the paper's (OUT/table_eval.md)
     python tools/ablation.py figure    # the same test inputs reconstructed by every variant (PNG)
     python tools/ablation.py all       # the four in turn
 
@@ -50,17 +50,19 @@ def train(args) -> None:
 
 def evaluate(args) -> None:
     for variant in args.variants:
-        if (ablation.eval_dir(args.out, variant) / "per_shape.csv").exists():
+        out = ablation.eval_dir(args.out, variant, args.eval_name)
+        if (out / "per_shape.csv").exists():
             continue
         d2im(["evaluate", "--model", str(ablation.export_dir(args.out, variant)), "--data", str(args.data),
-              "--resolution", str(args.resolution), "-o", str(ablation.eval_dir(args.out, variant)), "--no-progress"]
-             + (["--max-shapes", str(args.max_shapes)] if args.max_shapes else []),
-             Path(args.out) / f"{variant}.evaluate.log")
+              "--resolution", str(args.resolution), "-o", str(out), "--no-progress"]
+             + (["--max-shapes", str(args.max_shapes)] if args.max_shapes else [])
+             + (["--categories", *args.categories] if args.categories else []),
+             Path(args.out) / f"{variant}.{args.eval_name}.log")
 
 
 def table(args) -> None:
-    text = ablation.comparison_table(args.out, args.variants)
-    path = Path(args.out) / "table.md"
+    text = ablation.comparison_table(args.out, args.variants, args.eval_name)
+    path = Path(args.out) / f"table_{args.eval_name}.md"
     path.write_text(text)
     print(text + f"\nwrote {path}")
 
@@ -102,6 +104,9 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--resolution", type=int, default=64, help="marching-cubes grid of the evaluation")
     parser.add_argument("--max-shapes", type=int, default=None, help="evaluate at most N shapes per category")
+    parser.add_argument("--categories", nargs="+", default=None, help="evaluate these categories (default all)")
+    parser.add_argument("--eval-name", default="eval",
+                        help="evaluation folder under each variant's run, and table_<name>.md (default eval)")
     parser.add_argument("--figure", type=Path, default=Path("docs/images/ablation.png"), help="figure path")
     parser.add_argument("--shapes", nargs="+", default=None,
                         help="test shape ids for the figure (default: the first of each category)")
