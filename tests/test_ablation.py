@@ -83,6 +83,6 @@ def test_tool_evaluates_tabulates_and_draws(model_dir, data_with_meshes, tmp_pat
     table = (out / "table_eval.md").read_text()
     assert _cells(table, "Full")[8].startswith(f"{float(mean['chamfer_l1']):.3f} ± ")  # evaluate's own mean
     assert _cells(table, "Baseline")[4:] == _cells(table, "Full")[4:]  # same model, same numbers
-    assert np.asarray(Image.open(figure)).shape == (LABEL_HEIGHT + 64, 4 * 64, 3)  # 1 test shape; input, GT, 2
+    assert np.asarray(Image.open(figure)).shape == (LABEL_HEIGHT + 2 * 64, 4 * 64, 3)  # 1 shape × 2 views
     rerun = subprocess.run([*command[:2], "evaluate", *command[3:]], cwd=ROOT, capture_output=True, text=True)
     assert rerun.returncode == 0 and "d2im evaluate" not in rerun.stdout  # evaluated ones are skipped

@@ -77,17 +77,28 @@ def figure(args) -> None:
     pairs = [pair for pair in test_shapes(layout, "test") if pair[1] in args.shapes] if args.shapes \
         else test_shapes(layout, "test", max_shapes=1)
     cases = [TestShape.load(layout, category, shape) for category, shape in pairs]
-    rows = [[np.round(prepare_image(case.pixels, args.size) * 255).astype(np.uint8),  # on white
-             mesh_panel(to_world(case.truth, case.norm_params), case.view_row, args.size)] for case in cases]
+    # two rows per input: the meshes seen from the input's view, then from azimuth +90° (what it hides)
+    rows, views, titles = [], [], []
+    blank = np.full((args.size, args.size, 3), 255, np.uint8)
+    for (category, shape), case in zip(pairs, cases):
+        image = np.round(prepare_image(case.pixels, args.size) * 255).astype(np.uint8)  # on white
+        side = np.array(case.view_row, float)
+        side[0] += 90.0
+        truth = to_world(case.truth, case.norm_params)
+        for first, view, title in ((image, case.view_row, f"{category}/{shape}"), (blank, side, "azimuth +90°")):
+            rows.append([first, mesh_panel(truth, view, args.size)])
+            views.append(view)
+            titles.append(title)
     for variant in args.variants:
         print(f"figure: reconstructing {len(cases)} inputs with {variant}", flush=True)
         reconstructor = Reconstructor(ablation.export_dir(args.out, variant), resolution=args.figure_resolution)
-        for row, case in zip(rows, cases):
+        for index, case in enumerate(cases):
             mesh = reconstructor.reconstruct(case.pixels, case.view_row, case.norm_params).mesh  # world frame
-            row.append(mesh_panel(mesh, case.view_row, args.size))
+            for row in (2 * index, 2 * index + 1):
+                rows[row].append(mesh_panel(mesh, views[row], args.size))
     columns = ["input", "ground truth", *(ablation.VARIANT_TITLES[variant] for variant in args.variants)]
     args.figure.parent.mkdir(parents=True, exist_ok=True)
-    labelled_grid(rows, columns, [f"{category}/{shape}" for category, shape in pairs]).save(args.figure, optimize=True)
+    labelled_grid(rows, columns, titles).save(args.figure, optimize=True)
     print(f"wrote {args.figure}")
 
 
@@ -110,7 +121,7 @@ def main(argv=None) -> int:
     parser.add_argument("--figure", type=Path, default=Path("docs/images/ablation.png"), help="figure path")
     parser.add_argument("--shapes", nargs="+", default=None,
                         help="test shape ids for the figure (default: the first of each category)")
-    parser.add_argument("--size", type=int, default=192, help="figure panel size in pixels")
+    parser.add_argument("--size", type=int, default=160, help="figure panel size in pixels")
     parser.add_argument("--figure-resolution", type=int, default=128, help="marching-cubes grid of the figure")
     args = parser.parse_args(argv)
     for name, stage in STAGES.items():
