@@ -87,20 +87,23 @@ def _cells(mean: np.ndarray, error: np.ndarray) -> list[str]:
             for key, m, e in zip(METRICS, mean, error)]
 
 
-def comparison_table(out, variants=VARIANTS, eval_name: str = "eval") -> str:
+def comparison_table(out, variants=VARIANTS, eval_name: str = "eval", extra: dict | None = None) -> str:
     """Markdown: a row per variant with an evaluation ``eval_name`` — paper (chairs) | ours, chairs |
-    ours, mean over categories — four metrics each; shape counts in the note above it."""
+    ours, mean over categories — four metrics each; shape counts in the note above it. ``extra``
+    (title → evaluation folder) appends rows without paper numbers, e.g. a longer-trained model."""
+    sources = [(VARIANT_TITLES[variant], eval_dir(out, variant, eval_name), PAPER_CHAIRS[variant])
+               for variant in variants]
+    sources += [(title, Path(folder), ("–",) * len(METRICS)) for title, folder in (extra or {}).items()]
     rows, counts = [], {}
-    for variant in variants:
-        path = eval_dir(out, variant, eval_name) / "per_shape.csv"
+    for title, folder, paper in sources:
+        path = folder / "per_shape.csv"
         if not path.exists():
             continue
         by_category = read_per_shape(path)
         counts = {category: len(values) for category, values in by_category.items()}
         ours = summary(by_category)
         chair = _cells(*ours["chair"]) if "chair" in ours else ["–"] * len(METRICS)
-        cells = [*PAPER_CHAIRS[variant], *chair, *_cells(*ours["mean"])]
-        rows.append(f"| {VARIANT_TITLES[variant]} | " + " | ".join(cells) + " |")
+        rows.append(f"| {title} | " + " | ".join([*paper, *chair, *_cells(*ours["mean"])]) + " |")
     titles = [METRIC_TITLES[key] for key in METRICS]
     chairs = counts.get(CHAIR, 0)
     header = ["| variant | " + " | ".join([f"paper {t}" for t in titles] + [f"chairs {t}" for t in titles]

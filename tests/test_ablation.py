@@ -55,6 +55,8 @@ def test_table_means_errors_and_paper_numbers(tmp_path):
     cd_error = math.sqrt((0.01 / math.sqrt(3)) ** 2 + (0.02 / math.sqrt(2) / math.sqrt(2)) ** 2) / 2
     assert cells[8] == f"{(0.02 + 0.06) / 2:.3f} ± {cd_error:.3f}"
     assert cells[10] == "0.300 ± 0.029"  # ECD-3D: (0.2 + 0.4)/2; the tables' two values are equal
+    longer = ablation.comparison_table(tmp_path, extra={"Full, longer": ablation.eval_dir(tmp_path, "full")})
+    assert _cells(longer, "Full, longer") == ["–"] * 4 + cells[4:]  # an extra row: ours only
 
 
 def test_labelled_grid_places_panels_row_by_row():

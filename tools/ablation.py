@@ -61,7 +61,8 @@ def evaluate(args) -> None:
 
 
 def table(args) -> None:
-    text = ablation.comparison_table(args.out, args.variants, args.eval_name)
+    extra = dict(item.split("=", 1) for item in args.extra_eval)
+    text = ablation.comparison_table(args.out, args.variants, args.eval_name, extra)
     path = Path(args.out) / f"table_{args.eval_name}.md"
     path.write_text(text)
     print(text + f"\nwrote {path}")
@@ -118,12 +119,17 @@ def main(argv=None) -> int:
     parser.add_argument("--categories", nargs="+", default=None, help="evaluate these categories (default all)")
     parser.add_argument("--eval-name", default="eval",
                         help="evaluation folder under each variant's run, and table_<name>.md (default eval)")
+    parser.add_argument("--extra-eval", action="append", default=[], metavar="TITLE=DIR",
+                        help="table: another model's d2im evaluate folder as a row of its own (repeatable)")
     parser.add_argument("--figure", type=Path, default=Path("docs/images/ablation.png"), help="figure path")
     parser.add_argument("--shapes", nargs="+", default=None,
                         help="test shape ids for the figure (default: the first of each category)")
     parser.add_argument("--size", type=int, default=160, help="figure panel size in pixels")
     parser.add_argument("--figure-resolution", type=int, default=128, help="marching-cubes grid of the figure")
     args = parser.parse_args(argv)
+    for item in args.extra_eval:
+        if "=" not in item:
+            parser.error(f"--extra-eval {item!r}: expected TITLE=DIR")
     for name, stage in STAGES.items():
         if args.stage in (name, "all"):
             stage(args)
