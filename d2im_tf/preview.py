@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import trimesh
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from d2im_tf.data.render import Renderer
 
@@ -70,10 +70,11 @@ def labelled_grid(cells: list[list[np.ndarray]], column_titles, row_titles) -> I
     size = cells[0][0].shape[0]
     grid = Image.new("RGB", (size * len(cells[0]), LABEL_HEIGHT + size * len(cells)), "white")
     draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=13)  # Pillow's bundled TrueType font (renders "°", not "²")
     for column, title in enumerate(column_titles):
-        draw.text((column * size + 6, 3), title, fill="black")
+        draw.text((column * size + 6, 2), title, fill="black", font=font)
     for row, (title, panels) in enumerate(zip(row_titles, cells)):
         for column, panel in enumerate(panels):
             grid.paste(Image.fromarray(panel), (column * size, LABEL_HEIGHT + row * size))
-        draw.text((6, LABEL_HEIGHT + row * size + 4), title, fill="black")
+        draw.text((6, LABEL_HEIGHT + row * size + 4), title, fill="black", font=font)
     return grid

@@ -97,7 +97,8 @@ def figure(args) -> None:
             mesh = reconstructor.reconstruct(case.pixels, case.view_row, case.norm_params).mesh  # world frame
             for row in (2 * index, 2 * index + 1):
                 rows[row].append(mesh_panel(mesh, views[row], args.size))
-    columns = ["input", "ground truth", *(ablation.VARIANT_TITLES[variant] for variant in args.variants)]
+    titles_ascii = [ablation.VARIANT_TITLES[variant].replace("²", "2") for variant in args.variants]  # font lacks ²
+    columns = ["input", "ground truth", *titles_ascii]
     args.figure.parent.mkdir(parents=True, exist_ok=True)
     labelled_grid(rows, columns, titles).save(args.figure, optimize=True)
     print(f"wrote {args.figure}")
