@@ -31,12 +31,7 @@ from PIL import Image
 
 from d2im_tf import camera
 from d2im_tf.errors import UserError
-from d2im_tf.extraction import (
-    NORMALISED_FRAME_BOUNDS,
-    displaced_field_clearance,
-    displacement_range,
-    extract_mesh,
-)
+from d2im_tf.extraction import extract_fused_mesh
 from d2im_tf.models.camera_net import normalised_projection
 
 IDENTITY_NORM_PARAMS = np.array([0.0, 0.0, 0.0, 1.0])
@@ -167,15 +162,13 @@ class Reconstructor:
         timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
         decode = self.model.signatures["decode"]
         maps = encoding["maps"][0].numpy()  # [S, S, 2]
-        span = displacement_range(maps)
 
-        def sdf(points):  # [N, 3] → values [N] in the model's units (×sdf_scale), and their clearance
+        def decode_points(points):  # [N, 3] → fused [N], base [N] in the model's units (×sdf_scale)
             out = decode(points=tf.constant(points[None]), projection=projection, **encoding)
-            fused, base = out["sdf"][0].numpy(), out["base"][0].numpy()
-            return fused, displaced_field_clearance(fused, base, span, self.lipschitz)
+            return out["sdf"][0].numpy(), out["base"][0].numpy()
 
-        mesh, stats = extract_mesh(sdf, self.resolution, NORMALISED_FRAME_BOUNDS, mode=self.mode,
-                                   initial_resolution=self.initial_resolution, batch_points=self.batch_points)
+        mesh, stats = extract_fused_mesh(decode_points, maps, self.resolution, self.lipschitz, mode=self.mode,
+                                         initial_resolution=self.initial_resolution, batch_points=self.batch_points)
         stages = dict(stats.stage_seconds)
         timings["marching_cubes"] = stages.pop("marching_cubes")
         timings["sdf_evaluation"] = sum(stages.values())

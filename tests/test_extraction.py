@@ -151,3 +151,18 @@ def test_displaced_field_clearance_gives_the_dense_mesh_with_fewer_evaluations()
     assert len(mesh.faces) == len(dense.faces) > 0
     np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(dense.vertices, axis=0), atol=1e-6)
     assert stats.evaluations < 0.5 * global_stats.evaluations
+
+
+def test_fused_mesh_of_a_sphere_is_the_dense_mesh_in_the_normalised_box():
+    """extract_fused_mesh with zero maps: the fused field is the base field, a sphere of radius 0.6 in
+    [-1, 1]³; the mesh equals the dense extraction of the same field and lies on the sphere."""
+    def decode(points):
+        base = (np.linalg.norm(points, axis=1) - 0.6).astype(np.float32)
+        return base, base
+
+    mesh, stats = extraction.extract_fused_mesh(decode, np.zeros((8, 8, 2)), 64, 1.0, initial_resolution=16)
+    dense, _ = extraction.extract_mesh(lambda p: decode(p)[0], 64, extraction.NORMALISED_FRAME_BOUNDS, mode="dense")
+    assert len(mesh.faces) == len(dense.faces) > 0
+    np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(dense.vertices, axis=0), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(mesh.vertices, axis=1), 0.6, atol=0.01)
+    assert stats.evaluations < 0.5 * stats.dense_evaluations

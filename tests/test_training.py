@@ -116,7 +116,7 @@ def test_sigkill_then_resume(toy_root, tmp_path):
     final = (step // 4 + 2) * 4
     assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith(f"ckpt-{final}")
     # Every checkpoint still listed restores into a fresh model, at its own step: nothing is corrupt.
-    from d2im_tf.training.loop import load_run_config, training_checkpoint
+    from d2im_tf.training.loop import load_run_config
     from d2im_tf.training.sdf import build_sdf_model
 
     model = build_sdf_model(load_run_config(out))

@@ -77,6 +77,8 @@ def figure(args) -> None:
     layout = DatasetLayout(args.data)
     pairs = [pair for pair in test_shapes(layout, "test") if pair[1] in args.shapes] if args.shapes \
         else test_shapes(layout, "test", max_shapes=1)
+    if not pairs:
+        sys.exit(f"error: --shapes {' '.join(args.shapes)}: none of them is in {args.data}'s test split")
     cases = [TestShape.load(layout, category, shape) for category, shape in pairs]
     # two rows per input: the meshes seen from the input's view, then from azimuth +90° (what it hides)
     rows, views, titles = [], [], []

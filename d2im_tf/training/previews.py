@@ -14,15 +14,9 @@ import tensorflow as tf
 
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import ShapeDataset, decode_image
-from d2im_tf.extraction import (
-    NORMALISED_FRAME_BOUNDS,
-    displaced_field_clearance,
-    displacement_range,
-    extract_mesh,
-)
+from d2im_tf.evaluate import evaluation_view
+from d2im_tf.extraction import extract_fused_mesh
 from d2im_tf.preview import preview_image
-
-EVALUATION_VIEW = 32  # the reference's test view, or the last view of datasets with fewer
 
 
 class PreviewCallback(keras.callbacks.Callback):
@@ -34,12 +28,12 @@ class PreviewCallback(keras.callbacks.Callback):
         self.out_dir = Path(out_dir) / "previews"
         self.resolution = resolution
         size = data.config.model.image_size
-        view = min(EVALUATION_VIEW, data.num_views - 1)
         layout = fmt.DatasetLayout(data.config.data.root, data.config.data.split_dir or None)
+        views = [evaluation_view(r.category, data.num_views) for r in data.records[:count]]
         self.samples = [
             (decode_image(str(layout.image_path(r.category, r.shape, view)), size).numpy(),
              r.projections[view].astype(np.float32), r.metadata[view], r.norm_params)
-            for r in data.records[:count]
+            for r, view in zip(data.records, views)
         ]
 
     def on_epoch_end(self, epoch, logs=None):
@@ -52,14 +46,12 @@ class PreviewCallback(keras.callbacks.Callback):
         model = self.model
         encoding = model.encode(tf.constant(image[None]), training=False)
         maps = encoding["maps"][0].numpy() if "maps" in encoding else np.zeros(image.shape[:2] + (2,))
-        span = displacement_range(maps)
 
-        def sdf(points):  # [N, 3] normalised frame → values [N] and their clearance
+        def decode(points):  # [N, 3] normalised frame → fused [N], base [N]
             out = model.predict_sdf(image[None], points[None], projection[None])
-            fused, base = out["sdf"][0], out["base"][0]
-            return fused, displaced_field_clearance(fused, base, span, 2.0 * model.sdf_scale)
+            return out["sdf"][0], out["base"][0]
 
-        mesh, _ = extract_mesh(sdf, self.resolution, NORMALISED_FRAME_BOUNDS, initial_resolution=16)
+        mesh, _ = extract_fused_mesh(decode, maps, self.resolution, 2.0 * model.sdf_scale, initial_resolution=16)
         mesh.apply_scale(norm_params[3])  # normalised → world frame, where the view row applies
         mesh.apply_translation(norm_params[:3])
         return preview_image(image, mesh, view, maps)
