@@ -16,6 +16,8 @@ import yaml
 from d2im_tf.errors import UserError
 
 VARIANTS = ("baseline", "wsamp", "noback", "nolap", "full", "gl")
+CODE_NORMS = ("none", "batch", "layer")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(UserError, ValueError):
@@ -31,6 +33,7 @@ class DataConfig:
     num_points: int = 2048
     views: int = 36
     sdf_scale: float = 10.0  # SDF values are multiplied by this when loaded (REFERENCE.md §4)
+    far_fraction: float = 0.0  # share of num_points drawn uniformly from the far-field samples (0: the paper)
     shuffle_buffer: int = 1000
     seed: int = 0
 
@@ -44,6 +47,8 @@ class ModelConfig:
     decoder_widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])
     detail_channels: int = 64
     front_offset: float = 0.03  # test-time front/back test step along the viewing ray (normalised units)
+    code_norm: str = "none"  # "none" (the paper), "batch" or "layer": a normalisation of the global code (docs/training.md)
+    point_frequencies: int = 0  # Fourier features of xyz for the base decoder, 2^k·π for k < this (0: the paper)
 
 
 @dataclass
@@ -63,6 +68,8 @@ class CameraConfig:
 class TrainConfig:
     batch_size: int = 16
     learning_rate: float = 5e-5
+    lr_schedule: str = "constant"  # "constant" (the paper) or "cosine": decay to 1% over the run
+    warmup_steps: int = 0  # linear warm-up from 1% of learning_rate (0: none)
     beta_1: float = 0.9
     weight_decay: float = 1e-5
     epochs: int = 400
@@ -90,6 +97,16 @@ class Config:
             raise ConfigError(f"camera.backbone: {self.camera.backbone!r} is not 'vgg16' or 'resnet18'")
         if self.camera.translation not in ("distance", "full"):
             raise ConfigError(f"camera.translation: {self.camera.translation!r} is not 'distance' or 'full'")
+        if self.model.code_norm not in CODE_NORMS:
+            raise ConfigError(f"model.code_norm: {self.model.code_norm!r} is not one of {', '.join(CODE_NORMS)}")
+        if self.train.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"train.lr_schedule: {self.train.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        if self.train.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps: {self.train.warmup_steps} is negative")
+        if self.model.point_frequencies < 0:
+            raise ConfigError(f"model.point_frequencies: {self.model.point_frequencies} is negative")
+        if not 0.0 <= self.data.far_fraction < 1.0:
+            raise ConfigError(f"data.far_fraction: {self.data.far_fraction} is not in [0, 1)")
         return self
 
     def to_dict(self) -> dict:

@@ -4,7 +4,9 @@ For each test shape, the image of the evaluation view is reconstructed and compa
 ground-truth mesh ``meshes/<cat>/<shape>/model.obj`` (world frame) with the metrics of
 :mod:`d2im_tf.metrics`: IoU (32³ voxels), CD = Chamfer-L1 on 20K surface samples, ECD-3D, ECD-2D
 (pixels, 224² normal maps) and the F-score at 1% of the side of the reconstruction box
-(:data:`d2im_tf.extraction.NORMALISED_FRAME_BOUNDS`).
+(:data:`d2im_tf.extraction.NORMALISED_FRAME_BOUNDS`), and precision/recall at 0.05 (normalised
+units): the share of the reconstruction's surface samples within 0.05 of the GT surface (phantom
+sheets and floaters lower it) and the converse (missing parts lower it).
 
 Frames: both meshes are compared in the shape's normalised frame — the GT is mapped by
 ``(x − c)/m`` with the shape's ``norm_params`` — except for ECD-2D, whose normal maps are rendered
@@ -37,8 +39,9 @@ SIDE_VIEW_CATEGORIES = {"02958343", "04090263", "04530566"}  # car, rifle, water
 SURFACE_SAMPLES = 20000
 FSCORE_THRESHOLD = 0.01 * (NORMALISED_FRAME_BOUNDS[1] - NORMALISED_FRAME_BOUNDS[0])  # 1% of the box side
 # metric key → column title; CD is Chamfer-L1 (not DISN's squared-L2 ×1000).
+PHANTOM_THRESHOLD = 0.05  # normalised units: precision/recall distance for sheets, floaters and gaps
 COLUMNS = {"iou": "IoU", "chamfer_l1": "CD (Chamfer-L1)", "ecd_3d": "ECD-3D", "ecd_2d": "ECD-2D (px)",
-           "fscore_1pct": "F-score@1%"}
+           "fscore_1pct": "F-score@1%", "precision_005": "Precision@0.05", "recall_005": "Recall@0.05"}
 CAMERAS = ("gt", "predicted")
 
 
@@ -86,12 +89,15 @@ def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, 
     """
     points_pred, _ = metrics.sample_surface(predicted, SURFACE_SAMPLES)
     points_true, _ = metrics.sample_surface(truth, SURFACE_SAMPLES)
+    precision, recall = metrics.precision_recall(points_pred, points_true, PHANTOM_THRESHOLD)
     return {
         "iou": metrics.iou(predicted, truth),
         "chamfer_l1": metrics.chamfer_l1(points_pred, points_true),
         "ecd_3d": metrics.ecd_3d(predicted, truth, SURFACE_SAMPLES),
         "ecd_2d": metrics.ecd_2d(to_world(predicted, norm_params), to_world(truth, norm_params), view_row),
         "fscore_1pct": metrics.fscore(points_pred, points_true, FSCORE_THRESHOLD),
+        "precision_005": precision,
+        "recall_005": recall,
     }
 
 
@@ -178,8 +184,9 @@ def markdown_tables(summary: list[dict]) -> str:
     """One Markdown table per camera kind: rows = categories (+ mean), columns = the five metrics."""
     lines = ["# Evaluation", "",
              "CD is Chamfer-L1 (mean of the two directed mean nearest-neighbour distances, 20K samples, "
-             "normalised frame); ECD-2D in pixels at 224²; F-score at 1% of the box side. "
-             "IoU and F-score: higher is better; CD, ECD-3D, ECD-2D: lower is better.", ""]
+             "normalised frame); ECD-2D in pixels at 224²; F-score at 1% of the box side; precision/recall "
+             "at 0.05: share of predicted surface samples within 0.05 of the GT surface, and the converse. "
+             "IoU, F-score, precision, recall: higher is better; CD, ECD-3D, ECD-2D: lower is better.", ""]
     for camera_kind in CAMERAS:
         entries = [entry for entry in summary if entry["camera"] == camera_kind]
         if not entries:

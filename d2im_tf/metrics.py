@@ -83,24 +83,41 @@ def chamfer_l1(points_a, points_b, empty_value: float = EMPTY_DISTANCE) -> float
     return float(0.5 * (accuracy + completeness))
 
 
-def fscore(points_a, points_b, threshold):
-    """F-score of ``points_a [N, 3]`` against ``points_b [M, 3]`` at ``threshold`` (scalar or ``[T]``).
+def precision_recall(points_a, points_b, threshold):
+    """``(precision, recall)`` of ``points_a [N, 3]`` against ``points_b [M, 3]`` at ``threshold``
+    (scalar or ``[T]``): the share of ``a`` within ``threshold`` of ``b``, and of ``b`` within it of ``a``.
 
-    Returns a float for a scalar threshold, a ``[T]`` array otherwise. DISN's Table 2 uses thresholds
-    of 0.5%–20% of the side of the volume.
+    Floats for a scalar threshold, ``[T]`` arrays otherwise. On surface samples of a reconstruction
+    (``a``) and the truth (``b``), precision falls with phantom sheets and floaters, recall with
+    missing parts. One empty side gives 0 for both (the empty side has nothing near, and nothing is
+    near it); two empty sides agree perfectly (1, 1).
     """
     thresholds = np.asarray(threshold, dtype=float)
     points_a, points_b = np.asarray(points_a, float), np.asarray(points_b, float)
     if len(points_a) == 0 or len(points_b) == 0:
-        value = 1.0 if len(points_a) == len(points_b) else 0.0
-        return value if thresholds.ndim == 0 else np.full(thresholds.shape, value)
-    to_b = _directed_distances(points_a, points_b)  # [N]
-    to_a = _directed_distances(points_b, points_a)  # [M]
-    precision = (to_b[:, None] <= thresholds.reshape(-1)).mean(axis=0)  # [T]
-    recall = (to_a[:, None] <= thresholds.reshape(-1)).mean(axis=0)  # [T]
+        value = np.full(thresholds.reshape(-1).shape, 1.0 if len(points_a) == len(points_b) else 0.0)
+        precision, recall = value, value
+    else:
+        to_b = _directed_distances(points_a, points_b)  # [N]
+        to_a = _directed_distances(points_b, points_a)  # [M]
+        precision = (to_b[:, None] <= thresholds.reshape(-1)).mean(axis=0)  # [T]
+        recall = (to_a[:, None] <= thresholds.reshape(-1)).mean(axis=0)  # [T]
+    if thresholds.ndim == 0:
+        return float(precision[0]), float(recall[0])
+    return precision.reshape(thresholds.shape), recall.reshape(thresholds.shape)
+
+
+def fscore(points_a, points_b, threshold):
+    """F-score of ``points_a [N, 3]`` against ``points_b [M, 3]`` at ``threshold`` (scalar or ``[T]``):
+    the harmonic mean of :func:`precision_recall`.
+
+    Returns a float for a scalar threshold, a ``[T]`` array otherwise. DISN's Table 2 uses thresholds
+    of 0.5%–20% of the side of the volume. Two empty sets score 1, one empty set 0.
+    """
+    precision, recall = (np.asarray(v, float) for v in precision_recall(points_a, points_b, threshold))
     total = precision + recall
     score = np.where(total > 0, 2.0 * precision * recall / np.where(total > 0, total, 1.0), 0.0)
-    return float(score[0]) if thresholds.ndim == 0 else score.reshape(thresholds.shape)
+    return float(score) if np.ndim(threshold) == 0 else score
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from d2im_tf.data import disn_format as fmt
 
 TOY_CATEGORY = "03001627"
 TOY_SAMPLES = 3000
+TOY_FAR_SAMPLES = 500
 
 
 def write_toy_dataset(root, shapes=("a", "b", "c"), views=4, image_size=48, test_shapes=("t",)):
@@ -17,7 +18,8 @@ def write_toy_dataset(root, shapes=("a", "b", "c"), views=4, image_size=48, test
 
     Norm params of shape i: c = (0.01·i, 0, −0.02), m = 0.5 + 0.1·i; view v of shape i has azimuth
     90·v + 10·i, elevation 15 + 5·v, distance ratio 0.7. Samples are uniform in [−0.5, 0.5]³ with the
-    sphere's exact SDF, unit gradients and random densities.
+    sphere's exact SDF, unit gradients and random densities; far-field samples are uniform in
+    [−1, 1]³ with the same exact SDF and gradients.
     """
     layout = fmt.DatasetLayout(root)
     rng = np.random.default_rng(0)
@@ -27,12 +29,16 @@ def write_toy_dataset(root, shapes=("a", "b", "c"), views=4, image_size=48, test
         points = rng.uniform(-0.5, 0.5, (TOY_SAMPLES, 3)).astype(np.float32)
         sdf = (np.linalg.norm(points, axis=1) - 0.3).astype(np.float32)
         gradients = (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+        far = rng.uniform(-1.0, 1.0, (TOY_FAR_SAMPLES, 3)).astype(np.float32)
+        far_sdf = (np.linalg.norm(far, axis=1) - 0.3).astype(np.float32)
         surface = rng.normal(size=(500, 3))
         surface = (0.3 * surface / np.linalg.norm(surface, axis=1, keepdims=True)).astype(np.float32)
         fmt.write_samples(layout.samples_path(TOY_CATEGORY, shape), fmt.SdfSamples(
             np.column_stack([points, sdf]), np.array([0.01 * i, 0.0, -0.02, 0.5 + 0.1 * i]),
             surface_points=surface, gradients=gradients,
-            density=rng.uniform(0.1, 1.0, TOY_SAMPLES).astype(np.float32)))
+            density=rng.uniform(0.1, 1.0, TOY_SAMPLES).astype(np.float32),
+            far_samples=np.column_stack([far, far_sdf]),
+            far_gradients=(far / np.linalg.norm(far, axis=1, keepdims=True)).astype(np.float32)))
         fmt.write_metadata(layout.metadata_path(TOY_CATEGORY, shape),
                            [[90 * v + 10 * i, 15 + 5 * v, 0, 0.7, 35, 32, 1.75, 0, 0, 0] for v in range(views)])
         for v in range(views):

@@ -43,6 +43,11 @@ def test_overrides_parse_yaml_values():
     ("train.jit_compile=3", "train.jit_compile"),
     ("model.decoder_widths=[1, x]", "model.decoder_widths[1]"),
     ("model.variant=huge", "model.variant"),
+    ("model.code_norm=group", "model.code_norm"),
+    ("model.point_frequencies=-1", "model.point_frequencies"),
+    ("train.lr_schedule=step", "train.lr_schedule"),
+    ("train.warmup_steps=-5", "train.warmup_steps"),
+    ("data.far_fraction=1.0", "data.far_fraction"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError) as error:

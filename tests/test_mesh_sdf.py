@@ -47,6 +47,22 @@ def test_distances_match_trimesh_closest_points(chair, chair_samples):
     assert np.quantile(error, 0.99) < 1e-4
 
 
+def test_far_field_samples_are_uniform_in_the_box_with_exact_sdf(chair, chair_samples):
+    far, gradients = chair_samples.far_samples, chair_samples.far_gradients
+    assert far.shape == (mesh_sdf.FAR_SAMPLE_COUNT, 4) and gradients.shape == (mesh_sdf.FAR_SAMPLE_COUNT, 3)
+    points, sdf = far[:, :3].astype(np.float64), far[:, 3].astype(np.float64)
+    assert np.abs(points).max() <= 1.0
+    # Uniform: each octant holds an eighth (binomial standard deviation ≈ 0.5%).
+    octants = np.bincount((points > 0) @ [1, 2, 4], minlength=8) / len(points)
+    np.testing.assert_allclose(octants, 1 / 8, atol=0.025)
+    world = points * chair_samples.norm_params[3] + chair_samples.norm_params[:3]
+    assert np.mean(chair.contains(world) == (sdf < 0)) >= 0.995
+    subset = np.random.default_rng(1).choice(len(points), 300, replace=False)
+    _, distance, _ = trimesh.proximity.closest_point(chair, world[subset])
+    np.testing.assert_allclose(np.abs(sdf[subset]) * chair_samples.norm_params[3], distance, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(gradients, axis=1), 1.0, atol=1e-5)
+
+
 def test_band_counts(chair_samples):
     shifted = chair_samples.sdf - mesh_sdf.ISO_OFFSET
     counts = [np.count_nonzero((shifted >= lo) & (shifted < hi)) for lo, hi in mesh_sdf.BANDS]

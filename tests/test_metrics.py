@@ -64,6 +64,21 @@ def test_fscore_of_a_set_with_itself_and_with_shifted_copies():
     np.testing.assert_allclose(metrics.fscore(points, half, [0.01, 0.06]), [0.5, 1.0])
 
 
+def test_precision_and_recall_see_a_phantom_sheet_and_a_missing_part():
+    truth = lattice_points()
+    # A phantom sheet: the truth plus as many points again, 0.5 away from every true point.
+    sheet = np.concatenate([truth, truth + np.array([0.5, 0.0, 0.0]) + 10.0])
+    precision, recall = metrics.precision_recall(sheet, truth, 0.05)
+    assert (precision, recall) == (0.5, 1.0)  # half the prediction is far from the truth; nothing missing
+    # A missing part: only a quarter of the truth is reconstructed.
+    part = truth[: len(truth) // 4]
+    precision, recall = metrics.precision_recall(part, truth, [0.01, 0.05])
+    np.testing.assert_allclose(precision, [1.0, 1.0])
+    np.testing.assert_allclose(recall, [len(part) / len(truth)] * 2)
+    assert metrics.precision_recall(np.zeros((0, 3)), truth, 0.05) == (0.0, 0.0)
+    assert metrics.precision_recall(np.zeros((0, 3)), np.zeros((0, 3)), 0.05) == (1.0, 1.0)
+
+
 def test_empty_point_sets_give_defined_values():
     points = lattice_points()
     nothing = np.zeros((0, 3))

@@ -205,6 +205,30 @@ def test_test_time_front_split_follows_the_base_field_along_the_ray(batch):
     assert np.mean(front[clear] == (facing[clear] < 0)) > 0.97
 
 
+def test_point_encoding_is_the_fourier_features():
+    from d2im_tf.models.decoders import encode_points
+
+    points = np.array([[0.25, -0.5, 0.125]], np.float32)
+    encoded = np.asarray(encode_points(tf.constant(points), 2))  # [1, 15]
+    angles = np.concatenate([points * np.pi, points * 2 * np.pi], axis=-1)  # k = 0, 1
+    np.testing.assert_allclose(encoded, np.concatenate([points, np.sin(angles), np.cos(angles)], -1), atol=1e-6)
+    assert encode_points(tf.constant(points), 0) is not None and np.asarray(encode_points(points, 0)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.point_frequencies=3", "model.code_norm=batch"],
+                                       ["model.variant=gl", "model.point_frequencies=2"]])
+def test_config_round_trip_rebuilds_the_same_function(overrides, batch):
+    config = load_config("configs/tiny.yaml", overrides).model
+    model = D2IMNet(config, sdf_scale=7.0)
+    inputs = {key: batch[key] for key in ("image", "points", "projection")}
+    expected = model(inputs, training=False)["sdf"].numpy()
+    clone = D2IMNet.from_config(model.get_config())
+    assert clone.model_config == config and clone.sdf_scale == 7.0
+    clone(inputs, training=False)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(inputs, training=False)["sdf"].numpy(), expected, atol=1e-5)
+
+
 def test_chunked_prediction_equals_one_decode(batch):
     model = D2IMNet(tiny_config("full"))
     query = np.random.default_rng(4).uniform(-0.5, 0.5, (2, 1000, 3)).astype(np.float32)

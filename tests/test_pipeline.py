@@ -161,6 +161,50 @@ def test_missing_density_is_a_clear_error(toy_root, tmp_path):
         pipeline._read_samples.cache_clear()
 
 
+def test_far_fraction_mixes_in_far_field_samples(toy_root):
+    layout = fmt.DatasetLayout(toy_root)
+    far_sets = {shape: fmt.read_samples(layout.samples_path(TOY_CATEGORY, shape)).far_samples[:, :3]
+                for shape in ("a", "b", "c")}
+    data = ShapeDataset(_config(toy_root, "data.far_fraction=0.25"))
+    assert data.num_far_points == 64  # of 256
+    for batch in data.dataset(batch_size=1).take(4):
+        points = batch["points"].numpy()[0]
+        near, far = points[:192], points[192:]
+        # The last 64 points are distinct members of one shape's far-field set; the others are not.
+        owners = [shape for shape, pool in far_sets.items()
+                  if all(np.any(np.all(pool == point, axis=1)) for point in far)]
+        assert len(owners) == 1 and len(np.unique(far, axis=0)) == 64
+        assert not any(np.any(np.all(far_sets[owners[0]] == point, axis=1)) for point in near)
+        assert np.abs(near).max() <= 0.5 < np.abs(far).max()  # the near samples lie in [-0.5, 0.5]³
+        # Their SDF and gradients are the sphere's, like every other sample.
+        np.testing.assert_allclose(batch["sdf"][0], 10 * (np.linalg.norm(points, axis=-1) - 0.3), atol=1e-5)
+        np.testing.assert_allclose(batch["gradients"][0], points / np.linalg.norm(points, axis=-1, keepdims=True),
+                                   atol=1e-5)
+        # The weighted half/half split applies to the near samples.
+        assert np.sum(batch["sdf"].numpy()[0, :192] < 0) == 96
+
+
+def test_far_fraction_without_far_samples_is_a_clear_error(toy_root, tmp_path):
+    from d2im_tf.data import pipeline
+
+    layout = fmt.DatasetLayout(toy_root)
+    path = layout.samples_path(TOY_CATEGORY, "a")
+    original = fmt.read_samples(path)
+    try:
+        stripped = fmt.read_samples(path)
+        stripped.far_samples = stripped.far_gradients = None
+        fmt.write_samples(path, stripped)
+        pipeline._read_samples.cache_clear()
+        for _ in ShapeDataset(_config(toy_root)).dataset(batch_size=3, repeat=False):
+            pass  # without far-field sampling, DISN-layout data without them trains as before
+        with pytest.raises(Exception, match="lacks far-field samples"):
+            for _ in ShapeDataset(_config(toy_root, "data.far_fraction=0.1")).dataset(batch_size=3, repeat=False):
+                pass
+    finally:
+        fmt.write_samples(path, original)
+        pipeline._read_samples.cache_clear()
+
+
 def test_camera_examples_project_like_the_world_camera(toy_root):
     from d2im_tf.data.pipeline import CameraDataset
 

@@ -188,3 +188,23 @@ def test_saved_model_runs_without_the_package(toy_root, tmp_path):
                             text=True, timeout=300)
     assert served.returncode == 0, served.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "served.npy"), expected, atol=1e-5)
+
+
+def test_learning_rate_schedule_warms_up_and_decays():
+    from d2im_tf.config import load_config
+    from d2im_tf.training.sdf import FINAL_LR_FRACTION, learning_rate
+
+    constant = load_config("configs/tiny.yaml", ["train.learning_rate=2e-3"])
+    assert learning_rate(constant, 1000) == pytest.approx(2e-3)  # the paper: a constant rate
+    cosine = load_config("configs/tiny.yaml", ["train.learning_rate=2e-3", "train.lr_schedule=cosine",
+                                               "train.warmup_steps=100"])
+    schedule = learning_rate(cosine, 1100)
+    rate = {step: float(schedule(step)) for step in (0, 50, 100, 600, 1100)}
+    assert rate[0] == pytest.approx(2e-3 * FINAL_LR_FRACTION)
+    assert rate[50] == pytest.approx((2e-3 * FINAL_LR_FRACTION + 2e-3) / 2, rel=1e-5)  # linear warm-up
+    assert rate[100] == pytest.approx(2e-3)
+    # Cosine from the peak to 1% over the remaining 1000 steps: halfway, the mean of the two ends.
+    assert rate[600] == pytest.approx(2e-3 * (1 + FINAL_LR_FRACTION) / 2, rel=1e-5)
+    assert rate[1100] == pytest.approx(2e-3 * FINAL_LR_FRACTION, rel=1e-5)
+    warm_only = load_config("configs/tiny.yaml", ["train.learning_rate=2e-3", "train.warmup_steps=10"])
+    assert float(learning_rate(warm_only, 1000)(500)) == pytest.approx(2e-3)

@@ -4,6 +4,9 @@
 one core; seconds per stage, and a plain baseline measured in the same run
 (``trimesh.proximity.signed_distance`` on a subset of the same samples, extrapolated linearly).
 
+``fit``: memorisation — the study config trained on 4 shapes (batch 4), IoU per shape and sign
+accuracy at the training samples every 250 steps up to 1,500 (:mod:`d2im_tf.training.fit_probe`).
+
 ``reconstruct``: seconds per image → mesh at 128³ (``--resolution``) through an exported SavedModel
 (:class:`d2im_tf.reconstruct.Reconstructor`, GT camera of a rendered sphere), dense vs
 coarse-to-fine, split into encode / SDF evaluation / marching cubes, and the ratio dense / c2f.
@@ -281,6 +284,81 @@ def print_train(result: dict) -> None:
           "speed×: steps/s relative to the first row, measured in the same run")
 
 
+FIT_CATEGORIES = ["03001627", "04379243", "02933112", "04256520"]
+
+
+def _fit_dataset(root: Path) -> None:
+    """The memorisation set of the learning issue: 4 training shapes (one per category), 6 views, 128 px."""
+    from d2im_tf.cli import main as d2im
+
+    code = d2im(["make-data", "--out", str(root), "--categories", *FIT_CATEGORIES, "--shapes-per-category", "2",
+                 "--views", "6", "--image-size", "128", "--seed", "11"])
+    if code:
+        raise SystemExit(code)
+
+
+def bench_fit(args) -> dict:
+    """Memorisation: train on 4 shapes and measure how well the network fits them as it goes."""
+    import keras
+
+    from d2im_tf.config import load_config
+    from d2im_tf.data.pipeline import ShapeDataset
+    from d2im_tf.training.fit_probe import fit_report, probe_shapes
+    from d2im_tf.training.sdf import build_sdf_model
+
+    root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench_fit_"))
+    if not (root / "splits").exists():
+        _fit_dataset(root)
+    overrides = [f"data.root={root}", f"data.categories={FIT_CATEGORIES}", "data.views=6", "train.batch_size=4",
+                 *args.overrides]
+    config = load_config(args.config, overrides)
+    keras.utils.set_random_seed(config.data.seed)
+    data = ShapeDataset(config, "train")
+    shapes = probe_shapes(config, "train", resolution=args.resolution)
+    model = build_sdf_model(config, args.steps)
+    batch = config.train.batch_size
+    rows, step = [], 0
+    start = time.perf_counter()
+    while step < args.steps:
+        chunk = min(args.every, args.steps - step)
+        history = model.fit(data.dataset(batch, start=step * batch), steps_per_epoch=chunk, epochs=1, verbose=0)
+        step += chunk
+        report = fit_report(model, shapes, args.resolution)
+        rows.append({"step": step, "seconds": time.perf_counter() - start,
+                     "loss": {k: float(v[-1]) for k, v in history.history.items()}, "shapes": report})
+        if args.progress:
+            print(_fit_line(rows[-1]), flush=True)
+    if args.preview:
+        from d2im_tf.training.previews import PreviewCallback
+
+        previews = PreviewCallback(data, args.preview, 1, count=len(data), resolution=64)
+        previews.set_model(model)
+        previews.on_epoch_end(0)  # → PREVIEW/previews/epoch_0001.png
+    if not args.data:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"config": args.config, "overrides": list(args.overrides), "variant": config.model.variant,
+            "resolution": args.resolution, "rows": rows}
+
+
+def _fit_line(row: dict) -> str:
+    shapes = row["shapes"]
+    ious = " ".join(f"{s['iou']:.2f}" for s in shapes)
+    signs = " ".join(f"{s['sign_accuracy']:.3f}" for s in shapes)
+    return (f"  step {row['step']:>5} {row['seconds']:7.0f}s  loss {row['loss'].get('loss', float('nan')):.4f}  "
+            f"IoU {ious}  sign {signs}  min IoU {min(s['iou'] for s in shapes):.2f}  "
+            f"min sign {min(s['sign_accuracy'] for s in shapes):.3f}")
+
+
+def print_fit(result: dict) -> None:
+    print(f"memorisation: {result['variant']}, {result['config']} {' '.join(result['overrides'])}; "
+          f"IoU at {result['resolution']}³ voxel centres and sign accuracy at each training shape's samples "
+          f"(|sdf| > 0.005), GT camera of its evaluation view")
+    print("  shapes: " + ", ".join(s["name"] for s in result["rows"][0]["shapes"]))
+    for row in result["rows"]:
+        print(_fit_line(row))
+    print("  target: every shape IoU ≥ 0.85 and sign accuracy ≥ 0.95 within 1,500 steps")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     stages = parser.add_subparsers(dest="stage", required=True)
@@ -307,6 +385,18 @@ def main(argv=None) -> int:
     train.add_argument("--pipeline-batches", type=int, default=20, help="timed input-pipeline batches per setting")
     train.add_argument("--json", action="store_true", help="print the result as JSON")
     train.set_defaults(bench=bench_train, show=print_train)
+    fit = stages.add_parser("fit", help="memorisation of 4 training shapes: IoU and sign accuracy every 250 steps")
+    fit.add_argument("--data", default=None, help="dataset root (made with the issue's command if it has no splits)")
+    fit.add_argument("--config", default="configs/study.yaml")
+    fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    fit.add_argument("--steps", type=int, default=1500)
+    fit.add_argument("--every", type=int, default=250, help="steps between measurements")
+    fit.add_argument("--resolution", type=int, default=32, help="voxel grid of the IoU")
+    fit.add_argument("--progress", action="store_true", help="print each measurement as it is made")
+    fit.add_argument("--preview", default=None, metavar="DIR",
+                     help="also write DIR/previews/epoch_0001.png: the training shapes reconstructed at the end")
+    fit.add_argument("--json", action="store_true", help="print the result as JSON")
+    fit.set_defaults(bench=bench_fit, show=print_fit)
     args = parser.parse_args(argv)
     result = args.bench(args)
     if args.json:

@@ -300,6 +300,8 @@ class SdfSamples:
     sdf_params: np.ndarray | None = None  # bounds of the SDF grid
     gradients: np.ndarray | None = None  # pc_gradients [32768, 3], unit SDF gradient
     density: np.ndarray | None = None  # [32768], 1 / same-sign neighbours within 0.025
+    far_samples: np.ndarray | None = None  # pc_sdf_uniform [K, 4] (ours): x, y, z, sdf, uniform in [-1, 1]³
+    far_gradients: np.ndarray | None = None  # pc_gradients_uniform [K, 3] (ours): unit SDF gradients there
 
     @property
     def points(self) -> np.ndarray:
@@ -317,6 +319,8 @@ _H5_FIELDS = {
     "sdf_params": "sdf_params",
     "gradients": "pc_gradients",
     "density": "density",
+    "far_samples": "pc_sdf_uniform",
+    "far_gradients": "pc_gradients_uniform",
 }
 
 
@@ -344,6 +348,13 @@ def read_samples(path) -> SdfSamples:
     samples = values["samples"]
     if samples.ndim != 2 or samples.shape[1] != 4:
         raise DataError(path, f"dataset 'pc_sdf_sample' has shape {samples.shape}, expected [N, 4]")
+    far = values.get("far_samples")
+    if far is not None and (far.ndim != 2 or far.shape[1] != 4):
+        raise DataError(path, f"dataset 'pc_sdf_uniform' has shape {far.shape}, expected [K, 4]")
+    far_gradients = values.get("far_gradients")
+    if far_gradients is not None and (far is None or far_gradients.shape != (len(far), 3)):
+        expected = f"({len(far)}, 3)" if far is not None else "pc_sdf_uniform beside it"
+        raise DataError(path, f"dataset 'pc_gradients_uniform' has shape {far_gradients.shape}, expected {expected}")
     if values["norm_params"].shape != (4,):
         raise DataError(path, f"dataset 'norm_params' has shape {values['norm_params'].shape}, expected (4,)")
     count = samples.shape[0]

@@ -13,7 +13,8 @@ Used for the procedural shapes and for user meshes (e.g. ShapeNet ``model.obj``)
    pseudo-normal of the closest feature (face, edge or vertex; Bærentzen & Aanæs 2005), which is
    exact for closed, consistently oriented meshes.
 4. :func:`sample_sdf` draws near-surface candidates and keeps equal quotas in the four bands of
-   ``sdf - 0.003`` (a band short of points passes its quota on to the next).
+   ``sdf - 0.003`` (a band short of points passes its quota on to the next), and then, for this
+   project's far-field supervision, uniform samples of the whole [-1, 1]³ box.
 5. Gradients: analytic, ``sign · (p - q) / |p - q|`` with ``q`` the closest point (the pseudo-normal
    where ``p`` lies on the surface) for meshes; :func:`plane_fit_gradients` (least-squares plane
    through the SDF of the 10 nearest samples, as the reference) when only samples exist.
@@ -33,6 +34,7 @@ from d2im_tf.data.disn_format import DataError, SdfSamples
 
 NORMALIZATION_SAMPLES = 16384
 SAMPLE_COUNT = 32768
+FAR_SAMPLE_COUNT = 4096  # uniform samples of the [-1, 1]³ box (ours; DISN's data has none)
 ISO_OFFSET = 0.003  # bands are of sdf - 0.003
 BANDS = ((-0.1, -0.03), (-0.03, 0.0), (0.0, 0.03), (0.03, 0.1))
 DENSITY_RADIUS = 0.025  # world units
@@ -313,10 +315,14 @@ def select_bands(sdf: np.ndarray, count: int, rng: np.random.Generator) -> np.nd
 
 
 def sample_sdf(mesh: trimesh.Trimesh, rng: np.random.Generator, count: int = SAMPLE_COUNT,
-               candidates_per_sample: float = 2.0, with_density: bool = True, source="mesh") -> SdfSamples:
+               candidates_per_sample: float = 2.0, with_density: bool = True, source="mesh",
+               far_count: int = FAR_SAMPLE_COUNT) -> SdfSamples:
     """All of ``ori_sample.h5`` for a closed, outward-oriented mesh in the world frame.
 
-    ``count`` must be a multiple of 4; ``source`` names the mesh in error messages.
+    ``count`` must be a multiple of 4; ``source`` names the mesh in error messages. ``far_count``
+    uniform samples of the normalised frame's [-1, 1]³ box (with exact SDF and gradients) go into
+    ``pc_sdf_uniform`` / ``pc_gradients_uniform``; they are drawn after everything else, so the
+    DISN datasets are the same with or without them.
     """
     center, scale, surface = normalization(mesh, rng)
     normalised = trimesh.Trimesh((mesh.vertices - center) / scale, mesh.faces, process=False)
@@ -338,6 +344,8 @@ def sample_sdf(mesh: trimesh.Trimesh, rng: np.random.Generator, count: int = SAM
     if len(index) < count:
         raise DataError(source, f"only {len(index)} of {count} SDF samples could be drawn")
     points, sdf, gradients = points[index], sdf[index], gradients[index]
+    far_points = rng.uniform(-1.0, 1.0, size=(far_count, 3))
+    far_sdf, _, far_gradients = distance.query(far_points)
     return SdfSamples(
         samples=np.concatenate([points, sdf[:, None]], axis=1).astype(np.float32),
         norm_params=np.array([*center, scale], dtype=np.float32),
@@ -345,6 +353,8 @@ def sample_sdf(mesh: trimesh.Trimesh, rng: np.random.Generator, count: int = SAM
         sdf_params=np.concatenate([lower, upper]).astype(np.float32),
         gradients=gradients.astype(np.float32),
         density=sample_density(points * scale + center, sdf).astype(np.float32) if with_density else None,
+        far_samples=np.concatenate([far_points, far_sdf[:, None]], axis=1).astype(np.float32) if far_count else None,
+        far_gradients=far_gradients.astype(np.float32) if far_count else None,
     )
 
 

@@ -3,6 +3,9 @@
 Each example is one shape seen from one random view: the image, the GT normal map, the camera, and
 ``num_points`` SDF samples drawn by the paper's density-weighted sampling (REFERENCE.md §4) — half
 inside, half outside, without replacement, with probability ∝ density — or uniformly for the Baseline.
+With ``data.far_fraction`` = φ > 0, round(φ·num_points) of them are instead drawn uniformly from the
+shape's far-field samples (``pc_sdf_uniform``, uniform over the [-1, 1]³ box; written by ``make-data``),
+so the base field is supervised away from the surface too; DISN's data has none and trains with φ = 0.
 
 Determinism and resume: element ``k`` of the stream is fully determined by ``(seed, k)``. Its shape is
 position ``k mod S`` of a permutation drawn for epoch ``k // S``; its view and points come from
@@ -140,18 +143,29 @@ def _surface_points(path: bytes):
     return samples.points[nearest].astype(np.float32)
 
 
-def _shape_arrays(path: bytes, need_density: bool):
-    """NumPy side of the pipeline: ``[M, 3]`` points, ``[M]`` sdf, ``[M, 3]`` gradients, ``[M]`` density."""
+def _shape_arrays(path: bytes, need_density: bool, need_far: bool):
+    """NumPy side of the pipeline: ``[M, 3]`` points, ``[M]`` sdf, ``[M, 3]`` gradients, ``[M]`` density,
+    and the far-field ``[K, 3]`` points, ``[K]`` sdf, ``[K, 3]`` gradients (K = 0 unless ``need_far``)."""
     path = path.decode()
     samples = _read_samples(path)
     if samples.gradients is None or (need_density and samples.density is None):
         raise fmt.DataError(path, "lacks pc_gradients/density: run `d2im preprocess` on the dataset")
     density = samples.density if samples.density is not None else np.ones(len(samples.samples))
+    if need_far:
+        if samples.far_samples is None or samples.far_gradients is None:
+            raise fmt.DataError(path, "lacks far-field samples (pc_sdf_uniform, pc_gradients_uniform): "
+                                "set data.far_fraction=0 or regenerate the data with `d2im make-data`")
+        far, far_gradients = samples.far_samples, samples.far_gradients
+    else:
+        far, far_gradients = np.zeros((0, 4)), np.zeros((0, 3))
     return (
         samples.points.astype(np.float32),
         samples.sdf.astype(np.float32),
         samples.gradients.astype(np.float32),
         density.astype(np.float32),
+        far[:, :3].astype(np.float32),
+        far[:, 3].astype(np.float32),
+        far_gradients.astype(np.float32),
     )
 
 
@@ -206,6 +220,11 @@ class ShapeDataset:
         """Density-weighted sampling for every variant but the Baseline (paper's Table 1)."""
         return self.config.model.variant != "baseline"
 
+    @property
+    def num_far_points(self) -> int:
+        """Points per example drawn uniformly from the far-field samples (``data.far_fraction``)."""
+        return int(round(self.config.data.num_points * self.config.data.far_fraction))
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -224,23 +243,32 @@ class ShapeDataset:
     def _example(self, k, shape):
         view, points_seed = self._element(k)
         size = self.config.model.image_size
-        points, sdf, gradients, density = tf.numpy_function(
-            functools.partial(_shape_arrays, need_density=self.weighted),
+        num_far = self.num_far_points
+        points, sdf, gradients, density, far_points, far_sdf, far_gradients = tf.numpy_function(
+            functools.partial(_shape_arrays, need_density=self.weighted, need_far=num_far > 0),
             [self._sample_paths[shape]],
-            [tf.float32] * 4,
+            [tf.float32] * 7,
             stateful=False,
         )
         num = self.config.data.num_points
+        num_near = num - num_far
+        near_seed, far_seed = tf.unstack(tf.random.experimental.stateless_split(points_seed, 2))
         if self.weighted:
-            index = weighted_point_indices(sdf, density, num, points_seed)
+            index = weighted_point_indices(sdf, density, num_near, near_seed if num_far else points_seed)
         else:
-            index = uniform_point_indices(tf.size(sdf), num, points_seed)
+            index = uniform_point_indices(tf.size(sdf), num_near, near_seed if num_far else points_seed)
+        points, sdf, gradients = tf.gather(points, index), tf.gather(sdf, index), tf.gather(gradients, index)
+        if num_far:
+            far_index = uniform_point_indices(tf.size(far_sdf), num_far, far_seed)
+            points = tf.concat([points, tf.gather(far_points, far_index)], axis=0)
+            sdf = tf.concat([sdf, tf.gather(far_sdf, far_index)], axis=0)
+            gradients = tf.concat([gradients, tf.gather(far_gradients, far_index)], axis=0)
         return {
             "image": decode_image(self._image_paths[shape, view], size),
             "normal_map": _decode_normals(self._normal_paths[shape, view], size),
-            "points": tf.ensure_shape(tf.gather(points, index), [num, 3]),
-            "sdf": tf.ensure_shape(tf.gather(sdf, index) * self.config.data.sdf_scale, [num]),
-            "gradients": tf.ensure_shape(tf.gather(gradients, index), [num, 3]),
+            "points": tf.ensure_shape(points, [num, 3]),
+            "sdf": tf.ensure_shape(sdf * self.config.data.sdf_scale, [num]),
+            "gradients": tf.ensure_shape(gradients, [num, 3]),
             "projection": self._projections[shape, view],
         }
 

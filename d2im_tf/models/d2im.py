@@ -127,10 +127,12 @@ class D2IMNet(DistributableModel):
         cfg = self.model_config
         self.focal = camera.focal_pixels(cfg.image_size)
         self.encoder = ResNet18(cfg.encoder_width, cfg.global_dim, name="encoder")
+        self.code_norm = {"none": None, "batch": keras.layers.BatchNormalization(momentum=0.9, name="code_norm"),
+                          "layer": keras.layers.LayerNormalization(name="code_norm")}[cfg.code_norm]
         if self.spec.global_local:
-            self.base_decoder = GlobalLocalDecoder(cfg.decoder_widths, name="base_decoder")
+            self.base_decoder = GlobalLocalDecoder(cfg.decoder_widths, cfg.point_frequencies, name="base_decoder")
         else:
-            self.base_decoder = ImplicitDecoder(cfg.decoder_widths, name="base_decoder")
+            self.base_decoder = ImplicitDecoder(cfg.decoder_widths, cfg.point_frequencies, name="base_decoder")
         self.detail_decoder = (
             DetailDecoder(cfg.detail_channels, self.spec.maps, name="detail_decoder") if self.spec.maps else None
         )
@@ -144,7 +146,10 @@ class D2IMNet(DistributableModel):
         """``images`` ``[B, S, S, 3]`` → dict: ``global_code`` [B, G], ``features`` [f0…f4], and
         ``maps`` [B, S, S, 2] (front, back; back ≡ 0 for noback) when the variant has a detail decoder."""
         encoded = self.encoder(images, training=training)
-        encoding = {"global_code": encoded["global_code"], "features": encoded["features"]}
+        code = encoded["global_code"]  # [B, G]
+        if self.code_norm is not None:
+            code = self.code_norm(code, training=training)
+        encoding = {"global_code": code, "features": encoded["features"]}
         if self.detail_decoder is not None:
             maps = self.detail_decoder(encoded["features"])  # [B, S, S, maps]
             if self.spec.maps == 1:

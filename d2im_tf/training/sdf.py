@@ -29,12 +29,33 @@ def _dummy_batch(config: Config) -> dict:
     return {"image": tf.zeros([1, size, size, 3]), "points": tf.zeros([1, 8, 3]), "projection": projection}
 
 
-def build_sdf_model(config: Config) -> D2IMNet:
-    """The compiled SDF network with its variables and optimiser slots created (for restoring)."""
+FINAL_LR_FRACTION = 0.01  # cosine decay ends, and warm-up starts, at 1% of train.learning_rate
+
+
+def learning_rate(config: Config, total_steps: int):
+    """``train.learning_rate``, or a Keras schedule of the optimiser's step: linear warm-up over
+    ``train.warmup_steps`` from 1%, then (``lr_schedule: cosine``) cosine decay to 1% at ``total_steps``."""
+    train = config.train
+    if train.lr_schedule == "constant" and not train.warmup_steps:
+        return train.learning_rate
+    start = train.learning_rate * FINAL_LR_FRACTION
+    if train.lr_schedule == "constant":
+        decay_steps, alpha = 1, 1.0  # stays at the peak after the warm-up
+    else:
+        decay_steps, alpha = max(1, total_steps - train.warmup_steps), FINAL_LR_FRACTION
+    return keras.optimizers.schedules.CosineDecay(start, decay_steps, alpha=alpha, warmup_target=train.learning_rate,
+                                                  warmup_steps=train.warmup_steps)
+
+
+def build_sdf_model(config: Config, total_steps: int = 1) -> D2IMNet:
+    """The compiled SDF network with its variables and optimiser slots created (for restoring).
+
+    ``total_steps``: the run's length, for a decaying learning-rate schedule."""
     model = D2IMNet(config.model, sdf_scale=config.data.sdf_scale)
     train = config.train
     model.compile(
-        optimizer=keras.optimizers.Adam(train.learning_rate, beta_1=train.beta_1, weight_decay=train.weight_decay),
+        optimizer=keras.optimizers.Adam(learning_rate(config, total_steps), beta_1=train.beta_1,
+                                        weight_decay=train.weight_decay),
         jit_compile=train.jit_compile,
     )
     model(_dummy_batch(config), training=False)
@@ -90,7 +111,7 @@ def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, re
     schedule = schedule_for(config, len(data), batch, config.train.epochs)
     example = next(iter(data.dataset(batch_size=min(batch, 4), repeat=True)))
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = build_sdf_model(config)
+        model = build_sdf_model(config, schedule.total_steps)
     save_run_config(config, config.train.out_dir)
 
     def extra_callbacks(writer):
