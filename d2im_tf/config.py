@@ -16,6 +16,7 @@ import yaml
 from d2im_tf.errors import UserError
 
 VARIANTS = ("baseline", "wsamp", "noback", "nolap", "full", "gl")
+COMPAT_MODES = ("none", "reference")  # "reference": compute what the authors' PyTorch release computes
 
 
 class ConfigError(UserError, ValueError):
@@ -44,6 +45,10 @@ class ModelConfig:
     decoder_widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])
     detail_channels: int = 64
     front_offset: float = 0.03  # test-time front/back test step along the viewing ray (normalised units)
+    # "none": this project's conventions; "reference": the authors' (world-frame decoder, BGR input,
+    # bilinear lookup, their front/back test) for weights imported with `d2im import-torch`
+    compat: str = "none"
+    encoder_weights: str = ""  # torchvision resnet18 ImageNet file (.pth) to start the encoder from
 
 
 @dataclass
@@ -57,6 +62,10 @@ class CameraConfig:
     epochs: int = 100
     points: int = 256  # surface points of the shape for the point-cloud loss
     out_dir: str = "runs/camera"
+    # "reference": the authors' camera network (vgg16, distance, heads without ReLU, BGR input,
+    # pose of the world frame); for weights imported with `d2im import-torch`
+    compat: str = "none"
+    backbone_weights: str = ""  # torchvision vgg16 / resnet18 ImageNet file (.pth) to start the backbone from
 
 
 @dataclass
@@ -90,6 +99,17 @@ class Config:
             raise ConfigError(f"camera.backbone: {self.camera.backbone!r} is not 'vgg16' or 'resnet18'")
         if self.camera.translation not in ("distance", "full"):
             raise ConfigError(f"camera.translation: {self.camera.translation!r} is not 'distance' or 'full'")
+        for section in ("model", "camera"):
+            compat = getattr(self, section).compat
+            if compat not in COMPAT_MODES:
+                raise ConfigError(f"{section}.compat: {compat!r} is not one of {', '.join(COMPAT_MODES)}")
+        if self.model.compat == "reference" and self.model.variant != "full":
+            raise ConfigError(f"model.compat: 'reference' needs model.variant 'full' (the authors' network), "
+                              f"got {self.model.variant!r}")
+        if self.camera.compat == "reference" and (self.camera.backbone, self.camera.translation) != ("vgg16", "distance"):
+            raise ConfigError("camera.compat: 'reference' needs camera.backbone 'vgg16' and camera.translation "
+                              f"'distance' (the authors' network), got {self.camera.backbone!r}, "
+                              f"{self.camera.translation!r}")
         return self
 
     def to_dict(self) -> dict:
