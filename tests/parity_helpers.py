@@ -25,24 +25,28 @@ def state_dict_keys(network: str) -> list[tuple[str, tuple[int, ...]]]:
     return [(key, tuple(shape)) for key, shape in entries]
 
 
-def formula_tensor(key: str, shape: tuple[int, ...], index: int) -> np.ndarray:
-    """Entry number ``index`` of a state dict under the parity fixtures' formula."""
+def formula_tensor(key: str, shape: tuple[int, ...], index: int, chunk: int = 1 << 22) -> np.ndarray:
+    """Entry number ``index`` of a state dict under the parity fixtures' formula (computed in float64,
+    ``chunk`` elements at a time so that VGG's 10⁸-element layer stays within memory)."""
     count = int(np.prod(shape, dtype=np.int64))
-    j = np.arange(count, dtype=np.float64)
-    t = np.sin(0.6180339887 * j + 0.37 * index) * np.cos(0.001 * j + index)
     if key.endswith("num_batches_tracked"):
         return np.zeros(shape, np.int64)
-    if key.endswith("running_var"):
-        values = 1.0 + 0.25 * t**2
-    elif key.endswith("running_mean"):
-        values = 0.1 * t
-    elif len(shape) == 1 and key.endswith("weight"):
-        values = 1.0 + 0.1 * t
-    elif len(shape) == 1:
-        values = 0.05 * t
-    else:
-        values = t * np.sqrt(3.0 / np.prod(shape[1:]))
-    return values.reshape(shape).astype(np.float32)
+    out = np.empty(count, np.float32)
+    for start in range(0, count, chunk):
+        j = np.arange(start, min(start + chunk, count), dtype=np.float64)
+        t = np.sin(0.6180339887 * j + 0.37 * index) * np.cos(0.001 * j + index)
+        if key.endswith("running_var"):
+            values = 1.0 + 0.25 * t**2
+        elif key.endswith("running_mean"):
+            values = 0.1 * t
+        elif len(shape) == 1 and key.endswith("weight"):
+            values = 1.0 + 0.1 * t
+        elif len(shape) == 1:
+            values = 0.05 * t
+        else:
+            values = t * np.sqrt(3.0 / np.prod(shape[1:]))
+        out[start : start + len(j)] = values
+    return out.reshape(shape)
 
 
 def formula_state_dict(entries) -> dict[str, np.ndarray]:
