@@ -259,8 +259,13 @@ def _torch_shape_hint(variable, transform) -> list[int]:
     return shape[::-1]
 
 
-def _read_state_dict(path) -> dict[str, np.ndarray]:
-    return state_dict_of(load_checkpoint(path), path)
+def _read_state_dict(source) -> tuple[dict[str, np.ndarray], str]:
+    """``(state dict, name for messages)`` of a checkpoint path or an already loaded state dict."""
+    if isinstance(source, dict):
+        return state_dict_of(source, "state dict"), "state dict"
+    if not Path(source).exists():
+        raise WeightImportError(f"{source}: file not found")
+    return state_dict_of(load_checkpoint(source), source), str(source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,43 +293,45 @@ def build_camera(config: CameraConfig) -> CameraNet:
 def import_d2im(path) -> tuple[D2IMNet, int]:
     """The authors' D²IM-Net checkpoint (``best_model.pt.tar``) as a reference-compatible
     :class:`D2IMNet`; also returns the number of values copied."""
-    state_dict = _read_state_dict(path)
+    state_dict, name = _read_state_dict(path)
     model = build_d2im(reference_model_config())
-    return model, apply_state_dict(d2im_assignments(model), state_dict, path, D2IM_UNUSED_KEYS)
+    return model, apply_state_dict(d2im_assignments(model), state_dict, name, D2IM_UNUSED_KEYS)
 
 
 def import_camnet(path) -> tuple[CameraNet, int]:
     """The authors' camera network checkpoint (``CAMmodel.pt.tar``) as a reference-compatible :class:`CameraNet`."""
-    state_dict = _read_state_dict(path)
+    state_dict, name = _read_state_dict(path)
     model = build_camera(reference_camera_config())
-    return model, apply_state_dict(camnet_assignments(model), state_dict, path)
+    return model, apply_state_dict(camnet_assignments(model), state_dict, name)
 
 
-def load_imagenet_resnet18(encoder: ResNet18, path) -> int:
-    """torchvision's ImageNet ``resnet18`` file into ``encoder``, as the authors start theirs: every
-    layer but the first convolution (theirs is a new stride-1 one); ``fc`` becomes the 1000-d
-    embedding layer. The encoder must be built and 64 wide."""
-    return apply_state_dict(resnet18_assignments(encoder, stem=False), _read_state_dict(path), path,
+def load_imagenet_resnet18(encoder: ResNet18, source) -> int:
+    """torchvision's ImageNet ``resnet18`` (a ``.pth`` path or a loaded state dict) into ``encoder``, as
+    the authors start theirs: every layer but the first convolution (theirs is a new stride-1 one);
+    ``fc`` becomes the 1000-d embedding layer. The encoder must be built and 64 wide."""
+    state_dict, name = _read_state_dict(source)
+    return apply_state_dict(resnet18_assignments(encoder, stem=False), state_dict, name,
                             TORCHVISION_RESNET_UNUSED_KEYS)
 
 
-def load_imagenet_vgg16(vgg: VGG16, path) -> int:
-    """torchvision's ImageNet ``vgg16`` file into ``vgg`` (all of it: the authors keep the classifier
-    as the 1000-d embedding). The network must be built, 64 wide, for 224-pixel images."""
-    return apply_state_dict(vgg16_assignments(vgg), _read_state_dict(path), path)
+def load_imagenet_vgg16(vgg: VGG16, source) -> int:
+    """torchvision's ImageNet ``vgg16`` (a ``.pth`` path or a loaded state dict) into ``vgg``, all of it:
+    the authors keep the classifier as the 1000-d embedding. Built, 64 wide, for 224-pixel images."""
+    state_dict, name = _read_state_dict(source)
+    return apply_state_dict(vgg16_assignments(vgg), state_dict, name)
 
 
 def load_encoder_weights(model: D2IMNet, path) -> int:
     """``model.encoder_weights``: the ImageNet ResNet18 into a built D²IM-Net's encoder."""
     if not Path(path).exists():
-        raise WeightImportError(f"{path}: model.encoder_weights file not found")
+        raise WeightImportError(f"model.encoder_weights: {path}: file not found")
     return load_imagenet_resnet18(model.encoder, path)
 
 
 def load_backbone_weights(model: CameraNet, path) -> int:
     """``camera.backbone_weights``: the ImageNet VGG16 or ResNet18 into a built camera network's backbone."""
     if not Path(path).exists():
-        raise WeightImportError(f"{path}: camera.backbone_weights file not found")
+        raise WeightImportError(f"camera.backbone_weights: {path}: file not found")
     if isinstance(model.backbone, VGG16):
         return load_imagenet_vgg16(model.backbone, path)
     return load_imagenet_resnet18(model.backbone, path)
