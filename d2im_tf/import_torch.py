@@ -115,11 +115,13 @@ def _conv_bn(conv_key: str, bn_key: str, sequential) -> list[Assignment]:
             + _batch_norm(bn_key, _find(sequential, keras.layers.BatchNormalization)))
 
 
-def resnet18_assignments(encoder: ResNet18, prefix: str = "", stem: bool = True) -> list[Assignment]:
+def resnet18_assignments(encoder: ResNet18, prefix: str = "", imagenet: bool = False) -> list[Assignment]:
     """torchvision's ResNet18 names (``conv1``, ``bn1``, ``layerS.B.*``, ``fc``) + the authors' ``fc1``.
 
-    ``stem=False`` leaves the first convolution out (torchvision's is stride 2; the authors replace it).
+    ``imagenet=True``: torchvision's own file, without the first convolution (torchvision's is stride
+    2; the authors replace it) and without ``fc1`` (the authors' addition).
     """
+    stem = not imagenet
     out = (_conv2d(f"{prefix}conv1", _find(encoder.stem, keras.layers.Conv2D)) if stem else [])
     out += _batch_norm(f"{prefix}bn1", _find(encoder.stem, keras.layers.BatchNormalization))
     for s, stage in enumerate(encoder.stages, start=1):
@@ -130,7 +132,7 @@ def resnet18_assignments(encoder: ResNet18, prefix: str = "", stem: bool = True)
             if block.shortcut is not None:
                 out += _conv_bn(f"{key}.downsample.0", f"{key}.downsample.1", block.shortcut)
     out += _dense(f"{prefix}fc", encoder.embedding)
-    if encoder.global_head is not None:
+    if encoder.global_head is not None and not imagenet:
         out += _dense(f"{prefix}fc1", encoder.global_head)
     return out
 
@@ -310,7 +312,7 @@ def load_imagenet_resnet18(encoder: ResNet18, source) -> int:
     the authors start theirs: every layer but the first convolution (theirs is a new stride-1 one);
     ``fc`` becomes the 1000-d embedding layer. The encoder must be built and 64 wide."""
     state_dict, name = _read_state_dict(source)
-    return apply_state_dict(resnet18_assignments(encoder, stem=False), state_dict, name,
+    return apply_state_dict(resnet18_assignments(encoder, imagenet=True), state_dict, name,
                             TORCHVISION_RESNET_UNUSED_KEYS)
 
 
