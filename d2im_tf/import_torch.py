@@ -323,17 +323,21 @@ def load_imagenet_vgg16(vgg: VGG16, source) -> int:
     return apply_state_dict(vgg16_assignments(vgg), state_dict, name)
 
 
+def require_weights_file(key: str, path) -> None:
+    """:class:`WeightImportError` naming the config ``key`` unless ``path`` is an existing file."""
+    if not Path(path).is_file():
+        raise WeightImportError(f"{key}: {path}: file not found")
+
+
 def load_encoder_weights(model: D2IMNet, path) -> int:
     """``model.encoder_weights``: the ImageNet ResNet18 into a built D²IM-Net's encoder."""
-    if not Path(path).exists():
-        raise WeightImportError(f"model.encoder_weights: {path}: file not found")
+    require_weights_file("model.encoder_weights", path)
     return load_imagenet_resnet18(model.encoder, path)
 
 
 def load_backbone_weights(model: CameraNet, path) -> int:
     """``camera.backbone_weights``: the ImageNet VGG16 or ResNet18 into a built camera network's backbone."""
-    if not Path(path).exists():
-        raise WeightImportError(f"camera.backbone_weights: {path}: file not found")
+    require_weights_file("camera.backbone_weights", path)
     if isinstance(model.backbone, VGG16):
         return load_imagenet_vgg16(model.backbone, path)
     return load_imagenet_resnet18(model.backbone, path)

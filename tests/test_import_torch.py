@@ -214,3 +214,56 @@ def test_camera_network_computes_what_the_authors_code_computes(camnet_weights):
     load_imagenet_vgg16(vgg, {key: camnet_weights[f"vgg.{key}"] for key, _ in entries})
     again = model(tf.constant(IMAGE_RGB[None]), training=False)
     np.testing.assert_array_equal(again["rotation"].numpy(), outputs["rotation"].numpy())
+
+
+def test_config_and_training_guards(tmp_path):
+    from d2im_tf.config import ConfigError, load_config
+    from d2im_tf.training.camera import train_camera
+    from d2im_tf.training.sdf import train_sdf
+
+    with pytest.raises(ConfigError, match="model.compat: 'bogus' is not one of none, reference"):
+        load_config(None, ["model.compat=bogus"])
+    with pytest.raises(ConfigError, match="model.compat: 'reference' needs model.variant 'full'"):
+        load_config(None, ["model.compat=reference", "model.variant=nolap"])
+    with pytest.raises(ConfigError, match="camera.compat: 'reference' needs camera.backbone 'vgg16'"):
+        load_config(None, ["camera.compat=reference", "camera.backbone=resnet18", "camera.translation=distance"])
+    with pytest.raises(ConfigError, match="model.compat: 'reference' is for weights imported"):
+        train_sdf(load_config(None, ["model.compat=reference"]))
+    with pytest.raises(ConfigError, match="camera.compat: 'reference' is for weights imported"):
+        train_camera(load_config(None, ["camera.compat=reference", "camera.translation=distance"]))
+    absent = tmp_path / "resnet18.pth"
+    with pytest.raises(WeightImportError, match=r"^model\.encoder_weights: .*resnet18\.pth: file not found$"):
+        train_sdf(load_config(None, [f"model.encoder_weights={absent}"]))
+    with pytest.raises(WeightImportError, match=r"^camera\.backbone_weights: .*vgg16\.pth: file not found$"):
+        train_camera(load_config(None, [f"camera.backbone_weights={tmp_path / 'vgg16.pth'}"]))
+
+
+def test_world_frame_export_with_camera_network(tmp_path):
+    """A small reference-mode pair (random weights): the export bundles the camera, whose pose is of
+    the world frame, and reconstruction through the predicted camera stays in the world frame."""
+    from d2im_tf.errors import UserError
+    from d2im_tf.export import export_saved_model
+    from d2im_tf.import_torch import build_camera
+    from d2im_tf.config import CameraConfig
+
+    small = dict(image_size=32, encoder_width=8, global_dim=16, decoder_widths=[32, 16, 16, 8, 8], detail_channels=8)
+    sdf_model = build_d2im(ModelConfig(compat="reference", **small))
+    camera_model = build_camera(CameraConfig(backbone="vgg16", translation="distance", image_size=32, width=8,
+                                             compat="reference"))
+    with pytest.raises(UserError, match="pose of the normalised frame, the SDF network works in the world frame"):
+        export_saved_model(sdf_model, tmp_path / "mixed", build_camera(CameraConfig(image_size=32, width=8)))
+    target = export_saved_model(sdf_model, tmp_path / "saved", camera_model)
+    reconstructor = Reconstructor(target, resolution=16)
+    assert reconstructor.frame == "world" and reconstructor.has_camera and reconstructor.lipschitz == 40.0
+    image = tf.constant(np.random.default_rng(0).uniform(0, 1, (1, 32, 32, 3)).astype(np.float32))
+    pose = reconstructor.model.signatures["camera"](image=image)
+    outputs = camera_model(image, training=False)
+    transmat_rotation = camera.rotation_from_6d(outputs["rotation_6d"])[0].numpy()  # the authors' M
+    np.testing.assert_allclose(pose["rotation"][0].numpy(), transmat_rotation.T @ camera.AXIS_CHANGE[:3, :3],
+                               atol=1e-6)
+    np.testing.assert_allclose(pose["translation"][0, :2].numpy(), 0.0)
+    expected = camera.intrinsics(32) @ np.concatenate(
+        [transmat_rotation.T, pose["translation"][0].numpy()[:, None]], axis=1) @ camera.AXIS_CHANGE
+    np.testing.assert_allclose(pose["projection"][0].numpy(), expected, rtol=1e-5, atol=1e-5)
+    result = reconstructor.reconstruct(np.zeros((32, 32, 4), np.uint8))
+    assert result.frame == "world"

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from d2im_tf.config import Config, ConfigError
 from d2im_tf.data.pipeline import CameraDataset
-from d2im_tf.import_torch import load_backbone_weights
+from d2im_tf.import_torch import load_backbone_weights, require_weights_file
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.training.loop import load_run_config, restore_weights, run_training, save_run_config, schedule_for
 
@@ -39,6 +39,8 @@ def train_camera(config: Config, strategy: tf.distribute.Strategy | None = None,
     if config.camera.compat != "none":
         raise ConfigError("camera.compat: 'reference' is for weights imported with `d2im import-torch`; "
                           "training uses this project's conventions (set camera.compat=none)")
+    if config.camera.backbone_weights:  # before the data and the model are prepared
+        require_weights_file("camera.backbone_weights", config.camera.backbone_weights)
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
     data = CameraDataset(config, "train")
     batch = config.camera.batch_size

@@ -15,7 +15,7 @@ import tensorflow as tf
 from d2im_tf import camera
 from d2im_tf.config import Config, ConfigError
 from d2im_tf.data.pipeline import ShapeDataset, has_split
-from d2im_tf.import_torch import load_encoder_weights
+from d2im_tf.import_torch import load_encoder_weights, require_weights_file
 from d2im_tf.losses import map_laplacian, normal_divergence
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.training.callbacks import ImageLogger
@@ -92,6 +92,8 @@ def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, re
     if config.model.compat != "none":
         raise ConfigError("model.compat: 'reference' is for weights imported with `d2im import-torch`; "
                           "training uses this project's conventions (set model.compat=none)")
+    if config.model.encoder_weights:  # before the data and the model are prepared
+        require_weights_file("model.encoder_weights", config.model.encoder_weights)
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
     data = ShapeDataset(config, "train")
     batch = config.train.batch_size
