@@ -265,5 +265,6 @@ def test_world_frame_export_with_camera_network(tmp_path):
     expected = camera.intrinsics(32) @ np.concatenate(
         [transmat_rotation.T, pose["translation"][0].numpy()[:, None]], axis=1) @ camera.AXIS_CHANGE
     np.testing.assert_allclose(pose["projection"][0].numpy(), expected, rtol=1e-5, atol=1e-5)
-    result = reconstructor.reconstruct(np.zeros((32, 32, 4), np.uint8))
+    pixels = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)  # untrained: not black
+    result = reconstructor.reconstruct(pixels)
     assert result.frame == "world"
