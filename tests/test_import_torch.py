@@ -245,13 +245,14 @@ def test_world_frame_export_with_camera_network(tmp_path):
     from d2im_tf.export import export_saved_model
     from d2im_tf.import_torch import build_camera
     from d2im_tf.config import CameraConfig
+    from d2im_tf.models import CameraNet
 
     small = dict(image_size=32, encoder_width=8, global_dim=16, decoder_widths=[32, 16, 16, 8, 8], detail_channels=8)
     sdf_model = build_d2im(ModelConfig(compat="reference", **small))
     camera_model = build_camera(CameraConfig(backbone="vgg16", translation="distance", image_size=32, width=8,
                                              compat="reference"))
     with pytest.raises(UserError, match="pose of the normalised frame, the SDF network works in the world frame"):
-        export_saved_model(sdf_model, tmp_path / "mixed", build_camera(CameraConfig(image_size=32, width=8)))
+        export_saved_model(sdf_model, tmp_path / "mixed", CameraNet(CameraConfig(image_size=32, width=8)))
     target = export_saved_model(sdf_model, tmp_path / "saved", camera_model)
     reconstructor = Reconstructor(target, resolution=16)
     assert reconstructor.frame == "world" and reconstructor.has_camera and reconstructor.lipschitz == 40.0
