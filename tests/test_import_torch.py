@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from d2im_tf import camera, cli
 from d2im_tf.import_torch import (
-    D2IM_UNUSED_KEYS, WeightImportError, apply_state_dict, build_d2im, camnet_assignments, d2im_assignments,
+    D2IM_UNUSED_KEYS, WeightImportError, apply_state_dict, build_d2im, d2im_assignments,
     import_camnet, load_encoder_weights, load_imagenet_vgg16, reference_model_config,
 )
 from d2im_tf.reconstruct import Reconstructor
