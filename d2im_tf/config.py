@@ -18,6 +18,7 @@ from d2im_tf.errors import UserError
 VARIANTS = ("baseline", "wsamp", "noback", "nolap", "full", "gl")
 CODE_NORMS = ("none", "batch", "layer")
 LR_SCHEDULES = ("constant", "cosine")
+COMPAT_MODES = ("none", "reference")  # "reference": compute what the authors' PyTorch release computes
 
 
 class ConfigError(UserError, ValueError):
@@ -49,6 +50,10 @@ class ModelConfig:
     front_offset: float = 0.03  # test-time front/back test step along the viewing ray (normalised units)
     code_norm: str = "none"  # "none" (the paper), "batch" or "layer": a normalisation of the global code (docs/training.md)
     point_frequencies: int = 0  # Fourier features of xyz for the base decoder, 2^k·π for k < this (0: the paper)
+    # "none": this project's conventions; "reference": the authors' (world-frame decoder, BGR input,
+    # bilinear lookup, their front/back test) for weights imported with `d2im import-torch`
+    compat: str = "none"
+    encoder_weights: str = ""  # torchvision resnet18 ImageNet file (.pth) to start the encoder from
 
 
 @dataclass
@@ -62,6 +67,10 @@ class CameraConfig:
     epochs: int = 100
     points: int = 256  # surface points of the shape for the point-cloud loss
     out_dir: str = "runs/camera"
+    # "reference": the authors' camera network (vgg16, distance, heads without ReLU, BGR input,
+    # pose of the world frame); for weights imported with `d2im import-torch`
+    compat: str = "none"
+    backbone_weights: str = ""  # torchvision vgg16 / resnet18 ImageNet file (.pth) to start the backbone from
 
 
 @dataclass
@@ -107,6 +116,20 @@ class Config:
             raise ConfigError(f"model.point_frequencies: {self.model.point_frequencies} is negative")
         if not 0.0 <= self.data.far_fraction < 1.0:
             raise ConfigError(f"data.far_fraction: {self.data.far_fraction} is not in [0, 1)")
+        for section in ("model", "camera"):
+            compat = getattr(self, section).compat
+            if compat not in COMPAT_MODES:
+                raise ConfigError(f"{section}.compat: {compat!r} is not one of {', '.join(COMPAT_MODES)}")
+        if self.model.compat == "reference" and self.model.variant != "full":
+            raise ConfigError(f"model.compat: 'reference' needs model.variant 'full' (the authors' network), "
+                              f"got {self.model.variant!r}")
+        if self.camera.compat == "reference" and (self.camera.backbone, self.camera.translation) != ("vgg16", "distance"):
+            raise ConfigError("camera.compat: 'reference' needs camera.backbone 'vgg16' and camera.translation "
+                              f"'distance' (the authors' network), got {self.camera.backbone!r}, "
+                              f"{self.camera.translation!r}")
+        if self.model.compat == "reference" and (self.model.code_norm != "none" or self.model.point_frequencies):
+            raise ConfigError("model.compat: 'reference' is the authors' network: model.code_norm must be 'none' "
+                              "and model.point_frequencies 0")
         return self
 
     def to_dict(self) -> dict:

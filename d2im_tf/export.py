@@ -2,8 +2,9 @@
 
 The exported model runs without this package (``tf.saved_model.load`` is enough). Signatures:
 
-``serving_default`` (= ``sdf``)  image [B,S,S,3] float in [0,1], points [B,N,3] (normalised frame),
-                                 projection [B,3,4] (normalised frame → pixels) → ``sdf``, ``base``
+``serving_default`` (= ``sdf``)  image [B,S,S,3] float in [0,1], points [B,N,3] (the model's frame,
+                                 below: normalised unless ``frame`` says world),
+                                 projection [B,3,4] (that frame → pixels) → ``sdf``, ``base``
                                  [B,N] in SDF units (÷ ``sdf_scale`` for distances); test-time
                                  front/back split.
 ``encode``                       image → ``global_code`` [B,G], ``maps`` [B,S,S,2] (front, back
@@ -13,11 +14,22 @@ The exported model runs without this package (``tf.saved_model.load`` is enough)
 ``decode``                       global_code, maps, f0…f4 (as ``encode`` returns them), points,
                                  projection → ``sdf``, ``base``: encode once, decode many chunks.
 ``camera`` (with a camera net)   image → ``rotation`` [B,3,3], ``translation`` [B,3] and
-                                 ``projection`` [B,3,4] = K·[R|t] of the normalised frame.
+                                 ``projection`` [B,3,4] = K·[R|t] of the model's frame.
 ``sdf_predicted_camera`` (idem)  image, points → ``sdf``, ``base`` through the predicted camera.
 
 ``assets.extra/d2im.json`` beside the SavedModel records the image size, SDF scale, variant and
-camera mode, so a client knows how to prepare its inputs.
+camera mode, so a client knows how to prepare its inputs, and for every model:
+
+``compat``          ``"none"``, or ``"reference"`` for weights imported from the authors' release
+``frame``           the frame of ``points`` and ``projection`` (and of the camera's pose):
+                    ``"normalised"`` (this project's models) or ``"world"`` (ShapeNet's frame, where
+                    the authors' decoder works; the reference's test box is [-0.5, 0.5]³ there)
+``image_reading``   how an image file becomes ``image``: ``"white"`` (RGBA composited on white, the
+                    project's renders) or ``"reference"`` (alpha dropped so DISN's transparent
+                    background reads black, as the authors' OpenCV reading); RGB in [0, 1] either way
+``lipschitz``       a bound on the base field's slope (model units per unit of ``frame``) for
+                    coarse-to-fine extraction: 2·sdf_scale in the normalised frame; 4·sdf_scale in the
+                    world frame, where the normalised SDF × 10 changes 1/m times faster (m ≈ 0.5)
 """
 from __future__ import annotations
 
@@ -29,6 +41,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from d2im_tf.errors import UserError
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import D2IMNet
 
@@ -39,9 +52,29 @@ def next_version(base: Path) -> int:
     return max(versions, default=0) + 1
 
 
+def model_frame(model) -> str:
+    """The frame a :class:`D2IMNet` or :class:`CameraNet` works in: ``"world"`` in the reference mode."""
+    config = model.model_config if isinstance(model, D2IMNet) else model.camera_config
+    return "world" if config.compat == "reference" else "normalised"
+
+
+def model_description(sdf_model: D2IMNet, camera_model: CameraNet | None = None) -> dict:
+    """The content of ``assets.extra/d2im.json`` (module docstring)."""
+    reference = sdf_model.model_config.compat == "reference"
+    return {"image_size": sdf_model.model_config.image_size, "sdf_scale": sdf_model.sdf_scale,
+            "variant": sdf_model.model_config.variant, "has_camera": camera_model is not None,
+            "compat": sdf_model.model_config.compat, "frame": model_frame(sdf_model),
+            "image_reading": "reference" if reference else "white",
+            "lipschitz": (4.0 if reference else 2.0) * sdf_model.sdf_scale}
+
+
 def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | None = None,
                        version: int | None = None) -> Path:
     """Write ``out_base/<version>/`` (written to a temporary folder, then renamed); returns its path."""
+    if camera_model is not None and model_frame(camera_model) != model_frame(sdf_model):
+        raise UserError(f"the camera network predicts the pose of the {model_frame(camera_model)} frame, the SDF "
+                        f"network works in the {model_frame(sdf_model)} frame: export them with matching "
+                        "compat settings")
     out_base = Path(out_base)
     out_base.mkdir(parents=True, exist_ok=True)
     version = version or next_version(out_base)
@@ -95,8 +128,7 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
 
         archive.add_endpoint("camera", pose, input_signature=[image_spec])
         archive.add_endpoint("sdf_predicted_camera", sdf_predicted_camera, input_signature=[image_spec, points_spec])
-    info = {"image_size": size, "sdf_scale": sdf_model.sdf_scale, "variant": sdf_model.model_config.variant,
-            "has_camera": camera_model is not None}
+    info = model_description(sdf_model, camera_model)
     target = out_base / str(version)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_base))
     try:

@@ -47,6 +47,7 @@ MODES = ("coarse_to_fine", "dense")
 # so this cube is the box to reconstruct in. (The reference's [-0.5, 0.5]³ is a world-frame box:
 # ShapeNet objects fit it; normalised, they reach ±1.)
 NORMALISED_FRAME_BOUNDS = (-1.0, 1.0)
+WORLD_FRAME_BOUNDS = (-0.5, 0.5)  # the reference's test box, in ShapeNet's world frame (REFERENCE.md §4)
 
 
 @dataclass
@@ -210,10 +211,11 @@ def extract_mesh(
 
 def extract_fused_mesh(
     decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], maps: np.ndarray, resolution: int,
-    base_lipschitz: float, **grid_options
+    base_lipschitz: float, bounds=NORMALISED_FRAME_BOUNDS, **grid_options
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
-    """The zero level set of D²IM-Net's fused field in :data:`NORMALISED_FRAME_BOUNDS`, coarse-to-fine
-    cells certified with :func:`displaced_field_clearance`.
+    """The zero level set of D²IM-Net's fused field in the box ``bounds`` (default
+    :data:`NORMALISED_FRAME_BOUNDS`; :data:`WORLD_FRAME_BOUNDS` for a model working in the world frame),
+    coarse-to-fine cells certified with :func:`displaced_field_clearance`.
 
     ``decode(points [N, 3]) -> (fused [N], base [N])`` in the model's units; ``maps`` ``[S, S, 2]``
     the image's displacement maps (zeros for variants without); ``grid_options`` as :func:`extract_mesh`.
@@ -225,7 +227,7 @@ def extract_fused_mesh(
         fused, base = np.asarray(fused, np.float32), np.asarray(base, np.float32)
         return fused, displaced_field_clearance(fused, base, span, base_lipschitz)
 
-    return extract_mesh(sdf, resolution, NORMALISED_FRAME_BOUNDS, **grid_options)
+    return extract_mesh(sdf, resolution, bounds, **grid_options)
 
 
 def _coarse_to_fine_lattice(

@@ -10,12 +10,20 @@ centred on a white background. RGBA is composited on white, grey becomes RGB, a 
 padded with white to a centred square, then resized. A photo should therefore show the object
 roughly centred on a plain white background.
 
+Models imported from the authors' release (``d2im.json``: ``"image_reading": "reference"``) saw DISN's
+renders as the authors read them: the alpha channel dropped, so the transparent background reads
+black. Their images are prepared the same way: alpha dropped, grey becomes RGB, padding in black, then
+resized (a 224² render passes unchanged); the model itself reverses the channels to BGR.
+
 Frames: the SDF network works in the shape's normalised frame. With the model's camera network the
 predicted pose is that of the normalised frame (up to scale), so the mesh is in the normalised frame.
 With a given camera (a ``rendering_metadata.txt`` row, world frame) and the shape's norm params
 ``(cx, cy, cz, m)`` (default 0 0 0 1), the projection is folded with the normalisation
 (:func:`d2im_tf.models.camera_net.normalised_projection`) and the mesh is returned in the world
-frame, ``xyz·m + c``.
+frame, ``xyz·m + c``. An imported model (``"frame": "world"``) works in the world frame throughout, as
+the authors' code: a given camera is used as it is (the norm params are not needed), the camera network
+predicts the world frame's pose, the grid covers the reference's box [-0.5, 0.5]³, and the mesh is in
+the world frame either way (:attr:`Reconstruction.frame`).
 """
 from __future__ import annotations
 
@@ -31,11 +39,13 @@ from PIL import Image
 
 from d2im_tf import camera
 from d2im_tf.errors import UserError
-from d2im_tf.extraction import extract_fused_mesh
+from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS, WORLD_FRAME_BOUNDS, extract_fused_mesh
 from d2im_tf.models.camera_net import normalised_projection
 
 IDENTITY_NORM_PARAMS = np.array([0.0, 0.0, 0.0, 1.0])
 WHITE = 255
+BLACK = 0
+FRAME_BOUNDS = {"normalised": NORMALISED_FRAME_BOUNDS, "world": WORLD_FRAME_BOUNDS}
 
 
 def resolve_model_dir(path) -> Path:
@@ -50,20 +60,25 @@ def resolve_model_dir(path) -> Path:
     return max(versions, key=lambda p: int(p.name))
 
 
-def prepare_image(pixels: np.ndarray, image_size: int) -> np.ndarray:
-    """Any uint8 image ``[H, W]``, ``[H, W, 1|3|4]`` → float32 ``[S, S, 3]`` in [0, 1] (module docstring)."""
+def prepare_image(pixels: np.ndarray, image_size: int, reading: str = "white") -> np.ndarray:
+    """Any uint8 image ``[H, W]``, ``[H, W, 1|3|4]`` → float32 ``[S, S, 3]`` in [0, 1] (module docstring).
+
+    ``reading``: ``"white"`` composites RGBA on white and pads with white; ``"reference"`` drops the
+    alpha channel and pads with black, as the authors' OpenCV reading of DISN's renders.
+    """
     pixels = np.asarray(pixels)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.shape[-1] in (1, 2):  # grey, grey + alpha
         pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=-1), pixels[..., 1:]], axis=-1)
     rgb = pixels[..., :3].astype(np.float64)  # [H, W, 3]
-    if pixels.shape[-1] == 4:
+    background = BLACK if reading == "reference" else WHITE
+    if pixels.shape[-1] == 4 and reading != "reference":
         alpha = pixels[..., 3:].astype(np.float64) / 255.0  # [H, W, 1]
         rgb = rgb * alpha + WHITE * (1.0 - alpha)
     height, width = rgb.shape[:2]
     side = max(height, width)
-    square = np.full((side, side, 3), float(WHITE))
+    square = np.full((side, side, 3), float(background))
     top, left = (side - height) // 2, (side - width) // 2
     square[top : top + height, left : left + width] = rgb
     image = Image.fromarray(np.round(square).astype(np.uint8)).resize((image_size, image_size), Image.LANCZOS)
@@ -88,7 +103,8 @@ def view_row_from_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndar
 class Reconstruction(NamedTuple):
     """One reconstruction: the first three fields are ``(mesh, maps, timings)``.
 
-    ``mesh`` in the world frame for a given camera, else the normalised frame; ``maps`` float32
+    ``mesh`` in the world frame for a given camera, else the normalised frame (always the world frame
+    for a model that works in it), as ``frame`` says; ``maps`` float32
     ``[S, S, 2]`` (front, back displacement maps, SDF units); ``timings`` seconds per stage
     (``encode``, ``camera``, ``sdf_evaluation``, ``marching_cubes``); ``view`` the metadata row the
     mesh is seen from in the input (in the mesh's frame); ``image`` the network's input ``[S, S, 3]``.
@@ -99,6 +115,7 @@ class Reconstruction(NamedTuple):
     timings: dict
     view: np.ndarray
     image: np.ndarray
+    frame: str = "normalised"  # the mesh's frame: "world" or "normalised"
 
 
 class Reconstructor:
@@ -124,6 +141,10 @@ class Reconstructor:
         self.image_size = int(self.info["image_size"])
         self.sdf_scale = float(self.info["sdf_scale"])
         self.has_camera = bool(self.info["has_camera"])
+        self.frame = self.info.get("frame", "normalised")  # exports before the import-torch command
+        if self.frame not in FRAME_BOUNDS:
+            raise UserError(f"{info_path}: unknown frame {self.frame!r}")
+        self.image_reading = self.info.get("image_reading", "white")
         self.resolution, self.mode = resolution, mode
         self.initial_resolution = min(initial_resolution, resolution)
         ratio = resolution // self.initial_resolution
@@ -131,7 +152,9 @@ class Reconstructor:
             raise UserError(f"resolution {resolution}: coarse-to-fine needs {self.initial_resolution}·2^k "
                             "(e.g. 64, 128, 256), or use the dense mode")
         self.batch_points = batch_points
-        self.lipschitz = 2.0 * self.sdf_scale if lipschitz is None else lipschitz
+        if lipschitz is None:
+            lipschitz = float(self.info.get("lipschitz", 2.0 * self.sdf_scale))
+        self.lipschitz = lipschitz
 
     def require_camera(self, camera_row) -> None:
         """:class:`UserError` unless a view is given or the model can predict one."""
@@ -142,8 +165,10 @@ class Reconstructor:
         """Normalised-frame projection ``[1, 3, 4]`` for ``image [1, S, S, 3]``, and the input view's
         metadata row in the mesh's frame: from ``camera_row`` (+ ``norm_params``) or the camera net."""
         if camera_row is not None:
-            params = IDENTITY_NORM_PARAMS if norm_params is None else np.asarray(norm_params, float)
             world = camera.projection_from_metadata(camera_row, self.image_size)[None]  # [1, 3, 4]
+            if self.frame == "world":
+                return tf.constant(world, tf.float32), np.asarray(camera_row, float)
+            params = IDENTITY_NORM_PARAMS if norm_params is None else np.asarray(norm_params, float)
             projection = normalised_projection(world, params[None, :3], params[None, 3])
             return tf.cast(projection, tf.float32), np.asarray(camera_row, float)
         self.require_camera(camera_row)
@@ -153,7 +178,7 @@ class Reconstructor:
 
     def reconstruct(self, pixels: np.ndarray, camera_row=None, norm_params=None) -> Reconstruction:
         """Mesh of the object in ``pixels`` (any uint8 image, see :func:`prepare_image`)."""
-        image = prepare_image(pixels, self.image_size)  # [S, S, 3]
+        image = prepare_image(pixels, self.image_size, self.image_reading)  # [S, S, 3]
         batch = tf.constant(image[None])  # [1, S, S, 3]
         start = time.perf_counter()
         encoding = self.model.signatures["encode"](image=batch)  # global_code, maps, f0…f4
@@ -167,12 +192,15 @@ class Reconstructor:
             out = decode(points=tf.constant(points[None]), projection=projection, **encoding)
             return out["sdf"][0].numpy(), out["base"][0].numpy()
 
-        mesh, stats = extract_fused_mesh(decode_points, maps, self.resolution, self.lipschitz, mode=self.mode,
+        mesh, stats = extract_fused_mesh(decode_points, maps, self.resolution, self.lipschitz,
+                                         FRAME_BOUNDS[self.frame], mode=self.mode,
                                          initial_resolution=self.initial_resolution, batch_points=self.batch_points)
         stages = dict(stats.stage_seconds)
         timings["marching_cubes"] = stages.pop("marching_cubes")
         timings["sdf_evaluation"] = sum(stages.values())
-        if camera_row is not None and norm_params is not None:
+        frame = self.frame
+        if frame == "normalised" and camera_row is not None and norm_params is not None:
             params = np.asarray(norm_params, float)
             mesh.vertices = mesh.vertices * params[3] + params[:3]
-        return Reconstruction(mesh, maps, timings, view, image)
+            frame = "world"
+        return Reconstruction(mesh, maps, timings, view, image, frame)

@@ -17,6 +17,15 @@ test time without ground-truth normalisation; :func:`normalised_projection` fold
 normalisation into a world-frame P. The distance axis: ``camera.extrinsics`` gives
 t = diag(1, −1, −1)·(−CAM_ROTᵀ·(1.75·d, 0, 0)) = (0, 0, 1.75·d).
 
+Reference compatibility (``camera.compat: reference``, for the authors' ``CAMmodel.pt.tar`` imported
+with ``d2im import-torch``): VGG16 and the distance head as above, but heads *without* the ReLUs and
+with PyTorch's batch-norm ε (1e-5); the image is RGB and reversed to the authors' BGR first; the 6D
+output gives M = :func:`~d2im_tf.camera.rotation_from_6d` (b), which the authors use on row vectors
+(``[x y z 1] @ [[M], [t]]``), so the column-vector rotation is Mᵀ, and it is the pose of Blender's
+object frame: the network's ``rotation`` is Mᵀ·A (A = ShapeNet → Blender axis change,
+:data:`d2im_tf.camera.AXIS_CHANGE`), the pose of the **world** frame, and :meth:`CameraNet.projection`
+is the world-frame P = K·[Mᵀ | t]·A the authors build from it.
+
 Batch contract of ``fit`` (a dict, or a 1-tuple holding it): ``image`` [B, S, S, 3] float32 in [0, 1];
 ``points`` [B, N, 3] a point cloud of the shape; ``rotation`` [B, 3, 3] and ``translation`` [B, 3],
 the GT pose of the frame the points are in. Loss: :func:`d2im_tf.camera.camera_pointcloud_loss`.
@@ -66,23 +75,29 @@ class VGG16(keras.Model):
 
 
 class PoseHead(layers.Layer):
-    """Dense 512 → BN → ReLU → dense 256 → BN → ReLU → dense ``outputs``; ``[B, D]`` → ``[B, outputs]``."""
+    """Dense 512 → BN → ReLU → dense 256 → BN → ReLU → dense ``outputs``; ``[B, D]`` → ``[B, outputs]``.
 
-    def __init__(self, outputs: int, **kwargs):
+    ``reference=True``: the authors' head, no ReLUs and batch-norm ε = 1e-5 (PyTorch's).
+    """
+
+    def __init__(self, outputs: int, reference: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.outputs = outputs
+        self.reference = reference
+        epsilon = 1e-5 if reference else 1e-3
         self.hidden = [layers.Dense(512), layers.Dense(256)]
-        self.norms = [layers.BatchNormalization(), layers.BatchNormalization()]
+        self.norms = [layers.BatchNormalization(epsilon=epsilon), layers.BatchNormalization(epsilon=epsilon)]
         self.output_layer = layers.Dense(outputs, dtype="float32")
 
     def call(self, inputs, training=None):
         x = inputs
         for dense, norm in zip(self.hidden, self.norms):
-            x = keras.ops.relu(norm(dense(x), training=training))
+            x = norm(dense(x), training=training)
+            x = x if self.reference else keras.ops.relu(x)
         return self.output_layer(x)
 
     def get_config(self):
-        return {**super().get_config(), "outputs": self.outputs}
+        return {**super().get_config(), "outputs": self.outputs, "reference": self.reference}
 
 
 def translation_from_distance(distance):
@@ -129,18 +144,27 @@ class CameraNet(DistributableModel):
             raise ValueError(f"camera.backbone: {cfg.backbone!r} is not 'vgg16' or 'resnet18'")
         if cfg.translation not in ("distance", "full"):
             raise ValueError(f"camera.translation: {cfg.translation!r} is not 'distance' or 'full'")
-        self.rotation_head = PoseHead(6, name="rotation_head")
-        self.translation_head = PoseHead(1 if cfg.translation == "distance" else 3, name="translation_head")
+        self.reference = cfg.compat == "reference"
+        if self.reference and (cfg.backbone, cfg.translation) != ("vgg16", "distance"):
+            raise ValueError("camera.compat 'reference' needs camera.backbone 'vgg16' and camera.translation 'distance'")
+        self.rotation_head = PoseHead(6, self.reference, name="rotation_head")
+        self.translation_head = PoseHead(1 if cfg.translation == "distance" else 3, self.reference,
+                                         name="translation_head")
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def call(self, images, training=None):
+        if self.reference:
+            images = tf.reverse(images, axis=[-1])  # RGB → the authors' BGR
         embedding = self.backbone(images, training=training)["embedding"]  # [B, 1000]
         rotation_6d = self.rotation_head(embedding, training=training)  # [B, 6]
         translation = self.translation_head(embedding, training=training)  # [B, 1] or [B, 3]
         if self.camera_config.translation == "distance":
             translation = translation_from_distance(translation)
-        return {"rotation": camera.rotation_from_6d(rotation_6d), "translation": translation,
-                "rotation_6d": rotation_6d}
+        rotation = camera.rotation_from_6d(rotation_6d)  # [B, 3, 3]
+        if self.reference:  # row-vector M of Blender's object frame → column-vector pose of the world frame
+            axis_change = tf.constant(camera.AXIS_CHANGE[:3, :3], rotation.dtype)
+            rotation = tf.matmul(rotation, axis_change[None], transpose_a=True)
+        return {"rotation": rotation, "translation": translation, "rotation_6d": rotation_6d}
 
     def projection(self, outputs):
         """P = K·[R | t] ``[B, 3, 4]`` for world points, from the outputs of :meth:`call`."""

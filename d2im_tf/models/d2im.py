@@ -47,6 +47,21 @@ camera's viewing axis in the normalised frame is P[2, :3]/m; the third homogeneo
 projected point is its depth in world units. Front/back in training: front where the GT gradient's
 camera-frame z component (gradient · P[2, :3]/m) is negative.
 
+Reference compatibility (``model.compat: reference``, for weights imported from the authors' PyTorch
+release with ``d2im import-torch``): the network computes what the authors' ``D2IM_Net`` computes.
+
+* ``image`` is still RGB in [0, 1]; the model reverses the channels first (the authors read images with
+  OpenCV, BGR) and expects DISN's black background (:mod:`d2im_tf.reconstruct` prepares it).
+* ``points`` and ``projection`` are in ShapeNet's **world** frame (the authors feed world coordinates
+  and regress the normalised-frame SDF × 10 there), so every "normalised frame" above reads "world
+  frame" for such a model; its exported ``d2im.json`` says ``"frame": "world"``.
+* Displacements are read bilinearly (``grid_sample``, ``align_corners=False``, border) instead of by
+  the B-spline.
+* Test-time front/back split: one step ``d = front_offset·N(M⁻¹·(0, 0, 1))`` for all points, M = P[:, :3]
+  (the authors map the camera's z vector back with the full projection matrix, intrinsics included,
+  which gives the ray through the image's corner pixel rather than the optical axis); weight
+  w = ½ − ½·sign(f_B(p + d) − f_B(p)), fused f = f_B + w·f_DF + (1 − w)·f_DB.
+
 Inference: ``encode(images)`` once (global code, features, maps), then ``decode(encoding, points,
 projection)`` for any number of points; :meth:`D2IMNet.predict_sdf` chunks a large query (a 128³
 grid) through one compiled decode. ``projection`` is the caller's: from GT metadata or from the
@@ -67,7 +82,7 @@ from d2im_tf.losses import base_loss, laplacian_loss, laplacian_mask, sdf_loss
 from d2im_tf.models.decoders import DetailDecoder, GlobalLocalDecoder, ImplicitDecoder
 from d2im_tf.models.encoder import ResNet18
 from d2im_tf.models.base import DistributableModel, reducible_logs
-from d2im_tf.sampling import sample_bspline
+from d2im_tf.sampling import sample_bilinear, sample_bspline
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,13 @@ def camera_center(projection):
     return -tf.linalg.solve(projection[:, :, :3], projection[:, :, 3:])[..., 0]
 
 
+def reference_front_step(projection, offset: float):
+    """The authors' test-time front/back step ``[B, 3]``: ``offset·N(M⁻¹·(0, 0, 1))``, M = P[:, :3]."""
+    direction = tf.linalg.solve(projection[:, :, :3], tf.tile(tf.constant([[[0.0], [0.0], [1.0]]]),
+                                                               [tf.shape(projection)[0], 1, 1]))[..., 0]
+    return offset * tf.math.l2_normalize(direction, axis=-1)
+
+
 def front_from_gradients(gradients, projection):
     """Training split ``[B, N]`` bool: the GT gradient ``[B, N, 3]`` points towards the camera (z < 0)."""
     return tf.reduce_sum(gradients * viewing_axis(projection)[:, None, :], axis=-1) < 0.0
@@ -125,6 +147,7 @@ class D2IMNet(DistributableModel):
         self.sdf_scale = float(sdf_scale)
         self.spec = VARIANT_SPECS[self.model_config.variant]
         cfg = self.model_config
+        self.reference = cfg.compat == "reference"
         self.focal = camera.focal_pixels(cfg.image_size)
         self.encoder = ResNet18(cfg.encoder_width, cfg.global_dim, name="encoder")
         self.code_norm = {"none": None, "batch": keras.layers.BatchNormalization(momentum=0.9, name="code_norm"),
@@ -145,6 +168,8 @@ class D2IMNet(DistributableModel):
     def encode(self, images, training=None):
         """``images`` ``[B, S, S, 3]`` → dict: ``global_code`` [B, G], ``features`` [f0…f4], and
         ``maps`` [B, S, S, 2] (front, back; back ≡ 0 for noback) when the variant has a detail decoder."""
+        if self.reference:
+            images = tf.reverse(images, axis=[-1])  # RGB → the authors' BGR
         encoded = self.encoder(images, training=training)
         code = encoded["global_code"]  # [B, G]
         if self.code_norm is not None:
@@ -191,6 +216,8 @@ class D2IMNet(DistributableModel):
         projection = tf.cast(projection, tf.float32)
         uv, depth = camera.project(points, projection)  # [B, N, 2], [B, N]
         base = self.base_field(encoding, points, projection)  # [B, N]
+        if self.reference and gradients is None:
+            return self._reference_decode(encoding, points, projection, uv, depth, base)
         if gradients is not None:
             front = front_from_gradients(tf.cast(gradients, tf.float32), projection)
         elif "maps" in encoding:
@@ -198,11 +225,22 @@ class D2IMNet(DistributableModel):
         else:
             front = tf.zeros_like(base, dtype=tf.bool)
         if "maps" in encoding:
-            displacements = sample_bspline(encoding["maps"], uv)  # [B, N, 2]
+            sample = sample_bilinear if self.reference else sample_bspline
+            displacements = sample(encoding["maps"], uv)  # [B, N, 2]
             displacement = tf.where(front, displacements[..., 0], displacements[..., 1])
         else:
             displacement = tf.zeros_like(base)
         return {"sdf": base + displacement, "base": base, "displacement": displacement, "front": front,
+                "depth": depth, "uv": uv}
+
+    def _reference_decode(self, encoding, points, projection, uv, depth, base):
+        """The authors' test-time fusion (module docstring): one step for all points, weights ½ on ties."""
+        step = reference_front_step(projection, self.model_config.front_offset)  # [B, 3]
+        ahead = self.base_field(encoding, points + step[:, None, :], projection)  # [B, N]
+        weight = 0.5 - 0.5 * tf.sign(ahead - base)  # [B, N]: 1 front, 0 back
+        displacements = sample_bilinear(encoding["maps"], uv)  # [B, N, 2]
+        displacement = weight * displacements[..., 0] + (1.0 - weight) * displacements[..., 1]
+        return {"sdf": base + displacement, "base": base, "displacement": displacement, "front": weight > 0.5,
                 "depth": depth, "uv": uv}
 
     def call(self, inputs, training=None):

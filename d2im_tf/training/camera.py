@@ -6,8 +6,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from d2im_tf.config import Config
+from d2im_tf.config import Config, ConfigError
 from d2im_tf.data.pipeline import CameraDataset
+from d2im_tf.import_torch import load_backbone_weights, require_weights_file
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.training.loop import load_run_config, restore_weights, run_training, save_run_config, schedule_for
 
@@ -31,13 +32,23 @@ def load_camera_model(run_dir) -> CameraNet:
 
 def train_camera(config: Config, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
                progress: bool = True) -> CameraNet:
-    """Train the camera network of ``config`` under the current ``tf.distribute`` strategy."""
+    """Train the camera network of ``config`` under the current ``tf.distribute`` strategy.
+
+    ``camera.backbone_weights`` (torchvision's ImageNet VGG16 or ResNet18 file) initialises the backbone.
+    """
+    if config.camera.compat != "none":
+        raise ConfigError("camera.compat: 'reference' is for weights imported with `d2im import-torch`; "
+                          "training uses this project's conventions (set camera.compat=none)")
+    if config.camera.backbone_weights:  # before the data and the model are prepared
+        require_weights_file("camera.backbone_weights", config.camera.backbone_weights)
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
     data = CameraDataset(config, "train")
     batch = config.camera.batch_size
     schedule = schedule_for(config, len(data), batch, config.camera.epochs)
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_camera_model(config)
+        if config.camera.backbone_weights:
+            load_backbone_weights(model, config.camera.backbone_weights)
     save_run_config(config, config.camera.out_dir)
     run_training(model, lambda start: data.dataset(batch, start=start), schedule, Path(config.camera.out_dir),
                  resume=resume, description="training camera", progress=progress)

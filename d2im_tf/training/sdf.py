@@ -13,8 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from d2im_tf import camera
-from d2im_tf.config import Config
+from d2im_tf.config import Config, ConfigError
 from d2im_tf.data.pipeline import ShapeDataset, has_split
+from d2im_tf.import_torch import load_encoder_weights, require_weights_file
 from d2im_tf.losses import map_laplacian, normal_divergence
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.training.callbacks import ImageLogger
@@ -104,7 +105,16 @@ def diagnostic_images(model: D2IMNet, batch: dict) -> dict:
 
 def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
                progress: bool = True) -> D2IMNet:
-    """Train the SDF network of ``config`` under the current ``tf.distribute`` strategy."""
+    """Train the SDF network of ``config`` under the current ``tf.distribute`` strategy.
+
+    ``model.encoder_weights`` (torchvision's ImageNet ResNet18 file) initialises the encoder, as the
+    reference starts; a resumed run then restores its checkpoint over it.
+    """
+    if config.model.compat != "none":
+        raise ConfigError("model.compat: 'reference' is for weights imported with `d2im import-torch`; "
+                          "training uses this project's conventions (set model.compat=none)")
+    if config.model.encoder_weights:  # before the data and the model are prepared
+        require_weights_file("model.encoder_weights", config.model.encoder_weights)
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
     data = ShapeDataset(config, "train")
     batch = config.train.batch_size
@@ -112,6 +122,8 @@ def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, re
     example = next(iter(data.dataset(batch_size=min(batch, 4), repeat=True)))
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_sdf_model(config, schedule.total_steps)
+        if config.model.encoder_weights:
+            load_encoder_weights(model, config.model.encoder_weights)
     save_run_config(config, config.train.out_dir)
 
     def extra_callbacks(writer):
