@@ -9,7 +9,8 @@ import tensorflow as tf
 from d2im_tf.config import Config
 from d2im_tf.data.pipeline import CameraDataset
 from d2im_tf.models.camera_net import CameraNet
-from d2im_tf.training.loop import load_run_config, restore_weights, run_training, save_run_config, schedule_for
+from d2im_tf.training.loop import (load_run_config, prepare_run, restore_weights, run_training, save_run_config,
+                                   schedule_for)
 
 
 def build_camera_model(config: Config) -> CameraNet:
@@ -32,6 +33,7 @@ def load_camera_model(run_dir) -> CameraNet:
 def train_camera(config: Config, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
                progress: bool = True) -> CameraNet:
     """Train the camera network of ``config`` under the current ``tf.distribute`` strategy."""
+    prepare_run(config, "camera", resume)
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
     data = CameraDataset(config, "train")
     batch = config.camera.batch_size

@@ -24,7 +24,7 @@ import tensorflow as tf
 import yaml
 
 from d2im_tf.config import Config, load_config
-from d2im_tf.data.disn_format import atomic_path
+from d2im_tf.data.disn_format import atomic_path, check_output_dir
 from d2im_tf.distribute import is_chief, worker_id
 from d2im_tf.errors import UserError
 from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, current_step
@@ -86,6 +86,60 @@ def load_run_config(run_dir) -> Config:
     return load_config(path)
 
 
+# The config keys that shape each network's weights: a resumed run must keep them.
+NETWORK_KEYS = {
+    "sdf": ("model.variant", "model.image_size", "model.encoder_width", "model.global_dim",
+            "model.decoder_widths", "model.detail_channels"),
+    "camera": ("camera.backbone", "camera.translation", "camera.image_size", "camera.width"),
+}
+
+
+def check_run_folder(config: Config, out_dir, network: str, resume: bool) -> None:
+    """Refuse, before anything is written, a run that would damage an earlier one.
+
+    ``out_dir`` must be a usable folder; if it holds checkpoints, ``resume`` is required, and then the
+    config's ``network`` (``"sdf"`` or ``"camera"``) must be the one the run was trained with.
+    """
+    out_dir = check_output_dir(out_dir, "run folder")
+    latest = tf.train.latest_checkpoint(str(out_dir / "checkpoints"))
+    if latest is None:
+        return
+    if not resume:
+        raise UserError(f"{out_dir / 'checkpoints'}: holds checkpoints of an earlier run; pass --resume to "
+                        "continue it or choose another output folder")
+    earlier = load_run_config(out_dir)
+    for key in NETWORK_KEYS[network]:
+        if earlier.get(key) != config.get(key):
+            raise UserError(f"{out_dir / 'config.yaml'}: the run was trained with {key}={earlier.get(key)}, the "
+                            f"config now says {config.get(key)}; --resume needs the same network")
+
+
+def prepare_run(config: Config, network: str, resume: bool, splits=("train",)) -> None:
+    """Everything a run checks before its first write: the run folder (:func:`check_run_folder`) and
+    the shapes of ``splits`` it will read (:func:`d2im_tf.data.check.validate_for_training`)."""
+    from d2im_tf.data.check import validate_for_training
+
+    out_dir = config.train.out_dir if network == "sdf" else config.camera.out_dir
+    check_run_folder(config, out_dir, network, resume)
+    validate_for_training(config, network, splits)
+
+
+def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
+    """Restore ``path`` into ``checkpoint``; a :class:`UserError` naming it if it is damaged or holds
+    another network."""
+    try:
+        status = checkpoint.restore(path)
+        if partial:
+            status.expect_partial()  # the optimiser's slots are not needed
+        status.assert_existing_objects_matched()
+    except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: damaged or incomplete checkpoint ({reason})") from None
+    except (AssertionError, ValueError, tf.errors.OpError):
+        raise UserError(f"{path}: does not match the network of {Path(path).parents[1] / 'config.yaml'} "
+                        "(a checkpoint of the other network, SDF or camera, or of another config?)") from None
+
+
 def training_checkpoint(model: keras.Model, with_optimizer: bool = True) -> tf.train.Checkpoint:
     """The checkpoint of a model: every weight of ``model.weights``, and the optimiser's variables.
 
@@ -99,14 +153,19 @@ def training_checkpoint(model: keras.Model, with_optimizer: bool = True) -> tf.t
     return tf.train.Checkpoint(weights=list(model.weights))
 
 
-def restore_weights(model: keras.Model, run_dir) -> str:
-    """Load the model's weights (not the optimiser) from a run's latest checkpoint; returns its path."""
+def require_checkpoint(run_dir) -> str:
+    """The latest checkpoint of a finished or interrupted run (its config must load too)."""
+    load_run_config(run_dir)
     latest = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
     if latest is None:
         raise UserError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint found")
-    status = training_checkpoint(model, with_optimizer=False).restore(latest)
-    status.expect_partial()  # the optimiser's slots are not needed
-    status.assert_existing_objects_matched()
+    return latest
+
+
+def restore_weights(model: keras.Model, run_dir) -> str:
+    """Load the model's weights (not the optimiser) from a run's latest checkpoint; returns its path."""
+    latest = require_checkpoint(run_dir)
+    _restore(training_checkpoint(model, with_optimizer=False), latest, partial=True)
     return latest
 
 
@@ -123,7 +182,7 @@ def restore_latest(model: keras.Model, out_dir: Path, resume: bool) -> tf.train.
         if not resume:
             raise UserError(f"{kept}: holds checkpoints of an earlier run; pass --resume to continue it "
                             "or choose another output folder")
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        _restore(checkpoint, latest, partial=False)
     return tf.train.CheckpointManager(checkpoint, str(checkpoint_dir(out_dir)), max_to_keep=3)
 
 

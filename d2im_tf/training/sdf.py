@@ -19,7 +19,8 @@ from d2im_tf.losses import map_laplacian, normal_divergence
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.training.callbacks import ImageLogger
 from d2im_tf.training.previews import PreviewCallback
-from d2im_tf.training.loop import load_run_config, restore_weights, run_training, save_run_config, schedule_for
+from d2im_tf.training.loop import (load_run_config, prepare_run, restore_weights, run_training, save_run_config,
+                                   schedule_for)
 
 
 def _dummy_batch(config: Config) -> dict:
@@ -84,6 +85,7 @@ def diagnostic_images(model: D2IMNet, batch: dict) -> dict:
 def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
                progress: bool = True) -> D2IMNet:
     """Train the SDF network of ``config`` under the current ``tf.distribute`` strategy."""
+    prepare_run(config, "sdf", resume, ("train", "test") if has_split(config, "test") else ("train",))
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
     data = ShapeDataset(config, "train")
     batch = config.train.batch_size
