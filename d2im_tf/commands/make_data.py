@@ -83,9 +83,22 @@ def run(args) -> int:
     from d2im_tf.data import generate
     from d2im_tf.data.disn_format import atomic_path
 
+    made = [] if out.exists() else [out, *[p for p in out.parents if not p.exists()]]  # folders this run creates
     with atomic_path(out / RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        _generate(args, generate)
+    except UserError:
+        if [p.name for p in out.iterdir()] == [RECORD]:  # refused before any shape was written
+            (out / RECORD).unlink()
+            for folder in made:
+                folder.rmdir()
+        raise
+    print(f"wrote {args.out}")
+    return 0
 
+
+def _generate(args, generate) -> None:
     settings = generate.Settings(out=Path(args.out), views=args.views, image_size=args.image_size,
                                  samples=args.samples, seed=args.seed, resolution=args.resolution)
     if args.from_meshes:
@@ -98,5 +111,3 @@ def run(args) -> int:
     else:
         generate.make_synthetic(settings, args.categories, args.shapes_per_category, args.workers,
                                 args.test_fraction)
-    print(f"wrote {args.out}")
-    return 0

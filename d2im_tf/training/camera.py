@@ -9,8 +9,7 @@ import tensorflow as tf
 from d2im_tf.config import Config
 from d2im_tf.data.pipeline import CameraDataset
 from d2im_tf.models.camera_net import CameraNet
-from d2im_tf.training.loop import (load_run_config, prepare_run, restore_weights, run_training, save_run_config,
-                                   schedule_for)
+from d2im_tf.training.loop import load_run_config, prepare_run, restore_weights, run_training, schedule_for
 
 
 def build_camera_model(config: Config) -> CameraNet:
@@ -40,7 +39,6 @@ def train_camera(config: Config, strategy: tf.distribute.Strategy | None = None,
     schedule = schedule_for(config, len(data), batch, config.camera.epochs)
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_camera_model(config)
-    save_run_config(config, config.camera.out_dir)
     run_training(model, lambda start: data.dataset(batch, start=start), schedule, Path(config.camera.out_dir),
-                 resume=resume, description="training camera", progress=progress)
+                 resume=resume, description="training camera", progress=progress, config=config)
     return model

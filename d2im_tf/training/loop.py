@@ -132,9 +132,9 @@ def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
         if partial:
             status.expect_partial()  # the optimiser's slots are not needed
         status.assert_existing_objects_matched()
-    except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError) as error:
+    except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError, IndexError, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: damaged or incomplete checkpoint ({reason})") from None
+        raise UserError(f"{path}: damaged or incomplete checkpoint ({reason[:200]})") from None
     except (AssertionError, ValueError, tf.errors.OpError):
         raise UserError(f"{path}: does not match the network of {Path(path).parents[1] / 'config.yaml'} "
                         "(a checkpoint of the other network, SDF or camera, or of another config?)") from None
@@ -195,14 +195,19 @@ def run_training(
     extra_callbacks: Callable[[tf.summary.SummaryWriter | None], list] = lambda writer: [],
     description: str = "training",
     progress: bool = True,
+    config: Config | None = None,
 ) -> int:
     """Train ``model`` (built and compiled) to ``schedule.total_steps``; returns the final step.
 
-    ``make_dataset(start)`` gives the batched stream from element ``start``. Raises
-    :class:`TrainingDiverged` on a NaN/Inf loss, after which the newest checkpoint is the last good one.
+    ``make_dataset(start)`` gives the batched stream from element ``start``. ``config`` is recorded as
+    ``OUT/config.yaml`` once the checkpoint (if resuming) has been restored, so a refused run leaves
+    the earlier one as it was. Raises :class:`TrainingDiverged` on a NaN/Inf loss, after which the
+    newest checkpoint is the last good one.
     """
     out_dir = Path(out_dir)
     manager = restore_latest(model, out_dir, resume)
+    if config is not None:
+        save_run_config(config, out_dir)
     guard = GuardedCheckpoint(manager, schedule.checkpoint_every)
     callbacks: list = [guard]
     writer = None

@@ -19,8 +19,7 @@ from d2im_tf.losses import map_laplacian, normal_divergence
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.training.callbacks import ImageLogger
 from d2im_tf.training.previews import PreviewCallback
-from d2im_tf.training.loop import (load_run_config, prepare_run, restore_weights, run_training, save_run_config,
-                                   schedule_for)
+from d2im_tf.training.loop import load_run_config, prepare_run, restore_weights, run_training, schedule_for
 
 
 def _dummy_batch(config: Config) -> dict:
@@ -93,7 +92,6 @@ def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, re
     example = next(iter(data.dataset(batch_size=min(batch, 4), repeat=True)))
     with (strategy or tf.distribute.get_strategy()).scope():
         model = build_sdf_model(config)
-    save_run_config(config, config.train.out_dir)
 
     def extra_callbacks(writer):
         if writer is None:  # not the chief
@@ -104,5 +102,5 @@ def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, re
 
     run_training(model, lambda start: data.dataset(batch, start=start), schedule, Path(config.train.out_dir),
                  resume=resume, extra_callbacks=extra_callbacks, description=f"training {config.model.variant}",
-                 progress=progress)
+                 progress=progress, config=config)
     return model
