@@ -305,6 +305,10 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "reconstruct-unreadable-image": (lambda fx: do((fx.ws / "x.png").write_text("not an image"),
                                                    reconstruct(fx, "--camera", VIEW, images=[fx.ws / "x.png"])), 2,
                                      "x.png: not a readable image"),
+    "reconstruct-image-missing": (lambda fx: reconstruct(fx, "--camera", VIEW, images=[fx.ws / "none.png"]), 2,
+                                  "none.png: file not found"),
+    "reconstruct-image-is-folder": (lambda fx: reconstruct(fx, "--camera", VIEW, images=[fx.ws]), 2,
+                                    "ws: is a folder, not an image"),
     # --- evaluate (fails before the bundled default model loads) ---
     "evaluate-max-shapes-negative": (lambda fx: evaluate(fx, "--max-shapes", "-1"), 2,
                                      "--max-shapes must be at least 1, got -1"),

@@ -97,7 +97,7 @@ def test_check_data_lists_every_problem(dataset):
     dataset.metadata_path("03001627", "s3").write_text("[1, 2, 3]\n")
     result = d2im("check-data", str(dataset.root), "--no-progress")
     assert result.returncode == 2
-    problems = [line.strip() for line in result.stdout.splitlines() if line.startswith("  /")]
+    problems = [line.strip() for line in result.stdout.split("problems: ", 1)[1].splitlines()[1:]]
     assert len(problems) == 3
     assert any(p.startswith(str(dataset.image_path("03001627", "s1", 1))) and "not a readable image" in p for p in problems)
     assert any(p.startswith(str(dataset.normal_path("04379243", "t1", 0))) and "file not found" in p for p in problems)
