@@ -47,7 +47,7 @@ def version_folder(out_base, version: int | None = None) -> Path:
     :class:`UserError` if the version is not a positive integer, is taken, or ``out_base`` is unusable.
     Creates nothing."""
     out_base = check_output_dir(out_base, "model folder")
-    if version is not None and (isinstance(version, bool) or int(version) != version or version < 1):
+    if version is not None and version < 1:
         raise UserError(f"--version must be a positive integer (TF Serving's layout), got {version}")
     target = out_base / str(version or next_version(out_base))
     if target.exists():
@@ -66,11 +66,11 @@ def remove_stale_staging(out_base: Path) -> None:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
+    except PermissionError:  # it exists, under another user
+        pass
     return True
 
 

@@ -36,8 +36,6 @@ from d2im_tf.models.camera_net import normalised_projection
 
 IDENTITY_NORM_PARAMS = np.array([0.0, 0.0, 0.0, 1.0])
 WHITE = 255
-# The model shipped in the repository: the default of ``d2im reconstruct`` and ``d2im evaluate``.
-BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "saved_models" / "d2im_synthetic"
 MAX_RESOLUTION = 1024  # marching-cubes cells per side; 1024³ is already ~4 GB of float32 SDF values
 
 

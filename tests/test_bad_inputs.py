@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -412,9 +413,12 @@ def test_bad_input(row, shared, tmp_path, capsys):
     assert argv, "the row's setup must return the arguments"
     before = snapshot(fx.ws, fx.toy, fx.sdf_run, fx.camera_run, fx.model.parent)
     capsys.readouterr()
-    code = main(argv)
+    with warnings.catch_warnings(record=True) as caught:  # a Python warning would be a second stderr line
+        warnings.simplefilter("always")
+        code = main(argv)
     out, err = capsys.readouterr()
     assert code == expected_code, out + err
+    assert not caught, [str(w.message) for w in caught]
     assert phrase in out + err
     if expected_code == 2:
         assert len(err.strip().splitlines()) == 1, err  # one line, no traceback

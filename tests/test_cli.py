@@ -50,6 +50,15 @@ def test_only_tensorflow_log_lines_below_the_level_are_hidden():
     assert all(shown(line, 0) for line in (info, error, ours, ABSL_PREAMBLE))
 
 
+def test_parsing_any_subcommand_leaves_tensorflow_unloaded():
+    """So ``--help`` is fast and TF's start-up can still be quietened after the arguments are read."""
+    script = ("import sys; from d2im_tf.cli import COMMANDS, build_parser\n"
+              "for name in COMMANDS: build_parser(name)\n"
+              "assert 'tensorflow' not in sys.modules, name")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def test_info_bad_key_is_one_line_and_exit_2():
     result = d2im("info", "--set", "model.imagesize=64")
     assert result.returncode == 2

@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 FORMATS = ("obj", "ply", "glb")
+# The model shipped in the repository: the default of ``d2im reconstruct`` and ``d2im evaluate``.
+BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "saved_models" / "d2im_synthetic"
 
 
 def model_argument(parser) -> None:
     """``--model``, defaulting to the bundled model (shared with ``d2im evaluate``)."""
-    from d2im_tf.reconstruct import BUNDLED_MODEL
-
     parser.add_argument("--model", default=str(BUNDLED_MODEL),
                         help="SavedModel folder: saved_models/<name> (latest version) or saved_models/<name>/<version> "
                              f"(default: the bundled model, {BUNDLED_MODEL})")

@@ -239,8 +239,10 @@ def open_image(path) -> Image.Image:
 def image_pixels(path) -> str:
     """``"W×H"`` from an image's header (for messages), or ``"?"``."""
     try:
-        with Image.open(path) as image:
-            return f"{image.width}×{image.height}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return f"{image.width}×{image.height}"
     except Exception:  # a header too broken to tell
         return "?"
 

@@ -94,6 +94,11 @@ NETWORK_KEYS = {
 }
 
 
+def _earlier_run(checkpoints: Path) -> UserError:
+    return UserError(f"{checkpoints}: holds checkpoints of an earlier run; pass --resume to continue it "
+                     "or choose another output folder")
+
+
 def check_run_folder(config: Config, out_dir, network: str, resume: bool) -> None:
     """Refuse, before anything is written, a run that would damage an earlier one.
 
@@ -105,8 +110,7 @@ def check_run_folder(config: Config, out_dir, network: str, resume: bool) -> Non
     if latest is None:
         return
     if not resume:
-        raise UserError(f"{out_dir / 'checkpoints'}: holds checkpoints of an earlier run; pass --resume to "
-                        "continue it or choose another output folder")
+        raise _earlier_run(out_dir / "checkpoints")
     earlier = load_run_config(out_dir)
     for key in NETWORK_KEYS[network]:
         if earlier.get(key) != config.get(key):
@@ -180,8 +184,7 @@ def restore_latest(model: keras.Model, out_dir: Path, resume: bool) -> tf.train.
     latest = tf.train.latest_checkpoint(str(kept))
     if latest:
         if not resume:
-            raise UserError(f"{kept}: holds checkpoints of an earlier run; pass --resume to continue it "
-                            "or choose another output folder")
+            raise _earlier_run(kept)
         _restore(checkpoint, latest, partial=False)
     return tf.train.CheckpointManager(checkpoint, str(checkpoint_dir(out_dir)), max_to_keep=3)
 
