@@ -223,7 +223,11 @@ def open_image(path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
-            image.load()
+            try:
+                image.load()
+            except BaseException:
+                image.close()
+                raise
         return image
     except FileNotFoundError:
         raise DataError(path, "file not found") from None

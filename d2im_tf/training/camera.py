@@ -32,7 +32,7 @@ def load_camera_model(run_dir) -> CameraNet:
 def train_camera(config: Config, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
                progress: bool = True) -> CameraNet:
     """Train the camera network of ``config`` under the current ``tf.distribute`` strategy."""
-    prepare_run(config, "camera", resume)
+    prepare_run(config, "camera", resume, progress=progress)
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
     data = CameraDataset(config, "train")
     batch = config.camera.batch_size

@@ -118,30 +118,33 @@ def check_run_folder(config: Config, out_dir, network: str, resume: bool) -> Non
                             f"config now says {config.get(key)}; --resume needs the same network")
 
 
-def prepare_run(config: Config, network: str, resume: bool, splits=("train",)) -> None:
+def prepare_run(config: Config, network: str, resume: bool, splits=("train",), progress: bool = False) -> None:
     """Everything a run checks before its first write: the run folder (:func:`check_run_folder`) and
     the shapes of ``splits`` it will read (:func:`d2im_tf.data.check.validate_for_training`)."""
     from d2im_tf.data.check import validate_for_training
 
     out_dir = config.train.out_dir if network == "sdf" else config.camera.out_dir
     check_run_folder(config, out_dir, network, resume)
-    validate_for_training(config, network, splits)
+    validate_for_training(config, network, splits, progress)
 
 
-def _restore(checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
-    """Restore ``path`` into ``checkpoint``; a :class:`UserError` naming it if it is damaged or holds
-    another network."""
+def _restore(model: keras.Model, checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
+    """Restore ``path`` into ``checkpoint`` (of ``model``); a :class:`UserError` naming it if it is
+    damaged or holds another network (compared weight by weight first, so nothing is half-restored)."""
     try:
+        saved = {name: shape for name, shape in tf.train.list_variables(path) if name.startswith("weights/")}
+        expected = {f"weights/{i}/.ATTRIBUTES/VARIABLE_VALUE": list(w.shape) for i, w in enumerate(model.weights)}
+        if saved != expected:
+            raise UserError(f"{path}: its {len(saved)} weights do not match the {len(expected)} of the network in "
+                            f"{Path(path).parents[1] / 'config.yaml'} (a checkpoint of the other network, SDF or "
+                            "camera, or of another config?)")
         status = checkpoint.restore(path)
         if partial:
             status.expect_partial()  # the optimiser's slots are not needed
         status.assert_existing_objects_matched()
-    except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError, IndexError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: damaged or incomplete checkpoint ({reason[:200]})") from None
-    except (AssertionError, ValueError, tf.errors.OpError):
-        raise UserError(f"{path}: does not match the network of {Path(path).parents[1] / 'config.yaml'} "
-                        "(a checkpoint of the other network, SDF or camera, or of another config?)") from None
+    except (tf.errors.OpError, IndexError, OSError, ValueError, AssertionError) as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise UserError(f"{path}: damaged or incomplete checkpoint ({reason})") from None
 
 
 def training_checkpoint(model: keras.Model, with_optimizer: bool = True) -> tf.train.Checkpoint:
@@ -169,7 +172,7 @@ def require_checkpoint(run_dir) -> str:
 def restore_weights(model: keras.Model, run_dir) -> str:
     """Load the model's weights (not the optimiser) from a run's latest checkpoint; returns its path."""
     latest = require_checkpoint(run_dir)
-    _restore(training_checkpoint(model, with_optimizer=False), latest, partial=True)
+    _restore(model, training_checkpoint(model, with_optimizer=False), latest, partial=True)
     return latest
 
 
@@ -185,7 +188,7 @@ def restore_latest(model: keras.Model, out_dir: Path, resume: bool) -> tf.train.
     if latest:
         if not resume:
             raise _earlier_run(kept)
-        _restore(checkpoint, latest, partial=False)
+        _restore(model, checkpoint, latest, partial=False)
     return tf.train.CheckpointManager(checkpoint, str(checkpoint_dir(out_dir)), max_to_keep=3)
 
 

@@ -84,7 +84,7 @@ def diagnostic_images(model: D2IMNet, batch: dict) -> dict:
 def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
                progress: bool = True) -> D2IMNet:
     """Train the SDF network of ``config`` under the current ``tf.distribute`` strategy."""
-    prepare_run(config, "sdf", resume, ("train", "test") if has_split(config, "test") else ("train",))
+    prepare_run(config, "sdf", resume, ("train", "test") if has_split(config, "test") else ("train",), progress)
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
     data = ShapeDataset(config, "train")
     batch = config.train.batch_size
