@@ -86,7 +86,8 @@ class _ShapeResult:
     metadata_path: object = None
     short_metadata: bool = False  # fewer camera lines than renders (reported already)
     problems: list = field(default_factory=list)
-    has_extras: bool | None = None  # None: samples unreadable
+    has_extras: bool | None = None  # pc_gradients and density both present; None: samples unreadable
+    lacks_needed: bool = False  # lacks pc_gradients or density that the requirements ask for
 
 
 def _png_size(path, problems: list, what: str):
@@ -148,6 +149,8 @@ def _check_shape(layout: fmt.DatasetLayout, category: str, shape: str, needs: Re
         problems.append(str(error))
         return result
     result.has_extras = samples.gradients is not None and samples.density is not None
+    result.lacks_needed = ((needs.gradients and samples.gradients is None)
+                           or (needs.density and samples.density is None))
     count = len(samples.samples)
     if count < needs.points:
         problems.append(f"{samples_path}: {count} SDF samples, fewer than the {needs.points} drawn per "
@@ -208,8 +211,8 @@ def check_dataset(layout: fmt.DatasetLayout, progress: bool = True, needs: Requi
         if result.has_extras is not None:
             report.samples_checked += 1
             report.samples_with_extras += result.has_extras
-            lacking += not result.has_extras
-    if lacking and (needs.gradients or needs.density):
+            lacking += result.lacks_needed
+    if lacking:
         report.problems.append(f"{layout.root / 'SDF_v1'}: {lacking} of {report.samples_checked} ori_sample.h5 "
                                f"files lack pc_gradients/density, which training needs; run `d2im preprocess "
                                f"{layout.root}`")
