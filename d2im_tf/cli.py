@@ -4,13 +4,13 @@ One subcommand per module of :mod:`d2im_tf.commands`.
 
 Subcommand modules are imported only when run, so ``d2im --help`` is fast and a subcommand's heavy
 dependencies (TensorFlow, trimesh) load only when needed. Errors a user can fix (a bad file, a bad
-config key) print one line and exit with code 2.
+config key) print one line and exit with code 2. TensorFlow's own log lines are hidden unless
+``--verbose`` is given or ``TF_CPP_MIN_LOG_LEVEL`` is set (:mod:`d2im_tf.quiet`).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 # name: (module under d2im_tf.commands, one-line help)
@@ -35,22 +35,31 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module)
+        sub.add_argument("-v", "--verbose", action="store_true",
+                         help="show TensorFlow's own log messages (hidden by default; TF_CPP_MIN_LOG_LEVEL is honoured)")
         if name == selected:
             importlib.import_module(f"d2im_tf.commands.{module}").configure(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    from d2im_tf.errors import UserError
+    from d2im_tf.errors import UserError, wrapped_user_error
+    from d2im_tf.quiet import quiet_tensorflow
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter hides our output
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
+    quiet_tensorflow(args.verbose)  # before any subcommand imports TensorFlow
     module = importlib.import_module(f"d2im_tf.commands.{args._module}")
     try:
         return int(module.run(args) or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a UserError raised inside a TensorFlow input pipeline comes back wrapped
+        message = wrapped_user_error(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,12 +1,13 @@
 """Typed configuration: dataclasses loaded from YAML with ``section.key=value`` overrides.
 
 ``configs/default.yaml`` holds the paper's settings and ``configs/tiny.yaml`` a small one for tests.
-Every YAML key and every override must name an existing field and carry a value of its type: an
-unknown key or a wrong type raises :class:`ConfigError` naming the key.
+Every YAML key and every override must name an existing field and carry a value of its type and
+range: an unknown key, a wrong type or a value out of range raises :class:`ConfigError` naming the key.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
+        """Choices and ranges; a :class:`ConfigError` naming the first key that is out of range."""
         if self.model.variant not in VARIANTS:
             raise ConfigError(f"model.variant: {self.model.variant!r} is not one of {', '.join(VARIANTS)}")
         if self.camera.backbone not in ("vgg16", "resnet18"):
@@ -130,10 +132,54 @@ class Config:
         if self.model.compat == "reference" and (self.model.code_norm != "none" or self.model.point_frequencies):
             raise ConfigError("model.compat: 'reference' is the authors' network: model.code_norm must be 'none' "
                               "and model.point_frequencies 0")
+        for key, low in _MINIMUM.items():
+            value = self.get(key)
+            items = value if isinstance(value, list) else [value]
+            if not items:
+                raise ConfigError(f"{key}: must not be empty")
+            if any(item < low for item in items):
+                raise ConfigError(f"{key}: must be at least {low}, got {value}")
+        for key in _POSITIVE:
+            if not self.get(key) > 0:
+                raise ConfigError(f"{key}: must be positive, got {self.get(key)}")
+        for key, high in _BELOW.items():
+            if not self.get(key) < high:
+                raise ConfigError(f"{key}: must be less than {high}, got {self.get(key)}")
+        if self.model.image_size % 16:
+            raise ConfigError(f"model.image_size: must be a multiple of 16 (the encoder halves it four times), "
+                              f"got {self.model.image_size}")
+        if self.camera.backbone == "vgg16" and self.camera.image_size < 32:
+            raise ConfigError(f"camera.image_size: VGG16 needs at least 32, got {self.camera.image_size}")
+        if self.model.variant == "gl" and len(self.model.decoder_widths) < 4:
+            raise ConfigError(f"model.decoder_widths: the gl variant needs at least 4 widths, got {self.model.decoder_widths}")
+        for key in ("data.root", "train.out_dir", "camera.out_dir"):
+            if not self.get(key).strip():
+                raise ConfigError(f"{key}: must not be empty")
+        if not self.data.categories or not all(c.strip() for c in self.data.categories):
+            raise ConfigError(f"data.categories: must list at least one category id, got {self.data.categories}")
         return self
+
+    def get(self, key: str):
+        """The value of ``"section.name"``."""
+        section, name = key.split(".")
+        return getattr(getattr(self, section), name)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# Smallest allowed values (lists: of every item), and upper bounds (exclusive).
+_MINIMUM = {
+    "data.image_size": 1, "data.num_points": 1, "data.views": 1,
+    "data.shuffle_buffer": 0, "model.image_size": 16, "model.encoder_width": 1, "model.global_dim": 1,
+    "model.decoder_widths": 1, "model.detail_channels": 1, "model.front_offset": 0.0,
+    "camera.image_size": 16, "camera.width": 1, "camera.batch_size": 1,
+    "camera.epochs": 1, "camera.points": 1, "train.batch_size": 1,
+    "train.beta_1": 0.0, "train.weight_decay": 0.0, "train.epochs": 1, "train.steps_per_epoch": 0,
+    "train.checkpoint_every": 1, "train.log_every": 1, "train.image_every": 1, "train.preview_every_epochs": 1,
+}
+_POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate")
+_BELOW = {"train.beta_1": 1.0}
 
 
 def _check_type(key: str, value, annotation):
@@ -151,13 +197,18 @@ def _check_type(key: str, value, annotation):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif annotation is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            return number
     elif annotation is str:
         if isinstance(value, str):
             return value
@@ -207,8 +258,14 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
             values = yaml.safe_load(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder, not a config file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (a YAML config is expected)") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read ({error.strerror or error})") from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
         if values is not None and not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         try:
@@ -221,10 +278,10 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     return config.validate()
 
 
-def add_config_arguments(parser) -> None:
+def add_config_arguments(parser, default_help: str = "default: built-in defaults, the same as "
+                                                     "configs/default.yaml") -> None:
     """Add ``--config FILE`` and repeatable ``--set section.key=value`` to an argparse parser."""
-    parser.add_argument("--config", default=None,
-                        help="YAML config (default: built-in defaults, the same as configs/default.yaml)")
+    parser.add_argument("--config", default=None, help=f"YAML config ({default_help})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set model.image_size=64 (repeatable)")
 

@@ -34,6 +34,7 @@ camera mode, so a client knows how to prepare its inputs, and for every model:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -41,6 +42,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from d2im_tf.data.disn_format import check_output_dir
 from d2im_tf.errors import UserError
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import D2IMNet
@@ -48,7 +50,7 @@ from d2im_tf.models.d2im import D2IMNet
 
 def next_version(base: Path) -> int:
     """1 + the largest integer version folder under ``base`` (TF Serving serves the largest)."""
-    versions = [int(p.name) for p in base.glob("*") if p.is_dir() and p.name.isdigit()]
+    versions = [int(p.name) for p in Path(base).glob("*") if p.is_dir() and p.name.isdigit()]
     return max(versions, default=0) + 1
 
 
@@ -68,16 +70,49 @@ def model_description(sdf_model: D2IMNet, camera_model: CameraNet | None = None)
             "lipschitz": (4.0 if reference else 2.0) * sdf_model.sdf_scale}
 
 
+def version_folder(out_base, version: int | None = None) -> Path:
+    """The folder an export will write, ``out_base/<version>`` (default: the next free version);
+    :class:`UserError` if the version is not a positive integer, is taken, or ``out_base`` is unusable.
+    Creates nothing."""
+    out_base = check_output_dir(out_base, "model folder")
+    if version is not None and version < 1:
+        raise UserError(f"--version must be a positive integer (TF Serving's layout), got {version}")
+    target = out_base / str(version or next_version(out_base))
+    if target.exists():
+        raise UserError(f"{target}: already exists; choose another --version or remove it")
+    return target
+
+
+def remove_stale_staging(out_base: Path) -> None:
+    """Delete the staging folders ``.<version>.<pid>.*`` left by exports that were killed."""
+    for folder in Path(out_base).glob(".*.*.*"):
+        parts = folder.name.split(".")
+        if folder.is_dir() and len(parts) >= 4 and parts[1].isdigit() and parts[2].isdigit():
+            if not _alive(int(parts[2])):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        pass
+    return True
+
+
 def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | None = None,
                        version: int | None = None) -> Path:
-    """Write ``out_base/<version>/`` (written to a temporary folder, then renamed); returns its path."""
+    """Write ``out_base/<version>/`` (written to a temporary folder, then renamed); returns its path.
+
+    The staging folder ``.<version>.<pid>.*`` of an export killed midway is removed by the next export."""
     if camera_model is not None and model_frame(camera_model) != model_frame(sdf_model):
         raise UserError(f"the camera network predicts the pose of the {model_frame(camera_model)} frame, the SDF "
                         f"network works in the {model_frame(sdf_model)} frame: export them with matching "
                         "compat settings")
-    out_base = Path(out_base)
-    out_base.mkdir(parents=True, exist_ok=True)
-    version = version or next_version(out_base)
+    target = version_folder(out_base, version)
+    out_base, version = target.parent, int(target.name)
     size = sdf_model.model_config.image_size
     image_spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="image")
     points_spec = tf.TensorSpec([None, None, 3], tf.float32, name="points")
@@ -129,8 +164,9 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
         archive.add_endpoint("camera", pose, input_signature=[image_spec])
         archive.add_endpoint("sdf_predicted_camera", sdf_predicted_camera, input_signature=[image_spec, points_spec])
     info = model_description(sdf_model, camera_model)
-    target = out_base / str(version)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_base))
+    out_base.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out_base)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.{os.getpid()}.", dir=out_base))
     try:
         archive.write_out(str(staging / "model"), verbose=False)
         (staging / "model" / "assets.extra").mkdir(exist_ok=True)

@@ -8,7 +8,7 @@ Input images: any PNG/JPEG, RGB, RGBA or grey, any size. They are brought to wha
 training — the dataset's renders: a square image of the model's ``image_size`` with the object
 centred on a white background. RGBA is composited on white, grey becomes RGB, a non-square image is
 padded with white to a centred square, then resized. A photo should therefore show the object
-roughly centred on a plain white background.
+roughly centred on a plain white background; :func:`input_warnings` says when an input does not.
 
 Models imported from the authors' release (``d2im.json``: ``"image_reading": "reference"``) saw DISN's
 renders as the authors read them: the alpha channel dropped, so the transparent background reads
@@ -46,12 +46,47 @@ IDENTITY_NORM_PARAMS = np.array([0.0, 0.0, 0.0, 1.0])
 WHITE = 255
 BLACK = 0
 FRAME_BOUNDS = {"normalised": NORMALISED_FRAME_BOUNDS, "world": WORLD_FRAME_BOUNDS}
+MAX_RESOLUTION = 1024  # marching-cubes cells per side; 1024³ is already ~4 GB of float32 SDF values
+
+
+def check_resolution(resolution: int, mode: str = "dense", initial_resolution: int = 32) -> None:
+    """:class:`UserError` unless ``resolution`` suits the extraction ``mode`` (see :class:`Reconstructor`)."""
+    if not 2 <= resolution <= MAX_RESOLUTION:
+        raise UserError(f"--resolution must be between 2 and {MAX_RESOLUTION}, got {resolution}")
+    initial = min(initial_resolution, resolution)
+    ratio = resolution // initial
+    if mode == "coarse_to_fine" and (resolution % initial or ratio & (ratio - 1)):
+        raise UserError(f"--resolution {resolution}: coarse-to-fine needs {initial}·2^k "
+                        "(e.g. 64, 128, 256), or use --mode dense")
+
+
+def input_warnings(image: np.ndarray) -> list[str]:
+    """How a prepared image ``[S, S, 3]`` differs from the training renders (an object centred on a
+    white background), as short phrases; empty if it looks like one. The model has not seen such
+    inputs, so its mesh is unreliable for them."""
+    size = image.shape[0]
+    ring = max(1, size // 16)
+    white = np.all(image >= 0.9, axis=-1)  # [S, S]
+    border = np.concatenate([white[:ring].ravel(), white[-ring:].ravel(),
+                             white[ring:-ring, :ring].ravel(), white[ring:-ring, -ring:].ravel()])
+    if border.mean() < 0.9:
+        return [f"only {border.mean():.0%} of its border is white background; the model was trained on "
+                "objects centred on white (crop the object onto a white background)"]
+    if white.all():
+        return ["the image is blank (all white)"]
+    rows, cols = np.nonzero(~white)
+    offset = np.abs(np.array([rows.mean(), cols.mean()]) / size - 0.5).max()
+    if offset > 0.2:
+        return [f"the object is off-centre by {offset:.0%} of the image; the model was trained on centred objects"]
+    return []
 
 
 def resolve_model_dir(path) -> Path:
     """The SavedModel folder of ``path``: itself if it holds ``saved_model.pb``, else its largest
     integer version (TF Serving's layout ``saved_models/<name>/<version>/``)."""
     path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: model folder not found" if not path.exists() else f"{path}: not a folder")
     if (path / "saved_model.pb").exists():
         return path
     versions = [p for p in path.glob("*") if p.name.isdigit() and (p / "saved_model.pb").exists()]
@@ -129,28 +164,32 @@ class Reconstructor:
 
     def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
                  initial_resolution: int = 32, batch_points: int = 65536, lipschitz: float | None = None):
+        check_resolution(resolution, mode, initial_resolution)  # before the slow model load
         self.model_dir = resolve_model_dir(model_path)
         info_path = self.model_dir / "assets.extra" / "d2im.json"
         try:
             self.info = json.loads(info_path.read_text())
-        except (OSError, ValueError) as error:
-            raise UserError(f"{info_path}: unreadable model description ({error})") from None
-        self.model = tf.saved_model.load(str(self.model_dir))
+            self.image_size = int(self.info["image_size"])
+            self.sdf_scale = float(self.info["sdf_scale"])
+            self.has_camera = bool(self.info["has_camera"])
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise UserError(f"{info_path}: unreadable model description ({error.__class__.__name__}: {error})") from None
+        try:
+            self.model = tf.saved_model.load(str(self.model_dir))
+        except Exception as error:  # a damaged SavedModel raises protobuf, OS and TF errors alike
+            reason = " ".join(str(error).split())[:200] or error.__class__.__name__
+            raise UserError(f"{self.model_dir}: cannot load the SavedModel; is it damaged or incomplete? "
+                            f"({reason})") from None
         if "decode" not in self.model.signatures:
             raise UserError(f"{self.model_dir}: exported before the 'decode' signature existed; export it again")
-        self.image_size = int(self.info["image_size"])
-        self.sdf_scale = float(self.info["sdf_scale"])
-        self.has_camera = bool(self.info["has_camera"])
         self.frame = self.info.get("frame", "normalised")  # exports before the import-torch command
         if self.frame not in FRAME_BOUNDS:
             raise UserError(f"{info_path}: unknown frame {self.frame!r}")
         self.image_reading = self.info.get("image_reading", "white")
+        if self.has_camera and "camera" not in self.model.signatures:
+            raise UserError(f"{info_path}: says the model has a camera network, but it has no 'camera' signature")
         self.resolution, self.mode = resolution, mode
         self.initial_resolution = min(initial_resolution, resolution)
-        ratio = resolution // self.initial_resolution
-        if mode == "coarse_to_fine" and (resolution % self.initial_resolution or ratio & (ratio - 1)):
-            raise UserError(f"resolution {resolution}: coarse-to-fine needs {self.initial_resolution}·2^k "
-                            "(e.g. 64, 128, 256), or use the dense mode")
         self.batch_points = batch_points
         if lipschitz is None:
             lipschitz = float(self.info.get("lipschitz", 2.0 * self.sdf_scale))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import TOY_CATEGORY
@@ -70,6 +71,7 @@ def test_labelled_grid_places_panels_row_by_row():
             assert tuple(grid[LABEL_HEIGHT + r * size + size - 2, c * size + size - 2]) == colour
 
 
+@pytest.mark.slow
 def test_tool_evaluates_tabulates_and_draws(model_dir, data_with_meshes, tmp_path):  # noqa: F811
     out, figure = tmp_path / "ablation", tmp_path / "ablation.png"
     for variant in ("baseline", "full"):  # the same tiny model stands in for two trained variants

@@ -77,6 +77,7 @@ def test_camera_loss_is_zero_for_the_true_camera_only():
     assert model.compute_camera_loss(batch, wrong).numpy() > 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("translation", ["distance", "full"])
 def test_fit_reduces_the_camera_loss(translation):
     keras.utils.set_random_seed(0)

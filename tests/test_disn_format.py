@@ -187,3 +187,13 @@ def test_writer_leaves_nothing_half_written(tmp_path, rng):
         fmt.write_samples(path, broken)
     assert path.read_bytes() == before  # the old file is intact
     assert os.listdir(tmp_path) == ["ori_sample.h5"]  # and no temporary file is left
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    grey = np.full((8, 8), 65535, np.uint16)
+    grey[2:6, 2:6] = 20000  # a dark square on white
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    pixels = fmt.read_image(tmp_path / "grey16.png")
+    assert pixels.shape == (8, 8, 3) and pixels.dtype == np.uint8
+    assert np.all(pixels[0, 0] == 255) and np.all(pixels[3, 3] == round(20000 / 257))

@@ -58,6 +58,7 @@ def test_gt_against_itself_is_perfect(data_with_meshes):
     assert shifted["iou"] < 1.0 and shifted["chamfer_l1"] > 0.0  # and the metrics do see a difference
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_tables(model_dir, data_with_meshes, tmp_path):
     out = tmp_path / "eval"
     code = main(["evaluate", "--model", str(model_dir), "--data", str(data_with_meshes), "--split", "test",

@@ -101,6 +101,7 @@ def test_preprocess_without_files_fails(tmp_path, capsys):
     assert "ori_sample.h5" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_from_meshes_converts_good_repairs_open_and_names_bad_files(tmp_path, capsys):
     source = tmp_path / "meshes"
     box = trimesh.creation.box(extents=[0.4, 0.3, 0.5])

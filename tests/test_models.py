@@ -238,6 +238,7 @@ def test_chunked_prediction_equals_one_decode(batch):
     np.testing.assert_allclose(chunked["base"], whole["base"].numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["full", "baseline"])
 def test_overfits_two_shapes(variant, batch):
     """1500 Adam steps on one batch (about 25 s for baseline, 45 s for full on 2 busy CPU cores), with

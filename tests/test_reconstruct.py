@@ -12,7 +12,8 @@ from PIL import Image
 from conftest import TOY_CATEGORY
 from d2im_tf import camera, metrics
 from d2im_tf.cli import main
-from d2im_tf.reconstruct import Reconstructor, prepare_image, view_row_from_pose
+from d2im_tf.commands.reconstruct import BUNDLED_MODEL
+from d2im_tf.reconstruct import Reconstructor, input_warnings, prepare_image, view_row_from_pose
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEW_LINE = "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"
@@ -126,3 +127,44 @@ def test_coarse_to_fine_gives_the_dense_mesh(model_dir):
     points_dense, _ = metrics.sample_surface(dense, 20000)
     points_fine, _ = metrics.sample_surface(fine, 20000)
     assert metrics.chamfer_l1(points_dense, points_fine) < 1e-4
+
+
+def test_input_warnings_flag_inputs_unlike_the_training_renders():
+    render = np.ones((64, 64, 3), np.float32)
+    render[24:40, 26:42] = 0.3  # a centred object on white: like the training renders
+    assert input_warnings(render) == []
+    photo = np.random.default_rng(0).uniform(0.2, 0.8, (64, 64, 3)).astype(np.float32)
+    assert "of its border is white background" in " ".join(input_warnings(photo))
+    corner = np.ones((64, 64, 3), np.float32)
+    corner[6:22, 6:22] = 0.3
+    assert "off-centre" in " ".join(input_warnings(corner))
+    assert input_warnings(np.ones((64, 64, 3), np.float32)) == ["the image is blank (all white)"]
+
+
+def test_cli_warns_about_a_photo_like_input_only(model_dir, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    photo = rng.integers(40, 200, (64, 64, 3), dtype=np.uint8)  # a textured background
+    photo[20:44, 20:44] = 90
+    render = np.full((64, 64, 3), 255, np.uint8)
+    render[20:44, 20:44] = 90
+    Image.fromarray(photo).save(tmp_path / "photo.jpg")
+    Image.fromarray(render).save(tmp_path / "render.png")
+    code = main(["reconstruct", str(tmp_path / "photo.jpg"), str(tmp_path / "render.png"), "--model", str(model_dir),
+                 "-o", str(tmp_path / "out"), "--camera", VIEW_LINE, "--resolution", "32", "--no-preview",
+                 "--no-progress"])
+    assert code == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "white background" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {tmp_path / 'photo.jpg'}: only "), warnings
+
+
+@pytest.mark.slow
+def test_reconstruct_defaults_to_the_bundled_model(tmp_path, capsys):
+    image = ROOT / "examples" / "03001627_syn00005.png"
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(image), "-o", str(out), "--resolution", "32", "--no-preview", "--no-progress"]) == 0
+    assert "1 of 1 images reconstructed" in capsys.readouterr().out
+    assert len(trimesh.load(out / "03001627_syn00005.obj", force="mesh").faces) > 0
+    from d2im_tf.cli import build_parser
+
+    for argv in (["reconstruct", "x.png", "-o", "o"], ["evaluate", "--data", "d", "-o", "o"]):
+        assert build_parser(argv[0]).parse_args(argv).model == str(BUNDLED_MODEL)

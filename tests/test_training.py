@@ -16,6 +16,8 @@ import tensorflow as tf
 from conftest import TOY_CATEGORY
 from d2im_tf.training.loop import RunSchedule, TrainingDiverged, run_training, training_checkpoint
 
+pytestmark = pytest.mark.slow  # every test here trains in subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "train_worker.py"
 

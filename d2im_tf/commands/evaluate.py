@@ -2,36 +2,46 @@
 
 Writes ``OUT/metrics.md`` and ``OUT/metrics.csv`` (per category and camera: IoU, Chamfer-L1,
 ECD-3D, ECD-2D, F-score@1%) and ``OUT/per_shape.csv``; see :mod:`d2im_tf.evaluate` for frames and
-the evaluation view. A missing ground-truth mesh is a one-line error (exit 2).
+the evaluation view. The model defaults to the bundled one. A missing ground-truth mesh is a
+one-line error (exit 2).
 """
 from __future__ import annotations
 
+from d2im_tf.commands.reconstruct import model_argument
+
 
 def configure(parser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="SavedModel folder: saved_models/<name> (latest version) or saved_models/<name>/<version>")
+    model_argument(parser)
     parser.add_argument("--data", required=True, metavar="ROOT", help="DISN-layout dataset with meshes/")
     parser.add_argument("--split", default="test", help="split list to evaluate (default test)")
     parser.add_argument("--split-dir", default=None, help="folder of the split lists (default ROOT/splits)")
     parser.add_argument("--categories", nargs="+", default=None, help="category ids (default: all with a split list)")
-    parser.add_argument("--max-shapes", type=int, default=None, help="at most N shapes per category")
+    parser.add_argument("--max-shapes", type=int, default=None, help="at most N ≥ 1 shapes per category")
     parser.add_argument("--resolution", type=int, default=64, help="marching-cubes grid resolution (default 64)")
     parser.add_argument("-o", "--out", required=True, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args) -> int:
-    from d2im_tf.data.disn_format import DatasetLayout
+    from d2im_tf.data.disn_format import DatasetLayout, check_output_dir
     from d2im_tf.errors import UserError
-    from d2im_tf.evaluate import evaluate, markdown_tables, summarise, write_reports
-    from d2im_tf.reconstruct import Reconstructor
 
+    if args.max_shapes is not None and args.max_shapes < 1:
+        raise UserError(f"--max-shapes must be at least 1, got {args.max_shapes}")
     layout = DatasetLayout(args.data, args.split_dir)
+    if not layout.root.is_dir():
+        raise UserError(f"{layout.root}: dataset folder not found")
+    check_output_dir(args.out)
+
+    from d2im_tf.evaluate import evaluate, markdown_tables, summarise, test_shapes, write_reports
+    from d2im_tf.reconstruct import Reconstructor, check_resolution
+
+    check_resolution(args.resolution, "coarse_to_fine")
+    if not test_shapes(layout, args.split, args.categories, args.max_shapes):
+        raise UserError(f"{args.data}: no shapes in split {args.split!r}")
     reconstructor = Reconstructor(args.model, resolution=args.resolution)
     rows = evaluate(reconstructor, layout, args.split, args.categories, args.max_shapes,
                     progress=not args.no_progress)
-    if not rows:
-        raise UserError(f"{args.data}: no shapes in split {args.split!r}")
     paths = write_reports(rows, args.out)
     print(markdown_tables(summarise(rows)))
     print(f"wrote {paths['markdown']}, {paths['csv']} and {paths['per_shape']}")

@@ -8,14 +8,19 @@ def configure(parser) -> None:
     parser.add_argument("--camera-checkpoint", default=None, metavar="RUN_DIR",
                         help="the camera network's run folder, bundled for image-only reconstruction")
     parser.add_argument("--out", required=True, help="model folder, e.g. saved_models/d2im; writes OUT/<version>/")
-    parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    parser.add_argument("--version", type=int, default=None, help="version number ≥ 1 (default: the next free one)")
 
 
 def run(args) -> int:
-    from d2im_tf.export import export_saved_model
+    from d2im_tf.export import export_saved_model, version_folder
     from d2im_tf.training.camera import load_camera_model
+    from d2im_tf.training.loop import require_checkpoint
     from d2im_tf.training.sdf import load_sdf_model
 
+    version_folder(args.out, args.version)  # before any model is built
+    require_checkpoint(args.checkpoint)
+    if args.camera_checkpoint:
+        require_checkpoint(args.camera_checkpoint)
     model = load_sdf_model(args.checkpoint)
     camera_model = load_camera_model(args.camera_checkpoint) if args.camera_checkpoint else None
     print(f"exported {export_saved_model(model, args.out, camera_model, args.version)}")

@@ -1,10 +1,17 @@
-"""``d2im make-data``: write a synthetic detail-rich dataset (or convert user meshes) in DISN's layout."""
+"""``d2im make-data``: write a synthetic detail-rich dataset (or convert user meshes) in DISN's layout.
+
+``OUT`` must be new or empty, or hold a dataset made with the same settings (``OUT/make_data.json``):
+running the same command again — after it was killed, say — rewrites the same bytes.
+"""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from d2im_tf.errors import UserError
+
+RECORD = "make_data.json"  # the settings a dataset was made with, so a second run cannot mix in others
 
 
 def configure(parser) -> None:
@@ -39,10 +46,59 @@ def _validate(args) -> None:
         raise UserError(f"{args.from_meshes}: not a directory")
 
 
+def settings_record(args) -> dict:
+    """The arguments that decide a dataset's content (not ``--workers``), as recorded in ``OUT/make_data.json``."""
+    source = {"from_meshes": str(Path(args.from_meshes).resolve())} if args.from_meshes else {
+        "categories": list(args.categories), "shapes_per_category": args.shapes_per_category}
+    return {**source, "views": args.views, "image_size": args.image_size, "samples": args.samples,
+            "resolution": args.resolution, "seed": args.seed, "test_fraction": args.test_fraction}
+
+
+def check_out_folder(out: Path, record: dict) -> None:
+    """Refuse to mix datasets: ``out`` must be new, empty, or made by make-data with the same settings
+    (re-running the same command — after it was killed, say — rewrites the same files)."""
+    from d2im_tf.data.disn_format import check_output_dir
+
+    check_output_dir(out, "dataset folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    path = out / RECORD
+    try:
+        earlier = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{out}: not empty, and not a dataset written by make-data; choose a new or empty folder") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: unreadable ({error.__class__.__name__}); choose a new or empty folder") from None
+    for key in sorted(set(earlier) | set(record)):
+        if earlier.get(key) != record.get(key):
+            option = "--" + key.replace("_", "-")
+            raise UserError(f"{out}: holds a dataset made with {option} {earlier.get(key)}, not {record.get(key)}; "
+                            "choose a new or empty folder (only the same command may run again into it)")
+
+
 def run(args) -> int:
     _validate(args)
+    out, record = Path(args.out), settings_record(args)
+    check_out_folder(out, record)
     from d2im_tf.data import generate
+    from d2im_tf.data.disn_format import atomic_path
 
+    made = [] if out.exists() else [out, *[p for p in out.parents if not p.exists()]]  # folders this run creates
+    with atomic_path(out / RECORD) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        _generate(args, generate)
+    except UserError:
+        if [p.name for p in out.iterdir()] == [RECORD]:  # refused before any shape was written
+            (out / RECORD).unlink()
+            for folder in made:
+                folder.rmdir()
+        raise
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _generate(args, generate) -> None:
     settings = generate.Settings(out=Path(args.out), views=args.views, image_size=args.image_size,
                                  samples=args.samples, seed=args.seed, resolution=args.resolution)
     if args.from_meshes:
@@ -55,5 +111,3 @@ def run(args) -> int:
     else:
         generate.make_synthetic(settings, args.categories, args.shapes_per_category, args.workers,
                                 args.test_fraction)
-    print(f"wrote {args.out}")
-    return 0

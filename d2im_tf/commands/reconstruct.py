@@ -1,8 +1,10 @@
 """``d2im reconstruct``: images → meshes (+ preview strips) with an exported SavedModel.
 
 Also ``tools/reconstruct.py``. Writes ``OUT/<image stem>.<format>`` and ``OUT/<stem>_preview.png``
-(see :mod:`d2im_tf.reconstruct` for how images are prepared and which frame the mesh is in). An
-image that cannot be read is reported on one line and skipped; the exit code is then 2.
+(see :mod:`d2im_tf.reconstruct` for how images are prepared and which frame the mesh is in); the
+model defaults to the bundled ``saved_models/d2im_synthetic``. The arguments are checked before
+anything is written. An image that cannot be read is reported on one line and skipped (exit code 2);
+one unlike the training renders is reconstructed with a warning.
 """
 from __future__ import annotations
 
@@ -10,12 +12,20 @@ import sys
 from pathlib import Path
 
 FORMATS = ("obj", "ply", "glb")
+# The model shipped in the repository: the default of ``d2im reconstruct`` and ``d2im evaluate``.
+BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "saved_models" / "d2im_synthetic"
+
+
+def model_argument(parser) -> None:
+    """``--model``, defaulting to the bundled model (shared with ``d2im evaluate``)."""
+    parser.add_argument("--model", default=str(BUNDLED_MODEL),
+                        help="SavedModel folder: saved_models/<name> (latest version) or saved_models/<name>/<version> "
+                             f"(default: the bundled model, {BUNDLED_MODEL})")
 
 
 def configure(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files (RGB, RGBA or grey, any size)")
-    parser.add_argument("--model", required=True,
-                        help="SavedModel folder: saved_models/<name> (latest version) or saved_models/<name>/<version>")
+    model_argument(parser)
     parser.add_argument("-o", "--out", required=True, help="output folder")
     parser.add_argument("--camera", default=None, metavar="METADATA_LINE",
                         help='the view as a rendering_metadata.txt line, e.g. "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]" '
@@ -35,7 +45,7 @@ def parse_camera_line(text: str):
     """A metadata line ``[az, el, 0, d, 35, 32, 1.75, sx, sy, sz]`` (brackets, commas optional) → ``[10]``."""
     import numpy as np
 
-    from d2im_tf.data.disn_format import METADATA_FIELDS
+    from d2im_tf.data.disn_format import metadata_row_problem
     from d2im_tf.errors import UserError
 
     fields = text.strip().strip("[]").replace(",", " ").split()
@@ -43,28 +53,59 @@ def parse_camera_line(text: str):
         row = np.array([float(field) for field in fields])
     except ValueError:
         raise UserError(f"--camera: not a list of numbers: {text!r}") from None
-    if len(row) != METADATA_FIELDS or not np.all(np.isfinite(row)):
-        raise UserError(f"--camera: expected {METADATA_FIELDS} finite numbers (a rendering_metadata.txt line), "
-                        f"got {len(row)}")
+    problem = metadata_row_problem(row)
+    if problem:
+        raise UserError(f"--camera: the line {problem} (a rendering_metadata.txt line is expected)")
     return row
 
 
+def check_norm_params(values) -> None:
+    """``--norm-params CX CY CZ M``: finite, with a positive scale."""
+    import math
+
+    from d2im_tf.errors import UserError
+
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(f"--norm-params: expected 4 finite numbers, got {' '.join(map(str, values))}")
+    if values[3] <= 0:
+        raise UserError(f"--norm-params: the scale m must be positive, got {values[3]}")
+
+
+def output_names(images, out: Path, mesh_format: str) -> dict:
+    """``{image: OUT/<stem>.<format>}``; :class:`UserError` if two images would write the same file."""
+    from d2im_tf.errors import UserError
+
+    names, seen = {}, {}
+    for path in images:
+        target = out / f"{Path(path).stem}.{mesh_format}"
+        if target in seen:
+            raise UserError(f"{path} and {seen[target]} would both be written to {target}; reconstruct them "
+                            "into different folders or rename one")
+        seen[target] = path
+        names[path] = target
+    return names
+
+
 def run(args) -> int:
+    from d2im_tf.data.disn_format import check_output_dir
+    from d2im_tf.errors import UserError
+
+    if args.norm_params is not None:
+        if args.camera is None:
+            raise UserError("--norm-params needs --camera (a predicted camera gives the normalised frame)")
+        check_norm_params(args.norm_params)
+    camera_row = parse_camera_line(args.camera) if args.camera is not None else None
+    out = check_output_dir(args.out)
+    targets = output_names(args.images, out, args.format)
+
     from tqdm import tqdm
 
     from d2im_tf.data.disn_format import atomic_path, read_image, write_png
-    from d2im_tf.errors import UserError
     from d2im_tf.preview import preview_image
-    from d2im_tf.reconstruct import Reconstructor
+    from d2im_tf.reconstruct import Reconstructor, input_warnings
 
-    if args.norm_params is not None and args.camera is None:
-        raise UserError("--norm-params needs --camera (a predicted camera gives the normalised frame)")
-    if args.norm_params is not None and args.norm_params[3] <= 0:
-        raise UserError(f"--norm-params: the scale m must be positive, got {args.norm_params[3]}")
-    camera_row = parse_camera_line(args.camera) if args.camera is not None else None
     reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode)
     reconstructor.require_camera(camera_row)  # before the progress bar starts
-    out = Path(args.out)
     failed = 0
     for path in tqdm(args.images, desc="reconstruct", unit="image", disable=args.no_progress, file=sys.stderr):
         try:
@@ -74,15 +115,17 @@ def run(args) -> int:
             failed += 1
             continue
         result = reconstructor.reconstruct(pixels, camera_row, args.norm_params)
-        stem = Path(path).stem
+        for warning in input_warnings(result.image):
+            tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
         if len(result.mesh.faces) == 0:
             tqdm.write(f"warning: {path}: the predicted SDF has no surface in the box; no mesh written",
                        file=sys.stderr)
         else:
-            with atomic_path(out / f"{stem}.{args.format}") as tmp:
+            with atomic_path(targets[path]) as tmp:
                 result.mesh.export(tmp, file_type=args.format)
         if not args.no_preview:
-            write_png(out / f"{stem}_preview.png", preview_image(result.image, result.mesh, result.view, result.maps))
+            preview = targets[path].with_name(f"{targets[path].stem}_preview.png")
+            write_png(preview, preview_image(result.image, result.mesh, result.view, result.maps))
     done = len(args.images) - failed
     print(f"{done} of {len(args.images)} images reconstructed into {out}")
     return 2 if failed else 0

@@ -30,16 +30,31 @@ def configure(parser) -> None:
                         help="a trained camera network's run folder, bundled into the export")
 
 
+def check_devices(args) -> None:
+    from d2im_tf.errors import UserError
+
+    if args.devices < 0:
+        raise UserError(f"--devices must be 0 (automatic) or a positive number, got {args.devices}")
+
+
 def run(args) -> int:
     config = config_from_arguments(args)
+    check_devices(args)
+    from d2im_tf.data.disn_format import check_output_dir
+
+    target = Path(args.export or Path("saved_models") / Path(config.train.out_dir).name)
+    if not args.no_export:  # fail now rather than after training
+        check_output_dir(target, "export folder")
     from d2im_tf.distribute import is_chief, make_strategy
 
     strategy = make_strategy(args.devices)  # before any other TensorFlow work
     from d2im_tf.export import export_saved_model
     from d2im_tf.training.camera import load_camera_model
-    from d2im_tf.training.loop import TrainingDiverged
+    from d2im_tf.training.loop import TrainingDiverged, require_checkpoint
     from d2im_tf.training.sdf import train_sdf
 
+    if args.camera_run:
+        require_checkpoint(args.camera_run)
     try:
         model = train_sdf(config, strategy, resume=args.resume, progress=not args.no_progress)
     except TrainingDiverged as error:
@@ -47,6 +62,5 @@ def run(args) -> int:
         return 1
     if not args.no_export and is_chief():
         camera_model = load_camera_model(args.camera_run) if args.camera_run else None
-        target = args.export or Path("saved_models") / Path(config.train.out_dir).name
         print(f"exported {export_saved_model(model, target, camera_model)}")
     return 0

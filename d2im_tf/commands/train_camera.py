@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from d2im_tf.commands.train import add_run_arguments
+from d2im_tf.commands.train import add_run_arguments, check_devices
 from d2im_tf.config import config_from_arguments
 
 
@@ -17,6 +17,7 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     config = config_from_arguments(args)
+    check_devices(args)
     from d2im_tf.distribute import make_strategy
 
     strategy = make_strategy(args.devices)

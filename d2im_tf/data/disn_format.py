@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,24 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def check_output_dir(path, what: str = "output folder") -> Path:
+    """``path`` if it is, or can be created as, a writable folder, else :class:`DataError`; creates
+    nothing (a probe folder is made in the nearest existing ancestor and removed at once)."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under the file {existing}"
+        raise DataError(path, f"cannot be used as the {what}: it {where}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".d2im-probe-", dir=existing))
+    except OSError as error:
+        raise DataError(path, f"cannot be used as the {what}: {existing} is not writable "
+                              f"({error.strerror or error})") from None
+    return path
+
+
 def _write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -142,6 +161,19 @@ def write_split(path, shapes) -> None:
 # Camera metadata
 
 
+def metadata_row_problem(row) -> str | None:
+    """What is wrong with a metadata row as a camera (``None`` if nothing): ten finite numbers with a
+    positive distance ratio (field 4; the camera sits at ``1.75·d`` from the origin, looking at it)."""
+    row = np.asarray(row, dtype=np.float64)
+    if row.shape != (METADATA_FIELDS,):
+        return f"has {row.size} fields, expected {METADATA_FIELDS}"
+    if not np.all(np.isfinite(row)):
+        return "has a non-finite value"
+    if row[3] <= 0:
+        return f"has distance ratio {row[3]:g} (field 4); it must be positive"
+    return None
+
+
 def read_metadata(path) -> np.ndarray:
     """``rendering_metadata.txt`` → float64 array ``[views, 10]``.
 
@@ -159,8 +191,9 @@ def read_metadata(path) -> np.ndarray:
             values = [float(f) for f in fields]
         except ValueError:
             raise DataError(path, f"line {number} has a field that is not a number: {line.strip()!r}") from None
-        if not np.all(np.isfinite(values)):
-            raise DataError(path, f"line {number} has a non-finite value")
+        problem = metadata_row_problem(values)
+        if problem:
+            raise DataError(path, f"line {number} {problem}")
         rows.append(values)
     if not rows:
         raise DataError(path, "no camera lines")
@@ -183,22 +216,59 @@ def write_metadata(path, rows) -> None:
 # Images
 
 
-def _open_image(path) -> Image.Image:
+def open_image(path) -> Image.Image:
+    """A fully decoded PIL image; :class:`DataError` if missing, truncated, corrupt or a decompression
+    bomb (more pixels than Pillow's ``MAX_IMAGE_PIXELS``)."""
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            try:
+                image.load()
+            except BaseException:
+                image.close()
+                raise
         return image
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, not an image") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise DataError(path, f"image too large ({image_pixels(path)} pixels; the limit is "
+                              f"{Image.MAX_IMAGE_PIXELS})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(path, f"not a readable image ({error})") from None
 
 
+def image_pixels(path) -> str:
+    """``"W×H"`` from an image's header (for messages), or ``"?"``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return f"{image.width}×{image.height}"
+    except Exception:  # a header too broken to tell
+        return "?"
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit greyscale (modes ``I;16*``, ``I``, ``F``) scaled to 8 bits; Pillow's own
+    ``convert`` clips them at 255, which turns a 16-bit image white."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+    else:
+        scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 1.0
+    return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8), mode="L")
+
+
 def read_image(path) -> np.ndarray:
-    """An RGB(A) or grey render as uint8 ``[H, W, 3]`` RGB or ``[H, W, 4]`` RGBA (alpha kept)."""
-    image = _open_image(path)
+    """An RGB(A) or grey image (8 or 16 bits) as uint8 ``[H, W, 3]`` RGB or ``[H, W, 4]`` RGBA (alpha kept)."""
+    image = open_image(path)
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _to_8bit(image)
     if image.mode not in ("RGB", "RGBA"):
-        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
     return np.asarray(image)
 
 
@@ -270,7 +340,7 @@ def mnormal_from_blender(raw: np.ndarray) -> np.ndarray:
 
 def read_depth(path) -> tuple[np.ndarray, np.ndarray]:
     """A 16-bit depth PNG → (depth float32 ``[H, W]``, mask bool ``[H, W]``)."""
-    image = _open_image(path)
+    image = open_image(path)
     raw = np.asarray(image)
     if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32, np.uint8):
         raise DataError(path, f"not a 16-bit greyscale depth image (mode {image.mode})")
@@ -365,6 +435,8 @@ def read_samples(path) -> SdfSamples:
                 raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, expected {expected}")
     for attr, array in values.items():
         _check_finite(path, _H5_FIELDS[attr], array)
+    if values["norm_params"][3] <= 0:
+        raise DataError(path, f"dataset 'norm_params' has scale m = {values['norm_params'][3]:g}; it must be positive")
     return SdfSamples(**values)
 
 

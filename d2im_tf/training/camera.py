@@ -10,7 +10,7 @@ from d2im_tf.config import Config, ConfigError
 from d2im_tf.data.pipeline import CameraDataset
 from d2im_tf.import_torch import load_backbone_weights, require_weights_file
 from d2im_tf.models.camera_net import CameraNet
-from d2im_tf.training.loop import load_run_config, restore_weights, run_training, save_run_config, schedule_for
+from d2im_tf.training.loop import load_run_config, prepare_run, restore_weights, run_training, schedule_for
 
 
 def build_camera_model(config: Config) -> CameraNet:
@@ -41,6 +41,7 @@ def train_camera(config: Config, strategy: tf.distribute.Strategy | None = None,
                           "training uses this project's conventions (set camera.compat=none)")
     if config.camera.backbone_weights:  # before the data and the model are prepared
         require_weights_file("camera.backbone_weights", config.camera.backbone_weights)
+    prepare_run(config, "camera", resume, progress=progress)
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
     data = CameraDataset(config, "train")
     batch = config.camera.batch_size
@@ -49,7 +50,6 @@ def train_camera(config: Config, strategy: tf.distribute.Strategy | None = None,
         model = build_camera_model(config)
         if config.camera.backbone_weights:
             load_backbone_weights(model, config.camera.backbone_weights)
-    save_run_config(config, config.camera.out_dir)
     run_training(model, lambda start: data.dataset(batch, start=start), schedule, Path(config.camera.out_dir),
-                 resume=resume, description="training camera", progress=progress)
+                 resume=resume, description="training camera", progress=progress, config=config)
     return model

@@ -24,7 +24,7 @@ import tensorflow as tf
 import yaml
 
 from d2im_tf.config import Config, load_config
-from d2im_tf.data.disn_format import atomic_path
+from d2im_tf.data.disn_format import atomic_path, check_output_dir
 from d2im_tf.distribute import is_chief, worker_id
 from d2im_tf.errors import UserError
 from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, current_step
@@ -86,6 +86,67 @@ def load_run_config(run_dir) -> Config:
     return load_config(path)
 
 
+# The config keys that shape each network's weights: a resumed run must keep them.
+NETWORK_KEYS = {
+    "sdf": ("model.variant", "model.image_size", "model.encoder_width", "model.global_dim",
+            "model.decoder_widths", "model.detail_channels"),
+    "camera": ("camera.backbone", "camera.translation", "camera.image_size", "camera.width"),
+}
+
+
+def _earlier_run(checkpoints: Path) -> UserError:
+    return UserError(f"{checkpoints}: holds checkpoints of an earlier run; pass --resume to continue it "
+                     "or choose another output folder")
+
+
+def check_run_folder(config: Config, out_dir, network: str, resume: bool) -> None:
+    """Refuse, before anything is written, a run that would damage an earlier one.
+
+    ``out_dir`` must be a usable folder; if it holds checkpoints, ``resume`` is required, and then the
+    config's ``network`` (``"sdf"`` or ``"camera"``) must be the one the run was trained with.
+    """
+    out_dir = check_output_dir(out_dir, "run folder")
+    latest = tf.train.latest_checkpoint(str(out_dir / "checkpoints"))
+    if latest is None:
+        return
+    if not resume:
+        raise _earlier_run(out_dir / "checkpoints")
+    earlier = load_run_config(out_dir)
+    for key in NETWORK_KEYS[network]:
+        if earlier.get(key) != config.get(key):
+            raise UserError(f"{out_dir / 'config.yaml'}: the run was trained with {key}={earlier.get(key)}, the "
+                            f"config now says {config.get(key)}; --resume needs the same network")
+
+
+def prepare_run(config: Config, network: str, resume: bool, splits=("train",), progress: bool = False) -> None:
+    """Everything a run checks before its first write: the run folder (:func:`check_run_folder`) and
+    the shapes of ``splits`` it will read (:func:`d2im_tf.data.check.validate_for_training`)."""
+    from d2im_tf.data.check import validate_for_training
+
+    out_dir = config.train.out_dir if network == "sdf" else config.camera.out_dir
+    check_run_folder(config, out_dir, network, resume)
+    validate_for_training(config, network, splits, progress)
+
+
+def _restore(model: keras.Model, checkpoint: tf.train.Checkpoint, path: str, partial: bool) -> None:
+    """Restore ``path`` into ``checkpoint`` (of ``model``); a :class:`UserError` naming it if it is
+    damaged or holds another network (compared weight by weight first, so nothing is half-restored)."""
+    try:
+        saved = {name: shape for name, shape in tf.train.list_variables(path) if name.startswith("weights/")}
+        expected = {f"weights/{i}/.ATTRIBUTES/VARIABLE_VALUE": list(w.shape) for i, w in enumerate(model.weights)}
+        if saved != expected:
+            raise UserError(f"{path}: its {len(saved)} weights do not match the {len(expected)} of the network in "
+                            f"{Path(path).parents[1] / 'config.yaml'} (a checkpoint of the other network, SDF or "
+                            "camera, or of another config?)")
+        status = checkpoint.restore(path)
+        if partial:
+            status.expect_partial()  # the optimiser's slots are not needed
+        status.assert_existing_objects_matched()
+    except (tf.errors.OpError, IndexError, OSError, ValueError, AssertionError) as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise UserError(f"{path}: damaged or incomplete checkpoint ({reason})") from None
+
+
 def training_checkpoint(model: keras.Model, with_optimizer: bool = True) -> tf.train.Checkpoint:
     """The checkpoint of a model: every weight of ``model.weights``, and the optimiser's variables.
 
@@ -99,14 +160,19 @@ def training_checkpoint(model: keras.Model, with_optimizer: bool = True) -> tf.t
     return tf.train.Checkpoint(weights=list(model.weights))
 
 
-def restore_weights(model: keras.Model, run_dir) -> str:
-    """Load the model's weights (not the optimiser) from a run's latest checkpoint; returns its path."""
+def require_checkpoint(run_dir) -> str:
+    """The latest checkpoint of a finished or interrupted run (its config must load too)."""
+    load_run_config(run_dir)
     latest = tf.train.latest_checkpoint(str(Path(run_dir) / "checkpoints"))
     if latest is None:
         raise UserError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint found")
-    status = training_checkpoint(model, with_optimizer=False).restore(latest)
-    status.expect_partial()  # the optimiser's slots are not needed
-    status.assert_existing_objects_matched()
+    return latest
+
+
+def restore_weights(model: keras.Model, run_dir) -> str:
+    """Load the model's weights (not the optimiser) from a run's latest checkpoint; returns its path."""
+    latest = require_checkpoint(run_dir)
+    _restore(model, training_checkpoint(model, with_optimizer=False), latest, partial=True)
     return latest
 
 
@@ -121,9 +187,8 @@ def restore_latest(model: keras.Model, out_dir: Path, resume: bool) -> tf.train.
     latest = tf.train.latest_checkpoint(str(kept))
     if latest:
         if not resume:
-            raise UserError(f"{kept}: holds checkpoints of an earlier run; pass --resume to continue it "
-                            "or choose another output folder")
-        checkpoint.restore(latest).assert_existing_objects_matched()
+            raise _earlier_run(kept)
+        _restore(model, checkpoint, latest, partial=False)
     return tf.train.CheckpointManager(checkpoint, str(checkpoint_dir(out_dir)), max_to_keep=3)
 
 
@@ -136,14 +201,19 @@ def run_training(
     extra_callbacks: Callable[[tf.summary.SummaryWriter | None], list] = lambda writer: [],
     description: str = "training",
     progress: bool = True,
+    config: Config | None = None,
 ) -> int:
     """Train ``model`` (built and compiled) to ``schedule.total_steps``; returns the final step.
 
-    ``make_dataset(start)`` gives the batched stream from element ``start``. Raises
-    :class:`TrainingDiverged` on a NaN/Inf loss, after which the newest checkpoint is the last good one.
+    ``make_dataset(start)`` gives the batched stream from element ``start``. ``config`` is recorded as
+    ``OUT/config.yaml`` once the checkpoint (if resuming) has been restored, so a refused run leaves
+    the earlier one as it was. Raises :class:`TrainingDiverged` on a NaN/Inf loss, after which the
+    newest checkpoint is the last good one.
     """
     out_dir = Path(out_dir)
     manager = restore_latest(model, out_dir, resume)
+    if config is not None:
+        save_run_config(config, out_dir)
     guard = GuardedCheckpoint(manager, schedule.checkpoint_every)
     callbacks: list = [guard]
     writer = None

@@ -20,7 +20,7 @@ from d2im_tf.losses import map_laplacian, normal_divergence
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.training.callbacks import ImageLogger
 from d2im_tf.training.previews import PreviewCallback
-from d2im_tf.training.loop import load_run_config, restore_weights, run_training, save_run_config, schedule_for
+from d2im_tf.training.loop import load_run_config, prepare_run, restore_weights, run_training, schedule_for
 
 
 def _dummy_batch(config: Config) -> dict:
@@ -115,6 +115,7 @@ def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, re
                           "training uses this project's conventions (set model.compat=none)")
     if config.model.encoder_weights:  # before the data and the model are prepared
         require_weights_file("model.encoder_weights", config.model.encoder_weights)
+    prepare_run(config, "sdf", resume, ("train", "test") if has_split(config, "test") else ("train",), progress)
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
     data = ShapeDataset(config, "train")
     batch = config.train.batch_size
@@ -124,7 +125,6 @@ def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, re
         model = build_sdf_model(config, schedule.total_steps)
         if config.model.encoder_weights:
             load_encoder_weights(model, config.model.encoder_weights)
-    save_run_config(config, config.train.out_dir)
 
     def extra_callbacks(writer):
         if writer is None:  # not the chief
@@ -135,5 +135,5 @@ def train_sdf(config: Config, strategy: tf.distribute.Strategy | None = None, re
 
     run_training(model, lambda start: data.dataset(batch, start=start), schedule, Path(config.train.out_dir),
                  resume=resume, extra_callbacks=extra_callbacks, description=f"training {config.model.variant}",
-                 progress=progress)
+                 progress=progress, config=config)
     return model
