@@ -258,6 +258,10 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "check-data-config-points": (lambda fx: check(fmt.DatasetLayout(fx.toy), "--config", TINY, "--set",
                                                   f"data.categories=['{TOY_CATEGORY}']", "--set", "data.num_points=4000"),
                                  2, "3000 SDF samples, fewer than the 4000 drawn per example"),
+    "check-data-config-far-field": (lambda fx: check(fmt.DatasetLayout(fx.toy), "--config", TINY, "--set",
+                                                     f"data.categories=['{TOY_CATEGORY}']", "--set", "data.num_points=2000",
+                                                     "--set", "data.far_fraction=0.9"),
+                                    2, "500 far-field samples (pc_sdf_uniform with pc_gradients_uniform), fewer than the 1800"),
     "check-data-no-root": (lambda fx: ["check-data", str(fx.ws / "nothing")], 2, "nothing: dataset folder not found"),
     # --- reconstruct: arguments are checked before the model loads and before anything is written ---
     "reconstruct-norm-params-nan": (lambda fx: reconstruct(fx, "--camera", VIEW, "--norm-params", "0", "0", "nan", "1"),

@@ -36,6 +36,7 @@ class Requirements:
     surface_points: int = 0  # surface points drawn per example by the camera network (camera.points)
     gradients: bool = True  # pc_gradients (every variant)
     density: bool = True  # density (every variant but the Baseline)
+    far_points: int = 0  # far-field samples drawn per example (data.far_fraction · data.num_points)
 
     @classmethod
     def for_training(cls, config, network: str = "both") -> "Requirements":
@@ -44,7 +45,8 @@ class Requirements:
         return cls(views=config.data.views,
                    points=config.data.num_points if sdf else 0,
                    surface_points=config.camera.points if network in ("camera", "both") else 0,
-                   gradients=sdf, density=sdf and config.model.variant != "baseline")
+                   gradients=sdf, density=sdf and config.model.variant != "baseline",
+                   far_points=round(config.data.num_points * config.data.far_fraction) if sdf else 0)
 
 
 @dataclass
@@ -151,6 +153,12 @@ def _check_shape(layout: fmt.DatasetLayout, category: str, shape: str, needs: Re
     result.has_extras = samples.gradients is not None and samples.density is not None
     result.lacks_needed = ((needs.gradients and samples.gradients is None)
                            or (needs.density and samples.density is None))
+    if needs.far_points:
+        far = 0 if samples.far_samples is None or samples.far_gradients is None else len(samples.far_samples)
+        if far < needs.far_points:
+            problems.append(f"{samples_path}: {far} far-field samples (pc_sdf_uniform with pc_gradients_uniform), "
+                            f"fewer than the {needs.far_points} drawn per example (data.far_fraction); set "
+                            "data.far_fraction=0 or regenerate the data with `d2im make-data`")
     count = len(samples.samples)
     if count < needs.points:
         problems.append(f"{samples_path}: {count} SDF samples, fewer than the {needs.points} drawn per "
