@@ -41,6 +41,7 @@ def memorise(root, overrides):
     return fit_report(model, probe_shapes(config, "train"))
 
 
+@pytest.mark.slow
 def test_memorises_two_shapes_with_the_study_recipe(two_shapes):
     """Measured: sign accuracy 0.976 and 0.972, IoU 0.82 and 0.95. The paper's recipe (raw xyz, no code
     normalisation, constant 1e-4, no far field) reaches 0.75 / 0.13 and 0.80 / 0.79 in the same 400 steps."""
