@@ -102,26 +102,9 @@ class Config:
 
     def validate(self) -> "Config":
         """Choices and ranges; a :class:`ConfigError` naming the first key that is out of range."""
-        if self.model.variant not in VARIANTS:
-            raise ConfigError(f"model.variant: {self.model.variant!r} is not one of {', '.join(VARIANTS)}")
-        if self.camera.backbone not in ("vgg16", "resnet18"):
-            raise ConfigError(f"camera.backbone: {self.camera.backbone!r} is not 'vgg16' or 'resnet18'")
-        if self.camera.translation not in ("distance", "full"):
-            raise ConfigError(f"camera.translation: {self.camera.translation!r} is not 'distance' or 'full'")
-        if self.model.code_norm not in CODE_NORMS:
-            raise ConfigError(f"model.code_norm: {self.model.code_norm!r} is not one of {', '.join(CODE_NORMS)}")
-        if self.train.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"train.lr_schedule: {self.train.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
-        if self.train.warmup_steps < 0:
-            raise ConfigError(f"train.warmup_steps: {self.train.warmup_steps} is negative")
-        if self.model.point_frequencies < 0:
-            raise ConfigError(f"model.point_frequencies: {self.model.point_frequencies} is negative")
-        if not 0.0 <= self.data.far_fraction < 1.0:
-            raise ConfigError(f"data.far_fraction: {self.data.far_fraction} is not in [0, 1)")
-        for section in ("model", "camera"):
-            compat = getattr(self, section).compat
-            if compat not in COMPAT_MODES:
-                raise ConfigError(f"{section}.compat: {compat!r} is not one of {', '.join(COMPAT_MODES)}")
+        for key, choices in _CHOICES.items():
+            if self.get(key) not in choices:
+                raise ConfigError(f"{key}: {self.get(key)!r} is not one of {', '.join(choices)}")
         if self.model.compat == "reference" and self.model.variant != "full":
             raise ConfigError(f"model.compat: 'reference' needs model.variant 'full' (the authors' network), "
                               f"got {self.model.variant!r}")
@@ -177,9 +160,15 @@ _MINIMUM = {
     "camera.epochs": 1, "camera.points": 1, "train.batch_size": 1,
     "train.beta_1": 0.0, "train.weight_decay": 0.0, "train.epochs": 1, "train.steps_per_epoch": 0,
     "train.checkpoint_every": 1, "train.log_every": 1, "train.image_every": 1, "train.preview_every_epochs": 1,
+    "train.warmup_steps": 0, "model.point_frequencies": 0, "data.far_fraction": 0.0,
 }
 _POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate")
-_BELOW = {"train.beta_1": 1.0}
+_BELOW = {"train.beta_1": 1.0, "data.far_fraction": 1.0}
+_CHOICES = {
+    "model.variant": VARIANTS, "camera.backbone": ("vgg16", "resnet18"), "camera.translation": ("distance", "full"),
+    "model.code_norm": CODE_NORMS, "train.lr_schedule": LR_SCHEDULES, "model.compat": COMPAT_MODES,
+    "camera.compat": COMPAT_MODES,
+}
 
 
 def _check_type(key: str, value, annotation):

@@ -252,11 +252,13 @@ class ShapeDataset:
         )
         num = self.config.data.num_points
         num_near = num - num_far
-        near_seed, far_seed = tf.unstack(tf.random.experimental.stateless_split(points_seed, 2))
+        near_seed, far_seed = points_seed, None  # without far-field points, the streams of earlier versions
+        if num_far:
+            near_seed, far_seed = tf.unstack(tf.random.experimental.stateless_split(points_seed, 2))
         if self.weighted:
-            index = weighted_point_indices(sdf, density, num_near, near_seed if num_far else points_seed)
+            index = weighted_point_indices(sdf, density, num_near, near_seed)
         else:
-            index = uniform_point_indices(tf.size(sdf), num_near, near_seed if num_far else points_seed)
+            index = uniform_point_indices(tf.size(sdf), num_near, near_seed)
         points, sdf, gradients = tf.gather(points, index), tf.gather(sdf, index), tf.gather(gradients, index)
         if num_far:
             far_index = uniform_point_indices(tf.size(far_sdf), num_far, far_seed)

@@ -150,8 +150,11 @@ class D2IMNet(DistributableModel):
         self.reference = cfg.compat == "reference"
         self.focal = camera.focal_pixels(cfg.image_size)
         self.encoder = ResNet18(cfg.encoder_width, cfg.global_dim, name="encoder")
-        self.code_norm = {"none": None, "batch": keras.layers.BatchNormalization(momentum=0.9, name="code_norm"),
-                          "layer": keras.layers.LayerNormalization(name="code_norm")}[cfg.code_norm]
+        self.code_norm = None  # model.code_norm "none": the paper's code as it is
+        if cfg.code_norm == "batch":
+            self.code_norm = keras.layers.BatchNormalization(momentum=0.9, name="code_norm")
+        elif cfg.code_norm == "layer":
+            self.code_norm = keras.layers.LayerNormalization(name="code_norm")
         if self.spec.global_local:
             self.base_decoder = GlobalLocalDecoder(cfg.decoder_widths, cfg.point_frequencies, name="base_decoder")
         else:
