@@ -36,6 +36,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from d2im_tf.models.batch_norm import BatchNormalization
+
 BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1
 BN_EPSILON = 1e-5
 EMBEDDING_DIM = 1000  # the ImageNet classifier width the reference keeps as a hidden layer
@@ -60,7 +62,7 @@ def conv_bn(filters: int, kernel_size: int, stride: int = 1, name: str | None = 
                           kernel_initializer="he_normal"),
         ]
     return keras.Sequential(
-        conv_layers + [layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON)], name=name
+        conv_layers + [BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON)], name=name
     )
 
 
