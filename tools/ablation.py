@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=[*STAGES, "all"])
     parser.add_argument("--config", type=Path, default=Path("configs/study.yaml"), help="training config")
-    parser.add_argument("--epochs", type=int, default=60, help="training budget of every variant")
+    parser.add_argument("--epochs", type=int, default=40, help="training budget of every variant")
     parser.add_argument("--data", type=Path, default=Path("data/study"), help="dataset with the test split")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"), help="ablation folder")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
