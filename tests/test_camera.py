@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 
 
 def test_check_value_of_the_reference():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 from d2im_tf.config import load_config
 from d2im_tf.models import CameraNet
 from d2im_tf.models.camera_net import normalised_projection, projection_from_pose, translation_from_distance

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import extraction
-from d2im_tf.metrics import chamfer_l1
+from d2im_tf.inference import extraction
+from d2im_tf.evaluation.metrics import chamfer_l1
 
 
 def sphere(points, radius=0.3):

@@ -9,7 +9,7 @@ import trimesh
 
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.data import mesh_sdf
+from d2im_tf.data.synth import mesh_sdf
 
 CATEGORIES = ["03001627", "04379243"]
 TINY = ["--categories", *CATEGORIES, "--shapes-per-category", "2", "--views", "4", "--image-size", "64",

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import camera, cli
-from d2im_tf.import_torch import (
+from d2im_tf import cli
+from d2im_tf.geometry import camera
+from d2im_tf.inference.import_torch import (
     D2IM_UNUSED_KEYS, WeightImportError, apply_state_dict, build_d2im, d2im_assignments,
     import_camnet, load_encoder_weights, load_imagenet_vgg16, reference_model_config,
 )
-from d2im_tf.reconstruct import Reconstructor
+from d2im_tf.inference.reconstruct import Reconstructor
 from d2im_tf.config import ModelConfig
 from parity_helpers import (
     FIXTURES, formula_state_dict, formula_tensor, state_dict_keys, torchvision_entries, write_torch_zip,
@@ -87,7 +88,7 @@ def test_imported_savedmodel_computes_what_the_authors_code_computes(imported):
 
 def _bilinear_maps(maps, points, projection):
     """Front and back maps read at the points' pixels (the fusion picks one of them per point)."""
-    from d2im_tf.sampling import sample_bilinear
+    from d2im_tf.geometry.interpolation import sample_bilinear
 
     uv, _ = camera.project(points, projection)
     values = sample_bilinear(tf.constant(maps[None]), uv)[0].numpy()  # [N, 2]
@@ -111,7 +112,7 @@ def test_description_and_reconstructor_of_an_imported_model(imported):
 
 
 def test_reference_image_reading_drops_alpha_and_pads_black():
-    from d2im_tf.reconstruct import prepare_image
+    from d2im_tf.inference.reconstruct import prepare_image
 
     rgba = np.zeros((4, 8, 4), np.uint8)
     rgba[..., :3] = 200  # colour under full transparency: the authors' reading keeps it
@@ -242,8 +243,8 @@ def test_world_frame_export_with_camera_network(tmp_path):
     """A small reference-mode pair (random weights): the export bundles the camera, whose pose is of
     the world frame, and reconstruction through the predicted camera stays in the world frame."""
     from d2im_tf.errors import UserError
-    from d2im_tf.export import export_saved_model
-    from d2im_tf.import_torch import build_camera
+    from d2im_tf.inference.export import export_saved_model
+    from d2im_tf.inference.import_torch import build_camera
     from d2im_tf.config import CameraConfig
     from d2im_tf.models import CameraNet
 

@@ -1,11 +1,11 @@
-"""Tests of d2im_tf.losses: Laplacians on analytic maps, and the sign and scale of the Laplacian loss
+"""Tests of d2im_tf.models.losses: Laplacians on analytic maps, and the sign and scale of the Laplacian loss
 on a rendered relief of known shape."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import camera
-from d2im_tf.losses import (
+from d2im_tf.geometry import camera
+from d2im_tf.models.losses import (
     base_loss,
     laplacian_loss,
     laplacian_mask,

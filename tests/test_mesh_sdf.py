@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from d2im_tf.data import mesh_sdf, shapes
+from d2im_tf.data.synth import mesh_sdf, shapes
 from d2im_tf.data.disn_format import DataError, SdfSamples
 
 COUNT = 4096

@@ -4,7 +4,8 @@ import pytest
 import trimesh
 from scipy import ndimage
 
-from d2im_tf import camera, metrics
+from d2im_tf.evaluation import metrics
+from d2im_tf.geometry import camera
 
 EMPTY = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64))
 VIEW = np.array([30.0, 20.0, 0.0, 0.8, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])  # a metadata row

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 from d2im_tf.config import VARIANTS, ModelConfig, load_config
 from d2im_tf.models import D2IMNet, ResNet18
 from d2im_tf.models.camera_net import normalised_projection

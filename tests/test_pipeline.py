@@ -5,7 +5,7 @@ import tensorflow as tf
 from scipy import stats
 
 from conftest import TOY_CATEGORY
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 from d2im_tf.config import load_config
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import (

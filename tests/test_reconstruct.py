@@ -10,10 +10,11 @@ import trimesh
 from PIL import Image
 
 from conftest import TOY_CATEGORY
-from d2im_tf import camera, metrics
+from d2im_tf.evaluation import metrics
+from d2im_tf.geometry import camera
 from d2im_tf.cli import main
 from d2im_tf.commands.reconstruct import BUNDLED_MODEL
-from d2im_tf.reconstruct import Reconstructor, input_warnings, prepare_image, view_row_from_pose
+from d2im_tf.inference.reconstruct import Reconstructor, input_warnings, prepare_image, view_row_from_pose
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEW_LINE = "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"

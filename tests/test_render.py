@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.data import shapes
+from d2im_tf.data.synth import shapes
 from d2im_tf.data.render import Renderer, random_views
 
 SIZE = 96

@@ -167,7 +167,7 @@ def test_saved_model_runs_without_the_package(toy_root, tmp_path):
 
     assert read_image(out / "previews" / "epoch_0001.png").shape == (128, 5 * 128, 3)
     # Reference values from the Keras model restored from the same run.
-    from d2im_tf import camera
+    from d2im_tf.geometry import camera
     from d2im_tf.training.sdf import load_sdf_model
 
     model = load_sdf_model(out)

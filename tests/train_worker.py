@@ -8,7 +8,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from d2im_tf.distribute import make_strategy  # noqa: E402  (before TensorFlow)
+from d2im_tf.training.distribute import make_strategy  # noqa: E402  (before TensorFlow)
 
 
 def main():

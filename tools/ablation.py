@@ -9,7 +9,7 @@
 Every stage skips what is already done (a variant with an export is not retrained, one with an
 evaluation not re-evaluated), so an interrupted study is continued by running the same command.
 Training and evaluation run as ``d2im`` subprocesses: each variant gets a fresh TensorFlow, and the
-command lines printed are the ones to rerun by hand. Folder layout: :mod:`d2im_tf.ablation`.
+command lines printed are the ones to rerun by hand. Folder layout: :mod:`d2im_tf.evaluation.ablation`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from d2im_tf import ablation  # noqa: E402
+from d2im_tf.evaluation import ablation  # noqa: E402
 from d2im_tf.config import VARIANTS  # noqa: E402
 
 
@@ -70,9 +70,9 @@ def table(args) -> None:
 
 def figure(args) -> None:
     from d2im_tf.data.disn_format import DatasetLayout
-    from d2im_tf.evaluate import TestShape, test_shapes, to_world
-    from d2im_tf.preview import labelled_grid, mesh_panel
-    from d2im_tf.reconstruct import Reconstructor, prepare_image
+    from d2im_tf.evaluation.evaluate import TestShape, test_shapes, to_world
+    from d2im_tf.inference.preview import labelled_grid, mesh_panel
+    from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
     layout = DatasetLayout(args.data)
     pairs = [pair for pair in test_shapes(layout, "test") if pair[1] in args.shapes] if args.shapes \

@@ -8,7 +8,7 @@ one core; seconds per stage, and a plain baseline measured in the same run
 accuracy at the training samples every 250 steps up to 1,500 (:mod:`d2im_tf.training.fit_probe`).
 
 ``reconstruct``: seconds per image → mesh at 128³ (``--resolution``) through an exported SavedModel
-(:class:`d2im_tf.reconstruct.Reconstructor`, GT camera of a rendered sphere), dense vs
+(:class:`d2im_tf.inference.reconstruct.Reconstructor`, GT camera of a rendered sphere), dense vs
 coarse-to-fine, split into encode / SDF evaluation / marching cubes, and the ratio dense / c2f.
 Without ``--model`` it exports a default-size (224², ``full``) *untrained* model, adjusted to look like
 a trained one where it matters for the comparison (the output says it is untrained): the base
@@ -17,7 +17,7 @@ a random field is much flatter, and nothing could be certified far from its surf
 that its zero level crosses the box (otherwise coarse-to-fine would have no surface to refine and the
 comparison would flatter it), and the detail decoder's output
 is scaled to displacements of at most 0.1 SDF units (1% of the box), a detail's size — random maps
-are large, and their jumps force a wide band (:class:`d2im_tf.reconstruct.Reconstructor`).
+are large, and their jumps force a wide band (:class:`d2im_tf.inference.reconstruct.Reconstructor`).
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def bench_data(args) -> dict:
     import numpy as np
     import trimesh
 
-    from d2im_tf.data import generate, mesh_sdf
+    from d2im_tf.data.synth import generate, mesh_sdf
     from d2im_tf.data.render import Renderer, random_views
 
     pinned = _pin_to_one_core()
@@ -112,7 +112,7 @@ def bench_data(args) -> dict:
 
 def _write_all(layout, mesh, samples, rows, views) -> None:
     from d2im_tf.data import disn_format as fmt
-    from d2im_tf.data import generate
+    from d2im_tf.data.synth import generate
 
     category, shape = "bench", "shape"
     generate.write_obj(layout.mesh_path(category, shape), mesh)
@@ -147,10 +147,10 @@ def _untrained_model(out: Path, image, view_row) -> Path:
     its zero level in the box (module docstring)."""
     import numpy as np
 
-    from d2im_tf import camera
+    from d2im_tf.geometry import camera
     from d2im_tf.config import load_config
-    from d2im_tf.export import export_saved_model
-    from d2im_tf.extraction import sdf_grid_points
+    from d2im_tf.inference.export import export_saved_model
+    from d2im_tf.inference.extraction import sdf_grid_points
     from d2im_tf.training.sdf import build_sdf_model
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
@@ -177,7 +177,7 @@ def bench_reconstruct(args) -> dict:
     import trimesh
 
     from d2im_tf.data.render import Renderer
-    from d2im_tf.reconstruct import Reconstructor, prepare_image
+    from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
     view_row = np.array([30.0, 20.0, 0.0, 0.8, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])
     pixels = Renderer(trimesh.creation.icosphere(3, radius=0.3)).render(view_row, 224).rgba  # [224, 224, 4]

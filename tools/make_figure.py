@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from d2im_tf.data import disn_format as fmt  # noqa: E402
-from d2im_tf.data import generate, shapes  # noqa: E402
+from d2im_tf.data.synth import generate, shapes  # noqa: E402
 from d2im_tf.data.render import Renderer  # noqa: E402
-from d2im_tf.preview import labelled_grid  # noqa: E402
+from d2im_tf.inference.preview import labelled_grid  # noqa: E402
 
 MAIN_VIEW = (60.0, 25.0, 0.0, 0.62)  # az, el, 0, distance ratio: front-right, slightly above
 OTHER_VIEW = (150.0, 35.0, 0.0, 0.62)  # front-left, higher

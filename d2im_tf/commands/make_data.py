@@ -80,7 +80,7 @@ def run(args) -> int:
     _validate(args)
     out, record = Path(args.out), settings_record(args)
     check_out_folder(out, record)
-    from d2im_tf.data import generate
+    from d2im_tf.data.synth import generate
     from d2im_tf.data.disn_format import atomic_path
 
     made = [] if out.exists() else [out, *[p for p in out.parents if not p.exists()]]  # folders this run creates

@@ -13,7 +13,7 @@ import h5py
 from tqdm import tqdm
 
 from d2im_tf.data.disn_format import DataError, DatasetLayout, atomic_path, read_samples
-from d2im_tf.data.mesh_sdf import add_gradients_and_density
+from d2im_tf.data.synth.mesh_sdf import add_gradients_and_density
 from d2im_tf.errors import UserError
 
 

@@ -1,7 +1,7 @@
 """``d2im reconstruct``: images → meshes (+ preview strips) with an exported SavedModel.
 
 Also ``tools/reconstruct.py``. Writes ``OUT/<image stem>.<format>`` and ``OUT/<stem>_preview.png``
-(see :mod:`d2im_tf.reconstruct` for how images are prepared and which frame the mesh is in); the
+(see :mod:`d2im_tf.inference.reconstruct` for how images are prepared and which frame the mesh is in); the
 model defaults to the bundled ``saved_models/d2im_synthetic``. The arguments are checked before
 anything is written. An image that cannot be read is reported on one line and skipped (exit code 2);
 one unlike the training renders is reconstructed with a warning.
@@ -101,8 +101,8 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from d2im_tf.data.disn_format import atomic_path, read_image, write_png
-    from d2im_tf.preview import preview_image
-    from d2im_tf.reconstruct import Reconstructor, input_warnings
+    from d2im_tf.inference.preview import preview_image
+    from d2im_tf.inference.reconstruct import Reconstructor, input_warnings
 
     reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode)
     reconstructor.require_camera(camera_row)  # before the progress bar starts

@@ -45,10 +45,10 @@ def run(args) -> int:
     target = Path(args.export or Path("saved_models") / Path(config.train.out_dir).name)
     if not args.no_export:  # fail now rather than after training
         check_output_dir(target, "export folder")
-    from d2im_tf.distribute import is_chief, make_strategy
+    from d2im_tf.training.distribute import is_chief, make_strategy
 
     strategy = make_strategy(args.devices)  # before any other TensorFlow work
-    from d2im_tf.export import export_saved_model
+    from d2im_tf.inference.export import export_saved_model
     from d2im_tf.training.camera import load_camera_model
     from d2im_tf.training.loop import TrainingDiverged, require_checkpoint
     from d2im_tf.training.sdf import train_sdf

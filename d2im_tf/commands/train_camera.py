@@ -18,7 +18,7 @@ def configure(parser) -> None:
 def run(args) -> int:
     config = config_from_arguments(args)
     check_devices(args)
-    from d2im_tf.distribute import make_strategy
+    from d2im_tf.training.distribute import make_strategy
 
     strategy = make_strategy(args.devices)
     from d2im_tf.training.camera import train_camera

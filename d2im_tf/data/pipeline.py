@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 from d2im_tf.config import Config
 from d2im_tf.data import disn_format as fmt
 

@@ -3,7 +3,7 @@
 Backbone (``camera.backbone``): ``"vgg16"`` as DISN (written here, random init: conv stages 64, 128,
 256, 512, 512 × ``width``/64, then dense 4096, 4096, 1000) or ``"resnet18"`` (this project's encoder,
 1000-d embedding). Two heads on the 1000-d vector, dense 512 → BN → ReLU → dense 256 → BN → ReLU →
-dense: the rotation head gives 6 numbers mapped by :func:`d2im_tf.camera.rotation_from_6d`, the
+dense: the rotation head gives 6 numbers mapped by :func:`d2im_tf.geometry.camera.rotation_from_6d`, the
 translation head either 1 number d (``"distance"``, the reference) giving t = (0, 0, 1.75·d), or t ∈ R³
 (``"full"``, DISN's paper; needed for shifted objects). The ReLUs are not in REFERENCE.md's layer list:
 without them each head would collapse to one affine map; DISN's fully-connected helper applies ReLU
@@ -20,15 +20,15 @@ t = diag(1, −1, −1)·(−CAM_ROTᵀ·(1.75·d, 0, 0)) = (0, 0, 1.75·d).
 Reference compatibility (``camera.compat: reference``, for the authors' ``CAMmodel.pt.tar`` imported
 with ``d2im import-torch``): VGG16 and the distance head as above, but heads *without* the ReLUs and
 with PyTorch's batch-norm ε (1e-5); the image is RGB and reversed to the authors' BGR first; the 6D
-output gives M = :func:`~d2im_tf.camera.rotation_from_6d` (b), which the authors use on row vectors
+output gives M = :func:`~d2im_tf.geometry.camera.rotation_from_6d` (b), which the authors use on row vectors
 (``[x y z 1] @ [[M], [t]]``), so the column-vector rotation is Mᵀ, and it is the pose of Blender's
 object frame: the network's ``rotation`` is Mᵀ·A (A = ShapeNet → Blender axis change,
-:data:`d2im_tf.camera.AXIS_CHANGE`), the pose of the **world** frame, and :meth:`CameraNet.projection`
+:data:`d2im_tf.geometry.camera.AXIS_CHANGE`), the pose of the **world** frame, and :meth:`CameraNet.projection`
 is the world-frame P = K·[Mᵀ | t]·A the authors build from it.
 
 Batch contract of ``fit`` (a dict, or a 1-tuple holding it): ``image`` [B, S, S, 3] float32 in [0, 1];
 ``points`` [B, N, 3] a point cloud of the shape; ``rotation`` [B, 3, 3] and ``translation`` [B, 3],
-the GT pose of the frame the points are in. Loss: :func:`d2im_tf.camera.camera_pointcloud_loss`.
+the GT pose of the frame the points are in. Loss: :func:`d2im_tf.geometry.camera.camera_pointcloud_loss`.
 Trained separately from the SDF network.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 from d2im_tf.config import CameraConfig
 from d2im_tf.models.encoder import EMBEDDING_DIM, ResNet18
 from d2im_tf.models.base import DistributableModel, reducible_logs

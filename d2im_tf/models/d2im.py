@@ -2,7 +2,7 @@
 
 f(p) = f_B(p) + f_DF(u(p)) for front points, f_B(p) + f_DB(u(p)) otherwise (paper eq. 3), with the
 displacement maps f_DF, f_DB read at the point's projection u(p) by the C² interpolating B-spline
-(:func:`d2im_tf.sampling.sample_bspline`). All SDF values are in the network's units: ``sdf_scale``
+(:func:`d2im_tf.geometry.interpolation.sample_bspline`). All SDF values are in the network's units: ``sdf_scale``
 (10) × the signed distance in the normalised frame, positive outside.
 
 Variants (``ModelConfig.variant``, the paper's Table 1 plus D²IM-Net_GL), :data:`VARIANT_SPECS`:
@@ -51,7 +51,7 @@ Reference compatibility (``model.compat: reference``, for weights imported from 
 release with ``d2im import-torch``): the network computes what the authors' ``D2IM_Net`` computes.
 
 * ``image`` is still RGB in [0, 1]; the model reverses the channels first (the authors read images with
-  OpenCV, BGR) and expects DISN's black background (:mod:`d2im_tf.reconstruct` prepares it).
+  OpenCV, BGR) and expects DISN's black background (:mod:`d2im_tf.inference.reconstruct` prepares it).
 * ``points`` and ``projection`` are in ShapeNet's **world** frame (the authors feed world coordinates
   and regress the normalised-frame SDF × 10 there), so every "normalised frame" above reads "world
   frame" for such a model; its exported ``d2im.json`` says ``"frame": "world"``.
@@ -76,13 +76,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 from d2im_tf.config import ModelConfig
-from d2im_tf.losses import base_loss, laplacian_loss, laplacian_mask, sdf_loss
+from d2im_tf.models.losses import base_loss, laplacian_loss, laplacian_mask, sdf_loss
 from d2im_tf.models.decoders import DetailDecoder, GlobalLocalDecoder, ImplicitDecoder
 from d2im_tf.models.encoder import ResNet18
 from d2im_tf.models.base import DistributableModel, reducible_logs
-from d2im_tf.sampling import sample_bilinear, sample_bspline
+from d2im_tf.geometry.interpolation import sample_bilinear, sample_bspline
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import math
 import keras
 from keras import layers
 
-from d2im_tf.sampling import sample_bilinear
+from d2im_tf.geometry.interpolation import sample_bilinear
 
 
 def encode_points(points, frequencies: int):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from d2im_tf.config import Config, ConfigError
 from d2im_tf.data.pipeline import CameraDataset
-from d2im_tf.import_torch import load_backbone_weights, require_weights_file
+from d2im_tf.inference.import_torch import load_backbone_weights, require_weights_file
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.training.loop import load_run_config, prepare_run, restore_weights, run_training, schedule_for
 

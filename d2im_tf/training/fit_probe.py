@@ -1,13 +1,13 @@
 """How well a network fits the shapes it trains on: sign accuracy at their samples and voxel IoU.
 
-For each shape of a split, seen from one view (the evaluation view of :func:`d2im_tf.evaluate.evaluation_view`,
+For each shape of a split, seen from one view (the evaluation view of :func:`d2im_tf.evaluation.evaluate.evaluation_view`,
 with its GT camera):
 
 * ``sign_accuracy`` — share of the shape's own SDF samples (``pc_sdf_sample``, plus the far-field
   samples when the file has them) with |sdf| > ``sign_margin`` whose predicted fused SDF has the GT
   sign. Chance is 0.5; a network that memorises the set approaches 1.
 * ``iou`` — occupancy of the ``resolution``³ voxel centres of the [-1, 1]³ box: predicted where the
-  fused field is negative, GT from the ground-truth mesh by ray parity (:func:`d2im_tf.metrics.occupancy`).
+  fused field is negative, GT from the ground-truth mesh by ray parity (:func:`d2im_tf.evaluation.metrics.occupancy`).
   Independent of marching cubes, so it measures the field and nothing else.
 
 Used by ``tools/benchmark.py fit`` (the memorisation benchmark) and by the memorisation test.
@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from d2im_tf import metrics
+from d2im_tf.evaluation import metrics
 from d2im_tf.config import Config
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import decode_image, load_records
-from d2im_tf.evaluate import evaluation_view, read_mesh, to_normalised
-from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS
+from d2im_tf.evaluation.evaluate import evaluation_view, read_mesh, to_normalised
+from d2im_tf.inference.extraction import NORMALISED_FRAME_BOUNDS
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """PNG previews during training: every K epochs, a few test shapes reconstructed by the current model.
 
 ``OUT/previews/epoch_NNNN.png`` stacks one strip per shape (input | mesh from the input view | from
-azimuth +90° | front map | back map, :func:`d2im_tf.preview.preview_image`), using GT cameras and a
+azimuth +90° | front map | back map, :func:`d2im_tf.inference.preview.preview_image`), using GT cameras and a
 coarse-to-fine extraction at a low resolution so a preview costs seconds, not minutes.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import ShapeDataset, decode_image
-from d2im_tf.evaluate import evaluation_view
-from d2im_tf.extraction import extract_fused_mesh
-from d2im_tf.preview import preview_image
+from d2im_tf.evaluation.evaluate import evaluation_view
+from d2im_tf.inference.extraction import extract_fused_mesh
+from d2im_tf.inference.preview import preview_image
 
 
 class PreviewCallback(keras.callbacks.Callback):

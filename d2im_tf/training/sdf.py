@@ -12,11 +12,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 from d2im_tf.config import Config, ConfigError
 from d2im_tf.data.pipeline import ShapeDataset, has_split
-from d2im_tf.import_torch import load_encoder_weights, require_weights_file
-from d2im_tf.losses import map_laplacian, normal_divergence
+from d2im_tf.inference.import_torch import load_encoder_weights, require_weights_file
+from d2im_tf.models.losses import map_laplacian, normal_divergence
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.training.callbacks import ImageLogger
 from d2im_tf.training.previews import PreviewCallback

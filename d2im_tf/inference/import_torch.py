@@ -47,7 +47,7 @@ from d2im_tf.models.camera_net import VGG16, CameraNet, PoseHead
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.models.decoders import DetailDecoder, ImplicitDecoder
 from d2im_tf.models.encoder import ResNet18
-from d2im_tf.torch_checkpoint import load_checkpoint
+from d2im_tf.inference.torch_checkpoint import load_checkpoint
 
 # Keys of the authors' D²IM-Net state dict that its forward pass never reads.
 D2IM_UNUSED_KEYS = frozenset(f"detail_decoder.up_conv{k}.{p}" for k in (0, 1) for p in ("weight", "bias"))
@@ -276,7 +276,7 @@ def _read_state_dict(source) -> tuple[dict[str, np.ndarray], str]:
 
 def build_d2im(config: ModelConfig, sdf_scale: float = 10.0) -> D2IMNet:
     """A :class:`D2IMNet` with its variables created."""
-    from d2im_tf import camera
+    from d2im_tf.geometry import camera
 
     model = D2IMNet(config, sdf_scale=sdf_scale)
     size = config.image_size

@@ -2,9 +2,9 @@
 
 For each test shape, the image of the evaluation view is reconstructed and compared with the
 ground-truth mesh ``meshes/<cat>/<shape>/model.obj`` (world frame) with the metrics of
-:mod:`d2im_tf.metrics`: IoU (32³ voxels), CD = Chamfer-L1 on 20K surface samples, ECD-3D, ECD-2D
+:mod:`d2im_tf.evaluation.metrics`: IoU (32³ voxels), CD = Chamfer-L1 on 20K surface samples, ECD-3D, ECD-2D
 (pixels, 224² normal maps) and the F-score at 1% of the side of the reconstruction box
-(:data:`d2im_tf.extraction.NORMALISED_FRAME_BOUNDS`), and precision/recall at 0.05 (normalised
+(:data:`d2im_tf.inference.extraction.NORMALISED_FRAME_BOUNDS`), and precision/recall at 0.05 (normalised
 units): the share of the reconstruction's surface samples within 0.05 of the GT surface (phantom
 sheets and floaters lower it) and the converse (missing parts lower it).
 
@@ -30,10 +30,10 @@ import numpy as np
 import trimesh
 from tqdm import tqdm
 
-from d2im_tf import metrics
+from d2im_tf.evaluation import metrics
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.disn_format import DataError, DatasetLayout
-from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS
+from d2im_tf.inference.extraction import NORMALISED_FRAME_BOUNDS
 
 TEST_VIEW = 32
 SIDE_TEST_VIEW = 6

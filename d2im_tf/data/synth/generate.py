@@ -22,7 +22,7 @@ import trimesh
 from tqdm import tqdm
 
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.data import mesh_sdf, shapes
+from d2im_tf.data.synth import mesh_sdf, shapes
 from d2im_tf.data.render import Renderer, random_views
 from d2im_tf.errors import UserError
 

@@ -1,6 +1,6 @@
 """Continuous, differentiable reading of image-aligned maps at pixel positions.
 
-Two samplers share one coordinate convention, the one of :mod:`d2im_tf.camera`: ``uv`` is in pixels,
+Two samplers share one coordinate convention, the one of :mod:`d2im_tf.geometry.camera`: ``uv`` is in pixels,
 x to the right and y down, the origin at the top-left corner of pixel (0, 0), so pixel ``(i, j)``
 (row ``j``, column ``i``) has its centre at ``(i + 0.5, j + 0.5)``.
 

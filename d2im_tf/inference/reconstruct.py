@@ -1,8 +1,8 @@
 """Single-image reconstruction with an exported SavedModel: image → camera → SDF → mesh.
 
-Only ``tf.saved_model.load`` and the export's signatures are used (:mod:`d2im_tf.export`): the image
+Only ``tf.saved_model.load`` and the export's signatures are used (:mod:`d2im_tf.inference.export`): the image
 is encoded once (``encode``), then the SDF is decoded chunk by chunk (``decode``) on the grid of
-:func:`d2im_tf.extraction.extract_mesh`, coarse-to-fine by default.
+:func:`d2im_tf.inference.extraction.extract_mesh`, coarse-to-fine by default.
 
 Input images: any PNG/JPEG, RGB, RGBA or grey, any size. They are brought to what the network saw in
 training — the dataset's renders: a square image of the model's ``image_size`` with the object
@@ -37,9 +37,9 @@ import tensorflow as tf
 import trimesh
 from PIL import Image
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 from d2im_tf.errors import UserError
-from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS, WORLD_FRAME_BOUNDS, extract_fused_mesh
+from d2im_tf.inference.extraction import NORMALISED_FRAME_BOUNDS, WORLD_FRAME_BOUNDS, extract_fused_mesh
 from d2im_tf.models.camera_net import normalised_projection
 
 IDENTITY_NORM_PARAMS = np.array([0.0, 0.0, 0.0, 1.0])
@@ -157,7 +157,7 @@ class Reconstructor:
     """A loaded SavedModel and the extraction settings; :meth:`reconstruct` turns images into meshes.
 
     Coarse-to-fine certification needs to know how far from a point the SDF cannot reach zero; for the
-    fused field that is :func:`d2im_tf.extraction.displaced_field_clearance`, from the base field and
+    fused field that is :func:`d2im_tf.inference.extraction.displaced_field_clearance`, from the base field and
     the range of the image's maps. ``lipschitz`` is ``L``, the base field's bound; the default
     ``2·sdf_scale`` allows a learned base field twice as steep as a true distance (in model units).
     """
