@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from d2im_tf.data.categories import SYNTHETIC_CATEGORIES
 from d2im_tf.errors import UserError
 
 VARIANTS = ("baseline", "wsamp", "noback", "nolap", "full", "gl")
@@ -30,7 +31,7 @@ class ConfigError(UserError, ValueError):
 class DataConfig:
     root: str = "data/synthetic"
     split_dir: str = ""  # default: <root>/splits
-    categories: list[str] = field(default_factory=lambda: ["03001627", "04379243", "02933112", "04256520"])
+    categories: list[str] = field(default_factory=lambda: list(SYNTHETIC_CATEGORIES))
     image_size: int = 224
     num_points: int = 2048
     views: int = 36

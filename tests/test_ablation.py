@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TOY_CATEGORY
 from d2im_tf.evaluation import ablation
 from d2im_tf.inference.preview import LABEL_HEIGHT, labelled_grid
 from test_evaluate import data_with_meshes, model_dir  # noqa: F401 (fixtures)

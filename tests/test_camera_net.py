@@ -7,7 +7,8 @@ import tensorflow as tf
 from d2im_tf.geometry import camera
 from d2im_tf.config import load_config
 from d2im_tf.models import CameraNet
-from d2im_tf.models.camera_net import normalised_projection, projection_from_pose, translation_from_distance
+from d2im_tf.geometry.frames import normalised_projection
+from d2im_tf.models.camera_net import translation_from_distance
 
 RNG = np.random.default_rng(2)
 VIEWS = [(30.0, 20.0, 0.8), (-100.0, 5.0, 0.65), (215.0, -15.0, 0.9), (350.0, 40.0, 0.7)]
@@ -45,7 +46,7 @@ def test_distance_translation_lies_on_the_axis_of_camera_extrinsics():
 
 def test_projection_from_pose_matches_camera_and_the_reference_check_value():
     rotation, translation = camera.world_to_camera(30.0, 20.0, 0.8)
-    projection = projection_from_pose(tf.constant(rotation[None]), tf.constant(translation[None]), 224)
+    projection = camera.projection_from_pose(tf.constant(rotation[None]), tf.constant(translation[None]), 224)
     np.testing.assert_allclose(projection.numpy()[0], camera.projection_matrix(30.0, 20.0, 0.8), atol=1e-9)
     uv, depth = camera.project(np.array([[[0.1, -0.2, 0.3]]]), projection)
     np.testing.assert_allclose(uv.numpy()[0, 0], [70.7480, 164.8630], atol=1e-3)
@@ -57,7 +58,7 @@ def test_normalised_projection_folds_the_normalisation():
     center = RNG.normal(0, 0.1, (2, 3))
     scale = np.array([0.7, 1.3])
     points = RNG.uniform(-0.5, 0.5, (2, 50, 3))
-    folded = normalised_projection(world_projection, center, scale)
+    folded = normalised_projection(world_projection, np.column_stack([center, scale]))
     uv_folded, depth_folded = camera.project(points, folded)
     uv_world, depth_world = camera.project(points * scale[:, None, None] + center[:, None, :], world_projection)
     np.testing.assert_allclose(uv_folded.numpy(), uv_world.numpy(), atol=1e-8)

@@ -10,7 +10,8 @@ import trimesh
 from conftest import TOY_CATEGORY
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.evaluation.evaluate import COLUMNS, evaluation_view, shape_metrics, to_normalised, to_world
+from d2im_tf.evaluation.evaluate import COLUMNS, evaluation_view, shape_metrics
+from d2im_tf.geometry.frames import to_normalised, to_world
 from test_reconstruct import tiny_model
 
 

@@ -6,7 +6,6 @@ cosine decay, far-field samples), trained through ``fit`` as ``d2im train`` does
 network stops learning: the paper's recipe at this budget stays near the mean shape (docs/training.md).
 """
 import keras
-import numpy as np
 import pytest
 
 from d2im_tf.cli import main

@@ -14,7 +14,8 @@ from d2im_tf.models.losses import (
     normal_divergence,
     sdf_loss,
 )
-from d2im_tf.models.camera_net import normalised_projection
+from d2im_tf.geometry.frames import normalised_projection
+from helpers import unproject
 from d2im_tf.models.d2im import norm_scale_from_projection
 
 RNG = np.random.default_rng(1)
@@ -113,9 +114,9 @@ class ReliefScene:
         self.base_depth = self.translation[2]  # the world origin lies on the optical axis
 
     def hit(self, uv):
-        """Camera-frame ray hits ``[M, 3]`` for pixels ``uv`` ``[M, 2]``: rays from camera.unproject."""
+        """Camera-frame ray hits ``[M, 3]`` for pixels ``uv`` ``[M, 2]``: rays from helpers.unproject."""
         uv = np.asarray(uv, np.float64)
-        world = camera.unproject(uv, np.ones(len(uv)), self.projection).numpy()  # depth-1 points
+        world = unproject(uv, np.ones(len(uv)), self.projection).numpy()  # depth-1 points
         rays = world @ self.rotation.T + self.translation  # (a, b, 1) in the camera frame
         depth = np.full(len(uv), self.base_depth)
         for _ in range(40):  # fixed point of z = z0 − h(a z, b z); contraction for small slopes
@@ -155,9 +156,7 @@ class ReliefScene:
 @pytest.fixture(scope="module")
 def relief_case():
     scene = ReliefScene()
-    projection = normalised_projection(
-        scene.projection[None].astype(np.float32), NORM_CENTER[None].astype(np.float32), np.float32([NORM_SCALE])
-    )
+    projection = normalised_projection(scene.projection[None], np.array([[*NORM_CENTER, NORM_SCALE]])).astype(np.float32)
     sample_uv = RNG.uniform(20, IMAGE - 20, (300, 2))
     points = scene.normalised_points(scene.hit(sample_uv))[None].astype(np.float32)
     uv, depth = camera.project(points, projection)  # the loss's own path from points to pixels

@@ -70,16 +70,17 @@ def table(args) -> None:
 
 def figure(args) -> None:
     from d2im_tf.data.disn_format import DatasetLayout
-    from d2im_tf.evaluation.evaluate import TestShape, test_shapes, to_world
+    from d2im_tf.evaluation.evaluate import EvaluationCase, split_pairs
+    from d2im_tf.geometry.frames import to_world
     from d2im_tf.inference.preview import labelled_grid, mesh_panel
     from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
     layout = DatasetLayout(args.data)
-    pairs = [pair for pair in test_shapes(layout, "test") if pair[1] in args.shapes] if args.shapes \
-        else test_shapes(layout, "test", max_shapes=1)
+    pairs = [pair for pair in split_pairs(layout, "test") if pair[1] in args.shapes] if args.shapes \
+        else split_pairs(layout, "test", max_shapes=1)
     if not pairs:
         sys.exit(f"error: --shapes {' '.join(args.shapes)}: none of them is in {args.data}'s test split")
-    cases = [TestShape.load(layout, category, shape) for category, shape in pairs]
+    cases = [EvaluationCase.load(layout, category, shape) for category, shape in pairs]
     # two rows per input: the meshes seen from the input's view, then from azimuth +90° (what it hides)
     rows, views, titles = [], [], []
     blank = np.full((args.size, args.size, 3), 255, np.uint8)

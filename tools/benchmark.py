@@ -38,6 +38,8 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from d2im_tf.data.categories import SYNTHETIC_CATEGORIES  # noqa: E402
+
 
 def _pin_to_one_core() -> str:
     if hasattr(os, "sched_setaffinity"):
@@ -85,7 +87,8 @@ def bench_data(args) -> dict:
     render_stage = f"render {args.views} views at {args.image_size}²"
     views = [clock(render_stage, renderer.render, row, args.image_size) for row in rows]
     layout = settings.layout
-    clock("write files (OBJ, h5, PNGs)", _write_all, layout, mesh, samples, rows, views)
+    clock("write files (OBJ, h5, PNGs)", generate.write_shape_files, layout, "bench", "shape", mesh, samples, rows,
+          views)
     workdir.cleanup()
 
     subset = np.random.default_rng(0).choice(len(world), size=min(args.baseline_subset, len(world)), replace=False)
@@ -108,20 +111,6 @@ def bench_data(args) -> dict:
         "baseline_sign_agreement": sign_agreement,
         "baseline_max_abs_distance_difference": distance_error,
     }
-
-
-def _write_all(layout, mesh, samples, rows, views) -> None:
-    from d2im_tf.data import disn_format as fmt
-    from d2im_tf.data.synth import generate
-
-    category, shape = "bench", "shape"
-    generate.write_obj(layout.mesh_path(category, shape), mesh)
-    fmt.write_samples(layout.samples_path(category, shape), samples)
-    for index, image in enumerate(views):
-        fmt.write_png(layout.image_path(category, shape, index), image.rgba)
-        fmt.write_normal_map(layout.normal_path(category, shape, index), image.normals, image.mask)
-        fmt.write_depth(layout.depth_path(category, shape, index), image.depth, image.mask)
-    fmt.write_metadata(layout.metadata_path(category, shape), rows)
 
 
 def print_data(result: dict) -> None:
@@ -284,7 +273,7 @@ def print_train(result: dict) -> None:
           "speed×: steps/s relative to the first row, measured in the same run")
 
 
-FIT_CATEGORIES = ["03001627", "04379243", "02933112", "04256520"]
+FIT_CATEGORIES = list(SYNTHETIC_CATEGORIES)
 
 
 def _fit_dataset(root: Path) -> None:

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from d2im_tf.data import disn_format as fmt  # noqa: E402
+from d2im_tf.data.categories import CATEGORY_NAMES  # noqa: E402
 from d2im_tf.data.synth import generate, shapes  # noqa: E402
 from d2im_tf.data.render import Renderer  # noqa: E402
 from d2im_tf.inference.preview import labelled_grid  # noqa: E402
@@ -36,8 +37,7 @@ def _depth_image(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _on_white(rgba: np.ndarray) -> np.ndarray:
-    alpha = rgba[..., 3:] / 255.0
-    return np.round(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    return np.round(fmt.on_white(rgba)).astype(np.uint8)
 
 
 def shape_row(category: str, seed: int, size: int) -> list[np.ndarray]:
@@ -52,7 +52,7 @@ def shape_row(category: str, seed: int, size: int) -> list[np.ndarray]:
 
 def make_figure(out: Path, seed: int, size: int) -> None:
     rows = [shape_row(category, seed, size) for category in shapes.FAMILIES]
-    titles = [f"{shapes.CATEGORY_NAMES[category]} {category}" for category in shapes.FAMILIES]
+    titles = [f"{CATEGORY_NAMES[category]} {category}" for category in shapes.FAMILIES]
     out.parent.mkdir(parents=True, exist_ok=True)
     labelled_grid(rows, COLUMNS, titles).save(out, optimize=True)
 

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from d2im_tf.data.categories import CATEGORY_NAMES, SYNTHETIC_CATEGORIES
 from d2im_tf.errors import UserError
 
 RECORD = "make_data.json"  # the settings a dataset was made with, so a second run cannot mix in others
@@ -16,8 +17,8 @@ RECORD = "make_data.json"  # the settings a dataset was made with, so a second r
 
 def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="dataset root to write")
-    parser.add_argument("--categories", nargs="+", default=["03001627", "04379243", "02933112", "04256520"],
-                        help="ShapeNet ids: 03001627 chair, 04379243 table, 02933112 cabinet, 04256520 sofa")
+    parser.add_argument("--categories", nargs="+", default=list(SYNTHETIC_CATEGORIES),
+                        help="ShapeNet ids: " + ", ".join(f"{c} {name}" for c, name in CATEGORY_NAMES.items()))
     parser.add_argument("--shapes-per-category", type=int, default=10)
     parser.add_argument("--from-meshes", default=None, metavar="DIR",
                         help="convert meshes DIR/<category>/<shape>/model.obj instead of generating shapes")

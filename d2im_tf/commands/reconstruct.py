@@ -42,20 +42,18 @@ def configure(parser) -> None:
 
 
 def parse_camera_line(text: str):
-    """A metadata line ``[az, el, 0, d, 35, 32, 1.75, sx, sy, sz]`` (brackets, commas optional) → ``[10]``."""
-    import numpy as np
-
-    from d2im_tf.data.disn_format import metadata_row_problem
+    """``--camera``: one metadata line ``[az, el, 0, d, 35, 32, 1.75, sx, sy, sz]`` → ``[10]``."""
+    from d2im_tf.data.disn_format import MetadataLineError, metadata_row_problem, parse_metadata_line
     from d2im_tf.errors import UserError
 
-    fields = text.strip().strip("[]").replace(",", " ").split()
     try:
-        row = np.array([float(field) for field in fields])
-    except ValueError:
-        raise UserError(f"--camera: not a list of numbers: {text!r}") from None
-    problem = metadata_row_problem(row)
-    if problem:
-        raise UserError(f"--camera: the line {problem} (a rendering_metadata.txt line is expected)")
+        row = parse_metadata_line(text)
+        if row is None:  # a blank line
+            raise MetadataLineError(metadata_row_problem([]), numbers=True)
+    except MetadataLineError as error:
+        if not error.numbers:
+            raise UserError(f"--camera: not a list of numbers: {text!r}") from None
+        raise UserError(f"--camera: the line {error} (a rendering_metadata.txt line is expected)") from None
     return row
 
 

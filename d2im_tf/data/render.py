@@ -60,7 +60,7 @@ class Renderer:
         """Render the view of metadata ``row`` (``[az, el, 0, d, ...]``) at ``image_size`` pixels."""
         az, el, dist = float(row[0]), float(row[1]), float(row[3])
         rotation, translation = camera.world_to_camera(az, el, dist)
-        origin = camera.camera_center(az, el, dist)
+        origin = camera.camera_centre(rotation, translation)
         pixels = self._covered_pixels(rotation, translation, image_size)  # [N, 2] (u, v)
         focal, centre = camera.focal_pixels(image_size), image_size / 2.0
         directions_cam = np.column_stack([(pixels + 0.5 - centre) / focal, np.ones(len(pixels))])

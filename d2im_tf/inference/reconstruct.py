@@ -19,7 +19,7 @@ Frames: the SDF network works in the shape's normalised frame. With the model's 
 predicted pose is that of the normalised frame (up to scale), so the mesh is in the normalised frame.
 With a given camera (a ``rendering_metadata.txt`` row, world frame) and the shape's norm params
 ``(cx, cy, cz, m)`` (default 0 0 0 1), the projection is folded with the normalisation
-(:func:`d2im_tf.models.camera_net.normalised_projection`) and the mesh is returned in the world
+(:func:`d2im_tf.geometry.frames.normalised_projection`) and the mesh is returned in the world
 frame, ``xyz·m + c``. An imported model (``"frame": "world"``) works in the world frame throughout, as
 the authors' code: a given camera is used as it is (the norm params are not needed), the camera network
 predicts the world frame's pose, the grid covers the reference's box [-0.5, 0.5]³, and the mesh is in
@@ -37,15 +37,14 @@ import tensorflow as tf
 import trimesh
 from PIL import Image
 
-from d2im_tf.geometry import camera
+from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError
-from d2im_tf.inference.extraction import NORMALISED_FRAME_BOUNDS, WORLD_FRAME_BOUNDS, extract_fused_mesh
-from d2im_tf.models.camera_net import normalised_projection
+from d2im_tf.geometry import camera, frames
+from d2im_tf.inference.extraction import extract_fused_mesh, levels_fit
 
-IDENTITY_NORM_PARAMS = np.array([0.0, 0.0, 0.0, 1.0])
 WHITE = 255
 BLACK = 0
-FRAME_BOUNDS = {"normalised": NORMALISED_FRAME_BOUNDS, "world": WORLD_FRAME_BOUNDS}
+FRAME_BOUNDS = {"normalised": frames.NORMALISED_BOX, "world": frames.WORLD_BOX}
 MAX_RESOLUTION = 1024  # marching-cubes cells per side; 1024³ is already ~4 GB of float32 SDF values
 
 
@@ -54,8 +53,7 @@ def check_resolution(resolution: int, mode: str = "dense", initial_resolution: i
     if not 2 <= resolution <= MAX_RESOLUTION:
         raise UserError(f"--resolution must be between 2 and {MAX_RESOLUTION}, got {resolution}")
     initial = min(initial_resolution, resolution)
-    ratio = resolution // initial
-    if mode == "coarse_to_fine" and (resolution % initial or ratio & (ratio - 1)):
+    if mode == "coarse_to_fine" and not levels_fit(resolution, initial):
         raise UserError(f"--resolution {resolution}: coarse-to-fine needs {initial}·2^k "
                         "(e.g. 64, 128, 256), or use --mode dense")
 
@@ -109,8 +107,7 @@ def prepare_image(pixels: np.ndarray, image_size: int, reading: str = "white") -
     rgb = pixels[..., :3].astype(np.float64)  # [H, W, 3]
     background = BLACK if reading == "reference" else WHITE
     if pixels.shape[-1] == 4 and reading != "reference":
-        alpha = pixels[..., 3:].astype(np.float64) / 255.0  # [H, W, 1]
-        rgb = rgb * alpha + WHITE * (1.0 - alpha)
+        rgb = on_white(pixels)
     height, width = rgb.shape[:2]
     side = max(height, width)
     square = np.full((side, side, 3), float(background))
@@ -127,7 +124,7 @@ def view_row_from_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndar
     assumes, as DISN's renders, a camera looking at the origin without roll; a predicted pose's
     deviation from that is dropped. Used to render a predicted view.
     """
-    centre = -np.asarray(rotation, float).T @ np.asarray(translation, float)  # [3]
+    centre = camera.camera_centre(np.asarray(rotation, float), np.asarray(translation, float))  # [3]
     distance = float(np.linalg.norm(centre))
     azimuth = np.degrees(np.arctan2(centre[2], centre[0]))
     elevation = np.degrees(np.arcsin(np.clip(centre[1] / max(distance, 1e-12), -1.0, 1.0)))
@@ -207,9 +204,8 @@ class Reconstructor:
             world = camera.projection_from_metadata(camera_row, self.image_size)[None]  # [1, 3, 4]
             if self.frame == "world":
                 return tf.constant(world, tf.float32), np.asarray(camera_row, float)
-            params = IDENTITY_NORM_PARAMS if norm_params is None else np.asarray(norm_params, float)
-            projection = normalised_projection(world, params[None, :3], params[None, 3])
-            return tf.cast(projection, tf.float32), np.asarray(camera_row, float)
+            params = frames.IDENTITY_NORM_PARAMS if norm_params is None else np.asarray(norm_params, float)
+            return tf.constant(frames.normalised_projection(world, params), tf.float32), np.asarray(camera_row, float)
         self.require_camera(camera_row)
         pose = self.model.signatures["camera"](image=image)
         view = view_row_from_pose(pose["rotation"][0].numpy(), pose["translation"][0].numpy())
@@ -239,7 +235,5 @@ class Reconstructor:
         timings["sdf_evaluation"] = sum(stages.values())
         frame = self.frame
         if frame == "normalised" and camera_row is not None and norm_params is not None:
-            params = np.asarray(norm_params, float)
-            mesh.vertices = mesh.vertices * params[3] + params[:3]
-            frame = "world"
+            mesh, frame = frames.to_world(mesh, np.asarray(norm_params, float)), "world"
         return Reconstruction(mesh, maps, timings, view, image, frame)

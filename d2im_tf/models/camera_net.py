@@ -13,8 +13,8 @@ The output (R, t) is a transform p' = R·p + t to the camera frame, so ``P = K·
 (:meth:`CameraNet.projection`) projects the points it was trained on. The training pipeline
 (:class:`d2im_tf.data.pipeline.CameraDataset`) trains it on the pose of each shape's *normalised*
 frame, t = (R·c + t_world)/m (DISN's targets likewise), so ``P`` serves the SDF network directly at
-test time without ground-truth normalisation; :func:`normalised_projection` folds a known
-normalisation into a world-frame P. The distance axis: ``camera.extrinsics`` gives
+test time without ground-truth normalisation; :func:`d2im_tf.geometry.frames.normalised_projection`
+folds a known normalisation into a world-frame P. The distance axis: ``camera.extrinsics`` gives
 t = diag(1, −1, −1)·(−CAM_ROTᵀ·(1.75·d, 0, 0)) = (0, 0, 1.75·d).
 
 Reference compatibility (``camera.compat: reference``, for the authors' ``CAMmodel.pt.tar`` imported
@@ -106,29 +106,6 @@ def translation_from_distance(distance):
     return tf.concat([zeros, zeros, camera.MAX_DISTANCE * distance], axis=-1)
 
 
-def projection_from_pose(rotation, translation, image_size: int):
-    """P = K·[R | t] ``[B, 3, 4]`` for world points from R ``[B, 3, 3]`` and t ``[B, 3]``."""
-    intrinsics = tf.constant(camera.intrinsics(image_size), rotation.dtype)
-    extrinsics = tf.concat([rotation, translation[..., None]], axis=-1)  # [B, 3, 4]
-    return tf.matmul(intrinsics, extrinsics)
-
-
-def normalised_projection(projection, center, scale):
-    """Fold a shape's normalisation (world = xyz·m + c) into P: ``P @ [[m·I, c], [0, 1]]``.
-
-    ``projection`` [B, 3, 4] (world points), ``center`` c [B, 3], ``scale`` m [B] → [B, 3, 4] for
-    normalised-frame points, the ``projection`` of the SDF network's batch.
-    """
-    projection = tf.convert_to_tensor(projection)
-    center = tf.cast(center, projection.dtype)
-    scale = tf.cast(scale, projection.dtype)
-    return tf.concat(
-        [projection[..., :3] * scale[..., None, None],
-         tf.matmul(projection[..., :3], center[..., None]) + projection[..., 3:]],
-        axis=-1,
-    )
-
-
 class CameraNet(DistributableModel):
     """Pose regression: ``call(images)`` → dict ``rotation`` [B, 3, 3], ``translation`` [B, 3], ``rotation_6d`` [B, 6]."""
 
@@ -168,7 +145,7 @@ class CameraNet(DistributableModel):
 
     def projection(self, outputs):
         """P = K·[R | t] ``[B, 3, 4]`` for world points, from the outputs of :meth:`call`."""
-        return projection_from_pose(outputs["rotation"], outputs["translation"], self.camera_config.image_size)
+        return camera.projection_from_pose(outputs["rotation"], outputs["translation"], self.camera_config.image_size)
 
     def compute_camera_loss(self, batch, outputs):
         """DISN's point-cloud loss between the predicted and the GT pose (scalar)."""

@@ -116,11 +116,6 @@ def viewing_axis(projection):
     return tf.math.l2_normalize(projection[:, 2, :3], axis=-1)
 
 
-def camera_center(projection):
-    """The optical centre in the normalised frame, ``[B, 3]``: C = −M⁻¹·P[:, 3] with M = P[:, :3]."""
-    return -tf.linalg.solve(projection[:, :, :3], projection[:, :, 3:])[..., 0]
-
-
 def reference_front_step(projection, offset: float):
     """The authors' test-time front/back step ``[B, 3]``: ``offset·N(M⁻¹·(0, 0, 1))``, M = P[:, :3]."""
     direction = tf.linalg.solve(projection[:, :, :3], tf.tile(tf.constant([[[0.0], [0.0], [1.0]]]),
@@ -204,7 +199,7 @@ class D2IMNet(DistributableModel):
         """
         if base is None:
             base = self.base_field(encoding, points, projection)
-        direction = tf.math.l2_normalize(points - camera_center(projection)[:, None, :], axis=-1)  # [B, N, 3]
+        direction = tf.math.l2_normalize(points - camera.projection_centre(projection)[:, None, :], axis=-1)  # [B, N, 3]
         ahead = self.base_field(encoding, points + self.model_config.front_offset * direction, projection)
         return ahead < base
 

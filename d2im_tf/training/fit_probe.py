@@ -22,8 +22,8 @@ from d2im_tf.evaluation import metrics
 from d2im_tf.config import Config
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import decode_image, load_records
-from d2im_tf.evaluation.evaluate import evaluation_view, read_mesh, to_normalised
-from d2im_tf.inference.extraction import NORMALISED_FRAME_BOUNDS
+from d2im_tf.evaluation.evaluate import evaluation_view
+from d2im_tf.geometry.frames import NORMALISED_BOX, to_normalised
 
 
 @dataclass
@@ -41,8 +41,8 @@ class ProbeShape:
 def probe_shapes(config: Config, split: str = "train", resolution: int = 32, sign_margin: float = 0.005,
                  max_shapes: int | None = None) -> list[ProbeShape]:
     """The shapes of ``split`` with what :func:`fit_report` compares against."""
-    layout = fmt.DatasetLayout(config.data.root, config.data.split_dir or None)
-    low, high = NORMALISED_FRAME_BOUNDS
+    layout = fmt.DatasetLayout.from_config(config)
+    low, high = NORMALISED_BOX
     shapes = []
     for record in load_records(config, split)[:max_shapes]:
         view = evaluation_view(record.category, len(record.projections))
@@ -52,7 +52,8 @@ def probe_shapes(config: Config, split: str = "train", resolution: int = 32, sig
             points = np.concatenate([points, samples.far_samples[:, :3]])
             sdf = np.concatenate([sdf, samples.far_samples[:, 3]])
         keep = np.abs(sdf) > sign_margin
-        truth = to_normalised(read_mesh(layout.mesh_path(record.category, record.shape)), record.norm_params)
+        truth = to_normalised(fmt.read_mesh(layout.mesh_path(record.category, record.shape), "ground-truth mesh"),
+                              record.norm_params)
         occupied = metrics.occupancy(truth, resolution, [low] * 3, high - low).reshape(-1)
         image = decode_image(str(layout.image_path(record.category, record.shape, view)), config.model.image_size)
         shapes.append(ProbeShape(f"{record.category}/{record.shape}", image.numpy(),
@@ -63,7 +64,7 @@ def probe_shapes(config: Config, split: str = "train", resolution: int = 32, sig
 
 def fit_report(model, shapes: list[ProbeShape], resolution: int = 32) -> list[dict]:
     """Per shape: ``name``, ``sign_accuracy`` and ``iou`` of ``model`` (a :class:`~d2im_tf.models.d2im.D2IMNet`)."""
-    low, high = NORMALISED_FRAME_BOUNDS
+    low, high = NORMALISED_BOX
     grid = metrics.voxel_centres(resolution, [low] * 3, high - low).reshape(-1, 3).astype(np.float32)
     rows = []
     for shape in shapes:

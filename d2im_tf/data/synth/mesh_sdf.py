@@ -22,7 +22,6 @@ Used for the procedural shapes and for user meshes (e.g. ShapeNet ``model.obj``)
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import trimesh
@@ -30,7 +29,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
-from d2im_tf.data.disn_format import DataError, SdfSamples
+from d2im_tf.geometry.frames import NORMALISED_BOX
+from d2im_tf.data.disn_format import DataError, SdfSamples, read_mesh
 
 NORMALIZATION_SAMPLES = 16384
 SAMPLE_COUNT = 32768
@@ -46,16 +46,8 @@ GRADIENT_NEIGHBOURS = 10
 
 
 def load_mesh(path) -> trimesh.Trimesh:
-    """A mesh file as one triangle mesh; ``DataError`` naming the file if unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "mesh file not found")
-    try:
-        mesh = trimesh.load(path, force="mesh", process=False, skip_materials=True)
-    except Exception as error:  # trimesh raises many types for malformed files
-        raise DataError(path, f"not a readable mesh ({error.__class__.__name__}: {error})") from None
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise DataError(path, "mesh has no triangles")
+    """A mesh file to convert (:func:`~d2im_tf.data.disn_format.read_mesh`), checked by :func:`check_mesh`."""
+    mesh = read_mesh(path, "mesh file")
     check_mesh(mesh, path)
     return mesh
 
@@ -344,7 +336,7 @@ def sample_sdf(mesh: trimesh.Trimesh, rng: np.random.Generator, count: int = SAM
     if len(index) < count:
         raise DataError(source, f"only {len(index)} of {count} SDF samples could be drawn")
     points, sdf, gradients = points[index], sdf[index], gradients[index]
-    far_points = rng.uniform(-1.0, 1.0, size=(far_count, 3))
+    far_points = rng.uniform(*NORMALISED_BOX, size=(far_count, 3))
     far_sdf, _, far_gradients = distance.query(far_points)
     return SdfSamples(
         samples=np.concatenate([points, sdf[:, None]], axis=1).astype(np.float32),

@@ -18,6 +18,7 @@ import numpy as np
 import trimesh
 from skimage.measure import marching_cubes
 
+from d2im_tf.data.categories import CABINET, CATEGORY_NAMES, CHAIR, SOFA, TABLE
 from d2im_tf.data.synth.relief import Relief, random_relief
 
 # Bounding diagonal of every generated object in the world frame: keeps all of it in the image at the
@@ -409,13 +410,8 @@ def sofa(rng: np.random.Generator) -> list[Part]:
     return parts
 
 
-FAMILIES: dict[str, Callable[[np.random.Generator], list[Part]]] = {
-    "03001627": chair,
-    "04379243": table,
-    "02933112": cabinet,
-    "04256520": sofa,
-}
-CATEGORY_NAMES = {"03001627": "chair", "04379243": "table", "02933112": "cabinet", "04256520": "sofa"}
+FAMILIES: dict[str, Callable[[np.random.Generator], list[Part]]] = {CHAIR: chair, TABLE: table, CABINET: cabinet,
+                                                                     SOFA: sofa}
 
 
 def generate_mesh(category: str, rng: np.random.Generator, resolution: int = DEFAULT_RESOLUTION) -> trimesh.Trimesh:
