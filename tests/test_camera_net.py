@@ -73,9 +73,9 @@ def test_camera_loss_is_zero_for_the_true_camera_only():
     # The true pose expressed through the heads' parameterisations (6D rotation, distance).
     true_outputs = {"rotation": camera.rotation_from_6d(camera.rotation_to_6d(rotation)),
                     "translation": translation_from_distance(np.array([[view[2]] for view in VIEWS], np.float32))}
-    assert model.compute_camera_loss(batch, true_outputs).numpy() < 1e-10
+    assert model.compute_losses(batch, true_outputs)["loss"].numpy() < 1e-10
     wrong = {"rotation": tf.reverse(true_outputs["rotation"], [0]), "translation": true_outputs["translation"]}
-    assert model.compute_camera_loss(batch, wrong).numpy() > 1e-2
+    assert model.compute_losses(batch, wrong)["loss"].numpy() > 1e-2
 
 
 @pytest.mark.slow
@@ -91,9 +91,9 @@ def test_fit_reduces_the_camera_loss(translation):
     }
     model = CameraNet(tiny_camera_config(translation=translation))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    initial = float(model.compute_camera_loss(batch, model(batch["image"], training=True)))
+    initial = float(model.compute_losses(batch, model(batch["image"], training=True))["loss"])
     model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=1, steps_per_epoch=60, verbose=0)
-    final = float(model.compute_camera_loss(batch, model(batch["image"], training=True)))
+    final = float(model.compute_losses(batch, model(batch["image"], training=True))["loss"])
     assert final < initial / 5, (initial, final)
     projection = model.projection(model(batch["image"], training=False))
     assert projection.shape == (4, 3, 4)

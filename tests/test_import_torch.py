@@ -219,8 +219,7 @@ def test_camera_network_computes_what_the_authors_code_computes(camnet_weights):
 
 def test_config_and_training_guards(tmp_path):
     from d2im_tf.config import ConfigError, load_config
-    from d2im_tf.training.camera import train_camera
-    from d2im_tf.training.sdf import train_sdf
+    from d2im_tf.training.run import train
 
     with pytest.raises(ConfigError, match="model.compat: 'bogus' is not one of none, reference"):
         load_config(None, ["model.compat=bogus"])
@@ -229,14 +228,14 @@ def test_config_and_training_guards(tmp_path):
     with pytest.raises(ConfigError, match="camera.compat: 'reference' needs camera.backbone 'vgg16'"):
         load_config(None, ["camera.compat=reference", "camera.backbone=resnet18", "camera.translation=distance"])
     with pytest.raises(ConfigError, match="model.compat: 'reference' is for weights imported"):
-        train_sdf(load_config(None, ["model.compat=reference"]))
+        train(load_config(None, ["model.compat=reference"]), "sdf")
     with pytest.raises(ConfigError, match="camera.compat: 'reference' is for weights imported"):
-        train_camera(load_config(None, ["camera.compat=reference", "camera.translation=distance"]))
+        train(load_config(None, ["camera.compat=reference", "camera.translation=distance"]), "camera")
     absent = tmp_path / "resnet18.pth"
     with pytest.raises(WeightImportError, match=r"^model\.encoder_weights: .*resnet18\.pth: file not found$"):
-        train_sdf(load_config(None, [f"model.encoder_weights={absent}"]))
+        train(load_config(None, [f"model.encoder_weights={absent}"]), "sdf")
     with pytest.raises(WeightImportError, match=r"^camera\.backbone_weights: .*vgg16\.pth: file not found$"):
-        train_camera(load_config(None, [f"camera.backbone_weights={tmp_path / 'vgg16.pth'}"]))
+        train(load_config(None, [f"camera.backbone_weights={tmp_path / 'vgg16.pth'}"]), "camera")
 
 
 def test_world_frame_export_with_camera_network(tmp_path):

@@ -45,7 +45,7 @@ def render_scene(shape, az, el, dist, norm_center, norm_scale, seed):
     # float32, as the pipeline feeds it
     projection = normalised_projection(world_projection, np.array([*norm_center, norm_scale]))
     projection = projection.astype(np.float32).astype(np.float64)
-    # The reference's four SDF bands in equal shares (REFERENCE.md §1).
+    # The reference's four SDF bands in equal shares (docs/conventions.md, "Data layout").
     candidates = rng.uniform(-0.5, 0.5, (60000, 3))
     values = shape(candidates)
     bands = [(-0.1, -0.03), (-0.03, 0.0), (0.0, 0.03), (0.03, 0.1)]

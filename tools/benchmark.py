@@ -140,10 +140,10 @@ def _untrained_model(out: Path, image, view_row) -> Path:
     from d2im_tf.config import load_config
     from d2im_tf.inference.export import export_saved_model
     from d2im_tf.inference.extraction import sdf_grid_points
-    from d2im_tf.training.sdf import build_sdf_model
+    from d2im_tf.training.run import build_model
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
-    model = build_sdf_model(config)
+    model = build_model(config, "sdf")
     size = config.model.image_size
     maps_layer = model.detail_decoder.output_layer
     factor = MAX_DISPLACEMENT / float(np.abs(model.encode(image[None])["maps"]).max())
@@ -208,17 +208,14 @@ def print_reconstruct(result: dict) -> None:
 
 def _train_steps_per_second(config, data, steps: int) -> float:
     """Steps/s of ``fit`` on ``data`` after one warm-up step (which traces and compiles)."""
-    import keras
 
-    from d2im_tf.training.sdf import build_sdf_model
+    from d2im_tf.training.run import build_model
 
-    keras.mixed_precision.set_global_policy("mixed_float16" if config.train.mixed_precision else "float32")
-    model = build_sdf_model(config)
+    model = build_model(config, "sdf")  # under mixed precision if the config says so
     stream = data.dataset(config.train.batch_size)
     model.fit(stream, steps_per_epoch=1, epochs=1, verbose=0)
     start = time.perf_counter()
     model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0)
-    keras.mixed_precision.set_global_policy("float32")
     return steps / (time.perf_counter() - start)
 
 
@@ -293,7 +290,7 @@ def bench_fit(args) -> dict:
     from d2im_tf.config import load_config
     from d2im_tf.data.pipeline import ShapeDataset
     from d2im_tf.training.fit_probe import fit_report, probe_shapes
-    from d2im_tf.training.sdf import build_sdf_model
+    from d2im_tf.training.run import build_model
 
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench_fit_"))
     if not (root / "splits").exists():
@@ -304,7 +301,7 @@ def bench_fit(args) -> dict:
     keras.utils.set_random_seed(config.data.seed)
     data = ShapeDataset(config, "train")
     shapes = probe_shapes(config, "train", resolution=args.resolution)
-    model = build_sdf_model(config, args.steps)
+    model = build_model(config, "sdf", args.steps)
     batch = config.train.batch_size
     rows, step = [], 0
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Reading and writing DISN's on-disk layout (REFERENCE.md §1).
+"""Reading and writing DISN's on-disk layout (docs/conventions.md, "Data layout").
 
 Real DISN/D²IM-Net ShapeNet downloads and the project's own synthetic data share this layout::
 

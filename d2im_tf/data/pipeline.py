@@ -1,7 +1,7 @@
 """The training input pipeline: ``tf.data`` over a DISN-layout dataset.
 
 Each example is one shape seen from one random view: the image, the GT normal map, the camera, and
-``num_points`` SDF samples drawn by the paper's density-weighted sampling (REFERENCE.md §4) — half
+``num_points`` SDF samples drawn by the paper's density-weighted sampling (docs/conventions.md, "Data layout") — half
 inside, half outside, without replacement, with probability ∝ density — or uniformly for the Baseline.
 With ``data.far_fraction`` = φ > 0, round(φ·num_points) of them are instead drawn uniformly from the
 shape's far-field samples (``pc_sdf_uniform``, uniform over the [-1, 1]³ box; written by ``make-data``),

@@ -81,7 +81,7 @@ from d2im_tf.config import ModelConfig
 from d2im_tf.models.losses import base_loss, laplacian_loss, laplacian_mask, sdf_loss
 from d2im_tf.models.decoders import DetailDecoder, GlobalLocalDecoder, ImplicitDecoder
 from d2im_tf.models.encoder import ResNet18
-from d2im_tf.models.base import DistributableModel, reducible_logs
+from d2im_tf.models.base import DistributableModel
 from d2im_tf.geometry.interpolation import sample_bilinear, sample_bspline
 
 
@@ -102,8 +102,6 @@ VARIANT_SPECS = {
     "full": VariantSpec(maps=2, laplacian=True, global_local=False),
     "gl": VariantSpec(maps=2, laplacian=True, global_local=True),
 }
-
-LOSS_NAMES = ("loss", "loss_base", "loss_sdf", "loss_lap")
 
 
 def norm_scale_from_projection(projection):
@@ -131,10 +129,13 @@ def front_from_gradients(gradients, projection):
 class D2IMNet(DistributableModel):
     """D²IM-Net (or an ablation variant) built from a :class:`~d2im_tf.config.ModelConfig`.
 
-    ``call(batch)`` reads ``image``, ``points``, ``projection`` and, if present, ``gradients`` (the
+    Trained by the base class's ``train_step`` on :meth:`compute_losses`. ``call(batch)`` reads
+    ``image``, ``points``, ``projection`` and, if present, ``gradients`` (the
     training front/back split; without it the test-time split of :meth:`front_from_base` is used)
     and returns the dict of :meth:`decode` plus ``maps`` when the variant has them.
     """
+
+    LOSS_NAMES = ("loss", "loss_base", "loss_sdf", "loss_lap")
 
     def __init__(self, config: ModelConfig | None = None, sdf_scale: float = 10.0, **kwargs):
         super().__init__(**kwargs)
@@ -157,7 +158,6 @@ class D2IMNet(DistributableModel):
         self.detail_decoder = (
             DetailDecoder(cfg.detail_channels, self.spec.maps, name="detail_decoder") if self.spec.maps else None
         )
-        self.trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES]
         self._compiled_encode = tf.function(self.encode)
         self._compiled_decode = tf.function(self._decode_sdf, reduce_retracing=True)  # any number of points
 
@@ -250,8 +250,12 @@ class D2IMNet(DistributableModel):
 
     # ---------------------------------------------------------------- losses and training
 
+    def forward(self, batch, training):
+        """``call`` on the whole batch (it reads ``image``, ``points``, ``projection``, ``gradients``)."""
+        return self(batch, training=training)
+
     def compute_losses(self, batch, outputs):
-        """The loss terms of the variant (table in the module docstring) → dict over :data:`LOSS_NAMES`."""
+        """The loss terms of the variant (table in the module docstring) → dict over :attr:`LOSS_NAMES`."""
         sdf = tf.cast(batch["sdf"], tf.float32)
         loss_base = base_loss(outputs["base"], sdf)
         loss_sdf = sdf_loss(outputs["sdf"], sdf)
@@ -272,32 +276,6 @@ class D2IMNet(DistributableModel):
             loss_lap = tf.zeros_like(loss_sdf)
         total = loss_sdf + loss_lap + (loss_base if self.spec.maps else 0.0)
         return {"loss": total, "loss_base": loss_base, "loss_sdf": loss_sdf, "loss_lap": loss_lap}
-
-    @property
-    def metrics(self):
-        return list(self.trackers)
-
-    def _update_trackers(self, losses):
-        for tracker in self.trackers:
-            tracker.update_state(losses[tracker.name])
-        return reducible_logs({tracker.name: tracker.result() for tracker in self.trackers})
-
-    def train_step(self, data):
-        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            outputs = self(batch, training=True)
-            losses = self.compute_losses(batch, outputs)
-            # Gradients are summed over replicas, so each replica contributes its share of the mean.
-            scaled = losses["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(scaled)
-        gradients = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._update_trackers(losses)
-
-    def test_step(self, data):
-        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        outputs = self(batch, training=False)
-        return self._update_trackers(self.compute_losses(batch, outputs))
 
     # ---------------------------------------------------------------- chunked inference
 

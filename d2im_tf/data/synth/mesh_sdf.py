@@ -135,7 +135,7 @@ def _area_samples(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator) -
 
 
 def normalization(mesh: trimesh.Trimesh, rng: np.random.Generator) -> tuple[np.ndarray, float, np.ndarray]:
-    """``(c (3,), m, surface points [16384, 3] in the normalised frame)``, as REFERENCE §1."""
+    """``(c (3,), m, surface points [16384, 3] in the normalised frame)``, as DISN's (docs/conventions.md, "Frames")."""
     points = _area_samples(mesh, NORMALIZATION_SAMPLES, rng)[0]
     center = points.mean(axis=0)
     scale = float(np.max(np.linalg.norm(points - center, axis=1)))
