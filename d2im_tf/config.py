@@ -50,7 +50,8 @@ class ModelConfig:
     decoder_widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])
     detail_channels: int = 64
     front_offset: float = 0.03  # test-time front/back test step along the viewing ray (normalised units)
-    code_norm: str = "none"  # "none" (the paper), "batch" or "layer": a normalisation of the global code (docs/training.md)
+    # "none" (the paper), "batch" or "layer": a normalisation of the global code (docs/training.md)
+    code_norm: str = "none"
     point_frequencies: int = 0  # Fourier features of xyz for the base decoder, 2^k·π for k < this (0: the paper)
     # "none": this project's conventions; "reference": the authors' (world-frame decoder, BGR input,
     # bilinear lookup, their front/back test) for weights imported with `d2im import-torch`
@@ -115,7 +116,8 @@ class Config:
         if self.model.compat == "reference" and self.model.variant != "full":
             raise ConfigError(f"model.compat: 'reference' needs model.variant 'full' (the authors' network), "
                               f"got {self.model.variant!r}")
-        if self.camera.compat == "reference" and (self.camera.backbone, self.camera.translation) != ("vgg16", "distance"):
+        camera_network = (self.camera.backbone, self.camera.translation)
+        if self.camera.compat == "reference" and camera_network != ("vgg16", "distance"):
             raise ConfigError("camera.compat: 'reference' needs camera.backbone 'vgg16' and camera.translation "
                               f"'distance' (the authors' network), got {self.camera.backbone!r}, "
                               f"{self.camera.translation!r}")
@@ -141,7 +143,8 @@ class Config:
         if self.camera.backbone == "vgg16" and self.camera.image_size < 32:
             raise ConfigError(f"camera.image_size: VGG16 needs at least 32, got {self.camera.image_size}")
         if self.model.variant == "gl" and len(self.model.decoder_widths) < 4:
-            raise ConfigError(f"model.decoder_widths: the gl variant needs at least 4 widths, got {self.model.decoder_widths}")
+            raise ConfigError(f"model.decoder_widths: the gl variant needs at least 4 widths, "
+                              f"got {self.model.decoder_widths}")
         for key in ("data.root", "train.out_dir", "camera.out_dir"):
             if not self.get(key).strip():
                 raise ConfigError(f"{key}: must not be empty")

@@ -13,7 +13,6 @@ from PIL import Image
 
 from d2im_tf.evaluation import ablation
 from d2im_tf.inference.preview import LABEL_HEIGHT, labelled_grid
-from test_evaluate import data_with_meshes, model_dir  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = "04379243"
@@ -71,7 +70,7 @@ def test_labelled_grid_places_panels_row_by_row():
 
 
 @pytest.mark.slow
-def test_tool_evaluates_tabulates_and_draws(model_dir, data_with_meshes, tmp_path):  # noqa: F811
+def test_tool_evaluates_tabulates_and_draws(model_dir, data_with_meshes, tmp_path):
     out, figure = tmp_path / "ablation", tmp_path / "ablation.png"
     for variant in ("baseline", "full"):  # the same tiny model stands in for two trained variants
         shutil.copytree(model_dir, ablation.export_dir(out, variant))

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from d2im_tf.geometry import camera
+
 from helpers import unproject
 
 

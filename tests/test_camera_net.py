@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf.geometry import camera
 from d2im_tf.config import load_config
-from d2im_tf.models import CameraNet
+from d2im_tf.geometry import camera
 from d2im_tf.geometry.frames import normalised_projection
+from d2im_tf.models import CameraNet
 from d2im_tf.models.camera_net import translation_from_distance
 
 RNG = np.random.default_rng(2)
@@ -31,7 +31,8 @@ def test_network_outputs_proper_rotations(backbone, translation):
     model = CameraNet(tiny_camera_config(backbone, translation, width=4))
     outputs = model(RNG.uniform(0, 1, (3, 32, 32, 3)).astype(np.float32), training=False)
     rotation = outputs["rotation"].numpy()
-    np.testing.assert_allclose(rotation @ np.transpose(rotation, (0, 2, 1)), np.broadcast_to(np.eye(3), (3, 3, 3)), atol=1e-5)
+    np.testing.assert_allclose(rotation @ np.transpose(rotation, (0, 2, 1)), np.broadcast_to(np.eye(3), (3, 3, 3)),
+                               atol=1e-5)
     np.testing.assert_allclose(np.linalg.det(rotation), 1.0, atol=1e-5)
     assert outputs["translation"].shape == (3, 3)
     if translation == "distance":

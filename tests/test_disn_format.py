@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from d2im_tf.data import disn_format as fmt
+
 from helpers import read_depth
 
 

@@ -10,6 +10,7 @@ import trimesh
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.synth import mesh_sdf
+
 from helpers import read_depth
 
 CATEGORIES = ["03001627", "04379243"]

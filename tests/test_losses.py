@@ -5,6 +5,8 @@ import pytest
 import tensorflow as tf
 
 from d2im_tf.geometry import camera
+from d2im_tf.geometry.frames import normalised_projection
+from d2im_tf.models.d2im import norm_scale_from_projection
 from d2im_tf.models.losses import (
     base_loss,
     laplacian_loss,
@@ -14,9 +16,8 @@ from d2im_tf.models.losses import (
     normal_divergence,
     sdf_loss,
 )
-from d2im_tf.geometry.frames import normalised_projection
+
 from helpers import unproject
-from d2im_tf.models.d2im import norm_scale_from_projection
 
 RNG = np.random.default_rng(1)
 SIZE = 64
@@ -43,7 +44,8 @@ def relative_error(value, truth):
         (lambda x, y: 0.3 * x**2 - 0.7 * y**2 + 0.1 * x * y, lambda x, y: np.full_like(x, 2 * 0.3 - 2 * 0.7)),
         (lambda x, y: 0.02 * x**2 + 0.05 * y**2, lambda x, y: np.full_like(x, 0.14)),
         (lambda x, y: np.sin(0.3 * x) * np.cos(0.2 * y), lambda x, y: -0.13 * np.sin(0.3 * x) * np.cos(0.2 * y)),
-        (lambda x, y: np.cos(0.5 * x + 0.2) * np.sin(0.45 * y), lambda x, y: -0.4525 * np.cos(0.5 * x + 0.2) * np.sin(0.45 * y)),
+        (lambda x, y: np.cos(0.5 * x + 0.2) * np.sin(0.45 * y),
+         lambda x, y: -0.4525 * np.cos(0.5 * x + 0.2) * np.sin(0.45 * y)),
     ],
 )
 def test_map_laplacian_on_analytic_maps(function, laplacian):
@@ -156,7 +158,8 @@ class ReliefScene:
 @pytest.fixture(scope="module")
 def relief_case():
     scene = ReliefScene()
-    projection = normalised_projection(scene.projection[None], np.array([[*NORM_CENTER, NORM_SCALE]])).astype(np.float32)
+    norm_params = np.array([[*NORM_CENTER, NORM_SCALE]])
+    projection = normalised_projection(scene.projection[None], norm_params).astype(np.float32)
     sample_uv = RNG.uniform(20, IMAGE - 20, (300, 2))
     points = scene.normalised_points(scene.hit(sample_uv))[None].astype(np.float32)
     uv, depth = camera.project(points, projection)  # the loss's own path from points to pixels

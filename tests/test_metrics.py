@@ -82,7 +82,8 @@ def test_precision_and_recall_see_a_phantom_sheet_and_a_missing_part():
 def test_empty_point_sets_give_defined_values():
     points = lattice_points()
     nothing = np.zeros((0, 3))
-    assert metrics.chamfer_l1(points, nothing) == metrics.chamfer_l1(nothing, points) == 2.0 * np.sqrt(3.0)  # [-1, 1]³ diagonal
+    diagonal = 2.0 * np.sqrt(3.0)  # of the normalised frame's box [-1, 1]³
+    assert metrics.chamfer_l1(points, nothing) == metrics.chamfer_l1(nothing, points) == diagonal
     assert metrics.chamfer_l1(nothing, nothing) == 0.0
     assert metrics.fscore(points, nothing, 0.01) == 0.0
     assert metrics.fscore(nothing, nothing, 0.01) == 1.0

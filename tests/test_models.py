@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf.geometry import camera
 from d2im_tf.config import VARIANTS, ModelConfig, load_config
-from d2im_tf.models import D2IMNet, ResNet18
+from d2im_tf.geometry import camera
 from d2im_tf.geometry.frames import normalised_projection
-from helpers import unproject
+from d2im_tf.models import D2IMNet, ResNet18
 from d2im_tf.models.d2im import front_from_gradients
 from d2im_tf.models.decoders import local_features
+
+from helpers import unproject
 
 TINY = load_config("configs/tiny.yaml")
 IMAGE = TINY.model.image_size

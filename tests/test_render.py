@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from d2im_tf.geometry import camera
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.data.synth import shapes
 from d2im_tf.data.render import Renderer, random_views
+from d2im_tf.data.synth import shapes
+from d2im_tf.geometry import camera
+
 from helpers import read_depth
 
 SIZE = 96

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TOY_CATEGORY
 from d2im_tf.training.loop import RunSchedule, TrainingDiverged, run_training, training_checkpoint
+
+from conftest import TOY_CATEGORY
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses
 
@@ -139,7 +140,10 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path):
     inputs = np.ones((8, 2), np.float32)
     targets = np.ones((8, 1), np.float32)
     targets[6] = np.nan  # the 4th batch of 2 has a NaN target: the loss becomes NaN at step 4
-    dataset = lambda start: tf.data.Dataset.from_tensor_slices((inputs, targets)).skip(start).batch(2)
+
+    def dataset(start):
+        return tf.data.Dataset.from_tensor_slices((inputs, targets)).skip(start).batch(2)
+
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     model.optimizer.build(model.trainable_variables)

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from d2im_tf.evaluation import ablation  # noqa: E402
 from d2im_tf.config import VARIANTS  # noqa: E402
+from d2im_tf.evaluation import ablation  # noqa: E402
 
 
 def d2im(arguments: list[str], log: Path) -> None:

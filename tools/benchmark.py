@@ -68,8 +68,8 @@ def bench_data(args) -> dict:
     import numpy as np
     import trimesh
 
-    from d2im_tf.data.synth import generate, mesh_sdf
     from d2im_tf.data.render import Renderer, random_views
+    from d2im_tf.data.synth import generate, mesh_sdf
 
     pinned = _pin_to_one_core()
     workdir = tempfile.TemporaryDirectory(prefix="d2im_bench_")
@@ -136,8 +136,8 @@ def _untrained_model(out: Path, image, view_row) -> Path:
     its zero level in the box (module docstring)."""
     import numpy as np
 
-    from d2im_tf.geometry import camera
     from d2im_tf.config import load_config
+    from d2im_tf.geometry import camera
     from d2im_tf.inference.export import export_saved_model
     from d2im_tf.inference.extraction import sdf_grid_points
     from d2im_tf.training.run import build_model
@@ -186,7 +186,8 @@ def bench_reconstruct(args) -> dict:
     workdir.cleanup()
     dense, fine = result["modes"]["dense"], result["modes"]["coarse_to_fine"]
     result["ratio_total"] = dense["total_seconds"] / fine["total_seconds"]
-    result["ratio_sdf_evaluation"] = dense["stages_seconds"]["sdf_evaluation"] / fine["stages_seconds"]["sdf_evaluation"]
+    result["ratio_sdf_evaluation"] = (dense["stages_seconds"]["sdf_evaluation"]
+                                      / fine["stages_seconds"]["sdf_evaluation"])
     return result
 
 

@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 
 from d2im_tf.data import disn_format as fmt  # noqa: E402
 from d2im_tf.data.categories import CATEGORY_NAMES  # noqa: E402
-from d2im_tf.data.synth import generate, shapes  # noqa: E402
 from d2im_tf.data.render import Renderer  # noqa: E402
+from d2im_tf.data.synth import generate, shapes  # noqa: E402
 from d2im_tf.inference.preview import labelled_grid  # noqa: E402
 
 MAIN_VIEW = (60.0, 25.0, 0.0, 0.62)  # az, el, 0, distance ratio: front-right, slightly above

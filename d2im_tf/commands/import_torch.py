@@ -15,7 +15,8 @@ def configure(parser) -> None:
     parser.add_argument("--camera", default=None, metavar="CHECKPOINT",
                         help="the authors' camera network checkpoint (e.g. CAMmodel.pt.tar), bundled for "
                              "image-only reconstruction")
-    parser.add_argument("--out", required=True, help="model folder, e.g. saved_models/d2im_authors; writes OUT/<version>/")
+    parser.add_argument("--out", required=True,
+                        help="model folder, e.g. saved_models/d2im_authors; writes OUT/<version>/")
     parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
 
 

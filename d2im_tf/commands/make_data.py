@@ -67,7 +67,8 @@ def check_out_folder(out: Path, record: dict) -> None:
     try:
         earlier = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{out}: not empty, and not a dataset written by make-data; choose a new or empty folder") from None
+        raise UserError(f"{out}: not empty, and not a dataset written by make-data; "
+                        "choose a new or empty folder") from None
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: unreadable ({error.__class__.__name__}); choose a new or empty folder") from None
     for key in sorted(set(earlier) | set(record)):
@@ -81,8 +82,8 @@ def run(args) -> int:
     _validate(args)
     out, record = Path(args.out), settings_record(args)
     check_out_folder(out, record)
-    from d2im_tf.data.synth import generate
     from d2im_tf.data.disn_format import atomic_path
+    from d2im_tf.data.synth import generate
 
     made = [] if out.exists() else [out, *[p for p in out.parents if not p.exists()]]  # folders this run creates
     with atomic_path(out / RECORD) as tmp:

@@ -17,7 +17,8 @@ def add_run_arguments(parser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     parser.add_argument("--devices", type=int, default=0,
-                        help="data-parallel over N logical CPU devices (tests/CPU machines; GPUs are used automatically)")
+                        help="data-parallel over N logical CPU devices "
+                             "(tests/CPU machines; GPUs are used automatically)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -477,7 +477,8 @@ def read_samples(path) -> SdfSamples:
         if attr in values:
             expected = (count, width) if width else (count,)
             if values[attr].shape != expected:
-                raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, expected {expected}")
+                raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, "
+                                      f"expected {expected}")
     for attr, array in values.items():
         _check_finite(path, _H5_FIELDS[attr], array)
     if values["norm_params"][3] <= 0:

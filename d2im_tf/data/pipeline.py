@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from d2im_tf.geometry import camera, frames
 from d2im_tf.config import Config
 from d2im_tf.data import disn_format as fmt
+from d2im_tf.geometry import camera, frames
 
 UNIFORM_FALLBACK_FRACTION = 0.2  # a side with ≤ num_points/5 samples → uniform sampling (reference)
 
@@ -111,9 +111,9 @@ def load_records(config: Config, split: str) -> list[ShapeRecord]:
         for shape in fmt.read_split(layout.split_path(category, split)):
             metadata = fmt.read_metadata(layout.metadata_path(category, shape))[: config.data.views]
             norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
+            world = [camera.projection_from_metadata(row, config.model.image_size) for row in metadata]
             projections = np.stack(
-                [frames.normalised_projection(camera.projection_from_metadata(row, config.model.image_size), norm_params)
-                 for row in metadata]
+                [frames.normalised_projection(projection, norm_params) for projection in world]
             )
             records.append(ShapeRecord(category, shape, metadata, norm_params, projections))
     if not records:

@@ -107,7 +107,8 @@ def sample_bspline(maps, uv):
 
 
 def sample_bilinear(maps, uv):
-    """Bilinear reading of ``maps`` ``[B, H, W, C]`` (H, W ≥ 2) at pixel positions ``uv`` ``[B, N, 2]`` → ``[B, N, C]``."""
+    """Bilinear reading of ``maps`` ``[B, H, W, C]`` (H, W ≥ 2) at pixel positions ``uv`` ``[B, N, 2]``
+    → ``[B, N, C]``."""
     maps = tf.convert_to_tensor(maps)
     uv = tf.cast(uv, maps.dtype)
     height, width = maps.shape[1], maps.shape[2]
@@ -126,7 +127,8 @@ def sample_bilinear(maps, uv):
 
 
 def sample_nearest(maps, uv):
-    """The pixel of ``maps`` ``[B, H, W, C]`` containing each ``uv`` ``[B, N, 2]`` → ``[B, N, C]`` (not differentiable in uv)."""
+    """The pixel of ``maps`` ``[B, H, W, C]`` containing each ``uv`` ``[B, N, 2]`` → ``[B, N, C]``
+    (not differentiable in uv)."""
     maps = tf.convert_to_tensor(maps)
     height, width = maps.shape[1], maps.shape[2]
     col = tf.clip_by_value(tf.cast(tf.floor(uv[..., 0]), tf.int32), 0, width - 1)  # [B, N]

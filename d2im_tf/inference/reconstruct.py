@@ -28,6 +28,7 @@ the world frame either way (:attr:`Reconstruction.frame`).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -170,7 +171,8 @@ class Reconstructor:
             self.sdf_scale = float(self.info["sdf_scale"])
             self.has_camera = bool(self.info["has_camera"])
         except (OSError, ValueError, TypeError, KeyError) as error:
-            raise UserError(f"{info_path}: unreadable model description ({error.__class__.__name__}: {error})") from None
+            raise UserError(f"{info_path}: unreadable model description "
+                            f"({error.__class__.__name__}: {error})") from None
         try:
             self.model = tf.saved_model.load(str(self.model_dir))
         except Exception as error:  # a damaged SavedModel raises protobuf, OS and TF errors alike
@@ -237,3 +239,40 @@ class Reconstructor:
         if frame == "normalised" and camera_row is not None and norm_params is not None:
             mesh, frame = frames.to_world(mesh, np.asarray(norm_params, float)), "world"
         return Reconstruction(mesh, maps, timings, view, image, frame)
+
+
+def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=None, norm_params=None,
+                      mesh_format: str = "obj", previews: bool = True, progress: bool = True) -> int:
+    """Reconstruct each image file of ``targets`` (``{image path: mesh path}``) into its mesh file and,
+    with ``previews``, ``<mesh stem>_preview.png`` beside it; returns how many images could not be read.
+
+    An unreadable image is reported on one line and skipped; an input unlike the training renders, or
+    a field without a surface in the box (no mesh is written then), is reported as a warning.
+    """
+    from tqdm import tqdm
+
+    from d2im_tf.data.disn_format import atomic_path, read_image, write_png
+    from d2im_tf.inference.preview import preview_image
+
+    failed = 0
+    for path, target in tqdm(targets.items(), desc="reconstruct", unit="image", disable=not progress,
+                             file=sys.stderr):
+        try:
+            pixels = read_image(path)
+        except UserError as error:
+            tqdm.write(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        result = reconstructor.reconstruct(pixels, camera_row, norm_params)
+        for warning in input_warnings(result.image):
+            tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
+        if len(result.mesh.faces) == 0:
+            tqdm.write(f"warning: {path}: the predicted SDF has no surface in the box; no mesh written",
+                       file=sys.stderr)
+        else:
+            with atomic_path(target) as tmp:
+                result.mesh.export(tmp, file_type=mesh_format)
+        if previews:
+            preview = target.with_name(f"{target.stem}_preview.png")
+            write_png(preview, preview_image(result.image, result.mesh, result.view, result.maps))
+    return failed

@@ -40,10 +40,10 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from d2im_tf.geometry import camera
 from d2im_tf.config import CameraConfig
-from d2im_tf.models.encoder import EMBEDDING_DIM, ResNet18
+from d2im_tf.geometry import camera
 from d2im_tf.models.base import DistributableModel
+from d2im_tf.models.encoder import EMBEDDING_DIM, ResNet18
 
 
 class VGG16(keras.Model):
@@ -108,7 +108,8 @@ def translation_from_distance(distance):
 
 
 class CameraNet(DistributableModel):
-    """Pose regression: ``call(images)`` → dict ``rotation`` [B, 3, 3], ``translation`` [B, 3], ``rotation_6d`` [B, 6]."""
+    """Pose regression: ``call(images)`` → dict ``rotation`` [B, 3, 3], ``translation`` [B, 3],
+    ``rotation_6d`` [B, 6]."""
 
     def __init__(self, config: CameraConfig | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -124,7 +125,8 @@ class CameraNet(DistributableModel):
             raise ValueError(f"camera.translation: {cfg.translation!r} is not 'distance' or 'full'")
         self.reference = cfg.compat == "reference"
         if self.reference and (cfg.backbone, cfg.translation) != ("vgg16", "distance"):
-            raise ValueError("camera.compat 'reference' needs camera.backbone 'vgg16' and camera.translation 'distance'")
+            raise ValueError("camera.compat 'reference' needs camera.backbone 'vgg16' "
+                             "and camera.translation 'distance'")
         self.rotation_head = PoseHead(6, self.reference, name="rotation_head")
         self.translation_head = PoseHead(1 if cfg.translation == "distance" else 3, self.reference,
                                          name="translation_head")

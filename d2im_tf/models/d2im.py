@@ -76,13 +76,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from d2im_tf.geometry import camera
 from d2im_tf.config import ModelConfig
-from d2im_tf.models.losses import base_loss, laplacian_loss, laplacian_mask, sdf_loss
+from d2im_tf.geometry import camera
+from d2im_tf.geometry.interpolation import sample_bilinear, sample_bspline
+from d2im_tf.models.base import DistributableModel
 from d2im_tf.models.decoders import DetailDecoder, GlobalLocalDecoder, ImplicitDecoder
 from d2im_tf.models.encoder import ResNet18
-from d2im_tf.models.base import DistributableModel
-from d2im_tf.geometry.interpolation import sample_bilinear, sample_bspline
+from d2im_tf.models.losses import base_loss, laplacian_loss, laplacian_mask, sdf_loss
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,8 @@ class D2IMNet(DistributableModel):
         """
         if base is None:
             base = self.base_field(encoding, points, projection)
-        direction = tf.math.l2_normalize(points - camera.projection_centre(projection)[:, None, :], axis=-1)  # [B, N, 3]
+        centre = camera.projection_centre(projection)  # [B, 3]
+        direction = tf.math.l2_normalize(points - centre[:, None, :], axis=-1)  # [B, N, 3]
         ahead = self.base_field(encoding, points + self.model_config.front_offset * direction, projection)
         return ahead < base
 

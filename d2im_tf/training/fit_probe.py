@@ -1,7 +1,7 @@
 """How well a network fits the shapes it trains on: sign accuracy at their samples and voxel IoU.
 
-For each shape of a split, seen from one view (the evaluation view of :func:`d2im_tf.evaluation.evaluate.evaluation_view`,
-with its GT camera):
+For each shape of a split, seen from one view (the evaluation view of
+:func:`d2im_tf.evaluation.evaluate.evaluation_view`, with its GT camera):
 
 * ``sign_accuracy`` — share of the shape's own SDF samples (``pc_sdf_sample``, plus the far-field
   samples when the file has them) with |sdf| > ``sign_margin`` whose predicted fused SDF has the GT
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from d2im_tf.evaluation import metrics
 from d2im_tf.config import Config
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import decode_image, load_records
+from d2im_tf.evaluation import metrics
 from d2im_tf.evaluation.evaluate import evaluation_view
 from d2im_tf.geometry.frames import NORMALISED_BOX, to_normalised
 

@@ -25,9 +25,9 @@ import yaml
 
 from d2im_tf.config import Config, load_config
 from d2im_tf.data.disn_format import atomic_path, check_output_dir
-from d2im_tf.training.distribute import is_chief, worker_id
 from d2im_tf.errors import UserError
 from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, current_step
+from d2im_tf.training.distribute import is_chief, worker_id
 
 
 class TrainingDiverged(RuntimeError):

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.categories import CATEGORY_NAMES
-from d2im_tf.data.synth import mesh_sdf, shapes
 from d2im_tf.data.render import Renderer, View, random_views
+from d2im_tf.data.synth import mesh_sdf, shapes
 from d2im_tf.errors import UserError
 
 MESH_DIGITS = 6  # OBJ coordinates are written (and used) rounded to 1e-6

@@ -22,15 +22,17 @@ Used for the procedural shapes and for user meshes (e.g. ShapeNet ``model.obj``)
 """
 from __future__ import annotations
 
+import shutil
 
+import h5py
 import numpy as np
 import trimesh
 from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
+from d2im_tf.data.disn_format import DataError, SdfSamples, atomic_path, read_mesh, read_samples
 from d2im_tf.geometry.frames import NORMALISED_BOX
-from d2im_tf.data.disn_format import DataError, SdfSamples, read_mesh
 
 NORMALIZATION_SAMPLES = 16384
 SAMPLE_COUNT = 32768
@@ -387,3 +389,25 @@ def add_gradients_and_density(samples: SdfSamples) -> SdfSamples:
     if samples.density is None:
         samples.density = sample_density(points * scale + center, sdf).astype(np.float32)
     return samples
+
+
+def add_fields_to_file(path, force: bool = False) -> bool:
+    """Add ``pc_gradients`` and ``density`` to one ``ori_sample.h5`` lacking them (``force``: recompute
+    both); the other datasets of the file are kept and the file is rewritten atomically. True if changed."""
+    samples = read_samples(path)
+    if samples.gradients is not None and samples.density is not None and not force:
+        return False
+    if force:
+        samples.gradients, samples.density = None, None
+    samples = add_gradients_and_density(samples)
+    with atomic_path(path) as tmp:
+        shutil.copyfile(path, tmp)
+        try:
+            with h5py.File(tmp, "r+") as h5:
+                for name, array in (("pc_gradients", samples.gradients), ("density", samples.density)):
+                    if name in h5:
+                        del h5[name]
+                    h5.create_dataset(name, data=array, track_times=False)
+        except OSError as error:
+            raise DataError(path, f"cannot update ({error})") from None
+    return True
