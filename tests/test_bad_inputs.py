@@ -20,7 +20,6 @@ import h5py
 import numpy as np
 import pytest
 from PIL import Image
-from test_reconstruct import tiny_model
 
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
@@ -408,9 +407,9 @@ def snapshot(*roots) -> dict:
 
 
 @pytest.fixture(scope="module")
-def shared(toy_root, tmp_path_factory):
+def shared(toy_root, model_dir, tmp_path_factory):
     """The read-only inputs: the toy data, a tiny SDF run and its export, a tiny camera run."""
-    export = tiny_model(toy_root, tmp_path_factory)
+    export = model_dir
     camera_run = tmp_path_factory.mktemp("bad_inputs") / "camera_run"
     code = main(["train-camera", "--config", TINY, "--set", f"data.root={toy_root}", "--set",
                  f"data.categories=['{TOY_CATEGORY}']", "--set", f"camera.out_dir={camera_run}", "--set",

@@ -146,8 +146,8 @@ def keras_d2im(d2im_weights):
 def test_every_key_is_checked(keras_d2im, d2im_weights):
     assignments = d2im_assignments(keras_d2im)
     missing = {k: v for k, v in d2im_weights.items() if k != "im_decoder.l3.weight"}
-    missing = r"^ckpt: im_decoder\.l3\.weight is missing \(the model needs shape \[128, 259\]\)$"
-    with pytest.raises(WeightImportError, match=missing):
+    message = r"^ckpt: im_decoder\.l3\.weight is missing \(the model needs shape \[128, 259\]\)$"
+    with pytest.raises(WeightImportError, match=message):
         apply_state_dict(assignments, missing, "ckpt", D2IM_UNUSED_KEYS)
     wrong = {**d2im_weights, "image_encoder.layer2.0.downsample.0.weight": np.zeros((128, 64, 3, 3), np.float32)}
     mismatch = r"downsample\.0\.weight has shape \[128, 64, 3, 3\], the model needs \[128, 64, 1, 1\]"
