@@ -36,7 +36,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module)
         sub.add_argument("-v", "--verbose", action="store_true",
-                         help="show TensorFlow's own log messages (hidden by default; TF_CPP_MIN_LOG_LEVEL is honoured)")
+                         help="show TensorFlow's own log messages "
+                              "(hidden by default; TF_CPP_MIN_LOG_LEVEL is honoured)")
         if name == selected:
             importlib.import_module(f"d2im_tf.commands.{module}").configure(sub)
     return parser

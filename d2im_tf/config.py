@@ -3,6 +3,8 @@
 ``configs/default.yaml`` holds the paper's settings and ``configs/tiny.yaml`` a small one for tests.
 Every YAML key and every override must name an existing field and carry a value of its type and
 range: an unknown key, a wrong type or a value out of range raises :class:`ConfigError` naming the key.
+Keys that were removed (:data:`REMOVED_KEYS`) are refused with the reason, except in the ``config.yaml``
+of an earlier training run, which records them and may still be resumed or exported.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from d2im_tf.data.categories import SYNTHETIC_CATEGORIES
 from d2im_tf.errors import UserError
 
 VARIANTS = ("baseline", "wsamp", "noback", "nolap", "full", "gl")
@@ -30,14 +33,12 @@ class ConfigError(UserError, ValueError):
 class DataConfig:
     root: str = "data/synthetic"
     split_dir: str = ""  # default: <root>/splits
-    categories: list[str] = field(default_factory=lambda: ["03001627", "04379243", "02933112", "04256520"])
-    image_size: int = 224
+    categories: list[str] = field(default_factory=lambda: list(SYNTHETIC_CATEGORIES))
     num_points: int = 2048
     views: int = 36
-    sdf_scale: float = 10.0  # SDF values are multiplied by this when loaded (REFERENCE.md §4)
+    sdf_scale: float = 10.0  # SDF values are multiplied by this when loaded (docs/conventions.md, "Units")
     far_fraction: float = 0.0  # share of num_points drawn uniformly from the far-field samples (0: the paper)
-    shuffle_buffer: int = 1000
-    seed: int = 0
+    seed: int = 0  # the shuffling, views and points of the input stream, and the initial weights
 
 
 @dataclass
@@ -49,7 +50,8 @@ class ModelConfig:
     decoder_widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])
     detail_channels: int = 64
     front_offset: float = 0.03  # test-time front/back test step along the viewing ray (normalised units)
-    code_norm: str = "none"  # "none" (the paper), "batch" or "layer": a normalisation of the global code (docs/training.md)
+    # "none" (the paper), "batch" or "layer": a normalisation of the global code (docs/training.md)
+    code_norm: str = "none"
     point_frequencies: int = 0  # Fourier features of xyz for the base decoder, 2^k·π for k < this (0: the paper)
     # "none": this project's conventions; "reference": the authors' (world-frame decoder, BGR input,
     # bilinear lookup, their front/back test) for weights imported with `d2im import-torch`
@@ -63,6 +65,8 @@ class CameraConfig:
     translation: str = "full"  # "full" (DISN's paper, t in R^3) or "distance" (reference, 1-D)
     image_size: int = 224
     width: int = 64
+    # The camera network's run: its own batch, length, learning rate (constant) and folder; the run
+    # mechanics (steps_per_epoch, checkpoint_every, log_every, jit_compile, mixed_precision) are train's.
     learning_rate: float = 1e-4
     batch_size: int = 16
     epochs: int = 100
@@ -76,6 +80,10 @@ class CameraConfig:
 
 @dataclass
 class TrainConfig:
+    """The SDF network's run. Its run mechanics — ``steps_per_epoch``, ``checkpoint_every``,
+    ``log_every``, ``jit_compile``, ``mixed_precision`` — apply to the camera network's run too, which
+    takes its batch, epochs, learning rate and folder from ``camera`` (:mod:`d2im_tf.training.run`)."""
+
     batch_size: int = 16
     learning_rate: float = 5e-5
     lr_schedule: str = "constant"  # "constant" (the paper) or "cosine": decay to 1% over the run
@@ -88,8 +96,8 @@ class TrainConfig:
     log_every: int = 10  # steps between TensorBoard scalars
     image_every: int = 500  # steps between TensorBoard images
     preview_every_epochs: int = 10
-    jit_compile: bool = False
-    mixed_precision: bool = False
+    jit_compile: bool = False  # XLA
+    mixed_precision: bool = False  # Keras's mixed_float16 policy while training; exports are float32
     out_dir: str = "runs/default"
 
 
@@ -108,7 +116,8 @@ class Config:
         if self.model.compat == "reference" and self.model.variant != "full":
             raise ConfigError(f"model.compat: 'reference' needs model.variant 'full' (the authors' network), "
                               f"got {self.model.variant!r}")
-        if self.camera.compat == "reference" and (self.camera.backbone, self.camera.translation) != ("vgg16", "distance"):
+        camera_network = (self.camera.backbone, self.camera.translation)
+        if self.camera.compat == "reference" and camera_network != ("vgg16", "distance"):
             raise ConfigError("camera.compat: 'reference' needs camera.backbone 'vgg16' and camera.translation "
                               f"'distance' (the authors' network), got {self.camera.backbone!r}, "
                               f"{self.camera.translation!r}")
@@ -134,7 +143,8 @@ class Config:
         if self.camera.backbone == "vgg16" and self.camera.image_size < 32:
             raise ConfigError(f"camera.image_size: VGG16 needs at least 32, got {self.camera.image_size}")
         if self.model.variant == "gl" and len(self.model.decoder_widths) < 4:
-            raise ConfigError(f"model.decoder_widths: the gl variant needs at least 4 widths, got {self.model.decoder_widths}")
+            raise ConfigError(f"model.decoder_widths: the gl variant needs at least 4 widths, "
+                              f"got {self.model.decoder_widths}")
         for key in ("data.root", "train.out_dir", "camera.out_dir"):
             if not self.get(key).strip():
                 raise ConfigError(f"{key}: must not be empty")
@@ -153,8 +163,7 @@ class Config:
 
 # Smallest allowed values (lists: of every item), and upper bounds (exclusive).
 _MINIMUM = {
-    "data.image_size": 1, "data.num_points": 1, "data.views": 1,
-    "data.shuffle_buffer": 0, "model.image_size": 16, "model.encoder_width": 1, "model.global_dim": 1,
+    "data.num_points": 1, "data.views": 1, "model.image_size": 16, "model.encoder_width": 1, "model.global_dim": 1,
     "model.decoder_widths": 1, "model.detail_channels": 1, "model.front_offset": 0.0,
     "camera.image_size": 16, "camera.width": 1, "camera.batch_size": 1,
     "camera.epochs": 1, "camera.points": 1, "train.batch_size": 1,
@@ -168,6 +177,13 @@ _CHOICES = {
     "model.variant": VARIANTS, "camera.backbone": ("vgg16", "resnet18"), "camera.translation": ("distance", "full"),
     "model.code_norm": CODE_NORMS, "train.lr_schedule": LR_SCHEDULES, "model.compat": COMPAT_MODES,
     "camera.compat": COMPAT_MODES,
+}
+
+
+# Keys that no longer exist → why; refused in a config file or override, skipped in a run's config.yaml.
+REMOVED_KEYS = {
+    "data.image_size": "the pipeline resizes the images to model.image_size (camera.image_size for the camera)",
+    "data.shuffle_buffer": "the input stream is shuffled by a permutation per epoch, with no buffer",
 }
 
 
@@ -208,23 +224,27 @@ def _field_types(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
-def _apply(section_obj, section_name: str, values: dict):
+def _apply(section_obj, section_name: str, values: dict, skip_removed: bool = False):
     if not isinstance(values, dict):
         raise ConfigError(f"{section_name}: expected a mapping, got {type(values).__name__}")
     types_ = _field_types(type(section_obj))
     for key, value in values.items():
         full = f"{section_name}.{key}"
+        if full in REMOVED_KEYS:
+            if skip_removed:
+                continue
+            raise ConfigError(f"{full}: removed, delete it ({REMOVED_KEYS[full]})")
         if key not in types_:
             raise ConfigError(f"{full}: unknown key (known: {', '.join(types_)})")
         setattr(section_obj, key, _check_type(full, value, types_[key]))
 
 
-def _set_dict(config: Config, values: dict) -> None:
+def _set_dict(config: Config, values: dict, skip_removed: bool = False) -> None:
     sections = _field_types(Config)
     for name, section_values in (values or {}).items():
         if name not in sections:
             raise ConfigError(f"{name}: unknown section (known: {', '.join(sections)})")
-        _apply(getattr(config, name), name, section_values)
+        _apply(getattr(config, name), name, section_values, skip_removed)
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -238,8 +258,11 @@ def parse_override(text: str) -> tuple[str, str, object]:
     return section, name, yaml.safe_load(raw) if raw != "" else ""
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
-    """Build a Config from defaults, then the YAML file at ``path``, then ``overrides``."""
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = (),
+                skip_removed: bool = False) -> Config:
+    """Build a Config from defaults, then the YAML file at ``path``, then ``overrides``.
+
+    ``skip_removed``: ignore the :data:`REMOVED_KEYS` in the file (a run's recorded ``config.yaml``)."""
     config = Config()
     if path is not None:
         path = Path(path)
@@ -258,7 +281,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
         if values is not None and not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         try:
-            _set_dict(config, values)
+            _set_dict(config, values, skip_removed)
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
     for text in overrides:

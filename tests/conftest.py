@@ -1,12 +1,21 @@
-"""Shared test fixtures: a toy DISN-layout dataset written with the layout's own writers."""
+"""Shared test fixtures: a toy DISN-layout dataset written with the layout's own writers, the same with
+ground-truth meshes, and a tiny SDF network trained on it and exported."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
-import pytest
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from d2im_tf.data import disn_format as fmt
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import trimesh  # noqa: E402
+
+from d2im_tf.data import disn_format as fmt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TOY_CATEGORY = "03001627"
 TOY_SAMPLES = 3000
@@ -55,3 +64,39 @@ def toy_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy_data")
     write_toy_dataset(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def data_with_meshes(toy_root, tmp_path_factory):
+    """A copy of the toy dataset with GT meshes: spheres of radius 0.3 in the normalised frame,
+    written in the world frame (xyz·m + c) from each shape's norm params."""
+    root = tmp_path_factory.mktemp("toy_with_meshes") / "data"
+    shutil.copytree(toy_root, root)
+    layout = fmt.DatasetLayout(root)
+    for split in ("train", "test"):
+        for shape in fmt.read_split(layout.split_path(TOY_CATEGORY, split)):
+            params = fmt.read_norm_params(layout.samples_path(TOY_CATEGORY, shape))
+            sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.3 * params[3])
+            sphere.apply_translation(params[:3])
+            path = layout.mesh_path(TOY_CATEGORY, shape)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sphere.export(path)
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_dir(toy_root, tmp_path_factory) -> Path:
+    """A tiny SDF network trained one epoch of 40 steps on the toy spheres and exported, once per
+    session. 40 steps rather than the tiny config's 4 so that its SDF reliably crosses zero in the box."""
+    base = tmp_path_factory.getbasetemp() / "tiny_model"
+    export = base / "export"
+    if not (export / "1" / "saved_model.pb").exists():
+        command = [sys.executable, "-m", "d2im_tf.cli", "train", "--config", "configs/tiny.yaml",
+                   "--set", f"data.root={toy_root}", "--set", f"data.categories=['{TOY_CATEGORY}']",
+                   "--set", f"train.out_dir={base / 'run'}", "--set", "train.epochs=1",
+                   "--set", "train.steps_per_epoch=40", "--no-progress",
+                   "--export", str(export)]
+        result = subprocess.run(command, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return export

@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TOY_CATEGORY
-from d2im_tf import ablation
-from d2im_tf.preview import LABEL_HEIGHT, labelled_grid
-from test_evaluate import data_with_meshes, model_dir  # noqa: F401 (fixtures)
+from d2im_tf.evaluation import ablation
+from d2im_tf.inference.preview import LABEL_HEIGHT, labelled_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = "04379243"
@@ -72,7 +70,7 @@ def test_labelled_grid_places_panels_row_by_row():
 
 
 @pytest.mark.slow
-def test_tool_evaluates_tabulates_and_draws(model_dir, data_with_meshes, tmp_path):  # noqa: F811
+def test_tool_evaluates_tabulates_and_draws(model_dir, data_with_meshes, tmp_path):
     out, figure = tmp_path / "ablation", tmp_path / "ablation.png"
     for variant in ("baseline", "full"):  # the same tiny model stands in for two trained variants
         shutil.copytree(model_dir, ablation.export_dir(out, variant))

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TOY_CATEGORY
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
-from test_reconstruct import tiny_model
+
+from conftest import TOY_CATEGORY
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -136,7 +136,8 @@ def non_square_view(layout):
 
 
 def small_normal_map(layout):
-    fmt.write_normal_map(layout.normal_path(TOY_CATEGORY, "a", 3), np.dstack([np.zeros((32, 32, 2)), -np.ones((32, 32))]))
+    fmt.write_normal_map(layout.normal_path(TOY_CATEGORY, "a", 3),
+                         np.dstack([np.zeros((32, 32, 2)), -np.ones((32, 32))]))
 
 
 def short_metadata(layout):
@@ -179,7 +180,8 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "config-binary-file": (lambda fx: do((fx.ws / "c.yaml").write_bytes(bytes(range(256)) * 4),
                                          ["info", "--config", str(fx.ws / "c.yaml")]), 2, "c.yaml: not a text file"),
     "config-folder": (lambda fx: ["info", "--config", str(fx.ws)], 2, "ws: is a folder, not a config file"),
-    "config-missing": (lambda fx: ["info", "--config", str(fx.ws / "none.yaml")], 2, "none.yaml: config file not found"),
+    "config-missing": (lambda fx: ["info", "--config", str(fx.ws / "none.yaml")], 2,
+                       "none.yaml: config file not found"),
     "config-bad-yaml": (lambda fx: do((fx.ws / "c.yaml").write_text("data: [1, 2\n"),
                                       ["info", "--config", str(fx.ws / "c.yaml")]), 2, "c.yaml: not valid YAML"),
     "config-not-a-mapping": (lambda fx: do((fx.ws / "c.yaml").write_text("- 1\n- 2\n"),
@@ -256,12 +258,14 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
         lambda fx: do(fmt.write_split((d := fx.data()).split_path(TOY_CATEGORY, "test"), []), check(d)), 0,
         "03001627_test.lst: lists no shapes; evaluation and previews skip category 03001627"),
     "check-data-config-points": (lambda fx: check(fmt.DatasetLayout(fx.toy), "--config", TINY, "--set",
-                                                  f"data.categories=['{TOY_CATEGORY}']", "--set", "data.num_points=4000"),
+                                                  f"data.categories=['{TOY_CATEGORY}']",
+                                                  "--set", "data.num_points=4000"),
                                  2, "3000 SDF samples, fewer than the 4000 drawn per example"),
     "check-data-config-far-field": (lambda fx: check(fmt.DatasetLayout(fx.toy), "--config", TINY, "--set",
-                                                     f"data.categories=['{TOY_CATEGORY}']", "--set", "data.num_points=2000",
-                                                     "--set", "data.far_fraction=0.9"),
-                                    2, "500 far-field samples (pc_sdf_uniform with pc_gradients_uniform), fewer than the 1800"),
+                                                     f"data.categories=['{TOY_CATEGORY}']",
+                                                     "--set", "data.num_points=2000", "--set", "data.far_fraction=0.9"),
+                                    2, "500 far-field samples (pc_sdf_uniform with pc_gradients_uniform), "
+                                       "fewer than the 1800"),
     "check-data-no-root": (lambda fx: ["check-data", str(fx.ws / "nothing")], 2, "nothing: dataset folder not found"),
     # --- reconstruct: arguments are checked before the model loads and before anything is written ---
     "reconstruct-norm-params-nan": (lambda fx: reconstruct(fx, "--camera", VIEW, "--norm-params", "0", "0", "nan", "1"),
@@ -317,9 +321,11 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     # --- evaluate (fails before the bundled default model loads) ---
     "evaluate-max-shapes-negative": (lambda fx: evaluate(fx, "--max-shapes", "-1"), 2,
                                      "--max-shapes must be at least 1, got -1"),
-    "evaluate-max-shapes-0": (lambda fx: evaluate(fx, "--max-shapes", "0"), 2, "--max-shapes must be at least 1, got 0"),
+    "evaluate-max-shapes-0": (lambda fx: evaluate(fx, "--max-shapes", "0"), 2,
+                              "--max-shapes must be at least 1, got 0"),
     "evaluate-resolution-0": (lambda fx: evaluate(fx, "--resolution", "0"), 2, "--resolution must be between"),
-    "evaluate-no-data": (lambda fx: evaluate(fx, "--data", str(fx.ws / "nothing")), 2, "nothing: dataset folder not found"),
+    "evaluate-no-data": (lambda fx: evaluate(fx, "--data", str(fx.ws / "nothing")), 2,
+                         "nothing: dataset folder not found"),
     "evaluate-out-under-file": (lambda fx: evaluate(fx, "-o", str(fx.image("f.png") / "e")), 2,
                                 "f.png/e: cannot be used as the output folder: it is under the file"),
     "evaluate-unknown-split": (lambda fx: evaluate(fx, "--split", "val"), 2, "03001627_val.lst: file not found"),
@@ -332,10 +338,11 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                                      "--version", "0"], 2, "--version must be a positive integer"),
     "export-existing-version": (lambda fx: ["export", "--checkpoint", str(fx.sdf_run), "--out", str(fx.model),
                                             "--version", "1"], 2, "export/1: already exists"),
-    "export-camera-run-as-sdf": (lambda fx: ["export", "--checkpoint", str(fx.camera_run), "--out", str(fx.ws / "m")], 2,
-                                 "weights do not match the"),
+    "export-camera-run-as-sdf": (lambda fx: ["export", "--checkpoint", str(fx.camera_run),
+                                             "--out", str(fx.ws / "m")], 2, "weights do not match the"),
     "export-sdf-run-as-camera": (lambda fx: ["export", "--checkpoint", str(fx.sdf_run), "--camera-checkpoint",
-                                             str(fx.sdf_run), "--out", str(fx.ws / "m")], 2, "weights do not match the"),
+                                             str(fx.sdf_run), "--out", str(fx.ws / "m")], 2,
+                                 "weights do not match the"),
     "export-truncated-checkpoint": (lambda fx: do(truncate_checkpoint(r := fx.copy(fx.sdf_run, "r")),
                                                   ["export", "--checkpoint", str(r), "--out", str(fx.ws / "m")]), 2,
                                     "damaged or incomplete checkpoint"),
@@ -343,8 +350,10 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                          "ws/config.yaml: not found; is"),
     "export-run-without-checkpoints": (
         lambda fx: do((r := fx.ws / "r").mkdir(), shutil.copy(fx.sdf_run / "config.yaml", r),
-                      ["export", "--checkpoint", str(r), "--out", str(fx.ws / "m")]), 2, "r/checkpoints: no checkpoint found"),
-    "export-out-under-file": (lambda fx: ["export", "--checkpoint", str(fx.sdf_run), "--out", str(fx.image("f.png") / "m")],
+                      ["export", "--checkpoint", str(r), "--out", str(fx.ws / "m")]), 2,
+        "r/checkpoints: no checkpoint found"),
+    "export-out-under-file": (lambda fx: ["export", "--checkpoint", str(fx.sdf_run),
+                                          "--out", str(fx.image("f.png") / "m")],
                               2, "cannot be used as the model folder"),
     # --- training runs: a refused run touches nothing of the earlier one ---
     "train-over-earlier-run": (lambda fx: train(fx, None, "--set", f"train.out_dir={fx.copy(fx.sdf_run, 'r')}",
@@ -355,7 +364,8 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                                         "the run was trained with model.encoder_width=8, the config now says 16"),
     "train-resume-camera-run": (lambda fx: train(fx, None, "--set", f"train.out_dir={fx.copy(fx.camera_run, 'r')}",
                                                  "--resume"), 2, "weights do not match the"),
-    "train-camera-over-earlier-run": (lambda fx: train(fx, None, "--set", f"camera.out_dir={fx.copy(fx.camera_run, 'r')}",
+    "train-camera-over-earlier-run": (lambda fx: train(fx, None,
+                                                       "--set", f"camera.out_dir={fx.copy(fx.camera_run, 'r')}",
                                                        "--set", "camera.width=16", command="train-camera"), 2,
                                       "r/checkpoints: holds checkpoints of an earlier run"),
     "train-camera-resume-other-architecture": (
@@ -397,9 +407,9 @@ def snapshot(*roots) -> dict:
 
 
 @pytest.fixture(scope="module")
-def shared(toy_root, tmp_path_factory):
+def shared(toy_root, model_dir, tmp_path_factory):
     """The read-only inputs: the toy data, a tiny SDF run and its export, a tiny camera run."""
-    export = tiny_model(toy_root, tmp_path_factory)
+    export = model_dir
     camera_run = tmp_path_factory.mktemp("bad_inputs") / "camera_run"
     code = main(["train-camera", "--config", TINY, "--set", f"data.root={toy_root}", "--set",
                  f"data.categories=['{TOY_CATEGORY}']", "--set", f"camera.out_dir={camera_run}", "--set",
@@ -436,7 +446,8 @@ PROCESS_ROWS = {
     "train-nan-samples-exits": (lambda fx: do(nan_samples(d := fx.data()), train(fx, d)),
                                 "a/ori_sample.h5: dataset 'pc_sdf_sample' has 1 NaN/Inf values"),
     "reconstruct-corrupt-model": (lambda fx: do(corrupt_file((m := fx.copy(fx.model, "m")) / "1" / "saved_model.pb"),
-                                                reconstruct(fx, "--camera", VIEW, model=m)), "cannot load the SavedModel"),
+                                                reconstruct(fx, "--camera", VIEW, model=m)),
+                                  "cannot load the SavedModel"),
 }
 
 
@@ -462,7 +473,7 @@ def test_bad_input_in_a_process(row, shared, tmp_path):
 
 
 def test_export_removes_the_staging_folder_of_a_killed_export(tmp_path):
-    from d2im_tf.export import remove_stale_staging
+    from d2im_tf.inference.export import remove_stale_staging
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".1.{int(dead.stdout)}.x7k2"  # an export killed while writing version 1

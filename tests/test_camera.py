@@ -1,9 +1,11 @@
-"""Camera geometry against REFERENCE.md §2's check value and analytic identities."""
+"""Camera geometry against the reference's check value (docs/conventions.md, "Camera") and analytic identities."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
+
+from helpers import unproject
 
 
 def test_check_value_of_the_reference():
@@ -20,8 +22,10 @@ def test_intrinsics_and_decomposition():
     np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
     assert np.linalg.det(R) == pytest.approx(1.0)
     # The camera sits 1.75·d from the origin and looks at it: the origin is straight ahead.
-    center = camera.camera_center(75.0, 33.0, 0.7)
+    center = camera.camera_centre(R, t)
     assert np.linalg.norm(center) == pytest.approx(1.75 * 0.7)
+    from_projection = camera.projection_centre(camera.projection_matrix(75.0, 33.0, 0.7)[None])
+    np.testing.assert_allclose(from_projection.numpy()[0], center, atol=1e-12)
     np.testing.assert_allclose(t, [0.0, 0.0, 1.75 * 0.7], atol=1e-12)
     uv, depth = camera.project(tf.zeros([1, 3], tf.float64), camera.projection_matrix(75.0, 33.0, 0.7))
     np.testing.assert_allclose(uv.numpy()[0], [112.0, 112.0], atol=1e-9)
@@ -40,7 +44,7 @@ def test_project_unproject_round_trip_batched():
                   zip(rng.uniform(0, 360, 4), rng.uniform(0, 45, 4), rng.uniform(0.6, 1.0, 4))])
     points = rng.uniform(-0.5, 0.5, (4, 100, 3))
     uv, depth = camera.project(points, P)
-    back = camera.unproject(uv, depth, P)
+    back = unproject(uv, depth, P)
     np.testing.assert_allclose(back.numpy(), points, atol=1e-9)
 
 
@@ -101,15 +105,3 @@ def test_camera_pointcloud_loss():
     delta = np.array([0.1, -0.2, 0.05])
     loss = camera.camera_pointcloud_loss(points, R, t + delta, R, t)
     assert float(loss) == pytest.approx(np.sum(delta**2))
-
-
-def test_pixel_jacobian_matches_autodiff():
-    focal = camera.focal_pixels(224)
-    K = camera.intrinsics(224)
-    P = np.concatenate([K, np.zeros((3, 1))], axis=1)  # identity extrinsics: camera frame = world frame
-    points = tf.Variable(np.random.default_rng(5).uniform([-0.3, -0.3, 0.8], [0.3, 0.3, 2.0], (7, 3)))
-    with tf.GradientTape() as tape:
-        uv, _ = camera.project(points, P)
-    jac = tape.jacobian(uv, points).numpy()  # [7, 2, 7, 3]
-    per_point = np.stack([jac[i, :, i, :] for i in range(7)])
-    np.testing.assert_allclose(camera.pixel_jacobian(points, focal).numpy(), per_point, rtol=1e-10)

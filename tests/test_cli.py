@@ -80,8 +80,10 @@ def dataset(tmp_path):
             fmt.write_metadata(layout.metadata_path(category, shape),
                                [[30 * v, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0] for v in range(2)])
             for view in range(2):
-                fmt.write_png(layout.image_path(category, shape, view), rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
-                fmt.write_normal_map(layout.normal_path(category, shape, view), np.dstack([np.zeros((16, 16, 2)), -np.ones((16, 16))]))
+                fmt.write_png(layout.image_path(category, shape, view),
+                              rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+                fmt.write_normal_map(layout.normal_path(category, shape, view),
+                                     np.dstack([np.zeros((16, 16, 2)), -np.ones((16, 16))]))
             fmt.write_samples(layout.samples_path(category, shape),
                               fmt.SdfSamples(rng.normal(size=(16, 4)).astype(np.float32), np.array([0, 0, 0, 1.0]),
                                              gradients=np.tile([[1.0, 0, 0]], (16, 1)).astype(np.float32),
@@ -108,7 +110,8 @@ def test_check_data_lists_every_problem(dataset):
     assert result.returncode == 2
     problems = [line.strip() for line in result.stdout.split("problems: ", 1)[1].splitlines()[1:]]
     assert len(problems) == 3
-    assert any(p.startswith(str(dataset.image_path("03001627", "s1", 1))) and "not a readable image" in p for p in problems)
+    assert any(p.startswith(str(dataset.image_path("03001627", "s1", 1))) and "not a readable image" in p
+               for p in problems)
     assert any(p.startswith(str(dataset.normal_path("04379243", "t1", 0))) and "file not found" in p for p in problems)
     assert any(p.startswith(str(dataset.metadata_path("03001627", "s3"))) and "3 fields" in p for p in problems)
 

@@ -10,7 +10,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_default_yaml_holds_the_papers_settings():
     config = load_config(CONFIGS / "default.yaml")
-    assert config.model.image_size == 224 and config.data.image_size == 224
+    assert config.model.image_size == 224
     assert config.data.num_points == 2048
     assert config.train.batch_size == 16
     assert config.train.learning_rate == pytest.approx(5e-5)
@@ -62,3 +62,27 @@ def test_bad_yaml_file_names_file_and_key(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("key", ["data.image_size", "data.shuffle_buffer"])
+def test_removed_keys_are_refused_but_an_earlier_run_config_still_loads(tmp_path, key):
+    section, name = key.split(".")
+    with pytest.raises(ConfigError, match=rf"^{key}: removed"):
+        load_config(None, [f"{key}=32"])
+    recorded = tmp_path / "config.yaml"  # as `d2im train` recorded it before the key was removed
+    recorded.write_text(f"{section}:\n  {name}: 32\n  num_points: 300\n")
+    with pytest.raises(ConfigError, match=rf"config.yaml: {key}: removed"):
+        load_config(recorded)
+    assert load_config(recorded, skip_removed=True).data.num_points == 300
+
+
+def test_mixed_precision_is_honoured_while_building_and_not_after():
+    import keras
+
+    from d2im_tf.training.run import build_model
+
+    config = load_config(CONFIGS / "tiny.yaml", ["train.mixed_precision=true"])
+    for network in ("sdf", "camera"):
+        assert build_model(config, network).dtype_policy.name == "mixed_float16"
+        assert build_model(config, network, mixed_precision=False).dtype_policy.name == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"

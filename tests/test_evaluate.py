@@ -7,34 +7,12 @@ import numpy as np
 import pytest
 import trimesh
 
-from conftest import TOY_CATEGORY
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.evaluate import COLUMNS, evaluation_view, shape_metrics, to_normalised, to_world
-from test_reconstruct import tiny_model
+from d2im_tf.evaluation.evaluate import COLUMNS, evaluation_view, shape_metrics
+from d2im_tf.geometry.frames import to_normalised, to_world
 
-
-@pytest.fixture(scope="module")
-def model_dir(toy_root, tmp_path_factory):
-    return tiny_model(toy_root, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def data_with_meshes(toy_root, tmp_path_factory):
-    """A copy of the toy dataset with GT meshes: spheres of radius 0.3 in the normalised frame,
-    written in the world frame (xyz·m + c) from each shape's norm params."""
-    root = tmp_path_factory.mktemp("toy_with_meshes") / "data"
-    shutil.copytree(toy_root, root)
-    layout = fmt.DatasetLayout(root)
-    for split in ("train", "test"):
-        for shape in fmt.read_split(layout.split_path(TOY_CATEGORY, split)):
-            params = fmt.read_norm_params(layout.samples_path(TOY_CATEGORY, shape))
-            sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.3 * params[3])
-            sphere.apply_translation(params[:3])
-            path = layout.mesh_path(TOY_CATEGORY, shape)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sphere.export(path)
-    return root
+from conftest import TOY_CATEGORY
 
 
 def test_evaluation_view_follows_the_reference():

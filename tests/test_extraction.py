@@ -1,10 +1,14 @@
-"""Mesh extraction: the dense grid of the reference and coarse-to-fine refinement, on analytic SDFs."""
+"""Mesh extraction: the dense grid of the reference and coarse-to-fine refinement, on analytic SDFs.
+
+The analytic shapes are small, so most tests extract in the cube :data:`BOX` (the reference's test box)
+rather than the default, the normalised frame's [-1, 1]³."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import extraction
-from d2im_tf.metrics import chamfer_l1
+from d2im_tf.evaluation.metrics import chamfer_l1
+from d2im_tf.geometry.frames import NORMALISED_BOX
+from d2im_tf.inference import extraction
 
 
 def sphere(points, radius=0.3):
@@ -36,6 +40,7 @@ def thin_union(points):
     return np.minimum(np.minimum(plate, rod), ball)
 
 
+BOX = (-0.5, 0.5)
 SHAPES = {"sphere": sphere, "slotted_box": slotted_box, "torus": torus, "thin_union": thin_union}
 
 
@@ -48,7 +53,7 @@ def test_grid_points_are_cell_centres_with_x_slowest():
 
 
 def test_dense_sphere_has_the_right_radius_volume_and_outward_faces():
-    mesh, stats = extraction.extract_mesh(sphere, resolution=64, mode="dense")
+    mesh, stats = extraction.extract_mesh(sphere, resolution=64, bounds=BOX, mode="dense")
     assert stats.evaluations == 64**3 and stats.evaluation_ratio == 1.0
     radii = np.linalg.norm(mesh.vertices, axis=1)
     np.testing.assert_allclose(radii, 0.3, atol=0.1 / 64)
@@ -58,21 +63,21 @@ def test_dense_sphere_has_the_right_radius_volume_and_outward_faces():
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_coarse_to_fine_reproduces_the_dense_mesh(name):
     sdf = SHAPES[name]
-    dense_grid, dense_stats = extraction.evaluate_grid(sdf, resolution=64, mode="dense")
-    grid, stats = extraction.evaluate_grid(sdf, resolution=64, mode="coarse_to_fine", initial_resolution=16)
+    dense_grid, dense_stats = extraction.evaluate_grid(sdf, resolution=64, bounds=BOX, mode="dense")
+    grid, stats = extraction.evaluate_grid(sdf, resolution=64, bounds=BOX, mode="coarse_to_fine", initial_resolution=16)
     inside_dense, inside = dense_grid < 0, grid < 0
     assert np.count_nonzero(inside_dense & inside) / np.count_nonzero(inside_dense | inside) >= 0.995
     np.testing.assert_array_equal(inside, inside_dense)
-    dense_mesh = extraction.mesh_from_grid(dense_grid)
-    mesh = extraction.mesh_from_grid(grid)
+    dense_mesh = extraction.mesh_from_grid(dense_grid, BOX)
+    mesh = extraction.mesh_from_grid(grid, BOX)
     assert len(mesh.vertices) == len(dense_mesh.vertices) > 0
     assert chamfer_l1(mesh.vertices, dense_mesh.vertices) < 1e-4
     assert stats.evaluations < 0.6 * dense_stats.evaluations
 
 
 def test_coarse_to_fine_at_128_is_exact_with_a_fraction_of_the_evaluations():
-    dense_mesh, _ = extraction.extract_mesh(torus, resolution=128, mode="dense")
-    mesh, stats = extraction.extract_mesh(torus, resolution=128, initial_resolution=32)
+    dense_mesh, _ = extraction.extract_mesh(torus, resolution=128, bounds=BOX, mode="dense")
+    mesh, stats = extraction.extract_mesh(torus, resolution=128, bounds=BOX, initial_resolution=32)
     assert stats.evaluation_ratio < 0.1
     assert set(stats.stage_seconds) == {"level_32", "level_64", "level_128", "fill", "marching_cubes"}
     np.testing.assert_array_equal(np.sort(mesh.vertices, axis=0), np.sort(dense_mesh.vertices, axis=0))
@@ -80,11 +85,11 @@ def test_coarse_to_fine_at_128_is_exact_with_a_fraction_of_the_evaluations():
 
 def test_scaled_sdf_needs_the_matching_lipschitz_bound():
     """The model predicts 10·sdf: lipschitz=10 gives the same cells, and the mesh of the unscaled SDF."""
-    _, unit_stats = extraction.extract_mesh(thin_union, resolution=64, initial_resolution=16)
+    _, unit_stats = extraction.extract_mesh(thin_union, resolution=64, bounds=BOX, initial_resolution=16)
     mesh, stats = extraction.extract_mesh(
-        lambda p: 10.0 * thin_union(p), resolution=64, initial_resolution=16, lipschitz=10.0
+        lambda p: 10.0 * thin_union(p), resolution=64, bounds=BOX, initial_resolution=16, lipschitz=10.0
     )
-    dense_mesh, _ = extraction.extract_mesh(thin_union, resolution=64, mode="dense")
+    dense_mesh, _ = extraction.extract_mesh(thin_union, resolution=64, bounds=BOX, mode="dense")
     assert stats.evaluations == unit_stats.evaluations
     assert chamfer_l1(mesh.vertices, dense_mesh.vertices) < 1e-4
 
@@ -100,8 +105,8 @@ def test_tensorflow_function_is_evaluated_in_bounded_batches():
         batch_sizes.append(len(points))
         return model(points)
 
-    mesh, stats = extraction.extract_mesh(sdf_fn, resolution=32, initial_resolution=8, batch_points=1000)
-    reference, _ = extraction.extract_mesh(sphere, resolution=32, mode="dense")
+    mesh, stats = extraction.extract_mesh(sdf_fn, resolution=32, bounds=BOX, initial_resolution=8, batch_points=1000)
+    reference, _ = extraction.extract_mesh(sphere, resolution=32, bounds=BOX, mode="dense")
     assert max(batch_sizes) <= 1000 and sum(batch_sizes) == stats.evaluations
     assert chamfer_l1(mesh.vertices, reference.vertices) < 1e-4
 
@@ -111,7 +116,7 @@ def test_no_surface_gives_an_empty_mesh(mode):
     def outside(points):
         return np.ones(len(points))
 
-    mesh, stats = extraction.extract_mesh(outside, resolution=32, mode=mode, initial_resolution=8)
+    mesh, stats = extraction.extract_mesh(outside, resolution=32, bounds=BOX, mode=mode, initial_resolution=8)
     assert len(mesh.vertices) == 0 and len(mesh.faces) == 0
     if mode == "coarse_to_fine":
         assert stats.evaluations == 9**3  # the first grid certifies every cell
@@ -119,9 +124,9 @@ def test_no_surface_gives_an_empty_mesh(mode):
 
 def test_invalid_arguments_are_rejected():
     with pytest.raises(ValueError, match="power of two"):
-        extraction.extract_mesh(sphere, resolution=96, initial_resolution=32)
+        extraction.extract_mesh(sphere, resolution=96, bounds=BOX, initial_resolution=32)
     with pytest.raises(ValueError, match="mode"):
-        extraction.extract_mesh(sphere, resolution=32, mode="sparse")
+        extraction.extract_mesh(sphere, resolution=32, bounds=BOX, mode="sparse")
     with pytest.raises(ValueError, match="returned"):
         extraction.evaluate_sdf(lambda p: np.zeros(3), np.zeros((5, 3)))
 
@@ -143,10 +148,10 @@ def test_displaced_field_clearance_gives_the_dense_mesh_with_fewer_evaluations()
         return fused, extraction.displaced_field_clearance(fused, base, span, 1.0)
 
     resolution = 64
-    dense, _ = extraction.extract_mesh(lambda p: parts(p)[0], resolution, mode="dense")
-    mesh, stats = extraction.extract_mesh(with_clearance, resolution, initial_resolution=16)
-    global_bound = 1.0 + 2 * 0.4 / (extraction.grid_spacing(resolution) * np.sqrt(3.0))
-    _, global_stats = extraction.extract_mesh(lambda p: parts(p)[0], resolution, initial_resolution=16,
+    dense, _ = extraction.extract_mesh(lambda p: parts(p)[0], resolution, bounds=BOX, mode="dense")
+    mesh, stats = extraction.extract_mesh(with_clearance, resolution, bounds=BOX, initial_resolution=16)
+    global_bound = 1.0 + 2 * 0.4 / (extraction.grid_spacing(resolution, BOX) * np.sqrt(3.0))
+    _, global_stats = extraction.extract_mesh(lambda p: parts(p)[0], resolution, bounds=BOX, initial_resolution=16,
                                               lipschitz=global_bound)
     assert len(mesh.faces) == len(dense.faces) > 0
     np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(dense.vertices, axis=0), atol=1e-6)
@@ -161,7 +166,7 @@ def test_fused_mesh_of_a_sphere_is_the_dense_mesh_in_the_normalised_box():
         return base, base
 
     mesh, stats = extraction.extract_fused_mesh(decode, np.zeros((8, 8, 2)), 64, 1.0, initial_resolution=16)
-    dense, _ = extraction.extract_mesh(lambda p: decode(p)[0], 64, extraction.NORMALISED_FRAME_BOUNDS, mode="dense")
+    dense, _ = extraction.extract_mesh(lambda p: decode(p)[0], 64, NORMALISED_BOX, mode="dense")
     assert len(mesh.faces) == len(dense.faces) > 0
     np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(dense.vertices, axis=0), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(mesh.vertices, axis=1), 0.6, atol=0.01)

@@ -9,7 +9,9 @@ import trimesh
 
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.data import mesh_sdf
+from d2im_tf.data.synth import mesh_sdf
+
+from helpers import read_depth
 
 CATEGORIES = ["03001627", "04379243"]
 TINY = ["--categories", *CATEGORIES, "--shapes-per-category", "2", "--views", "4", "--image-size", "64",
@@ -47,7 +49,7 @@ def test_layout_is_complete_and_readable(tiny):
             for view in range(4):
                 image = fmt.read_image(layout.image_path(category, shape, view))
                 assert image.shape == (64, 64, 4)
-                depth, mask = fmt.read_depth(layout.depth_path(category, shape, view))
+                depth, mask = read_depth(layout.depth_path(category, shape, view))
                 np.testing.assert_array_equal(mask, image[..., 3] > 0)
                 normals = fmt.read_normal_map(layout.normal_path(category, shape, view))
                 assert np.all(np.linalg.norm(normals[mask], axis=1) > 0.99)

@@ -13,15 +13,29 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import camera, cli
-from d2im_tf.import_torch import (
-    D2IM_UNUSED_KEYS, WeightImportError, apply_state_dict, build_d2im, d2im_assignments,
-    import_camnet, load_encoder_weights, load_imagenet_vgg16, reference_model_config,
-)
-from d2im_tf.reconstruct import Reconstructor
+from d2im_tf import cli
 from d2im_tf.config import ModelConfig
+from d2im_tf.geometry import camera
+from d2im_tf.inference.import_torch import (
+    D2IM_UNUSED_KEYS,
+    WeightImportError,
+    apply_state_dict,
+    build_d2im,
+    d2im_assignments,
+    import_camnet,
+    load_encoder_weights,
+    load_imagenet_vgg16,
+    reference_model_config,
+)
+from d2im_tf.inference.reconstruct import Reconstructor
+
 from parity_helpers import (
-    FIXTURES, formula_state_dict, formula_tensor, state_dict_keys, torchvision_entries, write_torch_zip,
+    FIXTURES,
+    formula_state_dict,
+    formula_tensor,
+    state_dict_keys,
+    torchvision_entries,
+    write_torch_zip,
 )
 
 TOLERANCE = 1e-4
@@ -87,7 +101,7 @@ def test_imported_savedmodel_computes_what_the_authors_code_computes(imported):
 
 def _bilinear_maps(maps, points, projection):
     """Front and back maps read at the points' pixels (the fusion picks one of them per point)."""
-    from d2im_tf.sampling import sample_bilinear
+    from d2im_tf.geometry.interpolation import sample_bilinear
 
     uv, _ = camera.project(points, projection)
     values = sample_bilinear(tf.constant(maps[None]), uv)[0].numpy()  # [N, 2]
@@ -111,7 +125,7 @@ def test_description_and_reconstructor_of_an_imported_model(imported):
 
 
 def test_reference_image_reading_drops_alpha_and_pads_black():
-    from d2im_tf.reconstruct import prepare_image
+    from d2im_tf.inference.reconstruct import prepare_image
 
     rgba = np.zeros((4, 8, 4), np.uint8)
     rgba[..., :3] = 200  # colour under full transparency: the authors' reading keeps it
@@ -132,16 +146,19 @@ def keras_d2im(d2im_weights):
 def test_every_key_is_checked(keras_d2im, d2im_weights):
     assignments = d2im_assignments(keras_d2im)
     missing = {k: v for k, v in d2im_weights.items() if k != "im_decoder.l3.weight"}
-    with pytest.raises(WeightImportError, match=r"^ckpt: im_decoder\.l3\.weight is missing \(the model needs shape \[128, 259\]\)$"):
+    message = r"^ckpt: im_decoder\.l3\.weight is missing \(the model needs shape \[128, 259\]\)$"
+    with pytest.raises(WeightImportError, match=message):
         apply_state_dict(assignments, missing, "ckpt", D2IM_UNUSED_KEYS)
     wrong = {**d2im_weights, "image_encoder.layer2.0.downsample.0.weight": np.zeros((128, 64, 3, 3), np.float32)}
-    with pytest.raises(WeightImportError, match=r"downsample\.0\.weight has shape \[128, 64, 3, 3\], the model needs \[128, 64, 1, 1\]"):
+    mismatch = r"downsample\.0\.weight has shape \[128, 64, 3, 3\], the model needs \[128, 64, 1, 1\]"
+    with pytest.raises(WeightImportError, match=mismatch):
         apply_state_dict(assignments, wrong, "ckpt", D2IM_UNUSED_KEYS)
     extra = {**d2im_weights, "im_decoder.l8.weight": np.zeros((1, 1), np.float32)}
     with pytest.raises(WeightImportError, match=r"im_decoder\.l8\.weight is not used by the model"):
         apply_state_dict(assignments, extra, "ckpt", D2IM_UNUSED_KEYS)
     # nothing was assigned by the failed attempts
-    np.testing.assert_array_equal(keras_d2im.base_decoder.hidden[2].kernel.numpy(), d2im_weights["im_decoder.l3.weight"].T)
+    np.testing.assert_array_equal(keras_d2im.base_decoder.hidden[2].kernel.numpy(),
+                                  d2im_weights["im_decoder.l3.weight"].T)
 
 
 def test_cli_reports_a_checkpoint_that_does_not_fit(tmp_path, capsys):
@@ -197,7 +214,8 @@ def test_camera_network_computes_what_the_authors_code_computes(camnet_weights):
     assert_parity("camera rotation", axis_change @ rotation.T, transmat[:3], errors)
     assert_parity("camera translation", translation, transmat[3], errors)
     # the world-frame projection is the one the authors build from it: K·[Mᵀ | t]·A
-    authors = camera.intrinsics(224) @ np.concatenate([transmat[:3].T, transmat[3][:, None]], axis=1) @ camera.AXIS_CHANGE
+    extrinsic = np.concatenate([transmat[:3].T, transmat[3][:, None]], axis=1)
+    authors = camera.intrinsics(224) @ extrinsic @ camera.AXIS_CHANGE
     ours = model.projection(outputs)[0].numpy()
     assert_parity("camera projection", ours, authors, errors)
     print("camera parity, max abs / max rel error:", {k: f"{a:.2g} / {r:.2g}" for k, (a, r) in errors.items()})
@@ -218,8 +236,7 @@ def test_camera_network_computes_what_the_authors_code_computes(camnet_weights):
 
 def test_config_and_training_guards(tmp_path):
     from d2im_tf.config import ConfigError, load_config
-    from d2im_tf.training.camera import train_camera
-    from d2im_tf.training.sdf import train_sdf
+    from d2im_tf.training.run import train
 
     with pytest.raises(ConfigError, match="model.compat: 'bogus' is not one of none, reference"):
         load_config(None, ["model.compat=bogus"])
@@ -228,23 +245,23 @@ def test_config_and_training_guards(tmp_path):
     with pytest.raises(ConfigError, match="camera.compat: 'reference' needs camera.backbone 'vgg16'"):
         load_config(None, ["camera.compat=reference", "camera.backbone=resnet18", "camera.translation=distance"])
     with pytest.raises(ConfigError, match="model.compat: 'reference' is for weights imported"):
-        train_sdf(load_config(None, ["model.compat=reference"]))
+        train(load_config(None, ["model.compat=reference"]), "sdf")
     with pytest.raises(ConfigError, match="camera.compat: 'reference' is for weights imported"):
-        train_camera(load_config(None, ["camera.compat=reference", "camera.translation=distance"]))
+        train(load_config(None, ["camera.compat=reference", "camera.translation=distance"]), "camera")
     absent = tmp_path / "resnet18.pth"
     with pytest.raises(WeightImportError, match=r"^model\.encoder_weights: .*resnet18\.pth: file not found$"):
-        train_sdf(load_config(None, [f"model.encoder_weights={absent}"]))
+        train(load_config(None, [f"model.encoder_weights={absent}"]), "sdf")
     with pytest.raises(WeightImportError, match=r"^camera\.backbone_weights: .*vgg16\.pth: file not found$"):
-        train_camera(load_config(None, [f"camera.backbone_weights={tmp_path / 'vgg16.pth'}"]))
+        train(load_config(None, [f"camera.backbone_weights={tmp_path / 'vgg16.pth'}"]), "camera")
 
 
 def test_world_frame_export_with_camera_network(tmp_path):
     """A small reference-mode pair (random weights): the export bundles the camera, whose pose is of
     the world frame, and reconstruction through the predicted camera stays in the world frame."""
-    from d2im_tf.errors import UserError
-    from d2im_tf.export import export_saved_model
-    from d2im_tf.import_torch import build_camera
     from d2im_tf.config import CameraConfig
+    from d2im_tf.errors import UserError
+    from d2im_tf.inference.export import export_saved_model
+    from d2im_tf.inference.import_torch import build_camera
     from d2im_tf.models import CameraNet
 
     small = dict(image_size=32, encoder_width=8, global_dim=16, decoder_widths=[32, 16, 16, 8, 8], detail_channels=8)

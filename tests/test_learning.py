@@ -6,14 +6,13 @@ cosine decay, far-field samples), trained through ``fit`` as ``d2im train`` does
 network stops learning: the paper's recipe at this budget stays near the mean shape (docs/training.md).
 """
 import keras
-import numpy as np
 import pytest
 
 from d2im_tf.cli import main
 from d2im_tf.config import load_config
 from d2im_tf.data.pipeline import ShapeDataset
 from d2im_tf.training.fit_probe import fit_report, probe_shapes
-from d2im_tf.training.sdf import build_sdf_model
+from d2im_tf.training.run import build_model
 
 STEPS = 400
 CATEGORIES = ["03001627", "02933112"]
@@ -35,7 +34,7 @@ def memorise(root, overrides):
         "model.image_size=48", "model.encoder_width=8", "model.global_dim=32",
         "model.decoder_widths=[128, 64, 64, 32, 16]", "model.variant=wsamp", "train.batch_size=2", *overrides])
     keras.utils.set_random_seed(0)
-    model = build_sdf_model(config, STEPS)
+    model = build_model(config, "sdf", STEPS)
     model.fit(ShapeDataset(config, "train").dataset(config.train.batch_size), steps_per_epoch=STEPS, epochs=1,
               verbose=0)
     return fit_report(model, probe_shapes(config, "train"))

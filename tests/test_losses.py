@@ -1,11 +1,13 @@
-"""Tests of d2im_tf.losses: Laplacians on analytic maps, and the sign and scale of the Laplacian loss
+"""Tests of d2im_tf.models.losses: Laplacians on analytic maps, and the sign and scale of the Laplacian loss
 on a rendered relief of known shape."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import camera
-from d2im_tf.losses import (
+from d2im_tf.geometry import camera
+from d2im_tf.geometry.frames import normalised_projection
+from d2im_tf.models.d2im import norm_scale_from_projection
+from d2im_tf.models.losses import (
     base_loss,
     laplacian_loss,
     laplacian_mask,
@@ -14,8 +16,8 @@ from d2im_tf.losses import (
     normal_divergence,
     sdf_loss,
 )
-from d2im_tf.models.camera_net import normalised_projection
-from d2im_tf.models.d2im import norm_scale_from_projection
+
+from helpers import unproject
 
 RNG = np.random.default_rng(1)
 SIZE = 64
@@ -42,7 +44,8 @@ def relative_error(value, truth):
         (lambda x, y: 0.3 * x**2 - 0.7 * y**2 + 0.1 * x * y, lambda x, y: np.full_like(x, 2 * 0.3 - 2 * 0.7)),
         (lambda x, y: 0.02 * x**2 + 0.05 * y**2, lambda x, y: np.full_like(x, 0.14)),
         (lambda x, y: np.sin(0.3 * x) * np.cos(0.2 * y), lambda x, y: -0.13 * np.sin(0.3 * x) * np.cos(0.2 * y)),
-        (lambda x, y: np.cos(0.5 * x + 0.2) * np.sin(0.45 * y), lambda x, y: -0.4525 * np.cos(0.5 * x + 0.2) * np.sin(0.45 * y)),
+        (lambda x, y: np.cos(0.5 * x + 0.2) * np.sin(0.45 * y),
+         lambda x, y: -0.4525 * np.cos(0.5 * x + 0.2) * np.sin(0.45 * y)),
     ],
 )
 def test_map_laplacian_on_analytic_maps(function, laplacian):
@@ -113,9 +116,9 @@ class ReliefScene:
         self.base_depth = self.translation[2]  # the world origin lies on the optical axis
 
     def hit(self, uv):
-        """Camera-frame ray hits ``[M, 3]`` for pixels ``uv`` ``[M, 2]``: rays from camera.unproject."""
+        """Camera-frame ray hits ``[M, 3]`` for pixels ``uv`` ``[M, 2]``: rays from helpers.unproject."""
         uv = np.asarray(uv, np.float64)
-        world = camera.unproject(uv, np.ones(len(uv)), self.projection).numpy()  # depth-1 points
+        world = unproject(uv, np.ones(len(uv)), self.projection).numpy()  # depth-1 points
         rays = world @ self.rotation.T + self.translation  # (a, b, 1) in the camera frame
         depth = np.full(len(uv), self.base_depth)
         for _ in range(40):  # fixed point of z = z0 − h(a z, b z); contraction for small slopes
@@ -155,9 +158,8 @@ class ReliefScene:
 @pytest.fixture(scope="module")
 def relief_case():
     scene = ReliefScene()
-    projection = normalised_projection(
-        scene.projection[None].astype(np.float32), NORM_CENTER[None].astype(np.float32), np.float32([NORM_SCALE])
-    )
+    norm_params = np.array([[*NORM_CENTER, NORM_SCALE]])
+    projection = normalised_projection(scene.projection[None], norm_params).astype(np.float32)
     sample_uv = RNG.uniform(20, IMAGE - 20, (300, 2))
     points = scene.normalised_points(scene.hit(sample_uv))[None].astype(np.float32)
     uv, depth = camera.project(points, projection)  # the loss's own path from points to pixels

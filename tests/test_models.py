@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d2im_tf import camera
 from d2im_tf.config import VARIANTS, ModelConfig, load_config
+from d2im_tf.geometry import camera
+from d2im_tf.geometry.frames import normalised_projection
 from d2im_tf.models import D2IMNet, ResNet18
-from d2im_tf.models.camera_net import normalised_projection
 from d2im_tf.models.d2im import front_from_gradients
 from d2im_tf.models.decoders import local_features
+
+from helpers import unproject
 
 TINY = load_config("configs/tiny.yaml")
 IMAGE = TINY.model.image_size
@@ -41,10 +43,10 @@ def render_scene(shape, az, el, dist, norm_center, norm_scale, seed):
     """One training example of the batch contract (``D2IMNet`` module docstring) for ``shape``."""
     rng = np.random.default_rng(seed)
     world_projection = camera.projection_matrix(az, el, dist, IMAGE)
-    projection = normalised_projection(
-        world_projection[None].astype(np.float32), norm_center[None].astype(np.float32), np.float32([norm_scale])
-    ).numpy()[0].astype(np.float64)
-    # The reference's four SDF bands in equal shares (REFERENCE.md §1).
+    # float32, as the pipeline feeds it
+    projection = normalised_projection(world_projection, np.array([*norm_center, norm_scale]))
+    projection = projection.astype(np.float32).astype(np.float64)
+    # The reference's four SDF bands in equal shares (docs/conventions.md, "Data layout").
     candidates = rng.uniform(-0.5, 0.5, (60000, 3))
     values = shape(candidates)
     bands = [(-0.1, -0.03), (-0.03, 0.0), (0.0, 0.03), (0.03, 0.1)]
@@ -55,7 +57,7 @@ def render_scene(shape, az, el, dist, norm_center, norm_scale, seed):
     centre = -np.linalg.solve(projection[:, :3], projection[:, 3])
     x, y = np.meshgrid(np.arange(IMAGE) + 0.5, np.arange(IMAGE) + 0.5)
     pixels = np.stack([x.ravel(), y.ravel()], -1)
-    targets = camera.unproject(pixels, np.ones(len(pixels)), projection).numpy()
+    targets = unproject(pixels, np.ones(len(pixels)), projection).numpy()
     directions = targets - centre
     directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
     travel = np.zeros(len(pixels))
@@ -106,9 +108,7 @@ def test_training_front_split_uses_the_camera_frame_z_of_the_gradient():
     gradients = rng.normal(size=(1, 100, 3))
     gradients /= np.linalg.norm(gradients, axis=-1, keepdims=True)
     az, el, dist, scale = 75.0, -10.0, 0.9, 0.6
-    projection = normalised_projection(
-        camera.projection_matrix(az, el, dist)[None], np.zeros((1, 3)), np.array([scale])
-    )
+    projection = normalised_projection(camera.projection_matrix(az, el, dist)[None], np.array([[0.0, 0.0, 0.0, scale]]))
     rotation, _ = camera.world_to_camera(az, el, dist)
     expected = (gradients @ rotation.T)[..., 2] < 0
     np.testing.assert_array_equal(front_from_gradients(gradients, projection).numpy(), expected)

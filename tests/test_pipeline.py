@@ -4,8 +4,6 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from conftest import TOY_CATEGORY
-from d2im_tf import camera
 from d2im_tf.config import load_config
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import (
@@ -14,6 +12,9 @@ from d2im_tf.data.pipeline import (
     uniform_point_indices,
     weighted_point_indices,
 )
+from d2im_tf.geometry import camera
+
+from conftest import TOY_CATEGORY
 
 
 def test_first_draw_follows_the_weights():

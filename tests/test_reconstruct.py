@@ -1,7 +1,4 @@
 """Image → mesh with an exported SavedModel: image preparation, the CLI, coarse-to-fine = dense."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,36 +6,14 @@ import pytest
 import trimesh
 from PIL import Image
 
-from conftest import TOY_CATEGORY
-from d2im_tf import camera, metrics
 from d2im_tf.cli import main
 from d2im_tf.commands.reconstruct import BUNDLED_MODEL
-from d2im_tf.reconstruct import Reconstructor, input_warnings, prepare_image, view_row_from_pose
+from d2im_tf.evaluation import metrics
+from d2im_tf.geometry import camera
+from d2im_tf.inference.reconstruct import Reconstructor, input_warnings, prepare_image, view_row_from_pose
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEW_LINE = "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"
-
-
-def tiny_model(toy_root, tmp_path_factory) -> Path:
-    """A tiny SDF network trained one epoch of 40 steps on the toy spheres and exported (once per
-    session). 40 steps rather than the tiny config's 4 so that its SDF reliably crosses zero in the box."""
-    base = tmp_path_factory.getbasetemp() / "tiny_model"
-    export = base / "export"
-    if not (export / "1" / "saved_model.pb").exists():
-        command = [sys.executable, "-m", "d2im_tf.cli", "train", "--config", "configs/tiny.yaml",
-                   "--set", f"data.root={toy_root}", "--set", f"data.categories=['{TOY_CATEGORY}']",
-                   "--set", f"train.out_dir={base / 'run'}", "--set", "train.epochs=1",
-                   "--set", "train.steps_per_epoch=40", "--no-progress",
-                   "--export", str(export)]
-        result = subprocess.run(command, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                                capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
-    return export
-
-
-@pytest.fixture(scope="module")
-def model_dir(toy_root, tmp_path_factory):
-    return tiny_model(toy_root, tmp_path_factory)
 
 
 def test_prepare_image_composites_pads_and_resizes():
@@ -78,19 +53,14 @@ def test_cli_reconstructs_every_readable_image(model_dir, tmp_path, capsys):
     assert [line for line in err.splitlines() if "broken.png" in line] == [
         line for line in err.splitlines() if line.startswith("error:")]
     assert "broken.png" in err
-    written = 0
-    for stem in ("rgba", "grey", "wide"):
+    assert "no surface" not in err
+    for stem in ("rgba", "grey", "wide"):  # every readable image gives a mesh and a preview
         preview = np.asarray(Image.open(out / f"{stem}_preview.png"))
         assert preview.shape == (128, 5 * 128, 3)
-        if not (out / f"{stem}.obj").exists():  # a barely trained field may miss zero for some image
-            assert f"warning: {images / stem}" in err and "no surface" in err
-            continue
         mesh = trimesh.load(out / f"{stem}.obj", force="mesh")
         assert len(mesh.faces) > 0
         # World frame: the normalised box [-1, 1]³ scaled by m = 0.5 and moved by c = (0.1, 0, 0).
         assert np.all(mesh.bounds[0] >= [-0.4, -0.5, -0.5]) and np.all(mesh.bounds[1] <= [0.6, 0.5, 0.5])
-        written += 1
-    assert written >= 2
     assert not (out / "broken.obj").exists() and not list(out.glob(".*"))  # no temporary files left
 
 

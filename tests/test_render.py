@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import trimesh
 
-from d2im_tf import camera
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.data import shapes
 from d2im_tf.data.render import Renderer, random_views
+from d2im_tf.data.synth import shapes
+from d2im_tf.geometry import camera
+
+from helpers import read_depth
 
 SIZE = 96
 
@@ -55,7 +57,7 @@ def rendered(tmp_path_factory):
         view = renderer.render(row, SIZE)
         fmt.write_normal_map(root / f"{index}_n.png", view.normals, view.mask)
         fmt.write_depth(root / f"{index}_d.png", view.depth, view.mask)
-        depth, mask = fmt.read_depth(root / f"{index}_d.png")
+        depth, mask = read_depth(root / f"{index}_d.png")
         maps.append((row, depth, mask, fmt.read_normal_map(root / f"{index}_n.png")))
     return mesh, maps
 

@@ -1,10 +1,10 @@
 """The pinned install: constraints.txt pins every requirement and every dependency of the pinned set
 to one version that satisfies all of them, and this environment (made by ``make``) is that set."""
 import re
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import tomllib
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -50,7 +50,7 @@ def test_the_pinned_set_is_closed_and_consistent():
     pinned too, at versions they accept. Read from the installed metadata of the pinned versions."""
     pinned = pins()
     environment = {**default_environment(), "extra": ""}
-    for name, version in pinned.items():
+    for name in pinned:
         for text in metadata.requires(name) or []:
             requirement = Requirement(text)
             if requirement.marker is not None and not requirement.marker.evaluate(environment):
@@ -63,4 +63,5 @@ def test_the_pinned_set_is_closed_and_consistent():
 
 def test_this_environment_is_the_pinned_one():
     for name, version in pins().items():
-        assert Version(metadata.version(name)) == version, f"{name} {metadata.version(name)} installed, {version} pinned"
+        installed = metadata.version(name)
+        assert Version(installed) == version, f"{name} {installed} installed, {version} pinned"

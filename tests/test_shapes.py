@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from d2im_tf.data import relief, shapes
+from d2im_tf.data.synth import relief, shapes
 
 RESOLUTION = 96  # coarse grids keep the tests fast; the topology checks do not depend on it
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TOY_CATEGORY
 from d2im_tf.training.loop import RunSchedule, TrainingDiverged, run_training, training_checkpoint
+
+from conftest import TOY_CATEGORY
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses
 
@@ -119,9 +120,9 @@ def test_sigkill_then_resume(toy_root, tmp_path):
     assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith(f"ckpt-{final}")
     # Every checkpoint still listed restores into a fresh model, at its own step: nothing is corrupt.
     from d2im_tf.training.loop import load_run_config
-    from d2im_tf.training.sdf import build_sdf_model
+    from d2im_tf.training.run import build_model
 
-    model = build_sdf_model(load_run_config(out))
+    model = build_model(load_run_config(out), "sdf")
     state = tf.train.get_checkpoint_state(str(out / "checkpoints"))
     for path in state.all_model_checkpoint_paths:
         training_checkpoint(model).restore(path).assert_consumed()
@@ -139,7 +140,10 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path):
     inputs = np.ones((8, 2), np.float32)
     targets = np.ones((8, 1), np.float32)
     targets[6] = np.nan  # the 4th batch of 2 has a NaN target: the loss becomes NaN at step 4
-    dataset = lambda start: tf.data.Dataset.from_tensor_slices((inputs, targets)).skip(start).batch(2)
+
+    def dataset(start):
+        return tf.data.Dataset.from_tensor_slices((inputs, targets)).skip(start).batch(2)
+
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     model.optimizer.build(model.trainable_variables)
@@ -167,10 +171,10 @@ def test_saved_model_runs_without_the_package(toy_root, tmp_path):
 
     assert read_image(out / "previews" / "epoch_0001.png").shape == (128, 5 * 128, 3)
     # Reference values from the Keras model restored from the same run.
-    from d2im_tf import camera
-    from d2im_tf.training.sdf import load_sdf_model
+    from d2im_tf.geometry import camera
+    from d2im_tf.training.run import load_model
 
-    model = load_sdf_model(out)
+    model = load_model(out, "sdf")
     rng = np.random.default_rng(0)
     image = rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
     points = rng.uniform(-0.5, 0.5, (2, 300, 3)).astype(np.float32)
@@ -194,7 +198,7 @@ def test_saved_model_runs_without_the_package(toy_root, tmp_path):
 
 def test_learning_rate_schedule_warms_up_and_decays():
     from d2im_tf.config import load_config
-    from d2im_tf.training.sdf import FINAL_LR_FRACTION, learning_rate
+    from d2im_tf.training.run import FINAL_LR_FRACTION, learning_rate
 
     constant = load_config("configs/tiny.yaml", ["train.learning_rate=2e-3"])
     assert learning_rate(constant, 1000) == pytest.approx(2e-3)  # the paper: a constant rate

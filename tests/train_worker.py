@@ -8,7 +8,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from d2im_tf.distribute import make_strategy  # noqa: E402  (before TensorFlow)
+from d2im_tf.training.distribute import make_strategy  # noqa: E402  (before TensorFlow)
 
 
 def main():
@@ -22,12 +22,12 @@ def main():
     import numpy as np
 
     from d2im_tf.config import load_config
-    from d2im_tf.training.sdf import train_sdf
+    from d2im_tf.training.run import train
 
     config = load_config("configs/tiny.yaml", [f"data.root={args.root}", "data.categories=['03001627']",
                                                f"train.out_dir={args.out}", "train.epochs=1",
                                                "train.steps_per_epoch=3", "train.batch_size=2"])
-    model = train_sdf(config, strategy, progress=False)
+    model = train(config, "sdf", strategy, progress=False)
     replicas = {}
     # Trainable weights are mirrored and must agree everywhere. BatchNorm's moving statistics are
     # sync-on-read: each replica keeps its own and reads/saves average them, so they are not compared.

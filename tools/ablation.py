@@ -9,7 +9,7 @@
 Every stage skips what is already done (a variant with an export is not retrained, one with an
 evaluation not re-evaluated), so an interrupted study is continued by running the same command.
 Training and evaluation run as ``d2im`` subprocesses: each variant gets a fresh TensorFlow, and the
-command lines printed are the ones to rerun by hand. Folder layout: :mod:`d2im_tf.ablation`.
+command lines printed are the ones to rerun by hand. Folder layout: :mod:`d2im_tf.evaluation.ablation`.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from d2im_tf import ablation  # noqa: E402
 from d2im_tf.config import VARIANTS  # noqa: E402
+from d2im_tf.evaluation import ablation  # noqa: E402
 
 
 def d2im(arguments: list[str], log: Path) -> None:
@@ -70,16 +70,17 @@ def table(args) -> None:
 
 def figure(args) -> None:
     from d2im_tf.data.disn_format import DatasetLayout
-    from d2im_tf.evaluate import TestShape, test_shapes, to_world
-    from d2im_tf.preview import labelled_grid, mesh_panel
-    from d2im_tf.reconstruct import Reconstructor, prepare_image
+    from d2im_tf.evaluation.evaluate import EvaluationCase, split_pairs
+    from d2im_tf.geometry.frames import to_world
+    from d2im_tf.inference.preview import labelled_grid, mesh_panel
+    from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
     layout = DatasetLayout(args.data)
-    pairs = [pair for pair in test_shapes(layout, "test") if pair[1] in args.shapes] if args.shapes \
-        else test_shapes(layout, "test", max_shapes=1)
+    pairs = [pair for pair in split_pairs(layout, "test") if pair[1] in args.shapes] if args.shapes \
+        else split_pairs(layout, "test", max_shapes=1)
     if not pairs:
         sys.exit(f"error: --shapes {' '.join(args.shapes)}: none of them is in {args.data}'s test split")
-    cases = [TestShape.load(layout, category, shape) for category, shape in pairs]
+    cases = [EvaluationCase.load(layout, category, shape) for category, shape in pairs]
     # two rows per input: the meshes seen from the input's view, then from azimuth +90° (what it hides)
     rows, views, titles = [], [], []
     blank = np.full((args.size, args.size, 3), 255, np.uint8)

@@ -8,7 +8,7 @@ one core; seconds per stage, and a plain baseline measured in the same run
 accuracy at the training samples every 250 steps up to 1,500 (:mod:`d2im_tf.training.fit_probe`).
 
 ``reconstruct``: seconds per image → mesh at 128³ (``--resolution``) through an exported SavedModel
-(:class:`d2im_tf.reconstruct.Reconstructor`, GT camera of a rendered sphere), dense vs
+(:class:`d2im_tf.inference.reconstruct.Reconstructor`, GT camera of a rendered sphere), dense vs
 coarse-to-fine, split into encode / SDF evaluation / marching cubes, and the ratio dense / c2f.
 Without ``--model`` it exports a default-size (224², ``full``) *untrained* model, adjusted to look like
 a trained one where it matters for the comparison (the output says it is untrained): the base
@@ -17,7 +17,7 @@ a random field is much flatter, and nothing could be certified far from its surf
 that its zero level crosses the box (otherwise coarse-to-fine would have no surface to refine and the
 comparison would flatter it), and the detail decoder's output
 is scaled to displacements of at most 0.1 SDF units (1% of the box), a detail's size — random maps
-are large, and their jumps force a wide band (:class:`d2im_tf.reconstruct.Reconstructor`).
+are large, and their jumps force a wide band (:class:`d2im_tf.inference.reconstruct.Reconstructor`).
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from d2im_tf.data.categories import SYNTHETIC_CATEGORIES  # noqa: E402
 
 
 def _pin_to_one_core() -> str:
@@ -66,8 +68,8 @@ def bench_data(args) -> dict:
     import numpy as np
     import trimesh
 
-    from d2im_tf.data import generate, mesh_sdf
     from d2im_tf.data.render import Renderer, random_views
+    from d2im_tf.data.synth import generate, mesh_sdf
 
     pinned = _pin_to_one_core()
     workdir = tempfile.TemporaryDirectory(prefix="d2im_bench_")
@@ -85,7 +87,8 @@ def bench_data(args) -> dict:
     render_stage = f"render {args.views} views at {args.image_size}²"
     views = [clock(render_stage, renderer.render, row, args.image_size) for row in rows]
     layout = settings.layout
-    clock("write files (OBJ, h5, PNGs)", _write_all, layout, mesh, samples, rows, views)
+    clock("write files (OBJ, h5, PNGs)", generate.write_shape_files, layout, "bench", "shape", mesh, samples, rows,
+          views)
     workdir.cleanup()
 
     subset = np.random.default_rng(0).choice(len(world), size=min(args.baseline_subset, len(world)), replace=False)
@@ -108,20 +111,6 @@ def bench_data(args) -> dict:
         "baseline_sign_agreement": sign_agreement,
         "baseline_max_abs_distance_difference": distance_error,
     }
-
-
-def _write_all(layout, mesh, samples, rows, views) -> None:
-    from d2im_tf.data import disn_format as fmt
-    from d2im_tf.data import generate
-
-    category, shape = "bench", "shape"
-    generate.write_obj(layout.mesh_path(category, shape), mesh)
-    fmt.write_samples(layout.samples_path(category, shape), samples)
-    for index, image in enumerate(views):
-        fmt.write_png(layout.image_path(category, shape, index), image.rgba)
-        fmt.write_normal_map(layout.normal_path(category, shape, index), image.normals, image.mask)
-        fmt.write_depth(layout.depth_path(category, shape, index), image.depth, image.mask)
-    fmt.write_metadata(layout.metadata_path(category, shape), rows)
 
 
 def print_data(result: dict) -> None:
@@ -147,14 +136,14 @@ def _untrained_model(out: Path, image, view_row) -> Path:
     its zero level in the box (module docstring)."""
     import numpy as np
 
-    from d2im_tf import camera
     from d2im_tf.config import load_config
-    from d2im_tf.export import export_saved_model
-    from d2im_tf.extraction import sdf_grid_points
-    from d2im_tf.training.sdf import build_sdf_model
+    from d2im_tf.geometry import camera
+    from d2im_tf.inference.export import export_saved_model
+    from d2im_tf.inference.extraction import sdf_grid_points
+    from d2im_tf.training.run import build_model
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
-    model = build_sdf_model(config)
+    model = build_model(config, "sdf")
     size = config.model.image_size
     maps_layer = model.detail_decoder.output_layer
     factor = MAX_DISPLACEMENT / float(np.abs(model.encode(image[None])["maps"]).max())
@@ -177,7 +166,7 @@ def bench_reconstruct(args) -> dict:
     import trimesh
 
     from d2im_tf.data.render import Renderer
-    from d2im_tf.reconstruct import Reconstructor, prepare_image
+    from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
     view_row = np.array([30.0, 20.0, 0.0, 0.8, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])
     pixels = Renderer(trimesh.creation.icosphere(3, radius=0.3)).render(view_row, 224).rgba  # [224, 224, 4]
@@ -197,7 +186,8 @@ def bench_reconstruct(args) -> dict:
     workdir.cleanup()
     dense, fine = result["modes"]["dense"], result["modes"]["coarse_to_fine"]
     result["ratio_total"] = dense["total_seconds"] / fine["total_seconds"]
-    result["ratio_sdf_evaluation"] = dense["stages_seconds"]["sdf_evaluation"] / fine["stages_seconds"]["sdf_evaluation"]
+    result["ratio_sdf_evaluation"] = (dense["stages_seconds"]["sdf_evaluation"]
+                                      / fine["stages_seconds"]["sdf_evaluation"])
     return result
 
 
@@ -219,17 +209,14 @@ def print_reconstruct(result: dict) -> None:
 
 def _train_steps_per_second(config, data, steps: int) -> float:
     """Steps/s of ``fit`` on ``data`` after one warm-up step (which traces and compiles)."""
-    import keras
 
-    from d2im_tf.training.sdf import build_sdf_model
+    from d2im_tf.training.run import build_model
 
-    keras.mixed_precision.set_global_policy("mixed_float16" if config.train.mixed_precision else "float32")
-    model = build_sdf_model(config)
+    model = build_model(config, "sdf")  # under mixed precision if the config says so
     stream = data.dataset(config.train.batch_size)
     model.fit(stream, steps_per_epoch=1, epochs=1, verbose=0)
     start = time.perf_counter()
     model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0)
-    keras.mixed_precision.set_global_policy("float32")
     return steps / (time.perf_counter() - start)
 
 
@@ -284,7 +271,7 @@ def print_train(result: dict) -> None:
           "speed×: steps/s relative to the first row, measured in the same run")
 
 
-FIT_CATEGORIES = ["03001627", "04379243", "02933112", "04256520"]
+FIT_CATEGORIES = list(SYNTHETIC_CATEGORIES)
 
 
 def _fit_dataset(root: Path) -> None:
@@ -304,7 +291,7 @@ def bench_fit(args) -> dict:
     from d2im_tf.config import load_config
     from d2im_tf.data.pipeline import ShapeDataset
     from d2im_tf.training.fit_probe import fit_report, probe_shapes
-    from d2im_tf.training.sdf import build_sdf_model
+    from d2im_tf.training.run import build_model
 
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench_fit_"))
     if not (root / "splits").exists():
@@ -315,7 +302,7 @@ def bench_fit(args) -> dict:
     keras.utils.set_random_seed(config.data.seed)
     data = ShapeDataset(config, "train")
     shapes = probe_shapes(config, "train", resolution=args.resolution)
-    model = build_sdf_model(config, args.steps)
+    model = build_model(config, "sdf", args.steps)
     batch = config.train.batch_size
     rows, step = [], 0
     start = time.perf_counter()

@@ -17,9 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from d2im_tf.data import disn_format as fmt  # noqa: E402
-from d2im_tf.data import generate, shapes  # noqa: E402
+from d2im_tf.data.categories import CATEGORY_NAMES  # noqa: E402
 from d2im_tf.data.render import Renderer  # noqa: E402
-from d2im_tf.preview import labelled_grid  # noqa: E402
+from d2im_tf.data.synth import generate, shapes  # noqa: E402
+from d2im_tf.inference.preview import labelled_grid  # noqa: E402
 
 MAIN_VIEW = (60.0, 25.0, 0.0, 0.62)  # az, el, 0, distance ratio: front-right, slightly above
 OTHER_VIEW = (150.0, 35.0, 0.0, 0.62)  # front-left, higher
@@ -36,8 +37,7 @@ def _depth_image(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _on_white(rgba: np.ndarray) -> np.ndarray:
-    alpha = rgba[..., 3:] / 255.0
-    return np.round(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    return np.round(fmt.on_white(rgba)).astype(np.uint8)
 
 
 def shape_row(category: str, seed: int, size: int) -> list[np.ndarray]:
@@ -52,7 +52,7 @@ def shape_row(category: str, seed: int, size: int) -> list[np.ndarray]:
 
 def make_figure(out: Path, seed: int, size: int) -> None:
     rows = [shape_row(category, seed, size) for category in shapes.FAMILIES]
-    titles = [f"{shapes.CATEGORY_NAMES[category]} {category}" for category in shapes.FAMILIES]
+    titles = [f"{CATEGORY_NAMES[category]} {category}" for category in shapes.FAMILIES]
     out.parent.mkdir(parents=True, exist_ok=True)
     labelled_grid(rows, COLUMNS, titles).save(out, optimize=True)
 

@@ -1,7 +1,7 @@
 """``d2im evaluate``: reconstruct a test split and write per-category metric tables.
 
 Writes ``OUT/metrics.md`` and ``OUT/metrics.csv`` (per category and camera: IoU, Chamfer-L1,
-ECD-3D, ECD-2D, F-score@1%) and ``OUT/per_shape.csv``; see :mod:`d2im_tf.evaluate` for frames and
+ECD-3D, ECD-2D, F-score@1%) and ``OUT/per_shape.csv``; see :mod:`d2im_tf.evaluation.evaluate` for frames and
 the evaluation view. The model defaults to the bundled one. A missing ground-truth mesh is a
 one-line error (exit 2).
 """
@@ -33,11 +33,11 @@ def run(args) -> int:
         raise UserError(f"{layout.root}: dataset folder not found")
     check_output_dir(args.out)
 
-    from d2im_tf.evaluate import evaluate, markdown_tables, summarise, test_shapes, write_reports
-    from d2im_tf.reconstruct import Reconstructor, check_resolution
+    from d2im_tf.evaluation.evaluate import evaluate, markdown_tables, split_pairs, summarise, write_reports
+    from d2im_tf.inference.reconstruct import Reconstructor, check_resolution
 
     check_resolution(args.resolution, "coarse_to_fine")
-    if not test_shapes(layout, args.split, args.categories, args.max_shapes):
+    if not split_pairs(layout, args.split, args.categories, args.max_shapes):
         raise UserError(f"{args.data}: no shapes in split {args.split!r}")
     reconstructor = Reconstructor(args.model, resolution=args.resolution)
     rows = evaluate(reconstructor, layout, args.split, args.categories, args.max_shapes,

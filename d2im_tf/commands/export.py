@@ -12,16 +12,15 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from d2im_tf.export import export_saved_model, version_folder
-    from d2im_tf.training.camera import load_camera_model
+    from d2im_tf.inference.export import export_saved_model, version_folder
     from d2im_tf.training.loop import require_checkpoint
-    from d2im_tf.training.sdf import load_sdf_model
+    from d2im_tf.training.run import load_model
 
     version_folder(args.out, args.version)  # before any model is built
     require_checkpoint(args.checkpoint)
     if args.camera_checkpoint:
         require_checkpoint(args.camera_checkpoint)
-    model = load_sdf_model(args.checkpoint)
-    camera_model = load_camera_model(args.camera_checkpoint) if args.camera_checkpoint else None
+    model = load_model(args.checkpoint, "sdf")
+    camera_model = load_model(args.camera_checkpoint, "camera") if args.camera_checkpoint else None
     print(f"exported {export_saved_model(model, args.out, camera_model, args.version)}")
     return 0

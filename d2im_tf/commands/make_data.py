@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from d2im_tf.data.categories import CATEGORY_NAMES, SYNTHETIC_CATEGORIES
 from d2im_tf.errors import UserError
 
 RECORD = "make_data.json"  # the settings a dataset was made with, so a second run cannot mix in others
@@ -16,8 +17,8 @@ RECORD = "make_data.json"  # the settings a dataset was made with, so a second r
 
 def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="dataset root to write")
-    parser.add_argument("--categories", nargs="+", default=["03001627", "04379243", "02933112", "04256520"],
-                        help="ShapeNet ids: 03001627 chair, 04379243 table, 02933112 cabinet, 04256520 sofa")
+    parser.add_argument("--categories", nargs="+", default=list(SYNTHETIC_CATEGORIES),
+                        help="ShapeNet ids: " + ", ".join(f"{c} {name}" for c, name in CATEGORY_NAMES.items()))
     parser.add_argument("--shapes-per-category", type=int, default=10)
     parser.add_argument("--from-meshes", default=None, metavar="DIR",
                         help="convert meshes DIR/<category>/<shape>/model.obj instead of generating shapes")
@@ -66,7 +67,8 @@ def check_out_folder(out: Path, record: dict) -> None:
     try:
         earlier = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{out}: not empty, and not a dataset written by make-data; choose a new or empty folder") from None
+        raise UserError(f"{out}: not empty, and not a dataset written by make-data; "
+                        "choose a new or empty folder") from None
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: unreadable ({error.__class__.__name__}); choose a new or empty folder") from None
     for key in sorted(set(earlier) | set(record)):
@@ -80,8 +82,8 @@ def run(args) -> int:
     _validate(args)
     out, record = Path(args.out), settings_record(args)
     check_out_folder(out, record)
-    from d2im_tf.data import generate
     from d2im_tf.data.disn_format import atomic_path
+    from d2im_tf.data.synth import generate
 
     made = [] if out.exists() else [out, *[p for p in out.parents if not p.exists()]]  # folders this run creates
     with atomic_path(out / RECORD) as tmp:

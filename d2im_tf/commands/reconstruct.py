@@ -1,14 +1,13 @@
 """``d2im reconstruct``: images → meshes (+ preview strips) with an exported SavedModel.
 
 Also ``tools/reconstruct.py``. Writes ``OUT/<image stem>.<format>`` and ``OUT/<stem>_preview.png``
-(see :mod:`d2im_tf.reconstruct` for how images are prepared and which frame the mesh is in); the
+(see :mod:`d2im_tf.inference.reconstruct` for how images are prepared and which frame the mesh is in); the
 model defaults to the bundled ``saved_models/d2im_synthetic``. The arguments are checked before
 anything is written. An image that cannot be read is reported on one line and skipped (exit code 2);
 one unlike the training renders is reconstructed with a warning.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 FORMATS = ("obj", "ply", "glb")
@@ -28,7 +27,8 @@ def configure(parser) -> None:
     model_argument(parser)
     parser.add_argument("-o", "--out", required=True, help="output folder")
     parser.add_argument("--camera", default=None, metavar="METADATA_LINE",
-                        help='the view as a rendering_metadata.txt line, e.g. "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]" '
+                        help="the view as a rendering_metadata.txt line, "
+                             'e.g. "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]" '
                              "(default: the model's camera network)")
     parser.add_argument("--norm-params", type=float, nargs=4, default=None, metavar=("CX", "CY", "CZ", "M"),
                         help="with --camera: the shape's normalisation (world = xyz·m + c); the mesh is then in "
@@ -42,20 +42,18 @@ def configure(parser) -> None:
 
 
 def parse_camera_line(text: str):
-    """A metadata line ``[az, el, 0, d, 35, 32, 1.75, sx, sy, sz]`` (brackets, commas optional) → ``[10]``."""
-    import numpy as np
-
-    from d2im_tf.data.disn_format import metadata_row_problem
+    """``--camera``: one metadata line ``[az, el, 0, d, 35, 32, 1.75, sx, sy, sz]`` → ``[10]``."""
+    from d2im_tf.data.disn_format import MetadataLineError, metadata_row_problem, parse_metadata_line
     from d2im_tf.errors import UserError
 
-    fields = text.strip().strip("[]").replace(",", " ").split()
     try:
-        row = np.array([float(field) for field in fields])
-    except ValueError:
-        raise UserError(f"--camera: not a list of numbers: {text!r}") from None
-    problem = metadata_row_problem(row)
-    if problem:
-        raise UserError(f"--camera: the line {problem} (a rendering_metadata.txt line is expected)")
+        row = parse_metadata_line(text)
+        if row is None:  # a blank line
+            raise MetadataLineError(metadata_row_problem([]), numbers=True)
+    except MetadataLineError as error:
+        if not error.numbers:
+            raise UserError(f"--camera: not a list of numbers: {text!r}") from None
+        raise UserError(f"--camera: the line {error} (a rendering_metadata.txt line is expected)") from None
     return row
 
 
@@ -98,34 +96,12 @@ def run(args) -> int:
     out = check_output_dir(args.out)
     targets = output_names(args.images, out, args.format)
 
-    from tqdm import tqdm
-
-    from d2im_tf.data.disn_format import atomic_path, read_image, write_png
-    from d2im_tf.preview import preview_image
-    from d2im_tf.reconstruct import Reconstructor, input_warnings
+    from d2im_tf.inference.reconstruct import Reconstructor, reconstruct_files
 
     reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode)
     reconstructor.require_camera(camera_row)  # before the progress bar starts
-    failed = 0
-    for path in tqdm(args.images, desc="reconstruct", unit="image", disable=args.no_progress, file=sys.stderr):
-        try:
-            pixels = read_image(path)
-        except UserError as error:
-            tqdm.write(f"error: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        result = reconstructor.reconstruct(pixels, camera_row, args.norm_params)
-        for warning in input_warnings(result.image):
-            tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
-        if len(result.mesh.faces) == 0:
-            tqdm.write(f"warning: {path}: the predicted SDF has no surface in the box; no mesh written",
-                       file=sys.stderr)
-        else:
-            with atomic_path(targets[path]) as tmp:
-                result.mesh.export(tmp, file_type=args.format)
-        if not args.no_preview:
-            preview = targets[path].with_name(f"{targets[path].stem}_preview.png")
-            write_png(preview, preview_image(result.image, result.mesh, result.view, result.maps))
+    failed = reconstruct_files(reconstructor, targets, camera_row, args.norm_params, args.format,
+                               previews=not args.no_preview, progress=not args.no_progress)
     done = len(args.images) - failed
     print(f"{done} of {len(args.images)} images reconstructed into {out}")
     return 2 if failed else 0

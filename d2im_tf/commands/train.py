@@ -17,7 +17,8 @@ def add_run_arguments(parser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     parser.add_argument("--devices", type=int, default=0,
-                        help="data-parallel over N logical CPU devices (tests/CPU machines; GPUs are used automatically)")
+                        help="data-parallel over N logical CPU devices "
+                             "(tests/CPU machines; GPUs are used automatically)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -37,6 +38,18 @@ def check_devices(args) -> None:
         raise UserError(f"--devices must be 0 (automatic) or a positive number, got {args.devices}")
 
 
+def run_network(config, network: str, strategy, args):
+    """Train ``network`` (``d2im_tf.training.run.train``); None, after a one-line error, if it diverged."""
+    from d2im_tf.training.loop import TrainingDiverged
+    from d2im_tf.training.run import train
+
+    try:
+        return train(config, network, strategy, resume=args.resume, progress=not args.no_progress)
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+
+
 def run(args) -> int:
     config = config_from_arguments(args)
     check_devices(args)
@@ -45,22 +58,21 @@ def run(args) -> int:
     target = Path(args.export or Path("saved_models") / Path(config.train.out_dir).name)
     if not args.no_export:  # fail now rather than after training
         check_output_dir(target, "export folder")
-    from d2im_tf.distribute import is_chief, make_strategy
+    from d2im_tf.training.distribute import is_chief, make_strategy
 
     strategy = make_strategy(args.devices)  # before any other TensorFlow work
-    from d2im_tf.export import export_saved_model
-    from d2im_tf.training.camera import load_camera_model
-    from d2im_tf.training.loop import TrainingDiverged, require_checkpoint
-    from d2im_tf.training.sdf import train_sdf
+    from d2im_tf.inference.export import export_saved_model
+    from d2im_tf.training.loop import require_checkpoint
+    from d2im_tf.training.run import load_model
 
     if args.camera_run:
         require_checkpoint(args.camera_run)
-    try:
-        model = train_sdf(config, strategy, resume=args.resume, progress=not args.no_progress)
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
+    model = run_network(config, "sdf", strategy, args)
+    if model is None:
         return 1
     if not args.no_export and is_chief():
-        camera_model = load_camera_model(args.camera_run) if args.camera_run else None
+        if config.train.mixed_precision:  # export in float32: the final checkpoint in a float32 network
+            model = load_model(config.train.out_dir, "sdf")
+        camera_model = load_model(args.camera_run, "camera") if args.camera_run else None
         print(f"exported {export_saved_model(model, target, camera_model)}")
     return 0

@@ -5,9 +5,7 @@ The run folder is ``camera.out_dir``; pass it to ``d2im train --camera-run`` or 
 """
 from __future__ import annotations
 
-import sys
-
-from d2im_tf.commands.train import add_run_arguments, check_devices
+from d2im_tf.commands.train import add_run_arguments, check_devices, run_network
 from d2im_tf.config import config_from_arguments
 
 
@@ -18,15 +16,7 @@ def configure(parser) -> None:
 def run(args) -> int:
     config = config_from_arguments(args)
     check_devices(args)
-    from d2im_tf.distribute import make_strategy
+    from d2im_tf.training.distribute import make_strategy
 
-    strategy = make_strategy(args.devices)
-    from d2im_tf.training.camera import train_camera
-    from d2im_tf.training.loop import TrainingDiverged
-
-    try:
-        train_camera(config, strategy, resume=args.resume, progress=not args.no_progress)
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    strategy = make_strategy(args.devices)  # before any other TensorFlow work
+    return 0 if run_network(config, "camera", strategy, args) is not None else 1

@@ -16,7 +16,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
 from tqdm import tqdm
 
 from d2im_tf.data import disn_format as fmt
@@ -237,7 +236,7 @@ def check_dataset(layout: fmt.DatasetLayout, progress: bool = True, needs: Requi
 def validate_for_training(config, network: str, splits=("train",), progress: bool = False) -> DatasetReport:
     """Check the shapes a run of ``network`` (``"sdf"`` or ``"camera"``) will read; raise the first
     problem as a :class:`UserError` (one line) before anything is trained or written."""
-    layout = fmt.DatasetLayout(config.data.root, config.data.split_dir or None)
+    layout = fmt.DatasetLayout.from_config(config)
     if not layout.root.is_dir():
         raise UserError(f"{layout.root}: dataset folder not found (data.root)")
     report = check_dataset(layout, progress, Requirements.for_training(config, network),

@@ -1,4 +1,4 @@
-"""Reading and writing DISN's on-disk layout (REFERENCE.md §1).
+"""Reading and writing DISN's on-disk layout (docs/conventions.md, "Data layout").
 
 Real DISN/D²IM-Net ShapeNet downloads and the project's own synthetic data share this layout::
 
@@ -57,6 +57,11 @@ class DatasetLayout:
         object.__setattr__(self, "root", Path(self.root))
         split_dir = Path(self.split_dir) if self.split_dir else self.root / "splits"
         object.__setattr__(self, "split_dir", split_dir)
+
+    @classmethod
+    def from_config(cls, config) -> "DatasetLayout":
+        """The dataset a :class:`~d2im_tf.config.Config` trains on: ``data.root`` and ``data.split_dir``."""
+        return cls(config.data.root, config.data.split_dir or None)
 
     def split_path(self, category: str, split: str) -> Path:
         return self.split_dir / f"{category}_{split}.lst"
@@ -174,27 +179,46 @@ def metadata_row_problem(row) -> str | None:
     return None
 
 
-def read_metadata(path) -> np.ndarray:
-    """``rendering_metadata.txt`` → float64 array ``[views, 10]``.
+class MetadataLineError(ValueError):
+    """A metadata line that is not a camera; ``str()`` completes "the line …", ``numbers`` tells
+    whether its fields were at least numbers."""
+
+    def __init__(self, problem: str, numbers: bool):
+        super().__init__(problem)
+        self.numbers = numbers
+
+
+def parse_metadata_line(text: str) -> np.ndarray | None:
+    """One ``rendering_metadata.txt`` line → float64 ``[10]``; ``None`` for a blank line.
 
     Lines look like ``[30.0, 20.0, 0, 0.8, 35, 32, 1.75, 0, 0, 0]`` (brackets and commas optional).
+    Raises :class:`MetadataLineError` if a field is not a number or the row is no camera
+    (:func:`metadata_row_problem`).
     """
+    fields = text.strip().strip("[]").replace(",", " ").split()
+    if not fields:
+        return None
+    try:
+        row = np.array([float(field) for field in fields], dtype=np.float64)
+    except ValueError:
+        raise MetadataLineError("has a field that is not a number", numbers=False) from None
+    problem = metadata_row_problem(row)
+    if problem:
+        raise MetadataLineError(problem, numbers=True)
+    return row
+
+
+def read_metadata(path) -> np.ndarray:
+    """``rendering_metadata.txt`` → float64 array ``[views, 10]``, one :func:`parse_metadata_line` a line."""
     rows = []
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        text = line.strip().strip("[]").replace(",", " ")
-        if not text:
-            continue
-        fields = text.split()
-        if len(fields) != METADATA_FIELDS:
-            raise DataError(path, f"line {number} has {len(fields)} fields, expected {METADATA_FIELDS}")
         try:
-            values = [float(f) for f in fields]
-        except ValueError:
-            raise DataError(path, f"line {number} has a field that is not a number: {line.strip()!r}") from None
-        problem = metadata_row_problem(values)
-        if problem:
-            raise DataError(path, f"line {number} {problem}")
-        rows.append(values)
+            row = parse_metadata_line(line)
+        except MetadataLineError as error:
+            detail = "" if error.numbers else f": {line.strip()!r}"
+            raise DataError(path, f"line {number} {error}{detail}") from None
+        if row is not None:
+            rows.append(row)
     if not rows:
         raise DataError(path, "no camera lines")
     return np.asarray(rows, dtype=np.float64)
@@ -272,6 +296,16 @@ def read_image(path) -> np.ndarray:
     return np.asarray(image)
 
 
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """uint8 RGBA ``[H, W, 4]`` composited on a white background → float64 RGB ``[H, W, 3]`` in [0, 255].
+
+    The renders' background is transparent white; this is how every NumPy reader shows them (the
+    training pipeline does the same in the graph, :func:`d2im_tf.data.pipeline.decode_image`).
+    """
+    alpha = rgba[..., 3:].astype(np.float64) / 255.0  # [H, W, 1]
+    return rgba[..., :3].astype(np.float64) * alpha + 255.0 * (1.0 - alpha)
+
+
 def write_png(path, array: np.ndarray) -> None:
     """Write a uint8 (grey, RGB, RGBA) or uint16 (grey) array as PNG, atomically."""
     array = np.asarray(array)
@@ -338,22 +372,33 @@ def mnormal_from_blender(raw: np.ndarray) -> np.ndarray:
     return encode_normals(normals, ~background & (length[..., 0] > 0))
 
 
-def read_depth(path) -> tuple[np.ndarray, np.ndarray]:
-    """A 16-bit depth PNG → (depth float32 ``[H, W]``, mask bool ``[H, W]``)."""
-    image = open_image(path)
-    raw = np.asarray(image)
-    if raw.ndim != 2 or raw.dtype not in (np.uint16, np.int32, np.uint8):
-        raise DataError(path, f"not a 16-bit greyscale depth image (mode {image.mode})")
-    raw = raw.astype(np.int64)
-    mask = raw > 0
-    return (raw / DEPTH_SCALE).astype(np.float32), mask
-
-
 def write_depth(path, depth: np.ndarray, mask: np.ndarray) -> None:
     scaled = np.where(mask, np.round(np.asarray(depth, dtype=np.float64) * DEPTH_SCALE), 0)
     if scaled.max(initial=0) >= 2**16:
         raise ValueError(f"{path}: depth {scaled.max() / DEPTH_SCALE:.3f} exceeds the 16-bit range")
     write_png(path, scaled.astype(np.uint16))
+
+
+# ------------------------------------------------------------------------------------------
+# Meshes
+
+
+def read_mesh(path, what: str = "mesh"):
+    """A mesh file (OBJ, PLY, OFF, STL, …) as one ``trimesh.Trimesh``; :class:`DataError` naming the
+    file if it is missing, unreadable or has no triangles. ``what`` names the mesh in the messages
+    (``"ground-truth mesh"``, …)."""
+    import trimesh  # here, so that reading the rest of the layout does not load trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"{what} not found")
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False, skip_materials=True)
+    except Exception as error:  # trimesh raises many types for malformed files
+        raise DataError(path, f"not a readable mesh ({error.__class__.__name__}: {error})") from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise DataError(path, f"{what} has no triangles")
+    return mesh
 
 
 # ------------------------------------------------------------------------------------------
@@ -432,7 +477,8 @@ def read_samples(path) -> SdfSamples:
         if attr in values:
             expected = (count, width) if width else (count,)
             if values[attr].shape != expected:
-                raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, expected {expected}")
+                raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, "
+                                      f"expected {expected}")
     for attr, array in values.items():
         _check_finite(path, _H5_FIELDS[attr], array)
     if values["norm_params"][3] <= 0:

@@ -1,7 +1,7 @@
 """The training input pipeline: ``tf.data`` over a DISN-layout dataset.
 
 Each example is one shape seen from one random view: the image, the GT normal map, the camera, and
-``num_points`` SDF samples drawn by the paper's density-weighted sampling (REFERENCE.md §4) — half
+``num_points`` SDF samples drawn by the paper's density-weighted sampling (docs/conventions.md, "Data layout") — half
 inside, half outside, without replacement, with probability ∝ density — or uniformly for the Baseline.
 With ``data.far_fraction`` = φ > 0, round(φ·num_points) of them are instead drawn uniformly from the
 shape's far-field samples (``pc_sdf_uniform``, uniform over the [-1, 1]³ box; written by ``make-data``),
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from d2im_tf import camera
 from d2im_tf.config import Config
 from d2im_tf.data import disn_format as fmt
+from d2im_tf.geometry import camera, frames
 
 UNIFORM_FALLBACK_FRACTION = 0.2  # a side with ≤ num_points/5 samples → uniform sampling (reference)
 
@@ -96,32 +96,24 @@ class ShapeRecord:
     projections: np.ndarray  # [V, 3, 4]: normalised-frame points → model-resolution pixels
 
 
-def _normalised_projection(metadata_row, norm_params, image_size: int) -> np.ndarray:
-    """P_world · [[m·I, c], [0, 1]]: projects points of the normalised frame."""
-    center, scale = norm_params[:3], norm_params[3]
-    denormalise = np.eye(4)
-    denormalise[:3, :3] *= scale
-    denormalise[:3, 3] = center
-    return camera.projection_from_metadata(metadata_row, image_size) @ denormalise
-
-
 def has_split(config: Config, split: str) -> bool:
     """Whether any configured category lists at least one shape in ``split``."""
-    layout = fmt.DatasetLayout(config.data.root, config.data.split_dir or None)
+    layout = fmt.DatasetLayout.from_config(config)
     paths = [layout.split_path(category, split) for category in config.data.categories]
     return any(path.exists() and fmt.read_split(path) for path in paths)
 
 
 def load_records(config: Config, split: str) -> list[ShapeRecord]:
     """Read the split lists, cameras and norm params of every shape of ``split``."""
-    layout = fmt.DatasetLayout(config.data.root, config.data.split_dir or None)
+    layout = fmt.DatasetLayout.from_config(config)
     records = []
     for category in config.data.categories:
         for shape in fmt.read_split(layout.split_path(category, split)):
             metadata = fmt.read_metadata(layout.metadata_path(category, shape))[: config.data.views]
             norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
+            world = [camera.projection_from_metadata(row, config.model.image_size) for row in metadata]
             projections = np.stack(
-                [_normalised_projection(row, norm_params, config.model.image_size) for row in metadata]
+                [frames.normalised_projection(projection, norm_params) for projection in world]
             )
             records.append(ShapeRecord(category, shape, metadata, norm_params, projections))
     if not records:
@@ -203,7 +195,7 @@ class ShapeDataset:
         self.config = config
         self.split = split
         self.records = load_records(config, split)
-        layout = fmt.DatasetLayout(config.data.root, config.data.split_dir or None)
+        layout = fmt.DatasetLayout.from_config(config)
         views = min(len(r.projections) for r in self.records)
         self.num_views = views
         self._image_paths = tf.constant(
@@ -289,27 +281,17 @@ class ShapeDataset:
         return data.with_options(options)
 
 
-def normalised_pose(rotation, translation, norm_params):
-    """World→camera (R, t) → the pose of the *normalised* frame, up to the scale m.
-
-    R·(m·x + c) + t = m·(R·x + (R·c + t)/m): the same rotation and t' = (R·c + t)/m give the camera
-    frame divided by m, which projects to the same pixels. As DISN's regression targets, the camera
-    network predicts this pose, so ``K·[R | t']`` serves the SDF network directly and reconstruction
-    needs no GT normalisation.
-    """
-    return rotation, (rotation @ norm_params[:3] + translation) / norm_params[3]
-
-
 class CameraDataset(ShapeDataset):
     """Examples for the camera network (batch contract of :mod:`d2im_tf.models.camera_net`).
 
     ``image``; ``points`` — ``camera.points`` surface points of the shape in the normalised frame; and
-    the GT ``rotation`` [3, 3] and ``translation`` [3] of :func:`normalised_pose` for the view.
+    the GT ``rotation`` [3, 3] and ``translation`` [3] of :func:`~d2im_tf.geometry.frames.normalised_pose`
+    for the view.
     """
 
     def __init__(self, config: Config, split: str = "train"):
         super().__init__(config, split)
-        poses = [[normalised_pose(*camera.world_to_camera(r[0], r[1], r[3]), rec.norm_params)
+        poses = [[frames.normalised_pose(*camera.world_to_camera(r[0], r[1], r[3]), rec.norm_params)
                   for r in rec.metadata[: self.num_views]] for rec in self.records]
         self._rotations = tf.constant([[p[0] for p in views] for views in poses], tf.float32)  # [S, V, 3, 3]
         self._translations = tf.constant([[p[1] for p in views] for views in poses], tf.float32)  # [S, V, 3]

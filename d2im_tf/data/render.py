@@ -7,7 +7,7 @@ the viewer; surfaces facing the camera have n_z < 0), the depth map (z in the ca
 coordinate of ``P · [p; 1]``) and the mask. Normals are the mesh's face normals (flat shading).
 
 Rays pass through pixel centres ``(u + 0.5, v + 0.5)`` in the pixel convention of
-:mod:`d2im_tf.camera` (pixel (0, 0)'s top-left corner is the origin), so a world point projected with
+:mod:`d2im_tf.geometry.camera` (pixel (0, 0)'s top-left corner is the origin), so a world point projected with
 ``camera.project`` falls in the pixel whose ray sees it. Only pixels inside the projection of the
 mesh's bounding box are traced.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import trimesh
 from trimesh.ray.ray_pyembree import RayMeshIntersector
 
-from d2im_tf import camera
+from d2im_tf.geometry import camera
 
 BACKGROUND = 255  # RGB of background pixels (alpha 0)
 AMBIENT, HEADLIGHT, SKYLIGHT = 0.25, 0.6, 0.2
@@ -60,7 +60,7 @@ class Renderer:
         """Render the view of metadata ``row`` (``[az, el, 0, d, ...]``) at ``image_size`` pixels."""
         az, el, dist = float(row[0]), float(row[1]), float(row[3])
         rotation, translation = camera.world_to_camera(az, el, dist)
-        origin = camera.camera_center(az, el, dist)
+        origin = camera.camera_centre(rotation, translation)
         pixels = self._covered_pixels(rotation, translation, image_size)  # [N, 2] (u, v)
         focal, centre = camera.focal_pixels(image_size), image_size / 2.0
         directions_cam = np.column_stack([(pixels + 0.5 - centre) / focal, np.ones(len(pixels))])

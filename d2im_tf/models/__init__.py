@@ -1,5 +1,5 @@
 """Keras models of d2im_tf: the D²IM-Net SDF network, its parts, and the separate camera network."""
-from d2im_tf.models.camera_net import CameraNet, normalised_projection, projection_from_pose
+from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import VARIANT_SPECS, D2IMNet
 from d2im_tf.models.decoders import DetailDecoder, GlobalLocalDecoder, ImplicitDecoder
 from d2im_tf.models.encoder import ResNet18
@@ -12,6 +12,4 @@ __all__ = [
     "ImplicitDecoder",
     "ResNet18",
     "VARIANT_SPECS",
-    "normalised_projection",
-    "projection_from_pose",
 ]

@@ -1,4 +1,11 @@
-"""The base of our Keras models: two fixes that let ``fit`` run under ``MultiWorkerMirroredStrategy``.
+"""The base of our Keras models: one training and test step for both networks, and two fixes that let
+``fit`` run under ``MultiWorkerMirroredStrategy``.
+
+Keras's pattern for a custom model: the base class owns ``train_step`` / ``test_step``, and each model
+supplies its forward pass on a batch (:meth:`DistributableModel.forward`) and its loss terms
+(:meth:`DistributableModel.compute_losses`, a dict whose ``"loss"`` is minimised). Every term is
+tracked by a ``keras.metrics.Mean`` of the same name (:attr:`DistributableModel.LOSS_NAMES`), which is
+what ``fit`` logs.
 
 Keras 3's TF trainer (3.15) has two problems with multi-worker training (tensorflow#72388):
 
@@ -22,7 +29,48 @@ def reducible_logs(logs: dict) -> dict:
 
 
 class DistributableModel(keras.Model):
-    """A ``keras.Model`` whose ``fit`` works under every ``tf.distribute`` strategy once it is built."""
+    """A ``keras.Model`` whose ``fit`` works under every ``tf.distribute`` strategy once it is built.
+
+    Subclasses set :attr:`LOSS_NAMES` and implement :meth:`forward` and :meth:`compute_losses`.
+    """
+
+    LOSS_NAMES: tuple[str, ...] = ("loss",)  # the keys of compute_losses; "loss" is the total
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.trackers = [keras.metrics.Mean(name=name) for name in self.LOSS_NAMES]
+
+    def forward(self, batch: dict, training: bool):
+        """The outputs :meth:`compute_losses` reads, for a batch of the model's contract."""
+        raise NotImplementedError
+
+    def compute_losses(self, batch: dict, outputs) -> dict:
+        """The loss terms ``{name: scalar}`` over :attr:`LOSS_NAMES`; ``"loss"`` is minimised."""
+        raise NotImplementedError
+
+    @property
+    def metrics(self):
+        return list(self.trackers)
+
+    def _update_trackers(self, losses: dict) -> dict:
+        for tracker in self.trackers:
+            tracker.update_state(losses[tracker.name])
+        return reducible_logs({tracker.name: tracker.result() for tracker in self.trackers})
+
+    def train_step(self, data):
+        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(batch, self.forward(batch, training=True))
+            # Gradients are summed over replicas, so each replica contributes its share of the mean.
+            scaled = losses["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(scaled)
+        gradients = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        return self._update_trackers(losses)
+
+    def test_step(self, data):
+        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self._update_trackers(self.compute_losses(batch, self.forward(batch, training=False)))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         if self.built and (self.optimizer is None or self.optimizer.built):

@@ -1,11 +1,11 @@
-"""The camera network (DISN §3.1.1, REFERENCE.md §3): world→camera pose from a single image.
+"""The camera network (DISN §3.1.1; docs/conventions.md, "Camera"): the pose of a shape's frame from one image.
 
 Backbone (``camera.backbone``): ``"vgg16"`` as DISN (written here, random init: conv stages 64, 128,
 256, 512, 512 × ``width``/64, then dense 4096, 4096, 1000) or ``"resnet18"`` (this project's encoder,
 1000-d embedding). Two heads on the 1000-d vector, dense 512 → BN → ReLU → dense 256 → BN → ReLU →
-dense: the rotation head gives 6 numbers mapped by :func:`d2im_tf.camera.rotation_from_6d`, the
+dense: the rotation head gives 6 numbers mapped by :func:`d2im_tf.geometry.camera.rotation_from_6d`, the
 translation head either 1 number d (``"distance"``, the reference) giving t = (0, 0, 1.75·d), or t ∈ R³
-(``"full"``, DISN's paper; needed for shifted objects). The ReLUs are not in REFERENCE.md's layer list:
+(``"full"``, DISN's paper; needed for shifted objects). The ReLUs are not in the authors' release:
 without them each head would collapse to one affine map; DISN's fully-connected helper applies ReLU
 after batch norm by default.
 
@@ -13,22 +13,23 @@ The output (R, t) is a transform p' = R·p + t to the camera frame, so ``P = K·
 (:meth:`CameraNet.projection`) projects the points it was trained on. The training pipeline
 (:class:`d2im_tf.data.pipeline.CameraDataset`) trains it on the pose of each shape's *normalised*
 frame, t = (R·c + t_world)/m (DISN's targets likewise), so ``P`` serves the SDF network directly at
-test time without ground-truth normalisation; :func:`normalised_projection` folds a known
-normalisation into a world-frame P. The distance axis: ``camera.extrinsics`` gives
+test time without ground-truth normalisation; :func:`d2im_tf.geometry.frames.normalised_projection`
+folds a known normalisation into a world-frame P. The distance axis: ``camera.extrinsics`` gives
 t = diag(1, −1, −1)·(−CAM_ROTᵀ·(1.75·d, 0, 0)) = (0, 0, 1.75·d).
 
 Reference compatibility (``camera.compat: reference``, for the authors' ``CAMmodel.pt.tar`` imported
 with ``d2im import-torch``): VGG16 and the distance head as above, but heads *without* the ReLUs and
 with PyTorch's batch-norm ε (1e-5); the image is RGB and reversed to the authors' BGR first; the 6D
-output gives M = :func:`~d2im_tf.camera.rotation_from_6d` (b), which the authors use on row vectors
+output gives M = :func:`~d2im_tf.geometry.camera.rotation_from_6d` (b), which the authors use on row vectors
 (``[x y z 1] @ [[M], [t]]``), so the column-vector rotation is Mᵀ, and it is the pose of Blender's
 object frame: the network's ``rotation`` is Mᵀ·A (A = ShapeNet → Blender axis change,
-:data:`d2im_tf.camera.AXIS_CHANGE`), the pose of the **world** frame, and :meth:`CameraNet.projection`
+:data:`d2im_tf.geometry.camera.AXIS_CHANGE`), the pose of the **world** frame, and :meth:`CameraNet.projection`
 is the world-frame P = K·[Mᵀ | t]·A the authors build from it.
 
 Batch contract of ``fit`` (a dict, or a 1-tuple holding it): ``image`` [B, S, S, 3] float32 in [0, 1];
 ``points`` [B, N, 3] a point cloud of the shape; ``rotation`` [B, 3, 3] and ``translation`` [B, 3],
-the GT pose of the frame the points are in. Loss: :func:`d2im_tf.camera.camera_pointcloud_loss`.
+the GT pose of the frame the points are in. Loss (:meth:`CameraNet.compute_losses`, trained by the base
+class's ``train_step``): :func:`d2im_tf.geometry.camera.camera_pointcloud_loss`.
 Trained separately from the SDF network.
 """
 from __future__ import annotations
@@ -39,10 +40,10 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from d2im_tf import camera
 from d2im_tf.config import CameraConfig
+from d2im_tf.geometry import camera
+from d2im_tf.models.base import DistributableModel
 from d2im_tf.models.encoder import EMBEDDING_DIM, ResNet18
-from d2im_tf.models.base import DistributableModel, reducible_logs
 
 
 class VGG16(keras.Model):
@@ -106,31 +107,9 @@ def translation_from_distance(distance):
     return tf.concat([zeros, zeros, camera.MAX_DISTANCE * distance], axis=-1)
 
 
-def projection_from_pose(rotation, translation, image_size: int):
-    """P = K·[R | t] ``[B, 3, 4]`` for world points from R ``[B, 3, 3]`` and t ``[B, 3]``."""
-    intrinsics = tf.constant(camera.intrinsics(image_size), rotation.dtype)
-    extrinsics = tf.concat([rotation, translation[..., None]], axis=-1)  # [B, 3, 4]
-    return tf.matmul(intrinsics, extrinsics)
-
-
-def normalised_projection(projection, center, scale):
-    """Fold a shape's normalisation (world = xyz·m + c) into P: ``P @ [[m·I, c], [0, 1]]``.
-
-    ``projection`` [B, 3, 4] (world points), ``center`` c [B, 3], ``scale`` m [B] → [B, 3, 4] for
-    normalised-frame points, the ``projection`` of the SDF network's batch.
-    """
-    projection = tf.convert_to_tensor(projection)
-    center = tf.cast(center, projection.dtype)
-    scale = tf.cast(scale, projection.dtype)
-    return tf.concat(
-        [projection[..., :3] * scale[..., None, None],
-         tf.matmul(projection[..., :3], center[..., None]) + projection[..., 3:]],
-        axis=-1,
-    )
-
-
 class CameraNet(DistributableModel):
-    """Pose regression: ``call(images)`` → dict ``rotation`` [B, 3, 3], ``translation`` [B, 3], ``rotation_6d`` [B, 6]."""
+    """Pose regression: ``call(images)`` → dict ``rotation`` [B, 3, 3], ``translation`` [B, 3],
+    ``rotation_6d`` [B, 6]."""
 
     def __init__(self, config: CameraConfig | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -146,11 +125,11 @@ class CameraNet(DistributableModel):
             raise ValueError(f"camera.translation: {cfg.translation!r} is not 'distance' or 'full'")
         self.reference = cfg.compat == "reference"
         if self.reference and (cfg.backbone, cfg.translation) != ("vgg16", "distance"):
-            raise ValueError("camera.compat 'reference' needs camera.backbone 'vgg16' and camera.translation 'distance'")
+            raise ValueError("camera.compat 'reference' needs camera.backbone 'vgg16' "
+                             "and camera.translation 'distance'")
         self.rotation_head = PoseHead(6, self.reference, name="rotation_head")
         self.translation_head = PoseHead(1 if cfg.translation == "distance" else 3, self.reference,
                                          name="translation_head")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def call(self, images, training=None):
         if self.reference:
@@ -168,35 +147,18 @@ class CameraNet(DistributableModel):
 
     def projection(self, outputs):
         """P = K·[R | t] ``[B, 3, 4]`` for world points, from the outputs of :meth:`call`."""
-        return projection_from_pose(outputs["rotation"], outputs["translation"], self.camera_config.image_size)
+        return camera.projection_from_pose(outputs["rotation"], outputs["translation"], self.camera_config.image_size)
 
-    def compute_camera_loss(self, batch, outputs):
-        """DISN's point-cloud loss between the predicted and the GT pose (scalar)."""
-        return camera.camera_pointcloud_loss(
+    def forward(self, batch, training):
+        """``call`` on the batch's images."""
+        return self(batch["image"], training=training)
+
+    def compute_losses(self, batch, outputs):
+        """DISN's point-cloud loss between the predicted and the GT pose: ``{"loss": scalar}``."""
+        return {"loss": camera.camera_pointcloud_loss(
             tf.cast(batch["points"], tf.float32), outputs["rotation"], outputs["translation"],
             tf.cast(batch["rotation"], tf.float32), tf.cast(batch["translation"], tf.float32),
-        )
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
-
-    def train_step(self, data):
-        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            outputs = self(batch["image"], training=True)
-            loss = self.compute_camera_loss(batch, outputs)
-            # Gradients are summed over replicas, so each replica contributes its share of the mean.
-            scaled = self.optimizer.scale_loss(loss / tf.distribute.get_strategy().num_replicas_in_sync)
-        gradients = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        self.loss_tracker.update_state(loss)
-        return reducible_logs({"loss": self.loss_tracker.result()})
-
-    def test_step(self, data):
-        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        self.loss_tracker.update_state(self.compute_camera_loss(batch, self(batch["image"], training=False)))
-        return reducible_logs({"loss": self.loss_tracker.result()})
+        )}
 
     def get_config(self):
         return {**super().get_config(), "config": dataclasses.asdict(self.camera_config)}

@@ -2,7 +2,7 @@
 
 f(p) = f_B(p) + f_DF(u(p)) for front points, f_B(p) + f_DB(u(p)) otherwise (paper eq. 3), with the
 displacement maps f_DF, f_DB read at the point's projection u(p) by the C² interpolating B-spline
-(:func:`d2im_tf.sampling.sample_bspline`). All SDF values are in the network's units: ``sdf_scale``
+(:func:`d2im_tf.geometry.interpolation.sample_bspline`). All SDF values are in the network's units: ``sdf_scale``
 (10) × the signed distance in the normalised frame, positive outside.
 
 Variants (``ModelConfig.variant``, the paper's Table 1 plus D²IM-Net_GL), :data:`VARIANT_SPECS`:
@@ -51,7 +51,7 @@ Reference compatibility (``model.compat: reference``, for weights imported from 
 release with ``d2im import-torch``): the network computes what the authors' ``D2IM_Net`` computes.
 
 * ``image`` is still RGB in [0, 1]; the model reverses the channels first (the authors read images with
-  OpenCV, BGR) and expects DISN's black background (:mod:`d2im_tf.reconstruct` prepares it).
+  OpenCV, BGR) and expects DISN's black background (:mod:`d2im_tf.inference.reconstruct` prepares it).
 * ``points`` and ``projection`` are in ShapeNet's **world** frame (the authors feed world coordinates
   and regress the normalised-frame SDF × 10 there), so every "normalised frame" above reads "world
   frame" for such a model; its exported ``d2im.json`` says ``"frame": "world"``.
@@ -76,13 +76,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from d2im_tf import camera
 from d2im_tf.config import ModelConfig
-from d2im_tf.losses import base_loss, laplacian_loss, laplacian_mask, sdf_loss
+from d2im_tf.geometry import camera
+from d2im_tf.geometry.interpolation import sample_bilinear, sample_bspline
+from d2im_tf.models.base import DistributableModel
 from d2im_tf.models.decoders import DetailDecoder, GlobalLocalDecoder, ImplicitDecoder
 from d2im_tf.models.encoder import ResNet18
-from d2im_tf.models.base import DistributableModel, reducible_logs
-from d2im_tf.sampling import sample_bilinear, sample_bspline
+from d2im_tf.models.losses import base_loss, laplacian_loss, laplacian_mask, sdf_loss
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,6 @@ VARIANT_SPECS = {
     "gl": VariantSpec(maps=2, laplacian=True, global_local=True),
 }
 
-LOSS_NAMES = ("loss", "loss_base", "loss_sdf", "loss_lap")
-
 
 def norm_scale_from_projection(projection):
     """m = ‖P[2, :3]‖ ``[B]`` for ``[B, 3, 4]`` normalised-frame projections (module docstring)."""
@@ -114,11 +112,6 @@ def norm_scale_from_projection(projection):
 def viewing_axis(projection):
     """The camera's +z axis in the normalised frame, ``[B, 3]`` unit vectors."""
     return tf.math.l2_normalize(projection[:, 2, :3], axis=-1)
-
-
-def camera_center(projection):
-    """The optical centre in the normalised frame, ``[B, 3]``: C = −M⁻¹·P[:, 3] with M = P[:, :3]."""
-    return -tf.linalg.solve(projection[:, :, :3], projection[:, :, 3:])[..., 0]
 
 
 def reference_front_step(projection, offset: float):
@@ -136,10 +129,13 @@ def front_from_gradients(gradients, projection):
 class D2IMNet(DistributableModel):
     """D²IM-Net (or an ablation variant) built from a :class:`~d2im_tf.config.ModelConfig`.
 
-    ``call(batch)`` reads ``image``, ``points``, ``projection`` and, if present, ``gradients`` (the
+    Trained by the base class's ``train_step`` on :meth:`compute_losses`. ``call(batch)`` reads
+    ``image``, ``points``, ``projection`` and, if present, ``gradients`` (the
     training front/back split; without it the test-time split of :meth:`front_from_base` is used)
     and returns the dict of :meth:`decode` plus ``maps`` when the variant has them.
     """
+
+    LOSS_NAMES = ("loss", "loss_base", "loss_sdf", "loss_lap")
 
     def __init__(self, config: ModelConfig | None = None, sdf_scale: float = 10.0, **kwargs):
         super().__init__(**kwargs)
@@ -162,7 +158,6 @@ class D2IMNet(DistributableModel):
         self.detail_decoder = (
             DetailDecoder(cfg.detail_channels, self.spec.maps, name="detail_decoder") if self.spec.maps else None
         )
-        self.trackers = [keras.metrics.Mean(name=name) for name in LOSS_NAMES]
         self._compiled_encode = tf.function(self.encode)
         self._compiled_decode = tf.function(self._decode_sdf, reduce_retracing=True)  # any number of points
 
@@ -204,7 +199,8 @@ class D2IMNet(DistributableModel):
         """
         if base is None:
             base = self.base_field(encoding, points, projection)
-        direction = tf.math.l2_normalize(points - camera_center(projection)[:, None, :], axis=-1)  # [B, N, 3]
+        centre = camera.projection_centre(projection)  # [B, 3]
+        direction = tf.math.l2_normalize(points - centre[:, None, :], axis=-1)  # [B, N, 3]
         ahead = self.base_field(encoding, points + self.model_config.front_offset * direction, projection)
         return ahead < base
 
@@ -255,8 +251,12 @@ class D2IMNet(DistributableModel):
 
     # ---------------------------------------------------------------- losses and training
 
+    def forward(self, batch, training):
+        """``call`` on the whole batch (it reads ``image``, ``points``, ``projection``, ``gradients``)."""
+        return self(batch, training=training)
+
     def compute_losses(self, batch, outputs):
-        """The loss terms of the variant (table in the module docstring) → dict over :data:`LOSS_NAMES`."""
+        """The loss terms of the variant (table in the module docstring) → dict over :attr:`LOSS_NAMES`."""
         sdf = tf.cast(batch["sdf"], tf.float32)
         loss_base = base_loss(outputs["base"], sdf)
         loss_sdf = sdf_loss(outputs["sdf"], sdf)
@@ -277,32 +277,6 @@ class D2IMNet(DistributableModel):
             loss_lap = tf.zeros_like(loss_sdf)
         total = loss_sdf + loss_lap + (loss_base if self.spec.maps else 0.0)
         return {"loss": total, "loss_base": loss_base, "loss_sdf": loss_sdf, "loss_lap": loss_lap}
-
-    @property
-    def metrics(self):
-        return list(self.trackers)
-
-    def _update_trackers(self, losses):
-        for tracker in self.trackers:
-            tracker.update_state(losses[tracker.name])
-        return reducible_logs({tracker.name: tracker.result() for tracker in self.trackers})
-
-    def train_step(self, data):
-        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            outputs = self(batch, training=True)
-            losses = self.compute_losses(batch, outputs)
-            # Gradients are summed over replicas, so each replica contributes its share of the mean.
-            scaled = losses["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(scaled)
-        gradients = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._update_trackers(losses)
-
-    def test_step(self, data):
-        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        outputs = self(batch, training=False)
-        return self._update_trackers(self.compute_losses(batch, outputs))
 
     # ---------------------------------------------------------------- chunked inference
 

@@ -1,4 +1,6 @@
-"""The decoders of D²IM-Net (REFERENCE.md §3): base SDF decoders and the detail (displacement map) decoder.
+"""The decoders of D²IM-Net: base SDF decoders and the detail (displacement map) decoder.
+
+How their outputs are fused and in which units: docs/conventions.md, "Fused SDF and the front/back rule".
 
 * :class:`ImplicitDecoder` — IM-NET's MLP, f_B(p) from the global code and the point.
 * :class:`GlobalLocalDecoder` — DISN's two-stream decoder, the base decoder of D²IM-Net_GL: a global
@@ -21,7 +23,7 @@ import math
 import keras
 from keras import layers
 
-from d2im_tf.sampling import sample_bilinear
+from d2im_tf.geometry.interpolation import sample_bilinear
 
 
 def encode_points(points, frequencies: int):

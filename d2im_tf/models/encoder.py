@@ -1,4 +1,4 @@
-"""ResNet18 image encoder of D²IM-Net (REFERENCE.md §3): a global code and five feature maps.
+"""ResNet18 image encoder of D²IM-Net, as the authors' release builds it: a global code and five feature maps.
 
 Differences from torchvision's ResNet18, as in the reference: the first convolution is 7×7 with
 **stride 1** (no bias), so ``f0`` has the input's resolution. Feature maps for a ``S×S`` input and

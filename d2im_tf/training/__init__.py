@@ -1,1 +1,2 @@
-"""Training: the resumable loop shared by the SDF and camera networks, and the two runs built on it."""
+"""Training: one run of either network (:mod:`~d2im_tf.training.run`), on the resumable loop of
+:mod:`~d2im_tf.training.loop`, with its callbacks, TensorBoard images, previews and distribution."""

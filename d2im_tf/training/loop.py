@@ -25,9 +25,9 @@ import yaml
 
 from d2im_tf.config import Config, load_config
 from d2im_tf.data.disn_format import atomic_path, check_output_dir
-from d2im_tf.distribute import is_chief, worker_id
 from d2im_tf.errors import UserError
 from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, current_step
+from d2im_tf.training.distribute import is_chief, worker_id
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,14 +83,16 @@ def load_run_config(run_dir) -> Config:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise UserError(f"{path}: not found; is {run_dir} a training run folder?")
-    return load_config(path)
+    return load_config(path, skip_removed=True)  # a run recorded before a key was removed still loads
 
 
-# The config keys that shape each network's weights: a resumed run must keep them.
+# The config keys that shape each network's weights (and, for mixed precision, its optimiser's
+# variables): a resumed run must keep them.
 NETWORK_KEYS = {
     "sdf": ("model.variant", "model.image_size", "model.encoder_width", "model.global_dim",
-            "model.decoder_widths", "model.detail_channels"),
-    "camera": ("camera.backbone", "camera.translation", "camera.image_size", "camera.width"),
+            "model.decoder_widths", "model.detail_channels", "train.mixed_precision"),
+    "camera": ("camera.backbone", "camera.translation", "camera.image_size", "camera.width",
+               "train.mixed_precision"),
 }
 
 

@@ -1,7 +1,7 @@
 """PNG previews during training: every K epochs, a few test shapes reconstructed by the current model.
 
 ``OUT/previews/epoch_NNNN.png`` stacks one strip per shape (input | mesh from the input view | from
-azimuth +90° | front map | back map, :func:`d2im_tf.preview.preview_image`), using GT cameras and a
+azimuth +90° | front map | back map, :func:`d2im_tf.inference.preview.preview_image`), using GT cameras and a
 coarse-to-fine extraction at a low resolution so a preview costs seconds, not minutes.
 """
 from __future__ import annotations
@@ -14,9 +14,10 @@ import tensorflow as tf
 
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import ShapeDataset, decode_image
-from d2im_tf.evaluate import evaluation_view
-from d2im_tf.extraction import extract_fused_mesh
-from d2im_tf.preview import preview_image
+from d2im_tf.evaluation.evaluate import evaluation_view
+from d2im_tf.geometry.frames import to_world
+from d2im_tf.inference.extraction import extract_fused_mesh
+from d2im_tf.inference.preview import preview_image
 
 
 class PreviewCallback(keras.callbacks.Callback):
@@ -28,7 +29,7 @@ class PreviewCallback(keras.callbacks.Callback):
         self.out_dir = Path(out_dir) / "previews"
         self.resolution = resolution
         size = data.config.model.image_size
-        layout = fmt.DatasetLayout(data.config.data.root, data.config.data.split_dir or None)
+        layout = fmt.DatasetLayout.from_config(data.config)
         views = [evaluation_view(r.category, data.num_views) for r in data.records[:count]]
         self.samples = [
             (decode_image(str(layout.image_path(r.category, r.shape, view)), size).numpy(),
@@ -52,6 +53,4 @@ class PreviewCallback(keras.callbacks.Callback):
             return out["sdf"][0], out["base"][0]
 
         mesh, _ = extract_fused_mesh(decode, maps, self.resolution, 2.0 * model.sdf_scale, initial_resolution=16)
-        mesh.apply_scale(norm_params[3])  # normalised → world frame, where the view row applies
-        mesh.apply_translation(norm_params[:3])
-        return preview_image(image, mesh, view, maps)
+        return preview_image(image, to_world(mesh, norm_params), view, maps)  # the view row is world-frame

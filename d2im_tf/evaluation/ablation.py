@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from d2im_tf.config import VARIANTS
+from d2im_tf.data.categories import CHAIR
+from d2im_tf.evaluation.summary import group_by_category, mean_over_categories
 
 VARIANT_TITLES = {"baseline": "Baseline", "wsamp": "WSamp", "noback": "NoBack", "nolap": "NoLap",
                   "full": "Full", "gl": "D²IM-Net_GL"}
-CHAIR = "03001627"
 METRICS = ("chamfer_l1", "iou", "ecd_3d", "ecd_2d")  # the order of the paper's Table 1
 METRIC_TITLES = {"chamfer_l1": "CD", "iou": "IoU", "ecd_3d": "ECD-3D", "ecd_2d": "ECD-2D"}
 # Chairs, (CD, IoU, ECD-3D, ECD-2D). Table 1 of the paper for the five ablation rows; it has no GL row,
@@ -55,12 +56,8 @@ def eval_dir(out, variant: str, name: str = "eval") -> Path:
 
 def read_per_shape(path, camera: str = "gt") -> dict[str, np.ndarray]:
     """``per_shape.csv`` → category → ``[shapes, len(METRICS)]`` values for one camera kind."""
-    by_category: dict[str, list] = {}
     with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["camera"] == camera:
-                by_category.setdefault(row["category"], []).append([float(row[key]) for key in METRICS])
-    return {category: np.array(values) for category, values in by_category.items()}
+        return group_by_category([row for row in csv.DictReader(handle) if row["camera"] == camera], METRICS)
 
 
 def mean_and_error(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +73,7 @@ def summary(by_category: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, n
     per_category = {category: mean_and_error(values) for category, values in by_category.items()}
     means = np.array([mean for mean, _ in per_category.values()])
     errors = np.array([error for _, error in per_category.values()])
-    result = {"mean": (means.mean(axis=0), np.sqrt((errors ** 2).sum(axis=0)) / len(per_category))}
+    result = {"mean": (mean_over_categories(means), np.sqrt((errors ** 2).sum(axis=0)) / len(per_category))}
     if CHAIR in per_category:
         result["chair"] = per_category[CHAIR]
     return result

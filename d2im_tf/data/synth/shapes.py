@@ -1,7 +1,7 @@
 """Procedural furniture families, meshed watertight from an SDF composition.
 
 Every shape is a list of :class:`Part` s — extruded rectangles and disks ("slabs") with rounded
-edges, optional relief on their front face (:mod:`d2im_tf.data.relief`), each unioned with or
+edges, optional relief on their front face (:mod:`d2im_tf.data.synth.relief`), each unioned with or
 subtracted from what came before. The composed signed distance is evaluated on a regular grid (each
 part only inside its own bounding box plus a margin) and meshed with marching cubes, which gives a
 closed, consistently wound surface. The mesh is centred on its bounding box and scaled to the
@@ -18,7 +18,8 @@ import numpy as np
 import trimesh
 from skimage.measure import marching_cubes
 
-from d2im_tf.data.relief import Relief, random_relief
+from d2im_tf.data.categories import CABINET, CATEGORY_NAMES, CHAIR, SOFA, TABLE
+from d2im_tf.data.synth.relief import Relief, random_relief
 
 # Bounding diagonal of every generated object in the world frame: keeps all of it in the image at the
 # closest DISN camera (distance ratio 0.6, i.e. 1.05 from the origin).
@@ -409,13 +410,8 @@ def sofa(rng: np.random.Generator) -> list[Part]:
     return parts
 
 
-FAMILIES: dict[str, Callable[[np.random.Generator], list[Part]]] = {
-    "03001627": chair,
-    "04379243": table,
-    "02933112": cabinet,
-    "04256520": sofa,
-}
-CATEGORY_NAMES = {"03001627": "chair", "04379243": "table", "02933112": "cabinet", "04256520": "sofa"}
+FAMILIES: dict[str, Callable[[np.random.Generator], list[Part]]] = {CHAIR: chair, TABLE: table, CABINET: cabinet,
+                                                                     SOFA: sofa}
 
 
 def generate_mesh(category: str, rng: np.random.Generator, resolution: int = DEFAULT_RESOLUTION) -> trimesh.Trimesh:

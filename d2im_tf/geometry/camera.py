@@ -1,9 +1,9 @@
-"""Camera geometry in the DISN / Blender convention (REFERENCE.md §2).
+"""Camera geometry in the DISN / Blender convention (docs/conventions.md, "Camera").
 
 NumPy builds the matrices of a rendered view from its metadata line (azimuth, elevation, distance
 ratio); TensorFlow does everything that sits inside a model or a loss and must be batched and
-differentiable: projection, unprojection, the 6D rotation parameterisation, the camera network's
-point-cloud loss and the Jacobian of pixel coordinates with respect to camera-frame points.
+differentiable: projection, the camera centre of a projection, the projection of a predicted pose,
+the 6D rotation parameterisation and the camera network's point-cloud loss.
 
 Frames: *world* is ShapeNet's (and the meshes' ``model.obj``); ``AXIS_CHANGE`` maps it to Blender's
 object frame; ``[R | t]`` maps that to the camera frame, which looks along +z with image x to the right
@@ -76,10 +76,13 @@ def projection_from_metadata(row, image_size: int = 224) -> np.ndarray:
     return projection_matrix(float(row[0]), float(row[1]), float(row[3]), image_size)
 
 
-def camera_center(az_deg: float, el_deg: float, dist_ratio: float) -> np.ndarray:
-    """The camera's optical centre in world coordinates, shape (3,)."""
-    rotation, translation = world_to_camera(az_deg, el_deg, dist_ratio)
-    return -rotation.T @ translation
+def camera_centre(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """The optical centre ``−Rᵀ·t`` (shape (3,)) of the pose ``p' = R·p + t`` in the frame of ``p``.
+
+    For a projection ``P = K·[R | t]`` it is the point with ``P·[C; 1] = 0``; :func:`projection_centre`
+    finds it from P alone (the SDF network knows only P).
+    """
+    return -np.asarray(rotation).T @ np.asarray(translation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,17 +106,6 @@ def project(points, projection):
     return uv, depth
 
 
-def unproject(uv, depth, projection):
-    """Inverse of :func:`project`: pixels ``[..., N, 2]`` and depths ``[..., N]`` to world points."""
-    uv = tf.convert_to_tensor(uv)
-    depth = tf.cast(depth, uv.dtype)
-    projection = tf.cast(projection, uv.dtype)
-    homogeneous = tf.concat([uv * depth[..., None], depth[..., None]], axis=-1)  # [..., N, 3]
-    shifted = homogeneous - projection[..., None, :, 3]
-    # Solve M p = shifted for each point: p = shifted · M^-T.
-    return tf.matmul(shifted, tf.linalg.inv(projection[..., :3]), transpose_b=True)
-
-
 def transform_points(points, rotation, translation):
     """Apply ``p' = R p + t`` to ``[..., N, 3]`` points with ``[..., 3, 3]`` R and ``[..., 3]`` t."""
     points = tf.convert_to_tensor(points)
@@ -122,19 +114,20 @@ def transform_points(points, rotation, translation):
     return tf.matmul(points, rotation, transpose_b=True) + translation[..., None, :]
 
 
-def pixel_jacobian(points_camera, focal):
-    """Jacobian ∂u/∂p' of pixel coordinates w.r.t. camera-frame points, ``[..., N, 2, 3]``.
+def projection_centre(projection):
+    """The optical centre ``[B, 3]`` of projections ``[B, 3, 4]``: C = −M⁻¹·P[:, 3] with M = P[:, :3].
 
-    For ``u = f·x/z + c_x`` and ``v = f·y/z + c_y``:
-    ``[[f/z, 0, -f·x/z²], [0, f/z, -f·y/z²]]``.
+    The same point as :func:`camera_centre` of the pose, for any P = K·[R | t]·D (a folded
+    normalisation D included), in the frame of the points P projects.
     """
-    points_camera = tf.convert_to_tensor(points_camera)
-    x, y, z = tf.unstack(points_camera, axis=-1)
-    f = tf.cast(focal, points_camera.dtype)
-    zero = tf.zeros_like(z)
-    row_u = tf.stack([f / z, zero, -f * x / z**2], axis=-1)
-    row_v = tf.stack([zero, f / z, -f * y / z**2], axis=-1)
-    return tf.stack([row_u, row_v], axis=-2)
+    return -tf.linalg.solve(projection[:, :, :3], projection[:, :, 3:])[..., 0]
+
+
+def projection_from_pose(rotation, translation, image_size: int):
+    """P = K·[R | t] ``[B, 3, 4]`` from R ``[B, 3, 3]`` and t ``[B, 3]`` (a predicted pose)."""
+    k = tf.constant(intrinsics(image_size), rotation.dtype)
+    extrinsic = tf.concat([rotation, translation[..., None]], axis=-1)  # [B, 3, 4]
+    return tf.matmul(k, extrinsic)
 
 
 def rotation_from_6d(b):

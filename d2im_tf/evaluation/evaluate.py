@@ -2,9 +2,9 @@
 
 For each test shape, the image of the evaluation view is reconstructed and compared with the
 ground-truth mesh ``meshes/<cat>/<shape>/model.obj`` (world frame) with the metrics of
-:mod:`d2im_tf.metrics`: IoU (32³ voxels), CD = Chamfer-L1 on 20K surface samples, ECD-3D, ECD-2D
+:mod:`d2im_tf.evaluation.metrics`: IoU (32³ voxels), CD = Chamfer-L1 on 20K surface samples, ECD-3D, ECD-2D
 (pixels, 224² normal maps) and the F-score at 1% of the side of the reconstruction box
-(:data:`d2im_tf.extraction.NORMALISED_FRAME_BOUNDS`), and precision/recall at 0.05 (normalised
+(:data:`d2im_tf.geometry.frames.NORMALISED_BOX`), and precision/recall at 0.05 (normalised
 units): the share of the reconstruction's surface samples within 0.05 of the GT surface (phantom
 sheets and floaters lower it) and the converse (missing parts lower it).
 
@@ -12,7 +12,7 @@ Frames: both meshes are compared in the shape's normalised frame — the GT is m
 ``(x − c)/m`` with the shape's ``norm_params`` — except for ECD-2D, whose normal maps are rendered
 from the evaluation view's camera (a world-frame metadata row), so both meshes are mapped back to the
 world frame (``x·m + c``) for it. With the GT camera the network sees the normalised frame through
-:func:`~d2im_tf.models.camera_net.normalised_projection`; with a predicted camera (a model with a
+:func:`~d2im_tf.geometry.frames.normalised_projection`; with a predicted camera (a model with a
 camera network) the mesh comes out in the normalised frame, up to the camera's errors, except from a
 model working in the world frame (imported from the authors' release), whose meshes are mapped to the
 normalised frame like the GT.
@@ -30,16 +30,17 @@ import numpy as np
 import trimesh
 from tqdm import tqdm
 
-from d2im_tf import metrics
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.data.disn_format import DataError, DatasetLayout
-from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS
+from d2im_tf.data.categories import SIDE_VIEW_CATEGORIES
+from d2im_tf.data.disn_format import DatasetLayout
+from d2im_tf.evaluation import metrics
+from d2im_tf.evaluation.summary import group_by_category, mean_over_categories
+from d2im_tf.geometry.frames import box_side, to_normalised, to_world
 
 TEST_VIEW = 32
 SIDE_TEST_VIEW = 6
-SIDE_VIEW_CATEGORIES = {"02958343", "04090263", "04530566"}  # car, rifle, watercraft
 SURFACE_SAMPLES = 20000
-FSCORE_THRESHOLD = 0.01 * (NORMALISED_FRAME_BOUNDS[1] - NORMALISED_FRAME_BOUNDS[0])  # 1% of the box side
+FSCORE_THRESHOLD = 0.01 * box_side()  # 1% of the side of the normalised frame's box
 # metric key → column title; CD is Chamfer-L1 (not DISN's squared-L2 ×1000).
 PHANTOM_THRESHOLD = 0.05  # normalised units: precision/recall distance for sheets, floaters and gaps
 COLUMNS = {"iou": "IoU", "chamfer_l1": "CD (Chamfer-L1)", "ecd_3d": "ECD-3D", "ecd_2d": "ECD-2D (px)",
@@ -51,36 +52,6 @@ def evaluation_view(category: str, views: int) -> int:
     """The reference's test view (32; 6 for car/rifle/watercraft), clipped to ``views − 1``."""
     view = SIDE_TEST_VIEW if category in SIDE_VIEW_CATEGORIES else TEST_VIEW
     return min(view, views - 1)
-
-
-def transformed(mesh: trimesh.Trimesh, scale: float, offset) -> trimesh.Trimesh:
-    """A copy of ``mesh`` with vertices ``x·scale + offset``."""
-    return trimesh.Trimesh(mesh.vertices * scale + np.asarray(offset, float), mesh.faces, process=False)
-
-
-def to_normalised(mesh: trimesh.Trimesh, norm_params) -> trimesh.Trimesh:
-    """World → normalised frame, ``(x − c)/m``."""
-    c, m = np.asarray(norm_params[:3], float), float(norm_params[3])
-    return transformed(mesh, 1.0 / m, -c / m)
-
-
-def to_world(mesh: trimesh.Trimesh, norm_params) -> trimesh.Trimesh:
-    """Normalised → world frame, ``x·m + c``."""
-    return transformed(mesh, float(norm_params[3]), norm_params[:3])
-
-
-def read_mesh(path) -> trimesh.Trimesh:
-    """A ground-truth mesh file as one triangle mesh; :class:`DataError` if missing or unreadable."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "ground-truth mesh not found")
-    try:
-        mesh = trimesh.load(path, force="mesh", process=False)
-    except Exception as error:  # trimesh raises many types for a corrupt file
-        raise DataError(path, f"not a readable mesh ({error.__class__.__name__}: {error})") from None
-    if len(mesh.faces) == 0:
-        raise DataError(path, "the ground-truth mesh has no faces")
-    return mesh
 
 
 def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, norm_params) -> dict:
@@ -104,7 +75,7 @@ def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, 
 
 
 @dataclass
-class TestShape:
+class EvaluationCase:
     """What the evaluation needs of one shape: its evaluation view, image and GT (normalised frame)."""
 
     category: str
@@ -116,16 +87,16 @@ class TestShape:
     truth: trimesh.Trimesh
 
     @classmethod
-    def load(cls, layout: DatasetLayout, category: str, shape: str) -> "TestShape":
+    def load(cls, layout: DatasetLayout, category: str, shape: str) -> "EvaluationCase":
         rows = fmt.read_metadata(layout.metadata_path(category, shape))  # [V, 10]
         view = evaluation_view(category, len(rows))
         norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
-        truth = to_normalised(read_mesh(layout.mesh_path(category, shape)), norm_params)
+        truth = to_normalised(fmt.read_mesh(layout.mesh_path(category, shape), "ground-truth mesh"), norm_params)
         return cls(category, shape, view, rows[view], norm_params,
                    fmt.read_image(layout.image_path(category, shape, view)), truth)
 
 
-def test_shapes(layout: DatasetLayout, split: str, categories=None, max_shapes: int | None = None):
+def split_pairs(layout: DatasetLayout, split: str, categories=None, max_shapes: int | None = None):
     """``(category, shape)`` pairs of ``split``, at most ``max_shapes`` per category."""
     pairs = []
     for category in categories or layout.categories():
@@ -140,9 +111,9 @@ def evaluate(reconstructor, layout: DatasetLayout, split: str = "test", categori
     too when the model has a camera network."""
     cameras = CAMERAS if reconstructor.has_camera else CAMERAS[:1]
     rows = []
-    for category, shape in tqdm(test_shapes(layout, split, categories, max_shapes), desc="evaluate",
+    for category, shape in tqdm(split_pairs(layout, split, categories, max_shapes), desc="evaluate",
                                 unit="shape", disable=not progress):
-        case = TestShape.load(layout, category, shape)
+        case = EvaluationCase.load(layout, category, shape)
         for camera_kind in cameras:
             if camera_kind == "gt":  # world-frame output, brought back to the normalised frame
                 result = reconstructor.reconstruct(case.pixels, case.view_row, case.norm_params)
@@ -159,19 +130,14 @@ def summarise(rows: list[dict]) -> list[dict]:
     category means, as the paper's tables)."""
     summary = []
     for camera_kind in CAMERAS:
-        kind_rows = [row for row in rows if row["camera"] == camera_kind]
-        categories = sorted({row["category"] for row in kind_rows})
-        per_category = []
-        for category in categories:
-            values = np.array([[row[key] for key in COLUMNS] for row in kind_rows if row["category"] == category])
-            per_category.append({"camera": camera_kind, "category": category, "shapes": len(values),
-                                 **dict(zip(COLUMNS, values.mean(axis=0)))})
-        if per_category:
-            means = np.array([[entry[key] for key in COLUMNS] for entry in per_category]).mean(axis=0)
-            per_category.append({"camera": camera_kind, "category": "mean",
-                                 "shapes": sum(entry["shapes"] for entry in per_category),
-                                 **dict(zip(COLUMNS, means))})
-        summary += per_category
+        grouped = group_by_category([row for row in rows if row["camera"] == camera_kind], COLUMNS)
+        means = {category: grouped[category].mean(axis=0) for category in sorted(grouped)}
+        summary += [{"camera": camera_kind, "category": category, "shapes": len(grouped[category]),
+                     **dict(zip(COLUMNS, mean))} for category, mean in means.items()]
+        if means:
+            summary.append({"camera": camera_kind, "category": "mean",
+                            "shapes": sum(len(values) for values in grouped.values()),
+                            **dict(zip(COLUMNS, mean_over_categories(means.values())))})
     return summary
 
 

@@ -22,15 +22,17 @@ Used for the procedural shapes and for user meshes (e.g. ShapeNet ``model.obj``)
 """
 from __future__ import annotations
 
-from pathlib import Path
+import shutil
 
+import h5py
 import numpy as np
 import trimesh
 from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
-from d2im_tf.data.disn_format import DataError, SdfSamples
+from d2im_tf.data.disn_format import DataError, SdfSamples, atomic_path, read_mesh, read_samples
+from d2im_tf.geometry.frames import NORMALISED_BOX
 
 NORMALIZATION_SAMPLES = 16384
 SAMPLE_COUNT = 32768
@@ -46,16 +48,8 @@ GRADIENT_NEIGHBOURS = 10
 
 
 def load_mesh(path) -> trimesh.Trimesh:
-    """A mesh file as one triangle mesh; ``DataError`` naming the file if unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "mesh file not found")
-    try:
-        mesh = trimesh.load(path, force="mesh", process=False, skip_materials=True)
-    except Exception as error:  # trimesh raises many types for malformed files
-        raise DataError(path, f"not a readable mesh ({error.__class__.__name__}: {error})") from None
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise DataError(path, "mesh has no triangles")
+    """A mesh file to convert (:func:`~d2im_tf.data.disn_format.read_mesh`), checked by :func:`check_mesh`."""
+    mesh = read_mesh(path, "mesh file")
     check_mesh(mesh, path)
     return mesh
 
@@ -143,7 +137,7 @@ def _area_samples(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator) -
 
 
 def normalization(mesh: trimesh.Trimesh, rng: np.random.Generator) -> tuple[np.ndarray, float, np.ndarray]:
-    """``(c (3,), m, surface points [16384, 3] in the normalised frame)``, as REFERENCE §1."""
+    """``(c (3,), m, surface points [16384, 3] in the normalised frame)``, as DISN's (docs/conventions.md, "Frames")."""
     points = _area_samples(mesh, NORMALIZATION_SAMPLES, rng)[0]
     center = points.mean(axis=0)
     scale = float(np.max(np.linalg.norm(points - center, axis=1)))
@@ -344,7 +338,7 @@ def sample_sdf(mesh: trimesh.Trimesh, rng: np.random.Generator, count: int = SAM
     if len(index) < count:
         raise DataError(source, f"only {len(index)} of {count} SDF samples could be drawn")
     points, sdf, gradients = points[index], sdf[index], gradients[index]
-    far_points = rng.uniform(-1.0, 1.0, size=(far_count, 3))
+    far_points = rng.uniform(*NORMALISED_BOX, size=(far_count, 3))
     far_sdf, _, far_gradients = distance.query(far_points)
     return SdfSamples(
         samples=np.concatenate([points, sdf[:, None]], axis=1).astype(np.float32),
@@ -395,3 +389,25 @@ def add_gradients_and_density(samples: SdfSamples) -> SdfSamples:
     if samples.density is None:
         samples.density = sample_density(points * scale + center, sdf).astype(np.float32)
     return samples
+
+
+def add_fields_to_file(path, force: bool = False) -> bool:
+    """Add ``pc_gradients`` and ``density`` to one ``ori_sample.h5`` lacking them (``force``: recompute
+    both); the other datasets of the file are kept and the file is rewritten atomically. True if changed."""
+    samples = read_samples(path)
+    if samples.gradients is not None and samples.density is not None and not force:
+        return False
+    if force:
+        samples.gradients, samples.density = None, None
+    samples = add_gradients_and_density(samples)
+    with atomic_path(path) as tmp:
+        shutil.copyfile(path, tmp)
+        try:
+            with h5py.File(tmp, "r+") as h5:
+                for name, array in (("pc_gradients", samples.gradients), ("density", samples.density)):
+                    if name in h5:
+                        del h5[name]
+                    h5.create_dataset(name, data=array, track_times=False)
+        except OSError as error:
+            raise DataError(path, f"cannot update ({error})") from None
+    return True

@@ -1,4 +1,4 @@
-"""Evaluation metrics of the papers (REFERENCE.md §5) and the camera errors of DISN.
+"""Evaluation metrics of the papers (D²IM-Net §4 and DISN §4; docs/conventions.md, "Metrics").
 
 Shape metrics compare a reconstruction with the ground truth:
 
@@ -23,13 +23,9 @@ Shape metrics compare a reconstruction with the ground truth:
 
 Empty inputs (a reconstruction with no surface, or a smooth surface without ECD-3D edges) give
 finite values a table can show and a mean can absorb: when exactly one side is empty, a distance is
-:data:`EMPTY_DISTANCE` (√3, the diagonal of the unit cube, the largest distance between points of
-the ``[-0.5, 0.5]³`` test box; for ECD-2D the image diagonal in pixels) and an F-score or IoU is 0;
-when both sides are empty they agree perfectly: distance 0, F-score 1, IoU 1.
-
-Camera errors (DISN): :func:`d3d` is the mean Euclidean distance between a point cloud moved by the
-predicted and by the true ``[R | t]``; :func:`d2d` the mean distance in pixels between its
-projections by the predicted and the true ``P``.
+:data:`EMPTY_DISTANCE` (2√3, the diagonal of the normalised frame's box [-1, 1]³, where shapes are
+compared: no two of its points are farther apart; for ECD-2D the image diagonal in pixels) and an
+F-score or IoU is 0; when both sides are empty they agree perfectly: distance 0, F-score 1, IoU 1.
 """
 from __future__ import annotations
 
@@ -39,8 +35,9 @@ from scipy.spatial import cKDTree
 from skimage.feature import canny
 
 from d2im_tf.data.render import Renderer
+from d2im_tf.geometry.frames import NORMALISED_BOX, box_diagonal
 
-EMPTY_DISTANCE = float(np.sqrt(3.0))
+EMPTY_DISTANCE = box_diagonal(NORMALISED_BOX)
 
 ECD_NEIGHBOURS = 10
 ECD_THRESHOLD = 0.8
@@ -274,29 +271,3 @@ def ecd_2d(
     """
     edges = [normal_map_edges(normal_map(mesh, view, image_size), sigma) for mesh in (mesh_a, mesh_b)]
     return chamfer_l1(edges[0], edges[1], empty_value=image_size * np.sqrt(2.0))
-
-
-# --------------------------------------------------------------------------------------------
-# Camera errors
-
-
-def d3d(points, rotation_pred, translation_pred, rotation_true, translation_true) -> float:
-    """Mean distance between ``points [N, 3]`` moved by the predicted and the true ``[R | t]``."""
-    points = np.asarray(points, float)
-    moved_pred = points @ np.asarray(rotation_pred, float).T + np.asarray(translation_pred, float)
-    moved_true = points @ np.asarray(rotation_true, float).T + np.asarray(translation_true, float)
-    return float(np.linalg.norm(moved_pred - moved_true, axis=1).mean())
-
-
-def _project(points: np.ndarray, projection) -> np.ndarray:
-    """Pixels ``[N, 2]`` of world points ``[N, 3]`` under a 3×4 ``projection``."""
-    projection = np.asarray(projection, float)
-    homogeneous = points @ projection[:, :3].T + projection[:, 3]  # [N, 3]
-    return homogeneous[:, :2] / homogeneous[:, 2:]
-
-
-def d2d(points, projection_pred, projection_true) -> float:
-    """Mean reprojection error in pixels of ``points [N, 3]`` between two 3×4 projections."""
-    points = np.asarray(points, float)
-    offsets = _project(points, projection_pred) - _project(points, projection_true)
-    return float(np.linalg.norm(offsets, axis=1).mean())

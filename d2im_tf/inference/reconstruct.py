@@ -1,8 +1,8 @@
 """Single-image reconstruction with an exported SavedModel: image → camera → SDF → mesh.
 
-Only ``tf.saved_model.load`` and the export's signatures are used (:mod:`d2im_tf.export`): the image
+Only ``tf.saved_model.load`` and the export's signatures are used (:mod:`d2im_tf.inference.export`): the image
 is encoded once (``encode``), then the SDF is decoded chunk by chunk (``decode``) on the grid of
-:func:`d2im_tf.extraction.extract_mesh`, coarse-to-fine by default.
+:func:`d2im_tf.inference.extraction.extract_mesh`, coarse-to-fine by default.
 
 Input images: any PNG/JPEG, RGB, RGBA or grey, any size. They are brought to what the network saw in
 training — the dataset's renders: a square image of the model's ``image_size`` with the object
@@ -19,7 +19,7 @@ Frames: the SDF network works in the shape's normalised frame. With the model's 
 predicted pose is that of the normalised frame (up to scale), so the mesh is in the normalised frame.
 With a given camera (a ``rendering_metadata.txt`` row, world frame) and the shape's norm params
 ``(cx, cy, cz, m)`` (default 0 0 0 1), the projection is folded with the normalisation
-(:func:`d2im_tf.models.camera_net.normalised_projection`) and the mesh is returned in the world
+(:func:`d2im_tf.geometry.frames.normalised_projection`) and the mesh is returned in the world
 frame, ``xyz·m + c``. An imported model (``"frame": "world"``) works in the world frame throughout, as
 the authors' code: a given camera is used as it is (the norm params are not needed), the camera network
 predicts the world frame's pose, the grid covers the reference's box [-0.5, 0.5]³, and the mesh is in
@@ -28,6 +28,7 @@ the world frame either way (:attr:`Reconstruction.frame`).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -37,15 +38,14 @@ import tensorflow as tf
 import trimesh
 from PIL import Image
 
-from d2im_tf import camera
+from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError
-from d2im_tf.extraction import NORMALISED_FRAME_BOUNDS, WORLD_FRAME_BOUNDS, extract_fused_mesh
-from d2im_tf.models.camera_net import normalised_projection
+from d2im_tf.geometry import camera, frames
+from d2im_tf.inference.extraction import extract_fused_mesh, levels_fit
 
-IDENTITY_NORM_PARAMS = np.array([0.0, 0.0, 0.0, 1.0])
 WHITE = 255
 BLACK = 0
-FRAME_BOUNDS = {"normalised": NORMALISED_FRAME_BOUNDS, "world": WORLD_FRAME_BOUNDS}
+FRAME_BOUNDS = {"normalised": frames.NORMALISED_BOX, "world": frames.WORLD_BOX}
 MAX_RESOLUTION = 1024  # marching-cubes cells per side; 1024³ is already ~4 GB of float32 SDF values
 
 
@@ -54,8 +54,7 @@ def check_resolution(resolution: int, mode: str = "dense", initial_resolution: i
     if not 2 <= resolution <= MAX_RESOLUTION:
         raise UserError(f"--resolution must be between 2 and {MAX_RESOLUTION}, got {resolution}")
     initial = min(initial_resolution, resolution)
-    ratio = resolution // initial
-    if mode == "coarse_to_fine" and (resolution % initial or ratio & (ratio - 1)):
+    if mode == "coarse_to_fine" and not levels_fit(resolution, initial):
         raise UserError(f"--resolution {resolution}: coarse-to-fine needs {initial}·2^k "
                         "(e.g. 64, 128, 256), or use --mode dense")
 
@@ -109,8 +108,7 @@ def prepare_image(pixels: np.ndarray, image_size: int, reading: str = "white") -
     rgb = pixels[..., :3].astype(np.float64)  # [H, W, 3]
     background = BLACK if reading == "reference" else WHITE
     if pixels.shape[-1] == 4 and reading != "reference":
-        alpha = pixels[..., 3:].astype(np.float64) / 255.0  # [H, W, 1]
-        rgb = rgb * alpha + WHITE * (1.0 - alpha)
+        rgb = on_white(pixels)
     height, width = rgb.shape[:2]
     side = max(height, width)
     square = np.full((side, side, 3), float(background))
@@ -127,7 +125,7 @@ def view_row_from_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndar
     assumes, as DISN's renders, a camera looking at the origin without roll; a predicted pose's
     deviation from that is dropped. Used to render a predicted view.
     """
-    centre = -np.asarray(rotation, float).T @ np.asarray(translation, float)  # [3]
+    centre = camera.camera_centre(np.asarray(rotation, float), np.asarray(translation, float))  # [3]
     distance = float(np.linalg.norm(centre))
     azimuth = np.degrees(np.arctan2(centre[2], centre[0]))
     elevation = np.degrees(np.arcsin(np.clip(centre[1] / max(distance, 1e-12), -1.0, 1.0)))
@@ -157,7 +155,7 @@ class Reconstructor:
     """A loaded SavedModel and the extraction settings; :meth:`reconstruct` turns images into meshes.
 
     Coarse-to-fine certification needs to know how far from a point the SDF cannot reach zero; for the
-    fused field that is :func:`d2im_tf.extraction.displaced_field_clearance`, from the base field and
+    fused field that is :func:`d2im_tf.inference.extraction.displaced_field_clearance`, from the base field and
     the range of the image's maps. ``lipschitz`` is ``L``, the base field's bound; the default
     ``2·sdf_scale`` allows a learned base field twice as steep as a true distance (in model units).
     """
@@ -173,7 +171,8 @@ class Reconstructor:
             self.sdf_scale = float(self.info["sdf_scale"])
             self.has_camera = bool(self.info["has_camera"])
         except (OSError, ValueError, TypeError, KeyError) as error:
-            raise UserError(f"{info_path}: unreadable model description ({error.__class__.__name__}: {error})") from None
+            raise UserError(f"{info_path}: unreadable model description "
+                            f"({error.__class__.__name__}: {error})") from None
         try:
             self.model = tf.saved_model.load(str(self.model_dir))
         except Exception as error:  # a damaged SavedModel raises protobuf, OS and TF errors alike
@@ -207,9 +206,8 @@ class Reconstructor:
             world = camera.projection_from_metadata(camera_row, self.image_size)[None]  # [1, 3, 4]
             if self.frame == "world":
                 return tf.constant(world, tf.float32), np.asarray(camera_row, float)
-            params = IDENTITY_NORM_PARAMS if norm_params is None else np.asarray(norm_params, float)
-            projection = normalised_projection(world, params[None, :3], params[None, 3])
-            return tf.cast(projection, tf.float32), np.asarray(camera_row, float)
+            params = frames.IDENTITY_NORM_PARAMS if norm_params is None else np.asarray(norm_params, float)
+            return tf.constant(frames.normalised_projection(world, params), tf.float32), np.asarray(camera_row, float)
         self.require_camera(camera_row)
         pose = self.model.signatures["camera"](image=image)
         view = view_row_from_pose(pose["rotation"][0].numpy(), pose["translation"][0].numpy())
@@ -239,7 +237,42 @@ class Reconstructor:
         timings["sdf_evaluation"] = sum(stages.values())
         frame = self.frame
         if frame == "normalised" and camera_row is not None and norm_params is not None:
-            params = np.asarray(norm_params, float)
-            mesh.vertices = mesh.vertices * params[3] + params[:3]
-            frame = "world"
+            mesh, frame = frames.to_world(mesh, np.asarray(norm_params, float)), "world"
         return Reconstruction(mesh, maps, timings, view, image, frame)
+
+
+def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=None, norm_params=None,
+                      mesh_format: str = "obj", previews: bool = True, progress: bool = True) -> int:
+    """Reconstruct each image file of ``targets`` (``{image path: mesh path}``) into its mesh file and,
+    with ``previews``, ``<mesh stem>_preview.png`` beside it; returns how many images could not be read.
+
+    An unreadable image is reported on one line and skipped; an input unlike the training renders, or
+    a field without a surface in the box (no mesh is written then), is reported as a warning.
+    """
+    from tqdm import tqdm
+
+    from d2im_tf.data.disn_format import atomic_path, read_image, write_png
+    from d2im_tf.inference.preview import preview_image
+
+    failed = 0
+    for path, target in tqdm(targets.items(), desc="reconstruct", unit="image", disable=not progress,
+                             file=sys.stderr):
+        try:
+            pixels = read_image(path)
+        except UserError as error:
+            tqdm.write(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        result = reconstructor.reconstruct(pixels, camera_row, norm_params)
+        for warning in input_warnings(result.image):
+            tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
+        if len(result.mesh.faces) == 0:
+            tqdm.write(f"warning: {path}: the predicted SDF has no surface in the box; no mesh written",
+                       file=sys.stderr)
+        else:
+            with atomic_path(target) as tmp:
+                result.mesh.export(tmp, file_type=mesh_format)
+        if previews:
+            preview = target.with_name(f"{target.stem}_preview.png")
+            write_png(preview, preview_image(result.image, result.mesh, result.view, result.maps))
+    return failed

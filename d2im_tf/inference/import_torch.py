@@ -43,11 +43,11 @@ import tensorflow as tf
 
 from d2im_tf.config import CameraConfig, ModelConfig
 from d2im_tf.errors import UserError
+from d2im_tf.inference.torch_checkpoint import load_checkpoint
 from d2im_tf.models.camera_net import VGG16, CameraNet, PoseHead
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.models.decoders import DetailDecoder, ImplicitDecoder
 from d2im_tf.models.encoder import ResNet18
-from d2im_tf.torch_checkpoint import load_checkpoint
 
 # Keys of the authors' D²IM-Net state dict that its forward pass never reads.
 D2IM_UNUSED_KEYS = frozenset(f"detail_decoder.up_conv{k}.{p}" for k in (0, 1) for p in ("weight", "bias"))
@@ -183,7 +183,8 @@ def vgg16_assignments(vgg: VGG16, prefix: str = "") -> list[Assignment]:
     denses = [layer for layer in vgg.classifier.layers if isinstance(layer, keras.layers.Dense)]
     channels = vgg.width * VGG16.STAGES[-1][1]
     first = _flatten_permutation(tuple(denses[0].kernel.shape), channels)
-    out += [(f"{prefix}classifier.0.weight", denses[0].kernel, first), (f"{prefix}classifier.0.bias", denses[0].bias, _same)]
+    out += [(f"{prefix}classifier.0.weight", denses[0].kernel, first),
+            (f"{prefix}classifier.0.bias", denses[0].bias, _same)]
     for index, layer in zip((3, 6), denses[1:]):  # Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear
         out += _dense(f"{prefix}classifier.{index}", layer)
     return out
@@ -276,7 +277,7 @@ def _read_state_dict(source) -> tuple[dict[str, np.ndarray], str]:
 
 def build_d2im(config: ModelConfig, sdf_scale: float = 10.0) -> D2IMNet:
     """A :class:`D2IMNet` with its variables created."""
-    from d2im_tf import camera
+    from d2im_tf.geometry import camera
 
     model = D2IMNet(config, sdf_scale=sdf_scale)
     size = config.image_size

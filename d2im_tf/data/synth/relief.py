@@ -4,7 +4,7 @@ A :class:`Relief` is a sum of *layers* — grooves, a moulded frame, a lattice o
 concentric rings, rows of glyph-like strokes — each a mask in [0, 1] with a signed amplitude
 (positive: embossed, outward; negative: engraved). Heights are functions of the panel's local
 face coordinates ``(x, y)`` in the same length unit as the panel, and fade to zero in a border
-along the panel's edges so detail never reaches a silhouette edge. :mod:`d2im_tf.data.shapes`
+along the panel's edges so detail never reaches a silhouette edge. :mod:`d2im_tf.data.synth.shapes`
 turns a height ``h(x, y)`` into a displacement of the panel's front face.
 """
 from __future__ import annotations

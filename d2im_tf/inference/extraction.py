@@ -1,7 +1,9 @@
 """Mesh extraction from a signed distance function: dense and coarse-to-fine grids, marching cubes.
 
-The test grid of the reference (REFERENCE.md §4) is the ``R³`` cell centres of the box ``[lo, hi]³``
-(``R = 128``, box ``[-0.5, 0.5]³``); marching cubes runs at level 0 on those samples as grid nodes.
+The grid is the ``R³`` cell centres of the box ``[lo, hi]³``, as the reference's test grid (``R = 128``;
+its box is the world frame's [-0.5, 0.5]³, ours the normalised frame's [-1, 1]³,
+:data:`d2im_tf.geometry.frames.NORMALISED_BOX`, the default here); marching cubes runs at level 0 on
+those samples as grid nodes.
 The SDF convention is negative inside, positive outside; any scale (the model's ×10 units) is the
 caller's business, through ``lipschitz``.
 
@@ -38,18 +40,12 @@ import numpy as np
 import trimesh
 from skimage import measure
 
+from d2im_tf.geometry.frames import NORMALISED_BOX
+
 # points [N, 3] float32 -> sdf [N], or (sdf [N], clearance [N]) (module docstring)
 SdfFunction = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 MODES = ("coarse_to_fine", "dense")
-# A shape's normalised frame (REFERENCE.md §1: centred on its surface centroid and divided by the
-# largest distance of its surface samples from it) holds every surface point within 1 of the origin,
-# so this cube is the box to reconstruct in. (The reference's [-0.5, 0.5]³ is a world-frame box:
-# ShapeNet objects fit it; normalised, they reach ±1.)
-NORMALISED_FRAME_BOUNDS = (-1.0, 1.0)
-WORLD_FRAME_BOUNDS = (-0.5, 0.5)  # the reference's test box, in ShapeNet's world frame (REFERENCE.md §4)
-
-
 @dataclass
 class ExtractionStats:
     """What an extraction cost: SDF evaluations and wall time per stage (seconds, in order)."""
@@ -68,7 +64,14 @@ class ExtractionStats:
         return self.evaluations / self.dense_evaluations
 
 
-def grid_spacing(resolution: int, bounds=(-0.5, 0.5)) -> float:
+def levels_fit(resolution: int, initial_resolution: int) -> bool:
+    """Whether coarse-to-fine can go from ``initial_resolution`` to ``resolution`` by halving the
+    stride: ``resolution / initial_resolution`` is a whole power of two."""
+    ratio = resolution // initial_resolution
+    return resolution % initial_resolution == 0 and ratio & (ratio - 1) == 0
+
+
+def grid_spacing(resolution: int, bounds=NORMALISED_BOX) -> float:
     """Distance between neighbouring cell centres of ``resolution`` cells across ``bounds``."""
     low, high = bounds
     return (high - low) / resolution
@@ -100,7 +103,7 @@ def displacement_range(maps: np.ndarray, margin: float = 0.25) -> tuple[float, f
     return low - pad, high + pad
 
 
-def sdf_grid_points(resolution: int, bounds=(-0.5, 0.5)) -> np.ndarray:
+def sdf_grid_points(resolution: int, bounds=NORMALISED_BOX) -> np.ndarray:
     """The ``resolution³`` cell centres of the cube ``bounds³``, float32 ``[resolution³, 3]``.
 
     Ordered with x slowest and z fastest, so ``values.reshape(R, R, R)[i, j, k]`` is the value at
@@ -143,7 +146,7 @@ def evaluate_sdf(sdf_fn: SdfFunction, points: np.ndarray, batch_points: int = 65
     return evaluate_field(sdf_fn, points, batch_points)[0]
 
 
-def mesh_from_grid(grid: np.ndarray, bounds=(-0.5, 0.5)) -> trimesh.Trimesh:
+def mesh_from_grid(grid: np.ndarray, bounds=NORMALISED_BOX) -> trimesh.Trimesh:
     """Marching cubes at level 0 on SDF samples ``grid [R, R, R]`` at the cell centres of ``bounds³``.
 
     Faces are oriented outwards (negative inside). A grid without a sign change gives an empty mesh.
@@ -163,7 +166,7 @@ def mesh_from_grid(grid: np.ndarray, bounds=(-0.5, 0.5)) -> trimesh.Trimesh:
 def evaluate_grid(
     sdf_fn: SdfFunction,
     resolution: int = 128,
-    bounds=(-0.5, 0.5),
+    bounds=NORMALISED_BOX,
     mode: str = "coarse_to_fine",
     initial_resolution: int = 32,
     batch_points: int = 65536,
@@ -190,7 +193,7 @@ def evaluate_grid(
 
 
 def extract_mesh(
-    sdf_fn: SdfFunction, resolution: int = 128, bounds=(-0.5, 0.5), **grid_options
+    sdf_fn: SdfFunction, resolution: int = 128, bounds=NORMALISED_BOX, **grid_options
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
     """The zero level set of ``sdf_fn`` on ``bounds³`` at ``resolution³``; ``grid_options`` (``mode``,
     ``initial_resolution``, ``batch_points``, ``lipschitz``) go to :func:`evaluate_grid`.
@@ -211,10 +214,10 @@ def extract_mesh(
 
 def extract_fused_mesh(
     decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], maps: np.ndarray, resolution: int,
-    base_lipschitz: float, bounds=NORMALISED_FRAME_BOUNDS, **grid_options
+    base_lipschitz: float, bounds=NORMALISED_BOX, **grid_options
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
-    """The zero level set of D²IM-Net's fused field in the box ``bounds`` (default
-    :data:`NORMALISED_FRAME_BOUNDS`; :data:`WORLD_FRAME_BOUNDS` for a model working in the world frame),
+    """The zero level set of D²IM-Net's fused field in the box ``bounds`` (default the normalised frame's
+    :data:`~d2im_tf.geometry.frames.NORMALISED_BOX`; ``WORLD_BOX`` for a model working in the world frame),
     coarse-to-fine cells certified with :func:`displaced_field_clearance`.
 
     ``decode(points [N, 3]) -> (fused [N], base [N])`` in the model's units; ``maps`` ``[S, S, 2]``
@@ -234,11 +237,11 @@ def _coarse_to_fine_lattice(
     sdf_fn, resolution, bounds, initial_resolution, batch_points, lipschitz, stats
 ) -> np.ndarray:
     """The full ``[R+1]³`` lattice of the module docstring: exact in the band, interpolated elsewhere."""
-    ratio = resolution // initial_resolution
-    if resolution % initial_resolution or ratio & (ratio - 1):
+    if not levels_fit(resolution, initial_resolution):
         raise ValueError(
             f"resolution / initial_resolution must be a power of two, got {resolution} / {initial_resolution}"
         )
+    ratio = resolution // initial_resolution
     h = grid_spacing(resolution, bounds)
     origin = bounds[0] + h / 2.0
     size = resolution + 1

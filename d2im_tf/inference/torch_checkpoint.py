@@ -240,7 +240,8 @@ def _read(path: Path):
         raise
     except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
             AttributeError, IndexError, struct.error) as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error.__class__.__name__}: {error})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                              f"({error.__class__.__name__}: {error})") from None
 
 
 def load_checkpoint(path):

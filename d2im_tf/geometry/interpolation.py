@@ -1,6 +1,6 @@
 """Continuous, differentiable reading of image-aligned maps at pixel positions.
 
-Two samplers share one coordinate convention, the one of :mod:`d2im_tf.camera`: ``uv`` is in pixels,
+Two samplers share one coordinate convention, the one of :mod:`d2im_tf.geometry.camera`: ``uv`` is in pixels,
 x to the right and y down, the origin at the top-left corner of pixel (0, 0), so pixel ``(i, j)``
 (row ``j``, column ``i``) has its centre at ``(i + 0.5, j + 0.5)``.
 
@@ -107,7 +107,8 @@ def sample_bspline(maps, uv):
 
 
 def sample_bilinear(maps, uv):
-    """Bilinear reading of ``maps`` ``[B, H, W, C]`` (H, W ≥ 2) at pixel positions ``uv`` ``[B, N, 2]`` → ``[B, N, C]``."""
+    """Bilinear reading of ``maps`` ``[B, H, W, C]`` (H, W ≥ 2) at pixel positions ``uv`` ``[B, N, 2]``
+    → ``[B, N, C]``."""
     maps = tf.convert_to_tensor(maps)
     uv = tf.cast(uv, maps.dtype)
     height, width = maps.shape[1], maps.shape[2]
@@ -126,7 +127,8 @@ def sample_bilinear(maps, uv):
 
 
 def sample_nearest(maps, uv):
-    """The pixel of ``maps`` ``[B, H, W, C]`` containing each ``uv`` ``[B, N, 2]`` → ``[B, N, C]`` (not differentiable in uv)."""
+    """The pixel of ``maps`` ``[B, H, W, C]`` containing each ``uv`` ``[B, N, 2]`` → ``[B, N, C]``
+    (not differentiable in uv)."""
     maps = tf.convert_to_tensor(maps)
     height, width = maps.shape[1], maps.shape[2]
     col = tf.clip_by_value(tf.cast(tf.floor(uv[..., 0]), tf.int32), 0, width - 1)  # [B, N]

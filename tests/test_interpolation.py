@@ -1,10 +1,10 @@
-"""Tests of d2im_tf.sampling against SciPy's spline interpolation and analytic maps."""
+"""Tests of d2im_tf.geometry.interpolation against SciPy's spline interpolation and analytic maps."""
 import numpy as np
 import pytest
 import scipy.ndimage
 import tensorflow as tf
 
-from d2im_tf.sampling import sample_bilinear, sample_bspline, sample_nearest
+from d2im_tf.geometry.interpolation import sample_bilinear, sample_bspline, sample_nearest
 
 RNG = np.random.default_rng(0)
 HEIGHT, WIDTH = 20, 24

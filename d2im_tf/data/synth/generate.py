@@ -16,14 +16,16 @@ import multiprocessing
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import trimesh
 from tqdm import tqdm
 
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.data import mesh_sdf, shapes
-from d2im_tf.data.render import Renderer, random_views
+from d2im_tf.data.categories import CATEGORY_NAMES
+from d2im_tf.data.render import Renderer, View, random_views
+from d2im_tf.data.synth import mesh_sdf, shapes
 from d2im_tf.errors import UserError
 
 MESH_DIGITS = 6  # OBJ coordinates are written (and used) rounded to 1e-6
@@ -69,14 +71,21 @@ def write_shape(settings: Settings, category: str, shape: str, mesh: trimesh.Tri
                 streams: dict[str, np.random.Generator]) -> None:
     """Write every file of one shape from a closed, outward-oriented world-frame mesh."""
     layout = settings.layout
-    write_obj(layout.mesh_path(category, shape), mesh)
     samples = mesh_sdf.sample_sdf(mesh, streams["samples"], settings.samples,
                                   source=layout.mesh_path(category, shape))
-    fmt.write_samples(layout.samples_path(category, shape), samples)
     rows = random_views(streams["views"], settings.views)
     renderer = Renderer(mesh, random_color(streams["color"]))
-    for view, row in enumerate(rows):
-        image = renderer.render(row, settings.image_size)
+    views = (renderer.render(row, settings.image_size) for row in rows)  # rendered one at a time
+    write_shape_files(layout, category, shape, mesh, samples, rows, views)
+
+
+def write_shape_files(layout: fmt.DatasetLayout, category: str, shape: str, mesh: trimesh.Trimesh,
+                      samples: fmt.SdfSamples, rows: np.ndarray, views: Iterable[View]) -> None:
+    """The files of one shape: its mesh, its samples, and per metadata row ``rows [V, 10]`` the render,
+    normal map and depth map of ``views`` (in the order of the rows)."""
+    write_obj(layout.mesh_path(category, shape), mesh)
+    fmt.write_samples(layout.samples_path(category, shape), samples)
+    for view, image in enumerate(views):
         fmt.write_png(layout.image_path(category, shape, view), image.rgba)
         fmt.write_normal_map(layout.normal_path(category, shape, view), image.normals, image.mask)
         fmt.write_depth(layout.depth_path(category, shape, view), image.depth, image.mask)
@@ -164,7 +173,7 @@ def make_synthetic(settings: Settings, categories: list[str], per_category: int,
     """Generate ``per_category`` procedural shapes of each category and the split lists."""
     unknown = [c for c in categories if c not in shapes.FAMILIES]
     if unknown:
-        known = ", ".join(f"{k} ({v})" for k, v in shapes.CATEGORY_NAMES.items())
+        known = ", ".join(f"{k} ({v})" for k, v in CATEGORY_NAMES.items())
         raise UserError(f"no procedural family for {', '.join(unknown)}; known: {known}")
     tasks = [(settings, c, i) for c in categories for i in range(per_category)]
     results = _run(_synthetic_task, tasks, workers, "make-data")

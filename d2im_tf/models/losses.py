@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from d2im_tf.sampling import bspline_coefficients, evaluate_bspline, sample_bspline, sample_nearest
+from d2im_tf.geometry.interpolation import bspline_coefficients, evaluate_bspline, sample_bspline, sample_nearest
 
 
 def base_loss(base, sdf):
@@ -61,7 +61,7 @@ def map_laplacian(maps, uv):
     """Laplacian ∂²/∂u_x² + ∂²/∂u_y² of a single-channel map ``[B, H, W, 1]`` at ``uv`` ``[B, N, 2]``.
 
     In pixel units, through two nested ``tf.GradientTape``s on the C² B-spline of
-    :func:`d2im_tf.sampling.sample_bspline`. Differentiable w.r.t. ``maps``. Returns ``[B, N]``.
+    :func:`d2im_tf.geometry.interpolation.sample_bspline`. Differentiable w.r.t. ``maps``. Returns ``[B, N]``.
     """
     maps = tf.convert_to_tensor(maps)
     coefficients = bspline_coefficients(maps)  # [B, H, W, 1]

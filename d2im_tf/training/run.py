@@ -1,0 +1,183 @@
+"""One training run of either network: the SDF network (D²IM-Net) or the camera network.
+
+:func:`train` is the whole run — checks, data, model, the resumable loop of :mod:`d2im_tf.training.loop`
+— for ``network`` ``"sdf"`` or ``"camera"``; :func:`build_model` and :func:`load_model` give a network
+with its variables created (to train, or to restore a run's weights for export). What differs between
+the two networks is which config keys they read, gathered in :class:`RunSettings`:
+
+========================= ============================== ===================================
+                          ``"sdf"``                      ``"camera"``
+========================= ============================== ===================================
+run folder                ``train.out_dir``              ``camera.out_dir``
+batch, epochs             ``train.batch_size``, ``…``    ``camera.batch_size``, ``…epochs``
+optimiser                 Adam, ``train.learning_rate``  Adam, ``camera.learning_rate``
+                          (schedule, ``beta_1``,         (constant)
+                          ``weight_decay``)
+ImageNet start            ``model.encoder_weights``      ``camera.backbone_weights``
+========================= ============================== ===================================
+
+Both read the run mechanics of ``train``: ``steps_per_epoch``, ``checkpoint_every``, ``log_every``,
+``jit_compile`` and ``mixed_precision``; only the SDF network writes TensorBoard images and previews.
+
+Adam with the paper's settings for the SDF network (lr 5e-5, β1 0.9, weight decay 1e-5). Keras applies
+the weight decay decoupled from the gradient (AdamW-style), where the authors' PyTorch Adam adds it to
+the gradient; at 1e-5 the difference is negligible, and the decoupled form is the better-behaved one.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from d2im_tf.config import Config, ConfigError
+from d2im_tf.data.pipeline import CameraDataset, ShapeDataset, has_split
+from d2im_tf.geometry import camera
+from d2im_tf.inference.import_torch import load_backbone_weights, load_encoder_weights, require_weights_file
+from d2im_tf.models.base import DistributableModel
+from d2im_tf.models.camera_net import CameraNet
+from d2im_tf.models.d2im import D2IMNet
+from d2im_tf.training.callbacks import ImageLogger
+from d2im_tf.training.diagnostics import diagnostic_images
+from d2im_tf.training.loop import load_run_config, prepare_run, restore_weights, run_training, schedule_for
+from d2im_tf.training.previews import PreviewCallback
+
+NETWORKS = ("sdf", "camera")
+FINAL_LR_FRACTION = 0.01  # cosine decay ends, and warm-up starts, at 1% of train.learning_rate
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The config keys a run of one network reads (module docstring)."""
+
+    network: str  # "sdf" or "camera"
+    section: str  # the network's config section: "model" or "camera"
+    out_dir: str
+    batch_size: int
+    epochs: int
+    weights_key: str  # the ImageNet file to start from
+    weights: str
+
+    @classmethod
+    def of(cls, config: Config, network: str) -> "RunSettings":
+        if network == "sdf":
+            return cls("sdf", "model", config.train.out_dir, config.train.batch_size, config.train.epochs,
+                       "model.encoder_weights", config.model.encoder_weights)
+        if network == "camera":
+            return cls("camera", "camera", config.camera.out_dir, config.camera.batch_size, config.camera.epochs,
+                       "camera.backbone_weights", config.camera.backbone_weights)
+        raise ValueError(f"network: {network!r} is not one of {', '.join(NETWORKS)}")
+
+
+def learning_rate(config: Config, total_steps: int):
+    """``train.learning_rate``, or a Keras schedule of the optimiser's step: linear warm-up over
+    ``train.warmup_steps`` from 1%, then (``lr_schedule: cosine``) cosine decay to 1% at ``total_steps``."""
+    train = config.train
+    if train.lr_schedule == "constant" and not train.warmup_steps:
+        return train.learning_rate
+    start = train.learning_rate * FINAL_LR_FRACTION
+    if train.lr_schedule == "constant":
+        decay_steps, alpha = 1, 1.0  # stays at the peak after the warm-up
+    else:
+        decay_steps, alpha = max(1, total_steps - train.warmup_steps), FINAL_LR_FRACTION
+    return keras.optimizers.schedules.CosineDecay(start, decay_steps, alpha=alpha, warmup_target=train.learning_rate,
+                                                  warmup_steps=train.warmup_steps)
+
+
+@contextlib.contextmanager
+def precision_policy(mixed: bool):
+    """Keras's global dtype policy ``mixed_float16`` (``mixed``) or ``float32`` while models are built;
+    the previous policy afterwards. Layers keep the policy they were built under."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _sample_inputs(config: Config, network: str):
+    """Inputs of the contract's shapes (values irrelevant) that create the network's variables."""
+    if network == "camera":
+        size = config.camera.image_size
+        return tf.zeros([1, size, size, 3])
+    size = config.model.image_size
+    projection = camera.projection_matrix(0.0, 0.0, 1.0, size).astype(np.float32)[None]
+    return {"image": tf.zeros([1, size, size, 3]), "points": tf.zeros([1, 8, 3]), "projection": projection}
+
+
+def build_model(config: Config, network: str, total_steps: int = 1, mixed_precision: bool | None = None
+                ) -> DistributableModel:
+    """The compiled network (:class:`D2IMNet` or :class:`CameraNet`) with its variables and optimiser
+    slots created, ready to train or to restore.
+
+    ``total_steps``: the run's length, for a decaying learning-rate schedule. ``mixed_precision``:
+    build under Keras's ``mixed_float16`` policy (default ``train.mixed_precision``); the weights are
+    float32 either way, so a mixed-precision run's checkpoint restores into a float32 model.
+    """
+    RunSettings.of(config, network)  # an unknown network fails here
+    mixed = config.train.mixed_precision if mixed_precision is None else mixed_precision
+    with precision_policy(mixed):
+        if network == "sdf":
+            model = D2IMNet(config.model, sdf_scale=config.data.sdf_scale)
+            optimizer = keras.optimizers.Adam(learning_rate(config, total_steps), beta_1=config.train.beta_1,
+                                              weight_decay=config.train.weight_decay)
+        else:
+            model = CameraNet(config.camera)
+            optimizer = keras.optimizers.Adam(config.camera.learning_rate)
+        model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
+        model(_sample_inputs(config, network), training=False)
+        model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def load_model(run_dir, network: str) -> DistributableModel:
+    """The network of a training run folder (its ``config.yaml`` and latest checkpoint), in float32."""
+    model = build_model(load_run_config(run_dir), network, mixed_precision=False)
+    restore_weights(model, run_dir)
+    return model
+
+
+def train(config: Config, network: str, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
+          progress: bool = True) -> DistributableModel:
+    """Train ``network`` (``"sdf"`` or ``"camera"``) of ``config`` under ``strategy`` (default: the current
+    ``tf.distribute`` strategy); returns the trained model.
+
+    The ImageNet file of :attr:`RunSettings.weights_key`, if set, initialises the encoder (SDF) or the
+    backbone (camera), as the reference starts; a resumed run then restores its checkpoint over it.
+    Raises :class:`~d2im_tf.training.loop.TrainingDiverged` on a NaN/Inf loss.
+    """
+    settings = RunSettings.of(config, network)
+    compat = config.get(f"{settings.section}.compat")
+    if compat != "none":
+        raise ConfigError(f"{settings.section}.compat: 'reference' is for weights imported with `d2im import-torch`; "
+                          f"training uses this project's conventions (set {settings.section}.compat=none)")
+    if settings.weights:  # before the data and the model are prepared
+        require_weights_file(settings.weights_key, settings.weights)
+    with_test = network == "sdf" and has_split(config, "test")  # the SDF network's previews show test shapes
+    prepare_run(config, network, resume, ("train", "test") if with_test else ("train",), progress)
+    keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
+    data = (ShapeDataset if network == "sdf" else CameraDataset)(config, "train")
+    batch = settings.batch_size
+    schedule = schedule_for(config, len(data), batch, settings.epochs)
+    example = next(iter(data.dataset(batch_size=min(batch, 4), repeat=True))) if network == "sdf" else None
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = build_model(config, network, schedule.total_steps)
+        if settings.weights:
+            (load_encoder_weights if network == "sdf" else load_backbone_weights)(model, settings.weights)
+
+    def extra_callbacks(writer):
+        if writer is None or network != "sdf":  # not the chief, or the camera network
+            return []
+        previews = ShapeDataset(config, "test") if with_test else data
+        return [ImageLogger(writer, config.train.image_every, lambda m: diagnostic_images(m, example)),
+                PreviewCallback(previews, config.train.out_dir, config.train.preview_every_epochs)]
+
+    description = f"training {config.model.variant}" if network == "sdf" else "training camera"
+    run_training(model, lambda start: data.dataset(batch, start=start), schedule, Path(settings.out_dir),
+                 resume=resume, extra_callbacks=extra_callbacks, description=description, progress=progress,
+                 config=config)
+    return model
