@@ -177,3 +177,33 @@ def test_solve_and_cross_rewrites_match_tensorflow():
     np.testing.assert_allclose(conversion._solve_3x3(matrix, rhs), tf.linalg.solve(matrix, rhs), rtol=1e-4, atol=1e-5)
     a, b = (tf.constant(rng.normal(size=(4, 3)), tf.float32) for _ in range(2))
     np.testing.assert_allclose(conversion._cross(a, b), tf.linalg.cross(a, b), atol=1e-6)
+
+
+
+@pytest.fixture(scope="module")
+def bundled_tfjs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("convert") / "tfjs"
+    assert main(["convert", str(BUNDLED_MODEL), "--to", "tfjs", "-o", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_tfjs_in_node_matches_the_saved_model(bundled_tfjs):
+    """The graph models run in Node 20 by the pure-JS @tensorflow/tfjs (CPU backend)."""
+    from d2im_tf.inference.tfjs import TFJSModel
+
+    description = json.loads((bundled_tfjs / conversion.DESCRIPTION_FILE).read_text())
+    assert {part: spec["files"]["float32"] for part, spec in description["models"].items()} == {
+        "encode": "encode/model.json", "decode": "decode/model.json", "camera": "camera/model.json"}
+    image, points, projection = parity_inputs(description["model"]["image_size"])
+    truth = saved_model_outputs(BUNDLED_MODEL / "1", image, points, projection)
+    model = TFJSModel(bundled_tfjs)
+    try:
+        assert model.backend == "cpu"
+        differences = worst_differences(truth, runtime_outputs(model, image, points, projection))
+    finally:
+        model.close()
+    print("TF.js (Node, CPU backend), largest |difference| from the SavedModel:", differences)
+    assert differences["sdf"] <= SDF_TOLERANCE and differences["base"] <= SDF_TOLERANCE
+    assert differences["maps"] <= SDF_TOLERANCE
+    assert differences["camera_rotation"] <= 1e-4
