@@ -23,10 +23,13 @@ arithmetic that both TFLite's builtins and TF.js's kernels have:
   reference mode's step ``M⁻¹·(0, 0, 1)``): a 3×3 solve by the adjugate, ``M⁻¹ = adj(M) / det(M)``.
   M = K·R is a camera's, far from singular.
 * ``Cross`` (the camera network's 6D → rotation): the three components written out.
+* ``Einsum``, for TF.js only (:data:`TFJS_LOWERINGS`; its WebAssembly backend has no Einsum kernel,
+  TFLite lowers it itself): the B-spline sampler's prefilter ``hk,bkwc,vw->bhvc`` and tap weighting
+  ``bnijc,bni,bnj->bnc`` as a broadcast product and a sum.
 
 Nothing stays in the client but what always was there: image preparation, chunking the points, and
-mesh extraction. The B-spline sampler's ``GatherV2``/``MirrorPad``/``Einsum`` and the front/back
-``Less``/``SelectV2`` lower to builtins as they are, so the models use TFLite builtins only (no
+mesh extraction. The B-spline sampler's ``GatherV2``/``MirrorPad`` (and, for TFLite, ``Einsum``) and
+the front/back ``Less``/``SelectV2`` lower to builtins as they are, so the models use TFLite builtins only (no
 ``SELECT_TF_OPS``, no Flex delegate).
 
 Output folder ``OUT`` (written into a temporary folder beside it, then renamed):
@@ -99,19 +102,55 @@ def _matrix_solve(node, inputs):
     return _solve_3x3(*inputs)
 
 
+def _einsum_by_broadcast(equation: str, *operands):
+    """``tf.einsum(equation, *operands)`` as transposes, reshapes, one broadcast product and a sum
+    (known ranks; no ``...`` and no label repeated within an operand)."""
+    specs, arrow, output = equation.replace(" ", "").partition("->")
+    specs = specs.split(",")
+    if "." in equation or not arrow or len(specs) != len(operands) or any(len(set(s)) != len(s) for s in specs):
+        raise ValueError(f"einsum {equation!r} is not lowered")
+    labels = []
+    for spec in specs:
+        labels.extend(label for label in spec if label not in labels)
+    product = None
+    for spec, operand in zip(specs, operands):
+        order = sorted(range(len(spec)), key=lambda axis: labels.index(spec[axis]))
+        if order != list(range(len(spec))):
+            operand = tf.transpose(operand, order)
+        dynamic = tf.shape(operand)  # for unknown sizes (folded to constants once the inputs are fixed)
+        sizes = {spec[axis]: operand.shape[position] if operand.shape[position] is not None else dynamic[position]
+                 for position, axis in enumerate(order)}
+        operand = tf.reshape(operand, tf.stack([sizes.get(label, 1) for label in labels]))
+        product = operand if product is None else product * operand
+    summed = [axis for axis, label in enumerate(labels) if label not in output]
+    if summed:
+        product = tf.reduce_sum(product, axis=summed)
+    kept = [label for label in labels if label in output]
+    order = [kept.index(label) for label in output]
+    return product if order == list(range(len(order))) else tf.transpose(product, order)
+
+
+def _einsum(node, inputs):
+    return _einsum_by_broadcast(node.attr["equation"].s.decode(), *inputs)
+
+
 LOWERINGS = {"MatrixSolve": _matrix_solve, "Cross": lambda node, inputs: _cross(*inputs)}
+# Lowered for TF.js only: its wasm backend has no Einsum kernel (TFLite lowers Einsum to its builtins).
+TFJS_LOWERINGS = {"Einsum": _einsum}
 
 
-def _lower(graph_def, node_shapes: dict) -> tf.compat.v1.GraphDef:
-    """``graph_def`` with every node of :data:`LOWERINGS` replaced by its rewrite, spliced in by name.
+def _lower(graph_def, node_shapes: dict, lowerings=None) -> tf.compat.v1.GraphDef:
+    """``graph_def`` with every node of ``lowerings`` (default :data:`LOWERINGS`) replaced by its
+    rewrite, spliced in by name.
 
-    ``node_shapes``: node name → static shapes of its inputs, to check that the rewrite applies."""
+    ``node_shapes``: node name → static shapes of its inputs (those of the rewrite's placeholders)."""
+    lowerings = LOWERINGS if lowerings is None else lowerings
     lowered = tf.compat.v1.GraphDef()
     lowered.CopyFrom(graph_def)
     replaced = {}
     nodes = []
     for node in graph_def.node:
-        if node.op not in LOWERINGS:
+        if node.op not in lowerings:
             nodes.append(node)
             continue
         if node.op == "MatrixSolve" and tuple(node_shapes[node.name][0][-2:]) != (3, 3):
@@ -119,8 +158,11 @@ def _lower(graph_def, node_shapes: dict) -> tf.compat.v1.GraphDef:
         dtype = tf.as_dtype(node.attr["T"].type)
         scratch = tf.Graph()
         with scratch.as_default():
-            placeholders = [tf.compat.v1.placeholder(dtype, name=f"input_{k}") for k in range(len(node.input))]
-            tf.identity(LOWERINGS[node.op](node, placeholders), name="output")
+            shapes = node_shapes[node.name]
+            placeholders = [tf.compat.v1.placeholder(dtype, shape=shapes[k] if k < len(shapes) else None,
+                                                     name=f"input_{k}")
+                            for k in range(len(node.input))]
+            tf.identity(lowerings[node.op](node, placeholders), name="output")
         prefix = f"{node.name}/lowered"
         sources = {f"input_{k}": name for k, name in enumerate(node.input)}
         for piece in scratch.as_graph_def().node:
@@ -212,15 +254,15 @@ class FrozenSignature:
         reachable = self._reachable(outputs)
         return [name for name in self.placeholders if name in reachable]
 
-    def function(self, inputs: dict, outputs: list[str]):
-        """The lowered graph as a module whose ``run`` takes ``inputs`` (name → fixed shape) and
-        returns ``outputs`` (a dict)."""
+    def function(self, inputs: dict, outputs: list[str], lowerings=None):
+        """The graph lowered by ``lowerings`` (default :data:`LOWERINGS`) as a module whose ``run``
+        takes ``inputs`` (name → fixed shape) and returns ``outputs`` (a dict)."""
         reachable = self._reachable(outputs)
         graph_def = tf.compat.v1.GraphDef()
         graph_def.CopyFrom(self.graph_def)
         del graph_def.node[:]
         graph_def.node.extend(node for node in self.graph_def.node if node.name in reachable)
-        graph_def = _lower(graph_def, self.node_shapes)
+        graph_def = _lower(graph_def, self.node_shapes, lowerings)
         names = list(inputs)
 
         def run(*tensors):
@@ -242,24 +284,26 @@ def _fixed(shape, points: int | None = None) -> list[int]:
     return [points if size is None else size for size in shape]
 
 
-def prepare_parts(loaded, chunk_points: int = DEFAULT_CHUNK_POINTS) -> list[Part]:
-    """The :class:`Part` list of a loaded SavedModel: encode, decode, and camera if it has one."""
+def prepare_parts(loaded, chunk_points: int = DEFAULT_CHUNK_POINTS, target: str = "tflite") -> list[Part]:
+    """The :class:`Part` list of a loaded SavedModel: encode, decode, and camera if it has one,
+    lowered for ``target`` (:data:`LOWERINGS`, and for "tfjs" :data:`TFJS_LOWERINGS` as well)."""
+    lowerings = {**LOWERINGS, **(TFJS_LOWERINGS if target == "tfjs" else {})}
     decode = FrozenSignature(loaded.signatures["decode"])
     decode_inputs = decode.used_inputs(["sdf", "base"])
     encoding = [name for name in ENCODING_NAMES if name in decode_inputs]
     inputs = {name: _fixed(decode.input_specs[name].shape.as_list(), chunk_points) for name in decode_inputs}
-    parts = [Part("decode", decode.function(inputs, ["sdf", "base"]), inputs,
+    parts = [Part("decode", decode.function(inputs, ["sdf", "base"], lowerings), inputs,
                   {"sdf": [1, chunk_points], "base": [1, chunk_points]})]
 
     encode = FrozenSignature(loaded.signatures["encode"])
     image_shape = _fixed(encode.input_specs["image"].shape.as_list())
     encode_outputs = {name: inputs[name] for name in encoding}
-    parts.insert(0, Part("encode", encode.function({"image": image_shape}, list(encode_outputs)),
+    parts.insert(0, Part("encode", encode.function({"image": image_shape}, list(encode_outputs), lowerings),
                          {"image": image_shape}, encode_outputs))
     if "camera" in loaded.signatures:
         camera = FrozenSignature(loaded.signatures["camera"])
         outputs = {"projection": [1, 3, 4], "rotation": [1, 3, 3], "translation": [1, 3]}
-        parts.append(Part("camera", camera.function({"image": image_shape}, list(outputs)),
+        parts.append(Part("camera", camera.function({"image": image_shape}, list(outputs), lowerings),
                           {"image": image_shape}, outputs))
     return parts
 
@@ -359,7 +403,7 @@ def convert(saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POI
 
         tfjs.check_converter_available()  # before the slow load; installs it on first use
     model_dir, loaded, info = load_saved_model(saved_model)
-    parts = prepare_parts(loaded, chunk_points)
+    parts = prepare_parts(loaded, chunk_points, target)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -5,7 +5,7 @@ A :class:`RuntimeModel` reads ``d2im_runtime.json`` and runs the three models of
 ``chunk_points`` (the last one padded by repeating its last point, the padding dropped), ``camera``
 once per image. :class:`TFLiteModel` runs ``.tflite`` files with LiteRT's interpreter
 (``ai_edge_litert``; ``tf.lite.Interpreter`` is deprecated); :class:`TFJSModel` runs the graph models
-in Node with the pure-JS ``@tensorflow/tfjs`` (:mod:`d2im_tf.inference.tfjs`).
+in Node with ``@tensorflow/tfjs`` on its WebAssembly backend (:mod:`d2im_tf.inference.tfjs`).
 
 :class:`RuntimeReconstructor` is :class:`d2im_tf.reconstruct.Reconstructor` with the SDF, encoder and
 camera evaluated by such a model: image preparation, coarse-to-fine extraction and marching cubes are
@@ -107,6 +107,8 @@ class TFLiteModel(RuntimeModel):
         super().__init__(folder)
         from ai_edge_litert.interpreter import Interpreter
 
+        from d2im_tf.quiet import quiet_litert
+
         if precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
@@ -114,10 +116,12 @@ class TFLiteModel(RuntimeModel):
         for part, spec in self.models.items():
             path = self.folder / spec["files"][precision]
             try:
-                interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+                with quiet_litert():  # the "Created … XNNPACK delegate" INFO line, printed on allocation
+                    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+                    interpreter.allocate_tensors()
+                self.runners[part] = interpreter.get_signature_runner()
             except (ValueError, RuntimeError) as error:
                 raise UserError(f"{path}: cannot load the TFLite model ({' '.join(str(error).split())[:200]})") from None
-            self.runners[part] = interpreter.get_signature_runner()
 
     def run(self, part: str, inputs: dict) -> dict:
         return self.runners[part](**inputs)

@@ -14,8 +14,10 @@ custom ops are registered for decision-forest models, and a D²IM graph has none
 stop the conversion). Once installed, conversion works offline.
 
 **Node client.** ``node/package.json`` and its ``package-lock.json`` (committed) pin
-``@tensorflow/tfjs`` (pure JS, CPU backend; not ``tfjs-node``, whose install downloads a native
-library). :func:`node_modules_dir` runs ``npm ci --ignore-scripts`` once into a cache folder named after
+``@tensorflow/tfjs`` and ``@tensorflow/tfjs-backend-wasm`` (not ``tfjs-node``, whose install
+downloads a native library). The client runs on the WebAssembly backend, whose ``.wasm`` files ship
+inside the npm package (``setWasmPaths`` points at its ``dist/`` folder, so nothing is fetched); if it
+cannot start, on the pure-JS cpu backend, ~10× slower, with a warning. :func:`node_modules_dir` runs ``npm ci --ignore-scripts`` once into a cache folder named after
 the lockfile's hash; after that the client works offline. ``tfjs_client.mjs`` loads the three graph
 models of a converted folder and answers requests on stdin/stdout: a little-endian uint32 length, a
 JSON header, then the float32 tensors of the header's list back to back (:class:`TFJSModel`).
@@ -44,6 +46,8 @@ CONVERTER_PACKAGES = (f"tensorflowjs=={TFJS_VERSION}", "tensorflow-hub==0.16.1",
 NODE_FOLDER = Path(__file__).resolve().parent / "node"
 CLIENT_SCRIPT = Path(__file__).resolve().parent / "tfjs_client.mjs"
 SHARD_BYTES = 4 * 1024 * 1024
+# The client's TF.js backends: WebAssembly (default; falls back to cpu if it cannot start) or pure JS.
+BACKENDS = ("wasm", "cpu")
 
 
 def cache_root() -> Path:
@@ -94,15 +98,19 @@ def write_tfjs(parts, folder: Path) -> dict:
     converter = check_converter_available()
     files = {}
     with tempfile.TemporaryDirectory(prefix="d2im_tfjs_") as scratch:
+        arguments = []
         for part in parts:
             saved = Path(scratch) / part.name
             tf.saved_model.save(part.module, str(saved), signatures={"serving_default": part.function})
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(converter), str(Path(__file__).resolve().parents[2]),
-                                                                 os.environ.get("PYTHONPATH", "")])}
-            result = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(saved), str(folder / part.name)],
-                                    capture_output=True, text=True, env=env)
-            if result.returncode != 0:
-                raise RuntimeError(f"TF.js conversion of {part.name} failed:\n{result.stderr[-4000:]}")
+            arguments += [str(saved), str(folder / part.name)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(converter), str(Path(__file__).resolve().parents[2]),
+                                                             os.environ.get("PYTHONPATH", "")])}
+        # One subprocess for all parts: importing TensorFlow there is most of a conversion's time.
+        result = subprocess.run([sys.executable, str(Path(__file__).resolve()), *arguments],
+                                capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise RuntimeError(f"TF.js conversion failed:\n{result.stderr[-4000:]}")
+        for part in parts:
             _name_outputs(folder / part.name / "model.json", sorted(part.outputs))
             files[part.name] = {"float32": f"{part.name}/model.json"}
     return files
@@ -153,16 +161,21 @@ class TFJSModel(RuntimeModel):
 
     format = "tfjs"
 
-    def __init__(self, folder):
+    def __init__(self, folder, backend: str = "wasm"):
         super().__init__(folder)
+        if backend not in BACKENDS:
+            raise UserError(f"TF.js backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if shutil.which("node") is None:
             raise UserError("node not found: --runtime tfjs needs Node.js 20 or later")
         modules = node_modules_dir()
         self.process = subprocess.Popen(
             ["node", str(CLIENT_SCRIPT), str(self.folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env={**os.environ, "D2IM_TFJS_MODULES": str(modules / "node_modules")})
+            env={**os.environ, "D2IM_TFJS_MODULES": str(modules / "node_modules"), "D2IM_TFJS_BACKEND": backend})
         header, _ = self._receive()
-        self.backend = header["backend"]
+        self.backend = header["backend"]  # "cpu" if wasm was asked for and failed to start
+        if header.get("fallback"):
+            print(f"warning: the TF.js wasm backend did not start ({header['fallback']}); "
+                  "using the much slower cpu backend", file=sys.stderr)
         atexit.register(self.close)
 
     def _receive(self):
@@ -199,7 +212,7 @@ class TFJSModel(RuntimeModel):
 
 
 # ------------------------------------------------------------------------------------------
-# The converter's subprocess: python tfjs.py SAVED_MODEL OUT (module docstring)
+# The converter's subprocess: python tfjs.py SAVED_MODEL OUT [SAVED_MODEL OUT ...] (module docstring)
 
 
 def _run_converter(saved_model: str, out: str) -> None:
@@ -207,6 +220,8 @@ def _run_converter(saved_model: str, out: str) -> None:
     import types
 
     for name in ("tensorflowjs", "tensorflowjs.converters"):  # packages entered without their __init__
+        if name in sys.modules:  # an earlier part of the same run
+            continue
         spec = importlib.machinery.PathFinder.find_spec(name.split(".")[-1], None if "." not in name
                                                         else sys.modules["tensorflowjs"].__path__)
         module = types.ModuleType(name)
@@ -221,4 +236,5 @@ def _run_converter(saved_model: str, out: str) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    _run_converter(sys.argv[1], sys.argv[2])
+    for _saved, _out in zip(sys.argv[1::2], sys.argv[2::2]):
+        _run_converter(_saved, _out)

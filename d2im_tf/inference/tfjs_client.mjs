@@ -1,7 +1,13 @@
 // d2im's TF.js reference client: runs the graph models of a folder written by `d2im convert --to tfjs`
-// in Node with the pure-JS @tensorflow/tfjs (CPU backend), as d2im_tf/inference/tfjs.py drives it.
+// in Node with @tensorflow/tfjs and its WebAssembly backend (@tensorflow/tfjs-backend-wasm: the .wasm
+// binaries ship in the npm package, no native library, no download at run time), as
+// d2im_tf/inference/tfjs.py drives it.
 //
-//   D2IM_TFJS_MODULES=<folder holding node_modules/@tensorflow/tfjs> node tfjs_client.mjs CONVERTED_FOLDER
+//   D2IM_TFJS_MODULES=<folder holding node_modules/@tensorflow/tfjs> [D2IM_TFJS_BACKEND=wasm|cpu] \
+//     node tfjs_client.mjs CONVERTED_FOLDER
+//
+// D2IM_TFJS_BACKEND (default wasm) picks the backend; if wasm cannot start, the client falls back to
+// the pure-JS cpu backend and says so in its ready message ({backend, fallback}).
 //
 // Protocol on stdin/stdout, both ways: a little-endian uint32 byte length, a JSON header, then the
 // float32 tensors the header lists ({name, shape}) back to back. Requests: {model, tensors} with the
@@ -15,6 +21,26 @@ const modules = process.env.D2IM_TFJS_MODULES;
 if (!modules) throw new Error("set D2IM_TFJS_MODULES to the node_modules folder holding @tensorflow/tfjs");
 const require = createRequire(path.join(modules, "noop.js"));
 const tf = require("@tensorflow/tfjs");
+
+// The requested backend, else cpu: → [backend name, the reason wasm was not used or null].
+async function chooseBackend(requested) {
+  if (requested === "wasm") {
+    try {
+      const wasm = require("@tensorflow/tfjs-backend-wasm");
+      const dist = path.join(path.dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json")), "dist");
+      wasm.setWasmPaths(dist + path.sep);
+      if (await tf.setBackend("wasm")) return ["wasm", null];
+      await tf.setBackend("cpu");
+      return ["cpu", "the wasm backend did not initialise"];
+    } catch (error) {
+      await tf.setBackend("cpu");
+      return ["cpu", String(error && error.message ? error.message : error).split("\n")[0]];
+    }
+  }
+  if (requested !== "cpu") throw new Error(`unknown backend ${requested} (wasm or cpu)`);
+  await tf.setBackend("cpu");
+  return ["cpu", null];
+}
 
 // A graph model from its model.json and weight shards, read from disk (tf.io.fromMemory: the pure-JS
 // package has no file:// loader).
@@ -51,13 +77,13 @@ function nodeNames(entries) {
 async function main() {
   const folder = process.argv[2];
   const description = JSON.parse(fs.readFileSync(path.join(folder, "d2im_runtime.json"), "utf8"));
-  await tf.setBackend("cpu");
+  const [, fallback] = await chooseBackend(process.env.D2IM_TFJS_BACKEND || "wasm");
   const models = {};
   for (const [name, spec] of Object.entries(description.models)) {
     const model = await loadGraphModel(path.join(folder, spec.files.float32));
     models[name] = { model, inputs: nodeNames(model.signature.inputs), outputs: nodeNames(model.signature.outputs) };
   }
-  send({ ready: true, backend: tf.getBackend(), version: tf.version.tfjs });
+  send({ ready: true, backend: tf.getBackend(), fallback, version: tf.version.tfjs });
 
   let pending = Buffer.alloc(0);
   let busy = Promise.resolve();
