@@ -20,6 +20,7 @@ COMMANDS = {
     "train": ("train", "train the SDF network (D²IM-Net or an ablation variant), then export it"),
     "train-camera": ("train_camera", "train the camera network"),
     "export": ("export", "export a training run as a SavedModel (TF Serving layout)"),
+    "convert": ("convert", "a SavedModel → TFLite (LiteRT) or TF.js models (encode, decode, camera) for clients"),
     "import-torch": ("import_torch", "the authors' PyTorch checkpoints (D²IM-Net, camera) as a SavedModel"),
     "make-data": ("make_data", "write a synthetic detail-rich dataset (or convert meshes) in DISN's layout"),
     "preprocess": ("preprocess", "add pc_gradients and density to a DISN dataset's ori_sample.h5 files"),

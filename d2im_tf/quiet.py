@@ -5,7 +5,8 @@ oneDNN notices) come before absl reads ``TF_CPP_MIN_LOG_LEVEL``, so that variabl
 hide them. :func:`quiet_tensorflow` therefore sets the level (unless the user set it) and captures
 file descriptor 2 while ``tensorflow`` is first imported; afterwards the captured lines are written
 out again, except TF's log lines below the level. Anything else written meanwhile — a Python
-warning, an import error — still reaches the user.
+warning, an import error — still reaches the user. :func:`quiet_litert` does the same for the one
+INFO line LiteRT's interpreter prints when it applies its default (XNNPACK) delegate.
 """
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ def shown(line: str, level: int) -> bool:
 
 
 @contextlib.contextmanager
-def _filtered_stderr(level: int):
-    """Capture fd 2 (C++ and Python writes alike) and replay the lines :func:`shown` keeps."""
+def _filtered_stderr(level: int, keep=None):
+    """Capture fd 2 (C++ and Python writes alike) and replay the lines :func:`shown` keeps (or
+    ``keep(line)``, if given)."""
+    keep = keep or (lambda line: shown(line, level))
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
@@ -47,7 +50,7 @@ def _filtered_stderr(level: int):
             os.close(saved)
             capture.seek(0)
             text = capture.read().decode(errors="replace")
-            sys.stderr.write("".join(line for line in text.splitlines(keepends=True) if shown(line, level)))
+            sys.stderr.write("".join(line for line in text.splitlines(keepends=True) if keep(line)))
             sys.stderr.flush()
 
 
@@ -100,3 +103,15 @@ def quiet_tensorflow(verbose: bool = False) -> None:
         return
     if not any(isinstance(finder, _QuietFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _QuietFinder(level))
+
+
+LITERT_XNNPACK_LINE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+def quiet_litert():
+    """A context that hides LiteRT's "Created … XNNPACK delegate" INFO line (printed by C++ to fd 2
+    when an interpreter prepares its graph) unless ``TF_CPP_MIN_LOG_LEVEL`` is 0; everything else
+    written meanwhile is replayed."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", DEFAULT_LEVEL).strip() == "0":
+        return contextlib.nullcontext()
+    return _filtered_stderr(0, keep=lambda line: line.strip() != LITERT_XNNPACK_LINE)

@@ -65,3 +65,15 @@ def test_this_environment_is_the_pinned_one():
     for name, version in pins().items():
         installed = metadata.version(name)
         assert Version(installed) == version, f"{name} {installed} installed, {version} pinned"
+
+
+def test_package_data_covers_every_non_python_file():
+    """A wheel holds what pyproject.toml's package-data lists: every non-.py file of the package that
+    the code reads at run time (the TF.js client's script, npm manifest and lockfile) must be listed."""
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package = ROOT / "d2im_tf"
+    listed = {path for pattern in settings["package-data"]["d2im_tf"] for path in package.glob(pattern)}
+    present = {path for path in package.rglob("*")
+               if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts}
+    assert present, "no data files found"
+    assert present <= listed, sorted(str(path.relative_to(ROOT)) for path in present - listed)

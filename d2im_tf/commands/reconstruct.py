@@ -39,6 +39,11 @@ def configure(parser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
     parser.add_argument("--no-preview", action="store_true", help="do not write the preview PNGs")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--runtime", choices=("savedmodel", "tflite", "tfjs"), default="savedmodel",
+                        help="what evaluates the networks: the SavedModel (default), or with --model a folder "
+                             "written by 'd2im convert', LiteRT (tflite) or TF.js in Node (tfjs)")
+    parser.add_argument("--precision", choices=("float32", "float16"), default="float32",
+                        help="with --runtime tflite: the float32 models (default) or those with float16 weights")
 
 
 def parse_camera_line(text: str):
@@ -98,7 +103,13 @@ def run(args) -> int:
 
     from d2im_tf.inference.reconstruct import Reconstructor, reconstruct_files
 
-    reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode)
+    if args.runtime == "savedmodel":
+        reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode)
+    else:  # the same extraction, the networks run by LiteRT or TF.js (d2im_tf.inference.runtimes)
+        from d2im_tf.inference.runtimes import runtime_reconstructor
+
+        reconstructor = runtime_reconstructor(args.model, args.runtime, args.precision,
+                                              resolution=args.resolution, mode=args.mode)
     reconstructor.require_camera(camera_row)  # before the progress bar starts
     failed = reconstruct_files(reconstructor, targets, camera_row, args.norm_params, args.format,
                                previews=not args.no_preview, progress=not args.no_progress)

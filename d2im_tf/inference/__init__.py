@@ -1,1 +1,2 @@
-"""From a trained network to meshes: extraction, reconstruction, SavedModel export, previews, imported weights."""
+"""From a trained network to meshes and to other runtimes: extraction, reconstruction, SavedModel export,
+previews, imported weights, and the TFLite / TF.js conversions with their clients."""

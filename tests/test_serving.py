@@ -1,0 +1,80 @@
+"""What can be checked of the TF Serving path without a model server: the export passes
+``saved_model_cli show --all`` and ``saved_model_cli run`` on every signature in a clean process (with
+outputs equal to ``tf.saved_model.load``'s), and a ``PredictRequest`` of ``tensorflow-serving-api``
+for ``serving_default`` (what the README's gRPC example sends) carries the inputs the signature takes."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_convert import parity_inputs, tiny_saved_model
+
+SAVED_MODEL_CLI = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+
+
+def signature_inputs(model_dir, name: str, image, points, projection) -> dict:
+    """Inputs for signature ``name``: the image, points and projection, or encode's outputs for decode."""
+    loaded = tf.saved_model.load(str(model_dir))
+    available = {"image": image, "points": points[None], "projection": projection}
+    if name == "decode":
+        available.update({key: value.numpy() for key, value in loaded.signatures["encode"](image=tf.constant(image)).items()})
+    return {key: available[key] for key in loaded.signatures[name].structured_input_signature[1]}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return tiny_saved_model(tmp_path_factory.mktemp("serving"), "full", with_camera=True)
+
+
+@pytest.mark.slow
+def test_saved_model_cli_shows_and_runs_every_signature(exported, tmp_path):
+    shown = subprocess.run([*SAVED_MODEL_CLI, "show", "--all", "--dir", str(exported)], capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    signatures = ["serving_default", "encode", "decode", "camera", "sdf_predicted_camera"]
+    for name in signatures:
+        assert f"signature_def['{name}']" in shown.stdout
+    image, points, projection = parity_inputs(32, 500)
+    loaded = tf.saved_model.load(str(exported))
+    for name in signatures:
+        inputs = signature_inputs(exported, name, image, points, projection)
+        files = []
+        for key, value in inputs.items():
+            np.save(tmp_path / f"{name}_{key}.npy", value)
+            files.append(f"{key}={tmp_path / f'{name}_{key}.npy'}")
+        outdir = tmp_path / f"out_{name}"
+        run = subprocess.run([*SAVED_MODEL_CLI, "run", "--dir", str(exported), "--tag_set", "serve",
+                              "--signature_def", name, "--inputs", ";".join(files), "--outdir", str(outdir)],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        expected = loaded.signatures[name](**{key: tf.constant(value) for key, value in inputs.items()})
+        assert {path.stem for path in outdir.glob("*.npy")} == set(expected)
+        for key, value in expected.items():
+            np.testing.assert_allclose(np.load(outdir / f"{key}.npy"), value.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_predict_request_for_serving_default(exported):
+    """The gRPC request of the README, built with tensorflow-serving-api, and the REST body."""
+    from tensorflow_serving.apis import predict_pb2
+
+    image, points, projection = parity_inputs(32, 100)
+    inputs = signature_inputs(exported, "serving_default", image, points, projection)
+    assert sorted(inputs) == ["image", "points", "projection"]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "d2im"
+    request.model_spec.signature_name = "serving_default"
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=tf.float32))
+    decoded = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+    for key, value in inputs.items():
+        np.testing.assert_array_equal(tf.make_ndarray(decoded.inputs[key]), value)
+    assert list(decoded.inputs["image"].tensor_shape.dim[i].size for i in range(4)) == [1, 32, 32, 3]
+    # REST: {"signature_name": ..., "inputs": {name: nested lists}} (the columnar format)
+    body = json.loads(json.dumps({"signature_name": "serving_default",
+                                  "inputs": {key: value.tolist() for key, value in inputs.items()}}))
+    loaded = tf.saved_model.load(str(exported))
+    outputs = loaded.signatures["serving_default"](**{key: tf.constant(value, tf.float32)
+                                                      for key, value in body["inputs"].items()})
+    assert outputs["sdf"].shape == (1, 100)
