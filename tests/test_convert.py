@@ -100,8 +100,8 @@ def test_tflite_meshes_match(bundled_tflite):
     """Same extraction code: the float32 mesh is the SavedModel's; the float16-weight one is close (IoU)."""
     pixels = np.asarray(Image.open(EXAMPLE))
     reference = Reconstructor(BUNDLED_MODEL, resolution=64).reconstruct(pixels, EXAMPLE_VIEW).mesh
-    float32 = runtime_reconstructor(bundled_tflite, "tflite", "float32", resolution=64).reconstruct(pixels, EXAMPLE_VIEW)
-    float16 = runtime_reconstructor(bundled_tflite, "tflite", "float16", resolution=64).reconstruct(pixels, EXAMPLE_VIEW)
+    float32, float16 = (runtime_reconstructor(bundled_tflite, "tflite", precision, resolution=64)
+                        .reconstruct(pixels, EXAMPLE_VIEW) for precision in ("float32", "float16"))
     iou_float32 = metrics.iou(float32.mesh, reference, 64)
     iou_float16 = metrics.iou(float16.mesh, float32.mesh, 64)
     print(f"mesh IoU (64³ voxels, 64³ extraction): TFLite float32 vs SavedModel {iou_float32:.5f}, "
@@ -109,7 +109,8 @@ def test_tflite_meshes_match(bundled_tflite):
     assert len(reference.faces) > 1000
     assert iou_float32 >= 0.999
     assert iou_float16 >= 0.98
-    sizes = {p: sum(f.stat().st_size for f in bundled_tflite.glob(f"*.{p}.tflite" if p != "float32" else "*[a-z].tflite"))
+    patterns = {"float32": "*[a-z].tflite", "float16": "*.float16.tflite"}
+    sizes = {p: sum(f.stat().st_size for f in bundled_tflite.glob(patterns[p]))
              for p in ("float32", "float16")}
     assert sizes["float16"] < 0.6 * sizes["float32"], sizes
 

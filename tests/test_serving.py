@@ -19,7 +19,8 @@ def signature_inputs(model_dir, name: str, image, points, projection) -> dict:
     loaded = tf.saved_model.load(str(model_dir))
     available = {"image": image, "points": points[None], "projection": projection}
     if name == "decode":
-        available.update({key: value.numpy() for key, value in loaded.signatures["encode"](image=tf.constant(image)).items()})
+        encoded = loaded.signatures["encode"](image=tf.constant(image))
+        available.update({key: value.numpy() for key, value in encoded.items()})
     return {key: available[key] for key in loaded.signatures[name].structured_input_signature[1]}
 
 

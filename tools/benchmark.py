@@ -470,7 +470,8 @@ def main(argv=None) -> int:
     reconstruct.add_argument("--repeats", type=int, default=1, help="timed runs per mode (median reported)")
     reconstruct.add_argument("--json", action="store_true", help="print the result as JSON")
     reconstruct.set_defaults(bench=bench_reconstruct, show=print_reconstruct)
-    convert = stages.add_parser("convert", help="SavedModel vs TFLite float32/float16 vs TF.js: sizes, per-image seconds")
+    convert = stages.add_parser("convert",
+                                help="SavedModel vs TFLite float32/float16 vs TF.js: sizes, per-image seconds")
     convert.add_argument("--model", default=None, help="SavedModel folder (default: the bundled model)")
     convert.add_argument("--resolution", type=int, default=128)
     convert.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -30,7 +30,8 @@ def read_description(folder) -> dict:
     folder = Path(folder)
     path = folder / DESCRIPTION_FILE
     if not folder.is_dir():
-        raise UserError(f"{folder}: converted model folder not found" if not folder.exists() else f"{folder}: not a folder")
+        problem = "converted model folder not found" if not folder.exists() else "not a folder"
+        raise UserError(f"{folder}: {problem}")
     if not path.exists():
         raise UserError(f"{folder}: no {DESCRIPTION_FILE}; is it a folder written by 'd2im convert'?")
     try:
@@ -121,7 +122,8 @@ class TFLiteModel(RuntimeModel):
                     interpreter.allocate_tensors()
                 self.runners[part] = interpreter.get_signature_runner()
             except (ValueError, RuntimeError) as error:
-                raise UserError(f"{path}: cannot load the TFLite model ({' '.join(str(error).split())[:200]})") from None
+                reason = " ".join(str(error).split())[:200]
+                raise UserError(f"{path}: cannot load the TFLite model ({reason})") from None
 
     def run(self, part: str, inputs: dict) -> dict:
         return self.runners[part](**inputs)

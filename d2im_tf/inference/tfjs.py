@@ -17,7 +17,8 @@ stop the conversion). Once installed, conversion works offline.
 ``@tensorflow/tfjs`` and ``@tensorflow/tfjs-backend-wasm`` (not ``tfjs-node``, whose install
 downloads a native library). The client runs on the WebAssembly backend, whose ``.wasm`` files ship
 inside the npm package (``setWasmPaths`` points at its ``dist/`` folder, so nothing is fetched); if it
-cannot start, on the pure-JS cpu backend, ~10× slower, with a warning. :func:`node_modules_dir` runs ``npm ci --ignore-scripts`` once into a cache folder named after
+cannot start, on the pure-JS cpu backend, ~10× slower, with a warning. :func:`node_modules_dir` runs
+``npm ci --ignore-scripts`` once into a cache folder named after
 the lockfile's hash; after that the client works offline. ``tfjs_client.mjs`` loads the three graph
 models of a converted folder and answers requests on stdin/stdout: a little-endian uint32 length, a
 JSON header, then the float32 tensors of the header's list back to back (:class:`TFJSModel`).
@@ -127,7 +128,10 @@ def _name_outputs(model_json: Path, names: list[str]) -> None:
     by_index = {}
     for key, entry in outputs.items():
         node = entry["name"].split(":")[0]
-        index = 0 if node == "Identity" else int(node.removeprefix("Identity_")) if node.startswith("Identity_") else None
+        if node == "Identity":
+            index = 0
+        else:
+            index = int(node.removeprefix("Identity_")) if node.startswith("Identity_") else None
         if index is None or index >= len(names):
             raise RuntimeError(f"{model_json}: unexpected output {key!r} ({entry['name']})")
         by_index[index] = entry
