@@ -234,10 +234,13 @@ def test_chunked_prediction_equals_one_decode(batch):
     query = np.random.default_rng(4).uniform(-0.5, 0.5, (2, 1000, 3)).astype(np.float32)
     chunked = model.predict_sdf(batch["image"], query, batch["projection"], chunk_size=300)
     whole = model.decode(model.encode(batch["image"], training=False), query, batch["projection"])
-    # The compiled (graph) and eager decodes round differently; untrained SDFs reach |20|, so float32
-    # agreement is relative (a wrong chunk or padding would differ by O(1)).
-    np.testing.assert_allclose(chunked["sdf"], whole["sdf"].numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(chunked["base"], whole["base"].numpy(), rtol=1e-5, atol=1e-5)
+    # The compiled (graph) and eager decodes round differently. Untrained SDFs reach |20|, and a value
+    # near 0 carries the rounding of the large terms it came from, so float32 agreement is judged
+    # against the field's scale (a wrong chunk or padding would differ by O(1)).
+    for key in ("sdf", "base"):
+        expected = whole[key].numpy()
+        tolerance = 2e-5 * max(1.0, float(np.abs(expected).max()))
+        np.testing.assert_allclose(chunked[key], expected, rtol=0, atol=tolerance)
 
 
 @pytest.mark.slow
