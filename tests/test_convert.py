@@ -69,11 +69,16 @@ def worst_differences(truth: dict, got: dict) -> dict:
     return {name: float(np.abs(np.asarray(got[name]) - truth[name]).max()) for name in got}
 
 
+def convert_bundled(tmp_path_factory, target: str) -> Path:
+    """The bundled model converted by the CLI, as a user runs it; the output folder."""
+    out = tmp_path_factory.mktemp("convert") / target
+    assert main(["convert", str(BUNDLED_MODEL), "--to", target, "-o", str(out)]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def bundled_tflite(tmp_path_factory):
-    out = tmp_path_factory.mktemp("convert") / "tflite"
-    assert main(["convert", str(BUNDLED_MODEL), "--to", "tflite", "-o", str(out)]) == 0
-    return out
+    return convert_bundled(tmp_path_factory, "tflite")
 
 
 @pytest.mark.slow
@@ -233,9 +238,7 @@ def test_einsum_rewrite_matches_tensorflow(equation, shapes):
 
 @pytest.fixture(scope="module")
 def bundled_tfjs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("convert") / "tfjs"
-    assert main(["convert", str(BUNDLED_MODEL), "--to", "tfjs", "-o", str(out)]) == 0
-    return out
+    return convert_bundled(tmp_path_factory, "tfjs")
 
 
 @pytest.mark.slow
