@@ -50,13 +50,26 @@ def test_mirrored_strategy_on_two_cpu_devices(toy_root, tmp_path):
 
 
 def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    """Ports free now and outside the kernel's ephemeral range.
+
+    A port from ``bind(0)`` lies in the ephemeral range, which the kernel also hands out as the source
+    port of outgoing connections: between our release and the worker's bind, another worker's gRPC
+    client could take it (the worker then dies on "address in use" and its peer sees "connection
+    refused"). Ports below the range are only ever taken by an explicit bind.
+    """
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    ports = []
+    for port in np.random.default_rng().permutation(np.arange(max(1024, low - 12000), low)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", int(port)))
+            except OSError:
+                continue
+        ports.append(int(port))
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no free ports below the ephemeral range")
 
 
 def test_multi_worker_strategy_two_processes(toy_root, tmp_path):
@@ -67,9 +80,9 @@ def test_multi_worker_strategy_two_processes(toy_root, tmp_path):
         processes.append(subprocess.Popen(
             [sys.executable, str(WORKER), str(toy_root), str(tmp_path / "run"), str(tmp_path / f"w{index}.npz")],
             cwd=ROOT, env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for process in processes:
-        _, err = process.communicate(timeout=600)
-        assert process.returncode == 0, err[-3000:]
+    errors = [process.communicate(timeout=600)[1] for process in processes]
+    for index, (process, err) in enumerate(zip(processes, errors)):
+        assert process.returncode == 0, f"worker {index}: {err[-3000:]}"
     _, chief = _replica_weights(tmp_path / "w0.npz")
     _, other = _replica_weights(tmp_path / "w1.npz")
     assert chief.keys() == other.keys()
