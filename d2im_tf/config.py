@@ -22,6 +22,7 @@ from d2im_tf.errors import UserError
 VARIANTS = ("baseline", "wsamp", "noback", "nolap", "full", "gl")
 CODE_NORMS = ("none", "batch", "layer")
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
 COMPAT_MODES = ("none", "reference")  # "reference": compute what the authors' PyTorch release computes
 
 
@@ -66,7 +67,7 @@ class CameraConfig:
     image_size: int = 224
     width: int = 64
     # The camera network's run: its own batch, length, learning rate (constant) and folder; the run
-    # mechanics (steps_per_epoch, checkpoint_every, log_every, jit_compile, mixed_precision) are train's.
+    # mechanics (steps_per_epoch, checkpoint_every, log_every, jit_compile, precision) are train's.
     learning_rate: float = 1e-4
     batch_size: int = 16
     epochs: int = 100
@@ -81,7 +82,7 @@ class CameraConfig:
 @dataclass
 class TrainConfig:
     """The SDF network's run. Its run mechanics — ``steps_per_epoch``, ``checkpoint_every``,
-    ``log_every``, ``jit_compile``, ``mixed_precision`` — apply to the camera network's run too, which
+    ``log_every``, ``jit_compile``, ``precision`` — apply to the camera network's run too, which
     takes its batch, epochs, learning rate and folder from ``camera`` (:mod:`d2im_tf.training.run`)."""
 
     batch_size: int = 16
@@ -97,7 +98,9 @@ class TrainConfig:
     image_every: int = 500  # steps between TensorBoard images
     preview_every_epochs: int = 10
     jit_compile: bool = False  # XLA
-    mixed_precision: bool = False  # Keras's mixed_float16 policy while training; exports are float32
+    # Keras dtype policy while training: "float32", "mixed_bfloat16" (convolutions in bfloat16, fast on
+    # CPUs with AMX or AVX512-BF16) or "mixed_float16"; the point decoders, checkpoints and exports stay float32
+    precision: str = "float32"
     out_dir: str = "runs/default"
 
 
@@ -176,7 +179,7 @@ _BELOW = {"train.beta_1": 1.0, "data.far_fraction": 1.0}
 _CHOICES = {
     "model.variant": VARIANTS, "camera.backbone": ("vgg16", "resnet18"), "camera.translation": ("distance", "full"),
     "model.code_norm": CODE_NORMS, "train.lr_schedule": LR_SCHEDULES, "model.compat": COMPAT_MODES,
-    "camera.compat": COMPAT_MODES,
+    "camera.compat": COMPAT_MODES, "train.precision": PRECISIONS,
 }
 
 
@@ -184,6 +187,7 @@ _CHOICES = {
 REMOVED_KEYS = {
     "data.image_size": "the pipeline resizes the images to model.image_size (camera.image_size for the camera)",
     "data.shuffle_buffer": "the input stream is shuffled by a permutation per epoch, with no buffer",
+    "train.mixed_precision": "set train.precision to mixed_float16 or mixed_bfloat16 instead",
 }
 
 

@@ -81,8 +81,51 @@ def test_mixed_precision_is_honoured_while_building_and_not_after():
 
     from d2im_tf.training.run import build_model
 
-    config = load_config(CONFIGS / "tiny.yaml", ["train.mixed_precision=true"])
+    config = load_config(CONFIGS / "tiny.yaml", ["train.precision=mixed_float16"])
     for network in ("sdf", "camera"):
         assert build_model(config, network).dtype_policy.name == "mixed_float16"
-        assert build_model(config, network, mixed_precision=False).dtype_policy.name == "float32"
+        assert build_model(config, network, precision="float32").dtype_policy.name == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_bfloat16_keeps_the_point_path_in_float32():
+    """Under mixed_bfloat16 the convolutions compute in bfloat16 but the model's inputs and the point
+    decoder stay float32: given the same code, the base field is exactly the float32 model's."""
+    import numpy as np
+    import tensorflow as tf
+
+    from d2im_tf.geometry import camera
+    from d2im_tf.training.run import build_model
+
+    config = load_config(CONFIGS / "tiny.yaml", ["model.variant=full", "model.point_frequencies=4"])
+    full = build_model(config, "sdf", precision="float32")
+    mixed = build_model(config, "sdf", precision="mixed_bfloat16")
+    mixed.set_weights(full.get_weights())
+    assert mixed.encoder.stem.layers[0].compute_dtype == "bfloat16"
+    assert mixed.base_decoder.hidden[0].compute_dtype == "float32"
+    rng = np.random.default_rng(0)
+    size = config.model.image_size
+    batch = {"image": tf.constant(rng.uniform(size=(2, size, size, 3)), tf.float32),
+             "points": tf.constant(rng.uniform(-0.6, 0.6, (2, 300, 3)), tf.float32),
+             "projection": np.stack([camera.projection_matrix(a, 20.0, 1.4, size) for a in (30.0, 150.0)]
+                                    ).astype(np.float32),
+             # a fixed front/back split: at test time it follows f_B's sign of change, which rounding can flip
+             "gradients": tf.constant(rng.normal(size=(2, 300, 3)), tf.float32)}
+    code = full.encode(batch["image"], training=False)["global_code"]
+    np.testing.assert_array_equal(mixed.base_decoder(code, batch["points"]), full.base_decoder(code, batch["points"]))
+    # Whole model: only the image path's rounding separates the two (bfloat16 keeps 8 significant bits).
+    expected, got = full(batch, training=False), mixed(batch, training=False)
+    assert got["sdf"].dtype == tf.float32
+    np.testing.assert_array_equal(got["uv"], expected["uv"])  # projections were not rounded
+    scale = float(tf.reduce_max(tf.abs(expected["sdf"])))
+    assert float(tf.reduce_max(tf.abs(got["sdf"] - expected["sdf"]))) < 0.05 * scale
+
+
+def test_slow_precision_names_the_missing_hardware():
+    from d2im_tf.training.run import slow_precision
+
+    assert slow_precision("float32", set()) is None
+    assert slow_precision("mixed_bfloat16", {"avx2", "amx_bf16"}) is None
+    assert slow_precision("mixed_bfloat16", {"avx2", "avx512_bf16"}) is None
+    assert "neither AMX nor AVX512-BF16" in slow_precision("mixed_bfloat16", {"avx2", "fma"})
+    assert "float16" in slow_precision("mixed_float16", {"amx_bf16"})

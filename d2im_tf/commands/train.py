@@ -71,7 +71,7 @@ def run(args) -> int:
     if model is None:
         return 1
     if not args.no_export and is_chief():
-        if config.train.mixed_precision:  # export in float32: the final checkpoint in a float32 network
+        if config.train.precision != "float32":  # export in float32: the final checkpoint in a float32 network
             model = load_model(config.train.out_dir, "sdf")
         camera_model = load_model(args.camera_run, "camera") if args.camera_run else None
         print(f"exported {export_saved_model(model, target, camera_model)}")

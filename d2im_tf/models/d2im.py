@@ -138,6 +138,9 @@ class D2IMNet(DistributableModel):
     LOSS_NAMES = ("loss", "loss_base", "loss_sdf", "loss_lap")
 
     def __init__(self, config: ModelConfig | None = None, sdf_scale: float = 10.0, **kwargs):
+        # Inputs stay as given (points and projections in float32) under a mixed-precision policy; the
+        # encoder casts the image to the policy's type itself.
+        kwargs["autocast"] = False
         super().__init__(**kwargs)
         self.model_config = config if config is not None else ModelConfig()
         self.sdf_scale = float(sdf_scale)
@@ -151,10 +154,10 @@ class D2IMNet(DistributableModel):
             self.code_norm = keras.layers.BatchNormalization(momentum=0.9, name="code_norm")
         elif cfg.code_norm == "layer":
             self.code_norm = keras.layers.LayerNormalization(name="code_norm")
-        if self.spec.global_local:
-            self.base_decoder = GlobalLocalDecoder(cfg.decoder_widths, cfg.point_frequencies, name="base_decoder")
-        else:
-            self.base_decoder = ImplicitDecoder(cfg.decoder_widths, cfg.point_frequencies, name="base_decoder")
+        base_decoder = GlobalLocalDecoder if self.spec.global_local else ImplicitDecoder
+        # float32 under every policy (module docstring of d2im_tf.models.decoders); cheap beside the encoder
+        self.base_decoder = base_decoder(cfg.decoder_widths, cfg.point_frequencies, dtype="float32",
+                                         name="base_decoder")
         self.detail_decoder = (
             DetailDecoder(cfg.detail_channels, self.spec.maps, name="detail_decoder") if self.spec.maps else None
         )

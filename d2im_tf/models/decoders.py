@@ -14,7 +14,10 @@ Tancik et al. 2020). A ReLU MLP on raw xyz fits sharp SDFs slowly (spectral bias
 memorises shapes an order of magnitude faster (docs/training.md).
 
 Activations are ReLU as in the reference (IM-NET's own release uses leaky ReLU; nothing here needs
-it). The last layer of each decoder is float32 so that mixed precision leaves the SDF in float32.
+it). Under a mixed-precision policy the detail decoder computes in the policy's type and only its last
+layer is float32 (the maps); :class:`~d2im_tf.models.d2im.D2IMNet` builds the point decoders in float32
+throughout, and their layers take the decoder's policy (``dtype=self.dtype_policy``): a point's
+coordinates in bfloat16 would be rounded by up to 1/128 of the box's half-width, the size of the details.
 """
 from __future__ import annotations
 
@@ -48,8 +51,10 @@ class ImplicitDecoder(layers.Layer):
         super().__init__(**kwargs)
         self.widths = list(widths)
         self.point_frequencies = point_frequencies
-        self.hidden = [layers.Dense(w, activation="relu", name=f"dense_{i}") for i, w in enumerate(self.widths)]
-        self.penultimate = layers.Dense(self.widths[-1], activation="relu", name="dense_last")
+        dtype = self.dtype_policy  # sublayers do not inherit it
+        self.hidden = [layers.Dense(w, activation="relu", dtype=dtype, name=f"dense_{i}")
+                       for i, w in enumerate(self.widths)]
+        self.penultimate = layers.Dense(self.widths[-1], activation="relu", dtype=dtype, name="dense_last")
         self.output_layer = layers.Dense(1, dtype="float32", name="sdf")
 
     def call(self, global_code, points):
@@ -99,27 +104,31 @@ class GlobalLocalDecoder(layers.Layer):
         self.widths = list(widths)
         self.point_frequencies = point_frequencies
         w = self.widths
-        self.point_mlp = keras.Sequential(
-            [layers.Dense(n, activation="relu") for n in (w[3], w[1], w[0])], name="point_mlp"
-        )
-        self.global_stream = self._stream("global_stream")
-        self.local_stream = self._stream("local_stream")
+        dtype = self.dtype_policy  # sublayers do not inherit it
+        self.point_mlp = [layers.Dense(n, activation="relu", dtype=dtype, name=f"point_{i}")
+                          for i, n in enumerate((w[3], w[1], w[0]))]
+        self.global_stream = self._stream("global")
+        self.local_stream = self._stream("local")
 
     def _stream(self, name):
-        return keras.Sequential(
-            [layers.Dense(self.widths[0], activation="relu"), layers.Dense(self.widths[1], activation="relu"),
-             layers.Dense(1, dtype="float32")],
-            name=name,
-        )
+        return [layers.Dense(self.widths[0], activation="relu", dtype=self.dtype_policy, name=f"{name}_0"),
+                layers.Dense(self.widths[1], activation="relu", dtype=self.dtype_policy, name=f"{name}_1"),
+                layers.Dense(1, dtype="float32", name=f"{name}_sdf")]
+
+    @staticmethod
+    def _run(stack, x):
+        for layer in stack:
+            x = layer(x)
+        return x
 
     def call(self, global_code, points, features, uv):
         num_points = keras.ops.shape(points)[1]
         points = encode_points(keras.ops.cast(points, self.compute_dtype), self.point_frequencies)
-        point_features = self.point_mlp(points)  # [B, N, w0]
+        point_features = self._run(self.point_mlp, points)  # [B, N, w0]
         global_code = keras.ops.repeat(global_code[:, None, :], num_points, axis=1)  # [B, N, G]
         local = keras.ops.cast(local_features(features, uv), self.compute_dtype)  # [B, N, sum C]
-        global_sdf = self.global_stream(keras.ops.concatenate([point_features, global_code], axis=-1))
-        local_sdf = self.local_stream(keras.ops.concatenate([point_features, local], axis=-1))
+        global_sdf = self._run(self.global_stream, keras.ops.concatenate([point_features, global_code], axis=-1))
+        local_sdf = self._run(self.local_stream, keras.ops.concatenate([point_features, local], axis=-1))
         return (global_sdf + local_sdf)[..., 0]  # [B, N]
 
     def get_config(self):

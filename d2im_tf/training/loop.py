@@ -90,9 +90,9 @@ def load_run_config(run_dir) -> Config:
 # variables): a resumed run must keep them.
 NETWORK_KEYS = {
     "sdf": ("model.variant", "model.image_size", "model.encoder_width", "model.global_dim",
-            "model.decoder_widths", "model.detail_channels", "train.mixed_precision"),
+            "model.decoder_widths", "model.detail_channels", "train.precision"),
     "camera": ("camera.backbone", "camera.translation", "camera.image_size", "camera.width",
-               "train.mixed_precision"),
+               "train.precision"),
 }
 
 

@@ -17,7 +17,7 @@ ImageNet start            ``model.encoder_weights``      ``camera.backbone_weigh
 ========================= ============================== ===================================
 
 Both read the run mechanics of ``train``: ``steps_per_epoch``, ``checkpoint_every``, ``log_every``,
-``jit_compile`` and ``mixed_precision``; only the SDF network writes TensorBoard images and previews.
+``jit_compile`` and ``precision``; only the SDF network writes TensorBoard images and previews.
 
 Adam with the paper's settings for the SDF network (lr 5e-5, β1 0.9, weight decay 1e-5). Keras applies
 the weight decay decoupled from the gradient (AdamW-style), where the authors' PyTorch Adam adds it to
@@ -26,6 +26,7 @@ the gradient; at 1e-5 the difference is negligible, and the decoupled form is th
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,15 +89,35 @@ def learning_rate(config: Config, total_steps: int):
 
 
 @contextlib.contextmanager
-def precision_policy(mixed: bool):
-    """Keras's global dtype policy ``mixed_float16`` (``mixed``) or ``float32`` while models are built;
-    the previous policy afterwards. Layers keep the policy they were built under."""
+def precision_policy(precision: str):
+    """Keras's global dtype policy ``precision`` (``train.precision``) while models are built; the
+    previous policy afterwards. Layers keep the policy they were built under."""
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.mixed_precision.set_global_policy(precision)
     try:
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def slow_precision(precision: str, cpu_flags: set[str] | None = None) -> str | None:
+    """Why ``precision`` (a Keras policy) will be slow on this machine, or None.
+
+    Without a GPU, float16 runs emulated (about 5× slower than float32 here), and bfloat16 is fast only
+    where the CPU computes in it (AMX or AVX512-BF16; ``/proc/cpuinfo``'s flags on Linux).
+    """
+    if precision == "float32" or tf.config.list_physical_devices("GPU"):
+        return None
+    if precision == "mixed_float16":
+        return "mixed_float16 has no fast CPU kernels; use mixed_bfloat16 or float32 without a GPU"
+    if cpu_flags is None:
+        cpuinfo = Path("/proc/cpuinfo")
+        if not cpuinfo.exists():
+            return None  # cannot tell
+        cpu_flags = set(cpuinfo.read_text().split())
+    if not cpu_flags & {"amx_bf16", "avx512_bf16"}:
+        return "this CPU has neither AMX nor AVX512-BF16, so mixed_bfloat16 is emulated and slow; use float32"
+    return None
 
 
 def _sample_inputs(config: Config, network: str):
@@ -109,18 +130,17 @@ def _sample_inputs(config: Config, network: str):
     return {"image": tf.zeros([1, size, size, 3]), "points": tf.zeros([1, 8, 3]), "projection": projection}
 
 
-def build_model(config: Config, network: str, total_steps: int = 1, mixed_precision: bool | None = None
+def build_model(config: Config, network: str, total_steps: int = 1, precision: str | None = None
                 ) -> DistributableModel:
     """The compiled network (:class:`D2IMNet` or :class:`CameraNet`) with its variables and optimiser
     slots created, ready to train or to restore.
 
-    ``total_steps``: the run's length, for a decaying learning-rate schedule. ``mixed_precision``:
-    build under Keras's ``mixed_float16`` policy (default ``train.mixed_precision``); the weights are
-    float32 either way, so a mixed-precision run's checkpoint restores into a float32 model.
+    ``total_steps``: the run's length, for a decaying learning-rate schedule. ``precision``: the Keras
+    dtype policy to build under (default ``train.precision``); the weights are float32 under every
+    policy, so a mixed-precision run's checkpoint restores into a float32 model.
     """
     RunSettings.of(config, network)  # an unknown network fails here
-    mixed = config.train.mixed_precision if mixed_precision is None else mixed_precision
-    with precision_policy(mixed):
+    with precision_policy(config.train.precision if precision is None else precision):
         if network == "sdf":
             model = D2IMNet(config.model, sdf_scale=config.data.sdf_scale)
             optimizer = keras.optimizers.Adam(learning_rate(config, total_steps), beta_1=config.train.beta_1,
@@ -136,7 +156,7 @@ def build_model(config: Config, network: str, total_steps: int = 1, mixed_precis
 
 def load_model(run_dir, network: str) -> DistributableModel:
     """The network of a training run folder (its ``config.yaml`` and latest checkpoint), in float32."""
-    model = build_model(load_run_config(run_dir), network, mixed_precision=False)
+    model = build_model(load_run_config(run_dir), network, precision="float32")
     restore_weights(model, run_dir)
     return model
 
@@ -157,6 +177,9 @@ def train(config: Config, network: str, strategy: tf.distribute.Strategy | None 
                           f"training uses this project's conventions (set {settings.section}.compat=none)")
     if settings.weights:  # before the data and the model are prepared
         require_weights_file(settings.weights_key, settings.weights)
+    reason = slow_precision(config.train.precision)
+    if reason:
+        print(f"warning: train.precision={config.train.precision}: {reason}", file=sys.stderr)
     with_test = network == "sdf" and has_split(config, "test")  # the SDF network's previews show test shapes
     prepare_run(config, network, resume, ("train", "test") if with_test else ("train",), progress)
     keras.utils.set_random_seed(config.data.seed)  # reproducible initial weights
