@@ -2,10 +2,10 @@
 
 Keras 3's ``BatchNormalization`` normalises with separate TensorFlow ops (moments, subtract, scale,
 shift), so a training step makes several passes over every feature map, forward and backward. At
-224² the encoder's maps are large (f0 holds B·224²·64 values) and these memory-bound passes cost
-more than the convolutions around them: the paper-size encoder's forward + backward step takes
-about half the time with TensorFlow's fused kernel (``FusedBatchNormV3`` and its gradient, which
-oneDNN runs in one pass), measured by ``tools/benchmark.py train``.
+224² the encoder's maps are large (f0 holds B·224²·64 values) and these passes are memory-bound.
+TensorFlow's fused kernel (``FusedBatchNormV3`` and its gradient) makes one. What it saves in a whole
+training step is small on this CPU (≈ 10% at the authors' setting, within the run-to-run spread);
+``tools/benchmark.py train`` times the step with Keras' layer as its same-run baseline.
 
 :class:`BatchNormalization` keeps Keras' layer in every other respect — its weights (γ, β, moving
 mean, moving variance, in that order, so checkpoints and SavedModels are unchanged), its
