@@ -58,10 +58,18 @@ class ImplicitDecoder(layers.Layer):
         self.output_layer = layers.Dense(1, dtype="float32", name="sdf")
 
     def call(self, global_code, points):
-        num_points = keras.ops.shape(points)[1]
-        points = encode_points(keras.ops.cast(points, self.compute_dtype), self.point_frequencies)  # [B, N, 3+6L]
-        x = keras.ops.repeat(global_code[:, None, :], num_points, axis=1)  # [B, N, G]
-        for layer in self.hidden:
+        points = encode_points(keras.ops.cast(points, self.compute_dtype), self.point_frequencies)  # [B, N, P]
+        # The first layer on [code, p]: its code half is the same for every point of a shape, so it is
+        # computed once per shape, ``[B, w0]``, not once per point (the code is most of that layer's input).
+        first = self.hidden[0]
+        code_dim = global_code.shape[-1]
+        if not first.built:
+            first.build((None, code_dim + points.shape[-1]))
+        kernel = keras.ops.cast(first.kernel, self.compute_dtype)  # [G + P, w0]
+        per_shape = keras.ops.matmul(keras.ops.cast(global_code, self.compute_dtype), kernel[:code_dim])
+        per_shape = per_shape + keras.ops.cast(first.bias, self.compute_dtype)  # [B, w0]
+        x = keras.ops.relu(per_shape[:, None, :] + keras.ops.matmul(points, kernel[code_dim:]))  # [B, N, w0]
+        for layer in self.hidden[1:]:
             x = layer(keras.ops.concatenate([x, points], axis=-1))  # [B, N, w]
         x = self.penultimate(x)
         return self.output_layer(x)[..., 0]  # [B, N]
