@@ -124,8 +124,9 @@ def test_bfloat16_keeps_the_point_path_in_float32():
 def test_slow_precision_names_the_missing_hardware():
     from d2im_tf.training.run import slow_precision
 
-    assert slow_precision("float32", set()) is None
-    assert slow_precision("mixed_bfloat16", {"avx2", "amx_bf16"}) is None
-    assert slow_precision("mixed_bfloat16", {"avx2", "avx512_bf16"}) is None
-    assert "neither AMX nor AVX512-BF16" in slow_precision("mixed_bfloat16", {"avx2", "fma"})
-    assert "float16" in slow_precision("mixed_float16", {"amx_bf16"})
+    assert slow_precision("float32", set(), gpu=False) is None
+    assert slow_precision("mixed_bfloat16", {"avx2", "amx_bf16"}, gpu=False) is None
+    assert slow_precision("mixed_bfloat16", {"avx2", "avx512_bf16"}, gpu=False) is None
+    assert "neither AMX nor AVX512-BF16" in slow_precision("mixed_bfloat16", {"avx2", "fma"}, gpu=False)
+    assert "float16" in slow_precision("mixed_float16", {"amx_bf16"}, gpu=False)
+    assert slow_precision("mixed_float16", set(), gpu=True) is None

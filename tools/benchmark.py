@@ -407,8 +407,8 @@ def _step_breakdown(model, batch) -> dict:
         encoded = model.encoder(images, training=True)
         return tf.reduce_sum(encoded["global_code"]) + tf.add_n([tf.reduce_sum(f) for f in encoded["features"]])
 
-    features = model.encoder(batch["image"], training=True)["features"]  # [f0 … f4]
     encoding = model.encode(batch["image"], training=True)
+    features = encoding["features"]  # [f0 … f4]
     outputs = model.decode(encoding, batch["points"], batch["projection"], batch["gradients"])
 
     def decoder(code, maps):
@@ -431,7 +431,9 @@ def _step_breakdown(model, batch) -> dict:
 
 
 def _train_row(config, data, steps: int, stock_batch_norm: bool = False) -> dict:
-    """One setting: seconds per ``fit`` step and, for the default build, FLOPs per step."""
+    """One setting: the built model, its seconds per ``fit`` step, and a batch of its stream.
+
+    ``stock_batch_norm``: build the encoder with Keras' ``BatchNormalization`` instead of the fused one."""
     import keras
 
     from d2im_tf.models import encoder

@@ -100,13 +100,16 @@ def precision_policy(precision: str):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def slow_precision(precision: str, cpu_flags: set[str] | None = None) -> str | None:
+def slow_precision(precision: str, cpu_flags: set[str] | None = None, gpu: bool | None = None) -> str | None:
     """Why ``precision`` (a Keras policy) will be slow on this machine, or None.
 
     Without a GPU, float16 runs emulated (about 5× slower than float32 here), and bfloat16 is fast only
-    where the CPU computes in it (AMX or AVX512-BF16; ``/proc/cpuinfo``'s flags on Linux).
+    where the CPU computes in it (AMX or AVX512-BF16). ``cpu_flags`` and ``gpu`` default to this
+    machine's (``/proc/cpuinfo``'s flags on Linux; TensorFlow's visible GPUs).
     """
-    if precision == "float32" or tf.config.list_physical_devices("GPU"):
+    if gpu is None:
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+    if precision == "float32" or gpu:
         return None
     if precision == "mixed_float16":
         return "mixed_float16 has no fast CPU kernels; use mixed_bfloat16 or float32 without a GPU"
