@@ -18,8 +18,11 @@ decoder, SDF decoder and map lookup, Laplacian loss), each timed forward + backw
 input pipeline's rate; optionally XLA.
 
 ``reconstruct``: seconds per image → mesh at 128³ (``--resolution``) through an exported SavedModel
-(:class:`d2im_tf.inference.reconstruct.Reconstructor`, GT camera of a rendered sphere), dense vs
-coarse-to-fine, split into encode / SDF evaluation / marching cubes, and the ratio dense / c2f.
+(:class:`d2im_tf.inference.reconstruct.Reconstructor`; GT camera of a rendered sphere, or ``--image``
+through the model's camera network), dense vs coarse-to-fine, split into encode / SDF evaluation /
+marching cubes, and the ratio dense / c2f; and, as a same-run baseline, coarse-to-fine with the SDF
+evaluated ``--baseline-batch-points`` points per call (the previous default) instead of
+:data:`d2im_tf.inference.extraction.BATCH_POINTS`.
 Without ``--model`` it exports a default-size (224², ``full``) *untrained* model, adjusted to look like
 a trained one where it matters for the comparison (the output says it is untrained): the base
 decoder's output is scaled so that its steepest slope on a 32³ grid is a true SDF's (``sdf_scale``;
@@ -185,46 +188,61 @@ def bench_reconstruct(args) -> dict:
     import numpy as np
     import trimesh
 
+    from d2im_tf.data.disn_format import read_image
     from d2im_tf.data.render import Renderer
+    from d2im_tf.inference.extraction import BATCH_POINTS
     from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
-    view_row = np.array([30.0, 20.0, 0.0, 0.8, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])
-    pixels = Renderer(trimesh.creation.icosphere(3, radius=0.3)).render(view_row, 224).rgba  # [224, 224, 4]
+    if args.image is not None and args.model is None:
+        sys.exit("error: --image needs --model (a trained model with a camera network)")
+    if args.image is None:  # a rendered sphere seen from a known camera
+        view_row = np.array([30.0, 20.0, 0.0, 0.8, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])
+        pixels = Renderer(trimesh.creation.icosphere(3, radius=0.3)).render(view_row, 224).rgba  # [224, 224, 4]
+    else:  # the model's camera network gives the view
+        view_row, pixels = None, read_image(args.image)
     workdir = tempfile.TemporaryDirectory(prefix="d2im_bench_")
     trained = args.model is not None
     model = args.model or _untrained_model(Path(workdir.name), prepare_image(pixels, 224), view_row)
     result = {"model": str(model), "trained": trained, "resolution": args.resolution,
+              "image": str(args.image or "rendered sphere"), "batch_points": BATCH_POINTS,
+              "baseline_batch_points": args.baseline_batch_points,
               "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
               "modes": {}}
-    for mode in ("dense", "coarse_to_fine"):
-        reconstructor = Reconstructor(model, resolution=args.resolution, mode=mode)
+    settings = {"dense": ("dense", BATCH_POINTS), "coarse_to_fine": ("coarse_to_fine", BATCH_POINTS),
+                f"c2f_batch_{args.baseline_batch_points}": ("coarse_to_fine", args.baseline_batch_points)}
+    for name, (mode, batch_points) in settings.items():
+        reconstructor = Reconstructor(model, resolution=args.resolution, mode=mode, batch_points=batch_points)
         reconstructor.reconstruct(pixels, view_row)  # warm-up: first calls of the signatures
         runs = [reconstructor.reconstruct(pixels, view_row) for _ in range(args.repeats)]
-        stages = {name: float(np.median([run.timings[name] for run in runs])) for name in runs[0].timings}
-        result["modes"][mode] = {"stages_seconds": stages, "total_seconds": sum(stages.values()),
+        stages = {stage: float(np.median([run.timings[stage] for run in runs])) for stage in runs[0].timings}
+        result["modes"][name] = {"stages_seconds": stages, "total_seconds": sum(stages.values()),
                                  "faces": int(len(runs[0].mesh.faces))}
     workdir.cleanup()
-    dense, fine = result["modes"]["dense"], result["modes"]["coarse_to_fine"]
+    modes = result["modes"]
+    dense, fine = modes["dense"], modes["coarse_to_fine"]
     result["ratio_total"] = dense["total_seconds"] / fine["total_seconds"]
     result["ratio_sdf_evaluation"] = (dense["stages_seconds"]["sdf_evaluation"]
                                       / fine["stages_seconds"]["sdf_evaluation"])
+    result["ratio_batch"] = modes[f"c2f_batch_{args.baseline_batch_points}"]["total_seconds"] / fine["total_seconds"]
     return result
 
 
 def print_reconstruct(result: dict) -> None:
     state = "trained" if result["trained"] else ("UNTRAINED: random init, base scaled to an SDF's slope and shifted"
                                                  " to cross zero, maps ≤ 0.1")
-    print(f"reconstruct benchmark: {result['model']} — {state}; {result['resolution']}³ grid, "
-          f"{result['cores']} cores, median seconds per image")
+    print(f"reconstruct benchmark: {result['model']} — {state}; input: {result['image']}; "
+          f"{result['resolution']}³ grid, {result['cores']} cores, median seconds per image")
     modes = result["modes"]
     names = list(modes["dense"]["stages_seconds"])
-    print(f"  {'stage':<16}" + "".join(f"{mode:>16}" for mode in modes))
+    print(f"  {'stage':<16}" + "".join(f"{mode:>20}" for mode in modes))
     for name in names:
-        print(f"  {name:<16}" + "".join(f"{modes[mode]['stages_seconds'][name]:16.3f}" for mode in modes))
-    print(f"  {'total':<16}" + "".join(f"{modes[mode]['total_seconds']:16.3f}" for mode in modes))
-    print(f"  {'mesh faces':<16}" + "".join(f"{modes[mode]['faces']:16d}" for mode in modes))
+        print(f"  {name:<16}" + "".join(f"{modes[mode]['stages_seconds'][name]:20.3f}" for mode in modes))
+    print(f"  {'total':<16}" + "".join(f"{modes[mode]['total_seconds']:20.3f}" for mode in modes))
+    print(f"  {'mesh faces':<16}" + "".join(f"{modes[mode]['faces']:20d}" for mode in modes))
     print(f"  dense / coarse-to-fine: {result['ratio_total']:.1f}× in total, "
           f"{result['ratio_sdf_evaluation']:.1f}× in SDF evaluation")
+    print(f"  coarse-to-fine at {result['baseline_batch_points']} points per call / at {result['batch_points']} "
+          f"(the default): {result['ratio_batch']:.2f}×")
 
 
 def _folder_bytes(folder: Path, pattern: str = "**/*") -> int:
@@ -621,6 +639,11 @@ def main(argv=None) -> int:
                              help="SavedModel folder (default: export an untrained default-size model)")
     reconstruct.add_argument("--resolution", type=int, default=128)
     reconstruct.add_argument("--repeats", type=int, default=1, help="timed runs per mode (median reported)")
+    reconstruct.add_argument("--image", type=Path, default=None,
+                             help="input image, seen through the model's camera network (default: a rendered "
+                                  "sphere with its known camera)")
+    reconstruct.add_argument("--baseline-batch-points", type=int, default=65536,
+                             help="points per SDF call of the baseline coarse-to-fine run")
     reconstruct.add_argument("--json", action="store_true", help="print the result as JSON")
     reconstruct.set_defaults(bench=bench_reconstruct, show=print_reconstruct)
     convert = stages.add_parser("convert",

@@ -41,7 +41,7 @@ from PIL import Image
 from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError
 from d2im_tf.geometry import camera, frames
-from d2im_tf.inference.extraction import extract_fused_mesh, levels_fit
+from d2im_tf.inference.extraction import BATCH_POINTS, extract_fused_mesh, levels_fit
 
 WHITE = 255
 BLACK = 0
@@ -161,7 +161,7 @@ class Reconstructor:
     """
 
     def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
-                 initial_resolution: int = 32, batch_points: int = 65536, lipschitz: float | None = None):
+                 initial_resolution: int = 32, batch_points: int = BATCH_POINTS, lipschitz: float | None = None):
         check_resolution(resolution, mode, initial_resolution)  # before the slow model load
         self.model_dir = resolve_model_dir(model_path)
         info_path = self.model_dir / "assets.extra" / "d2im.json"

@@ -20,6 +20,7 @@ import numpy as np
 
 from d2im_tf.errors import UserError
 from d2im_tf.inference.convert import DESCRIPTION_FILE, FORMAT_VERSION, SMALL
+from d2im_tf.inference.extraction import BATCH_POINTS
 
 RUNTIMES = ("savedmodel", "tflite", "tfjs")
 PRECISIONS = ("float32", SMALL)
@@ -180,7 +181,7 @@ def runtime_reconstructor(folder, runtime: str, precision: str = "float32", **op
 
     class RuntimeReconstructor(Reconstructor):
         def __init__(self, resolution: int = 128, mode: str = "coarse_to_fine", initial_resolution: int = 32,
-                     batch_points: int = 65536, lipschitz: float | None = None):
+                     batch_points: int = BATCH_POINTS, lipschitz: float | None = None):
             check_resolution(resolution, mode, initial_resolution)
             self.runtime_model = open_runtime_model(folder, runtime, precision)
             self.model_dir = Path(folder)
