@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from d2im_tf.config import PRECISIONS  # noqa: E402
 from d2im_tf.data.categories import SYNTHETIC_CATEGORIES  # noqa: E402
+from d2im_tf.errors import UserError  # noqa: E402
 
 
 def _pin_to_one_core() -> str:
@@ -194,7 +195,7 @@ def bench_reconstruct(args) -> dict:
     from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
     if args.image is not None and args.model is None:
-        sys.exit("error: --image needs --model (a trained model with a camera network)")
+        raise UserError("--image needs --model (a trained model with a camera network)")
     if args.image is None:  # a rendered sphere seen from a known camera
         view_row = np.array([30.0, 20.0, 0.0, 0.8, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])
         pixels = Renderer(trimesh.creation.icosphere(3, radius=0.3)).render(view_row, 224).rgba  # [224, 224, 4]
@@ -677,7 +678,11 @@ def main(argv=None) -> int:
     fit.add_argument("--json", action="store_true", help="print the result as JSON")
     fit.set_defaults(bench=bench_fit, show=print_fit)
     args = parser.parse_args(argv)
-    result = args.bench(args)
+    try:
+        result = args.bench(args)
+    except UserError as error:  # an unreadable image, model or dataset: one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result, indent=2))
     else:

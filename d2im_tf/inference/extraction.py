@@ -47,7 +47,7 @@ SdfFunction = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]
 
 MODES = ("coarse_to_fine", "dense")
 # Points per call of the SDF function. Smaller batches keep the decoder's activations ([n, 256] float32,
-# 16 MB at 16,384 points) near the CPU caches: per point, 16,384 evaluates ~1.5× faster than 65,536
+# 16 MB at 16,384 points) near the CPU caches: per point, 16,384 evaluates 1.6× faster than 65,536
 # (docs/speed.md); much smaller batches pay the per-call overhead.
 BATCH_POINTS = 16384
 
