@@ -171,3 +171,67 @@ def test_fused_mesh_of_a_sphere_is_the_dense_mesh_in_the_normalised_box():
     np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(dense.vertices, axis=0), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(mesh.vertices, axis=1), 0.6, atol=0.01)
     assert stats.evaluations < 0.5 * stats.dense_evaluations
+
+
+def two_map_field(points):
+    """An analytic D²IM-Net-like field in [-1, 1]³: base f_B (a sphere of radius 0.5, 1-Lipschitz), the two
+    displacements (front: a ripple, back: a constant dent; 0.3 on the background) and the front/back split
+    (x < 0 counts as front). Returns base [N], displacements [N, 2], front [N]."""
+    base = (np.linalg.norm(points, axis=1) - 0.5).astype(np.float32)
+    front_map = 0.04 * np.sin(12.0 * points[:, 1]) * np.cos(9.0 * points[:, 2])
+    back_map = np.full(len(points), -0.03)
+    displacements = np.stack([front_map, back_map], axis=-1)
+    displacements = np.where((base > 0.2)[:, None], 0.3, displacements).astype(np.float32)
+    return base, displacements, points[:, 0] < 0.0
+
+
+def test_fused_mesh_from_bounds_is_the_exact_mesh_with_few_exact_decodes():
+    """With ``decode_bounds`` (one pass, no split) the exact ``decode`` runs only where the bounds leave
+    the sign open or marching cubes reads the value; the mesh equals the exact extraction's, in both
+    modes, and the sign-only samples really are not all exact values."""
+    exact_points = []
+
+    def decode(points):  # the exact fused field and its base
+        exact_points.append(len(points))
+        base, displacements, front = two_map_field(points)
+        return base + np.where(front, displacements[:, 0], displacements[:, 1]), base
+
+    def decode_bounds(points):
+        base, displacements, _ = two_map_field(points)
+        return base, displacements
+
+    maps = np.array([[[-0.04, 0.3]]], np.float32)  # the maps' extreme values give the displacement range
+    reference, _ = extraction.extract_mesh(lambda p: decode(p)[0], 64, NORMALISED_BOX, mode="dense")
+    for mode in ("coarse_to_fine", "dense"):
+        exact_points.clear()
+        mesh, stats = extraction.extract_fused_mesh(decode, maps, 64, 1.0, decode_bounds=decode_bounds,
+                                                    mode=mode, initial_resolution=16)
+        assert len(mesh.faces) == len(reference.faces) > 0
+        np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(reference.vertices, axis=0), atol=1e-6)
+        assert sum(exact_points) == stats.refinements
+        assert 0 < stats.refinements < 0.4 * stats.evaluations, (mode, stats.refinements, stats.evaluations)
+        assert "refine" in stats.stage_seconds
+
+
+def test_sign_only_samples_need_a_refine_function_and_right_signs():
+    def sign_only(points):  # the sphere's sign, with values that are not distances
+        values = np.where(sphere(points) > 0, 1.0, -1.0).astype(np.float32)
+        return values, np.zeros(len(points), np.float32), np.zeros(len(points), bool)
+
+    with pytest.raises(ValueError, match="refine"):
+        extraction.evaluate_grid(sign_only, 16, bounds=BOX, mode="dense")
+    with pytest.raises(ValueError, match="wrong sign"):
+        extraction.evaluate_grid(sign_only, 16, bounds=BOX, mode="dense", refine=lambda p: -sphere(p))
+    grid, stats = extraction.evaluate_grid(sign_only, 16, bounds=BOX, mode="dense", refine=sphere)
+    exact = sphere(extraction.sdf_grid_points(16, BOX)).reshape(16, 16, 16)
+    refined = grid != np.sign(grid)  # the nodes refine replaced; all others kept their ±1
+    signs = np.sign(exact)
+    crossing = np.zeros_like(refined)
+    for axis in range(3):
+        a = np.moveaxis(signs, axis, 0)
+        c = np.moveaxis(crossing, axis, 0)
+        c[1:] |= a[1:] != a[:-1]
+        c[:-1] |= a[1:] != a[:-1]
+    np.testing.assert_array_equal(refined, crossing)
+    assert stats.refinements == crossing.sum()
+    np.testing.assert_allclose(grid[crossing], exact[crossing], rtol=1e-6)

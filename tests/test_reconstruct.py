@@ -84,15 +84,20 @@ def test_other_formats_without_preview(model_dir, tmp_path, mesh_format):
 
 
 def test_coarse_to_fine_gives_the_dense_mesh(model_dir):
+    """Coarse-to-fine with the one-pass ``decode_bounds`` gives the mesh of an exact dense grid (the
+    reference: ``decode`` everywhere)."""
     row = np.array([30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0], float)
-    dense_reconstructor = Reconstructor(model_dir, resolution=64, mode="dense")
+    dense_reconstructor = Reconstructor(model_dir, resolution=64, mode="dense", one_pass_bounds=False)
     for seed in range(4):  # the first input for which the barely trained SDF crosses zero in the box
         pixels = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
         dense = dense_reconstructor.reconstruct(pixels, row).mesh
         if len(dense.faces):
             break
     assert len(dense.faces) > 0
-    fine = Reconstructor(model_dir, resolution=64, mode="coarse_to_fine").reconstruct(pixels, row).mesh
+    fine_reconstructor = Reconstructor(model_dir, resolution=64, mode="coarse_to_fine")
+    assert fine_reconstructor.one_pass_bounds and not dense_reconstructor.one_pass_bounds
+    fine = fine_reconstructor.reconstruct(pixels, row).mesh
+    assert len(fine.faces) == len(dense.faces)
     assert metrics.iou(dense, fine) >= 0.995
     points_dense, _ = metrics.sample_surface(dense, 20000)
     points_fine, _ = metrics.sample_surface(fine, 20000)

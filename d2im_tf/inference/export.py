@@ -13,6 +13,9 @@ The exported model runs without this package (``tf.saved_model.load`` is enough)
                                  S/1) that the GL variant's decoder reads.
 ``decode``                       global_code, maps, f0…f4 (as ``encode`` returns them), points,
                                  projection → ``sdf``, ``base``: encode once, decode many chunks.
+``decode_bounds``                the same inputs → ``base`` [B,N] and ``displacements`` [B,N,2]
+                                 (front, back at the points' projections) without the front/back
+                                 split: one decoder pass, ``sdf`` lies between base + either one.
 ``camera`` (with a camera net)   image → ``rotation`` [B,3,3], ``translation`` [B,3] and
                                  ``projection`` [B,3,4] = K·[R|t] of the model's frame.
 ``sdf_predicted_camera`` (idem)  image, points → ``sdf``, ``base`` through the predicted camera.
@@ -129,12 +132,20 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
         features = {f"f{level}": feature for level, feature in enumerate(encoding["features"])}
         return {"global_code": encoding["global_code"], "maps": maps, **features}
 
-    def decode(global_code, maps, f0, f1, f2, f3, f4, points, projection):
+    def encoding_of(global_code, maps, f0, f1, f2, f3, f4):
         encoding = {"global_code": global_code, "features": [f0, f1, f2, f3, f4]}
         if sdf_model.detail_decoder is not None:
             encoding["maps"] = maps
-        outputs = sdf_model.decode(encoding, points, projection)
+        return encoding
+
+    def decode(global_code, maps, f0, f1, f2, f3, f4, points, projection):
+        outputs = sdf_model.decode(encoding_of(global_code, maps, f0, f1, f2, f3, f4), points, projection)
         return {"sdf": outputs["sdf"], "base": outputs["base"]}
+
+    def decode_bounds(global_code, maps, f0, f1, f2, f3, f4, points, projection):
+        base, displacements = sdf_model.decode_bounds(encoding_of(global_code, maps, f0, f1, f2, f3, f4),
+                                                      points, projection)
+        return {"base": base, "displacements": displacements}
 
     # Specs of encode's outputs, for decode's inputs: batch free, the rest static (the GL decoder
     # derives each map's stride from its width).
@@ -150,6 +161,7 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
     archive.add_endpoint("serving_default", sdf, input_signature=[image_spec, points_spec, projection_spec])
     archive.add_endpoint("encode", encode, input_signature=[image_spec])
     archive.add_endpoint("decode", decode, input_signature=decode_specs)
+    archive.add_endpoint("decode_bounds", decode_bounds, input_signature=decode_specs)
     if camera_model is not None:
         archive.track(camera_model)
 

@@ -26,6 +26,13 @@ as dense mode wherever it matters while evaluating only a band around the surfac
   dense one, and every lattice edge that crosses the surface lies in cells that were never certified,
   so both its end values are exact: marching cubes returns the dense mesh.
 
+*Sign-only samples.* Marching cubes reads a node's value only where an edge from it crosses the surface;
+elsewhere only its sign counts (certification, the fill). A field that can bound its value more
+cheaply than compute it returns ``(values, clearance, exact)``: where ``exact`` is False the value
+only has the right sign, and once the grid is complete the nodes on sign-changing edges among those
+are recomputed with ``refine(points) -> values``. The grid then differs from the exact one only
+at nodes whose values marching cubes never reads, so the mesh is the same.
+
 A learned SDF is only approximately 1-Lipschitz: pass a ``lipschitz`` above its true bound (e.g. 2
 for a network trained on ``sdf``, 20 for one trained on ``10·sdf``) to widen the band; too small a
 value can miss thin parts that the dense grid would find.
@@ -42,22 +49,32 @@ from skimage import measure
 
 from d2im_tf.geometry.frames import NORMALISED_BOX
 
-# points [N, 3] float32 -> sdf [N], or (sdf [N], clearance [N]) (module docstring)
-SdfFunction = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
+# points [N, 3] float32 -> sdf [N], or (sdf [N], clearance [N]), or (sdf [N], clearance [N], exact [N] bool)
+# (module docstring)
+SdfFunction = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, ...]"]
+# points [N, 3] float32 -> exact sdf [N], for the sign-only samples on sign-changing edges
+RefineFunction = Callable[[np.ndarray], np.ndarray]
 
 MODES = ("coarse_to_fine", "dense")
-# Points per call of the SDF function. Smaller batches keep the decoder's activations ([n, 256] float32,
-# 16 MB at 16,384 points) near the CPU caches: per point, 16,384 evaluates 1.6× faster than 65,536
-# (docs/speed.md); much smaller batches pay the per-call overhead.
+# Points per call of the SDF function, and per compiled decode of D2IMNet.predict_sdf. Smaller batches keep
+# the decoder's activations ([n, 256] float32, 16 MB at 16,384 points) near the CPU caches: per point,
+# 16,384 evaluates 1.6× faster than 65,536 (docs/speed.md); much smaller batches pay the per-call overhead.
 BATCH_POINTS = 16384
+# A bound of the fused field closer to 0 than this (model units) does not settle the sign: the exact
+# value, computed in a batch of another size, may round to the other side.
+SIGN_MARGIN = 1e-3
 
 
 @dataclass
 class ExtractionStats:
-    """What an extraction cost: SDF evaluations and wall time per stage (seconds, in order)."""
+    """What an extraction cost: SDF evaluations; ``refinements``, the points evaluated again exactly
+    after a cheaper bound (:func:`extract_fused_mesh` with ``decode_bounds``: those whose sign the
+    bound left open, and the sign-only samples marching cubes reads); wall time per stage (seconds,
+    in order)."""
 
     resolution: int
     evaluations: int = 0
+    refinements: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -123,28 +140,32 @@ def sdf_grid_points(resolution: int, bounds=NORMALISED_BOX) -> np.ndarray:
 
 
 def evaluate_field(sdf_fn: SdfFunction, points: np.ndarray, batch_points: int = BATCH_POINTS,
-                   lipschitz: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                   lipschitz: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``sdf_fn`` on ``points [N, 3]`` in batches of at most ``batch_points``: values and clearance,
-    float32 ``[N]`` each (the clearance is ``|f| / lipschitz`` unless ``sdf_fn`` returns its own).
+    float32 ``[N]`` each (the clearance is ``|f| / lipschitz`` unless ``sdf_fn`` returns its own), and
+    whether each value is exact, bool ``[N]`` (all True unless ``sdf_fn`` says otherwise).
 
     ``sdf_fn`` receives float32 numpy arrays and may return anything ``np.asarray`` reads (a
-    TensorFlow tensor included) of shape ``[n]`` or ``[n, 1]``, or a pair of those.
+    TensorFlow tensor included) of shape ``[n]`` or ``[n, 1]``, or a pair or triple of those.
     """
     points = np.ascontiguousarray(points, dtype=np.float32)
     values = np.empty(len(points), dtype=np.float32)
     clearance = np.empty(len(points), dtype=np.float32)
+    exact = np.ones(len(points), dtype=bool)
     for start in range(0, len(points), batch_points):
         batch = points[start : start + batch_points]
         result = sdf_fn(batch)
-        value, radius = result if isinstance(result, tuple) else (result, None)
+        parts = result if isinstance(result, tuple) else (result,)
+        value, radius, known = parts + (None,) * (3 - len(parts))
         value = np.asarray(value, dtype=np.float32).reshape(-1)
         if value.shape[0] != len(batch):
             raise ValueError(f"sdf_fn returned {value.shape[0]} values for {len(batch)} points")
-        values[start : start + len(batch)] = value
-        clearance[start : start + len(batch)] = (
-            np.abs(value) / lipschitz if radius is None else np.asarray(radius, np.float32).reshape(-1)
-        )
-    return values, clearance
+        piece = slice(start, start + len(batch))
+        values[piece] = value
+        clearance[piece] = np.abs(value) / lipschitz if radius is None else np.asarray(radius, np.float32).reshape(-1)
+        if known is not None:
+            exact[piece] = np.asarray(known, bool).reshape(-1)
+    return values, clearance, exact
 
 
 def evaluate_sdf(sdf_fn: SdfFunction, points: np.ndarray, batch_points: int = BATCH_POINTS) -> np.ndarray:
@@ -177,32 +198,41 @@ def evaluate_grid(
     initial_resolution: int = 32,
     batch_points: int = BATCH_POINTS,
     lipschitz: float = 1.0,
+    refine: RefineFunction | None = None,
 ) -> tuple[np.ndarray, ExtractionStats]:
     """SDF samples ``[R, R, R]`` float32 at the cell centres of ``bounds³``, and their cost.
 
     In ``"coarse_to_fine"`` mode the values far from the surface are interpolated, with the right
-    sign (module docstring); ``resolution / initial_resolution`` must be a power of two.
+    sign (module docstring); ``resolution / initial_resolution`` must be a power of two. ``refine``
+    recomputes the sign-only samples that marching cubes reads (needed when ``sdf_fn`` returns any).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     stats = ExtractionStats(resolution=resolution)
+    shape = (resolution,) * 3
+    start = time.perf_counter()
     if mode == "dense":
-        start = time.perf_counter()
-        values = evaluate_sdf(sdf_fn, sdf_grid_points(resolution, bounds), batch_points)
+        values, _, exact = evaluate_field(sdf_fn, sdf_grid_points(resolution, bounds), batch_points)
+        values, exact = values.reshape(shape), exact.reshape(shape)
         stats.evaluations = values.size
         stats.stage_seconds["dense"] = time.perf_counter() - start
-        return values.reshape(resolution, resolution, resolution), stats
-    lattice = _coarse_to_fine_lattice(
-        sdf_fn, resolution, bounds, initial_resolution, batch_points, lipschitz, stats
-    )
-    return lattice[:resolution, :resolution, :resolution], stats
+    else:
+        lattice, exact = _coarse_to_fine_lattice(
+            sdf_fn, resolution, bounds, initial_resolution, batch_points, lipschitz, stats
+        )
+        values, exact = lattice[:resolution, :resolution, :resolution], exact[:resolution, :resolution, :resolution]
+    if not exact.all():
+        start = time.perf_counter()
+        stats.refinements = _refine_crossing_nodes(values, exact, refine, bounds, batch_points)
+        stats.stage_seconds["refine"] = time.perf_counter() - start
+    return values, stats
 
 
 def extract_mesh(
     sdf_fn: SdfFunction, resolution: int = 128, bounds=NORMALISED_BOX, **grid_options
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
     """The zero level set of ``sdf_fn`` on ``bounds³`` at ``resolution³``; ``grid_options`` (``mode``,
-    ``initial_resolution``, ``batch_points``, ``lipschitz``) go to :func:`evaluate_grid`.
+    ``initial_resolution``, ``batch_points``, ``lipschitz``, ``refine``) go to :func:`evaluate_grid`.
 
     Returns the mesh (possibly empty) and the :class:`ExtractionStats`, whose ``stage_seconds``
     include ``"marching_cubes"``.
@@ -220,7 +250,8 @@ def extract_mesh(
 
 def extract_fused_mesh(
     decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], maps: np.ndarray, resolution: int,
-    base_lipschitz: float, bounds=NORMALISED_BOX, **grid_options
+    base_lipschitz: float, bounds=NORMALISED_BOX,
+    decode_bounds: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None, **grid_options
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
     """The zero level set of D²IM-Net's fused field in the box ``bounds`` (default the normalised frame's
     :data:`~d2im_tf.geometry.frames.NORMALISED_BOX`; ``WORLD_BOX`` for a model working in the world frame),
@@ -228,21 +259,48 @@ def extract_fused_mesh(
 
     ``decode(points [N, 3]) -> (fused [N], base [N])`` in the model's units; ``maps`` ``[S, S, 2]``
     the image's displacement maps (zeros for variants without); ``grid_options`` as :func:`extract_mesh`.
+
+    ``decode_bounds(points) -> (base [N], displacements [N, 2])``, if given, is the base field and both
+    maps at the points' projections, without the front/back split (one decoder pass instead of two).
+    The fused value lies between ``base + min`` and ``base + max`` of the two displacements; where
+    that interval excludes 0 its end is taken as a sign-only sample (module docstring), elsewhere,
+    and on the grid's sign-changing edges, ``decode`` gives the exact value. The mesh is the same.
     """
     span = displacement_range(maps)
 
-    def sdf(points):  # [N, 3] → values [N] and their clearance [N]
-        fused, base = decode(points)
-        fused, base = np.asarray(fused, np.float32), np.asarray(base, np.float32)
+    def exact_sdf(points):  # [N, 3] → fused [N] and its clearance [N]
+        fused, base = (np.asarray(value, np.float32).reshape(-1) for value in decode(points))
         return fused, displaced_field_clearance(fused, base, span, base_lipschitz)
 
-    return extract_mesh(sdf, resolution, bounds, **grid_options)
+    if decode_bounds is None:
+        return extract_mesh(exact_sdf, resolution, bounds, **grid_options)
+
+    inline_refinements = 0  # samples whose sign the bounds leave open, decoded exactly at once
+
+    def bounded_sdf(points):  # [N, 3] → values [N] (exact where `exact`, else sign only), clearance [N], exact [N]
+        nonlocal inline_refinements
+        base, displacements = decode_bounds(points)
+        base = np.asarray(base, np.float32).reshape(-1)
+        displacements = np.asarray(displacements, np.float32).reshape(-1, 2)
+        low, high = base + displacements.min(axis=-1), base + displacements.max(axis=-1)
+        values = np.where(low > 0, low, high)
+        exact = (low <= SIGN_MARGIN) & (high >= -SIGN_MARGIN)
+        if exact.any():
+            values[exact] = exact_sdf(points[exact])[0]
+            inline_refinements += int(exact.sum())
+        return values, displaced_field_clearance(values, base, span, base_lipschitz), exact
+
+    mesh, stats = extract_mesh(bounded_sdf, resolution, bounds,
+                               refine=lambda points: exact_sdf(points)[0], **grid_options)
+    stats.refinements += inline_refinements
+    return mesh, stats
 
 
 def _coarse_to_fine_lattice(
     sdf_fn, resolution, bounds, initial_resolution, batch_points, lipschitz, stats
 ) -> np.ndarray:
-    """The full ``[R+1]³`` lattice of the module docstring: exact in the band, interpolated elsewhere."""
+    """The full ``[R+1]³`` lattice of the module docstring, evaluated in the band and interpolated
+    elsewhere, and which of its values are exact ``[R+1]³`` bool (False: a sign-only sample)."""
     if not levels_fit(resolution, initial_resolution):
         raise ValueError(
             f"resolution / initial_resolution must be a power of two, got {resolution} / {initial_resolution}"
@@ -253,14 +311,15 @@ def _coarse_to_fine_lattice(
     size = resolution + 1
     lattice = np.full((size, size, size), np.nan, dtype=np.float32)
     clearance = np.zeros((size, size, size), dtype=np.float32)  # zero-free radius around each node
+    exact = np.ones((size, size, size), dtype=bool)
 
     def evaluate(node_mask: np.ndarray, stride: int) -> None:
         # node_mask [n, n, n] over the nodes of this stride; evaluates those still unknown.
         view = lattice[::stride, ::stride, ::stride]
         indices = np.nonzero(node_mask & np.isnan(view))  # 3 × [M]
         points = origin + h * stride * np.stack(indices, axis=-1)  # [M, 3]
-        view[indices], clearance[::stride, ::stride, ::stride][indices] = evaluate_field(
-            sdf_fn, points, batch_points, lipschitz)
+        (view[indices], clearance[::stride, ::stride, ::stride][indices],
+         exact[::stride, ::stride, ::stride][indices]) = evaluate_field(sdf_fn, points, batch_points, lipschitz)
         stats.evaluations += len(points)
 
     stride = ratio
@@ -283,7 +342,34 @@ def _coarse_to_fine_lattice(
     start = time.perf_counter()
     _fill_by_interpolation(lattice, ratio)
     stats.stage_seconds["fill"] = time.perf_counter() - start
-    return lattice
+    return lattice, exact
+
+
+def _refine_crossing_nodes(values: np.ndarray, exact: np.ndarray, refine: RefineFunction | None, bounds,
+                           batch_points: int) -> int:
+    """Replace, in place, the sign-only samples of ``values [R, R, R]`` (``exact`` False) that lie on an
+    edge between nodes of opposite sign by ``refine``'s exact values; returns how many there were."""
+    if refine is None:
+        raise ValueError("sdf_fn returned sign-only samples but no refine function was given")
+    sign = np.sign(values)  # a node at exactly 0 counts as differing from both sides
+    on_crossing = np.zeros(values.shape, dtype=bool)
+    for axis in range(3):
+        crossing = np.moveaxis(sign, axis, 0)
+        crossing = crossing[1:] != crossing[:-1]  # edges along this axis, [R-1, R, R] after the move
+        marked = np.moveaxis(on_crossing, axis, 0)  # a view: writes reach on_crossing
+        marked[1:] |= crossing
+        marked[:-1] |= crossing
+    indices = np.nonzero(on_crossing & ~exact)  # 3 × [M]
+    h = grid_spacing(values.shape[0], bounds)
+    points = (bounds[0] + h / 2.0 + h * np.stack(indices, axis=-1)).astype(np.float32)  # [M, 3]
+    refined = np.empty(len(points), np.float32)
+    for start in range(0, len(points), batch_points):
+        refined[start : start + batch_points] = np.asarray(refine(points[start : start + batch_points]),
+                                                           np.float32).reshape(-1)
+    if np.any(np.sign(refined) != np.sign(values[indices])):
+        raise ValueError("a sign-only sample had the wrong sign: the field's bounds do not hold")
+    values[indices] = refined
+    return len(points)
 
 
 def _cell_corners(nodes: np.ndarray) -> np.ndarray:

@@ -158,11 +158,26 @@ class Reconstructor:
     fused field that is :func:`d2im_tf.inference.extraction.displaced_field_clearance`, from the base field and
     the range of the image's maps. ``lipschitz`` is ``L``, the base field's bound; the default
     ``2·sdf_scale`` allows a learned base field twice as steep as a true distance (in model units).
+    ``one_pass_bounds``: evaluate the grid with the export's one-pass ``decode_bounds`` signature and
+    decode exactly only where the mesh needs it (:func:`~d2im_tf.inference.extraction.extract_fused_mesh`;
+    the same mesh, about half the decoder passes); False, or an export without that signature, decodes
+    exactly at every evaluated point.
     """
 
     def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
-                 initial_resolution: int = 32, batch_points: int = BATCH_POINTS, lipschitz: float | None = None):
+                 initial_resolution: int = 32, batch_points: int = BATCH_POINTS, lipschitz: float | None = None,
+                 one_pass_bounds: bool = True):
         check_resolution(resolution, mode, initial_resolution)  # before the slow model load
+        self._load(model_path)  # sets model_dir, info, image_size, sdf_scale, has_camera, model, frame, image_reading
+        if self.frame not in FRAME_BOUNDS:
+            raise UserError(f"{self.model_dir}: unknown frame {self.frame!r}")
+        self.resolution, self.mode = resolution, mode
+        self.initial_resolution = min(initial_resolution, resolution)
+        self.batch_points = batch_points
+        self.lipschitz = float(self.info.get("lipschitz", 2.0 * self.sdf_scale)) if lipschitz is None else lipschitz
+        self.one_pass_bounds = one_pass_bounds and "decode_bounds" in self.model.signatures
+
+    def _load(self, model_path) -> None:
         self.model_dir = resolve_model_dir(model_path)
         info_path = self.model_dir / "assets.extra" / "d2im.json"
         try:
@@ -182,17 +197,9 @@ class Reconstructor:
         if "decode" not in self.model.signatures:
             raise UserError(f"{self.model_dir}: exported before the 'decode' signature existed; export it again")
         self.frame = self.info.get("frame", "normalised")  # exports before the import-torch command
-        if self.frame not in FRAME_BOUNDS:
-            raise UserError(f"{info_path}: unknown frame {self.frame!r}")
         self.image_reading = self.info.get("image_reading", "white")
         if self.has_camera and "camera" not in self.model.signatures:
             raise UserError(f"{info_path}: says the model has a camera network, but it has no 'camera' signature")
-        self.resolution, self.mode = resolution, mode
-        self.initial_resolution = min(initial_resolution, resolution)
-        self.batch_points = batch_points
-        if lipschitz is None:
-            lipschitz = float(self.info.get("lipschitz", 2.0 * self.sdf_scale))
-        self.lipschitz = lipschitz
 
     def require_camera(self, camera_row) -> None:
         """:class:`UserError` unless a view is given or the model can predict one."""
@@ -229,8 +236,15 @@ class Reconstructor:
             out = decode(points=tf.constant(points[None]), projection=projection, **encoding)
             return out["sdf"][0].numpy(), out["base"][0].numpy()
 
+        decode_bounds = None
+        if self.one_pass_bounds:
+            def decode_bounds(points):  # [N, 3] → base [N], displacements [N, 2]
+                out = self.model.signatures["decode_bounds"](points=tf.constant(points[None]),
+                                                             projection=projection, **encoding)
+                return out["base"][0].numpy(), out["displacements"][0].numpy()
+
         mesh, stats = extract_fused_mesh(decode_points, maps, self.resolution, self.lipschitz,
-                                         FRAME_BOUNDS[self.frame], mode=self.mode,
+                                         FRAME_BOUNDS[self.frame], decode_bounds, mode=self.mode,
                                          initial_resolution=self.initial_resolution, batch_points=self.batch_points)
         stages = dict(stats.stage_seconds)
         timings["marching_cubes"] = stages.pop("marching_cubes")

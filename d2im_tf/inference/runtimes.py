@@ -20,7 +20,6 @@ import numpy as np
 
 from d2im_tf.errors import UserError
 from d2im_tf.inference.convert import DESCRIPTION_FILE, FORMAT_VERSION, SMALL
-from d2im_tf.inference.extraction import BATCH_POINTS
 
 RUNTIMES = ("savedmodel", "tflite", "tfjs")
 PRECISIONS = ("float32", SMALL)
@@ -176,27 +175,20 @@ class _Signatures:
 
 def runtime_reconstructor(folder, runtime: str, precision: str = "float32", **options):
     """A :class:`d2im_tf.inference.reconstruct.Reconstructor` (same ``options``) whose networks run in ``runtime``
-    from the converted ``folder``."""
-    from d2im_tf.inference.reconstruct import FRAME_BOUNDS, Reconstructor, check_resolution
+    from the converted ``folder``. The converted models have no one-pass bounds: every evaluated point
+    is decoded exactly."""
+    from d2im_tf.inference.reconstruct import Reconstructor
 
     class RuntimeReconstructor(Reconstructor):
-        def __init__(self, resolution: int = 128, mode: str = "coarse_to_fine", initial_resolution: int = 32,
-                     batch_points: int = BATCH_POINTS, lipschitz: float | None = None):
-            check_resolution(resolution, mode, initial_resolution)
-            self.runtime_model = open_runtime_model(folder, runtime, precision)
-            self.model_dir = Path(folder)
+        def _load(self, model_path) -> None:
+            self.runtime_model = open_runtime_model(model_path, runtime, precision)
+            self.model_dir = Path(model_path)
             self.info = self.runtime_model.info
             self.image_size = self.runtime_model.image_size
             self.sdf_scale = float(self.info["sdf_scale"])
             self.has_camera = self.runtime_model.has_camera
             self.model = _Signatures(self.runtime_model)
             self.frame = self.info["frame"]
-            if self.frame not in FRAME_BOUNDS:
-                raise UserError(f"{folder}: unknown frame {self.frame!r}")
             self.image_reading = self.info["image_reading"]
-            self.resolution, self.mode = resolution, mode
-            self.initial_resolution = min(initial_resolution, resolution)
-            self.batch_points = batch_points
-            self.lipschitz = float(self.info["lipschitz"]) if lipschitz is None else lipschitz
 
-    return RuntimeReconstructor(**options)
+    return RuntimeReconstructor(folder, **options)

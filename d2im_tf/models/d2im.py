@@ -79,6 +79,7 @@ import tensorflow as tf
 from d2im_tf.config import ModelConfig
 from d2im_tf.geometry import camera
 from d2im_tf.geometry.interpolation import sample_bilinear, sample_bspline
+from d2im_tf.inference.extraction import BATCH_POINTS
 from d2im_tf.models.base import DistributableModel
 from d2im_tf.models.decoders import DetailDecoder, GlobalLocalDecoder, ImplicitDecoder
 from d2im_tf.models.encoder import ResNet18
@@ -161,8 +162,10 @@ class D2IMNet(DistributableModel):
         self.detail_decoder = (
             DetailDecoder(cfg.detail_channels, self.spec.maps, name="detail_decoder") if self.spec.maps else None
         )
-        self._compiled_encode = tf.function(self.encode)
-        self._compiled_decode = tf.function(self._decode_sdf, reduce_retracing=True)  # any number of points
+        # No AutoGraph: encode and decode branch on Python values only, and AutoGraph's cache of converted
+        # code once handed this encode another function's conversion in a long test session.
+        self._compiled_encode = tf.function(self.encode, autograph=False)
+        self._compiled_decode = tf.function(self._decode_sdf, reduce_retracing=True, autograph=False)  # any N
 
     # ---------------------------------------------------------------- forward pieces
 
@@ -207,6 +210,24 @@ class D2IMNet(DistributableModel):
         ahead = self.base_field(encoding, points + self.model_config.front_offset * direction, projection)
         return ahead < base
 
+    def displacements_at(self, encoding, uv):
+        """Front and back displacement ``[B, N, 2]`` at pixel positions ``uv`` ``[B, N, 2]``: the maps read
+        by the B-spline (bilinearly in the reference mode), zeros for variants without maps."""
+        if "maps" not in encoding:
+            return tf.zeros(tf.concat([tf.shape(uv)[:2], [2]], axis=0), uv.dtype)
+        sample = sample_bilinear if self.reference else sample_bspline
+        return sample(encoding["maps"], uv)
+
+    def decode_bounds(self, encoding, points, projection):
+        """f_B ``[B, N]`` and both displacements ``[B, N, 2]`` at ``points`` ``[B, N, 3]``, without the
+        front/back split: the fused f of :meth:`decode` lies between f_B + the smaller and f_B + the larger
+        displacement, for one decoder pass instead of two (what coarse-to-fine extraction needs far from
+        the surface, :func:`d2im_tf.inference.extraction.extract_fused_mesh`)."""
+        points = tf.cast(points, tf.float32)
+        projection = tf.cast(projection, tf.float32)
+        uv, _ = camera.project(points, projection)  # [B, N, 2]
+        return self.base_field(encoding, points, projection), self.displacements_at(encoding, uv)
+
     def decode(self, encoding, points, projection, gradients=None):
         """SDF at ``points`` ``[B, N, 3]`` (normalised frame) seen through ``projection`` ``[B, 3, 4]``.
 
@@ -226,12 +247,8 @@ class D2IMNet(DistributableModel):
             front = self.front_from_base(encoding, points, projection, base)
         else:
             front = tf.zeros_like(base, dtype=tf.bool)
-        if "maps" in encoding:
-            sample = sample_bilinear if self.reference else sample_bspline
-            displacements = sample(encoding["maps"], uv)  # [B, N, 2]
-            displacement = tf.where(front, displacements[..., 0], displacements[..., 1])
-        else:
-            displacement = tf.zeros_like(base)
+        displacements = self.displacements_at(encoding, uv)  # [B, N, 2]
+        displacement = tf.where(front, displacements[..., 0], displacements[..., 1])
         return {"sdf": base + displacement, "base": base, "displacement": displacement, "front": front,
                 "depth": depth, "uv": uv}
 
@@ -240,7 +257,7 @@ class D2IMNet(DistributableModel):
         step = reference_front_step(projection, self.model_config.front_offset)  # [B, 3]
         ahead = self.base_field(encoding, points + step[:, None, :], projection)  # [B, N]
         weight = 0.5 - 0.5 * tf.sign(ahead - base)  # [B, N]: 1 front, 0 back
-        displacements = sample_bilinear(encoding["maps"], uv)  # [B, N, 2]
+        displacements = self.displacements_at(encoding, uv)  # [B, N, 2]
         displacement = weight * displacements[..., 0] + (1.0 - weight) * displacements[..., 1]
         return {"sdf": base + displacement, "base": base, "displacement": displacement, "front": weight > 0.5,
                 "depth": depth, "uv": uv}
@@ -287,7 +304,7 @@ class D2IMNet(DistributableModel):
         outputs = self.decode(encoding, points, projection)
         return {key: outputs[key] for key in ("sdf", "base", "displacement", "front")}
 
-    def predict_sdf(self, images, points, projection, chunk_size: int = 65536):
+    def predict_sdf(self, images, points, projection, chunk_size: int = BATCH_POINTS):
         """Fused and base SDF at many points: encode once, decode ``chunk_size`` points at a time.
 
         ``images`` [B, S, S, 3]; ``points`` [B, N, 3] (normalised frame, any N, e.g. a 128³ grid);
