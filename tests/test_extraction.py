@@ -2,6 +2,8 @@
 
 The analytic shapes are small, so most tests extract in the cube :data:`BOX` (the reference's test box)
 rather than the default, the normalised frame's [-1, 1]³."""
+import itertools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -226,12 +228,38 @@ def test_sign_only_samples_need_a_refine_function_and_right_signs():
     exact = sphere(extraction.sdf_grid_points(16, BOX)).reshape(16, 16, 16)
     refined = grid != np.sign(grid)  # the nodes refine replaced; all others kept their ±1
     signs = np.sign(exact)
-    crossing = np.zeros_like(refined)
-    for axis in range(3):
-        a = np.moveaxis(signs, axis, 0)
-        c = np.moveaxis(crossing, axis, 0)
-        c[1:] |= a[1:] != a[:-1]
-        c[:-1] |= a[1:] != a[:-1]
+    crossing = np.zeros_like(refined)  # corners of the cells whose corners differ in sign
+    for i, j, k in itertools.product(range(15), repeat=3):
+        if len(np.unique(signs[i : i + 2, j : j + 2, k : k + 2])) > 1:
+            crossing[i : i + 2, j : j + 2, k : k + 2] = True
     np.testing.assert_array_equal(refined, crossing)
     assert stats.refinements == crossing.sum()
     np.testing.assert_allclose(grid[crossing], exact[crossing], rtol=1e-6)
+
+
+def test_sign_only_samples_are_refined_wherever_marching_cubes_reads_them():
+    """Marching cubes (Lewiner) places a vertex inside an ambiguous cell from all eight corner values,
+    not only from the ends of crossing edges. This 4³ grid has such a cell: node (1, 1, 1) ends no
+    crossing edge, yet its value moves a vertex. With sign-only samples of the wrong magnitude at every
+    node, the refined grid must still give exactly the mesh of the exact grid."""
+    rng = np.random.default_rng(11)  # found by search: one of the configurations where this happens
+    values = rng.uniform(0.05, 1.0, (4, 4, 4)).astype(np.float32)
+    values[1:3, 1:3, 1:3] *= rng.choice([-1, 1], size=(2, 2, 2))
+    exact_mesh = extraction.mesh_from_grid(values, BOX)
+    moved = values.copy()
+    moved[1, 1, 1] = 7.0 * np.sign(moved[1, 1, 1])
+    assert not np.allclose(np.sort(extraction.mesh_from_grid(moved, BOX).vertices, axis=0),
+                           np.sort(exact_mesh.vertices, axis=0))  # the premise: that value matters
+
+    def lookup(points):  # the grid's value at its own cell centres
+        index = np.rint((points - BOX[0]) / 0.25 - 0.5).astype(int)
+        return values[index[:, 0], index[:, 1], index[:, 2]]
+
+    def sign_only(points):
+        return 7.0 * np.sign(lookup(points)), np.zeros(len(points), np.float32), np.zeros(len(points), bool)
+
+    grid, stats = extraction.evaluate_grid(sign_only, 4, bounds=BOX, mode="dense", refine=lookup)
+    assert stats.refinements < 64
+    mesh = extraction.mesh_from_grid(grid, BOX)
+    np.testing.assert_array_equal(mesh.faces, exact_mesh.faces)
+    np.testing.assert_array_equal(mesh.vertices, exact_mesh.vertices)

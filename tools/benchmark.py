@@ -218,14 +218,20 @@ def bench_reconstruct(args) -> dict:
         "c2f_exact_split": ("coarse_to_fine", BATCH_POINTS, False),
         baseline_batch: ("coarse_to_fine", args.baseline_batch_points, True),
     }
-    for name, (mode, batch_points, one_pass_bounds) in settings.items():
-        reconstructor = Reconstructor(model, resolution=args.resolution, mode=mode, batch_points=batch_points,
-                                      one_pass_bounds=one_pass_bounds)
+    reconstructors = {name: Reconstructor(model, resolution=args.resolution, mode=mode, batch_points=batch_points,
+                                          one_pass_bounds=one_pass_bounds)
+                      for name, (mode, batch_points, one_pass_bounds) in settings.items()}
+    for reconstructor in reconstructors.values():
         reconstructor.reconstruct(pixels, view_row)  # warm-up: first calls of the signatures
-        runs = [reconstructor.reconstruct(pixels, view_row) for _ in range(args.repeats)]
-        stages = {stage: float(np.median([run.timings[stage] for run in runs])) for stage in runs[0].timings}
+    runs = {name: [] for name in settings}
+    for _ in range(args.repeats):  # interleaved, so that a drift of the machine's speed hits every mode alike
+        for name, reconstructor in reconstructors.items():
+            runs[name].append(reconstructor.reconstruct(pixels, view_row))
+    for name in settings:
+        timings = [run.timings for run in runs[name]]
+        stages = {stage: float(np.median([timing[stage] for timing in timings])) for stage in timings[0]}
         result["modes"][name] = {"stages_seconds": stages, "total_seconds": sum(stages.values()),
-                                 "faces": int(len(runs[0].mesh.faces))}
+                                 "faces": int(len(runs[name][0].mesh.faces))}
     workdir.cleanup()
     modes = result["modes"]
     dense, fine = modes["dense"], modes["coarse_to_fine"]
@@ -650,7 +656,8 @@ def main(argv=None) -> int:
     reconstruct.add_argument("--model", default=None,
                              help="SavedModel folder (default: export an untrained default-size model)")
     reconstruct.add_argument("--resolution", type=int, default=128)
-    reconstruct.add_argument("--repeats", type=int, default=1, help="timed runs per mode (median reported)")
+    reconstruct.add_argument("--repeats", type=int, default=3,
+                             help="timed runs per mode, the modes interleaved (median reported)")
     reconstruct.add_argument("--image", type=Path, default=None,
                              help="input image, seen through the model's camera network (default: a rendered "
                                   "sphere with its known camera)")

@@ -26,12 +26,12 @@ as dense mode wherever it matters while evaluating only a band around the surfac
   dense one, and every lattice edge that crosses the surface lies in cells that were never certified,
   so both its end values are exact: marching cubes returns the dense mesh.
 
-*Sign-only samples.* Marching cubes reads a node's value only where an edge from it crosses the surface;
-elsewhere only its sign counts (certification, the fill). A field that can bound its value more
-cheaply than compute it returns ``(values, clearance, exact)``: where ``exact`` is False the value
-only has the right sign, and once the grid is complete the nodes on sign-changing edges among those
-are recomputed with ``refine(points) -> values``. The grid then differs from the exact one only
-at nodes whose values marching cubes never reads, so the mesh is the same.
+*Sign-only samples.* Marching cubes reads a node's value only at the cells the surface passes through
+(corners of differing signs); elsewhere only its sign counts (certification, the fill). A field that
+can bound its value more cheaply than compute it returns ``(values, clearance, exact)``: where
+``exact`` is False the value only has the right sign, and once the grid is complete those among the
+corners of cells the surface passes through are recomputed with ``refine(points) -> values``. The grid
+then differs from the exact one only at nodes whose values marching cubes never reads: same mesh.
 
 A learned SDF is only approximately 1-Lipschitz: pass a ``lipschitz`` above its true bound (e.g. 2
 for a network trained on ``sdf``, 20 for one trained on ``10·sdf``) to widen the band; too small a
@@ -52,7 +52,7 @@ from d2im_tf.geometry.frames import NORMALISED_BOX
 # points [N, 3] float32 -> sdf [N], or (sdf [N], clearance [N]), or (sdf [N], clearance [N], exact [N] bool)
 # (module docstring)
 SdfFunction = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, ...]"]
-# points [N, 3] float32 -> exact sdf [N], for the sign-only samples on sign-changing edges
+# points [N, 3] float32 -> exact sdf [N], for the sign-only samples at cells the surface passes through
 RefineFunction = Callable[[np.ndarray], np.ndarray]
 
 MODES = ("coarse_to_fine", "dense")
@@ -263,8 +263,9 @@ def extract_fused_mesh(
     ``decode_bounds(points) -> (base [N], displacements [N, 2])``, if given, is the base field and both
     maps at the points' projections, without the front/back split (one decoder pass instead of two).
     The fused value lies between ``base + min`` and ``base + max`` of the two displacements; where
-    that interval excludes 0 its end is taken as a sign-only sample (module docstring), elsewhere,
-    and on the grid's sign-changing edges, ``decode`` gives the exact value. The mesh is the same.
+    that interval excludes 0 its end is taken as a sign-only sample (module docstring); elsewhere,
+    and at the corners of the cells the surface passes through, ``decode`` gives the exact value.
+    The mesh is the same.
     """
     span = displacement_range(maps)
 
@@ -347,18 +348,22 @@ def _coarse_to_fine_lattice(
 
 def _refine_crossing_nodes(values: np.ndarray, exact: np.ndarray, refine: RefineFunction | None, bounds,
                            batch_points: int) -> int:
-    """Replace, in place, the sign-only samples of ``values [R, R, R]`` (``exact`` False) that lie on an
-    edge between nodes of opposite sign by ``refine``'s exact values; returns how many there were."""
+    """Replace, in place, the sign-only samples of ``values [R, R, R]`` (``exact`` False) that are corners
+    of a cell whose corners differ in sign by ``refine``'s exact values; returns how many there were.
+
+    Marching cubes reads the values of such cells only, and of those not just the ends of the crossing
+    edges: its Lewiner variant decides ambiguous cells with all four values of a face or all eight of
+    the cell."""
     if refine is None:
         raise ValueError("sdf_fn returned sign-only samples but no refine function was given")
-    sign = np.sign(values)  # a node at exactly 0 counts as differing from both sides
+    corners = _cell_corners(np.sign(values))  # [8, R-1, R-1, R-1]; a node at exactly 0 differs from both sides
+    mixed = corners.min(axis=0) != corners.max(axis=0)  # [R-1]³ cells the surface passes through
     on_crossing = np.zeros(values.shape, dtype=bool)
-    for axis in range(3):
-        crossing = np.moveaxis(sign, axis, 0)
-        crossing = crossing[1:] != crossing[:-1]  # edges along this axis, [R-1, R, R] after the move
-        marked = np.moveaxis(on_crossing, axis, 0)  # a view: writes reach on_crossing
-        marked[1:] |= crossing
-        marked[:-1] |= crossing
+    size = values.shape[0] - 1
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                on_crossing[dx : dx + size, dy : dy + size, dz : dz + size] |= mixed
     indices = np.nonzero(on_crossing & ~exact)  # 3 × [M]
     h = grid_spacing(values.shape[0], bounds)
     points = (bounds[0] + h / 2.0 + h * np.stack(indices, axis=-1)).astype(np.float32)  # [M, 3]
