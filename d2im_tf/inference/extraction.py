@@ -299,7 +299,7 @@ def extract_fused_mesh(
 
 def _coarse_to_fine_lattice(
     sdf_fn, resolution, bounds, initial_resolution, batch_points, lipschitz, stats
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """The full ``[R+1]³`` lattice of the module docstring, evaluated in the band and interpolated
     elsewhere, and which of its values are exact ``[R+1]³`` bool (False: a sign-only sample)."""
     if not levels_fit(resolution, initial_resolution):
