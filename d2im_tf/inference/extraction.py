@@ -223,7 +223,7 @@ def evaluate_grid(
         values, exact = lattice[:resolution, :resolution, :resolution], exact[:resolution, :resolution, :resolution]
     if not exact.all():
         start = time.perf_counter()
-        stats.refinements = _refine_crossing_nodes(values, exact, refine, bounds, batch_points)
+        stats.refinements = _refine_surface_cells(values, exact, refine, bounds, batch_points)
         stats.stage_seconds["refine"] = time.perf_counter() - start
     return values, stats
 
@@ -346,7 +346,7 @@ def _coarse_to_fine_lattice(
     return lattice, exact
 
 
-def _refine_crossing_nodes(values: np.ndarray, exact: np.ndarray, refine: RefineFunction | None, bounds,
+def _refine_surface_cells(values: np.ndarray, exact: np.ndarray, refine: RefineFunction | None, bounds,
                            batch_points: int) -> int:
     """Replace, in place, the sign-only samples of ``values [R, R, R]`` (``exact`` False) that are corners
     of a cell whose corners differ in sign by ``refine``'s exact values; returns how many there were.
@@ -358,36 +358,29 @@ def _refine_crossing_nodes(values: np.ndarray, exact: np.ndarray, refine: Refine
         raise ValueError("sdf_fn returned sign-only samples but no refine function was given")
     corners = _cell_corners(np.sign(values))  # [8, R-1, R-1, R-1]; a node at exactly 0 differs from both sides
     mixed = corners.min(axis=0) != corners.max(axis=0)  # [R-1]³ cells the surface passes through
-    on_crossing = np.zeros(values.shape, dtype=bool)
-    size = values.shape[0] - 1
-    for dx in (0, 1):
-        for dy in (0, 1):
-            for dz in (0, 1):
-                on_crossing[dx : dx + size, dy : dy + size, dz : dz + size] |= mixed
-    indices = np.nonzero(on_crossing & ~exact)  # 3 × [M]
+    on_surface_cell = np.zeros(values.shape, dtype=bool)
+    for corner in _corner_views(on_surface_cell):
+        corner |= mixed
+    indices = np.nonzero(on_surface_cell & ~exact)  # 3 × [M]
     h = grid_spacing(values.shape[0], bounds)
-    points = (bounds[0] + h / 2.0 + h * np.stack(indices, axis=-1)).astype(np.float32)  # [M, 3]
-    refined = np.empty(len(points), np.float32)
-    for start in range(0, len(points), batch_points):
-        refined[start : start + batch_points] = np.asarray(refine(points[start : start + batch_points]),
-                                                           np.float32).reshape(-1)
+    points = bounds[0] + h / 2.0 + h * np.stack(indices, axis=-1)  # [M, 3]
+    refined = evaluate_field(refine, points, batch_points)[0]
     if np.any(np.sign(refined) != np.sign(values[indices])):
         raise ValueError("a sign-only sample had the wrong sign: the field's bounds do not hold")
     values[indices] = refined
     return len(points)
 
 
+def _corner_views(nodes: np.ndarray) -> list[np.ndarray]:
+    """The 8 views ``[n, n, n]`` of a node grid ``[n+1]³`` that put each cell's corner (dx, dy, dz) at the
+    cell's index (writable: they share ``nodes``' memory)."""
+    n = nodes.shape[0] - 1
+    return [nodes[dx : dx + n, dy : dy + n, dz : dz + n] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)]
+
+
 def _cell_corners(nodes: np.ndarray) -> np.ndarray:
     """Values at the 8 corners of each cell of a node grid ``[n+1]³`` → ``[8, n, n, n]``."""
-    n = nodes.shape[0] - 1
-    return np.stack(
-        [
-            nodes[dx : dx + n, dy : dy + n, dz : dz + n]
-            for dx in (0, 1)
-            for dy in (0, 1)
-            for dz in (0, 1)
-        ]
-    )
+    return np.stack(_corner_views(nodes))
 
 
 def _nodes_of_cells(cells: np.ndarray) -> np.ndarray:
