@@ -215,6 +215,41 @@ def test_fused_mesh_from_bounds_is_the_exact_mesh_with_few_exact_decodes():
         assert "refine" in stats.stage_seconds
 
 
+def test_fuse_completes_the_stored_bounds_to_the_exact_mesh():
+    """With ``fuse`` the exact values come from each node's stored bounds (base and both displacements,
+    checked against the analytic field at the very points fuse is asked for) and the split alone: the
+    mesh is the exact extraction's, and ``decode`` is never needed."""
+    fused_points = []
+
+    def decode(points):
+        raise AssertionError("decode called although fuse was given")
+
+    def decode_bounds(points):
+        base, displacements, _ = two_map_field(points)
+        return base, displacements
+
+    def fuse(points, base, displacements):
+        fused_points.append(len(points))
+        true_base, true_displacements, front = two_map_field(points)
+        np.testing.assert_array_equal(base, true_base)  # the bounds stored for these very nodes
+        np.testing.assert_array_equal(displacements, true_displacements)
+        return base + np.where(front, displacements[:, 0], displacements[:, 1])
+
+    def exact(points):
+        base, displacements, front = two_map_field(points)
+        return base + np.where(front, displacements[:, 0], displacements[:, 1])
+
+    maps = np.array([[[-0.04, 0.3]]], np.float32)
+    reference, _ = extraction.extract_mesh(exact, 64, NORMALISED_BOX, mode="dense")
+    for mode in ("coarse_to_fine", "dense"):
+        fused_points.clear()
+        mesh, stats = extraction.extract_fused_mesh(decode, maps, 64, 1.0, decode_bounds=decode_bounds, fuse=fuse,
+                                                    mode=mode, initial_resolution=16)
+        assert len(mesh.faces) == len(reference.faces) > 0
+        np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(reference.vertices, axis=0), atol=1e-6)
+        assert sum(fused_points) == stats.refinements > 0
+
+
 def test_sign_only_samples_need_a_refine_function_and_right_signs():
     def sign_only(points):  # the sphere's sign, with values that are not distances
         values = np.where(sphere(points) > 0, 1.0, -1.0).astype(np.float32)

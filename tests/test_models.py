@@ -207,8 +207,9 @@ def test_test_time_front_split_follows_the_base_field_along_the_ray(batch):
 
 @pytest.mark.parametrize("variant", ["full", "noback", "baseline"])
 def test_decode_bounds_hold_the_base_and_the_two_displacements_the_split_chooses_from(variant, batch):
-    """What coarse-to-fine extraction relies on: decode's f_B is decode_bounds' f_B, and the fused value
-    is f_B plus the front or the back displacement of decode_bounds, as the test-time split says."""
+    """What coarse-to-fine extraction relies on: decode's f_B is decode_bounds' f_B, the fused value is f_B
+    plus the front or the back displacement of decode_bounds, as the test-time split says, and fuse gives
+    that value from decode_bounds' outputs."""
     model = D2IMNet(tiny_config(variant))
     encoding = model.encode(batch["image"], training=False)
     decoded = model.decode(encoding, batch["points"], batch["projection"])
@@ -218,6 +219,9 @@ def test_decode_bounds_hold_the_base_and_the_two_displacements_the_split_chooses
     np.testing.assert_allclose(base, decoded["base"].numpy(), atol=1e-6)
     chosen = np.where(decoded["front"].numpy(), displacements[..., 0], displacements[..., 1])
     np.testing.assert_allclose(decoded["sdf"].numpy() - base, chosen, atol=1e-5)
+    fused, _, front = model.fuse(encoding, batch["points"], batch["projection"], base, displacements)
+    np.testing.assert_array_equal(front.numpy(), decoded["front"].numpy())  # fuse completes the bounds to decode
+    np.testing.assert_allclose(fused.numpy(), decoded["sdf"].numpy(), atol=1e-6)
     if variant != "baseline":
         assert np.abs(displacements[..., 0] - displacements[..., 1]).max() > 1e-3  # the choice matters
 

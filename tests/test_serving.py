@@ -18,9 +18,13 @@ def signature_inputs(model_dir, name: str, image, points, projection) -> dict:
     """Inputs for signature ``name``: the image, points and projection, or encode's outputs for the decodes."""
     loaded = tf.saved_model.load(str(model_dir))
     available = {"image": image, "points": points[None], "projection": projection}
-    if name in ("decode", "decode_bounds"):
+    if name in ("decode", "decode_bounds", "fuse"):
         encoded = loaded.signatures["encode"](image=tf.constant(image))
         available.update({key: value.numpy() for key, value in encoded.items()})
+    if name == "fuse":
+        bounds = loaded.signatures["decode_bounds"](**{key: tf.constant(value) for key, value in available.items()
+                                                       if key != "image"})
+        available.update({key: value.numpy() for key, value in bounds.items()})
     return {key: available[key] for key in loaded.signatures[name].structured_input_signature[1]}
 
 
@@ -34,7 +38,7 @@ def test_saved_model_cli_shows_and_runs_every_signature(exported, tmp_path):
     shown = subprocess.run([*SAVED_MODEL_CLI, "show", "--all", "--dir", str(exported)], capture_output=True, text=True,
                            timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    signatures = ["serving_default", "encode", "decode", "decode_bounds", "camera", "sdf_predicted_camera"]
+    signatures = ["serving_default", "encode", "decode", "decode_bounds", "fuse", "camera", "sdf_predicted_camera"]
     for name in signatures:
         assert f"signature_def['{name}']" in shown.stdout
     image, points, projection = parity_inputs(32, 500)

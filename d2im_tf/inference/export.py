@@ -16,6 +16,9 @@ The exported model runs without this package (``tf.saved_model.load`` is enough)
 ``decode_bounds``                the same inputs → ``base`` [B,N] and ``displacements`` [B,N,2]
                                  (front, back at the points' projections) without the front/back
                                  split: one decoder pass, ``sdf`` lies between base + either one.
+``fuse``                         the same inputs and ``base`` [B,N], ``displacements`` [B,N,2] (as
+                                 ``decode_bounds`` returns them) → ``sdf``: the front/back split's
+                                 second pass only, so bounds + fuse cost what ``decode`` costs.
 ``camera`` (with a camera net)   image → ``rotation`` [B,3,3], ``translation`` [B,3] and
                                  ``projection`` [B,3,4] = K·[R|t] of the model's frame.
 ``sdf_predicted_camera`` (idem)  image, points → ``sdf``, ``base`` through the predicted camera.
@@ -147,6 +150,11 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
                                                       points, projection)
         return {"base": base, "displacements": displacements}
 
+    def fuse(global_code, maps, f0, f1, f2, f3, f4, points, projection, base, displacements):
+        sdf, _, _ = sdf_model.fuse(encoding_of(global_code, maps, f0, f1, f2, f3, f4), points, projection, base,
+                                   displacements)
+        return {"sdf": sdf}
+
     # Specs of encode's outputs, for decode's inputs: batch free, the rest static (the GL decoder
     # derives each map's stride from its width).
     probe = sdf_model.encode(tf.zeros([1, size, size, 3]), training=False)
@@ -162,6 +170,9 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
     archive.add_endpoint("encode", encode, input_signature=[image_spec])
     archive.add_endpoint("decode", decode, input_signature=decode_specs)
     archive.add_endpoint("decode_bounds", decode_bounds, input_signature=decode_specs)
+    archive.add_endpoint("fuse", fuse, input_signature=[
+        *decode_specs, tf.TensorSpec([None, None], tf.float32, name="base"),
+        tf.TensorSpec([None, None, 2], tf.float32, name="displacements")])
     if camera_model is not None:
         archive.track(camera_model)
 

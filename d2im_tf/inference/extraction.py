@@ -251,7 +251,8 @@ def extract_mesh(
 def extract_fused_mesh(
     decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], maps: np.ndarray, resolution: int,
     base_lipschitz: float, bounds=NORMALISED_BOX,
-    decode_bounds: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None, **grid_options
+    decode_bounds: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    fuse: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None, **grid_options
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
     """The zero level set of D²IM-Net's fused field in the box ``bounds`` (default the normalised frame's
     :data:`~d2im_tf.geometry.frames.NORMALISED_BOX`; ``WORLD_BOX`` for a model working in the world frame),
@@ -264,8 +265,9 @@ def extract_fused_mesh(
     maps at the points' projections, without the front/back split (one decoder pass instead of two).
     The fused value lies between ``base + min`` and ``base + max`` of the two displacements; where
     that interval excludes 0 its end is taken as a sign-only sample (module docstring); elsewhere,
-    and at the corners of the cells the surface passes through, ``decode`` gives the exact value.
-    The mesh is the same.
+    and at the corners of the cells the surface passes through, the exact value is computed: by
+    ``fuse(points, base, displacements) -> fused [N]`` from the node's known bounds (the split's pass
+    only) if given, else by ``decode``. The mesh is the same.
     """
     span = displacement_range(maps)
 
@@ -275,8 +277,12 @@ def extract_fused_mesh(
 
     if decode_bounds is None:
         return extract_mesh(exact_sdf, resolution, bounds, **grid_options)
+    if fuse is None:  # the known bounds are not reused: decode from scratch
+        def fuse(points, base, displacements):
+            return exact_sdf(points)[0]
 
-    inline_refinements = 0  # samples whose sign the bounds leave open, decoded exactly at once
+    known = _NodeBounds(resolution, bounds)
+    inline_refinements = 0  # samples whose sign the bounds leave open, computed exactly at once
 
     def bounded_sdf(points):  # [N, 3] → values [N] (exact where `exact`, else sign only), clearance [N], exact [N]
         nonlocal inline_refinements
@@ -287,14 +293,41 @@ def extract_fused_mesh(
         values = np.where(low > 0, low, high)
         exact = (low <= SIGN_MARGIN) & (high >= -SIGN_MARGIN)
         if exact.any():
-            values[exact] = exact_sdf(points[exact])[0]
+            values[exact] = np.asarray(fuse(points[exact], base[exact], displacements[exact]), np.float32).reshape(-1)
             inline_refinements += int(exact.sum())
+        if not exact.all():
+            known.store(points[~exact], base[~exact], displacements[~exact])
         return values, displaced_field_clearance(values, base, span, base_lipschitz), exact
 
-    mesh, stats = extract_mesh(bounded_sdf, resolution, bounds,
-                               refine=lambda points: exact_sdf(points)[0], **grid_options)
+    def refine(points):  # sign-only samples → their exact values
+        return fuse(points, *known.at(points))
+
+    mesh, stats = extract_mesh(bounded_sdf, resolution, bounds, refine=refine, **grid_options)
     stats.refinements += inline_refinements
     return mesh, stats
+
+
+class _NodeBounds:
+    """f_B and both displacements ``[3]`` float32 per node of the coarse-to-fine lattice (``R + 1`` nodes
+    per axis, module docstring), stored for the sign-only samples that may be refined later; a node is
+    found from its grid point (every point the extraction evaluates is one)."""
+
+    def __init__(self, resolution: int, bounds):
+        self.size = resolution + 1
+        self.low, self.spacing = bounds[0], grid_spacing(resolution, bounds)
+        self.values = np.zeros((self.size**3, 3), np.float32)  # 26 MB at 128³
+
+    def _index(self, points: np.ndarray) -> np.ndarray:
+        ijk = np.rint((points - self.low) / self.spacing - 0.5).astype(np.int64)  # [N, 3] node indices
+        return (ijk[:, 0] * self.size + ijk[:, 1]) * self.size + ijk[:, 2]
+
+    def store(self, points: np.ndarray, base: np.ndarray, displacements: np.ndarray) -> None:
+        self.values[self._index(points)] = np.column_stack([base, displacements])
+
+    def at(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(base [N], displacements [N, 2]) stored for ``points``."""
+        values = self.values[self._index(points)]
+        return values[:, 0], values[:, 1:]
 
 
 def _coarse_to_fine_lattice(

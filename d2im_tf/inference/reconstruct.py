@@ -159,9 +159,9 @@ class Reconstructor:
     the range of the image's maps. ``lipschitz`` is ``L``, the base field's bound; the default
     ``2·sdf_scale`` allows a learned base field twice as steep as a true distance (in model units).
     ``one_pass_bounds``: evaluate the grid with the export's one-pass ``decode_bounds`` signature and
-    decode exactly only where the mesh needs it (:func:`~d2im_tf.inference.extraction.extract_fused_mesh`;
-    the same mesh, about half the decoder passes); False, or an export without that signature, decodes
-    exactly at every evaluated point.
+    complete the value (its ``fuse`` signature, the split's pass) only where the mesh needs it
+    (:func:`~d2im_tf.inference.extraction.extract_fused_mesh`; the same mesh, about half the decoder
+    passes); False, or an export without ``decode_bounds``, decodes exactly at every evaluated point.
     """
 
     def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
@@ -236,15 +236,22 @@ class Reconstructor:
             out = decode(points=tf.constant(points[None]), projection=projection, **encoding)
             return out["sdf"][0].numpy(), out["base"][0].numpy()
 
-        decode_bounds = None
+        decode_bounds = fuse = None
         if self.one_pass_bounds:
             def decode_bounds(points):  # [N, 3] → base [N], displacements [N, 2]
                 out = self.model.signatures["decode_bounds"](points=tf.constant(points[None]),
                                                              projection=projection, **encoding)
                 return out["base"][0].numpy(), out["displacements"][0].numpy()
 
+            if "fuse" in self.model.signatures:  # exports before it decode the exact values from scratch
+                def fuse(points, base, displacements):  # [N, 3], [N], [N, 2] → fused [N]
+                    out = self.model.signatures["fuse"](points=tf.constant(points[None]), projection=projection,
+                                                        base=tf.constant(base[None]),
+                                                        displacements=tf.constant(displacements[None]), **encoding)
+                    return out["sdf"][0].numpy()
+
         mesh, stats = extract_fused_mesh(decode_points, maps, self.resolution, self.lipschitz,
-                                         FRAME_BOUNDS[self.frame], decode_bounds, mode=self.mode,
+                                         FRAME_BOUNDS[self.frame], decode_bounds, fuse, mode=self.mode,
                                          initial_resolution=self.initial_resolution, batch_points=self.batch_points)
         stages = dict(stats.stage_seconds)
         timings["marching_cubes"] = stages.pop("marching_cubes")

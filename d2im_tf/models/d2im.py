@@ -222,7 +222,8 @@ class D2IMNet(DistributableModel):
         """f_B ``[B, N]`` and both displacements ``[B, N, 2]`` at ``points`` ``[B, N, 3]``, without the
         front/back split: the fused f of :meth:`decode` lies between f_B + the smaller and f_B + the larger
         displacement, for one decoder pass instead of two (what coarse-to-fine extraction needs far from
-        the surface, :func:`d2im_tf.inference.extraction.extract_fused_mesh`)."""
+        the surface, :func:`d2im_tf.inference.extraction.extract_fused_mesh`); :meth:`fuse` completes
+        them to f where the exact value is needed, with the second pass."""
         points = tf.cast(points, tf.float32)
         projection = tf.cast(projection, tf.float32)
         uv, _ = camera.project(points, projection)  # [B, N, 2]
@@ -239,28 +240,35 @@ class D2IMNet(DistributableModel):
         projection = tf.cast(projection, tf.float32)
         uv, depth = camera.project(points, projection)  # [B, N, 2], [B, N]
         base = self.base_field(encoding, points, projection)  # [B, N]
+        displacements = self.displacements_at(encoding, uv)  # [B, N, 2]
+        sdf, displacement, front = self.fuse(encoding, points, projection, base, displacements, gradients)
+        return {"sdf": sdf, "base": base, "displacement": displacement, "front": front, "depth": depth, "uv": uv}
+
+    def fuse(self, encoding, points, projection, base, displacements, gradients=None):
+        """The fused f ``[B, N]`` from f_B ``[B, N]`` and both displacements ``[B, N, 2]`` at ``points``
+        (as :meth:`decode_bounds` gives them): the front/back split chooses the displacement. Returns
+        ``(sdf, displacement, front)``, each ``[B, N]``.
+
+        The split comes from ``gradients`` when training, else from one more pass of the base decoder
+        (:meth:`front_from_base`; the reference mode's own step and its ½ weights on ties, module
+        docstring); variants without maps have nothing to choose.
+        """
+        points = tf.cast(points, tf.float32)
+        projection = tf.cast(projection, tf.float32)
         if self.reference and gradients is None:
-            return self._reference_decode(encoding, points, projection, uv, depth, base)
+            step = reference_front_step(projection, self.model_config.front_offset)  # [B, 3]
+            ahead = self.base_field(encoding, points + step[:, None, :], projection)  # [B, N]
+            weight = 0.5 - 0.5 * tf.sign(ahead - base)  # [B, N]: 1 front, 0 back
+            displacement = weight * displacements[..., 0] + (1.0 - weight) * displacements[..., 1]
+            return base + displacement, displacement, weight > 0.5
         if gradients is not None:
             front = front_from_gradients(tf.cast(gradients, tf.float32), projection)
         elif "maps" in encoding:
             front = self.front_from_base(encoding, points, projection, base)
         else:
             front = tf.zeros_like(base, dtype=tf.bool)
-        displacements = self.displacements_at(encoding, uv)  # [B, N, 2]
         displacement = tf.where(front, displacements[..., 0], displacements[..., 1])
-        return {"sdf": base + displacement, "base": base, "displacement": displacement, "front": front,
-                "depth": depth, "uv": uv}
-
-    def _reference_decode(self, encoding, points, projection, uv, depth, base):
-        """The authors' test-time fusion (module docstring): one step for all points, weights ½ on ties."""
-        step = reference_front_step(projection, self.model_config.front_offset)  # [B, 3]
-        ahead = self.base_field(encoding, points + step[:, None, :], projection)  # [B, N]
-        weight = 0.5 - 0.5 * tf.sign(ahead - base)  # [B, N]: 1 front, 0 back
-        displacements = self.displacements_at(encoding, uv)  # [B, N, 2]
-        displacement = weight * displacements[..., 0] + (1.0 - weight) * displacements[..., 1]
-        return {"sdf": base + displacement, "base": base, "displacement": displacement, "front": weight > 0.5,
-                "depth": depth, "uv": uv}
+        return base + displacement, displacement, front
 
     def call(self, inputs, training=None):
         encoding = self.encode(inputs["image"], training=training)
