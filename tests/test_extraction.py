@@ -298,3 +298,39 @@ def test_sign_only_samples_are_refined_wherever_marching_cubes_reads_them():
     mesh = extraction.mesh_from_grid(grid, BOX)
     np.testing.assert_array_equal(mesh.faces, exact_mesh.faces)
     np.testing.assert_array_equal(mesh.vertices, exact_mesh.vertices)
+
+
+def hollow_ball(points):
+    """A ball of radius 0.4 with a closed spherical pocket of radius 0.25 inside (a shell 0.15 thick)."""
+    radius = np.linalg.norm(points, axis=1)
+    return np.maximum(radius - 0.4, 0.25 - radius)
+
+
+def open_hollow_ball(points):
+    """The hollow ball with a round hole (radius 0.1) bored along +z from the pocket to the outside."""
+    bore = np.maximum(np.hypot(points[:, 0], points[:, 1]) - 0.1, -points[:, 2])
+    return np.maximum(hollow_ball(points), -bore)
+
+
+@pytest.mark.parametrize("mode", ["dense", "coarse_to_fine"])
+def test_filling_cavities_removes_a_closed_pocket_and_nothing_else(mode):
+    """A closed pocket's surface goes, and its nodes are counted (those within the pocket's radius); the
+    outer sphere stays where it is. A pocket with an opening to the outside is no cavity: kept as it is."""
+    resolution = 64
+    options = dict(bounds=BOX, mode=mode, initial_resolution=16)
+    kept, _ = extraction.extract_mesh(hollow_ball, resolution, **options)
+    filled, stats = extraction.extract_mesh(hollow_ball, resolution, fill_cavities=True, **options)
+    radii = np.linalg.norm(kept.vertices, axis=1)
+    assert (radii < 0.3).any() and (radii > 0.35).any()  # both surfaces without the fill
+    np.testing.assert_allclose(np.linalg.norm(filled.vertices, axis=1), 0.4, atol=0.01)
+    assert filled.is_watertight and filled.volume == pytest.approx(4 / 3 * np.pi * 0.4**3, rel=0.02)
+    pocket = np.linalg.norm(extraction.sdf_grid_points(resolution, BOX), axis=1) <= 0.25
+    assert stats.cavity_nodes == pocket.sum()
+    outer = len(filled.faces)
+    assert len(kept.faces) > outer and np.sum(radii > 0.35) == np.sum(np.linalg.norm(filled.vertices, axis=1) > 0.35)
+
+    opened, _ = extraction.extract_mesh(open_hollow_ball, resolution, **options)
+    opened_filled, open_stats = extraction.extract_mesh(open_hollow_ball, resolution, fill_cavities=True, **options)
+    assert open_stats.cavity_nodes == 0
+    np.testing.assert_array_equal(opened_filled.faces, opened.faces)
+    np.testing.assert_array_equal(opened_filled.vertices, opened.vertices)

@@ -83,6 +83,26 @@ def test_other_formats_without_preview(model_dir, tmp_path, mesh_format):
     assert not (out / "a_preview.png").exists()
 
 
+@pytest.mark.parametrize("flags, fill", [([], True), (["--keep-cavities"], False)])
+def test_cavities_are_filled_unless_kept(model_dir, tmp_path, monkeypatch, flags, fill):
+    """``d2im reconstruct`` fills enclosed cavities by default; ``--keep-cavities`` extracts as the paper."""
+    import d2im_tf.inference.reconstruct as reconstruct_module
+
+    seen = []
+    original = reconstruct_module.extract_fused_mesh
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["fill_cavities"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reconstruct_module, "extract_fused_mesh", recording)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
+    assert main(["reconstruct", str(image), "--model", str(model_dir), "-o", str(tmp_path / "out"), "--camera",
+                 VIEW_LINE, "--resolution", "32", "--no-preview", "--no-progress", *flags]) == 0
+    assert seen == [fill]
+
+
 def test_coarse_to_fine_gives_the_dense_mesh(model_dir):
     """Coarse-to-fine with the one-pass ``decode_bounds`` gives the mesh of an exact dense grid (the
     reference: ``decode`` everywhere)."""

@@ -7,7 +7,7 @@ one-line error (exit 2).
 """
 from __future__ import annotations
 
-from d2im_tf.commands.reconstruct import model_argument
+from d2im_tf.commands.reconstruct import keep_cavities_argument, model_argument
 
 
 def configure(parser) -> None:
@@ -18,6 +18,7 @@ def configure(parser) -> None:
     parser.add_argument("--categories", nargs="+", default=None, help="category ids (default: all with a split list)")
     parser.add_argument("--max-shapes", type=int, default=None, help="at most N ≥ 1 shapes per category")
     parser.add_argument("--resolution", type=int, default=64, help="marching-cubes grid resolution (default 64)")
+    keep_cavities_argument(parser)
     parser.add_argument("-o", "--out", required=True, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -39,7 +40,7 @@ def run(args) -> int:
     check_resolution(args.resolution, "coarse_to_fine")
     if not split_pairs(layout, args.split, args.categories, args.max_shapes):
         raise UserError(f"{args.data}: no shapes in split {args.split!r}")
-    reconstructor = Reconstructor(args.model, resolution=args.resolution)
+    reconstructor = Reconstructor(args.model, resolution=args.resolution, fill_cavities=not args.keep_cavities)
     rows = evaluate(reconstructor, layout, args.split, args.categories, args.max_shapes,
                     progress=not args.no_progress)
     paths = write_reports(rows, args.out)

@@ -22,6 +22,13 @@ def model_argument(parser) -> None:
                              f"(default: the bundled model, {BUNDLED_MODEL})")
 
 
+def keep_cavities_argument(parser) -> None:
+    """``--keep-cavities`` (shared with ``d2im evaluate``)."""
+    parser.add_argument("--keep-cavities", action="store_true",
+                        help="keep the surfaces of closed pockets inside the object, as the paper's extraction "
+                             "does (default: fill them; the training shapes have none)")
+
+
 def configure(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files (RGB, RGBA or grey, any size)")
     model_argument(parser)
@@ -36,6 +43,7 @@ def configure(parser) -> None:
     parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid resolution (default 128)")
     parser.add_argument("--mode", choices=("coarse_to_fine", "dense"), default="coarse_to_fine",
                         help="SDF evaluation: coarse_to_fine (default, same mesh, fewer evaluations) or dense")
+    keep_cavities_argument(parser)
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
     parser.add_argument("--no-preview", action="store_true", help="do not write the preview PNGs")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -104,12 +112,13 @@ def run(args) -> int:
     from d2im_tf.inference.reconstruct import Reconstructor, reconstruct_files
 
     if args.runtime == "savedmodel":
-        reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode)
+        reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode,
+                                      fill_cavities=not args.keep_cavities)
     else:  # the same extraction, the networks run by LiteRT or TF.js (d2im_tf.inference.runtimes)
         from d2im_tf.inference.runtimes import runtime_reconstructor
 
-        reconstructor = runtime_reconstructor(args.model, args.runtime, args.precision,
-                                              resolution=args.resolution, mode=args.mode)
+        reconstructor = runtime_reconstructor(args.model, args.runtime, args.precision, resolution=args.resolution,
+                                              mode=args.mode, fill_cavities=not args.keep_cavities)
     reconstructor.require_camera(camera_row)  # before the progress bar starts
     failed = reconstruct_files(reconstructor, targets, camera_row, args.norm_params, args.format,
                                previews=not args.no_preview, progress=not args.no_progress)

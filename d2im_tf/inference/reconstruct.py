@@ -162,11 +162,13 @@ class Reconstructor:
     complete the value (its ``fuse`` signature, the split's pass) only where the mesh needs it
     (:func:`~d2im_tf.inference.extraction.extract_fused_mesh`; the same mesh, about half the decoder
     passes); False, or an export without ``decode_bounds``, decodes exactly at every evaluated point.
+    ``fill_cavities``: leave out the surfaces of closed pockets inside the object, which the training
+    shapes never have (:func:`~d2im_tf.inference.extraction.fill_enclosed_cavities`; not in the paper).
     """
 
     def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
                  initial_resolution: int = 32, batch_points: int = BATCH_POINTS, lipschitz: float | None = None,
-                 one_pass_bounds: bool = True):
+                 one_pass_bounds: bool = True, fill_cavities: bool = True):
         check_resolution(resolution, mode, initial_resolution)  # before the slow model load
         self._load(model_path)  # sets model_dir, info, image_size, sdf_scale, has_camera, model, frame, image_reading
         if self.frame not in FRAME_BOUNDS:
@@ -176,6 +178,7 @@ class Reconstructor:
         self.batch_points = batch_points
         self.lipschitz = float(self.info.get("lipschitz", 2.0 * self.sdf_scale)) if lipschitz is None else lipschitz
         self.one_pass_bounds = one_pass_bounds and "decode_bounds" in self.model.signatures
+        self.fill_cavities = fill_cavities
 
     def _load(self, model_path) -> None:
         self.model_dir = resolve_model_dir(model_path)
@@ -252,7 +255,8 @@ class Reconstructor:
 
         mesh, stats = extract_fused_mesh(decode_points, maps, self.resolution, self.lipschitz,
                                          FRAME_BOUNDS[self.frame], decode_bounds, fuse, mode=self.mode,
-                                         initial_resolution=self.initial_resolution, batch_points=self.batch_points)
+                                         initial_resolution=self.initial_resolution, batch_points=self.batch_points,
+                                         fill_cavities=self.fill_cavities)
         stages = dict(stats.stage_seconds)
         timings["marching_cubes"] = stages.pop("marching_cubes")
         timings["sdf_evaluation"] = sum(stages.values())
