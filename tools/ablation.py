@@ -10,6 +10,7 @@ Every stage skips what is already done (a variant with an export is not retraine
 evaluation not re-evaluated), so an interrupted study is continued by running the same command.
 Training and evaluation run as ``d2im`` subprocesses: each variant gets a fresh TensorFlow, and the
 command lines printed are the ones to rerun by hand. Folder layout: :mod:`d2im_tf.evaluation.ablation`.
+Meshes are extracted as the paper does, enclosed cavities kept (``--keep-cavities``).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def evaluate(args) -> None:
         if (out / "per_shape.csv").exists():
             continue
         d2im(["evaluate", "--model", str(ablation.export_dir(args.out, variant)), "--data", str(args.data),
-              "--resolution", str(args.resolution), "-o", str(out), "--no-progress"]
+              "--resolution", str(args.resolution), "-o", str(out), "--no-progress", "--keep-cavities"]
              + (["--max-shapes", str(args.max_shapes)] if args.max_shapes else [])
              + (["--categories", *args.categories] if args.categories else []),
              Path(args.out) / f"{variant}.{args.eval_name}.log")
@@ -95,7 +96,8 @@ def figure(args) -> None:
             titles.append(title)
     for variant in args.variants:
         print(f"figure: reconstructing {len(cases)} inputs with {variant}", flush=True)
-        reconstructor = Reconstructor(ablation.export_dir(args.out, variant), resolution=args.figure_resolution)
+        reconstructor = Reconstructor(ablation.export_dir(args.out, variant), resolution=args.figure_resolution,
+                                      fill_cavities=False)
         for index, case in enumerate(cases):
             mesh = reconstructor.reconstruct(case.pixels, case.view_row, case.norm_params).mesh  # world frame
             for row in (2 * index, 2 * index + 1):
