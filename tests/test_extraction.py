@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 
 from d2im_tf.evaluation.metrics import chamfer_l1
-from d2im_tf.geometry.frames import NORMALISED_BOX
+from d2im_tf.geometry import camera
+from d2im_tf.geometry.frames import NORMALISED_BOX, normalised_projection
+from d2im_tf.geometry.interpolation import bspline_coefficients, sample_bilinear, sample_bspline
 from d2im_tf.inference import extraction
 
 
@@ -248,6 +250,82 @@ def test_fuse_completes_the_stored_bounds_to_the_exact_mesh():
         assert len(mesh.faces) == len(reference.faces) > 0
         np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(reference.vertices, axis=0), atol=1e-6)
         assert sum(fused_points) == stats.refinements > 0
+
+
+def camera_through_the_box(image_size: int) -> np.ndarray:
+    """A real camera P ``[3, 4]`` of the normalised frame (world = normalised / 2) for ``image_size`` pixels."""
+    view = np.array([103.0, 25.0, 0.0, 0.6, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])  # az, el, 0, distance ratio, ...
+    world = camera.projection_from_metadata(view, image_size)
+    return normalised_projection(world, np.array([0.0, 0.0, 0.0, 0.5]))
+
+
+def spiky_maps(size: int, seed: int = 0) -> np.ndarray:
+    """Displacement maps ``[S, S, 2]``: small values with a few large spikes, and a large back value on a
+    border band (the background of a trained model's maps)."""
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(0.0, 0.02, (size, size, 2))  # noise: the coefficients' extremes fall anywhere
+    maps[rng.integers(0, size, 3), rng.integers(0, size, 3)] = rng.choice([-0.4, 0.5], (3, 2))
+    maps[: size // 6, :, 1] = 0.6
+    return maps.astype(np.float32)
+
+
+def test_local_displacement_range_holds_every_reading_within_the_cube():
+    """Every point of the cube around a node reads (B-spline and bilinear, TensorFlow's samplers) a
+    displacement inside the node's local range; for small cubes it is much narrower than the image's."""
+    size = 48
+    maps = spiky_maps(size)
+    projection = camera_through_the_box(size)
+    local_range = extraction.LocalDisplacementRange(maps, projection)
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(-1.0, 1.0, (300, 3))
+    radii = rng.choice([0.02, 0.05, 0.1, 0.3], 300)
+    low, high = local_range(centres, radii)
+    offsets = np.concatenate([np.array(list(itertools.product([-1, 1], repeat=3)), float),
+                              rng.uniform(-1.0, 1.0, (40, 3))])  # [48, 3]: the corners and inside
+    points = (centres[:, None, :] + radii[:, None, None] * offsets).astype(np.float32)  # [300, 48, 3]
+    uv, _ = camera.project(points.reshape(1, -1, 3), projection[None].astype(np.float32))
+    for sample in (sample_bspline, sample_bilinear):
+        readings = sample(maps[None], uv).numpy().reshape(300, 48, 2)
+        assert np.all(readings.min(axis=(1, 2)) >= low - 1e-6), sample.__name__
+        assert np.all(readings.max(axis=(1, 2)) <= high + 1e-6), sample.__name__
+    # A second method: the B-spline coefficients each sampled point combines (taps ⌊t⌋-1 … ⌊t⌋+2, mirrored
+    # at the border), gathered one by one: the node's range must hold all of them.
+    coefficients = bspline_coefficients(maps[None]).numpy()[0]  # [S, S, 2]
+    first_tap = np.floor(np.clip(uv.numpy()[0] - 0.5, 0.0, size - 1.0)).astype(int) - 1  # [300·48, 2] (x, y)
+    taps = first_tap[:, None, :] + np.arange(4)[None, :, None]  # [M, 4, 2]
+    taps = np.abs(taps)  # mirror at 0: -1 → 1
+    taps = np.where(taps > size - 1, 2 * (size - 1) - taps, taps)  # mirror at S - 1
+    read = coefficients[taps[:, :, None, 1], taps[:, None, :, 0]].reshape(300, -1)  # [300, 48·16·2]
+    assert np.all(read.min(axis=1) >= low) and np.all(read.max(axis=1) <= high)
+    global_low, global_high = extraction.displacement_range(maps)
+    small = radii <= 0.05
+    assert np.median(high[small] - low[small]) < 0.3 * (global_high - global_low)
+    assert global_low <= maps.min() and global_high >= maps.max()
+
+
+def test_fused_mesh_with_local_displacement_ranges_is_the_dense_mesh_with_fewer_evaluations():
+    """A field whose displacements are read from spiky maps through a real camera: with the camera
+    given, coarse-to-fine certifies cells with each node's local range, evaluates less than with the
+    image's range, and still gives the dense mesh."""
+    size = 32
+    maps = spiky_maps(size, seed=3) * 0.5
+    projection = camera_through_the_box(size).astype(np.float32)
+
+    def parts(points):  # base [N], both displacements [N, 2], front [N]
+        base = (np.linalg.norm(points, axis=1) - 0.5).astype(np.float32)
+        uv, _ = camera.project(points[None], projection[None])
+        return base, sample_bspline(maps[None], uv).numpy()[0], points[:, 0] < 0.0
+
+    def decode(points):
+        base, displacements, front = parts(points)
+        return base + np.where(front, displacements[:, 0], displacements[:, 1]), base
+
+    reference, _ = extraction.extract_mesh(lambda p: decode(p)[0], 64, NORMALISED_BOX, mode="dense")
+    _, global_stats = extraction.extract_fused_mesh(decode, maps, 64, 1.0, initial_resolution=16)
+    mesh, stats = extraction.extract_fused_mesh(decode, maps, 64, 1.0, projection=projection, initial_resolution=16)
+    assert len(mesh.faces) == len(reference.faces) > 0
+    np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(reference.vertices, axis=0), atol=1e-6)
+    assert stats.evaluations < 0.9 * global_stats.evaluations, (stats.evaluations, global_stats.evaluations)
 
 
 def test_sign_only_samples_need_a_refine_function_and_right_signs():

@@ -15,12 +15,14 @@ as dense mode wherever it matters while evaluating only a band around the surfac
   split into cells of stride ``s = R / initial_resolution`` (a power of two); only nodes ``0..R-1``
   go to marching cubes.
 * All nodes of stride ``s`` are evaluated. A cell of stride ``s`` (side ``s·h``) is *certified* when
-  its corners share a sign and some corner ``c`` has a *clearance* larger than the cell's diagonal:
-  a radius around ``c`` known to hold no zero of ``f``. By default it is ``|f(c)| / lipschitz``,
-  exact for an ``f`` with Lipschitz constant ``lipschitz`` (1 for a true SDF); a field that knows
-  better (D²IM-Net's fused field, :func:`displaced_field_clearance`) returns its own as
-  ``sdf_fn(points) -> (values, clearance)``. Every other cell is *active*: the nodes
-  of stride ``s/2`` inside it are evaluated and its eight children are tested at the next level.
+  its corners share a sign and their zero-free balls cover it: some corner ``c`` has a *clearance*
+  (a radius around ``c`` known to hold no zero of ``f``) larger than the cell's diagonal, or every
+  corner one larger than half of it (no point of a cube is further than that from its nearest corner).
+  By default the clearance is ``|f(c)| / lipschitz``, exact for an ``f`` with Lipschitz constant
+  ``lipschitz`` (1 for a true SDF); a field that knows better (D²IM-Net's fused field,
+  :func:`displaced_field_clearance`) returns its own as ``sdf_fn(points) -> (values, clearance)``.
+  Every other cell is *active*: the nodes of stride ``s/2`` inside it are evaluated and its eight
+  children are tested at the next level.
 * When stride 1 is reached, every node inside a certified cell is filled by trilinear interpolation
   of the cell's corners, level by level; the fill has the cell's sign, so the sign grid equals the
   dense one, and every lattice edge that crosses the surface lies in cells that were never certified,
@@ -64,6 +66,7 @@ SdfFunction = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, ...]"]
 RefineFunction = Callable[[np.ndarray], np.ndarray]
 
 MODES = ("coarse_to_fine", "dense")
+INITIAL_RESOLUTION = 32  # cells per axis of coarse-to-fine's first level
 # Points per call of the SDF function, and per compiled decode of D2IMNet.predict_sdf. Smaller batches keep
 # the decoder's activations ([n, 256] float32, 16 MB at 16,384 points) near the CPU caches: per point,
 # 16,384 evaluates 1.6× faster than 65,536 (docs/speed.md); much smaller batches pay the per-call overhead.
@@ -109,30 +112,97 @@ def grid_spacing(resolution: int, bounds=NORMALISED_BOX) -> float:
     return (high - low) / resolution
 
 
-def displaced_field_clearance(fused, base, displacement_range, base_lipschitz: float) -> np.ndarray:
+def displaced_field_clearance(fused, base, displacement_range, base_lipschitz: float,
+                              radius=np.inf) -> np.ndarray:
     """Clearance ``[N]`` of D²IM-Net's fused field ``f = f_B + d`` at points with values ``fused``, ``base``.
 
     ``f`` is not Lipschitz — ``d`` jumps where the front/back split switches maps — but ``f_B`` is
-    (``base_lipschitz``) and ``d`` stays in ``displacement_range = (low, high)``. Within distance
+    (``base_lipschitz``) and ``d`` stays in ``displacement_range = (low, high)`` (numbers, or ``[N]``
+    arrays holding within ``radius`` of each point, :class:`LocalDisplacementRange`). Within distance
     ``r`` of a point ``c`` with ``f(c) > 0``, ``f ≥ f_B(c) − L·r + low``, positive while
     ``r < (f_B(c) + low) / L``; with ``f(c) < 0``, ``f ≤ f_B(c) + L·r + high``, negative while
-    ``r < −(f_B(c) + high) / L``. Using the sign-matching end of the range (not ``max |d|``) keeps the
-    large positive displacement a trained model predicts on the background from blocking every cell.
+    ``r < −(f_B(c) + high) / L``; and ``r`` at most ``radius`` (a number or ``[N]``). Using the
+    sign-matching end of the range (not ``max |d|``) keeps the large positive displacement a trained
+    model predicts on the background from blocking every cell.
     """
     low, high = displacement_range
     fused = np.asarray(fused, np.float32)
     base = np.asarray(base, np.float32)
     outside = np.maximum(base + low, 0.0) / base_lipschitz
     inside = np.maximum(-(base + high), 0.0) / base_lipschitz
-    return np.where(fused > 0, outside, np.where(fused < 0, inside, 0.0)).astype(np.float32)
+    clearance = np.where(fused > 0, outside, np.where(fused < 0, inside, 0.0))
+    return np.minimum(clearance, radius).astype(np.float32)
 
 
-def displacement_range(maps: np.ndarray, margin: float = 0.25) -> tuple[float, float]:
-    """``(low, high)`` of the displacements the maps ``[..., 2]`` can give, widened by ``margin`` of
-    their span for the interpolating B-spline's overshoot between pixels."""
-    low, high = float(np.min(maps)), float(np.max(maps))
-    pad = margin * (high - low)
-    return low - pad, high + pad
+def displacement_range(maps: np.ndarray) -> tuple[float, float]:
+    """``(low, high)``: every displacement the maps ``[S, S, 2]`` can give, anywhere in the image.
+
+    The fusion reads the maps with the interpolating cubic B-spline, whose value is a convex
+    combination (weights ≥ 0, summing to 1) of its coefficients, so it stays within their range
+    (exceeding the pixel values' range where the spline overshoots). The reference mode's bilinear
+    reading stays within the pixel values, which the coefficients' range contains (the spline passes
+    through them)."""
+    coefficients = _bspline_coefficients(maps)
+    return float(coefficients.min()), float(coefficients.max())
+
+
+def _bspline_coefficients(maps: np.ndarray) -> np.ndarray:
+    """The B-spline coefficients ``[S, S, 2]`` of the maps ``[S, S, 2]`` (the fusion's own prefilter)."""
+    from d2im_tf.geometry.interpolation import bspline_coefficients  # TensorFlow, only when maps are read
+
+    return bspline_coefficients(np.asarray(maps, np.float32)[None]).numpy()[0]
+
+
+class LocalDisplacementRange:
+    """The displacements the maps can give within a cube around each point, ``(low [N], high [N])`` =
+    ``range(points [N, 3], radius [N])`` for the cubes ``points + [-radius, radius]³``.
+
+    A point ``x`` reads the maps at its projection; with ``t = clip(u - ½, 0, S - 1)`` per image axis
+    (:mod:`d2im_tf.geometry.interpolation`), the B-spline combines the coefficients of taps
+    ``⌊t⌋ - 1 … ⌊t⌋ + 2`` (mirrored into the image at its border, onto taps the window below already
+    holds), the bilinear reading the pixels ``⌊t⌋, ⌊t⌋ + 1``, each a combination of coefficients
+    ``⌊t⌋ - 1 … ⌊t⌋ + 2``. For the cube ``c + [-r, r]³`` and a projection with rows ``m_u, m_v, m_w``
+    (``u = m_u·x̃ / m_w·x̃``), a step δ (``|δ|∞ ≤ r``) changes ``a = m_u·x̃`` by at most ``r·‖m_u[:3]‖₁``
+    and the depth ``w`` by at most ``r·‖m_w[:3]‖₁``, so while the depth stays positive
+    ``|u(c + δ) − u(c)| ≤ r·(w·‖m_u‖₁ + |a|·‖m_w‖₁) / (w·(w − r·‖m_w‖₁))``. Every point of the cube
+    (and of the ball of radius ``r`` inside it) then reads coefficients within that reach of ``c``'s
+    own tap, plus the B-spline's taps and one for rounding: the range of the coefficients there bounds
+    its displacement, usually far tighter than the image's :func:`displacement_range`, which the
+    background's large values widen. The windows are squares of taps centred on ``c``'s tap, looked
+    up in minimum and maximum filters computed once per half-width; a point whose window is wider
+    than ``max_half_width``, or whose cube may reach behind the camera, gets the image's range.
+    """
+
+    def __init__(self, maps: np.ndarray, projection: np.ndarray, max_half_width: int = 16):
+        coefficients = _bspline_coefficients(maps)  # [S, S, 2]
+        self.limit = np.array(coefficients.shape[1::-1], np.float64) - 1.0  # largest t: (columns - 1, rows - 1)
+        self.projection = np.asarray(projection, np.float64).reshape(3, 4)
+        self.row_norms = np.abs(self.projection[:, :3]).sum(axis=1)  # [3]: ‖m_u‖₁, ‖m_v‖₁, ‖m_w‖₁
+        lowest, highest = coefficients.min(axis=-1), coefficients.max(axis=-1)  # [S, S] each
+        self.global_range = float(lowest.min()), float(highest.max())
+        widths = range(max_half_width + 1)  # filter half-widths k: windows of (2k + 1)² taps
+        self.low = np.stack([ndimage.minimum_filter(lowest, 2 * k + 1, mode="nearest") for k in widths])
+        self.high = np.stack([ndimage.maximum_filter(highest, 2 * k + 1, mode="nearest") for k in widths])
+
+    def __call__(self, points: np.ndarray, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        homogeneous = np.asarray(points, np.float64) @ self.projection[:, :3].T + self.projection[:, 3]  # [N, 3]
+        spread = np.asarray(radius, np.float64).reshape(-1, 1) * self.row_norms  # [N, 3]: most a, b, w change
+        depth = homogeneous[:, 2:]  # [N, 1]
+        nearest = depth - spread[:, 2:]  # the least depth in the cube
+        visible = nearest[:, 0] > 0
+        depth, nearest = np.where(visible[:, None], depth, 1.0), np.where(visible[:, None], nearest, 1.0)
+        uv = homogeneous[:, :2] / depth  # [N, 2]
+        reach_uv = (depth * spread[:, :2] + np.abs(homogeneous[:, :2]) * spread[:, 2:]) / (depth * nearest)
+        tap = np.floor(np.clip(uv - 0.5, 0.0, self.limit))  # [N, 2] (x, y)
+        first = np.floor(np.clip(uv - reach_uv - 0.5, 0.0, self.limit)) - 2  # the B-spline's tap -1, and rounding
+        last = np.floor(np.clip(uv + reach_uv - 0.5, 0.0, self.limit)) + 3  # its tap +2, and rounding
+        half_width = np.maximum(tap - first, last - tap).max(axis=1)  # [N]
+        local = visible & (half_width < len(self.low))
+        half_width = np.where(local, half_width, 0).astype(np.int64)
+        column, row = tap[:, 0].astype(np.int64), tap[:, 1].astype(np.int64)
+        low = np.where(local, self.low[half_width, row, column], self.global_range[0])
+        high = np.where(local, self.high[half_width, row, column], self.global_range[1])
+        return low.astype(np.float32), high.astype(np.float32)
 
 
 def sdf_grid_points(resolution: int, bounds=NORMALISED_BOX) -> np.ndarray:
@@ -204,7 +274,7 @@ def evaluate_grid(
     resolution: int = 128,
     bounds=NORMALISED_BOX,
     mode: str = "coarse_to_fine",
-    initial_resolution: int = 32,
+    initial_resolution: int = INITIAL_RESOLUTION,
     batch_points: int = BATCH_POINTS,
     lipschitz: float = 1.0,
     refine: RefineFunction | None = None,
@@ -278,7 +348,8 @@ def extract_fused_mesh(
     decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], maps: np.ndarray, resolution: int,
     base_lipschitz: float, bounds=NORMALISED_BOX,
     decode_bounds: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-    fuse: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None, **grid_options
+    fuse: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    projection: np.ndarray | None = None, **grid_options
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
     """The zero level set of D²IM-Net's fused field in the box ``bounds`` (default the normalised frame's
     :data:`~d2im_tf.geometry.frames.NORMALISED_BOX`; ``WORLD_BOX`` for a model working in the world frame),
@@ -294,12 +365,32 @@ def extract_fused_mesh(
     and at the corners of the cells the surface passes through, the exact value is computed: by
     ``fuse(points, base, displacements) -> fused [N]`` from the node's known bounds (the split's pass
     only) if given, else by ``decode``. The mesh is the same.
+
+    ``projection`` ``[3, 4]``, if given, is the camera the maps are read through (pixels of ``maps``, the
+    frame of the points): the clearances then use the displacements possible near each node
+    (:class:`LocalDisplacementRange`) instead of the whole image's. A node's clearance is only ever
+    compared with the diagonals of the cells it is a corner of, the largest of stride ``s``, the
+    largest power of two (up to the first level's) dividing its lattice indices: the range is taken
+    within a little more than that diagonal.
     """
     span = displacement_range(maps)
+    local_range = None
+    if projection is not None and grid_options.get("mode", "coarse_to_fine") == "coarse_to_fine":
+        local_range = LocalDisplacementRange(maps, projection)
+        h = grid_spacing(resolution, bounds)
+        first_stride = resolution // grid_options.get("initial_resolution", INITIAL_RESOLUTION)
+
+    def clearance(points, values, base):  # [N, 3], [N], [N] → [N]
+        if local_range is None:
+            return displaced_field_clearance(values, base, span, base_lipschitz)
+        index = np.rint((points - bounds[0]) / h - 0.5).astype(np.int64)  # [N, 3] lattice indices
+        bits = index[:, 0] | index[:, 1] | index[:, 2] | first_stride
+        radius = 1.01 * np.sqrt(3.0) * h * (bits & -bits)  # [N]: above the largest diagonal needed
+        return displaced_field_clearance(values, base, local_range(points, radius), base_lipschitz, radius)
 
     def exact_sdf(points):  # [N, 3] → fused [N] and its clearance [N]
         fused, base = (np.asarray(value, np.float32).reshape(-1) for value in decode(points))
-        return fused, displaced_field_clearance(fused, base, span, base_lipschitz)
+        return fused, clearance(points, fused, base)
 
     if decode_bounds is None:
         return extract_mesh(exact_sdf, resolution, bounds, **grid_options)
@@ -323,7 +414,7 @@ def extract_fused_mesh(
             inline_refinements += int(exact.sum())
         if not exact.all():
             known.store(points[~exact], base[~exact], displacements[~exact])
-        return values, displaced_field_clearance(values, base, span, base_lipschitz), exact
+        return values, clearance(points, values, base), exact
 
     def refine(points):  # sign-only samples → their exact values
         return fuse(points, *known.at(points))
@@ -393,7 +484,8 @@ def _coarse_to_fine_lattice(
         diagonal = np.sqrt(3.0) * stride * h
         same_sign = (corners.min(axis=0) > 0) | (corners.max(axis=0) < 0)
         radii = _cell_corners(clearance[::stride, ::stride, ::stride])  # [8, n, n, n]
-        certified = same_sign & (radii.max(axis=0) > diagonal)
+        # zero-free: within the ball of one corner, or of the nearest corner (≤ half the diagonal away)
+        certified = same_sign & ((radii.max(axis=0) > diagonal) | (radii.min(axis=0) > diagonal / 2))
         active = candidates & ~certified  # [n, n, n]
         stride //= 2
         evaluate(_nodes_of_cells(active), stride)

@@ -41,7 +41,7 @@ from PIL import Image
 from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError
 from d2im_tf.geometry import camera, frames
-from d2im_tf.inference.extraction import BATCH_POINTS, extract_fused_mesh, levels_fit
+from d2im_tf.inference.extraction import BATCH_POINTS, INITIAL_RESOLUTION, extract_fused_mesh, levels_fit
 
 WHITE = 255
 BLACK = 0
@@ -49,7 +49,7 @@ FRAME_BOUNDS = {"normalised": frames.NORMALISED_BOX, "world": frames.WORLD_BOX}
 MAX_RESOLUTION = 1024  # marching-cubes cells per side; 1024³ is already ~4 GB of float32 SDF values
 
 
-def check_resolution(resolution: int, mode: str = "dense", initial_resolution: int = 32) -> None:
+def check_resolution(resolution: int, mode: str = "dense", initial_resolution: int = INITIAL_RESOLUTION) -> None:
     """:class:`UserError` unless ``resolution`` suits the extraction ``mode`` (see :class:`Reconstructor`)."""
     if not 2 <= resolution <= MAX_RESOLUTION:
         raise UserError(f"--resolution must be between 2 and {MAX_RESOLUTION}, got {resolution}")
@@ -167,8 +167,8 @@ class Reconstructor:
     """
 
     def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
-                 initial_resolution: int = 32, batch_points: int = BATCH_POINTS, lipschitz: float | None = None,
-                 one_pass_bounds: bool = True, fill_cavities: bool = True):
+                 initial_resolution: int = INITIAL_RESOLUTION, batch_points: int = BATCH_POINTS,
+                 lipschitz: float | None = None, one_pass_bounds: bool = True, fill_cavities: bool = True):
         check_resolution(resolution, mode, initial_resolution)  # before the slow model load
         self._load(model_path)  # sets model_dir, info, image_size, sdf_scale, has_camera, model, frame, image_reading
         if self.frame not in FRAME_BOUNDS:
@@ -237,24 +237,25 @@ class Reconstructor:
 
         def decode_points(points):  # [N, 3] → fused [N], base [N] in the model's units (×sdf_scale)
             out = decode(points=tf.constant(points[None]), projection=projection, **encoding)
-            return out["sdf"][0].numpy(), out["base"][0].numpy()
+            return out["sdf"].numpy()[0], out["base"].numpy()[0]
 
         decode_bounds = fuse = None
         if self.one_pass_bounds:
             def decode_bounds(points):  # [N, 3] → base [N], displacements [N, 2]
                 out = self.model.signatures["decode_bounds"](points=tf.constant(points[None]),
                                                              projection=projection, **encoding)
-                return out["base"][0].numpy(), out["displacements"][0].numpy()
+                return out["base"].numpy()[0], out["displacements"].numpy()[0]
 
             if "fuse" in self.model.signatures:  # exports before it decode the exact values from scratch
                 def fuse(points, base, displacements):  # [N, 3], [N], [N, 2] → fused [N]
                     out = self.model.signatures["fuse"](points=tf.constant(points[None]), projection=projection,
                                                         base=tf.constant(base[None]),
                                                         displacements=tf.constant(displacements[None]), **encoding)
-                    return out["sdf"][0].numpy()
+                    return out["sdf"].numpy()[0]
 
         mesh, stats = extract_fused_mesh(decode_points, maps, self.resolution, self.lipschitz,
-                                         FRAME_BOUNDS[self.frame], decode_bounds, fuse, mode=self.mode,
+                                         FRAME_BOUNDS[self.frame], decode_bounds, fuse,
+                                         projection=np.asarray(projection)[0], mode=self.mode,
                                          initial_resolution=self.initial_resolution, batch_points=self.batch_points,
                                          fill_cavities=self.fill_cavities)
         stages = dict(stats.stage_seconds)
