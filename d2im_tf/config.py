@@ -77,6 +77,8 @@ class CameraConfig:
     # pose of the world frame); for weights imported with `d2im import-torch`
     compat: str = "none"
     backbone_weights: str = ""  # torchvision vgg16 / resnet18 ImageNet file (.pth) to start the backbone from
+    # a camera network's run folder or a SavedModel bundling one (`d2im export`) to start from (fresh optimiser)
+    init_from: str = ""
 
 
 @dataclass
@@ -102,6 +104,9 @@ class TrainConfig:
     # CPUs with AMX or AVX512-BF16) or "mixed_float16"; the point decoders, checkpoints and exports stay float32
     precision: str = "float32"
     out_dir: str = "runs/default"
+    # an SDF network's run folder or exported SavedModel whose weights the run starts from, with a fresh
+    # optimiser and schedule (fine-tuning; a resumed run restores its own checkpoint over them)
+    init_from: str = ""
 
 
 @dataclass

@@ -227,3 +227,61 @@ def test_learning_rate_schedule_warms_up_and_decays():
     assert rate[1100] == pytest.approx(2e-3 * FINAL_LR_FRACTION, rel=1e-5)
     warm_only = load_config("configs/tiny.yaml", ["train.learning_rate=2e-3", "train.warmup_steps=10"])
     assert float(learning_rate(warm_only, 1000)(500)) == pytest.approx(2e-3)
+
+
+def test_initial_weights_come_from_a_saved_model_or_a_run_folder(tmp_path):
+    """``train.init_from`` / ``camera.init_from``: every weight of a fresh network becomes the trained
+    network's, read from an export bundling both networks or from a run folder's checkpoint; another
+    network's weights, or an export without a camera network, are refused with the key named."""
+    from d2im_tf.config import load_config
+    from d2im_tf.errors import UserError
+    from d2im_tf.inference.export import export_saved_model
+    from d2im_tf.training.loop import checkpoint_dir, save_run_config
+    from d2im_tf.training.run import build_model, load_initial_weights
+
+    config = load_config(ROOT / "configs" / "tiny.yaml")
+    keras.utils.set_random_seed(1)
+    trained = {network: build_model(config, network) for network in ("sdf", "camera")}
+    both = export_saved_model(trained["sdf"], tmp_path / "both", trained["camera"])
+    sdf_only = export_saved_model(trained["sdf"], tmp_path / "sdf_only")
+    run = tmp_path / "camera_run"
+    tf.train.CheckpointManager(training_checkpoint(trained["camera"]), str(checkpoint_dir(run)), 1).save()
+    save_run_config(config, run)
+
+    def fresh(network):
+        keras.utils.set_random_seed(2)
+        model = build_model(config, network)
+        assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), trained[network].get_weights()))
+        return model
+
+    for network, source in (("sdf", both.parent), ("camera", both), ("camera", run)):
+        model = fresh(network)
+        load_initial_weights(model, source, network)
+        for weight, expected in zip(model.weights, trained[network].weights):
+            np.testing.assert_array_equal(weight.numpy(), expected.numpy(), err_msg=f"{network} from {source}")
+    with pytest.raises(UserError, match="camera.init_from: .* bundles no camera network"):
+        load_initial_weights(fresh("camera"), sdf_only, "camera", "camera.init_from")
+    with pytest.raises(UserError, match="weights do not match"):
+        load_initial_weights(fresh("sdf"), run, "sdf", "train.init_from")
+    with pytest.raises(UserError, match="train.init_from: .*not found"):
+        load_initial_weights(fresh("sdf"), tmp_path / "missing", "sdf", "train.init_from")
+
+
+def test_train_starts_from_the_given_weights(toy_root, model_dir, tmp_path):
+    """``d2im train --set train.init_from=RUN`` (the 40-step run behind ``model_dir``) at a learning rate of
+    1e-12: the new run's trainable weights are that run's (to 1e-9), and its optimiser starts afresh (2
+    steps, not 42)."""
+    from d2im_tf.training.run import load_model
+
+    source = model_dir.parent / "run"
+    out = tmp_path / "run"
+    result = subprocess.run(_train_command(toy_root, out, "--set", f"train.init_from={source}",
+                                           "--set", "train.learning_rate=1e-12", "--set", "train.epochs=1",
+                                           "--set", "train.steps_per_epoch=2", "--no-export"),
+                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model, start = load_model(out, "sdf"), load_model(source, "sdf")
+    assert len(model.trainable_weights) > 0
+    for weight, expected in zip(model.trainable_weights, start.trainable_weights):
+        np.testing.assert_allclose(weight.numpy(), expected.numpy(), rtol=0, atol=1e-9, err_msg=weight.path)
+    assert max(max(steps) for steps in _logged_steps(out / "logs").values()) <= 2

@@ -14,6 +14,7 @@ optimiser                 Adam, ``train.learning_rate``  Adam, ``camera.learning
                           (schedule, ``beta_1``,         (constant)
                           ``weight_decay``)
 ImageNet start            ``model.encoder_weights``      ``camera.backbone_weights``
+trained start             ``train.init_from``            ``camera.init_from``
 ========================= ============================== ===================================
 
 Both read the run mechanics of ``train``: ``steps_per_epoch``, ``checkpoint_every``, ``log_every``,
@@ -36,8 +37,10 @@ import tensorflow as tf
 
 from d2im_tf.config import Config, ConfigError
 from d2im_tf.data.pipeline import CameraDataset, ShapeDataset, has_split
+from d2im_tf.errors import UserError
 from d2im_tf.geometry import camera
 from d2im_tf.inference.import_torch import load_backbone_weights, load_encoder_weights, require_weights_file
+from d2im_tf.inference.reconstruct import resolve_model_dir
 from d2im_tf.models.base import DistributableModel
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import D2IMNet
@@ -61,15 +64,18 @@ class RunSettings:
     epochs: int
     weights_key: str  # the ImageNet file to start from
     weights: str
+    init_key: str  # the trained network to start from (run folder or SavedModel)
+    init_from: str
 
     @classmethod
     def of(cls, config: Config, network: str) -> "RunSettings":
         if network == "sdf":
             return cls("sdf", "model", config.train.out_dir, config.train.batch_size, config.train.epochs,
-                       "model.encoder_weights", config.model.encoder_weights)
+                       "model.encoder_weights", config.model.encoder_weights, "train.init_from", config.train.init_from)
         if network == "camera":
             return cls("camera", "camera", config.camera.out_dir, config.camera.batch_size, config.camera.epochs,
-                       "camera.backbone_weights", config.camera.backbone_weights)
+                       "camera.backbone_weights", config.camera.backbone_weights, "camera.init_from",
+                       config.camera.init_from)
         raise ValueError(f"network: {network!r} is not one of {', '.join(NETWORKS)}")
 
 
@@ -164,13 +170,40 @@ def load_model(run_dir, network: str) -> DistributableModel:
     return model
 
 
+def load_initial_weights(model: DistributableModel, path, network: str, key: str = "init_from") -> None:
+    """Copy trained weights of ``network`` into ``model`` (built): from a run folder (its ``config.yaml``
+    and latest checkpoint) or an exported SavedModel (``d2im export``: the SDF network's variables come
+    first, a bundled camera network's last, each in the order of ``model.weights``). A
+    :class:`UserError` naming ``key`` if there are none, or if they are another network's."""
+    path = Path(path)
+    if (path / "config.yaml").exists():
+        restore_weights(model, path)
+        return
+    try:
+        model_dir = resolve_model_dir(path)
+    except UserError as error:
+        raise UserError(f"{key}: {error}; give a training run folder or an exported SavedModel") from None
+    loaded = tf.saved_model.load(str(model_dir))
+    count = len(model.weights)
+    if network == "camera" and "camera" not in loaded.signatures:
+        raise UserError(f"{key}: {model_dir} bundles no camera network")
+    variables = list(loaded.variables)
+    variables = variables[:count] if network == "sdf" else variables[-count:]
+    if [tuple(v.shape) for v in variables] != [tuple(w.shape) for w in model.weights]:
+        raise UserError(f"{key}: the {network} network in {model_dir} is not the one this config builds "
+                        f"(another variant or size?)")
+    for weight, value in zip(model.weights, variables):
+        weight.assign(value)
+
+
 def train(config: Config, network: str, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
           progress: bool = True) -> DistributableModel:
     """Train ``network`` (``"sdf"`` or ``"camera"``) of ``config`` under ``strategy`` (default: the current
     ``tf.distribute`` strategy); returns the trained model.
 
     The ImageNet file of :attr:`RunSettings.weights_key`, if set, initialises the encoder (SDF) or the
-    backbone (camera), as the reference starts; a resumed run then restores its checkpoint over it.
+    backbone (camera), as the reference starts; a trained network (:attr:`RunSettings.init_key`,
+    :func:`load_initial_weights`) all of it; a resumed run then restores its checkpoint over them.
     Raises :class:`~d2im_tf.training.loop.TrainingDiverged` on a NaN/Inf loss.
     """
     settings = RunSettings.of(config, network)
@@ -194,6 +227,8 @@ def train(config: Config, network: str, strategy: tf.distribute.Strategy | None 
         model = build_model(config, network, schedule.total_steps)
         if settings.weights:
             (load_encoder_weights if network == "sdf" else load_backbone_weights)(model, settings.weights)
+        if settings.init_from:
+            load_initial_weights(model, settings.init_from, network, settings.init_key)
 
     def extra_callbacks(writer):
         if writer is None or network != "sdf":  # not the chief, or the camera network
