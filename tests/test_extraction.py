@@ -76,6 +76,7 @@ def test_coarse_to_fine_reproduces_the_dense_mesh(name):
     mesh = extraction.mesh_from_grid(grid, BOX)
     assert len(mesh.vertices) == len(dense_mesh.vertices) > 0
     assert chamfer_l1(mesh.vertices, dense_mesh.vertices) < 1e-4
+    np.testing.assert_array_equal(np.sort(mesh.vertices, axis=0), np.sort(dense_mesh.vertices, axis=0))
     assert stats.evaluations < 0.6 * dense_stats.evaluations
 
 
@@ -83,7 +84,9 @@ def test_coarse_to_fine_at_128_is_exact_with_a_fraction_of_the_evaluations():
     dense_mesh, _ = extraction.extract_mesh(torus, resolution=128, bounds=BOX, mode="dense")
     mesh, stats = extraction.extract_mesh(torus, resolution=128, bounds=BOX, initial_resolution=32)
     assert stats.evaluation_ratio < 0.1
-    assert set(stats.stage_seconds) == {"level_32", "level_64", "level_128", "fill", "marching_cubes"}
+    # nodes inside a neighbour's zero-free ball are not evaluated; those marching cubes reads are refined
+    assert stats.inferred > 0.2 * stats.evaluations and 0 < stats.refinements < stats.inferred
+    assert set(stats.stage_seconds) == {"level_32", "level_64", "level_128", "fill", "refine", "marching_cubes"}
     np.testing.assert_array_equal(np.sort(mesh.vertices, axis=0), np.sort(dense_mesh.vertices, axis=0))
 
 
@@ -111,7 +114,7 @@ def test_tensorflow_function_is_evaluated_in_bounded_batches():
 
     mesh, stats = extraction.extract_mesh(sdf_fn, resolution=32, bounds=BOX, initial_resolution=8, batch_points=1000)
     reference, _ = extraction.extract_mesh(sphere, resolution=32, bounds=BOX, mode="dense")
-    assert max(batch_sizes) <= 1000 and sum(batch_sizes) == stats.evaluations
+    assert max(batch_sizes) <= 1000 and sum(batch_sizes) == stats.evaluations + stats.refinements
     assert chamfer_l1(mesh.vertices, reference.vertices) < 1e-4
 
 
@@ -219,14 +222,19 @@ def test_fused_mesh_from_bounds_is_the_exact_mesh_with_few_exact_decodes():
 
 def test_fuse_completes_the_stored_bounds_to_the_exact_mesh():
     """With ``fuse`` the exact values come from each node's stored bounds (base and both displacements,
-    checked against the analytic field at the very points fuse is asked for) and the split alone: the
-    mesh is the exact extraction's, and ``decode`` is never needed."""
-    fused_points = []
+    checked against the analytic field at the very points fuse is asked for) and the split alone;
+    ``decode`` runs only for nodes the bounds never saw (coarse-to-fine's inferred signs). The mesh is
+    the exact extraction's."""
+    fused_points, decoded_points, bounded = [], [], set()
 
     def decode(points):
-        raise AssertionError("decode called although fuse was given")
+        assert not bounded & {tuple(point) for point in points.tolist()}, "decode at a node with stored bounds"
+        decoded_points.append(len(points))
+        base, displacements, front = two_map_field(points)
+        return base + np.where(front, displacements[:, 0], displacements[:, 1]), base
 
     def decode_bounds(points):
+        bounded.update(tuple(point) for point in points.tolist())
         base, displacements, _ = two_map_field(points)
         return base, displacements
 
@@ -237,19 +245,16 @@ def test_fuse_completes_the_stored_bounds_to_the_exact_mesh():
         np.testing.assert_array_equal(displacements, true_displacements)
         return base + np.where(front, displacements[:, 0], displacements[:, 1])
 
-    def exact(points):
-        base, displacements, front = two_map_field(points)
-        return base + np.where(front, displacements[:, 0], displacements[:, 1])
-
     maps = np.array([[[-0.04, 0.3]]], np.float32)
-    reference, _ = extraction.extract_mesh(exact, 64, NORMALISED_BOX, mode="dense")
+    reference, _ = extraction.extract_mesh(lambda p: decode(p)[0], 64, NORMALISED_BOX, mode="dense")
     for mode in ("coarse_to_fine", "dense"):
-        fused_points.clear()
+        fused_points.clear(), decoded_points.clear(), bounded.clear()
         mesh, stats = extraction.extract_fused_mesh(decode, maps, 64, 1.0, decode_bounds=decode_bounds, fuse=fuse,
                                                     mode=mode, initial_resolution=16)
         assert len(mesh.faces) == len(reference.faces) > 0
         np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(reference.vertices, axis=0), atol=1e-6)
-        assert sum(fused_points) == stats.refinements > 0
+        assert sum(fused_points) + sum(decoded_points) == stats.refinements > 0
+        assert sum(fused_points) > sum(decoded_points) and (sum(decoded_points) > 0) == (mode == "coarse_to_fine")
 
 
 def camera_through_the_box(image_size: int) -> np.ndarray:

@@ -48,6 +48,7 @@ value can miss thin parts that the dense grid would find.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -86,6 +87,7 @@ class ExtractionStats:
     resolution: int
     evaluations: int = 0
     refinements: int = 0
+    inferred: int = 0  # coarse-to-fine nodes whose sign a neighbour's zero-free ball settled (not evaluated)
     cavity_nodes: int = 0  # outside nodes of enclosed cavities made inside (``fill_cavities``)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -293,16 +295,24 @@ def evaluate_grid(
     if mode == "dense":
         values, _, exact = evaluate_field(sdf_fn, sdf_grid_points(resolution, bounds), batch_points)
         values, exact = values.reshape(shape), exact.reshape(shape)
+        inferred = np.zeros(shape, bool)
         stats.evaluations = values.size
         stats.stage_seconds["dense"] = time.perf_counter() - start
     else:
-        lattice, exact = _coarse_to_fine_lattice(
+        lattice, exact, inferred = _coarse_to_fine_lattice(
             sdf_fn, resolution, bounds, initial_resolution, batch_points, lipschitz, stats
         )
-        values, exact = lattice[:resolution, :resolution, :resolution], exact[:resolution, :resolution, :resolution]
-    if not exact.all():
+        inside = (slice(resolution),) * 3
+        values, exact, inferred = lattice[inside], exact[inside], inferred[inside]
+    if not exact.all():  # the field returned sign-only samples
+        if refine is None:
+            raise ValueError("sdf_fn returned sign-only samples but no refine function was given")
+    elif inferred.any():  # the field's values are exact: it refines the inferred nodes itself
+        def refine(points):
+            return evaluate_field(sdf_fn, points, batch_points)[0]
+    if not (exact & ~inferred).all():
         start = time.perf_counter()
-        stats.refinements = _refine_surface_cells(values, exact, refine, bounds, batch_points)
+        stats.refinements = _refine_surface_cells(values, exact & ~inferred, refine, bounds, batch_points)
         stats.stage_seconds["refine"] = time.perf_counter() - start
     return values, stats
 
@@ -394,12 +404,13 @@ def extract_fused_mesh(
 
     if decode_bounds is None:
         return extract_mesh(exact_sdf, resolution, bounds, **grid_options)
-    if fuse is None:  # the known bounds are not reused: decode from scratch
-        def fuse(points, base, displacements):
-            return exact_sdf(points)[0]
-
-    known = _NodeBounds(resolution, bounds)
+    known = None if fuse is None else _NodeBounds(resolution, bounds)  # without fuse, decode from scratch
     inline_refinements = 0  # samples whose sign the bounds leave open, computed exactly at once
+
+    def exact_values(points, base, displacements):  # [N, 3] and their bounds → fused [N]
+        if known is None:
+            return exact_sdf(points)[0]
+        return np.asarray(fuse(points, base, displacements), np.float32).reshape(-1)
 
     def bounded_sdf(points):  # [N, 3] → values [N] (exact where `exact`, else sign only), clearance [N], exact [N]
         nonlocal inline_refinements
@@ -410,14 +421,22 @@ def extract_fused_mesh(
         values = np.where(low > 0, low, high)
         exact = (low <= SIGN_MARGIN) & (high >= -SIGN_MARGIN)
         if exact.any():
-            values[exact] = np.asarray(fuse(points[exact], base[exact], displacements[exact]), np.float32).reshape(-1)
+            values[exact] = exact_values(points[exact], base[exact], displacements[exact])
             inline_refinements += int(exact.sum())
-        if not exact.all():
+        if known is not None and not exact.all():
             known.store(points[~exact], base[~exact], displacements[~exact])
         return values, clearance(points, values, base), exact
 
-    def refine(points):  # sign-only samples → their exact values
-        return fuse(points, *known.at(points))
+    def refine(points):  # sign-only samples → their exact values (nodes never evaluated: from scratch)
+        if known is None:
+            return exact_sdf(points)[0]
+        values = np.empty(len(points), np.float32)
+        stored = known.has(points)
+        if stored.any():
+            values[stored] = exact_values(points[stored], *known.at(points[stored]))
+        if not stored.all():
+            values[~stored] = exact_sdf(points[~stored])[0]
+        return values
 
     mesh, stats = extract_mesh(bounded_sdf, resolution, bounds, refine=refine, **grid_options)
     stats.refinements += inline_refinements
@@ -433,13 +452,20 @@ class _NodeBounds:
         self.size = resolution + 1
         self.low, self.spacing = bounds[0], grid_spacing(resolution, bounds)
         self.values = np.zeros((self.size**3, 3), np.float32)  # 26 MB at 128³
+        self.stored = np.zeros(self.size**3, bool)
 
     def _index(self, points: np.ndarray) -> np.ndarray:
         ijk = np.rint((points - self.low) / self.spacing - 0.5).astype(np.int64)  # [N, 3] node indices
         return (ijk[:, 0] * self.size + ijk[:, 1]) * self.size + ijk[:, 2]
 
     def store(self, points: np.ndarray, base: np.ndarray, displacements: np.ndarray) -> None:
-        self.values[self._index(points)] = np.column_stack([base, displacements])
+        index = self._index(points)
+        self.values[index] = np.column_stack([base, displacements])
+        self.stored[index] = True
+
+    def has(self, points: np.ndarray) -> np.ndarray:
+        """Whether bounds were stored for ``points`` ``[N, 3]``: bool ``[N]``."""
+        return self.stored[self._index(points)]
 
     def at(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(base [N], displacements [N, 2]) stored for ``points``."""
@@ -463,11 +489,24 @@ def _coarse_to_fine_lattice(
     lattice = np.full((size, size, size), np.nan, dtype=np.float32)
     clearance = np.zeros((size, size, size), dtype=np.float32)  # zero-free radius around each node
     exact = np.ones((size, size, size), dtype=bool)
+    inferred = np.zeros((size, size, size), dtype=bool)  # signs settled by a neighbour, never evaluated
 
     def evaluate(node_mask: np.ndarray, stride: int) -> None:
-        # node_mask [n, n, n] over the nodes of this stride; evaluates those still unknown.
+        # node_mask [n, n, n] over the nodes of this stride; evaluates those still unknown, except those
+        # inside the zero-free ball of a corner of the cell they split (they take its sign).
         view = lattice[::stride, ::stride, ::stride]
-        indices = np.nonzero(node_mask & np.isnan(view))  # 3 × [M]
+        pending = node_mask & np.isnan(view)
+        if stride < ratio:
+            coarse = 2 * stride
+            value, radius = _inherited_from_corners(lattice[::coarse, ::coarse, ::coarse],
+                                                    clearance[::coarse, ::coarse, ::coarse], stride * h)
+            settled = pending & (radius > 0)
+            view[settled] = value[settled]
+            clearance[::stride, ::stride, ::stride][settled] = radius[settled]
+            inferred[::stride, ::stride, ::stride][settled] = True
+            pending &= ~settled
+            stats.inferred += int(settled.sum())
+        indices = np.nonzero(pending)  # 3 × [M]
         points = origin + h * stride * np.stack(indices, axis=-1)  # [M, 3]
         (view[indices], clearance[::stride, ::stride, ::stride][indices],
          exact[::stride, ::stride, ::stride][indices]) = evaluate_field(sdf_fn, points, batch_points, lipschitz)
@@ -494,7 +533,32 @@ def _coarse_to_fine_lattice(
     start = time.perf_counter()
     _fill_by_interpolation(lattice, ratio)
     stats.stage_seconds["fill"] = time.perf_counter() - start
-    return lattice, exact
+    return lattice, exact, inferred
+
+
+def _inherited_from_corners(values: np.ndarray, clearance: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """What the nodes ``[n+1]³`` (``values``, ``clearance``) of one stride tell of the new nodes of the
+    half-stride grid ``[2n+1]³`` (``step`` apart): each new node takes the value (the sign) of the
+    corner with the largest clearance among those of the cell, face or edge it halves, and that
+    clearance less its distance to the corner, ``step·√k`` for ``k`` odd indices. Where the result is
+    positive the node lies inside the corner's zero-free ball, with that much room. Old nodes get
+    NaN and −inf. Returns ``(values, clearance)``, float32 ``[2n+1]³`` each."""
+    size = 2 * values.shape[0] - 1
+    out_values = np.full((size,) * 3, np.nan, np.float32)
+    out_clearance = np.full((size,) * 3, -np.inf, np.float32)
+    for parity in itertools.product((0, 1), repeat=3):
+        if not any(parity):
+            continue
+        value, radius = values, clearance
+        for axis in np.flatnonzero(parity):  # the best of the two neighbours along each odd axis
+            low = tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))
+            high = tuple(slice(1, None) if a == axis else slice(None) for a in range(3))
+            value = np.where(radius[low] >= radius[high], value[low], value[high])
+            radius = np.maximum(radius[low], radius[high])
+        target = tuple(slice(odd, None, 2) for odd in parity)
+        out_values[target] = value
+        out_clearance[target] = radius - step * np.sqrt(sum(parity))
+    return out_values, out_clearance
 
 
 def _refine_surface_cells(values: np.ndarray, exact: np.ndarray, refine: RefineFunction | None, bounds,
@@ -505,8 +569,6 @@ def _refine_surface_cells(values: np.ndarray, exact: np.ndarray, refine: RefineF
     Marching cubes reads the values of such cells only, and of those not just the ends of the crossing
     edges: its Lewiner variant decides ambiguous cells with all four values of a face or all eight of
     the cell."""
-    if refine is None:
-        raise ValueError("sdf_fn returned sign-only samples but no refine function was given")
     corners = _cell_corners(np.sign(values))  # [8, R-1, R-1, R-1]; a node at exactly 0 differs from both sides
     mixed = corners.min(axis=0) != corners.max(axis=0)  # [R-1]³ cells the surface passes through
     on_surface_cell = np.zeros(values.shape, dtype=bool)
