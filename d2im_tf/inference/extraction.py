@@ -22,7 +22,9 @@ as dense mode wherever it matters while evaluating only a band around the surfac
   ``lipschitz`` (1 for a true SDF); a field that knows better (D²IM-Net's fused field,
   :func:`displaced_field_clearance`) returns its own as ``sdf_fn(points) -> (values, clearance)``.
   Every other cell is *active*: the nodes of stride ``s/2`` inside it are evaluated and its eight
-  children are tested at the next level.
+  children are tested at the next level — except a new node that lies inside the zero-free ball of
+  a corner of the cell, face or edge it halves: it takes that corner's sign without an evaluation
+  (*inferred*), with the rest of the corner's clearance as its own, and counts as a sign-only sample.
 * When stride 1 is reached, every node inside a certified cell is filled by trilinear interpolation
   of the cell's corners, level by level; the fill has the cell's sign, so the sign grid equals the
   dense one, and every lattice edge that crosses the surface lies in cells that were never certified,
@@ -34,6 +36,7 @@ can bound its value more cheaply than compute it returns ``(values, clearance, e
 ``exact`` is False the value only has the right sign, and once the grid is complete those among the
 corners of cells the surface passes through are recomputed with ``refine(points) -> values``. The grid
 then differs from the exact one only at nodes whose values marching cubes never reads: same mesh.
+Inferred nodes are refined the same way (by ``sdf_fn`` itself when its values are exact).
 
 *Enclosed cavities.* With ``fill_cavities`` the outside nodes (f ≥ 0) that no path of outside nodes
 (26-connected) joins to the grid's border are made inside before marching cubes, so a closed pocket
@@ -519,12 +522,12 @@ def _coarse_to_fine_lattice(
     stats.stage_seconds[f"level_{initial_resolution}"] = time.perf_counter() - start
     while stride > 1:
         start = time.perf_counter()
-        corners = _cell_corners(lattice[::stride, ::stride, ::stride])  # [8, n, n, n]
+        lowest, highest = _corner_extremes(lattice[::stride, ::stride, ::stride])  # [n, n, n] each
         diagonal = np.sqrt(3.0) * stride * h
-        same_sign = (corners.min(axis=0) > 0) | (corners.max(axis=0) < 0)
-        radii = _cell_corners(clearance[::stride, ::stride, ::stride])  # [8, n, n, n]
+        same_sign = (lowest > 0) | (highest < 0)
+        least_radius, largest_radius = _corner_extremes(clearance[::stride, ::stride, ::stride])
         # zero-free: within the ball of one corner, or of the nearest corner (≤ half the diagonal away)
-        certified = same_sign & ((radii.max(axis=0) > diagonal) | (radii.min(axis=0) > diagonal / 2))
+        certified = same_sign & ((largest_radius > diagonal) | (least_radius > diagonal / 2))
         active = candidates & ~certified  # [n, n, n]
         stride //= 2
         evaluate(_nodes_of_cells(active), stride)
@@ -569,8 +572,8 @@ def _refine_surface_cells(values: np.ndarray, exact: np.ndarray, refine: RefineF
     Marching cubes reads the values of such cells only, and of those not just the ends of the crossing
     edges: its Lewiner variant decides ambiguous cells with all four values of a face or all eight of
     the cell."""
-    corners = _cell_corners(np.sign(values))  # [8, R-1, R-1, R-1]; a node at exactly 0 differs from both sides
-    mixed = corners.min(axis=0) != corners.max(axis=0)  # [R-1]³ cells the surface passes through
+    lowest, highest = _corner_extremes(np.sign(values))  # [R-1]³ each; a node at exactly 0 differs from both sides
+    mixed = lowest != highest  # [R-1]³ cells the surface passes through
     on_surface_cell = np.zeros(values.shape, dtype=bool)
     for corner in _corner_views(on_surface_cell):
         corner |= mixed
@@ -591,9 +594,15 @@ def _corner_views(nodes: np.ndarray) -> list[np.ndarray]:
     return [nodes[dx : dx + n, dy : dy + n, dz : dz + n] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)]
 
 
-def _cell_corners(nodes: np.ndarray) -> np.ndarray:
-    """Values at the 8 corners of each cell of a node grid ``[n+1]³`` → ``[8, n, n, n]``."""
-    return np.stack(_corner_views(nodes))
+def _corner_extremes(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The least and the largest of the 8 corner values of each cell of a node grid ``[n+1]³``: two
+    ``[n, n, n]`` arrays."""
+    views = _corner_views(nodes)
+    lowest, highest = np.minimum(views[0], views[1]), np.maximum(views[0], views[1])
+    for view in views[2:]:
+        np.minimum(lowest, view, out=lowest)
+        np.maximum(highest, view, out=highest)
+    return lowest, highest
 
 
 def _nodes_of_cells(cells: np.ndarray) -> np.ndarray:
