@@ -355,6 +355,25 @@ def test_sign_only_samples_need_a_refine_function_and_right_signs():
     np.testing.assert_allclose(grid[crossing], exact[crossing], rtol=1e-6)
 
 
+def test_a_wrong_inferred_sign_is_replaced_but_a_wrong_bound_is_an_error():
+    """A sign inferred from a neighbour's ball rests on the Lipschitz bound; if marching cubes reads the
+    node and its exact value has the other sign, that value replaces it. A field's own sign-only
+    sample with the wrong sign means its bounds are broken: an error."""
+    points = extraction.sdf_grid_points(8, BOX)
+    exact = sphere(points).reshape(8, 8, 8).astype(np.float32)
+    node = (4, 4, 6)  # just outside the sphere (radius 0.3): a corner of cells the surface crosses
+    assert exact[node] > 0 and exact[4, 4, 5] < 0
+    values = exact.copy()
+    values[node] = -0.05  # a wrong sign, as a too small Lipschitz bound would infer
+    inferred = np.zeros(values.shape, bool)
+    inferred[node] = True
+    count = extraction._refine_surface_cells(values, np.ones(values.shape, bool), inferred, sphere, BOX, 1000)
+    assert count > 0 and values[node] == exact[node]
+    values[node] = -0.05
+    with pytest.raises(ValueError, match="wrong sign"):
+        extraction._refine_surface_cells(values, ~inferred, np.zeros(values.shape, bool), sphere, BOX, 1000)
+
+
 def test_sign_only_samples_are_refined_wherever_marching_cubes_reads_them():
     """Marching cubes (Lewiner) places a vertex inside an ambiguous cell from all eight corner values,
     not only from the ends of crossing edges. This 4³ grid has such a cell: node (1, 1, 1) ends no

@@ -315,7 +315,7 @@ def evaluate_grid(
             return evaluate_field(sdf_fn, points, batch_points)[0]
     if not (exact & ~inferred).all():
         start = time.perf_counter()
-        stats.refinements = _refine_surface_cells(values, exact & ~inferred, refine, bounds, batch_points)
+        stats.refinements = _refine_surface_cells(values, exact, inferred, refine, bounds, batch_points)
         stats.stage_seconds["refine"] = time.perf_counter() - start
     return values, stats
 
@@ -564,24 +564,27 @@ def _inherited_from_corners(values: np.ndarray, clearance: np.ndarray, step: flo
     return out_values, out_clearance
 
 
-def _refine_surface_cells(values: np.ndarray, exact: np.ndarray, refine: RefineFunction | None, bounds,
-                           batch_points: int) -> int:
-    """Replace, in place, the sign-only samples of ``values [R, R, R]`` (``exact`` False) that are corners
-    of a cell whose corners differ in sign by ``refine``'s exact values; returns how many there were.
+def _refine_surface_cells(values: np.ndarray, exact: np.ndarray, inferred: np.ndarray, refine: RefineFunction,
+                           bounds, batch_points: int) -> int:
+    """Replace, in place, the sign-only samples of ``values [R, R, R]`` (``exact`` False: the field's own,
+    or ``inferred`` by coarse-to-fine) that are corners of a cell whose corners differ in sign by
+    ``refine``'s exact values; returns how many there were.
 
     Marching cubes reads the values of such cells only, and of those not just the ends of the crossing
     edges: its Lewiner variant decides ambiguous cells with all four values of a face or all eight of
-    the cell."""
+    the cell. A field's own sign-only sample must have had the right sign (its bounds are exact, so a
+    wrong one is an error); an inferred sign rests on the Lipschitz bound, and the exact value simply
+    replaces it."""
     lowest, highest = _corner_extremes(np.sign(values))  # [R-1]³ each; a node at exactly 0 differs from both sides
     mixed = lowest != highest  # [R-1]³ cells the surface passes through
     on_surface_cell = np.zeros(values.shape, dtype=bool)
     for corner in _corner_views(on_surface_cell):
         corner |= mixed
-    indices = np.nonzero(on_surface_cell & ~exact)  # 3 × [M]
+    indices = np.nonzero(on_surface_cell & (~exact | inferred))  # 3 × [M]
     h = grid_spacing(values.shape[0], bounds)
     points = bounds[0] + h / 2.0 + h * np.stack(indices, axis=-1)  # [M, 3]
     refined = evaluate_field(refine, points, batch_points)[0]
-    if np.any(np.sign(refined) != np.sign(values[indices])):
+    if np.any((np.sign(refined) != np.sign(values[indices])) & ~inferred[indices]):
         raise ValueError("a sign-only sample had the wrong sign: the field's bounds do not hold")
     values[indices] = refined
     return len(points)
