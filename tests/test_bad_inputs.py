@@ -393,6 +393,10 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "train-camera-run-missing": (lambda fx: train(fx, None, "--camera-run", str(fx.ws / "nothing")), 2,
                                  "nothing/config.yaml: not found"),
     "train-devices-negative": (lambda fx: train(fx, None, "--devices", "-1"), 2, "--devices must be 0"),
+    "train-init-from-missing": (lambda fx: train(fx, None, "--set", f"train.init_from={fx.ws / 'nothing'}"), 2,
+                                "nothing: not found"),
+    "train-init-from-camera-run": (lambda fx: train(fx, None, "--set", f"train.init_from={fx.camera_run}"), 2,
+                                   "weights do not match the"),
     # --- make-data, preprocess ---
     "make-data-into-other-folder": (lambda fx: do(fx.image(), ["make-data", "--out", str(fx.ws)]), 2,
                                     "ws: not empty, and not a dataset written by make-data"),

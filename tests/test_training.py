@@ -273,7 +273,7 @@ def test_initial_weights_come_from_a_saved_model_or_a_run_folder(model_dir, tmp_
 def test_train_starts_from_the_given_weights(toy_root, model_dir, tmp_path):
     """``d2im train --set train.init_from=RUN`` (the 40-step run behind ``model_dir``) at a learning rate of
     1e-12: the new run's trainable weights are that run's (to 1e-9), and its optimiser starts afresh (2
-    steps, not 42)."""
+    steps, not 42). ``--resume`` continues it even after the source is gone."""
     from d2im_tf.training.run import load_model
 
     source = model_dir.parent / "run"
@@ -288,3 +288,10 @@ def test_train_starts_from_the_given_weights(toy_root, model_dir, tmp_path):
     for weight, expected in zip(model.trainable_weights, start.trainable_weights):
         np.testing.assert_allclose(weight.numpy(), expected.numpy(), rtol=0, atol=1e-9, err_msg=weight.path)
     assert max(max(steps) for steps in _logged_steps(out / "logs").values()) <= 2
+    # Resumed, the run restores its own checkpoint: the network it started from is no longer needed.
+    result = subprocess.run(_train_command(toy_root, out, "--set", f"train.init_from={tmp_path / 'deleted'}",
+                                           "--set", "train.learning_rate=1e-12", "--set", "train.epochs=2",
+                                           "--set", "train.steps_per_epoch=2", "--no-export", "--resume"),
+                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert max(max(steps) for steps in _logged_steps(out / "logs").values()) == 4

@@ -101,6 +101,11 @@ def _earlier_run(checkpoints: Path) -> UserError:
                      "or choose another output folder")
 
 
+def has_checkpoint(out_dir) -> bool:
+    """Whether the run folder ``out_dir`` holds a checkpoint (an earlier run, to resume)."""
+    return tf.train.latest_checkpoint(str(Path(out_dir) / "checkpoints")) is not None
+
+
 def check_run_folder(config: Config, out_dir, network: str, resume: bool) -> None:
     """Refuse, before anything is written, a run that would damage an earlier one.
 
@@ -108,8 +113,7 @@ def check_run_folder(config: Config, out_dir, network: str, resume: bool) -> Non
     config's ``network`` (``"sdf"`` or ``"camera"``) must be the one the run was trained with.
     """
     out_dir = check_output_dir(out_dir, "run folder")
-    latest = tf.train.latest_checkpoint(str(out_dir / "checkpoints"))
-    if latest is None:
+    if not has_checkpoint(out_dir):
         return
     if not resume:
         raise _earlier_run(out_dir / "checkpoints")

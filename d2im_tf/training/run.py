@@ -46,7 +46,14 @@ from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.training.callbacks import ImageLogger
 from d2im_tf.training.diagnostics import diagnostic_images
-from d2im_tf.training.loop import load_run_config, prepare_run, restore_weights, run_training, schedule_for
+from d2im_tf.training.loop import (
+    has_checkpoint,
+    load_run_config,
+    prepare_run,
+    restore_weights,
+    run_training,
+    schedule_for,
+)
 from d2im_tf.training.previews import PreviewCallback
 
 NETWORKS = ("sdf", "camera")
@@ -213,6 +220,10 @@ def train(config: Config, network: str, strategy: tf.distribute.Strategy | None 
                           f"training uses this project's conventions (set {settings.section}.compat=none)")
     if settings.weights:  # before the data and the model are prepared
         require_weights_file(settings.weights_key, settings.weights)
+    # a resumed run restores its own checkpoint: the network it started from is not needed again
+    init_from = "" if resume and has_checkpoint(settings.out_dir) else settings.init_from
+    if init_from and not Path(init_from).exists():
+        raise UserError(f"{settings.init_key}: {init_from}: not found")
     reason = slow_precision(config.train.precision)
     if reason:
         print(f"warning: train.precision={config.train.precision}: {reason}", file=sys.stderr)
@@ -227,8 +238,8 @@ def train(config: Config, network: str, strategy: tf.distribute.Strategy | None 
         model = build_model(config, network, schedule.total_steps)
         if settings.weights:
             (load_encoder_weights if network == "sdf" else load_backbone_weights)(model, settings.weights)
-        if settings.init_from:
-            load_initial_weights(model, settings.init_from, network, settings.init_key)
+        if init_from:
+            load_initial_weights(model, init_from, network, settings.init_key)
 
     def extra_callbacks(writer):
         if writer is None or network != "sdf":  # not the chief, or the camera network
