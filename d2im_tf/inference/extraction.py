@@ -210,6 +210,12 @@ class LocalDisplacementRange:
         return low.astype(np.float32), high.astype(np.float32)
 
 
+def lattice_indices(points: np.ndarray, bounds, spacing: float) -> np.ndarray:
+    """Integer indices ``[N, 3]`` of grid points ``[N, 3]`` (cell centres ``spacing`` apart in ``bounds³``,
+    as :func:`sdf_grid_points` places them): the inverse of ``low + spacing·(i + ½)``."""
+    return np.rint((np.asarray(points) - bounds[0]) / spacing - 0.5).astype(np.int64)
+
+
 def sdf_grid_points(resolution: int, bounds=NORMALISED_BOX) -> np.ndarray:
     """The ``resolution³`` cell centres of the cube ``bounds³``, float32 ``[resolution³, 3]``.
 
@@ -386,17 +392,17 @@ def extract_fused_mesh(
     largest power of two (up to the first level's) dividing its lattice indices: the range is taken
     within a little more than that diagonal.
     """
-    span = displacement_range(maps)
     local_range = None
     if projection is not None and grid_options.get("mode", "coarse_to_fine") == "coarse_to_fine":
         local_range = LocalDisplacementRange(maps, projection)
         h = grid_spacing(resolution, bounds)
         first_stride = resolution // grid_options.get("initial_resolution", INITIAL_RESOLUTION)
+    span = displacement_range(maps) if local_range is None else local_range.global_range
 
     def clearance(points, values, base):  # [N, 3], [N], [N] → [N]
         if local_range is None:
             return displaced_field_clearance(values, base, span, base_lipschitz)
-        index = np.rint((points - bounds[0]) / h - 0.5).astype(np.int64)  # [N, 3] lattice indices
+        index = lattice_indices(points, bounds, h)  # [N, 3]
         bits = index[:, 0] | index[:, 1] | index[:, 2] | first_stride
         radius = 1.01 * np.sqrt(3.0) * h * (bits & -bits)  # [N]: above the largest diagonal needed
         return displaced_field_clearance(values, base, local_range(points, radius), base_lipschitz, radius)
@@ -453,12 +459,12 @@ class _NodeBounds:
 
     def __init__(self, resolution: int, bounds):
         self.size = resolution + 1
-        self.low, self.spacing = bounds[0], grid_spacing(resolution, bounds)
+        self.bounds, self.spacing = bounds, grid_spacing(resolution, bounds)
         self.values = np.zeros((self.size**3, 3), np.float32)  # 26 MB at 128³
         self.stored = np.zeros(self.size**3, bool)
 
     def _index(self, points: np.ndarray) -> np.ndarray:
-        ijk = np.rint((points - self.low) / self.spacing - 0.5).astype(np.int64)  # [N, 3] node indices
+        ijk = lattice_indices(points, self.bounds, self.spacing)  # [N, 3]
         return (ijk[:, 0] * self.size + ijk[:, 1]) * self.size + ijk[:, 2]
 
     def store(self, points: np.ndarray, base: np.ndarray, displacements: np.ndarray) -> None:
