@@ -39,6 +39,9 @@ class DataConfig:
     views: int = 36
     sdf_scale: float = 10.0  # SDF values are multiplied by this when loaded (docs/conventions.md, "Units")
     far_fraction: float = 0.0  # share of num_points drawn uniformly from the far-field samples (0: the paper)
+    # share of those far-field draws taken from inside the shape (sdf < 0), the rest from outside;
+    # 0: drawn uniformly over the box, whose inside share is the shape's share of its volume
+    far_inside: float = 0.0
     seed: int = 0  # the shuffling, views and points of the input stream, and the initial weights
 
 
@@ -145,6 +148,9 @@ class Config:
         for key, high in _BELOW.items():
             if not self.get(key) < high:
                 raise ConfigError(f"{key}: must be less than {high}, got {self.get(key)}")
+        for key, high in _AT_MOST.items():
+            if not self.get(key) <= high:
+                raise ConfigError(f"{key}: must be at most {high}, got {self.get(key)}")
         if self.model.image_size % 16:
             raise ConfigError(f"model.image_size: must be a multiple of 16 (the encoder halves it four times), "
                               f"got {self.model.image_size}")
@@ -178,9 +184,11 @@ _MINIMUM = {
     "train.beta_1": 0.0, "train.weight_decay": 0.0, "train.epochs": 1, "train.steps_per_epoch": 0,
     "train.checkpoint_every": 1, "train.log_every": 1, "train.image_every": 1, "train.preview_every_epochs": 1,
     "train.warmup_steps": 0, "model.point_frequencies": 0, "data.far_fraction": 0.0,
+    "data.far_inside": 0.0,
 }
 _POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate")
 _BELOW = {"train.beta_1": 1.0, "data.far_fraction": 1.0}
+_AT_MOST = {"data.far_inside": 1.0}
 _CHOICES = {
     "model.variant": VARIANTS, "camera.backbone": ("vgg16", "resnet18"), "camera.translation": ("distance", "full"),
     "model.code_norm": CODE_NORMS, "train.lr_schedule": LR_SCHEDULES, "model.compat": COMPAT_MODES,

@@ -48,6 +48,8 @@ def test_overrides_parse_yaml_values():
     ("train.lr_schedule=step", "train.lr_schedule"),
     ("train.warmup_steps=-5", "train.warmup_steps"),
     ("data.far_fraction=1.0", "data.far_fraction"),
+    ("data.far_inside=1.5", "data.far_inside"),
+    ("data.far_inside=-0.1", "data.far_inside"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError) as error:

@@ -9,6 +9,7 @@ from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.pipeline import (
     ShapeDataset,
     sample_without_replacement,
+    stratified_point_indices,
     uniform_point_indices,
     weighted_point_indices,
 )
@@ -183,6 +184,37 @@ def test_far_fraction_mixes_in_far_field_samples(toy_root):
                                    atol=1e-5)
         # The weighted half/half split applies to the near samples.
         assert np.sum(batch["sdf"].numpy()[0, :192] < 0) == 96
+
+
+def test_stratified_draws_take_exact_shares_uniformly_within_each_side():
+    sdf = np.where(np.arange(1000) % 5 == 0, -1.0, 1.0).astype(np.float32)  # 200 inside, 800 outside
+    counts = np.zeros(1000)
+    for trial in range(300):
+        index = stratified_point_indices(tf.constant(sdf), 100, 0.5, tf.constant([7, trial])).numpy()
+        assert len(np.unique(index)) == 100 and np.sum(sdf[index] < 0) == 50
+        counts[index] += 1
+    # Within a side every sample is equally likely: 300·50/200 and 300·50/800 draws expected.
+    for side, expected in ((sdf < 0, 75.0), (sdf >= 0, 18.75)):
+        assert stats.chisquare(counts[side], np.full(side.sum(), expected)).pvalue > 1e-3
+    # A side short of its share gives all it has; the other makes up the count.
+    few = np.where(np.arange(1000) < 30, -1.0, 1.0).astype(np.float32)
+    index = stratified_point_indices(tf.constant(few), 100, 0.5, tf.constant([1, 2])).numpy()
+    assert len(np.unique(index)) == 100 and set(np.flatnonzero(few < 0)) <= set(index)
+    index = stratified_point_indices(tf.constant(-few), 100, 0.5, tf.constant([1, 2])).numpy()
+    assert len(np.unique(index)) == 100 and np.sum(-few[index] < 0) == 70
+
+
+def test_far_inside_draws_the_far_field_samples_inside_the_shape(toy_root):
+    layout = fmt.DatasetLayout(toy_root)
+    pools = {shape: fmt.read_samples(layout.samples_path(TOY_CATEGORY, shape)).far_samples
+             for shape in ("a", "b", "c")}
+    data = ShapeDataset(_config(toy_root, "data.far_fraction=0.25", "data.far_inside=0.25"))
+    for batch in data.dataset(batch_size=1).take(4):
+        far_sdf = batch["sdf"].numpy()[0, 192:] / 10
+        pool = next(p for p in pools.values() if np.isclose(p[:, 3], far_sdf[0]).any())
+        # 16 of the 64 wanted inside; the sphere fills ~1.4% of the box, so all of its inside samples.
+        assert 0 < np.sum(pool[:, 3] < 0) < 16
+        assert np.sum(far_sdf < 0) == np.sum(pool[:, 3] < 0)
 
 
 def test_far_fraction_without_far_samples_is_a_clear_error(toy_root, tmp_path):

@@ -6,6 +6,10 @@ inside, half outside, without replacement, with probability ∝ density — or u
 With ``data.far_fraction`` = φ > 0, round(φ·num_points) of them are instead drawn uniformly from the
 shape's far-field samples (``pc_sdf_uniform``, uniform over the [-1, 1]³ box; written by ``make-data``),
 so the base field is supervised away from the surface too; DISN's data has none and trains with φ = 0.
+With ``data.far_inside`` = ψ > 0, round(ψ·round(φ·num_points)) of those far-field draws come from the
+samples inside the shape and the rest from outside (each side uniformly): a uniform draw over the box
+puts only the shape's share of its volume inside (~8% for a cabinet), too few to keep a bulky shape's
+deep interior negative (docs/training.md, "The interior of bulky shapes").
 
 Determinism and resume: element ``k`` of the stream is fully determined by ``(seed, k)``. Its shape is
 position ``k mod S`` of a permutation drawn for epoch ``k // S``; its view and points come from
@@ -79,6 +83,22 @@ def weighted_point_indices(sdf, density, num_points, seed):
 def uniform_point_indices(count, num_points, seed):
     """``num_points`` indices of ``range(count)`` without replacement, uniformly."""
     return sample_without_replacement(tf.zeros([count]), num_points, seed)
+
+
+def stratified_point_indices(sdf, num_points, inside_share, seed):
+    """``num_points`` indices ``[num_points]`` without replacement: round(``inside_share``·num_points) of
+    them where ``sdf`` ``[M]`` < 0 and the rest where sdf ≥ 0, uniformly within each side. A side with
+    too few samples gives all it has and the other side makes up the count (M ≥ num_points)."""
+    inside = sdf < 0
+    n_inside = tf.reduce_sum(tf.cast(inside, tf.int32))
+    n_outside = tf.size(sdf) - n_inside
+    wanted = int(round(inside_share * num_points))
+    take_inside = tf.minimum(tf.maximum(wanted, num_points - n_outside), n_inside)
+    keys = _gumbel(tf.shape(sdf), seed)  # a uniform random order within each side
+    never = tf.fill(tf.shape(sdf), -np.inf)
+    order_inside = tf.math.top_k(tf.where(inside, keys, never), k=num_points).indices
+    order_outside = tf.math.top_k(tf.where(inside, never, keys), k=num_points).indices
+    return tf.concat([order_inside[:take_inside], order_outside[: num_points - take_inside]], axis=0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,7 +234,7 @@ class ShapeDataset:
 
     @property
     def num_far_points(self) -> int:
-        """Points per example drawn uniformly from the far-field samples (``data.far_fraction``)."""
+        """Points per example drawn from the far-field samples (``data.far_fraction``)."""
         return int(round(self.config.data.num_points * self.config.data.far_fraction))
 
     def __len__(self) -> int:
@@ -253,7 +273,10 @@ class ShapeDataset:
             index = uniform_point_indices(tf.size(sdf), num_near, near_seed)
         points, sdf, gradients = tf.gather(points, index), tf.gather(sdf, index), tf.gather(gradients, index)
         if num_far:
-            far_index = uniform_point_indices(tf.size(far_sdf), num_far, far_seed)
+            if self.config.data.far_inside:
+                far_index = stratified_point_indices(far_sdf, num_far, self.config.data.far_inside, far_seed)
+            else:
+                far_index = uniform_point_indices(tf.size(far_sdf), num_far, far_seed)
             points = tf.concat([points, tf.gather(far_points, far_index)], axis=0)
             sdf = tf.concat([sdf, tf.gather(far_sdf, far_index)], axis=0)
             gradients = tf.concat([gradients, tf.gather(far_gradients, far_index)], axis=0)
