@@ -1,5 +1,6 @@
 """Shared test fixtures: a toy DISN-layout dataset written with the layout's own writers, the same with
-ground-truth meshes, and a tiny SDF network trained on it and exported."""
+ground-truth meshes, a tiny SDF network trained on it and exported, and tiny random-weight exports of
+each kind of network."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -7,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -100,3 +102,52 @@ def model_dir(toy_root, tmp_path_factory) -> Path:
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
     return export
+
+
+TINY_MODEL = dict(image_size=32, encoder_width=8, global_dim=16, decoder_widths=[32, 16, 16, 8, 8], detail_channels=8)
+
+
+def tiny_networks(variant: str, compat: str = "none", with_camera: bool = False, seed: int | None = None):
+    """A tiny random-weight SDF network of ``variant`` and, ``with_camera``, a camera network (else None),
+    built with their variables; ``seed`` defaults to one per ``compat``."""
+    import keras
+
+    from d2im_tf.config import CameraConfig, ModelConfig
+    from d2im_tf.inference.import_torch import build_camera, build_d2im
+
+    keras.utils.set_random_seed({"none": 1, "reference": 2}[compat] if seed is None else seed)
+    sdf_model = build_d2im(ModelConfig(variant=variant, compat=compat, **TINY_MODEL))
+    camera_model = None
+    if with_camera:
+        backbone = dict(backbone="vgg16", translation="distance") if compat == "reference" else {}
+        camera_model = build_camera(CameraConfig(image_size=32, width=8, compat=compat, **backbone))
+    return sdf_model, camera_model
+
+
+@dataclass(frozen=True)
+class TinyExport:
+    """A tiny random-weight SavedModel (``path``: its version folder) and the networks it was exported from."""
+
+    path: Path
+    sdf: object  # D2IMNet
+    camera: object  # CameraNet or None
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """``(variant, compat, with_camera)`` → :class:`TinyExport`, exported once per session (an export
+    takes ~25 s; the conversion, serving and training tests share them)."""
+    from d2im_tf.inference.export import export_saved_model
+
+    cache = {}
+
+    def get(variant: str, compat: str = "none", with_camera: bool = False) -> TinyExport:
+        key = (variant, compat, with_camera)
+        if key not in cache:
+            sdf_model, camera_model = tiny_networks(variant, compat, with_camera)
+            folder = tmp_path_factory.mktemp(f"tiny_export_{variant}_{compat}")
+            cache[key] = TinyExport(export_saved_model(sdf_model, folder / "saved", camera_model), sdf_model,
+                                    camera_model)
+        return cache[key]
+
+    return get

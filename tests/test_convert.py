@@ -120,28 +120,11 @@ def test_tflite_meshes_match(bundled_tflite):
     assert sizes["float16"] < 0.6 * sizes["float32"], sizes
 
 
-def tiny_saved_model(tmp_path, variant: str, compat: str = "none", with_camera: bool = False) -> Path:
-    """A tiny random-weight model of ``variant`` exported as a SavedModel."""
-    from d2im_tf.config import CameraConfig, ModelConfig
-    from d2im_tf.inference.export import export_saved_model
-    from d2im_tf.inference.import_torch import build_camera, build_d2im
-
-    keras_seed = {"none": 1, "reference": 2}[compat]
-    tf.keras.utils.set_random_seed(keras_seed)
-    small = dict(image_size=32, encoder_width=8, global_dim=16, decoder_widths=[32, 16, 16, 8, 8], detail_channels=8)
-    sdf_model = build_d2im(ModelConfig(variant=variant, compat=compat, **small))
-    camera_model = None
-    if with_camera:
-        backbone = dict(backbone="vgg16", translation="distance") if compat == "reference" else {}
-        camera_model = build_camera(CameraConfig(image_size=32, width=8, compat=compat, **backbone))
-    return export_saved_model(sdf_model, tmp_path / "saved", camera_model)
-
-
 VARIANTS = [("full", "none", True), ("gl", "none", False), ("baseline", "none", False), ("noback", "reference", True)]
 
 
 @pytest.fixture(scope="module")
-def tiny_tflite(tmp_path_factory):
+def tiny_tflite(tmp_path_factory, tiny_export):
     """``(variant, compat, with_camera)`` → (tiny SavedModel, its TFLite folder, precisions), each built
     and converted once per module (chunks of 1024 points; float16 for ``full`` only, to save time)."""
     cache = {}
@@ -150,7 +133,7 @@ def tiny_tflite(tmp_path_factory):
         key = (variant, compat, with_camera)
         if key not in cache:
             folder = tmp_path_factory.mktemp(f"tiny_{variant}_{compat}")
-            model_dir = tiny_saved_model(folder, variant, compat, with_camera)
+            model_dir = tiny_export(variant, compat, with_camera).path
             precisions = ("float32", "float16") if variant == "full" else ("float32",)
             out = conversion.convert(model_dir, "tflite", folder / "tflite", chunk_points=1024, precisions=precisions)
             cache[key] = model_dir, out, precisions

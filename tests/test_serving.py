@@ -9,14 +9,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_convert import parity_inputs, tiny_saved_model
+from test_convert import parity_inputs
 
 SAVED_MODEL_CLI = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
 
 
-def signature_inputs(model_dir, name: str, image, points, projection) -> dict:
-    """Inputs for signature ``name``: the image, points and projection, or encode's outputs for the decodes."""
-    loaded = tf.saved_model.load(str(model_dir))
+def signature_inputs(loaded, name: str, image, points, projection) -> dict:
+    """Inputs for signature ``name`` of the loaded SavedModel ``loaded``: the image, points and projection,
+    or encode's outputs for the decodes."""
     available = {"image": image, "points": points[None], "projection": projection}
     if name in ("decode", "decode_bounds", "fuse"):
         encoded = loaded.signatures["encode"](image=tf.constant(image))
@@ -29,8 +29,8 @@ def signature_inputs(model_dir, name: str, image, points, projection) -> dict:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_saved_model(tmp_path_factory.mktemp("serving"), "full", with_camera=True)
+def exported(tiny_export):
+    return tiny_export("full", "none", with_camera=True).path
 
 
 @pytest.mark.slow
@@ -44,7 +44,7 @@ def test_saved_model_cli_shows_and_runs_every_signature(exported, tmp_path):
     image, points, projection = parity_inputs(32, 500)
     loaded = tf.saved_model.load(str(exported))
     for name in signatures:
-        inputs = signature_inputs(exported, name, image, points, projection)
+        inputs = signature_inputs(loaded, name, image, points, projection)
         files = []
         for key, value in inputs.items():
             np.save(tmp_path / f"{name}_{key}.npy", value)
@@ -65,7 +65,8 @@ def test_predict_request_for_serving_default(exported):
     from tensorflow_serving.apis import predict_pb2
 
     image, points, projection = parity_inputs(32, 100)
-    inputs = signature_inputs(exported, "serving_default", image, points, projection)
+    loaded = tf.saved_model.load(str(exported))
+    inputs = signature_inputs(loaded, "serving_default", image, points, projection)
     assert sorted(inputs) == ["image", "points", "projection"]
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "d2im"
@@ -79,7 +80,6 @@ def test_predict_request_for_serving_default(exported):
     # REST: {"signature_name": ..., "inputs": {name: nested lists}} (the columnar format)
     body = json.loads(json.dumps({"signature_name": "serving_default",
                                   "inputs": {key: value.tolist() for key, value in inputs.items()}}))
-    loaded = tf.saved_model.load(str(exported))
     outputs = loaded.signatures["serving_default"](**{key: tf.constant(value, tf.float32)
                                                       for key, value in body["inputs"].items()})
     assert outputs["sdf"].shape == (1, 100)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from d2im_tf.training.loop import RunSchedule, TrainingDiverged, run_training, training_checkpoint
 
-from conftest import TOY_CATEGORY
+from conftest import TOY_CATEGORY, tiny_networks
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses
 
@@ -229,27 +229,25 @@ def test_learning_rate_schedule_warms_up_and_decays():
     assert float(learning_rate(warm_only, 1000)(500)) == pytest.approx(2e-3)
 
 
-def test_initial_weights_come_from_a_saved_model_or_a_run_folder(model_dir, tmp_path):
+def test_initial_weights_come_from_a_saved_model_or_a_run_folder(model_dir, tiny_export, tmp_path):
     """``train.init_from`` / ``camera.init_from``: every weight of a fresh network becomes the trained
     network's, read from an export bundling both networks or from a run folder's checkpoint; another
     network's weights, or an export without a camera network, are refused with the key named."""
     from d2im_tf.config import load_config
     from d2im_tf.errors import UserError
-    from d2im_tf.inference.export import export_saved_model
     from d2im_tf.training.loop import checkpoint_dir, save_run_config
-    from d2im_tf.training.run import build_model, load_initial_weights
+    from d2im_tf.training.run import load_initial_weights
 
-    config = load_config(ROOT / "configs" / "tiny.yaml")
-    keras.utils.set_random_seed(1)
-    trained = {network: build_model(config, network) for network in ("sdf", "camera")}
-    both = export_saved_model(trained["sdf"], tmp_path / "both", trained["camera"])
+    exported = tiny_export("full", "none", with_camera=True)
+    trained = {"sdf": exported.sdf, "camera": exported.camera}
+    both = exported.path
     sdf_only = model_dir  # the session's tiny export, without a camera network
     run = tmp_path / "camera_run"
-    tf.train.CheckpointManager(training_checkpoint(trained["camera"]), str(checkpoint_dir(run)), 1).save()
-    save_run_config(config, run)
+    tf.train.CheckpointManager(training_checkpoint(trained["camera"], with_optimizer=False), str(checkpoint_dir(run)),
+                               1).save()
+    save_run_config(load_config(ROOT / "configs" / "tiny.yaml"), run)
 
-    keras.utils.set_random_seed(2)
-    models = {network: build_model(config, network) for network in ("sdf", "camera")}
+    models = dict(zip(("sdf", "camera"), tiny_networks("full", "none", with_camera=True, seed=2)))
     initial = {network: model.get_weights() for network, model in models.items()}
 
     def fresh(network):  # the network with its own random weights again
