@@ -18,9 +18,13 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py
 
-# The ten slowest tests are listed at the end; `pytest -m "not slow"` skips the end-to-end runs.
+# Two pytest-xdist workers, one test file each at a time (a file's fixtures are built once); much of a
+# test's time is single-threaded graph tracing, so a second worker uses the second core. `make test
+# TEST_WORKERS=0` runs in one process. The ten slowest tests are listed at the end; `pytest -m "not
+# slow"` skips the end-to-end runs.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=10 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10 tests
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -5,9 +5,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import fcntl  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -86,22 +88,41 @@ def data_with_meshes(toy_root, tmp_path_factory):
     return root
 
 
+@contextmanager
+def built_once(tmp_path_factory, name: str):
+    """A folder ``name`` shared by the pytest-xdist workers of a run (each has its own basetemp below the
+    run's), held under an exclusive lock: the first worker builds into it, the others wait and reuse."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield base / name
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def model_dir(toy_root, tmp_path_factory) -> Path:
-    """A tiny SDF network trained one epoch of 40 steps on the toy spheres and exported, once per
-    session. 40 steps rather than the tiny config's 4 so that its SDF reliably crosses zero in the box."""
-    base = tmp_path_factory.getbasetemp() / "tiny_model"
-    export = base / "export"
-    if not (export / "1" / "saved_model.pb").exists():
-        command = [sys.executable, "-m", "d2im_tf.cli", "train", "--config", "configs/tiny.yaml",
-                   "--set", f"data.root={toy_root}", "--set", f"data.categories=['{TOY_CATEGORY}']",
-                   "--set", f"train.out_dir={base / 'run'}", "--set", "train.epochs=1",
-                   "--set", "train.steps_per_epoch=40", "--no-progress",
-                   "--export", str(export)]
-        result = subprocess.run(command, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                                capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
+    """A tiny SDF network trained one epoch of 40 steps on the toy spheres and exported, once per test
+    run (shared by the xdist workers). 40 steps rather than the tiny config's 4 so that its SDF reliably
+    crosses zero in the box. Read-only for the tests: its run folder is also another run's init_from."""
+    with built_once(tmp_path_factory, "tiny_model") as base:
+        export = base / "export"
+        if not (export / "1" / "saved_model.pb").exists():
+            _train_tiny_model(toy_root, base, export)
     return export
+
+
+def _train_tiny_model(toy_root, base: Path, export: Path) -> None:
+    command = [sys.executable, "-m", "d2im_tf.cli", "train", "--config", "configs/tiny.yaml",
+               "--set", f"data.root={toy_root}", "--set", f"data.categories=['{TOY_CATEGORY}']",
+               "--set", f"train.out_dir={base / 'run'}", "--set", "train.epochs=1",
+               "--set", "train.steps_per_epoch=40", "--no-progress", "--export", str(export)]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 TINY_MODEL = dict(image_size=32, encoder_width=8, global_dim=16, decoder_widths=[32, 16, 16, 8, 8], detail_channels=8)

@@ -108,11 +108,20 @@ def _logged_steps(log_dir):
     return steps
 
 
-def test_sigkill_then_resume(toy_root, tmp_path):
+def test_sigkill_then_resume_a_run_started_from_given_weights(toy_root, model_dir, tmp_path):
+    """``d2im train --set train.init_from=RUN`` (the 40-step run behind ``model_dir``) at a learning rate of
+    1e-12, killed with SIGKILL after its 6th step and resumed: every checkpoint restores at its own step
+    (the optimiser started afresh, not at the source's 40) with the source's trainable weights (to 1e-9),
+    the loss curve continues, and ``--resume`` needs its own checkpoint only, not the source."""
+    from d2im_tf.training.loop import load_run_config
+    from d2im_tf.training.run import build_model, load_model
+
+    source = model_dir.parent / "run"
     out = tmp_path / "run"
-    long_run = ["--set", "train.epochs=50", "--set", "train.steps_per_epoch=4", "--no-export"]
-    process = subprocess.Popen(_train_command(toy_root, out, *long_run), cwd=ROOT, env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    long_run = ["--set", "train.epochs=50", "--set", "train.steps_per_epoch=4", "--no-export",
+                "--set", "train.learning_rate=1e-12"]
+    process = subprocess.Popen(_train_command(toy_root, out, "--set", f"train.init_from={source}", *long_run),
+                               cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (out / "checkpoints" / "ckpt-6.index").exists():
         assert process.poll() is None, "training ended before it could be killed"
@@ -124,22 +133,25 @@ def test_sigkill_then_resume(toy_root, tmp_path):
     step = int(killed_at.rsplit("-", 1)[1])
     assert step >= 6
     before = _logged_steps(out / "logs")
+    assert [steps[0] for steps in before.values()] == [1]
 
-    short = ["--set", f"train.epochs={step // 4 + 2}", "--set", "train.steps_per_epoch=4", "--no-export"]
+    short = ["--set", f"train.epochs={step // 4 + 2}", "--set", "train.steps_per_epoch=4", "--no-export",
+             "--set", "train.learning_rate=1e-12", "--set", f"train.init_from={tmp_path / 'deleted'}"]
     result = subprocess.run(_train_command(toy_root, out, "--resume", *short), cwd=ROOT, env=_env(),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     final = (step // 4 + 2) * 4
     assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith(f"ckpt-{final}")
     # Every checkpoint still listed restores into a fresh model, at its own step: nothing is corrupt.
-    from d2im_tf.training.loop import load_run_config
-    from d2im_tf.training.run import build_model
-
     model = build_model(load_run_config(out), "sdf")
+    start = load_model(source, "sdf")
     state = tf.train.get_checkpoint_state(str(out / "checkpoints"))
     for path in state.all_model_checkpoint_paths:
         training_checkpoint(model).restore(path).assert_consumed()
         assert int(model.optimizer.iterations.numpy()) == int(path.rsplit("-", 1)[1])
+        assert len(model.trainable_weights) == len(start.trainable_weights) > 0
+        for weight, expected in zip(model.trainable_weights, start.trainable_weights):
+            np.testing.assert_allclose(weight.numpy(), expected.numpy(), rtol=0, atol=1e-9, err_msg=weight.path)
     # The loss curve continues from the restored step instead of starting again at 1.
     (resumed,) = [steps for name, steps in _logged_steps(out / "logs").items() if name not in before]
     assert resumed == list(range(step + 1, final + 1))
@@ -172,12 +184,10 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path):
     assert not np.allclose(fresh.get_weights()[0], 0.0)
 
 
-def test_saved_model_runs_without_the_package(toy_root, tmp_path):
-    out = tmp_path / "run"
-    export = tmp_path / "export"
-    result = subprocess.run(_train_command(toy_root, out, "--set", "train.epochs=1", "--export", str(export)),
-                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_saved_model_runs_without_the_package(model_dir, tmp_path):
+    """The session's ``d2im train --export`` run (conftest.model_dir): its export, loaded in a process that
+    never imports d2im_tf, gives the SDF of the Keras model restored from the run's checkpoint."""
+    out, export = model_dir.parent / "run", model_dir
     assert (export / "1" / "saved_model.pb").exists()
     # tiny.yaml previews every epoch: one strip (the toy set's one test shape) of five 128 px panels.
     from d2im_tf.data.disn_format import read_image
@@ -266,30 +276,3 @@ def test_initial_weights_come_from_a_saved_model_or_a_run_folder(model_dir, tiny
         load_initial_weights(fresh("sdf"), run, "sdf", "train.init_from")
     with pytest.raises(UserError, match="train.init_from: .*not found"):
         load_initial_weights(fresh("sdf"), tmp_path / "missing", "sdf", "train.init_from")
-
-
-def test_train_starts_from_the_given_weights(toy_root, model_dir, tmp_path):
-    """``d2im train --set train.init_from=RUN`` (the 40-step run behind ``model_dir``) at a learning rate of
-    1e-12: the new run's trainable weights are that run's (to 1e-9), and its optimiser starts afresh (2
-    steps, not 42). ``--resume`` continues it even after the source is gone."""
-    from d2im_tf.training.run import load_model
-
-    source = model_dir.parent / "run"
-    out = tmp_path / "run"
-    result = subprocess.run(_train_command(toy_root, out, "--set", f"train.init_from={source}",
-                                           "--set", "train.learning_rate=1e-12", "--set", "train.epochs=1",
-                                           "--set", "train.steps_per_epoch=2", "--no-export"),
-                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    model, start = load_model(out, "sdf"), load_model(source, "sdf")
-    assert len(model.trainable_weights) > 0
-    for weight, expected in zip(model.trainable_weights, start.trainable_weights):
-        np.testing.assert_allclose(weight.numpy(), expected.numpy(), rtol=0, atol=1e-9, err_msg=weight.path)
-    assert max(max(steps) for steps in _logged_steps(out / "logs").values()) <= 2
-    # Resumed, the run restores its own checkpoint: the network it started from is no longer needed.
-    result = subprocess.run(_train_command(toy_root, out, "--set", f"train.init_from={tmp_path / 'deleted'}",
-                                           "--set", "train.learning_rate=1e-12", "--set", "train.epochs=2",
-                                           "--set", "train.steps_per_epoch=2", "--no-export", "--resume"),
-                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert max(max(steps) for steps in _logged_steps(out / "logs").values()) == 4
