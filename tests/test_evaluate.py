@@ -1,5 +1,6 @@
-"""Evaluation tables: the metrics of a GT mesh against itself are perfect; ``d2im evaluate`` writes
-per-category tables with the paper's columns; a missing GT mesh is a one-line error."""
+"""Evaluation tables: the metrics of a GT mesh against itself are perfect, and so are the camera
+metrics of the GT pose; ``d2im evaluate`` writes per-category tables with the paper's columns (and
+DISN's camera metrics for a model with a camera network); a missing GT mesh is a one-line error."""
 import csv
 import shutil
 
@@ -9,8 +10,10 @@ import trimesh
 
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.evaluation.evaluate import COLUMNS, evaluation_view, shape_metrics
-from d2im_tf.geometry.frames import to_normalised, to_world
+from d2im_tf.evaluation import evaluate as evaluation
+from d2im_tf.evaluation.evaluate import COLUMNS, POSE_COLUMNS, EvaluationCase, evaluation_view, shape_metrics
+from d2im_tf.geometry import camera
+from d2im_tf.geometry.frames import normalised_pose, to_normalised, to_world
 
 from conftest import TOY_CATEGORY
 
@@ -53,6 +56,38 @@ def test_evaluate_writes_the_tables(model_dir, data_with_meshes, tmp_path):
     for row in summary + shapes:
         assert np.all(np.isfinite([float(row[key]) for key in COLUMNS]))
         assert 0.0 <= float(row["iou"]) <= 1.0 and 0.0 <= float(row["fscore_1pct"]) <= 1.0
+
+
+def test_pose_metrics_in_either_frame(data_with_meshes):
+    """The GT pose scores 0; a camera shifted sideways by δ in the world frame's camera space scores as the
+    normalised frame's pose shifted by δ/m (d_3D in normalised units, the same pixels)."""
+    case = EvaluationCase.load(fmt.DatasetLayout(data_with_meshes), TOY_CATEGORY, "t")
+    rotation, translation = camera.world_to_camera(case.view_row[0], case.view_row[1], case.view_row[3])
+    normalised = normalised_pose(rotation, translation, case.norm_params)
+    exact = evaluation.pose_metrics(normalised, case, "normalised")
+    assert exact == pytest.approx({key: 0.0 for key in POSE_COLUMNS}, abs=1e-9)
+    shift, scale = np.array([0.05, 0.0, 0.0]), case.norm_params[3]
+    world = evaluation.pose_metrics((rotation, translation + shift), case, "world")
+    assert world["camera_d3d"] == pytest.approx(0.05 / scale)
+    moved = (normalised[0], normalised[1] + shift / scale)
+    assert world == pytest.approx(evaluation.pose_metrics(moved, case, "normalised"))
+    assert world["camera_d2d"] > 0.5 and world["rotation_error"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluate_with_a_camera_network_adds_the_pose_metrics(tiny_export, data_with_meshes, tmp_path):
+    out = tmp_path / "eval"
+    model = tiny_export("full", "none", with_camera=True).path
+    assert main(["evaluate", "--model", str(model), "--data", str(data_with_meshes), "--resolution", "32",
+                 "-o", str(out), "--no-progress"]) == 0
+    with open(out / "per_shape.csv") as handle:
+        rows = {row["camera"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"gt", "predicted"}
+    assert all(rows["gt"][key] == "" for key in POSE_COLUMNS)  # the GT camera has no pose error
+    errors = {key: float(rows["predicted"][key]) for key in POSE_COLUMNS}
+    assert errors["camera_d3d"] > 0 and errors["camera_d2d"] > 0 and 0 < errors["rotation_error"] <= 180, errors
+    predicted_table = (out / "metrics.md").read_text().split("## Predicted camera")[1]
+    assert " | ".join([*COLUMNS.values(), *POSE_COLUMNS.values()]) in predicted_table
 
 
 def test_missing_gt_mesh_is_a_data_error(model_dir, data_with_meshes, tmp_path, capsys):

@@ -115,7 +115,7 @@ def test_description_and_reconstructor_of_an_imported_model(imported):
     reconstructor = Reconstructor(imported.parent, resolution=32)
     row = [30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]
     # a given view is used as it is, in the world frame: the norm params do not enter the network
-    projection, _ = reconstructor.projection(tf.zeros([1, 224, 224, 3]), row, norm_params=[0.1, 0, 0, 0.6])
+    projection, _, _ = reconstructor.projection(tf.zeros([1, 224, 224, 3]), row, norm_params=[0.1, 0, 0, 0.6])
     np.testing.assert_allclose(projection.numpy()[0], camera.projection_from_metadata(row), rtol=1e-6)
     pixels = np.round(IMAGE_RGB * 255).astype(np.uint8)
     result = reconstructor.reconstruct(pixels, row, norm_params=[0.1, 0, 0, 0.6])

@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import trimesh
 from scipy import ndimage
+from scipy.spatial.transform import Rotation
 
 from d2im_tf.evaluation import metrics
+from d2im_tf.geometry import camera
 
 EMPTY = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64))
 VIEW = np.array([30.0, 20.0, 0.0, 0.8, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])  # a metadata row
@@ -186,3 +188,44 @@ def test_ecd_2d_of_cubes():
     assert 0.5 < metrics.ecd_2d(cube(), rotated, VIEW) < 10.0
     assert metrics.ecd_2d(cube(), EMPTY, VIEW) == pytest.approx(224 * np.sqrt(2.0))
     assert metrics.ecd_2d(EMPTY, EMPTY, VIEW) == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Camera pose
+
+
+def _rotation_z(degrees):
+    angle = np.radians(degrees)
+    return np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_pose_errors_of_analytic_offsets():
+    """Points on a circle of radius r = 0.3 around the optical axis at depth 2: a sideways shift of 0.1
+    moves each by 0.1 (f·0.1/2 pixels); a roll by θ = 30° moves each by 2r·sin(θ/2) (f/2 times that)."""
+    f = camera.focal_pixels(224)
+    angles = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    points = np.column_stack([0.3 * np.cos(angles), 0.3 * np.sin(angles), np.zeros(12)])
+    truth = (np.eye(3), np.array([0.0, 0.0, 2.0]))
+    assert metrics.pose_errors(points, truth, truth) == {"camera_d3d": 0.0, "camera_d2d": 0.0, "rotation_error": 0.0}
+    shifted = metrics.pose_errors(points, (np.eye(3), np.array([0.1, 0.0, 2.0])), truth)
+    assert shifted["camera_d3d"] == pytest.approx(0.1) and shifted["camera_d2d"] == pytest.approx(f * 0.1 / 2)
+    assert shifted["rotation_error"] == 0.0
+    rolled = metrics.pose_errors(points, (_rotation_z(30.0), truth[1]), truth)
+    chord = 2 * 0.3 * np.sin(np.radians(15.0))
+    assert rolled["camera_d3d"] == pytest.approx(chord) and rolled["camera_d2d"] == pytest.approx(f * chord / 2)
+    assert rolled["rotation_error"] == pytest.approx(30.0)
+    behind = metrics.pose_errors(points, (np.eye(3), np.array([0.0, 0.0, -2.0])), truth)
+    assert behind["camera_d3d"] == pytest.approx(4.0) and behind["camera_d2d"] == pytest.approx(224 * np.sqrt(2))
+
+
+def test_pose_reprojection_error_matches_projection_matrices():
+    """d_2D against a second method: the points projected with the two DISN cameras' P = K·[R|t] matrices
+    (camera.projection_matrix) by camera.project; the rotation error against scipy's rotation angle."""
+    points = np.random.default_rng(5).uniform(-0.4, 0.4, (300, 3))
+    views = [(30.0, 20.0, 0.8), (41.0, 12.0, 0.75)]
+    poses = [camera.world_to_camera(*view) for view in views]
+    pixels = [camera.project(points, camera.projection_matrix(*view, 224))[0].numpy() for view in views]
+    errors = metrics.pose_errors(points, poses[1], poses[0])
+    assert errors["camera_d2d"] == pytest.approx(np.linalg.norm(pixels[1] - pixels[0], axis=1).mean(), rel=1e-5)
+    angle = Rotation.from_matrix(poses[0][0] @ poses[1][0].T).magnitude()  # scipy's axis-angle
+    assert errors["rotation_error"] == pytest.approx(np.degrees(angle), abs=1e-6)

@@ -17,6 +17,10 @@ camera network) the mesh comes out in the normalised frame, up to the camera's e
 model working in the world frame (imported from the authors' release), whose meshes are mapped to the
 normalised frame like the GT.
 
+With a predicted camera the rows also carry DISN's camera metrics (:func:`~d2im_tf.evaluation.metrics.pose_errors`:
+d_3D in normalised units, d_2D in pixels at 224², the rotation error in degrees) of the camera
+network's pose against the evaluation view's, on 2,048 GT surface points.
+
 Evaluation view: the reference uses view 32 of 36 (view 6 for car, rifle and watercraft); a dataset
 with fewer views ``V`` uses ``min(view, V − 1)``.
 """
@@ -35,7 +39,8 @@ from d2im_tf.data.categories import SIDE_VIEW_CATEGORIES
 from d2im_tf.data.disn_format import DatasetLayout
 from d2im_tf.evaluation import metrics
 from d2im_tf.evaluation.summary import group_by_category, mean_over_categories
-from d2im_tf.geometry.frames import box_side, to_normalised, to_world
+from d2im_tf.geometry import camera
+from d2im_tf.geometry.frames import box_side, normalised_pose, to_normalised, to_world
 
 TEST_VIEW = 32
 SIDE_TEST_VIEW = 6
@@ -45,6 +50,8 @@ FSCORE_THRESHOLD = 0.01 * box_side()  # 1% of the side of the normalised frame's
 PHANTOM_THRESHOLD = 0.05  # normalised units: precision/recall distance for sheets, floaters and gaps
 COLUMNS = {"iou": "IoU", "chamfer_l1": "CD (Chamfer-L1)", "ecd_3d": "ECD-3D", "ecd_2d": "ECD-2D (px)",
            "fscore_1pct": "F-score@1%", "precision_005": "Precision@0.05", "recall_005": "Recall@0.05"}
+POSE_COLUMNS = {"camera_d3d": "d_3D", "camera_d2d": "d_2D (px)", "rotation_error": "rotation error (°)"}
+POSE_POINTS = 2048
 CAMERAS = ("gt", "predicted")
 
 
@@ -72,6 +79,18 @@ def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, 
         "precision_005": precision,
         "recall_005": recall,
     }
+
+
+def pose_metrics(pose, case: "EvaluationCase", frame: str) -> dict:
+    """DISN's camera metrics of ``pose`` (the camera network's ``(R, t)`` of the ``frame`` the model works
+    in) against the evaluation view's, on GT surface points; d_3D in normalised units whatever the frame."""
+    points, _ = metrics.sample_surface(case.truth, POSE_POINTS)  # normalised frame
+    truth = camera.world_to_camera(case.view_row[0], case.view_row[1], case.view_row[3])
+    if frame == "world":
+        scale = float(case.norm_params[3])
+        errors = metrics.pose_errors(points * scale + case.norm_params[:3], pose, truth)
+        return {**errors, "camera_d3d": errors["camera_d3d"] / scale}
+    return metrics.pose_errors(points, pose, normalised_pose(*truth, case.norm_params))
 
 
 @dataclass
@@ -120,8 +139,11 @@ def evaluate(reconstructor, layout: DatasetLayout, split: str = "test", categori
             else:  # normalised frame, or world frame for a model that works in it (imported ones)
                 result = reconstructor.reconstruct(case.pixels)
             predicted = to_normalised(result.mesh, case.norm_params) if result.frame == "world" else result.mesh
-            rows.append({"category": category, "shape": shape, "camera": camera_kind, "view": case.view,
-                         **shape_metrics(predicted, case.truth, case.view_row, case.norm_params)})
+            row = {"category": category, "shape": shape, "camera": camera_kind, "view": case.view,
+                   **shape_metrics(predicted, case.truth, case.view_row, case.norm_params)}
+            if result.pose is not None:
+                row.update(pose_metrics(result.pose, case, result.frame))
+            rows.append(row)
     return rows
 
 
@@ -130,20 +152,28 @@ def summarise(rows: list[dict]) -> list[dict]:
     category means, as the paper's tables)."""
     summary = []
     for camera_kind in CAMERAS:
-        grouped = group_by_category([row for row in rows if row["camera"] == camera_kind], COLUMNS)
+        selected = [row for row in rows if row["camera"] == camera_kind]
+        columns = table_columns(selected)
+        grouped = group_by_category(selected, columns)
         means = {category: grouped[category].mean(axis=0) for category in sorted(grouped)}
         summary += [{"camera": camera_kind, "category": category, "shapes": len(grouped[category]),
-                     **dict(zip(COLUMNS, mean))} for category, mean in means.items()]
+                     **dict(zip(columns, mean))} for category, mean in means.items()]
         if means:
             summary.append({"camera": camera_kind, "category": "mean",
                             "shapes": sum(len(values) for values in grouped.values()),
-                            **dict(zip(COLUMNS, mean_over_categories(means.values())))})
+                            **dict(zip(columns, mean_over_categories(means.values())))})
     return summary
 
 
+def table_columns(rows: list[dict]) -> dict:
+    """The metric columns of one camera's rows: the shape metrics, and the camera metrics if they have them."""
+    return {**COLUMNS, **POSE_COLUMNS} if rows and all("camera_d3d" in row for row in rows) else COLUMNS
+
+
 def _write_csv(path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(key for row in rows for key in row))  # the GT rows lack the camera metrics
     with fmt.atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -154,16 +184,21 @@ def markdown_tables(summary: list[dict]) -> str:
              "CD is Chamfer-L1 (mean of the two directed mean nearest-neighbour distances, 20K samples, "
              "normalised frame); ECD-2D in pixels at 224²; F-score at 1% of the box side; precision/recall "
              "at 0.05: share of predicted surface samples within 0.05 of the GT surface, and the converse. "
-             "IoU, F-score, precision, recall: higher is better; CD, ECD-3D, ECD-2D: lower is better.", ""]
+             "IoU, F-score, precision, recall: higher is better; CD, ECD-3D, ECD-2D: lower is better. "
+             "Predicted camera, DISN's pose metrics (lower is better): d_3D, the mean distance between GT "
+             "surface points taken to the camera frame by the predicted and the GT pose (normalised units); "
+             "d_2D, the mean distance between their projections (pixels at 224²); the rotation error "
+             "(degrees).", ""]
     for camera_kind in CAMERAS:
         entries = [entry for entry in summary if entry["camera"] == camera_kind]
         if not entries:
             continue
+        columns = table_columns(entries)
         lines += [f"## {'Ground-truth' if camera_kind == 'gt' else 'Predicted'} camera", "",
-                  "| category | shapes | " + " | ".join(COLUMNS.values()) + " |",
-                  "|---|---:|" + "---:|" * len(COLUMNS)]
+                  "| category | shapes | " + " | ".join(columns.values()) + " |",
+                  "|---|---:|" + "---:|" * len(columns)]
         lines += [f"| {entry['category']} | {entry['shapes']} | "
-                  + " | ".join(f"{entry[key]:.4f}" for key in COLUMNS) + " |" for entry in entries]
+                  + " | ".join(f"{entry[key]:.4f}" for key in columns) + " |" for entry in entries]
         lines.append("")
     return "\n".join(lines)
 

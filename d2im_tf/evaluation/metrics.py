@@ -21,6 +21,12 @@ Shape metrics compare a reconstruction with the ground truth:
   ``skimage.feature.canny`` on each of its three channels, with thresholds (:data:`CANNY_THRESHOLDS`)
   that keep creases and silhouettes and drop smooth shading.
 
+A camera metric compares a predicted pose with the ground truth (DISN §4.2):
+
+* :func:`pose_errors` — on a shape's surface points, ``d_3D``: the mean distance between the points
+  taken to the camera frame by the two poses; ``d_2D``: the mean distance in pixels between their two
+  projections on a 224×224 image; and the rotation error, the angle between the two rotations.
+
 Empty inputs (a reconstruction with no surface, or a smooth surface without ECD-3D edges) give
 finite values a table can show and a mean can absorb: when exactly one side is empty, a distance is
 :data:`EMPTY_DISTANCE` (2√3, the diagonal of the normalised frame's box [-1, 1]³, where shapes are
@@ -35,6 +41,7 @@ from scipy.spatial import cKDTree
 from skimage.feature import canny
 
 from d2im_tf.data.render import Renderer
+from d2im_tf.geometry.camera import intrinsics
 from d2im_tf.geometry.frames import NORMALISED_BOX, box_diagonal
 
 EMPTY_DISTANCE = box_diagonal(NORMALISED_BOX)
@@ -115,6 +122,38 @@ def fscore(points_a, points_b, threshold):
     total = precision + recall
     score = np.where(total > 0, 2.0 * precision * recall / np.where(total > 0, total, 1.0), 0.0)
     return float(score) if np.ndim(threshold) == 0 else score
+
+
+# --------------------------------------------------------------------------------------------
+# Camera pose
+
+
+def pose_errors(points, predicted, truth, image_size: int = IMAGE_SIZE) -> dict:
+    """DISN's camera metrics of a ``predicted`` pose against the ``truth``, on ``points [N, 3]``.
+
+    A pose is ``(R [3, 3], t [3])``, taking the points' frame to the camera frame (``x ↦ R·x + t``).
+    Returns ``camera_d3d``, the mean distance between the two camera-frame positions of the points
+    (the points' units); ``camera_d2d``, the mean distance in pixels between their projections with
+    the fixed intrinsics at ``image_size`` (224 as DISN's Table 3; points at depth ≤ 0 in either camera
+    are left out, and none in front gives the image diagonal); and ``rotation_error``, the angle of
+    ``R_true·R_predᵀ`` in degrees.
+    """
+    points = np.asarray(points, float)
+    (rotation_pred, translation_pred), (rotation_true, translation_true) = (
+        (np.asarray(r, float), np.asarray(t, float)) for r, t in (predicted, truth))
+    in_pred = points @ rotation_pred.T + translation_pred  # [N, 3] camera frame
+    in_true = points @ rotation_true.T + translation_true
+    front = (in_pred[:, 2] > 0) & (in_true[:, 2] > 0)
+    k = intrinsics(image_size)
+    if front.any():
+        pixels_pred, pixels_true = ((k @ x[front].T).T for x in (in_pred, in_true))  # [M, 3] homogeneous
+        d2d = float(np.linalg.norm(pixels_pred[:, :2] / pixels_pred[:, 2:] - pixels_true[:, :2] / pixels_true[:, 2:],
+                                   axis=1).mean())
+    else:
+        d2d = float(np.sqrt(2.0) * image_size)
+    cosine = (np.trace(rotation_true @ rotation_pred.T) - 1.0) / 2.0
+    return {"camera_d3d": float(np.linalg.norm(in_pred - in_true, axis=1).mean()) if len(points) else 0.0,
+            "camera_d2d": d2d, "rotation_error": float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))}
 
 
 # --------------------------------------------------------------------------------------------

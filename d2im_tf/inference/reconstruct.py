@@ -140,7 +140,8 @@ class Reconstruction(NamedTuple):
     for a model that works in it), as ``frame`` says; ``maps`` float32
     ``[S, S, 2]`` (front, back displacement maps, SDF units); ``timings`` seconds per stage
     (``encode``, ``camera``, ``sdf_evaluation``, ``marching_cubes``); ``view`` the metadata row the
-    mesh is seen from in the input (in the mesh's frame); ``image`` the network's input ``[S, S, 3]``.
+    mesh is seen from in the input (in the mesh's frame); ``image`` the network's input ``[S, S, 3]``;
+    ``pose`` the camera network's ``(R [3, 3], t [3])`` of the mesh's frame, None for a given camera.
     """
 
     mesh: trimesh.Trimesh
@@ -149,6 +150,7 @@ class Reconstruction(NamedTuple):
     view: np.ndarray
     image: np.ndarray
     frame: str = "normalised"  # the mesh's frame: "world" or "normalised"
+    pose: tuple | None = None
 
 
 class Reconstructor:
@@ -209,19 +211,21 @@ class Reconstructor:
         if camera_row is None and not self.has_camera:
             raise UserError(f"{self.model_dir}: the model has no camera network; give the view with --camera")
 
-    def projection(self, image: tf.Tensor, camera_row=None, norm_params=None) -> tuple[tf.Tensor, np.ndarray]:
-        """Normalised-frame projection ``[1, 3, 4]`` for ``image [1, S, S, 3]``, and the input view's
-        metadata row in the mesh's frame: from ``camera_row`` (+ ``norm_params``) or the camera net."""
+    def projection(self, image: tf.Tensor, camera_row=None, norm_params=None):
+        """``(projection, view, pose)`` for ``image [1, S, S, 3]``: the model frame's projection ``[1, 3, 4]``,
+        the input view's metadata row in the mesh's frame, and the camera network's ``(R, t)`` — from
+        ``camera_row`` (+ ``norm_params``; the pose is then None) or from the camera network."""
         if camera_row is not None:
             world = camera.projection_from_metadata(camera_row, self.image_size)[None]  # [1, 3, 4]
             if self.frame == "world":
-                return tf.constant(world, tf.float32), np.asarray(camera_row, float)
+                return tf.constant(world, tf.float32), np.asarray(camera_row, float), None
             params = frames.IDENTITY_NORM_PARAMS if norm_params is None else np.asarray(norm_params, float)
-            return tf.constant(frames.normalised_projection(world, params), tf.float32), np.asarray(camera_row, float)
+            projection = tf.constant(frames.normalised_projection(world, params), tf.float32)
+            return projection, np.asarray(camera_row, float), None
         self.require_camera(camera_row)
-        pose = self.model.signatures["camera"](image=image)
-        view = view_row_from_pose(pose["rotation"][0].numpy(), pose["translation"][0].numpy())
-        return pose["projection"], view
+        outputs = self.model.signatures["camera"](image=image)
+        pose = outputs["rotation"][0].numpy(), outputs["translation"][0].numpy()
+        return outputs["projection"], view_row_from_pose(*pose), pose
 
     def reconstruct(self, pixels: np.ndarray, camera_row=None, norm_params=None) -> Reconstruction:
         """Mesh of the object in ``pixels`` (any uint8 image, see :func:`prepare_image`)."""
@@ -230,7 +234,7 @@ class Reconstructor:
         start = time.perf_counter()
         encoding = self.model.signatures["encode"](image=batch)  # global_code, maps, f0…f4
         encoded = time.perf_counter()
-        projection, view = self.projection(batch, camera_row, norm_params)
+        projection, view, pose = self.projection(batch, camera_row, norm_params)
         timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
         decode = self.model.signatures["decode"]
         maps = encoding["maps"][0].numpy()  # [S, S, 2]
@@ -264,7 +268,7 @@ class Reconstructor:
         frame = self.frame
         if frame == "normalised" and camera_row is not None and norm_params is not None:
             mesh, frame = frames.to_world(mesh, np.asarray(norm_params, float)), "world"
-        return Reconstruction(mesh, maps, timings, view, image, frame)
+        return Reconstruction(mesh, maps, timings, view, image, frame, pose)
 
 
 def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=None, norm_params=None,
