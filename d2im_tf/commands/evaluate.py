@@ -1,7 +1,8 @@
 """``d2im evaluate``: reconstruct a test split and write per-category metric tables.
 
 Writes ``OUT/metrics.md`` and ``OUT/metrics.csv`` (per category and camera: IoU, Chamfer-L1,
-ECD-3D, ECD-2D, F-score@1%) and ``OUT/per_shape.csv``; see :mod:`d2im_tf.evaluation.evaluate` for frames and
+ECD-3D, ECD-2D, F-score@1%, precision/recall@0.05; for the predicted camera also DISN's d_3D, d_2D and
+the rotation error) and ``OUT/per_shape.csv``; see :mod:`d2im_tf.evaluation.evaluate` for frames and
 the evaluation view. The model defaults to the bundled one. A missing ground-truth mesh is a
 one-line error (exit 2).
 """
