@@ -136,16 +136,18 @@ def pose_errors(points, predicted, truth, image_size: int = IMAGE_SIZE) -> dict:
     (the points' units); ``camera_d2d``, the mean distance in pixels between their projections with
     the fixed intrinsics at ``image_size`` (224 as DISN's Table 3; points at depth ≤ 0 in either camera
     are left out, and none in front gives the image diagonal); and ``rotation_error``, the angle of
-    ``R_true·R_predᵀ`` in degrees.
+    ``R_true·R_predᵀ`` in degrees. No points: both distances 0.
     """
-    points = np.asarray(points, float)
+    points = np.asarray(points, float).reshape(-1, 3)
     (rotation_pred, translation_pred), (rotation_true, translation_true) = (
         (np.asarray(r, float), np.asarray(t, float)) for r, t in (predicted, truth))
     in_pred = points @ rotation_pred.T + translation_pred  # [N, 3] camera frame
     in_true = points @ rotation_true.T + translation_true
     front = (in_pred[:, 2] > 0) & (in_true[:, 2] > 0)
     k = intrinsics(image_size)
-    if front.any():
+    if not len(points):
+        d2d = 0.0
+    elif front.any():
         pixels_pred, pixels_true = ((k @ x[front].T).T for x in (in_pred, in_true))  # [M, 3] homogeneous
         d2d = float(np.linalg.norm(pixels_pred[:, :2] / pixels_pred[:, 2:] - pixels_true[:, :2] / pixels_true[:, 2:],
                                    axis=1).mean())
