@@ -96,11 +96,8 @@ def built_once(tmp_path_factory, name: str):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent
     with open(base / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield base / name
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield base / name
 
 
 @pytest.fixture(scope="session")

@@ -83,13 +83,12 @@ def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, 
 
 def pose_metrics(pose, case: "EvaluationCase", frame: str) -> dict:
     """DISN's camera metrics of ``pose`` (the camera network's ``(R, t)`` of the ``frame`` the model works
-    in) against the evaluation view's, on GT surface points; d_3D in normalised units whatever the frame."""
-    points, _ = metrics.sample_surface(case.truth, POSE_POINTS)  # normalised frame
-    truth = camera.world_to_camera(case.view_row[0], case.view_row[1], case.view_row[3])
+    in) against the evaluation view's, on GT surface points, both as poses of the normalised frame (a
+    world-frame pose through :func:`normalised_pose`, so d_3D is in normalised units either way)."""
     if frame == "world":
-        scale = float(case.norm_params[3])
-        errors = metrics.pose_errors(points * scale + case.norm_params[:3], pose, truth)
-        return {**errors, "camera_d3d": errors["camera_d3d"] / scale}
+        pose = normalised_pose(*pose, case.norm_params)
+    truth = camera.world_to_camera(case.view_row[0], case.view_row[1], case.view_row[3])
+    points, _ = metrics.sample_surface(case.truth, POSE_POINTS)  # normalised frame
     return metrics.pose_errors(points, pose, normalised_pose(*truth, case.norm_params))
 
 

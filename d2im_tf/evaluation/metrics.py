@@ -141,21 +141,23 @@ def pose_errors(points, predicted, truth, image_size: int = IMAGE_SIZE) -> dict:
     points = np.asarray(points, float).reshape(-1, 3)
     (rotation_pred, translation_pred), (rotation_true, translation_true) = (
         (np.asarray(r, float), np.asarray(t, float)) for r, t in (predicted, truth))
+    cosine = (np.trace(rotation_true @ rotation_pred.T) - 1.0) / 2.0
+    errors = {"camera_d3d": 0.0, "camera_d2d": 0.0,
+              "rotation_error": float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))}
+    if not len(points):
+        return errors
     in_pred = points @ rotation_pred.T + translation_pred  # [N, 3] camera frame
     in_true = points @ rotation_true.T + translation_true
+    errors["camera_d3d"] = float(np.linalg.norm(in_pred - in_true, axis=1).mean())
     front = (in_pred[:, 2] > 0) & (in_true[:, 2] > 0)
+    if not front.any():
+        errors["camera_d2d"] = float(np.sqrt(2.0) * image_size)
+        return errors
     k = intrinsics(image_size)
-    if not len(points):
-        d2d = 0.0
-    elif front.any():
-        pixels_pred, pixels_true = ((k @ x[front].T).T for x in (in_pred, in_true))  # [M, 3] homogeneous
-        d2d = float(np.linalg.norm(pixels_pred[:, :2] / pixels_pred[:, 2:] - pixels_true[:, :2] / pixels_true[:, 2:],
-                                   axis=1).mean())
-    else:
-        d2d = float(np.sqrt(2.0) * image_size)
-    cosine = (np.trace(rotation_true @ rotation_pred.T) - 1.0) / 2.0
-    return {"camera_d3d": float(np.linalg.norm(in_pred - in_true, axis=1).mean()) if len(points) else 0.0,
-            "camera_d2d": d2d, "rotation_error": float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))}
+    pixels_pred, pixels_true = ((k @ x[front].T).T for x in (in_pred, in_true))  # [M, 3] homogeneous
+    offsets = pixels_pred[:, :2] / pixels_pred[:, 2:] - pixels_true[:, :2] / pixels_true[:, 2:]  # [M, 2]
+    errors["camera_d2d"] = float(np.linalg.norm(offsets, axis=1).mean())
+    return errors
 
 
 # --------------------------------------------------------------------------------------------
