@@ -81,6 +81,33 @@ def test_precision_and_recall_see_a_phantom_sheet_and_a_missing_part():
     assert metrics.precision_recall(np.zeros((0, 3)), np.zeros((0, 3)), 0.05) == (1.0, 1.0)
 
 
+def square(side=2.0, height=0.0):
+    """A side × side square (two triangles) in the plane z = height, centred on the z axis."""
+    half = side / 2.0
+    vertices = [[-half, -half, height], [half, -half, height], [half, half, height], [-half, half, height]]
+    return trimesh.Trimesh(vertices, [[0, 1, 2], [0, 2, 3]], process=False)
+
+
+def test_surface_precision_recall_measure_distances_to_the_surfaces_exactly():
+    truth = square()
+    points_true, _ = metrics.sample_surface(truth, 5000)
+    for height, expected in ((0.049, 1.0), (0.051, 0.0)):  # every point of one square is `height` from the other
+        predicted = square(height=height)
+        points_pred, _ = metrics.sample_surface(predicted, 5000, seed=1)
+        assert metrics.surface_precision_recall(points_pred, predicted, points_true, truth, 0.05) == (expected,) * 2
+    # The sample sets alone overstate each distance by the gap to the nearest sample: at 0.049 a large
+    # share of the points has no sample of the other square within 0.05.
+    precision, recall = metrics.precision_recall(points_pred * [1, 1, 0.049 / 0.051], points_true, 0.05)
+    assert precision < 0.9 and recall < 0.9
+    # A phantom sheet of the same area far away: half the prediction's samples are far, nothing is missing.
+    sheet = trimesh.util.concatenate([square(height=0.01), square(height=0.5)])
+    points_sheet, _ = metrics.sample_surface(sheet, 5000, seed=2)
+    precision, recall = metrics.surface_precision_recall(points_sheet, sheet, points_true, truth, 0.05)
+    assert abs(precision - 0.5) < 0.02 and recall == 1.0
+    assert metrics.surface_precision_recall(np.zeros((0, 3)), EMPTY, points_true, truth, 0.05) == (0.0, 0.0)
+    assert metrics.surface_precision_recall(np.zeros((0, 3)), EMPTY, np.zeros((0, 3)), EMPTY, 0.05) == (1.0, 1.0)
+
+
 def test_empty_point_sets_give_defined_values():
     points = lattice_points()
     nothing = np.zeros((0, 3))

@@ -5,8 +5,8 @@ ground-truth mesh ``meshes/<cat>/<shape>/model.obj`` (world frame) with the metr
 :mod:`d2im_tf.evaluation.metrics`: IoU (32³ voxels), CD = Chamfer-L1 on 20K surface samples, ECD-3D, ECD-2D
 (pixels, 224² normal maps) and the F-score at 1% of the side of the reconstruction box
 (:data:`d2im_tf.geometry.frames.NORMALISED_BOX`), and precision/recall at 0.05 (normalised
-units): the share of the reconstruction's surface samples within 0.05 of the GT surface (phantom
-sheets and floaters lower it) and the converse (missing parts lower it).
+units): the share of the reconstruction's surface samples within 0.05 of the GT surface, by exact
+distance (phantom sheets and floaters lower it), and the converse (missing parts lower it).
 
 Frames: both meshes are compared in the shape's normalised frame — the GT is mapped by
 ``(x − c)/m`` with the shape's ``norm_params`` — except for ECD-2D, whose normal maps are rendered
@@ -69,7 +69,8 @@ def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, 
     """
     points_pred, _ = metrics.sample_surface(predicted, SURFACE_SAMPLES)
     points_true, _ = metrics.sample_surface(truth, SURFACE_SAMPLES)
-    precision, recall = metrics.precision_recall(points_pred, points_true, PHANTOM_THRESHOLD)
+    precision, recall = metrics.surface_precision_recall(points_pred, predicted, points_true, truth,
+                                                         PHANTOM_THRESHOLD)
     return {
         "iou": metrics.iou(predicted, truth),
         "chamfer_l1": metrics.chamfer_l1(points_pred, points_true),
@@ -182,7 +183,8 @@ def markdown_tables(summary: list[dict]) -> str:
     lines = ["# Evaluation", "",
              "CD is Chamfer-L1 (mean of the two directed mean nearest-neighbour distances, 20K samples, "
              "normalised frame); ECD-2D in pixels at 224²; F-score at 1% of the box side; precision/recall "
-             "at 0.05: share of predicted surface samples within 0.05 of the GT surface, and the converse. "
+             "at 0.05: share of predicted surface samples within 0.05 of the GT surface (exact distance), and the "
+             "converse. "
              "IoU, F-score, precision, recall: higher is better; CD, ECD-3D, ECD-2D: lower is better. "
              "Predicted camera, DISN's pose metrics (lower is better): d_3D, the mean distance between GT "
              "surface points taken to the camera frame by the predicted and the GT pose (normalised units); "

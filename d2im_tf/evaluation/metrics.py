@@ -5,7 +5,10 @@ Shape metrics compare a reconstruction with the ground truth:
 * :func:`chamfer_l1` — Chamfer-L1 in the Occupancy Networks convention: the mean of the two directed
   mean nearest-neighbour Euclidean distances (not squared, not summed).
 * :func:`fscore` — harmonic mean of precision (fraction of ``a`` within ``threshold`` of ``b``) and
-  recall (fraction of ``b`` within ``threshold`` of ``a``).
+  recall (fraction of ``b`` within ``threshold`` of ``a``), on point samples of both surfaces as the
+  papers compute it.
+* :func:`surface_precision_recall` — the precision and recall of the evaluation's phantom-surface
+  columns: samples of one surface within ``threshold`` of the other *surface* (exact distances).
 * :func:`iou` — occupancy IoU on the 32³ voxel centres of a cube. The cube is, by default, the
   smallest axis-aligned cube holding both meshes' bounding boxes (so the 32 voxels span the shape
   whatever the data's normalisation), or ``bounds³`` if given. Occupancy is decided per voxel-centre
@@ -43,6 +46,7 @@ from skimage.feature import canny
 from d2im_tf.data.render import Renderer
 from d2im_tf.geometry.camera import intrinsics
 from d2im_tf.geometry.frames import NORMALISED_BOX, box_diagonal
+from d2im_tf.geometry.triangles import within_distance
 
 EMPTY_DISTANCE = box_diagonal(NORMALISED_BOX)
 
@@ -109,6 +113,32 @@ def precision_recall(points_a, points_b, threshold):
     if thresholds.ndim == 0:
         return float(precision[0]), float(recall[0])
     return precision.reshape(thresholds.shape), recall.reshape(thresholds.shape)
+
+
+def surface_precision_recall(points_a, mesh_a: trimesh.Trimesh, points_b, mesh_b: trimesh.Trimesh,
+                             threshold: float) -> tuple[float, float]:
+    """``(precision, recall)`` at ``threshold`` measured against the surfaces themselves: the share of
+    ``points_a [N, 3]`` (samples of ``mesh_a``) within ``threshold`` of the surface ``mesh_b``, and of
+    ``points_b [M, 3]`` within it of ``mesh_a``.
+
+    A sample's nearest sample of the other surface lies on that surface, so its distance bounds the
+    distance to the surface from above: the samples it puts within ``threshold`` are near, and only the
+    others get the exact point–triangle test (:func:`d2im_tf.geometry.triangles.within_distance`).
+    Comparing sample sets alone (:func:`precision_recall`) overstates every distance by the gap between
+    samples, about 0.01 for 20,000 samples of a cabinet in the normalised frame, a fifth of 0.05.
+    Empty sides as in :func:`precision_recall`.
+    """
+    points_a, points_b = np.asarray(points_a, float), np.asarray(points_b, float)
+    if len(points_a) == 0 or len(points_b) == 0:
+        value = 1.0 if len(points_a) == len(points_b) else 0.0
+        return value, value
+    shares = []
+    for points, others, other_mesh in ((points_a, points_b, mesh_b), (points_b, points_a, mesh_a)):
+        near = _directed_distances(points, others) <= threshold  # [N]
+        far = np.nonzero(~near)[0]
+        near[far] = within_distance(points[far], other_mesh.triangles, threshold)
+        shares.append(float(near.mean()))
+    return shares[0], shares[1]
 
 
 def fscore(points_a, points_b, threshold):

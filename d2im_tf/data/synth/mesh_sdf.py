@@ -33,6 +33,7 @@ from skimage.measure import marching_cubes
 
 from d2im_tf.data.disn_format import DataError, SdfSamples, atomic_path, read_mesh, read_samples
 from d2im_tf.geometry.frames import NORMALISED_BOX
+from d2im_tf.geometry.triangles import closest_points_on_triangles
 
 NORMALIZATION_SAMPLES = 16384
 SAMPLE_COUNT = 32768
@@ -148,46 +149,6 @@ def normalization(mesh: trimesh.Trimesh, rng: np.random.Generator) -> tuple[np.n
 # Exact signed distance
 
 
-def closest_points_on_triangles(p, a, b, c) -> tuple[np.ndarray, np.ndarray]:
-    """Closest points ``[M, 3]`` on triangles ``abc`` to ``p`` (all ``[M, 3]``) and the feature hit.
-
-    Feature codes: 0 face, 1/2/3 vertex a/b/c, 4/5/6 edge ab/bc/ca (Ericson, *Real-Time Collision
-    Detection* §5.1.5, evaluated for every case and selected in its order).
-    """
-    ab, ac, ap, bp, cp = b - a, c - a, p - a, p - b, p - c
-    d1, d2 = _dot(ab, ap), _dot(ac, ap)
-    d3, d4 = _dot(ab, bp), _dot(ac, bp)
-    d5, d6 = _dot(ab, cp), _dot(ac, cp)
-    vc, vb, va = d1 * d4 - d3 * d2, d5 * d2 - d1 * d6, d3 * d6 - d5 * d4
-    t_ab = _safe_ratio(d1, d1 - d3)
-    t_ca = _safe_ratio(d2, d2 - d6)
-    t_bc = _safe_ratio(d4 - d3, (d4 - d3) + (d5 - d6))
-    total = va + vb + vc
-    v, w = _safe_ratio(vb, total), _safe_ratio(vc, total)
-    conditions = [
-        (d1 <= 0) & (d2 <= 0),
-        (d3 >= 0) & (d4 <= d3),
-        (vc <= 0) & (d1 >= 0) & (d3 <= 0),
-        (d6 >= 0) & (d5 <= d6),
-        (vb <= 0) & (d2 >= 0) & (d6 <= 0),
-        (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0),
-    ]
-    zero, one = np.zeros_like(d1), np.ones_like(d1)
-    weight_b = np.select(conditions, [zero, one, t_ab, zero, zero, 1 - t_bc], v)
-    weight_c = np.select(conditions, [zero, zero, zero, one, t_ca, t_bc], w)
-    feature = np.select(conditions, [1, 2, 4, 3, 6, 5], 0)
-    return a + weight_b[:, None] * ab + weight_c[:, None] * ac, feature
-
-
-def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", x, y)
-
-
-def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    safe = np.where(np.abs(denominator) > 1e-300, denominator, 1.0)
-    return np.where(np.abs(denominator) > 1e-300, numerator / safe, 0.0)
-
-
 class SignedDistance:
     """Exact signed distance to a closed, outward-oriented triangle mesh (negative inside)."""
 
@@ -245,7 +206,7 @@ class SignedDistance:
         normal = self._feature_normal(faces, feature)
         offset = points - closest
         distance = np.sqrt(distance2[np.arange(len(points)), best])
-        sign = np.where(_dot(offset, normal) < 0, -1.0, 1.0)
+        sign = np.where(np.einsum("ij,ij->i", offset, normal) < 0, -1.0, 1.0)
         unit_normal = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-300)
         on_surface = distance < 1e-9
         gradient = np.where(on_surface[:, None], unit_normal,
