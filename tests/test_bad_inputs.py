@@ -405,6 +405,8 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                                  "ws: holds a dataset made with --seed 1, not 2"),
     "make-data-views-0": (lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--views", "0"], 2,
                           "--views must be at least 1, got 0"),
+    "make-data-extra-from-meshes": (lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--from-meshes", str(fx.ws),
+                                                "--extra-train-shapes", "2"], 2, "cannot be used with --from-meshes"),
     "make-data-no-meshes": (lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--from-meshes", str(fx.ws / "x")], 2,
                             "x: not a directory"),
     "make-data-unknown-category": (lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--categories", "02691156"], 2,
@@ -518,3 +520,19 @@ def test_make_data_runs_again_only_with_the_same_settings(tmp_path):
     check_out_folder(tmp_path, record("--seed", "1", "--workers", "2"))  # the same dataset, more workers: fine
     with pytest.raises(UserError, match="made with --seed 1, not 2"):
         check_out_folder(tmp_path, record("--seed", "2"))
+    grown = ("--seed", "1", "--shapes-per-category", "10", "--extra-train-shapes")
+    with pytest.raises(UserError, match="did not finish .no split lists.; run that command again"):
+        check_out_folder(tmp_path, record(*grown, "5"))
+    for category in record()["categories"]:
+        for split in ("train", "test"):
+            (tmp_path / "splits" / f"{category}_{split}.lst").write_text("")
+    assert check_out_folder(tmp_path, record(*grown, "5")) == 10  # a finished dataset grows: write shape 10 on
+    (tmp_path / RECORD).write_text(json.dumps(record(*grown, "5")))
+    assert check_out_folder(tmp_path, record(*grown, "5")) == 0  # the same command again: write everything
+    assert check_out_folder(tmp_path, record(*grown, "7")) == 15
+    with pytest.raises(UserError, match="made with --extra-train-shapes 5, not 3"):
+        check_out_folder(tmp_path, record(*grown, "3"))
+    with pytest.raises(UserError, match="made with --extra-train-shapes 5, not 0"):
+        check_out_folder(tmp_path, record("--seed", "1", "--shapes-per-category", "10"))
+    with pytest.raises(UserError, match="made with --seed 1, not 2"):  # growing needs every other setting equal
+        check_out_folder(tmp_path, record("--seed", "2", "--shapes-per-category", "10", "--extra-train-shapes", "7"))

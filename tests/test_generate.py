@@ -1,6 +1,7 @@
 """Dataset generation end to end through the ``d2im`` CLI: layout, determinism across worker counts,
 ``preprocess`` and mesh conversion with bad input."""
 import hashlib
+import shutil
 
 import h5py
 import numpy as np
@@ -9,7 +10,7 @@ import trimesh
 
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
-from d2im_tf.data.synth import mesh_sdf
+from d2im_tf.data.synth import generate, mesh_sdf
 
 from helpers import read_depth
 
@@ -69,6 +70,27 @@ def test_a_different_seed_gives_different_shapes(tiny, tmp_path):
     assert main(["make-data", "--out", str(other), *arguments]) == 0
     path = "meshes/03001627/syn00000/model.obj"
     assert (other / path).read_bytes() != (tiny / path).read_bytes()
+
+
+def test_extra_train_shapes_join_training_only_and_a_dataset_grows_by_writing_only_them(tiny, tmp_path, monkeypatch):
+    grown = tmp_path / "grown"
+    shutil.copytree(tiny, grown)
+    written = []
+    task = generate._synthetic_task
+    monkeypatch.setattr(generate, "_synthetic_task", lambda t: written.append(t[1:]) or task(t))
+    assert main(["make-data", "--out", str(grown), *TINY, "--extra-train-shapes", "1"]) == 0
+    assert written == [(c, 2) for c in CATEGORIES]  # only the new shape of each category
+    layout, before = fmt.DatasetLayout(grown), fmt.DatasetLayout(tiny)
+    for category in CATEGORIES:
+        assert fmt.read_split(layout.split_path(category, "test")) == fmt.read_split(before.split_path(category, "test"))
+        assert fmt.read_split(layout.split_path(category, "train")) == sorted(
+            fmt.read_split(before.split_path(category, "train")) + ["syn00002"])
+    old = {k: v for k, v in _hashes(tiny).items() if k != "make_data.json" and not k.startswith("splits/")}
+    assert {k: v for k, v in _hashes(grown).items() if k in old} == old
+    monkeypatch.setattr(generate, "_synthetic_task", task)
+    fresh = tmp_path / "fresh"  # growing gives the bytes of making the larger dataset at once
+    assert main(["make-data", "--out", str(fresh), *TINY, "--extra-train-shapes", "1", "--workers", "1"]) == 0
+    assert _hashes(fresh) == _hashes(grown)
 
 
 def test_unknown_category_fails_with_one_line(tmp_path, capsys):

@@ -1,7 +1,9 @@
 """``d2im make-data``: write a synthetic detail-rich dataset (or convert user meshes) in DISN's layout.
 
 ``OUT`` must be new or empty, or hold a dataset made with the same settings (``OUT/make_data.json``):
-running the same command again — after it was killed, say — rewrites the same bytes.
+running the same command again — after it was killed, say — rewrites the same bytes. The one setting
+that may change is a larger ``--extra-train-shapes`` on a finished dataset: that generates only the
+new training shapes, so a study set can grow without touching its test split.
 """
 from __future__ import annotations
 
@@ -19,7 +21,12 @@ def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="dataset root to write")
     parser.add_argument("--categories", nargs="+", default=list(SYNTHETIC_CATEGORIES),
                         help="ShapeNet ids: " + ", ".join(f"{c} {name}" for c, name in CATEGORY_NAMES.items()))
-    parser.add_argument("--shapes-per-category", type=int, default=10)
+    parser.add_argument("--shapes-per-category", type=int, default=10,
+                        help="shapes per category, split into train and test by --test-fraction")
+    parser.add_argument("--extra-train-shapes", type=int, default=0, metavar="N",
+                        help="N more shapes per category for the training split only (the test split stays "
+                             "that of the first --shapes-per-category); raising N on a finished dataset "
+                             "generates only the new shapes")
     parser.add_argument("--from-meshes", default=None, metavar="DIR",
                         help="convert meshes DIR/<category>/<shape>/model.obj instead of generating shapes")
     parser.add_argument("--views", type=int, default=36, help="views per shape (DISN: 36)")
@@ -43,6 +50,10 @@ def _validate(args) -> None:
         raise UserError(f"--samples must be a multiple of 4 (four bands), got {args.samples}")
     if not 0.0 <= args.test_fraction < 1.0:
         raise UserError(f"--test-fraction must be in [0, 1), got {args.test_fraction}")
+    if args.extra_train_shapes < 0:
+        raise UserError(f"--extra-train-shapes must be at least 0, got {args.extra_train_shapes}")
+    if args.from_meshes and args.extra_train_shapes:
+        raise UserError("--extra-train-shapes generates shapes; it cannot be used with --from-meshes")
     if args.from_meshes and not Path(args.from_meshes).is_dir():
         raise UserError(f"{args.from_meshes}: not a directory")
 
@@ -51,18 +62,23 @@ def settings_record(args) -> dict:
     """The arguments that decide a dataset's content (not ``--workers``), as recorded in ``OUT/make_data.json``."""
     source = {"from_meshes": str(Path(args.from_meshes).resolve())} if args.from_meshes else {
         "categories": list(args.categories), "shapes_per_category": args.shapes_per_category}
+    if args.extra_train_shapes:  # absent when 0, so records written before the option still match
+        source["extra_train_shapes"] = args.extra_train_shapes
     return {**source, "views": args.views, "image_size": args.image_size, "samples": args.samples,
             "resolution": args.resolution, "seed": args.seed, "test_fraction": args.test_fraction}
 
 
-def check_out_folder(out: Path, record: dict) -> None:
+def check_out_folder(out: Path, record: dict) -> int:
     """Refuse to mix datasets: ``out`` must be new, empty, or made by make-data with the same settings
-    (re-running the same command — after it was killed, say — rewrites the same files)."""
-    from d2im_tf.data.disn_format import check_output_dir
+    (re-running the same command — after it was killed, say — rewrites the same files).
+
+    Returns the index of the first shape of each category to write: 0, except when a finished dataset
+    grows by a larger ``--extra-train-shapes`` (its shapes are kept and only the new ones written)."""
+    from d2im_tf.data.disn_format import DatasetLayout, check_output_dir
 
     check_output_dir(out, "dataset folder")
     if not out.is_dir() or not any(out.iterdir()):
-        return
+        return 0
     path = out / RECORD
     try:
         earlier = json.loads(path.read_text())
@@ -71,25 +87,39 @@ def check_out_folder(out: Path, record: dict) -> None:
                         "choose a new or empty folder") from None
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: unreadable ({error.__class__.__name__}); choose a new or empty folder") from None
-    for key in sorted(set(earlier) | set(record)):
+    earlier, record = {"extra_train_shapes": 0, **earlier}, {"extra_train_shapes": 0, **record}
+    had = earlier["extra_train_shapes"]
+    others_equal = all(earlier.get(k) == record.get(k) for k in set(earlier) | set(record) if k != "extra_train_shapes")
+    if others_equal and record["extra_train_shapes"] > had:
+        layout = DatasetLayout(out)
+        if not all(layout.split_path(c, s).is_file() for c in record.get("categories", []) for s in ("train", "test")):
+            raise UserError(f"{out}: an earlier make-data run into it did not finish (no split lists); "
+                            "run that command again before adding --extra-train-shapes")
+        return record["shapes_per_category"] + had
+    for key in sorted(set(earlier) | set(record), key=lambda k: (k == "extra_train_shapes", k)):  # it last
         if earlier.get(key) != record.get(key):
             option = "--" + key.replace("_", "-")
             raise UserError(f"{out}: holds a dataset made with {option} {earlier.get(key)}, not {record.get(key)}; "
                             "choose a new or empty folder (only the same command may run again into it)")
+    return 0
 
 
 def run(args) -> int:
     _validate(args)
     out, record = Path(args.out), settings_record(args)
-    check_out_folder(out, record)
-    from d2im_tf.data.disn_format import atomic_path
+    first_shape = check_out_folder(out, record)
+    from d2im_tf.data.disn_format import DatasetLayout, atomic_path
     from d2im_tf.data.synth import generate
 
     made = [] if out.exists() else [out, *[p for p in out.parents if not p.exists()]]  # folders this run creates
+    if first_shape:  # growing: the split lists go until the new shapes are in, so they mark a finished dataset
+        for category in args.categories:
+            for split in ("train", "test"):
+                DatasetLayout(out).split_path(category, split).unlink()
     with atomic_path(out / RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     try:
-        _generate(args, generate)
+        _generate(args, generate, first_shape)
     except UserError:
         if [p.name for p in out.iterdir()] == [RECORD]:  # refused before any shape was written
             (out / RECORD).unlink()
@@ -100,7 +130,7 @@ def run(args) -> int:
     return 0
 
 
-def _generate(args, generate) -> None:
+def _generate(args, generate, first_shape: int) -> None:
     settings = generate.Settings(out=Path(args.out), views=args.views, image_size=args.image_size,
                                  samples=args.samples, seed=args.seed, resolution=args.resolution)
     if args.from_meshes:
@@ -112,4 +142,4 @@ def _generate(args, generate) -> None:
             raise UserError(f"{skipped} mesh(es) skipped; the others are in {args.out}")
     else:
         generate.make_synthetic(settings, args.categories, args.shapes_per_category, args.workers,
-                                args.test_fraction)
+                                args.test_fraction, args.extra_train_shapes, first_shape)

@@ -161,26 +161,31 @@ def split_shapes(shapes_in_category: list[str], test_fraction: float, seed: int,
     return train, test
 
 
-def _write_splits(settings: Settings, done: dict[str, list[str]], test_fraction: float) -> None:
+def _write_splits(settings: Settings, done: dict[str, list[str]], test_fraction: float,
+                  train_only: dict[str, list[str]] | None = None) -> None:
+    """Split ``done[category]`` into train and test; ``train_only[category]`` joins the training list."""
     for category, names in done.items():
         train, test = split_shapes(sorted(names), test_fraction, settings.seed, category)
+        train = sorted(train + list((train_only or {}).get(category, [])))
         fmt.write_split(settings.layout.split_path(category, "train"), train)
         fmt.write_split(settings.layout.split_path(category, "test"), test)
 
 
 def make_synthetic(settings: Settings, categories: list[str], per_category: int, workers: int = 1,
-                   test_fraction: float = 0.2) -> None:
-    """Generate ``per_category`` procedural shapes of each category and the split lists."""
+                   test_fraction: float = 0.2, extra_train: int = 0, first_shape: int = 0) -> None:
+    """Generate ``per_category`` procedural shapes of each category, split into train and test, and
+    ``extra_train`` more (the indices after them) for the training split only. Shapes below index
+    ``first_shape`` are taken as already written (a finished dataset that grows)."""
     unknown = [c for c in categories if c not in shapes.FAMILIES]
     if unknown:
         known = ", ".join(f"{k} ({v})" for k, v in CATEGORY_NAMES.items())
         raise UserError(f"no procedural family for {', '.join(unknown)}; known: {known}")
-    tasks = [(settings, c, i) for c in categories for i in range(per_category)]
-    results = _run(_synthetic_task, tasks, workers, "make-data")
-    done: dict[str, list[str]] = {c: [] for c in categories}
-    for category, shape, _ in results:
-        done[category].append(shape)
-    _write_splits(settings, done, test_fraction)
+    total = per_category + extra_train
+    tasks = [(settings, c, i) for c in categories for i in range(first_shape, total)]
+    _run(_synthetic_task, tasks, workers, "make-data")
+    split = {c: [shape_name(i) for i in range(per_category)] for c in categories}
+    extra = {c: [shape_name(i) for i in range(per_category, total)] for c in categories}
+    _write_splits(settings, split, test_fraction, extra)
 
 
 def find_meshes(source: Path) -> list[tuple[str, str, Path]]:
