@@ -80,11 +80,12 @@ def test_extra_train_shapes_join_training_only_and_a_dataset_grows_by_writing_on
     monkeypatch.setattr(generate, "_synthetic_task", lambda t: written.append(t[1:]) or task(t))
     assert main(["make-data", "--out", str(grown), *TINY, "--extra-train-shapes", "1"]) == 0
     assert written == [(c, 2) for c in CATEGORIES]  # only the new shape of each category
-    layout, before = fmt.DatasetLayout(grown), fmt.DatasetLayout(tiny)
+    def split(root, category, name):
+        return fmt.read_split(fmt.DatasetLayout(root).split_path(category, name))
+
     for category in CATEGORIES:
-        assert fmt.read_split(layout.split_path(category, "test")) == fmt.read_split(before.split_path(category, "test"))
-        assert fmt.read_split(layout.split_path(category, "train")) == sorted(
-            fmt.read_split(before.split_path(category, "train")) + ["syn00002"])
+        assert split(grown, category, "test") == split(tiny, category, "test")
+        assert split(grown, category, "train") == sorted(split(tiny, category, "train") + ["syn00002"])
     old = {k: v for k, v in _hashes(tiny).items() if k != "make_data.json" and not k.startswith("splits/")}
     assert {k: v for k, v in _hashes(grown).items() if k in old} == old
     monkeypatch.setattr(generate, "_synthetic_task", task)
