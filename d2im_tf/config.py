@@ -110,6 +110,9 @@ class TrainConfig:
     # an SDF network's run folder or exported SavedModel whose weights the run starts from, with a fresh
     # optimiser and schedule (fine-tuning; a resumed run restores its own checkpoint over them)
     init_from: str = ""
+    # SDF network: keep an exponential moving average of the weights with this decay per step (0: none,
+    # the paper); the run's result (export, init_from, evaluation) is then the averaged network
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -184,10 +187,10 @@ _MINIMUM = {
     "train.beta_1": 0.0, "train.weight_decay": 0.0, "train.epochs": 1, "train.steps_per_epoch": 0,
     "train.checkpoint_every": 1, "train.log_every": 1, "train.image_every": 1, "train.preview_every_epochs": 1,
     "train.warmup_steps": 0, "model.point_frequencies": 0, "data.far_fraction": 0.0,
-    "data.far_inside": 0.0,
+    "data.far_inside": 0.0, "train.ema_decay": 0.0,
 }
 _POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate")
-_BELOW = {"train.beta_1": 1.0, "data.far_fraction": 1.0}
+_BELOW = {"train.beta_1": 1.0, "data.far_fraction": 1.0, "train.ema_decay": 1.0}
 _AT_MOST = {"data.far_inside": 1.0}
 _CHOICES = {
     "model.variant": VARIANTS, "camera.backbone": ("vgg16", "resnet18"), "camera.translation": ("distance", "full"),

@@ -50,6 +50,8 @@ def test_overrides_parse_yaml_values():
     ("data.far_fraction=1.0", "data.far_fraction"),
     ("data.far_inside=1.5", "data.far_inside"),
     ("data.far_inside=-0.1", "data.far_inside"),
+    ("train.ema_decay=1.0", "train.ema_decay"),
+    ("train.ema_decay=-0.1", "train.ema_decay"),
 ])
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError) as error:

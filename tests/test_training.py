@@ -38,15 +38,28 @@ def _replica_weights(path):
 
 
 def test_mirrored_strategy_on_two_cpu_devices(toy_root, tmp_path):
+    """Two replicas agree; with a weight average (``train.ema_decay``) the trained model holds it on both,
+    and it is what the run's checkpoint restores."""
+    from d2im_tf.training.run import load_model
+
     result = subprocess.run([sys.executable, str(WORKER), str(toy_root), str(tmp_path / "run"),
-                             str(tmp_path / "w.npz"), "--devices", "2"], cwd=ROOT, env=_env(),
-                            capture_output=True, text=True, timeout=600)
+                             str(tmp_path / "w.npz"), "--devices", "2", "--set", "train.ema_decay=0.5"], cwd=ROOT,
+                            env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     count, weights = _replica_weights(tmp_path / "w.npz")
     assert count == 2
     for name, (first, second) in weights.items():
         np.testing.assert_array_equal(first, second, err_msg=name)
     assert (tmp_path / "run" / "checkpoints" / "ckpt-3.index").exists()
+    restored = load_model(tmp_path / "run", "sdf")
+    raw = tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoints" / "ckpt-3"))
+    moved = 0
+    for index, variable in enumerate(restored.weights):
+        if variable.trainable:
+            np.testing.assert_allclose(variable.numpy(), weights[variable.path][0], rtol=0, atol=1e-6,
+                                       err_msg=variable.path)
+            moved += not np.allclose(raw.get_tensor(f"weights/{index}/.ATTRIBUTES/VARIABLE_VALUE"), variable.numpy())
+    assert moved > 0  # the averages differ from the last step's weights
 
 
 def _free_ports(count):

@@ -1,7 +1,7 @@
 """Run a tiny SDF training in this process and dump every replica's trainable weights (for test_training).
 
-Usage: python train_worker.py DATA_ROOT OUT_DIR WEIGHTS.npz [--devices N]. Under TF_CONFIG this is one
-worker of a MultiWorkerMirroredStrategy run.
+Usage: python train_worker.py DATA_ROOT OUT_DIR WEIGHTS.npz [--devices N] [--set KEY=VALUE ...]. Under
+TF_CONFIG this is one worker of a MultiWorkerMirroredStrategy run.
 """
 import argparse
 import os
@@ -17,6 +17,7 @@ def main():
     parser.add_argument("out")
     parser.add_argument("weights")
     parser.add_argument("--devices", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], help="more config overrides")
     args = parser.parse_args()
     strategy = make_strategy(args.devices)
     import numpy as np
@@ -26,7 +27,7 @@ def main():
 
     config = load_config("configs/tiny.yaml", [f"data.root={args.root}", "data.categories=['03001627']",
                                                f"train.out_dir={args.out}", "train.epochs=1",
-                                               "train.steps_per_epoch=3", "train.batch_size=2"])
+                                               "train.steps_per_epoch=3", "train.batch_size=2", *args.set])
     model = train(config, "sdf", strategy, progress=False)
     replicas = {}
     # Trainable weights are mirrored and must agree everywhere. BatchNorm's moving statistics are

@@ -2,7 +2,8 @@
 
 A run lives in one output folder::
 
-    OUT/checkpoints/   tf.train checkpoints (model, optimiser and its step), every N steps
+    OUT/checkpoints/   tf.train checkpoints (model, optimiser and its step, the weight averages of
+                       ``train.ema_decay``), every N steps
     OUT/logs/          TensorBoard event files
     OUT/previews/      PNG previews (SDF network)
 
@@ -26,6 +27,8 @@ import yaml
 from d2im_tf.config import Config, load_config
 from d2im_tf.data.disn_format import atomic_path, check_output_dir
 from d2im_tf.errors import UserError
+from d2im_tf.training.averaging import CHECKPOINT_KEY as AVERAGE_KEY
+from d2im_tf.training.averaging import WeightAverage, restore_average
 from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, current_step
 from d2im_tf.training.distribute import is_chief, worker_id
 
@@ -87,10 +90,10 @@ def load_run_config(run_dir) -> Config:
 
 
 # The config keys that shape each network's weights (and, for mixed precision, its optimiser's
-# variables): a resumed run must keep them.
+# variables; for the weight average, its checkpoint's): a resumed run must keep them.
 NETWORK_KEYS = {
     "sdf": ("model.variant", "model.image_size", "model.encoder_width", "model.global_dim",
-            "model.decoder_widths", "model.detail_channels", "train.precision"),
+            "model.decoder_widths", "model.detail_channels", "train.precision", "train.ema_decay"),
     "camera": ("camera.backbone", "camera.translation", "camera.image_size", "camera.width",
                "train.precision"),
 }
@@ -121,7 +124,7 @@ def check_run_folder(config: Config, out_dir, network: str, resume: bool) -> Non
     for key in NETWORK_KEYS[network]:
         if earlier.get(key) != config.get(key):
             raise UserError(f"{out_dir / 'config.yaml'}: the run was trained with {key}={earlier.get(key)}, the "
-                            f"config now says {config.get(key)}; --resume needs the same network")
+                            f"config now says {config.get(key)}; --resume needs the same value")
 
 
 def prepare_run(config: Config, network: str, resume: bool, splits=("train",), progress: bool = False) -> None:
@@ -153,17 +156,22 @@ def _restore(model: keras.Model, checkpoint: tf.train.Checkpoint, path: str, par
         raise UserError(f"{path}: damaged or incomplete checkpoint ({reason})") from None
 
 
-def training_checkpoint(model: keras.Model, with_optimizer: bool = True) -> tf.train.Checkpoint:
-    """The checkpoint of a model: every weight of ``model.weights``, and the optimiser's variables.
+def training_checkpoint(model: keras.Model, with_optimizer: bool = True,
+                        average: WeightAverage | None = None) -> tf.train.Checkpoint:
+    """The checkpoint of a model: every weight of ``model.weights``, the optimiser's variables, and the
+    weights' running averages if the run keeps them (:mod:`d2im_tf.training.averaging`).
 
     The weights are listed explicitly, by position, rather than through the model's object graph:
     TF's checkpoint graph does not see layers a Keras model keeps in Python lists (our ResNet stages
     and decoder MLPs), so their BatchNorm statistics would be lost and a weights-only restore would
     miss them. ``model.weights`` has a fixed order for a given architecture.
     """
+    entries = {"weights": list(model.weights)}
     if with_optimizer:
-        return tf.train.Checkpoint(weights=list(model.weights), optimizer=list(model.optimizer.variables))
-    return tf.train.Checkpoint(weights=list(model.weights))
+        entries["optimizer"] = list(model.optimizer.variables)
+    if average is not None:
+        entries[AVERAGE_KEY] = average.variables
+    return tf.train.Checkpoint(**entries)
 
 
 def require_checkpoint(run_dir) -> str:
@@ -176,19 +184,23 @@ def require_checkpoint(run_dir) -> str:
 
 
 def restore_weights(model: keras.Model, run_dir) -> str:
-    """Load the model's weights (not the optimiser) from a run's latest checkpoint; returns its path."""
+    """Load the model's weights (not the optimiser) from a run's latest checkpoint — the averaged ones if
+    the run kept an average (``train.ema_decay``); returns its path."""
     latest = require_checkpoint(run_dir)
     _restore(model, training_checkpoint(model, with_optimizer=False), latest, partial=True)
+    restore_average(model, latest)
     return latest
 
 
-def restore_latest(model: keras.Model, out_dir: Path, resume: bool) -> tf.train.CheckpointManager:
-    """Make the checkpoint manager of a run and, with ``resume``, restore its latest checkpoint.
+def restore_latest(model: keras.Model, out_dir: Path, resume: bool,
+                   average: WeightAverage | None = None) -> tf.train.CheckpointManager:
+    """Make the checkpoint manager of a run and, with ``resume``, restore its latest checkpoint (with
+    the weights' running ``average`` if the run keeps one).
 
     The model and its optimiser must already be built. A folder that already holds checkpoints is an
     error without ``resume``, so an earlier run is never silently overwritten.
     """
-    checkpoint = training_checkpoint(model)
+    checkpoint = training_checkpoint(model, average=average)
     kept = Path(out_dir) / "checkpoints"  # every worker restores the chief's checkpoint
     latest = tf.train.latest_checkpoint(str(kept))
     if latest:
@@ -208,20 +220,23 @@ def run_training(
     description: str = "training",
     progress: bool = True,
     config: Config | None = None,
+    average: WeightAverage | None = None,
 ) -> int:
     """Train ``model`` (built and compiled) to ``schedule.total_steps``; returns the final step.
 
     ``make_dataset(start)`` gives the batched stream from element ``start``. ``config`` is recorded as
     ``OUT/config.yaml`` once the checkpoint (if resuming) has been restored, so a refused run leaves
     the earlier one as it was. Raises :class:`TrainingDiverged` on a NaN/Inf loss, after which the
-    newest checkpoint is the last good one.
+    newest checkpoint is the last good one. With a weight ``average`` (:mod:`d2im_tf.training.averaging`),
+    it is updated after every step and saved with the checkpoints, and the model ends with the averaged
+    weights.
     """
     out_dir = Path(out_dir)
-    manager = restore_latest(model, out_dir, resume)
+    manager = restore_latest(model, out_dir, resume, average)
     if config is not None:
         save_run_config(config, out_dir)
     guard = GuardedCheckpoint(manager, schedule.checkpoint_every)
-    callbacks: list = [guard]
+    callbacks: list = [guard] if average is None else [average, guard]  # the average first: it is saved
     writer = None
     bar = None
     if is_chief():
@@ -251,6 +266,8 @@ def run_training(
                     f"last good checkpoint: {manager.latest_checkpoint or 'none'}"
                 )
             step = current_step(model)
+        if average is not None:
+            average.apply_to_model()
     finally:
         if bar is not None:
             bar.close()

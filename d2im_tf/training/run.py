@@ -18,7 +18,8 @@ trained start             ``train.init_from``            ``camera.init_from``
 ========================= ============================== ===================================
 
 Both read the run mechanics of ``train``: ``steps_per_epoch``, ``checkpoint_every``, ``log_every``,
-``jit_compile`` and ``precision``; only the SDF network writes TensorBoard images and previews.
+``jit_compile`` and ``precision``; only the SDF network writes TensorBoard images and previews, and
+keeps a running average of its weights (``train.ema_decay``, :mod:`d2im_tf.training.averaging`).
 
 Adam with the paper's settings for the SDF network (lr 5e-5, β1 0.9, weight decay 1e-5). Keras applies
 the weight decay decoupled from the gradient (AdamW-style), where the authors' PyTorch Adam adds it to
@@ -44,6 +45,7 @@ from d2im_tf.inference.reconstruct import resolve_model_dir
 from d2im_tf.models.base import DistributableModel
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import D2IMNet
+from d2im_tf.training.averaging import WeightAverage
 from d2im_tf.training.callbacks import ImageLogger
 from d2im_tf.training.diagnostics import diagnostic_images
 from d2im_tf.training.loop import (
@@ -206,7 +208,8 @@ def load_initial_weights(model: DistributableModel, path, network: str, key: str
 def train(config: Config, network: str, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
           progress: bool = True) -> DistributableModel:
     """Train ``network`` (``"sdf"`` or ``"camera"``) of ``config`` under ``strategy`` (default: the current
-    ``tf.distribute`` strategy); returns the trained model.
+    ``tf.distribute`` strategy); returns the trained model
+    (its weights averaged over the steps with ``train.ema_decay``).
 
     The ImageNet file of :attr:`RunSettings.weights_key`, if set, initialises the encoder (SDF) or the
     backbone (camera), as the reference starts; a trained network (:attr:`RunSettings.init_key`,
@@ -240,6 +243,9 @@ def train(config: Config, network: str, strategy: tf.distribute.Strategy | None 
             (load_encoder_weights if network == "sdf" else load_backbone_weights)(model, settings.weights)
         if init_from:
             load_initial_weights(model, init_from, network, settings.init_key)
+        ema = config.train.ema_decay if network == "sdf" else 0.0
+        # starts at the weights set above; trained ones need no warm-up
+        average = WeightAverage(model, ema, warm_up=not settings.init_from) if ema else None
 
     def extra_callbacks(writer):
         if writer is None or network != "sdf":  # not the chief, or the camera network
@@ -251,5 +257,5 @@ def train(config: Config, network: str, strategy: tf.distribute.Strategy | None 
     description = f"training {config.model.variant}" if network == "sdf" else "training camera"
     run_training(model, lambda start: data.dataset(batch, start=start), schedule, Path(settings.out_dir),
                  resume=resume, extra_callbacks=extra_callbacks, description=description, progress=progress,
-                 config=config)
+                 config=config, average=average)
     return model
