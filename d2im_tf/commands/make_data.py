@@ -89,18 +89,19 @@ def check_out_folder(out: Path, record: dict) -> int:
         raise UserError(f"{path}: unreadable ({error.__class__.__name__}); choose a new or empty folder") from None
     earlier, record = {"extra_train_shapes": 0, **earlier}, {"extra_train_shapes": 0, **record}
     had = earlier["extra_train_shapes"]
-    others_equal = all(earlier.get(k) == record.get(k) for k in set(earlier) | set(record) if k != "extra_train_shapes")
-    if others_equal and record["extra_train_shapes"] > had:
+    # the settings that differ, --extra-train-shapes last (the message names the first)
+    differing = sorted((key for key in set(earlier) | set(record) if earlier.get(key) != record.get(key)),
+                       key=lambda k: (k == "extra_train_shapes", k))
+    if differing == ["extra_train_shapes"] and record["extra_train_shapes"] > had:
         layout = DatasetLayout(out)
         if not all(layout.split_path(c, s).is_file() for c in record.get("categories", []) for s in ("train", "test")):
             raise UserError(f"{out}: an earlier make-data run into it did not finish (no split lists); "
                             "run that command again before adding --extra-train-shapes")
         return record["shapes_per_category"] + had
-    for key in sorted(set(earlier) | set(record), key=lambda k: (k == "extra_train_shapes", k)):  # it last
-        if earlier.get(key) != record.get(key):
-            option = "--" + key.replace("_", "-")
-            raise UserError(f"{out}: holds a dataset made with {option} {earlier.get(key)}, not {record.get(key)}; "
-                            "choose a new or empty folder (only the same command may run again into it)")
+    if differing:
+        key = differing[0]
+        raise UserError(f"{out}: holds a dataset made with --{key.replace('_', '-')} {earlier.get(key)}, not "
+                        f"{record.get(key)}; choose a new or empty folder (only the same command may run again into it)")
     return 0
 
 
@@ -113,9 +114,10 @@ def run(args) -> int:
 
     made = [] if out.exists() else [out, *[p for p in out.parents if not p.exists()]]  # folders this run creates
     if first_shape:  # growing: the split lists go until the new shapes are in, so they mark a finished dataset
+        layout = DatasetLayout(out)
         for category in args.categories:
             for split in ("train", "test"):
-                DatasetLayout(out).split_path(category, split).unlink()
+                layout.split_path(category, split).unlink()
     with atomic_path(out / RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     try:
