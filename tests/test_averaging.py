@@ -51,7 +51,7 @@ def test_average_follows_the_recursion_with_its_warm_up():
     model.fit(_dataset(0), epochs=1, callbacks=[recorder, average], verbose=0, shuffle=False)
     assert len(recorder.steps) == STEPS
     expected = _expected_average(initial, recorder.steps)
-    for got, want, raw in zip(average.variables, expected, recorder.steps[-1]):
+    for got, want in zip(average.variables, expected):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
     assert not np.allclose(expected[0], recorder.steps[-1][0], atol=1e-4)  # the average is not the last step
 

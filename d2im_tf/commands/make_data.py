@@ -100,8 +100,9 @@ def check_out_folder(out: Path, record: dict) -> int:
         return record["shapes_per_category"] + had
     if differing:
         key = differing[0]
-        raise UserError(f"{out}: holds a dataset made with --{key.replace('_', '-')} {earlier.get(key)}, not "
-                        f"{record.get(key)}; choose a new or empty folder (only the same command may run again into it)")
+        option = "--" + key.replace("_", "-")
+        raise UserError(f"{out}: holds a dataset made with {option} {earlier.get(key)}, not {record.get(key)}; "
+                        "choose a new or empty folder (only the same command may run again into it)")
     return 0
 
 
