@@ -32,10 +32,10 @@ def main():
     replicas = {}
     # Trainable weights are mirrored and must agree everywhere. BatchNorm's moving statistics are
     # sync-on-read: each replica keeps its own and reads/saves average them, so they are not compared.
-    for variable in model.trainable_weights:
+    for position, variable in enumerate(model.trainable_weights):  # keyed "replica/position:path"
         values = getattr(variable.value, "values", (variable.value,))  # MirroredVariable → per replica
         for index, value in enumerate(values):
-            replicas[f"{index}/{variable.path}"] = value.numpy()
+            replicas[f"{index}/{position:04d}:{variable.path}"] = value.numpy()
     np.savez(args.weights, replicas=len(values), **replicas)
 
 
