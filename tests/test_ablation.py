@@ -88,3 +88,14 @@ def test_tool_evaluates_tabulates_and_draws(model_dir, data_with_meshes, tmp_pat
     assert np.asarray(Image.open(figure)).shape == (LABEL_HEIGHT + 2 * 64, 4 * 64, 3)  # 1 shape × 2 views
     rerun = subprocess.run([*command[:2], "evaluate", *command[3:]], cwd=ROOT, capture_output=True, text=True)
     assert rerun.returncode == 0 and "d2im evaluate" not in rerun.stdout  # evaluated ones are skipped
+
+
+def test_tool_passes_config_overrides_to_training(tmp_path):
+    out = tmp_path / "ablation"
+    command = [sys.executable, "tools/ablation.py", "train", "--variants", "baseline", "--out", str(out),
+               "--set", "train.warmup_steps=-3"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "d2im train failed" in result.stderr
+    log = (out / "baseline.train.log").read_text()
+    assert "warmup_steps" in log and "-3" in log  # d2im train refused the override it was given

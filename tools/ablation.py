@@ -45,7 +45,8 @@ def train(args) -> None:
             continue
         d2im(["train", "--config", str(args.config), "--set", f"model.variant={variant}",
               "--set", f"train.epochs={args.epochs}", "--set", f"train.out_dir={ablation.run_dir(args.out, variant)}",
-              "--export", str(ablation.export_dir(args.out, variant)), "--no-progress", "--resume"],
+              "--export", str(ablation.export_dir(args.out, variant)), "--no-progress", "--resume",
+              *[part for override in args.overrides for part in ("--set", override)]],
              Path(args.out) / f"{variant}.train.log")
 
 
@@ -117,6 +118,8 @@ def main(argv=None) -> int:
     parser.add_argument("stage", choices=[*STAGES, "all"])
     parser.add_argument("--config", type=Path, default=Path("configs/study.yaml"), help="training config")
     parser.add_argument("--epochs", type=int, default=40, help="training budget of every variant")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a training config override for every variant, passed to d2im train (repeatable)")
     parser.add_argument("--data", type=Path, default=Path("data/study"), help="dataset with the test split")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"), help="ablation folder")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
