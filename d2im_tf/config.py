@@ -311,9 +311,10 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
 
 
 def add_config_arguments(parser, default_help: str = "default: built-in defaults, the same as "
-                                                     "configs/default.yaml") -> None:
-    """Add ``--config FILE`` and repeatable ``--set section.key=value`` to an argparse parser."""
-    parser.add_argument("--config", default=None, help=f"YAML config ({default_help})")
+                                                     "configs/default.yaml", default: str | None = None) -> None:
+    """Add ``--config FILE`` (``default``: None for the built-in defaults) and repeatable
+    ``--set section.key=value`` to an argparse parser."""
+    parser.add_argument("--config", default=default, help=f"YAML config ({default_help})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set model.image_size=64 (repeatable)")
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from d2im_tf.config import VARIANTS  # noqa: E402
+from d2im_tf.config import VARIANTS, add_config_arguments  # noqa: E402
 from d2im_tf.evaluation import ablation  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def train(args) -> None:
     for variant in args.variants:
         if any(ablation.export_dir(args.out, variant).glob("*/saved_model.pb")):
             continue
-        d2im(["train", "--config", str(args.config), "--set", f"model.variant={variant}",
+        d2im(["train", "--config", args.config, "--set", f"model.variant={variant}",
               "--set", f"train.epochs={args.epochs}", "--set", f"train.out_dir={ablation.run_dir(args.out, variant)}",
               "--export", str(ablation.export_dir(args.out, variant)), "--no-progress", "--resume",
               *[part for override in args.overrides for part in ("--set", override)]],
@@ -116,10 +116,9 @@ STAGES = {"train": train, "evaluate": evaluate, "table": table, "figure": figure
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=[*STAGES, "all"])
-    parser.add_argument("--config", type=Path, default=Path("configs/study.yaml"), help="training config")
+    add_config_arguments(parser, "training config of every variant, default %(default)s; the --set overrides "
+                                 "go to every variant's d2im train", default="configs/study.yaml")
     parser.add_argument("--epochs", type=int, default=40, help="training budget of every variant")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="a training config override for every variant, passed to d2im train (repeatable)")
     parser.add_argument("--data", type=Path, default=Path("data/study"), help="dataset with the test split")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"), help="ablation folder")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))

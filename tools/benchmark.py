@@ -62,7 +62,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from d2im_tf.config import PRECISIONS  # noqa: E402
+from d2im_tf.config import PRECISIONS, add_config_arguments  # noqa: E402
 from d2im_tf.data.categories import SYNTHETIC_CATEGORIES  # noqa: E402
 from d2im_tf.errors import UserError  # noqa: E402
 
@@ -685,8 +685,7 @@ def main(argv=None) -> int:
     train.set_defaults(bench=bench_train, show=print_train)
     fit = stages.add_parser("fit", help="memorisation of 4 training shapes: IoU and sign accuracy every 250 steps")
     fit.add_argument("--data", default=None, help="dataset root (made with the issue's command if it has no splits)")
-    fit.add_argument("--config", default="configs/study.yaml")
-    fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_config_arguments(fit, "default %(default)s", default="configs/study.yaml")
     fit.add_argument("--steps", type=int, default=1500)
     fit.add_argument("--every", type=int, default=250, help="steps between measurements")
     fit.add_argument("--resolution", type=int, default=32, help="voxel grid of the IoU")
