@@ -56,6 +56,10 @@ class ModelConfig:
     front_offset: float = 0.03  # test-time front/back test step along the viewing ray (normalised units)
     # "none" (the paper), "batch" or "layer": a normalisation of the global code (docs/training.md)
     code_norm: str = "none"
+    # DISN's weighting of L_B and L_sdf: samples whose GT sdf < inside_threshold (normalised units; every
+    # inside sample and the outside ones that near) weigh inside_weight, the rest 1 (1: the paper; DISN: 4 at 0.01)
+    inside_weight: float = 1.0
+    inside_threshold: float = 0.01
     point_frequencies: int = 0  # Fourier features of xyz for the base decoder, 2^k·π for k < this (0: the paper)
     # "none": this project's conventions; "reference": the authors' (world-frame decoder, BGR input,
     # bilinear lookup, their front/back test) for weights imported with `d2im import-torch`
@@ -189,7 +193,7 @@ _MINIMUM = {
     "train.warmup_steps": 0, "model.point_frequencies": 0, "data.far_fraction": 0.0,
     "data.far_inside": 0.0, "train.ema_decay": 0.0,
 }
-_POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate")
+_POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate", "model.inside_weight")
 _BELOW = {"train.beta_1": 1.0, "data.far_fraction": 1.0, "train.ema_decay": 1.0}
 _AT_MOST = {"data.far_inside": 1.0}
 _CHOICES = {

@@ -204,6 +204,9 @@ def test_base_and_sdf_losses():
     truth = np.array([[0.0, 0.2, 0.1]], np.float32)
     assert base_loss(prediction, truth).numpy() == pytest.approx((0.25 + 0.16 + 0.01) / 3)
     assert sdf_loss(prediction, truth).numpy() == pytest.approx((0.5 + 0.4 + 0.1) / 3)
+    weights = np.array([[4.0, 1.0, 1.0]], np.float32)  # a weighted mean: Σ w·e / Σ w
+    assert base_loss(prediction, truth, weights).numpy() == pytest.approx((4 * 0.25 + 0.16 + 0.01) / 6)
+    assert sdf_loss(prediction, truth, weights).numpy() == pytest.approx((4 * 0.5 + 0.4 + 0.1) / 6)
 
 
 def test_laplacian_mask_and_masked_mean():

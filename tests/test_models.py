@@ -189,6 +189,27 @@ def test_noback_never_displaces_back_points(batch):
     np.testing.assert_array_equal(outputs["maps"].numpy()[..., 1], 0.0)
 
 
+def test_inside_weight_weighs_the_samples_below_the_threshold(batch):
+    """DISN's weighting: GT sdf < inside_threshold (normalised units, so × sdf_scale in the network's)
+    weighs inside_weight in L_B and L_sdf; L_lap is unchanged."""
+    config = load_config("configs/tiny.yaml", ["model.inside_weight=4", "model.inside_threshold=0.01"]).model
+    model = D2IMNet(config, sdf_scale=10.0)
+    outputs = model(batch, training=False)
+    weighted = model.compute_losses(batch, outputs)
+    sdf = batch["sdf"]
+    below = sdf < 0.1
+    assert below.any() and (~below).any() and (below & (sdf > 0)).any()  # inside and near outside both count
+    weights = np.where(below, 4.0, 1.0)
+    base, fused = outputs["base"].numpy(), outputs["sdf"].numpy()
+    total = weights.sum()
+    assert weighted["loss_base"].numpy() == pytest.approx(np.sum(weights * (base - sdf) ** 2) / total, rel=1e-5)
+    assert weighted["loss_sdf"].numpy() == pytest.approx(np.sum(weights * np.abs(fused - sdf)) / total, rel=1e-5)
+    model.model_config = load_config("configs/tiny.yaml").model  # inside_weight 1: the plain means
+    plain = model.compute_losses(batch, outputs)
+    assert plain["loss_sdf"].numpy() == pytest.approx(np.mean(np.abs(fused - sdf)), rel=1e-5)
+    assert plain["loss_lap"].numpy() == pytest.approx(weighted["loss_lap"].numpy())
+
+
 def test_test_time_front_split_follows_the_base_field_along_the_ray(batch):
     """With f_B replaced by the analytic sphere, the split must mark the camera-facing points."""
     model = D2IMNet(tiny_config("full"))

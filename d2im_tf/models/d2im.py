@@ -286,8 +286,12 @@ class D2IMNet(DistributableModel):
     def compute_losses(self, batch, outputs):
         """The loss terms of the variant (table in the module docstring) → dict over :attr:`LOSS_NAMES`."""
         sdf = tf.cast(batch["sdf"], tf.float32)
-        loss_base = base_loss(outputs["base"], sdf)
-        loss_sdf = sdf_loss(outputs["sdf"], sdf)
+        weights = None  # model.inside_weight: DISN's weighting of the samples below inside_threshold
+        if self.model_config.inside_weight != 1.0:
+            below = sdf < self.model_config.inside_threshold * self.sdf_scale  # [B, N], network units
+            weights = tf.where(below, self.model_config.inside_weight, 1.0)
+        loss_base = base_loss(outputs["base"], sdf, weights)
+        loss_sdf = sdf_loss(outputs["sdf"], sdf, weights)
         if self.spec.laplacian:
             projection = tf.cast(batch["projection"], tf.float32)
             normal_map = tf.cast(batch["normal_map"], tf.float32)

@@ -47,14 +47,22 @@ import tensorflow as tf
 from d2im_tf.geometry.interpolation import bspline_coefficients, evaluate_bspline, sample_bspline, sample_nearest
 
 
-def base_loss(base, sdf):
-    """L_B: mean squared error of the base field ``[B, N]`` against the GT SDF ``[B, N]``."""
-    return tf.reduce_mean(tf.square(base - sdf))
+def _weighted_mean(errors, weights):
+    if weights is None:
+        return tf.reduce_mean(errors)
+    return tf.reduce_sum(weights * errors) / tf.reduce_sum(weights)
 
 
-def sdf_loss(prediction, sdf):
-    """L_sdf: mean absolute error of the fused field ``[B, N]`` against the GT SDF ``[B, N]``."""
-    return tf.reduce_mean(tf.abs(prediction - sdf))
+def base_loss(base, sdf, weights=None):
+    """L_B: mean squared error of the base field ``[B, N]`` against the GT SDF ``[B, N]`` (weighted
+    mean with per-sample ``weights`` ``[B, N]``)."""
+    return _weighted_mean(tf.square(base - sdf), weights)
+
+
+def sdf_loss(prediction, sdf, weights=None):
+    """L_sdf: mean absolute error of the fused field ``[B, N]`` against the GT SDF ``[B, N]`` (weighted
+    mean with per-sample ``weights`` ``[B, N]``)."""
+    return _weighted_mean(tf.abs(prediction - sdf), weights)
 
 
 def map_laplacian(maps, uv):
