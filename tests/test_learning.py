@@ -6,12 +6,14 @@ cosine decay, far-field samples), trained through ``fit`` as ``d2im train`` does
 network stops learning: the paper's recipe at this budget stays near the mean shape (docs/training.md).
 """
 import keras
+import numpy as np
 import pytest
+import trimesh
 
 from d2im_tf.cli import main
 from d2im_tf.config import load_config
 from d2im_tf.data.pipeline import ShapeDataset
-from d2im_tf.training.fit_probe import fit_report, probe_shapes
+from d2im_tf.training.fit_probe import ProbeShape, fit_report, grid_truth, probe_shapes
 from d2im_tf.training.run import build_model
 
 STEPS = 400
@@ -48,3 +50,37 @@ def test_memorises_two_shapes_with_the_study_recipe(two_shapes):
                                  "train.lr_schedule=cosine", "train.warmup_steps=30", "data.far_fraction=0.125"])
     for row in rows:
         assert row["sign_accuracy"] >= 0.93 and row["iou"] >= 0.7, rows
+
+
+class AnalyticBox:
+    """Stands in for a network: the exact SDF of an axis-aligned box (half-size ``half``, centre ``centre``)."""
+
+    def __init__(self, half, centre=(0.0, 0.0, 0.0)):
+        self.half, self.centre = half, np.asarray(centre)
+
+    def predict_sdf(self, image, points, projection):
+        q = np.abs(points - self.centre) - self.half
+        return {"sdf": np.linalg.norm(np.maximum(q, 0.0), axis=-1) + np.minimum(q.max(axis=-1), 0.0)}
+
+
+def test_probe_iou_counts_and_skips_the_centres_on_the_surface():
+    """A box whose faces lie on the 32³ grid's planes (centres at ±(k + 1/2)/16; the faces at ±9/32):
+    8³ centres strictly inside, 10³ counting those on the faces. A field 0.001 too large or too small
+    flips exactly the centres on the faces, which the IoU counts whatever the ray parity decides for
+    them (the two IoUs multiply to 512/1000), and the decided IoU skips."""
+    half = 9 / 32
+    truth = trimesh.creation.box(extents=[2 * half] * 3)
+    occupied, decided = grid_truth(truth, 32, 0.005)
+    assert 8**3 <= occupied.sum() <= 10**3 and decided.size - decided.sum() == 10**3 - 8**3
+    samples = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0]], np.float32)
+    shape = ProbeShape("box", np.zeros((8, 8, 3), np.float32), np.eye(3, 4, dtype=np.float32), samples,
+                       np.array([True, False]), occupied, decided)
+    grown, = fit_report(AnalyticBox(half + 0.001), [shape])
+    shrunk, = fit_report(AnalyticBox(half - 0.001), [shape])
+    assert grown["iou"] * shrunk["iou"] == pytest.approx(512 / 1000)
+    assert min(grown["iou"], shrunk["iou"]) < 0.9
+    assert grown["iou_decided"] == shrunk["iou_decided"] == grown["sign_accuracy"] == 1.0
+    # Moved by 0.07 along x: of the decided centres, x ∈ {7 inside the box, 1 outside} × 8 × 8 are
+    # predicted inside and 8³ are inside: IoU 448 / 576.
+    moved, = fit_report(AnalyticBox(half - 0.001, centre=(0.07, 0.0, 0.0)), [shape])
+    assert moved["iou_decided"] == pytest.approx(448 / 576)
