@@ -7,6 +7,7 @@ from scipy.spatial.transform import Rotation
 
 from d2im_tf.evaluation import metrics
 from d2im_tf.geometry import camera
+from d2im_tf.geometry.triangles import within_distance
 
 EMPTY = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64))
 VIEW = np.array([30.0, 20.0, 0.0, 0.8, 35.0, 32.0, 1.75, 0.0, 0.0, 0.0])  # a metadata row
@@ -259,3 +260,17 @@ def test_pose_reprojection_error_matches_projection_matrices():
     assert errors["camera_d2d"] == pytest.approx(np.linalg.norm(pixels[1] - pixels[0], axis=1).mean(), rel=1e-5)
     angle = Rotation.from_matrix(poses[0][0] @ poses[1][0].T).magnitude()  # scipy's axis-angle
     assert errors["rotation_error"] == pytest.approx(np.degrees(angle), abs=1e-6)
+
+
+@pytest.mark.parametrize("resolution, distance", [(12, 0.09), (20, 0.04)])
+def test_near_surface_agrees_with_the_point_triangle_test(resolution, distance):
+    """The grid-range search against within_distance (a KD-tree over split triangles) on a rotated box
+    and a sphere: the same centres, and some of each kind."""
+    box = trimesh.creation.box(extents=[0.9, 0.5, 0.7])
+    box.apply_transform(trimesh.transformations.rotation_matrix(0.6, [1.0, 2.0, 0.5]))
+    for mesh in (box, trimesh.creation.icosphere(subdivisions=2, radius=0.6)):
+        near = metrics.near_surface(mesh, resolution, [-1.0] * 3, 2.0, distance).reshape(-1)
+        centres = metrics.voxel_centres(resolution, [-1.0] * 3, 2.0).reshape(-1, 3)
+        expected = within_distance(centres, mesh.triangles, distance)
+        np.testing.assert_array_equal(near, expected)
+        assert 0 < near.sum() < len(near) // 2

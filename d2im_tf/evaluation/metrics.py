@@ -46,7 +46,7 @@ from skimage.feature import canny
 from d2im_tf.data.render import Renderer
 from d2im_tf.geometry.camera import intrinsics
 from d2im_tf.geometry.frames import NORMALISED_BOX, box_diagonal
-from d2im_tf.geometry.triangles import within_distance
+from d2im_tf.geometry.triangles import closest_points_on_triangles, within_distance
 
 EMPTY_DISTANCE = box_diagonal(NORMALISED_BOX)
 
@@ -204,6 +204,42 @@ def voxel_centres(resolution: int, low, side: float) -> np.ndarray:
     axis = _voxel_axis(resolution, side)  # [R]
     offsets = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)  # [R, R, R, 3]
     return np.asarray(low, float) + offsets
+
+
+def near_surface(mesh: trimesh.Trimesh, resolution: int, low, side: float, distance: float) -> np.ndarray:
+    """Whether each voxel centre of the cube ``low + [0, side]³`` lies within ``distance`` of the
+    surface of ``mesh``, exactly: bool ``[R, R, R]``.
+
+    Each triangle is tested against the centres inside its bounding box grown by ``distance`` (on a
+    regular grid these are an index range per axis), so the work follows the surface, not the grid.
+    """
+    low = np.broadcast_to(np.asarray(low, float), (3,))
+    step = side / resolution
+    triangles = np.asarray(mesh.triangles, float)  # [F, 3, 3]
+    near = np.zeros(resolution**3, dtype=bool)
+    if len(triangles) == 0:
+        return near.reshape([resolution] * 3)
+    # centre k of an axis is at low + (k + 1/2)·step: the index range of each grown bounding box
+    first = np.ceil((triangles.min(axis=1) - distance - low) / step - 0.5).astype(np.int64)  # [F, 3]
+    last = np.floor((triangles.max(axis=1) + distance - low) / step - 0.5).astype(np.int64)
+    first, last = np.clip(first, 0, resolution), np.clip(last, -1, resolution - 1)
+    extent = np.maximum(last - first + 1, 0)  # [F, 3]
+    counts = extent.prod(axis=1)
+    for chunk in np.array_split(np.arange(len(triangles)), max(1, int(counts.sum() // 2_000_000) + 1)):
+        ids = np.repeat(chunk, counts[chunk])  # one (triangle, centre) pair per entry
+        if not len(ids):
+            continue
+        offsets = np.arange(len(ids)) - np.repeat(np.cumsum(counts[chunk]) - counts[chunk], counts[chunk])
+        size = extent[ids]
+        index = first[ids] + np.stack([offsets // (size[:, 1] * size[:, 2]), offsets // size[:, 2] % size[:, 1],
+                                       offsets % size[:, 2]], axis=-1)  # [P, 3]
+        points = low + (index + 0.5) * step
+        corners = triangles[ids]
+        closest, _ = closest_points_on_triangles(points, corners[:, 0], corners[:, 1], corners[:, 2])
+        hit = np.einsum("ij,ij->i", points - closest, points - closest) <= distance**2
+        flat = (index[hit, 0] * resolution + index[hit, 1]) * resolution + index[hit, 2]
+        near[flat] = True
+    return near.reshape([resolution] * 3)
 
 
 def occupancy(mesh: trimesh.Trimesh, resolution: int, low, side: float) -> np.ndarray:

@@ -29,7 +29,6 @@ from d2im_tf.data.pipeline import decode_image, load_records
 from d2im_tf.evaluation import metrics
 from d2im_tf.evaluation.evaluate import evaluation_view
 from d2im_tf.geometry.frames import NORMALISED_BOX, to_normalised
-from d2im_tf.geometry.triangles import within_distance
 
 
 @dataclass
@@ -92,7 +91,7 @@ def grid_truth(truth: trimesh.Trimesh, resolution: int, sign_margin: float) -> t
     than ``sign_margin`` from the surface of ``truth`` (normalised frame): two ``[R³]`` bool arrays."""
     low, high = NORMALISED_BOX
     occupied = metrics.occupancy(truth, resolution, [low] * 3, high - low).reshape(-1)
-    return occupied, ~within_distance(probe_grid(resolution), truth.triangles, sign_margin)
+    return occupied, ~metrics.near_surface(truth, resolution, [low] * 3, high - low, sign_margin).reshape(-1)
 
 
 def probe_grid(resolution: int) -> np.ndarray:
