@@ -274,3 +274,4 @@ def test_near_surface_agrees_with_the_point_triangle_test(resolution, distance):
         expected = within_distance(centres, mesh.triangles, distance)
         np.testing.assert_array_equal(near, expected)
         assert 0 < near.sum() < len(near) // 2
+    assert not metrics.near_surface(EMPTY, resolution, [-1.0] * 3, 2.0, distance).any()

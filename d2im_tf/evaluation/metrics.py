@@ -217,8 +217,6 @@ def near_surface(mesh: trimesh.Trimesh, resolution: int, low, side: float, dista
     step = side / resolution
     triangles = np.asarray(mesh.triangles, float)  # [F, 3, 3]
     near = np.zeros(resolution**3, dtype=bool)
-    if len(triangles) == 0:
-        return near.reshape([resolution] * 3)
     # centre k of an axis is at low + (k + 1/2)·step: the index range of each grown bounding box
     first = np.ceil((triangles.min(axis=1) - distance - low) / step - 0.5).astype(np.int64)  # [F, 3]
     last = np.floor((triangles.max(axis=1) + distance - low) / step - 0.5).astype(np.int64)

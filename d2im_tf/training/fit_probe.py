@@ -30,6 +30,8 @@ from d2im_tf.evaluation import metrics
 from d2im_tf.evaluation.evaluate import evaluation_view
 from d2im_tf.geometry.frames import NORMALISED_BOX, to_normalised
 
+_BOX = ([NORMALISED_BOX[0]] * 3, NORMALISED_BOX[1] - NORMALISED_BOX[0])  # low corner, side: the probe's cube
+
 
 @dataclass
 class ProbeShape:
@@ -89,15 +91,13 @@ def fit_report(model, shapes: list[ProbeShape], resolution: int = 32) -> list[di
 def grid_truth(truth: trimesh.Trimesh, resolution: int, sign_margin: float) -> tuple[np.ndarray, np.ndarray]:
     """GT occupancy of the :func:`probe_grid` centres by ray parity, and which of them lie farther
     than ``sign_margin`` from the surface of ``truth`` (normalised frame): two ``[R³]`` bool arrays."""
-    low, high = NORMALISED_BOX
-    occupied = metrics.occupancy(truth, resolution, [low] * 3, high - low).reshape(-1)
-    return occupied, ~metrics.near_surface(truth, resolution, [low] * 3, high - low, sign_margin).reshape(-1)
+    occupied = metrics.occupancy(truth, resolution, *_BOX).reshape(-1)
+    return occupied, ~metrics.near_surface(truth, resolution, *_BOX, sign_margin).reshape(-1)
 
 
 def probe_grid(resolution: int) -> np.ndarray:
     """The ``resolution``³ voxel centres of the normalised box, ``[R³, 3]`` float64."""
-    low, high = NORMALISED_BOX
-    return metrics.voxel_centres(resolution, [low] * 3, high - low).reshape(-1, 3)
+    return metrics.voxel_centres(resolution, *_BOX).reshape(-1, 3)
 
 
 def _iou(predicted: np.ndarray, occupied: np.ndarray) -> float:
