@@ -57,7 +57,7 @@ class ModelConfig:
     # "none" (the paper), "batch" or "layer": a normalisation of the global code (docs/training.md)
     code_norm: str = "none"
     # DISN's weighting of L_B and L_sdf: samples whose GT sdf < inside_threshold (normalised units; every
-    # inside sample and the outside ones that near) weigh inside_weight, the rest 1 (1: the paper; DISN: 4 at 0.01)
+    # inside sample and the outside ones nearer than it) weigh inside_weight, the rest 1 (1: the paper; DISN: 4 at 0.01)
     inside_weight: float = 1.0
     inside_threshold: float = 0.01
     point_frequencies: int = 0  # Fourier features of xyz for the base decoder, 2^k·π for k < this (0: the paper)
