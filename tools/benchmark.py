@@ -60,7 +60,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
 
 from d2im_tf.config import PRECISIONS, add_config_arguments  # noqa: E402
 from d2im_tf.data.categories import SYNTHETIC_CATEGORIES  # noqa: E402
@@ -168,7 +169,7 @@ def _untrained_model(out: Path, image, view_row) -> Path:
     from d2im_tf.inference.extraction import sdf_grid_points
     from d2im_tf.training.run import build_model
 
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
+    config = load_config(REPOSITORY / "configs" / "default.yaml")
     model = build_model(config, "sdf")
     size = config.model.image_size
     maps_layer = model.detail_decoder.output_layer
@@ -278,8 +279,7 @@ def bench_convert(args) -> dict:
     from d2im_tf.inference.reconstruct import Reconstructor, resolve_model_dir
     from d2im_tf.inference.runtimes import runtime_reconstructor
 
-    root = Path(__file__).resolve().parents[1]
-    pixels = np.asarray(Image.open(root / "examples" / "03001627_syn00005.png"))
+    pixels = np.asarray(Image.open(REPOSITORY / "examples" / "03001627_syn00005.png"))
     view_row = np.array([103.02614414, 2.94991742, 0, 0.60377771, 35, 32, 1.75, 0, 0, 0])  # examples/README.md
     model_dir = resolve_model_dir(args.model or BUNDLED_MODEL)
     workdir = tempfile.TemporaryDirectory(prefix="d2im_bench_")
@@ -687,7 +687,8 @@ def main(argv=None) -> int:
     train.set_defaults(bench=bench_train, show=print_train)
     fit = stages.add_parser("fit", help="memorisation of 4 training shapes: IoU and sign accuracy every 250 steps")
     fit.add_argument("--data", default=None, help="dataset root (made with the issue's command if it has no splits)")
-    add_config_arguments(fit, "default %(default)s", default="configs/study.yaml")
+    add_config_arguments(fit, "default: the repository's configs/study.yaml",
+                         default=str(REPOSITORY / "configs" / "study.yaml"))
     fit.add_argument("--steps", type=int, default=1500)
     fit.add_argument("--every", type=int, default=250, help="steps between measurements")
     fit.add_argument("--resolution", type=int, default=32, help="voxel grid of the IoU")
