@@ -60,6 +60,8 @@ class ModelConfig:
     # inside sample and the outside ones nearer than it) weigh inside_weight, the rest 1 (1: the paper; DISN: 4 at 0.01)
     inside_weight: float = 1.0
     inside_threshold: float = 0.01
+    # λ of L_lap in the total L_B + L_sdf + λ·L_lap (1: the paper); the logged loss_lap stays unweighted
+    laplacian_weight: float = 1.0
     point_frequencies: int = 0  # Fourier features of xyz for the base decoder, 2^k·π for k < this (0: the paper)
     # "none": this project's conventions; "reference": the authors' (world-frame decoder, BGR input,
     # bilinear lookup, their front/back test) for weights imported with `d2im import-torch`
@@ -191,7 +193,7 @@ _MINIMUM = {
     "train.beta_1": 0.0, "train.weight_decay": 0.0, "train.epochs": 1, "train.steps_per_epoch": 0,
     "train.checkpoint_every": 1, "train.log_every": 1, "train.image_every": 1, "train.preview_every_epochs": 1,
     "train.warmup_steps": 0, "model.point_frequencies": 0, "data.far_fraction": 0.0,
-    "data.far_inside": 0.0, "train.ema_decay": 0.0,
+    "data.far_inside": 0.0, "train.ema_decay": 0.0, "model.laplacian_weight": 0.0,
 }
 _POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate", "model.inside_weight")
 _BELOW = {"train.beta_1": 1.0, "data.far_fraction": 1.0, "train.ema_decay": 1.0}

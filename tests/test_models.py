@@ -210,6 +210,24 @@ def test_inside_weight_weighs_the_samples_below_the_threshold(batch):
     assert plain["loss_lap"].numpy() == pytest.approx(weighted["loss_lap"].numpy())
 
 
+def test_laplacian_weight_scales_only_the_laplacian_term_of_the_total(batch):
+    """λ·L_lap in the total; the logged terms are the unweighted losses, equal for every λ."""
+    outputs, losses = None, {}
+    for weight in (1.0, 0.25, 0.0):
+        model = D2IMNet(load_config("configs/tiny.yaml", [f"model.laplacian_weight={weight}"]).model, sdf_scale=10.0)
+        if outputs is None:
+            outputs = model(batch, training=False)
+        losses[weight] = {key: value.numpy() for key, value in model.compute_losses(batch, outputs).items()}
+    paper = losses[1.0]
+    assert paper["loss_lap"] > 0.0
+    assert paper["loss"] == pytest.approx(paper["loss_sdf"] + paper["loss_base"] + paper["loss_lap"], rel=1e-6)
+    for weight in (0.25, 0.0):
+        for key in ("loss_base", "loss_sdf", "loss_lap"):
+            assert losses[weight][key] == pytest.approx(paper[key], rel=1e-6)
+        expected = paper["loss_sdf"] + paper["loss_base"] + weight * paper["loss_lap"]
+        assert losses[weight]["loss"] == pytest.approx(expected, rel=1e-6)
+
+
 def test_test_time_front_split_follows_the_base_field_along_the_ray(batch):
     """With f_B replaced by the analytic sphere, the split must mark the camera-facing points."""
     model = D2IMNet(tiny_config("full"))

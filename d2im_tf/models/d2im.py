@@ -20,7 +20,8 @@ gl           DISN global +  both     yes       L_B + L_sdf + L_lap
              local
 ============ ============== ======== ========= ===================================================
 
-``loss_base`` is reported for every variant; in baseline/wsamp it is a metric only.
+``loss_base`` is reported for every variant; in baseline/wsamp it is a metric only. L_lap enters the
+total weighted by ``model.laplacian_weight`` (λ, 1 in the paper); ``loss_lap`` is logged unweighted.
 
 Batch contract (what ``train_step`` / ``test_step`` read; a dict, or a 1-tuple holding it)
 ------------------------------------------------------------------------------------------
@@ -307,7 +308,7 @@ class D2IMNet(DistributableModel):
             )
         else:
             loss_lap = tf.zeros_like(loss_sdf)
-        total = loss_sdf + loss_lap + (loss_base if self.spec.maps else 0.0)
+        total = loss_sdf + self.model_config.laplacian_weight * loss_lap + (loss_base if self.spec.maps else 0.0)
         return {"loss": total, "loss_base": loss_base, "loss_sdf": loss_sdf, "loss_lap": loss_lap}
 
     # ---------------------------------------------------------------- chunked inference
