@@ -231,7 +231,7 @@ def near_surface(mesh: trimesh.Trimesh, resolution: int, low, side: float, dista
         size = extent[ids]
         index = first[ids] + np.stack([offsets // (size[:, 1] * size[:, 2]), offsets // size[:, 2] % size[:, 1],
                                        offsets % size[:, 2]], axis=-1)  # [P, 3]
-        points = low + (index + 0.5) * step
+        points = low + _voxel_axis(resolution, side)[index]  # [P, 3]
         corners = triangles[ids]
         closest, _ = closest_points_on_triangles(points, corners[:, 0], corners[:, 1], corners[:, 2])
         hit = np.einsum("ij,ij->i", points - closest, points - closest) <= distance**2
