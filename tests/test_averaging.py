@@ -107,3 +107,32 @@ def test_a_run_without_average_saves_none(tmp_path):
     before = [w.numpy().copy() for w in model.weights]
     assert not restore_average(model, latest)
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights))
+
+
+def test_applied_holds_the_averages_inside_and_the_raw_weights_after():
+    """``applied()`` swaps the averages in for the ``with`` block and the trained weights back after it,
+    also when the block raises; training goes on from the raw weights."""
+    model = _model()
+    average = WeightAverage(model, DECAY)
+    model.fit(_dataset(0), epochs=1, steps_per_epoch=STEPS // 2, verbose=0, callbacks=[average])
+    raw = [w.numpy().copy() for w in model.weights]
+    averages = [a.numpy().copy() for a in average.variables]
+    assert any(not np.allclose(r, a) for r, a in zip(raw, averages))  # the swap is visible
+    with average.applied():
+        for weight, expected in zip(model.weights, averages):
+            np.testing.assert_array_equal(weight.numpy(), expected)
+        prediction = model(INPUTS[:4], training=False).numpy()
+    for weight, expected in zip(model.weights, raw):
+        np.testing.assert_array_equal(weight.numpy(), expected)
+    try:
+        with average.applied():
+            raise RuntimeError("inside")
+    except RuntimeError:
+        pass
+    for weight, expected in zip(model.weights, raw):
+        np.testing.assert_array_equal(weight.numpy(), expected)
+    # Inside the block the network computes with the averages: a copy set to them agrees.
+    copy = _model()
+    for weight, value in zip(copy.weights, averages):
+        weight.assign(value)
+    np.testing.assert_allclose(copy(INPUTS[:4], training=False).numpy(), prediction, rtol=1e-6)

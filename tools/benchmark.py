@@ -5,7 +5,8 @@ one core; seconds per stage, and a plain baseline measured in the same run
 (``trimesh.proximity.signed_distance`` on a subset of the same samples, extrapolated linearly).
 
 ``fit``: memorisation — the study config trained on 4 shapes (batch 4), IoU per shape and sign
-accuracy at the training samples every 250 steps up to 1,500 (:mod:`d2im_tf.training.fit_probe`).
+accuracy at the training samples every 250 steps up to 1,500 (:mod:`d2im_tf.training.fit_probe`);
+with ``train.ema_decay`` set, of the weight average, the run's result.
 
 ``train``: seconds per training step at the authors' setting (``configs/default.yaml``: full network,
 224² input, 2048 points per shape; batch 4 by default) in float32 and in ``mixed_bfloat16``
@@ -53,6 +54,7 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TBB
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -583,6 +585,7 @@ def bench_fit(args) -> dict:
 
     from d2im_tf.config import load_config
     from d2im_tf.data.pipeline import ShapeDataset
+    from d2im_tf.training.averaging import WeightAverage
     from d2im_tf.training.fit_probe import fit_report, probe_shapes
     from d2im_tf.training.run import build_model
 
@@ -596,14 +599,19 @@ def bench_fit(args) -> dict:
     data = ShapeDataset(config, "train")
     shapes = probe_shapes(config, "train", resolution=args.resolution)
     model = build_model(config, "sdf", args.steps)
+    # With train.ema_decay the run's result is the weight average, so that is what is probed.
+    average = WeightAverage(model, config.train.ema_decay) if config.train.ema_decay else None
+    probed = average.applied if average else contextlib.nullcontext
     batch = config.train.batch_size
     rows, step = [], 0
     start = time.perf_counter()
     while step < args.steps:
         chunk = min(args.every, args.steps - step)
-        history = model.fit(data.dataset(batch, start=step * batch), steps_per_epoch=chunk, epochs=1, verbose=0)
+        history = model.fit(data.dataset(batch, start=step * batch), steps_per_epoch=chunk, epochs=1, verbose=0,
+                            callbacks=[average] if average else None)
         step += chunk
-        report = fit_report(model, shapes, args.resolution)
+        with probed():
+            report = fit_report(model, shapes, args.resolution)
         rows.append({"step": step, "seconds": time.perf_counter() - start,
                      "loss": {k: float(v[-1]) for k, v in history.history.items()}, "shapes": report})
         if args.progress:
@@ -613,7 +621,8 @@ def bench_fit(args) -> dict:
 
         previews = PreviewCallback(data, args.preview, 1, count=len(data), resolution=64)
         previews.set_model(model)
-        previews.on_epoch_end(0)  # → PREVIEW/previews/epoch_0001.png
+        with probed():
+            previews.on_epoch_end(0)  # → PREVIEW/previews/epoch_0001.png
     if not args.data:
         shutil.rmtree(root, ignore_errors=True)
     return {"config": args.config, "overrides": list(args.overrides), "variant": config.model.variant,

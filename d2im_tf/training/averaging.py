@@ -15,6 +15,8 @@ continues from.
 """
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -62,6 +64,18 @@ class WeightAverage(keras.callbacks.Callback):
         """Set the network's weights to the averages (at the end of a run, before export)."""
         for weight, average in zip(self._weights, self.variables):
             weight.assign(average)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The network holds the averages inside the ``with`` block and its own weights again after it
+        (to measure the averaged network in the middle of a run)."""
+        raw = [weight.numpy() for weight in self._weights]
+        self.apply_to_model()
+        try:
+            yield
+        finally:
+            for weight, value in zip(self._weights, raw):
+                weight.assign(value)
 
 
 def has_average(path: str) -> bool:
