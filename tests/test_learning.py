@@ -84,3 +84,30 @@ def test_probe_iou_counts_and_skips_the_centres_on_the_surface():
     # predicted inside and 8³ are inside: IoU 448 / 576.
     moved, = fit_report(AnalyticBox(half - 0.001, centre=(0.07, 0.0, 0.0)), [shape])
     assert moved["iou_decided"] == pytest.approx(448 / 576)
+
+
+class AnalyticBoxes(AnalyticBox):
+    """A fused field (``half``) and a base field (the same box moved by ``base_shift``), as D2IMNet reports them."""
+
+    def __init__(self, half, base_shift):
+        super().__init__(half)
+        self.base = AnalyticBox(half, centre=base_shift)
+
+    def predict_sdf(self, image, points, projection):
+        return {"sdf": super().predict_sdf(image, points, projection)["sdf"],
+                "base": self.base.predict_sdf(image, points, projection)["sdf"]}
+
+
+def test_probe_reports_the_base_field_iou_beside_the_fused_one():
+    """A box of half-size 0.3 (faces between the 32³ grid's planes) holds 10³ centres. A base field moved
+    by one voxel (0.0625 along x) shares 9 × 10 × 10 of them: IoU 900 / 1100, while the fused field is exact."""
+    half = 0.3
+    occupied, decided = grid_truth(trimesh.creation.box(extents=[2 * half] * 3), 32, 0.005)
+    assert occupied.sum() == 1000 and decided[occupied].all()
+    shape = ProbeShape("box", np.zeros((8, 8, 3), np.float32), np.eye(3, 4, dtype=np.float32),
+                       np.array([[0.0, 0.0, 0.0]], np.float32), np.array([True]), occupied, decided)
+    row, = fit_report(AnalyticBoxes(half, base_shift=(0.0625, 0.0, 0.0)), [shape])
+    assert row["iou"] == 1.0
+    assert row["iou_base"] == pytest.approx(900 / 1100)
+    fused_only, = fit_report(AnalyticBox(half), [shape])
+    assert "iou_base" not in fused_only  # a model without a base field reports none

@@ -633,9 +633,10 @@ def _fit_line(row: dict) -> str:
     shapes = row["shapes"]
     ious = " ".join(f"{s['iou']:.3f}" for s in shapes)
     decided = " ".join(f"{s['iou_decided']:.3f}" for s in shapes)
+    base = " ".join(f"{s['iou_base']:.3f}" for s in shapes) if "iou_base" in shapes[0] else "-"
     signs = " ".join(f"{s['sign_accuracy']:.3f}" for s in shapes)
     return (f"  step {row['step']:>5} {row['seconds']:7.0f}s  loss {row['loss'].get('loss', float('nan')):.4f}  "
-            f"IoU {ious}  decided {decided}  sign {signs}  min IoU {min(s['iou'] for s in shapes):.3f}  "
+            f"IoU {ious}  decided {decided}  base {base}  sign {signs}  min IoU {min(s['iou'] for s in shapes):.3f}  "
             f"min sign {min(s['sign_accuracy'] for s in shapes):.3f}")
 
 
@@ -643,7 +644,7 @@ def print_fit(result: dict) -> None:
     print(f"memorisation: {result['variant']}, {result['config']} {' '.join(result['overrides'])}; "
           f"IoU at {result['resolution']}³ voxel centres and sign accuracy at each training shape's samples "
           f"(|sdf| > 0.005), GT camera of its evaluation view; 'decided': IoU over the voxel centres farther "
-          f"than 0.005 from the GT surface")
+          f"than 0.005 from the GT surface; 'base': IoU of the base field f_B alone, without the maps")
     print("  shapes: " + ", ".join(s["name"] for s in result["rows"][0]["shapes"]))
     for row in result["rows"]:
         print(_fit_line(row))

@@ -9,6 +9,8 @@ For each shape of a split, seen from one view (the evaluation view of
 * ``iou`` — occupancy of the ``resolution``³ voxel centres of the [-1, 1]³ box: predicted where the
   fused field is negative, GT from the ground-truth mesh by ray parity (:func:`d2im_tf.evaluation.metrics.occupancy`).
   Independent of marching cubes, so it measures the field and nothing else.
+* ``iou_base`` — the IoU of the base field f_B alone (the fused field without the displacement maps),
+  when the model reports it: how much the maps add to the fit, or take from it.
 * ``iou_decided`` — the same IoU over the voxel centres farther than ``sign_margin`` from the GT
   surface. Shapes built from axis-aligned parts can have faces on the grid's planes; the occupancy of
   a centre on the surface is then decided by errors below the margin, which ``sign_accuracy`` leaves
@@ -70,21 +72,26 @@ def probe_shapes(config: Config, split: str = "train", resolution: int = 32, sig
 
 
 def fit_report(model, shapes: list[ProbeShape], resolution: int = 32) -> list[dict]:
-    """Per shape: ``name``, ``sign_accuracy``, ``iou`` and ``iou_decided`` of ``model`` (a
-    :class:`~d2im_tf.models.d2im.D2IMNet`, or anything with its ``predict_sdf``)."""
+    """Per shape: ``name``, ``sign_accuracy``, ``iou``, ``iou_decided`` and, when ``predict_sdf`` also
+    returns ``base``, ``iou_base`` of ``model`` (a :class:`~d2im_tf.models.d2im.D2IMNet`, or anything with
+    its ``predict_sdf``)."""
     grid = probe_grid(resolution).astype(np.float32)
     rows = []
     for shape in shapes:
         points = np.concatenate([shape.points, grid])[None]  # [1, M + R³, 3]
-        sdf = model.predict_sdf(shape.image[None], points, shape.projection[None])["sdf"][0]
+        fields = model.predict_sdf(shape.image[None], points, shape.projection[None])
+        sdf = fields["sdf"][0]
         at_samples, at_grid = sdf[: len(shape.points)], sdf[len(shape.points):]
         predicted = at_grid < 0
-        rows.append({
+        row = {
             "name": shape.name,
             "sign_accuracy": float(np.mean((at_samples < 0) == shape.inside)),
             "iou": _iou(predicted, shape.occupied),
             "iou_decided": _iou(predicted[shape.decided], shape.occupied[shape.decided]),
-        })
+        }
+        if "base" in fields:
+            row["iou_base"] = _iou(fields["base"][0][len(shape.points):] < 0, shape.occupied)
+        rows.append(row)
     return rows
 
 
