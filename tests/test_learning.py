@@ -86,15 +86,14 @@ def test_probe_iou_counts_and_skips_the_centres_on_the_surface():
     assert moved["iou_decided"] == pytest.approx(448 / 576)
 
 
-class AnalyticBoxes(AnalyticBox):
-    """A fused field (``half``) and a base field (the same box moved by ``base_shift``), as D2IMNet reports them."""
+class AnalyticFields:
+    """Stands in for a network that reports its fused and base fields: two :class:`AnalyticBox` es."""
 
-    def __init__(self, half, base_shift):
-        super().__init__(half)
-        self.base = AnalyticBox(half, centre=base_shift)
+    def __init__(self, fused: AnalyticBox, base: AnalyticBox):
+        self.fused, self.base = fused, base
 
     def predict_sdf(self, image, points, projection):
-        return {"sdf": super().predict_sdf(image, points, projection)["sdf"],
+        return {"sdf": self.fused.predict_sdf(image, points, projection)["sdf"],
                 "base": self.base.predict_sdf(image, points, projection)["sdf"]}
 
 
@@ -106,7 +105,7 @@ def test_probe_reports_the_base_field_iou_beside_the_fused_one():
     assert occupied.sum() == 1000 and decided[occupied].all()
     shape = ProbeShape("box", np.zeros((8, 8, 3), np.float32), np.eye(3, 4, dtype=np.float32),
                        np.array([[0.0, 0.0, 0.0]], np.float32), np.array([True]), occupied, decided)
-    row, = fit_report(AnalyticBoxes(half, base_shift=(0.0625, 0.0, 0.0)), [shape])
+    row, = fit_report(AnalyticFields(AnalyticBox(half), AnalyticBox(half, centre=(0.0625, 0.0, 0.0))), [shape])
     assert row["iou"] == 1.0
     assert row["iou_base"] == pytest.approx(900 / 1100)
     fused_only, = fit_report(AnalyticBox(half), [shape])

@@ -223,6 +223,7 @@ def near_surface(mesh: trimesh.Trimesh, resolution: int, low, side: float, dista
     first, last = np.clip(first, 0, resolution), np.clip(last, -1, resolution - 1)
     extent = np.maximum(last - first + 1, 0)  # [F, 3]
     counts = extent.prod(axis=1)
+    axis = _voxel_axis(resolution, side)  # [R]
     for chunk in np.array_split(np.arange(len(triangles)), max(1, int(counts.sum() // 2_000_000) + 1)):
         ids = np.repeat(chunk, counts[chunk])  # one (triangle, centre) pair per entry
         if not len(ids):
@@ -231,7 +232,7 @@ def near_surface(mesh: trimesh.Trimesh, resolution: int, low, side: float, dista
         size = extent[ids]
         index = first[ids] + np.stack([offsets // (size[:, 1] * size[:, 2]), offsets // size[:, 2] % size[:, 1],
                                        offsets % size[:, 2]], axis=-1)  # [P, 3]
-        points = low + _voxel_axis(resolution, side)[index]  # [P, 3]
+        points = low + axis[index]  # [P, 3]
         corners = triangles[ids]
         closest, _ = closest_points_on_triangles(points, corners[:, 0], corners[:, 1], corners[:, 2])
         hit = np.einsum("ij,ij->i", points - closest, points - closest) <= distance**2
