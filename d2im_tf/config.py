@@ -62,6 +62,11 @@ class ModelConfig:
     inside_threshold: float = 0.01
     # λ of L_lap in the total L_B + L_sdf + λ·L_lap (1: the paper); the logged loss_lap stays unweighted
     laplacian_weight: float = 1.0
+    # L_lap only where the coarse surface is flat: front points where the GT normals' divergence, averaged
+    # over a Gaussian of laplacian_flat_sigma pixels, reaches laplacian_flat_tolerance (per pixel) are left
+    # out (0: the paper, every front point near the surface; docs/training.md, "Creases in the Laplacian target")
+    laplacian_flat_sigma: float = 0.0
+    laplacian_flat_tolerance: float = 0.05
     point_frequencies: int = 0  # Fourier features of xyz for the base decoder, 2^k·π for k < this (0: the paper)
     # "none": this project's conventions; "reference": the authors' (world-frame decoder, BGR input,
     # bilinear lookup, their front/back test) for weights imported with `d2im import-torch`
@@ -194,8 +199,10 @@ _MINIMUM = {
     "train.checkpoint_every": 1, "train.log_every": 1, "train.image_every": 1, "train.preview_every_epochs": 1,
     "train.warmup_steps": 0, "model.point_frequencies": 0, "data.far_fraction": 0.0,
     "data.far_inside": 0.0, "train.ema_decay": 0.0, "model.laplacian_weight": 0.0,
+    "model.laplacian_flat_sigma": 0.0,
 }
-_POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate", "model.inside_weight")
+_POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate", "model.inside_weight",
+             "model.laplacian_flat_tolerance")
 _BELOW = {"train.beta_1": 1.0, "data.far_fraction": 1.0, "train.ema_decay": 1.0}
 _AT_MOST = {"data.far_inside": 1.0}
 _CHOICES = {

@@ -9,6 +9,8 @@ from d2im_tf.geometry.frames import normalised_projection
 from d2im_tf.models.d2im import norm_scale_from_projection
 from d2im_tf.models.losses import (
     base_loss,
+    coarse_divergence,
+    gaussian_blur,
     laplacian_loss,
     laplacian_mask,
     laplacian_residual,
@@ -224,3 +226,69 @@ def test_laplacian_mask_and_masked_mean():
     loss = laplacian_loss(front_map, normal_map, uv, depth, np.float32([1.0]), 20.0, mask, SDF_SCALE).numpy()
     # Flat foreground: div n = 0 at the masked points, so r = f·m/(s·z)·Δ = 20/(10·2)·0.02.
     assert loss == pytest.approx((20.0 / 20.0 * 0.02) ** 2, rel=1e-3)
+
+
+# ------------------------------------------------------------------------------------------------
+# The flat-coarse-surface option: a crease turns the normal for good, detail turns it away and back.
+
+
+def test_gaussian_blur_of_an_impulse_is_the_normalised_gaussian():
+    impulse = np.zeros((1, 21, 21, 1), np.float32)
+    impulse[0, 10, 10, 0] = 1.0
+    blurred = gaussian_blur(tf.constant(impulse), 1.5).numpy()[0, :, :, 0]
+    offsets = np.arange(-10, 11)
+    profile = np.where(np.abs(offsets) <= 5, np.exp(-0.5 * (offsets / 1.5) ** 2), 0.0)  # truncated at 3σ = 4.5
+    profile /= profile.sum()
+    np.testing.assert_allclose(blurred, np.outer(profile, profile), atol=1e-7)
+
+
+def profile_normals(n_x):
+    """A normal map ``[1, 48, 64, 3]``: unit normals facing the camera, x component ``n_x`` ``[64]`` on every row."""
+    normals = np.stack([n_x, np.zeros_like(n_x), -np.sqrt(1.0 - n_x**2)], -1)
+    return np.broadcast_to(normals, (1, 48, 64, 3)).astype(np.float32)
+
+
+SLOPE = 0.5  # n_x of a face turned by 30°
+
+
+def test_coarse_divergence_keeps_a_crease_and_averages_detail_away():
+    columns = np.arange(64)
+    crease = profile_normals(np.where(columns < 32, -SLOPE, SLOPE))  # a convex crease at x = 32 px
+    groove = profile_normals(np.where(columns == 31, SLOPE, np.where(columns == 32, -SLOPE, 0.0)))  # a 2-px groove
+    flat = profile_normals(np.zeros(64))
+    crease_div, groove_div, flat_div = (coarse_divergence(n, 2.0).numpy()[0, 24, :, 0] for n in (crease, groove, flat))
+    # Integrated across the row, the divergence is the change of n_x: 2·SLOPE for the crease, 0 for the
+    # groove (the average window conserves the integral away from the border).
+    assert crease_div[8:56].sum() == pytest.approx(2 * SLOPE, rel=0.02)
+    assert abs(groove_div[8:56].sum()) < 0.01 * SLOPE
+    # The crease's average peaks at it, about 2·SLOPE/(σ√(2π)) = 0.2; the groove's stays a quarter of that.
+    assert np.argmax(crease_div) in (31, 32) and 0.15 < crease_div.max() < 0.2
+    assert np.abs(groove_div).max() < 0.05
+    np.testing.assert_allclose(flat_div, 0.0, atol=1e-6)
+    np.testing.assert_allclose(crease_div[:16], 0.0, atol=1e-3)  # beyond the window and the spline's reach
+
+
+def test_coarse_divergence_ignores_the_silhouette():
+    """A flat, tilted square on the background: the jump to the background's zeros is no bend of the surface."""
+    normal_map = np.zeros((1, 40, 40, 3), np.float32)
+    normal_map[:, 5:35, 5:35] = [SLOPE, 0.0, -np.sqrt(1.0 - SLOPE**2)]
+    y, x = np.mgrid[0:40, 0:40] + 0.5
+    uv = np.stack([x, y], -1).reshape(1, -1, 2).astype(np.float32)
+    divergence = normal_divergence(normal_map, uv).numpy().reshape(1, 40, 40, 1)
+    assert np.abs(gaussian_blur(tf.constant(divergence), 2.0).numpy()[0, 20, 5:35]).max() > 0.05  # a plain average
+    coarse = coarse_divergence(normal_map, 2.0).numpy()[0, :, :, 0]
+    # What is left is the interpolating spline's reach past the 3-pixel margin (it decays as 0.268^distance).
+    assert np.abs(coarse).max() < 0.01
+
+
+def test_flat_laplacian_mask_leaves_out_the_crease_only():
+    columns = np.arange(64)
+    n_x = np.where(columns < 32, -SLOPE, SLOPE)
+    n_x = np.where(columns == 47, SLOPE + 0.3, np.where(columns == 48, SLOPE - 0.3, n_x))  # a groove on the right face
+    normal_map = profile_normals(n_x)
+    uv = np.array([[[32.0, 24.0], [20.0, 24.0], [48.0, 24.0], [44.0, 24.0]]], np.float32)  # crease, face, groove, face
+    sdf = np.zeros((1, 4), np.float32)
+    front = np.ones((1, 4), bool)
+    np.testing.assert_array_equal(laplacian_mask(sdf, front, normal_map, uv).numpy(), [[1, 1, 1, 1]])
+    flat = laplacian_mask(sdf, front, normal_map, uv, flat_sigma=2.0, flat_tolerance=0.05).numpy()
+    np.testing.assert_array_equal(flat, [[0, 1, 1, 1]])

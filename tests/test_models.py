@@ -8,8 +8,9 @@ from d2im_tf.config import VARIANTS, ModelConfig, load_config
 from d2im_tf.geometry import camera
 from d2im_tf.geometry.frames import normalised_projection
 from d2im_tf.models import D2IMNet, ResNet18
-from d2im_tf.models.d2im import front_from_gradients
+from d2im_tf.models.d2im import front_from_gradients, norm_scale_from_projection
 from d2im_tf.models.decoders import local_features
+from d2im_tf.models.losses import laplacian_loss, laplacian_mask
 
 from helpers import unproject
 
@@ -226,6 +227,23 @@ def test_laplacian_weight_scales_only_the_laplacian_term_of_the_total(batch):
             assert losses[weight][key] == pytest.approx(paper[key], rel=1e-6)
         expected = paper["loss_sdf"] + paper["loss_base"] + weight * paper["loss_lap"]
         assert losses[weight]["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_flat_laplacian_option_restricts_the_laplacian_loss_to_the_flat_mask(batch):
+    """model.laplacian_flat_sigma > 0: L_lap is the masked mean over the flat part of P_F only."""
+    config = load_config("configs/tiny.yaml", ["model.laplacian_flat_sigma=2", "model.laplacian_flat_tolerance=0.05"])
+    model = D2IMNet(config.model, sdf_scale=10.0)
+    outputs = model(batch, training=False)
+    flat = model.compute_losses(batch, outputs)["loss_lap"].numpy()
+    model.model_config = load_config("configs/tiny.yaml").model
+    every = model.compute_losses(batch, outputs)["loss_lap"].numpy()
+    args = (outputs["maps"][..., :1], batch["normal_map"], outputs["uv"], outputs["depth"],
+            norm_scale_from_projection(tf.constant(batch["projection"])), model.focal)
+    mask = laplacian_mask(batch["sdf"], outputs["front"], batch["normal_map"], outputs["uv"], flat_sigma=2.0)
+    assert 0 < mask.numpy().sum() < laplacian_mask(batch["sdf"], outputs["front"], batch["normal_map"],
+                                                   outputs["uv"]).numpy().sum()
+    assert flat == pytest.approx(laplacian_loss(*args, mask, 10.0).numpy(), rel=1e-5)
+    assert flat != pytest.approx(every, rel=1e-3)
 
 
 def test_test_time_front_split_follows_the_base_field_along_the_ray(batch):

@@ -21,7 +21,9 @@ gl           DISN global +  both     yes       L_B + L_sdf + L_lap
 ============ ============== ======== ========= ===================================================
 
 ``loss_base`` is reported for every variant; in baseline/wsamp it is a metric only. L_lap enters the
-total weighted by ``model.laplacian_weight`` (λ, 1 in the paper); ``loss_lap`` is logged unweighted.
+total weighted by ``model.laplacian_weight`` (λ, 1 in the paper); ``loss_lap`` is logged unweighted. With
+``model.laplacian_flat_sigma`` > 0 it leaves out the points where the coarse surface bends
+(:func:`d2im_tf.models.losses.coarse_divergence`).
 
 Batch contract (what ``train_step`` / ``test_step`` read; a dict, or a 1-tuple holding it)
 ------------------------------------------------------------------------------------------
@@ -303,7 +305,9 @@ class D2IMNet(DistributableModel):
                 outputs["depth"],
                 norm_scale_from_projection(projection),
                 self.focal,
-                laplacian_mask(sdf, outputs["front"], normal_map, outputs["uv"]),
+                laplacian_mask(sdf, outputs["front"], normal_map, outputs["uv"],
+                               flat_sigma=self.model_config.laplacian_flat_sigma,
+                               flat_tolerance=self.model_config.laplacian_flat_tolerance),
                 self.sdf_scale,
             )
         else:

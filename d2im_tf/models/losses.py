@@ -39,9 +39,21 @@ Points whose pixel lies within ``margin`` (3) pixels of the normal map's backgro
 pixels) are left out as well: there the divergence differentiates across the silhouette into the
 background's zeros (the B-spline's reach), a jump that is no surface detail. The reference's
 finite differences do read across it.
+
+Flat coarse surface (an option, ``flat_sigma`` > 0; off in the paper): the derivation above assumes
+the coarse surface under the detail is flat. Where it is not — a crease between two faces, a curved
+coarse surface — div_u(n) also holds the coarse shape's own bend, which the base field already
+carries; a front map made to follow it bends with the crease and adds that bend a second time. The
+two are told apart by scale: detail (a groove, a bump) turns the normal away and back within its own
+width, so its divergence averages to zero over a few pixels, while a crease turns it for good. So
+:func:`coarse_divergence` averages div_u(n) over a Gaussian window of ``flat_sigma`` pixels, and
+points where its magnitude reaches ``flat_tolerance`` (per pixel) leave P_F.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import tensorflow as tf
 
 from d2im_tf.geometry.interpolation import bspline_coefficients, evaluate_bspline, sample_bspline, sample_nearest
@@ -106,13 +118,56 @@ def normal_divergence(normal_map, uv):
     return d_nx_dx + d_ny_dy
 
 
-def laplacian_mask(sdf, front, normal_map, uv, near_surface: float = 0.1, margin: int = 3):
+def _away_from_background(normal_map, margin: int):
+    """1.0 at the pixels of ``normal_map`` ``[B, H, W, 3]`` with no background (all-zero) pixel within
+    ``margin`` pixels, else 0.0: ``[B, H, W, 1]``."""
+    background = tf.cast(tf.reduce_all(normal_map == 0.0, axis=-1, keepdims=True), normal_map.dtype)
+    return 1.0 - tf.nn.max_pool2d(background, 2 * margin + 1, 1, "SAME")
+
+
+def gaussian_blur(images, sigma: float):
+    """``images`` ``[B, H, W, C]`` convolved with a normalised Gaussian of ``sigma`` pixels (separable,
+    truncated at 3σ, zeros beyond the border)."""
+    radius = int(math.ceil(3.0 * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = tf.constant(kernel / kernel.sum(), images.dtype)
+    channels = images.shape[-1]
+    along_x = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
+    along_y = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
+    blurred = tf.nn.depthwise_conv2d(images, along_x, [1, 1, 1, 1], "SAME")
+    return tf.nn.depthwise_conv2d(blurred, along_y, [1, 1, 1, 1], "SAME")
+
+
+def coarse_divergence(normal_map, sigma: float, margin: int = 3):
+    """The coarse surface's divergence ``[B, H, W, 1]`` (module docstring, "Flat coarse surface").
+
+    :func:`normal_divergence` of ``normal_map`` ``[B, H, W, 3]`` at every pixel centre, averaged with
+    Gaussian weights of ``sigma`` pixels over the pixels at least ``margin`` from the background (a
+    normalised convolution: the silhouette's jump into the background's zeros is no bend of the surface).
+    Per-pixel units; 0 where the window holds no such pixel.
+    """
+    normal_map = tf.convert_to_tensor(normal_map)
+    shape = tf.shape(normal_map)
+    centres = [tf.cast(tf.range(shape[axis]), normal_map.dtype) + 0.5 for axis in (1, 2)]
+    row, column = tf.meshgrid(*centres, indexing="ij")  # [H, W] each
+    uv = tf.reshape(tf.stack([column, row], axis=-1), [1, -1, 2])  # [1, H·W, 2] as (x, y)
+    divergence = normal_divergence(normal_map, tf.tile(uv, [shape[0], 1, 1]))  # [B, H·W]
+    divergence = tf.reshape(divergence, [shape[0], shape[1], shape[2], 1])
+    weight = _away_from_background(normal_map, margin)  # [B, H, W, 1]
+    return tf.math.divide_no_nan(gaussian_blur(divergence * weight, sigma), gaussian_blur(weight, sigma))
+
+
+def laplacian_mask(sdf, front, normal_map, uv, near_surface: float = 0.1, margin: int = 3,
+                   flat_sigma: float = 0.0, flat_tolerance: float = 0.05):
     """P_F as float ``[B, N]`` (module docstring): front, |F| < ``near_surface`` (network units), and
-    no background pixel of ``normal_map`` ``[B, H, W, 3]`` within ``margin`` pixels of ``uv`` ``[B, N, 2]``."""
-    background = tf.cast(tf.reduce_all(normal_map == 0.0, axis=-1, keepdims=True), sdf.dtype)  # [B, H, W, 1]
-    near_background = tf.nn.max_pool2d(background, 2 * margin + 1, 1, "SAME")  # [B, H, W, 1]
-    interior = sample_nearest(near_background, uv)[..., 0] < 0.5  # [B, N]
+    no background pixel of ``normal_map`` ``[B, H, W, 3]`` within ``margin`` pixels of ``uv`` ``[B, N, 2]``.
+    With ``flat_sigma`` > 0, also |:func:`coarse_divergence`| < ``flat_tolerance`` at ``uv``."""
+    interior = sample_nearest(_away_from_background(normal_map, margin), uv)[..., 0] > 0.5  # [B, N]
     selected = tf.logical_and(tf.logical_and(front, tf.abs(sdf) < near_surface), interior)
+    if flat_sigma > 0.0:
+        coarse = sample_nearest(coarse_divergence(normal_map, flat_sigma, margin), uv)[..., 0]  # [B, N]
+        selected = tf.logical_and(selected, tf.abs(coarse) < flat_tolerance)
     return tf.cast(selected, sdf.dtype)
 
 
