@@ -4,7 +4,12 @@ import pytest
 import scipy.ndimage
 import tensorflow as tf
 
-from d2im_tf.geometry.interpolation import sample_bilinear, sample_bspline, sample_nearest
+from d2im_tf.geometry.interpolation import (
+    bspline_derivatives_at_centres,
+    sample_bilinear,
+    sample_bspline,
+    sample_nearest,
+)
 
 RNG = np.random.default_rng(0)
 HEIGHT, WIDTH = 20, 24
@@ -64,6 +69,18 @@ def test_bspline_gradient_matches_finite_differences(maps):
         offset[axis] = step
         numeric = (sample_bspline(maps, uv + offset)[..., 1] - sample_bspline(maps, uv - offset)[..., 1]) / (2 * step)
         np.testing.assert_allclose(gradient[..., axis], numeric.numpy(), atol=2e-3)
+
+
+def test_derivatives_at_centres_are_the_samplers_derivatives_there(maps):
+    """The closed form at the knots against automatic differentiation of the sampled spline, border included."""
+    uv = tf.constant(pixel_centres(HEIGHT, WIDTH, 2))
+    with tf.GradientTape() as tape:
+        tape.watch(uv)
+        value = tf.reduce_sum(sample_bspline(maps, uv)[..., 2])
+    gradient = tape.gradient(value, uv).numpy().reshape(2, HEIGHT, WIDTH, 2)
+    along_x, along_y = bspline_derivatives_at_centres(maps)
+    np.testing.assert_allclose(along_x.numpy()[..., 2], gradient[..., 0], atol=1e-4)
+    np.testing.assert_allclose(along_y.numpy()[..., 2], gradient[..., 1], atol=1e-4)
 
 
 def test_bspline_clamps_off_image_queries_to_the_border_centres(maps):

@@ -237,7 +237,7 @@ def test_gaussian_blur_of_an_impulse_is_the_normalised_gaussian():
     impulse[0, 10, 10, 0] = 1.0
     blurred = gaussian_blur(tf.constant(impulse), 1.5).numpy()[0, :, :, 0]
     offsets = np.arange(-10, 11)
-    profile = np.where(np.abs(offsets) <= 5, np.exp(-0.5 * (offsets / 1.5) ** 2), 0.0)  # truncated at 3σ = 4.5
+    profile = np.where(np.abs(offsets) <= 5, np.exp(-0.5 * (offsets / 1.5) ** 2), 0.0)  # radius ⌈3σ⌉ = 5
     profile /= profile.sum()
     np.testing.assert_allclose(blurred, np.outer(profile, profile), atol=1e-7)
 

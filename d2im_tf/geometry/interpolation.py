@@ -47,6 +47,22 @@ def bspline_coefficients(maps):
     return tf.einsum("hk,bkwc,vw->bhvc", rows, maps, cols)
 
 
+def bspline_derivatives_at_centres(maps):
+    """∂/∂u_x and ∂/∂u_y of :func:`sample_bspline`'s spline at every pixel centre, each ``[B, H, W, C]``.
+
+    No sampling needed. At a knot the cubic B-spline kernel is (1/6, 4/6, 1/6) over the knots j − 1, j,
+    j + 1 and its slope (−1/2, 0, 1/2); so along one axis the derivative is half the difference of the
+    two neighbouring coefficients, weighted (1/6, 4/6, 1/6) across the other axis. The mirror border
+    gives 0 at the outermost centres, as the sampler's clamping does.
+    """
+    padded = tf.pad(bspline_coefficients(maps), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")  # [B, H+2, W+2, C]
+    slope_x = 0.5 * (padded[:, :, 2:] - padded[:, :, :-2])  # [B, H+2, W, C]
+    slope_y = 0.5 * (padded[:, 2:] - padded[:, :-2])  # [B, H, W+2, C]
+    along_x = (slope_x[:, :-2] + 4.0 * slope_x[:, 1:-1] + slope_x[:, 2:]) / 6.0
+    along_y = (slope_y[:, :, :-2] + 4.0 * slope_y[:, :, 1:-1] + slope_y[:, :, 2:]) / 6.0
+    return along_x, along_y
+
+
 def _cubic_bspline_weights(t):
     """Weights ``[..., 4]`` of the samples at offsets -1, 0, 1, 2 for a fractional position t ∈ [0, 1)."""
     t2 = t * t

@@ -56,7 +56,13 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from d2im_tf.geometry.interpolation import bspline_coefficients, evaluate_bspline, sample_bspline, sample_nearest
+from d2im_tf.geometry.interpolation import (
+    bspline_coefficients,
+    bspline_derivatives_at_centres,
+    evaluate_bspline,
+    sample_bspline,
+    sample_nearest,
+)
 
 
 def _weighted_mean(errors, weights):
@@ -148,13 +154,13 @@ def coarse_divergence(normal_map, sigma: float, margin: int = 3):
     Per-pixel units; 0 where the window holds no such pixel.
     """
     normal_map = tf.convert_to_tensor(normal_map)
-    shape = tf.shape(normal_map)
-    centres = [tf.cast(tf.range(shape[axis]), normal_map.dtype) + 0.5 for axis in (1, 2)]
-    row, column = tf.meshgrid(*centres, indexing="ij")  # [H, W] each
-    uv = tf.reshape(tf.stack([column, row], axis=-1), [1, -1, 2])  # [1, H·W, 2] as (x, y)
-    divergence = normal_divergence(normal_map, tf.tile(uv, [shape[0], 1, 1]))  # [B, H·W]
-    divergence = tf.reshape(divergence, [shape[0], shape[1], shape[2], 1])
-    weight = _away_from_background(normal_map, margin)  # [B, H, W, 1]
+    return _average_away_from_background(normal_map, sigma, _away_from_background(normal_map, margin))
+
+
+def _average_away_from_background(normal_map, sigma: float, weight):
+    """:func:`coarse_divergence` with its pixel weights ``[B, H, W, 1]`` given."""
+    d_dx, d_dy = bspline_derivatives_at_centres(normal_map[..., :2])  # [B, H, W, 2] each
+    divergence = d_dx[..., :1] + d_dy[..., 1:]  # ∂n_x/∂u_x + ∂n_y/∂u_y, [B, H, W, 1]
     return tf.math.divide_no_nan(gaussian_blur(divergence * weight, sigma), gaussian_blur(weight, sigma))
 
 
@@ -163,10 +169,11 @@ def laplacian_mask(sdf, front, normal_map, uv, near_surface: float = 0.1, margin
     """P_F as float ``[B, N]`` (module docstring): front, |F| < ``near_surface`` (network units), and
     no background pixel of ``normal_map`` ``[B, H, W, 3]`` within ``margin`` pixels of ``uv`` ``[B, N, 2]``.
     With ``flat_sigma`` > 0, also |:func:`coarse_divergence`| < ``flat_tolerance`` at ``uv``."""
-    interior = sample_nearest(_away_from_background(normal_map, margin), uv)[..., 0] > 0.5  # [B, N]
+    away = _away_from_background(normal_map, margin)  # [B, H, W, 1]
+    interior = sample_nearest(away, uv)[..., 0] > 0.5  # [B, N]
     selected = tf.logical_and(tf.logical_and(front, tf.abs(sdf) < near_surface), interior)
     if flat_sigma > 0.0:
-        coarse = sample_nearest(coarse_divergence(normal_map, flat_sigma, margin), uv)[..., 0]  # [B, N]
+        coarse = sample_nearest(_average_away_from_background(normal_map, flat_sigma, away), uv)[..., 0]  # [B, N]
         selected = tf.logical_and(selected, tf.abs(coarse) < flat_tolerance)
     return tf.cast(selected, sdf.dtype)
 
