@@ -64,7 +64,8 @@ class ModelConfig:
     laplacian_weight: float = 1.0
     # L_lap only where the coarse surface is flat: front points where the GT normals' divergence, averaged
     # over a Gaussian of laplacian_flat_sigma pixels, reaches laplacian_flat_tolerance (per pixel) are left
-    # out (0: the paper, every front point near the surface; docs/training.md, "Creases in the Laplacian target")
+    # out (0: the paper, every front point near the surface; docs/notes/training_study.md, "Creases in the
+    # Laplacian target")
     laplacian_flat_sigma: float = 0.0
     laplacian_flat_tolerance: float = 0.05
     point_frequencies: int = 0  # Fourier features of xyz for the base decoder, 2^k·π for k < this (0: the paper)

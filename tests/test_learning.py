@@ -3,7 +3,7 @@
 A smaller cousin of ``tools/benchmark.py fit``: two synthetic shapes (a chair and a cabinet) at 48 px,
 the study recipe at tiny width (Fourier point features, layer-normalised global code, warm-up and
 cosine decay, far-field samples), trained through ``fit`` as ``d2im train`` does. It fails when the
-network stops learning: the paper's recipe at this budget stays near the mean shape (docs/training.md).
+network stops learning: the paper's recipe at this budget stays near the mean shape (docs/notes/training_study.md).
 """
 import keras
 import numpy as np

@@ -2,7 +2,7 @@
 lists every signature of the export, ``saved_model_cli run`` in a clean process gives the outputs of
 ``tf.saved_model.load`` for the two that clients call (``serving_default``, ``sdf_predicted_camera``)
 and for ``fuse``, the one with the most inputs, and a ``PredictRequest`` of ``tensorflow-serving-api``
-for ``serving_default`` (what the README's gRPC example sends) carries the inputs the signature takes."""
+for ``serving_default`` (what the gRPC example of docs/deployment.md sends) carries the inputs the signature takes."""
 import json
 import subprocess
 import sys
@@ -63,7 +63,7 @@ def test_saved_model_cli_shows_every_signature_and_runs_three(exported, tmp_path
 
 
 def test_predict_request_for_serving_default(exported):
-    """The gRPC request of the README, built with tensorflow-serving-api, and the REST body."""
+    """The gRPC request of docs/deployment.md, built with tensorflow-serving-api, and the REST body."""
     from tensorflow_serving.apis import predict_pb2
 
     image, points, projection = parity_inputs(32, 100)

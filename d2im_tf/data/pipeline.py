@@ -9,7 +9,7 @@ so the base field is supervised away from the surface too; DISN's data has none 
 With ``data.far_inside`` = ψ > 0, round(ψ·round(φ·num_points)) of those far-field draws come from the
 samples inside the shape and the rest from outside (each side uniformly): a uniform draw over the box
 puts only the shape's share of its volume inside (~8% for a cabinet), too few to keep a bulky shape's
-deep interior negative (docs/training.md, "The interior of bulky shapes").
+deep interior negative (docs/notes/training_study.md, "The interior of bulky shapes").
 
 Determinism and resume: element ``k`` of the stream is fully determined by ``(seed, k)``. Its shape is
 position ``k mod S`` of a permutation drawn for epoch ``k // S``; its view and points come from
