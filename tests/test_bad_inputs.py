@@ -493,7 +493,7 @@ def test_bad_input_in_a_process(row, shared, tmp_path):
 
 
 def test_export_removes_the_staging_folder_of_a_killed_export(tmp_path):
-    from d2im_tf.inference.export import remove_stale_staging
+    from d2im_tf.deploy.export import remove_stale_staging
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".1.{int(dead.stdout)}.x7k2"  # an export killed while writing version 1

@@ -38,7 +38,7 @@ are large, and their jumps force a wide band (:class:`d2im_tf.inference.reconstr
 TF.js in the same run; file sizes, and per-image seconds (encode; SDF evaluation of a 128³ grid
 coarse-to-fine, ``--resolution``; marching cubes) of one reconstruction of the example image through
 the SavedModel, LiteRT float32, LiteRT float16 and TF.js in Node (wasm backend), with the same
-extraction code (:func:`d2im_tf.inference.runtimes.runtime_reconstructor`; decoding exactly at every
+extraction code (:func:`d2im_tf.deploy.runtimes.runtime_reconstructor`; decoding exactly at every
 point, as the converted models have no one-pass bounds), as ratios against the SavedModel, and each
 mesh's IoU against the SavedModel's (64³ voxels). Each runtime first reconstructs once at 16³ (warm-up:
 first calls, Node start). Wall-clock seconds: on a shared machine
@@ -167,7 +167,7 @@ def _untrained_model(out: Path, image, view_row) -> Path:
 
     from d2im_tf.config import load_config
     from d2im_tf.geometry import camera
-    from d2im_tf.inference.export import export_saved_model
+    from d2im_tf.deploy.export import export_saved_model
     from d2im_tf.inference.extraction import sdf_grid_points
     from d2im_tf.training.run import build_model
 
@@ -277,9 +277,9 @@ def bench_convert(args) -> dict:
     import d2im_tf.inference.reconstruct as reconstruct_module
     from d2im_tf.commands.reconstruct import BUNDLED_MODEL
     from d2im_tf.evaluation import metrics
-    from d2im_tf.inference import convert as conversion
+    from d2im_tf.deploy import convert as conversion
     from d2im_tf.inference.reconstruct import Reconstructor, resolve_model_dir
-    from d2im_tf.inference.runtimes import runtime_reconstructor
+    from d2im_tf.deploy.runtimes import runtime_reconstructor
 
     pixels = np.asarray(Image.open(REPOSITORY / "examples" / "03001627_syn00005.png"))
     view_row = np.array([103.02614414, 2.94991742, 0, 0.60377771, 35, 32, 1.75, 0, 0, 0])  # examples/README.md

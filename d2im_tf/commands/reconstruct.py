@@ -114,8 +114,8 @@ def run(args) -> int:
     if args.runtime == "savedmodel":
         reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode,
                                       fill_cavities=not args.keep_cavities)
-    else:  # the same extraction, the networks run by LiteRT or TF.js (d2im_tf.inference.runtimes)
-        from d2im_tf.inference.runtimes import runtime_reconstructor
+    else:  # the same extraction, the networks run by LiteRT or TF.js (d2im_tf.deploy.runtimes)
+        from d2im_tf.deploy.runtimes import runtime_reconstructor
 
         reconstructor = runtime_reconstructor(args.model, args.runtime, args.precision, resolution=args.resolution,
                                               mode=args.mode, fill_cavities=not args.keep_cavities)

@@ -61,7 +61,7 @@ def run(args) -> int:
     from d2im_tf.training.distribute import is_chief, make_strategy
 
     strategy = make_strategy(args.devices)  # before any other TensorFlow work
-    from d2im_tf.inference.export import export_saved_model
+    from d2im_tf.deploy.export import export_saved_model
     from d2im_tf.training.loop import require_checkpoint
     from d2im_tf.training.run import load_model
 

@@ -1,6 +1,6 @@
 """Single-image reconstruction with an exported SavedModel: image → camera → SDF → mesh.
 
-Only ``tf.saved_model.load`` and the export's signatures are used (:mod:`d2im_tf.inference.export`): the image
+Only ``tf.saved_model.load`` and the export's signatures are used (:mod:`d2im_tf.deploy.export`): the image
 is encoded once (``encode``), then the SDF is decoded chunk by chunk (``decode``) on the grid of
 :func:`d2im_tf.inference.extraction.extract_mesh`, coarse-to-fine by default.
 
