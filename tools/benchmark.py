@@ -166,8 +166,8 @@ def _untrained_model(out: Path, image, view_row) -> Path:
     import numpy as np
 
     from d2im_tf.config import load_config
-    from d2im_tf.geometry import camera
     from d2im_tf.deploy.export import export_saved_model
+    from d2im_tf.geometry import camera
     from d2im_tf.inference.extraction import sdf_grid_points
     from d2im_tf.training.run import build_model
 
@@ -276,10 +276,10 @@ def bench_convert(args) -> dict:
 
     import d2im_tf.inference.reconstruct as reconstruct_module
     from d2im_tf.commands.reconstruct import BUNDLED_MODEL
-    from d2im_tf.evaluation import metrics
     from d2im_tf.deploy import convert as conversion
-    from d2im_tf.inference.reconstruct import Reconstructor, resolve_model_dir
     from d2im_tf.deploy.runtimes import runtime_reconstructor
+    from d2im_tf.evaluation import metrics
+    from d2im_tf.inference.reconstruct import Reconstructor, resolve_model_dir
 
     pixels = np.asarray(Image.open(REPOSITORY / "examples" / "03001627_syn00005.png"))
     view_row = np.array([103.02614414, 2.94991742, 0, 0.60377771, 35, 32, 1.75, 0, 0, 0])  # examples/README.md
