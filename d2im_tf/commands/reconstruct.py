@@ -98,8 +98,8 @@ def output_names(images, out: Path, mesh_format: str) -> dict:
 
 
 def run(args) -> int:
-    from d2im_tf.data.disn_format import check_output_dir
     from d2im_tf.errors import UserError
+    from d2im_tf.io import check_output_dir
 
     if args.norm_params is not None:
         if args.camera is None:

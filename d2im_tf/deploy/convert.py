@@ -57,10 +57,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from d2im_tf.data.disn_format import check_output_dir
 from d2im_tf.deploy import tfjs
 from d2im_tf.errors import UserError
 from d2im_tf.inference.reconstruct import resolve_model_dir
+from d2im_tf.io import check_output_dir, current_umask
 
 TARGETS = ("tflite", "tfjs")
 PARTS = ("encode", "decode", "camera")
@@ -414,14 +414,9 @@ def convert(saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POI
             "models": {part.name: {"files": files[part.name], **part.spec()} for part in parts},
         }
         (staging / DESCRIPTION_FILE).write_text(json.dumps(description, indent=2) + "\n")
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

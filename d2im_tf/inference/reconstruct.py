@@ -281,8 +281,9 @@ def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=No
     """
     from tqdm import tqdm
 
-    from d2im_tf.data.disn_format import atomic_path, read_image, write_png
+    from d2im_tf.data.disn_format import read_image, write_png
     from d2im_tf.inference.preview import preview_image
+    from d2im_tf.io import atomic_path
 
     failed = 0
     for path, target in tqdm(targets.items(), desc="reconstruct", unit="image", disable=not progress,
