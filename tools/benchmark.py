@@ -24,7 +24,7 @@ through the model's camera network), dense vs coarse-to-fine, split into encode 
 marching cubes, and the ratio dense / c2f; and two same-run baselines of coarse-to-fine: decoding
 exactly (with the front/back split's second decoder pass) at every evaluated point instead of the
 one-pass bounds (``one_pass_bounds=False``), and evaluating ``--baseline-batch-points`` points per call
-instead of :data:`d2im_tf.inference.extraction.BATCH_POINTS`.
+instead of :data:`d2im_tf.config.BATCH_POINTS`.
 Without ``--model`` it exports a default-size (224², ``full``) *untrained* model, adjusted to look like
 a trained one where it matters for the comparison (the output says it is untrained): the base
 decoder's output is scaled so that its steepest slope on a 32³ grid is a true SDF's (``sdf_scale``;
@@ -194,9 +194,9 @@ def bench_reconstruct(args) -> dict:
     import numpy as np
     import trimesh
 
+    from d2im_tf.config import BATCH_POINTS
     from d2im_tf.data.disn_format import read_image
     from d2im_tf.data.render import Renderer
-    from d2im_tf.inference.extraction import BATCH_POINTS
     from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
     if args.image is not None and args.model is None:
