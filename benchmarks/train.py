@@ -1,20 +1,30 @@
 """The ``train`` benchmark: seconds per training step at the authors' setting (``configs/default.yaml``: full network,
 224² input, 2048 points per shape; batch 4 by default) in float32 and in ``mixed_bfloat16``
-(``train.precision``), against the authors' PyTorch step time on this machine (a quoted figure), with
+(``train.precision``), with
 an independent check of each figure — the step's FLOPs (TensorFlow's profiler on the traced
 ``train_step``) and the GFLOP/s they imply, beside what a large matrix product reaches on this machine
 in each type — and a baseline in the same run: the float32 step with Keras' stock batch normalisation
 instead of :mod:`d2im_tf.models.batch_norm`'s fused kernel. Then the step's parts (encoder, detail
 decoder, SDF decoder and map lookup, Laplacian loss), each timed forward + backward on its own; the
-input pipeline's rate; optionally XLA."""
+input pipeline's rate; optionally XLA.
+
+With ``--reference DIR`` (a checkout of the authors' D²IM-Net release) the authors' PyTorch training
+step is timed at the same setting in the same run, first, in a subprocess of ``--reference-python``
+(:mod:`benchmarks.torch_reference`, with as many threads as this process has cores), and every row
+of a batch size it was timed at gets its ratio ``× reference`` (our seconds per step over theirs).
+Without it, no ratio is printed: a figure measured elsewhere is not comparable."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from d2im_tf.config import PRECISIONS
+from d2im_tf.errors import UserError
 
 HELP = "seconds per training step at the authors' setting, FLOPs, where it goes"
 
@@ -30,12 +40,58 @@ def configure(parser) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per setting")
     parser.add_argument("--pipeline-batches", type=int, default=20,
                         help="timed input-pipeline batches per setting")
+    parser.add_argument("--reference", default=None, metavar="DIR",
+                        help="a checkout of the authors' D²IM-Net release: time their PyTorch training step at the "
+                             "same setting in this run and print our time over theirs")
+    parser.add_argument("--reference-python", default="python3", metavar="PYTHON",
+                        help="the Python (with PyTorch, NumPy and torchvision) that runs --reference "
+                             "(default: python3)")
 
 
-# The authors' PyTorch release, same setting (224², full network, 2048 points, batch 4), measured on
-# this 2-core machine with nothing else running (issue #15). Not re-measurable here: PyTorch is not part
-# of this project's environment.
-REFERENCE_SECONDS_PER_STEP = (2.8, 3.6)
+REFERENCE_SCRIPT = Path(__file__).resolve().with_name("torch_reference.py")
+IMAGE_SIZE, POINTS = 224, 2048  # configs/default.yaml: the authors' setting
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def measure_reference(checkout, python: str, batch: int, steps: int, threads: int | None = None) -> dict:
+    """The authors' training step timed by :mod:`benchmarks.torch_reference` under ``python`` on
+    ``checkout`` at ``batch`` shapes of :data:`POINTS` points and :data:`IMAGE_SIZE`² images: its JSON
+    result plus ``mean_seconds_per_step``. :class:`UserError` (one line) if it cannot run."""
+    checkout = Path(checkout)
+    if not (checkout / "models" / "D2IM.py").is_file():
+        raise UserError(f"{checkout}: not a checkout of the authors' D²IM-Net release (no models/D2IM.py)")
+    threads = threads or _cores()
+    command = [python, str(REFERENCE_SCRIPT), str(checkout.resolve()), "--batch", str(batch), "--points",
+               str(POINTS), "--image-size", str(IMAGE_SIZE), "--steps", str(steps), "--threads", str(threads)]
+    env = {**os.environ, **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                            "OPENBLAS_NUM_THREADS")}}
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+    except OSError as error:
+        raise UserError(f"--reference-python {python}: cannot run it ({error.strerror or error})") from None
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"{checkout}: the authors' training step failed under {python} ({reason})")
+    try:
+        measured = json.loads(lines[-1])
+        seconds = [float(value) for value in measured["seconds_per_step"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{checkout}: unreadable result of the reference step ({error}): {lines[-1][:200]}") from None
+    if len(seconds) != steps or min(seconds) <= 0:
+        raise UserError(f"{checkout}: the reference step reported {seconds}, expected {steps} positive times")
+    return {**measured, "mean_seconds_per_step": sum(seconds) / len(seconds)}
+
+
+def reference_ratios(rows: list[dict], reference: dict) -> None:
+    """Set ``time_vs_reference`` (our seconds per step over the reference's) on every row whose batch
+    size the reference was timed at; ``reference``: batch → :func:`measure_reference`'s result."""
+    for row in rows:
+        if row["batch"] in reference:
+            row["time_vs_reference"] = row["seconds_per_step"] / reference[row["batch"]]["mean_seconds_per_step"]
 
 
 def _seconds_per_step(model, stream, steps: int) -> float:
@@ -169,6 +225,10 @@ def run(args) -> dict:
     from d2im_tf.config import load_config
     from d2im_tf.data.pipeline import ShapeDataset
 
+    reference = {}
+    if args.reference:  # first: a checkout that does not run fails before the long part
+        for batch in dict.fromkeys(args.batches):
+            reference[batch] = measure_reference(args.reference, args.reference_python, batch, args.steps)
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))  # removed at the end
     d2im(["make-data", "--out", str(root), "--categories", "03001627", "--shapes-per-category", "3",
           "--views", "2", "--image-size", "224", "--seed", "0", "--test-fraction", "0"])
@@ -204,10 +264,13 @@ def run(args) -> dict:
     base = rows[0]["seconds_per_step"]
     for row in rows:
         row["time_vs_first"] = row["seconds_per_step"] / base
-        if row["batch"] == 4:  # the setting the reference was timed at
-            row["time_vs_reference"] = [row["seconds_per_step"] / r for r in REFERENCE_SECONDS_PER_STEP]
-    return {"image_size": 224, "points": 2048, "variant": "full", "matmul_gflop_per_second": peak,
-            "reference_seconds_per_step": list(REFERENCE_SECONDS_PER_STEP), "rows": rows, "breakdown": breakdowns}
+    reference_ratios(rows, reference)
+    result = {"image_size": IMAGE_SIZE, "points": POINTS, "variant": "full", "matmul_gflop_per_second": peak,
+              "rows": rows, "breakdown": breakdowns}
+    if args.reference:
+        result["reference"] = {"checkout": str(Path(args.reference).resolve()), "python": args.reference_python,
+                               "by_batch": {str(batch): measured for batch, measured in reference.items()}}
+    return result
 
 
 def show(result: dict) -> None:
@@ -216,21 +279,25 @@ def show(result: dict) -> None:
     peak = result["matmul_gflop_per_second"]
     print(f"  this machine: a 2048² matmul runs at {peak['float32']:.0f} GFLOP/s in float32, "
           f"{peak['mixed_bfloat16']:.0f} GFLOP/s in bfloat16")
+    compared = "reference" in result
     print(f"  {'batch':>5} {'precision':>15} {'BN':>6} {'XLA':>5} {'s/step':>7} {'points/s':>9} {'GFLOP/step':>11} "
-          f"{'GFLOP/s':>8} {'pipe/train':>11} {'time×':>6} {'× reference':>12}")
+          f"{'GFLOP/s':>8} {'pipe/train':>11} {'time×':>6}" + (f" {'× reference':>12}" if compared else ""))
     for r in result["rows"]:
-        reference = "–".join(f"{x:.2f}" for x in reversed(r["time_vs_reference"])) if "time_vs_reference" in r else ""
+        reference = f"{r['time_vs_reference']:.2f}" if "time_vs_reference" in r else ""
         print(f"  {r['batch']:>5} {r['precision']:>15} {r['batch_norm']:>6} {str(r['xla']):>5} "
               f"{r['seconds_per_step']:7.2f} {r['points_per_second']:9.0f} {r['gflop_per_step']:11.1f} "
-              f"{r['gflop_per_second']:8.1f} {r['pipeline_over_training']:11.1f} {r['time_vs_first']:6.2f} "
-              f"{reference:>12}")
+              f"{r['gflop_per_second']:8.1f} {r['pipeline_over_training']:11.1f} {r['time_vs_first']:6.2f}"
+              + (f" {reference:>12}" if compared else ""))
     print("  GFLOP/step: TensorFlow's profiler on the traced train_step (convolutions with their gradients, matmuls,")
     print("  element-wise ops); pipe/train: input-pipeline batches per training step (≥ 5: the data keeps up);")
     print("  time×: seconds per step relative to the first row, measured in the same run")
-    if any("time_vs_reference" in r for r in result["rows"]):
-        low, high = result["reference_seconds_per_step"]
-        print(f"  × reference: seconds per step over the authors' PyTorch release's, same setting and machine "
-              f"({low}–{high} s/step, float32; issue #15, not re-measured here)")
+    if compared:
+        print(f"  × reference: seconds per step over the authors' PyTorch step, measured first in this run "
+              f"({result['reference']['checkout']}):")
+        for batch, measured in result["reference"]["by_batch"].items():
+            print(f"    batch {batch}: {measured['mean_seconds_per_step']:.2f} s/step (float32, torch "
+                  f"{measured['torch']}, {measured['threads']} threads, mean of {len(measured['seconds_per_step'])} "
+                  "steps after a warm-up)")
     for precision, parts in result["breakdown"].items():
         print(f"  where the step's time goes, {precision} (each part forward + backward on its own, batch "
               f"{result['rows'][0]['batch']}):")

@@ -19,7 +19,7 @@ import trimesh  # noqa: E402
 
 from d2im_tf.data import disn_format as fmt  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the repository; the tests' one definition
 
 TOY_CATEGORY = "03001627"
 TOY_SAMPLES = 3000

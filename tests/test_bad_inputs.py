@@ -24,9 +24,8 @@ from PIL import Image
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
 
-from conftest import TOY_CATEGORY
+from conftest import ROOT, TOY_CATEGORY
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
 VIEW = "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"
 

@@ -23,7 +23,8 @@ from d2im_tf.geometry import camera
 from d2im_tf.geometry.frames import normalised_projection
 from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 EXAMPLE = ROOT / "examples" / "03001627_syn00005.png"
 EXAMPLE_VIEW = np.array([103.02614414, 2.94991742, 0, 0.60377771, 35, 32, 1.75, 0, 0, 0])  # examples/README.md
 SDF_TOLERANCE = 1e-3  # SDF units (the model's ×10 scale)
