@@ -2,17 +2,17 @@
 
 Also ``tools/reconstruct.py``. Writes ``OUT/<image stem>.<format>`` and ``OUT/<stem>_preview.png``
 (see :mod:`d2im_tf.inference.reconstruct` for how images are prepared and which frame the mesh is in); the
-model defaults to the bundled ``saved_models/d2im_synthetic``. The arguments are checked before
-anything is written. An image that cannot be read is reported on one line and skipped (exit code 2);
+model defaults to the bundled one (:data:`d2im_tf.bundled.BUNDLED_MODEL`, package data). The arguments are
+checked before anything is written. An image that cannot be read is reported on one line and skipped (exit code 2);
 one unlike the training renders is reconstructed with a warning.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from d2im_tf.bundled import BUNDLED_MODEL
+
 FORMATS = ("obj", "ply", "glb")
-# The model shipped in the repository: the default of ``d2im reconstruct`` and ``d2im evaluate``.
-BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "saved_models" / "d2im_synthetic"
 
 
 def model_argument(parser) -> None:
