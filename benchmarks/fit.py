@@ -33,7 +33,7 @@ FIT_CATEGORIES = list(SYNTHETIC_CATEGORIES)
 
 
 def _fit_dataset(root: Path) -> None:
-    """The memorisation set of the learning issue: 4 training shapes (one per category), 6 views, 128 px."""
+    """The memorisation set: 4 training shapes (one per category), 6 views, 128 px."""
     from d2im_tf.cli import main as d2im
 
     code = d2im(["make-data", "--out", str(root), "--categories", *FIT_CATEGORIES, "--shapes-per-category", "2",
