@@ -1,5 +1,5 @@
 """The ``fit`` benchmark: memorisation — the study config trained on 4 shapes (batch 4), IoU per shape and sign
-accuracy at the training samples every 250 steps up to 1,500 (:mod:`d2im_tf.training.fit_probe`);
+accuracy at the training samples every 250 steps up to 1,500 (:mod:`benchmarks.fit_probe`);
 with ``train.ema_decay`` set, of the weight average, the run's result."""
 from __future__ import annotations
 
