@@ -219,16 +219,16 @@ def _train_row(config, data, steps: int, stock_batch_norm: bool = False) -> dict
 
 def run(args) -> dict:
     """Training speed at the authors' setting (224², 2048 points, full network) on this machine."""
+    reference = {}
+    if args.reference:  # first: a checkout that does not run fails before TensorFlow loads
+        for batch in dict.fromkeys(args.batches):
+            reference[batch] = measure_reference(args.reference, args.reference_python, batch, args.steps)
     import tensorflow as tf
 
     from d2im_tf.cli import main as d2im
     from d2im_tf.config import load_config
     from d2im_tf.data.pipeline import ShapeDataset
 
-    reference = {}
-    if args.reference:  # first: a checkout that does not run fails before the long part
-        for batch in dict.fromkeys(args.batches):
-            reference[batch] = measure_reference(args.reference, args.reference_python, batch, args.steps)
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))  # removed at the end
     d2im(["make-data", "--out", str(root), "--categories", "03001627", "--shapes-per-category", "3",
           "--views", "2", "--image-size", "224", "--seed", "0", "--test-fraction", "0"])
