@@ -19,7 +19,7 @@ import trimesh  # noqa: E402
 
 from d2im_tf.data import disn_format as fmt  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the repository; the tests' one definition
 
 TOY_CATEGORY = "03001627"
 TOY_SAMPLES = 3000
@@ -131,7 +131,7 @@ def tiny_networks(variant: str, compat: str = "none", with_camera: bool = False,
     import keras
 
     from d2im_tf.config import CameraConfig, ModelConfig
-    from d2im_tf.inference.import_torch import build_camera, build_d2im
+    from d2im_tf.interop.import_torch import build_camera, build_d2im
 
     keras.utils.set_random_seed({"none": 1, "reference": 2}[compat] if seed is None else seed)
     sdf_model = build_d2im(ModelConfig(variant=variant, compat=compat, **TINY_MODEL))
@@ -155,7 +155,7 @@ class TinyExport:
 def tiny_export(tmp_path_factory):
     """``(variant, compat, with_camera)`` → :class:`TinyExport`, exported once per session (an export
     takes ~25 s; the conversion, serving and training tests share them)."""
-    from d2im_tf.inference.export import export_saved_model
+    from d2im_tf.deploy.export import export_saved_model
 
     cache = {}
 

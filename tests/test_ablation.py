@@ -14,7 +14,8 @@ from PIL import Image
 from d2im_tf.evaluation import ablation
 from d2im_tf.inference.preview import LABEL_HEIGHT, labelled_grid
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 TABLE = "04379243"
 
 

@@ -24,9 +24,8 @@ from PIL import Image
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
 
-from conftest import TOY_CATEGORY
+from conftest import ROOT, TOY_CATEGORY
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
 VIEW = "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"
 
@@ -493,7 +492,7 @@ def test_bad_input_in_a_process(row, shared, tmp_path):
 
 
 def test_export_removes_the_staging_folder_of_a_killed_export(tmp_path):
-    from d2im_tf.inference.export import remove_stale_staging
+    from d2im_tf.deploy.export import remove_stale_staging
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".1.{int(dead.stdout)}.x7k2"  # an export killed while writing version 1

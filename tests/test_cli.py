@@ -2,10 +2,13 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from d2im_tf import commands
+from d2im_tf.cli import COMMANDS
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.quiet import _LOG_LINE, ABSL_PREAMBLE, shown
 
@@ -20,11 +23,16 @@ def without_tf_log_level():
     return {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
 
 
-def test_help_lists_subcommands():
+def test_help_lists_every_subcommand():
+    """Every module of d2im_tf.commands is a subcommand, and ``d2im --help`` lists each with its help line."""
     result = d2im("--help")
-    assert result.returncode == 0
-    for name in ("info", "check-data"):
-        assert name in result.stdout
+    assert result.returncode == 0, result.stderr
+    modules = sorted(path.stem for path in Path(commands.__file__).parent.glob("*.py") if path.stem != "__init__")
+    assert sorted(module for module, _ in COMMANDS.values()) == modules
+    text = " ".join(result.stdout.split())  # argparse wraps the help lines at the terminal's width
+    positions = [text.find(f" {name} {help_text}") for name, (_, help_text) in COMMANDS.items()]
+    assert -1 not in positions, [name for name, at in zip(COMMANDS, positions) if at == -1]
+    assert positions == sorted(positions)  # listed in the order of COMMANDS
 
 
 def test_info_prints_versions_and_config_and_no_tensorflow_noise():

@@ -16,14 +16,15 @@ from PIL import Image
 
 from d2im_tf.cli import main
 from d2im_tf.commands.reconstruct import BUNDLED_MODEL
+from d2im_tf.deploy import convert as conversion
+from d2im_tf.deploy.runtimes import TFLiteModel, runtime_reconstructor
 from d2im_tf.evaluation import metrics
 from d2im_tf.geometry import camera
 from d2im_tf.geometry.frames import normalised_projection
-from d2im_tf.inference import convert as conversion
 from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
-from d2im_tf.inference.runtimes import TFLiteModel, runtime_reconstructor
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 EXAMPLE = ROOT / "examples" / "03001627_syn00005.png"
 EXAMPLE_VIEW = np.array([103.02614414, 2.94991742, 0, 0.60377771, 35, 32, 1.75, 0, 0, 0])  # examples/README.md
 SDF_TOLERANCE = 1e-3  # SDF units (the model's ×10 scale)
@@ -55,7 +56,7 @@ def saved_model_outputs(model_dir, image, points, projection) -> dict:
 
 
 def runtime_outputs(model, image, points, projection) -> dict:
-    """The same through a :class:`~d2im_tf.inference.runtimes.RuntimeModel` (decode in chunks)."""
+    """The same through a :class:`~d2im_tf.deploy.runtimes.RuntimeModel` (decode in chunks)."""
     encoding = model.encode(image)
     sdf, base = model.decode(encoding, points, projection)
     outputs = {**encoding, "sdf": sdf[None], "base": base[None]}
@@ -227,7 +228,7 @@ def bundled_tfjs(tmp_path_factory):
 @pytest.mark.slow
 def test_tfjs_in_node_matches_the_saved_model(bundled_tfjs):
     """The graph models run in Node 20 by @tensorflow/tfjs on its WebAssembly backend."""
-    from d2im_tf.inference.tfjs import TFJSModel
+    from d2im_tf.deploy.runtimes import TFJSModel
 
     description = json.loads((bundled_tfjs / conversion.DESCRIPTION_FILE).read_text())
     assert {part: spec["files"]["float32"] for part, spec in description["models"].items()} == {
@@ -253,8 +254,8 @@ def test_tfjs_in_node_matches_the_saved_model(bundled_tfjs):
 def test_tfjs_client_falls_back_to_cpu(bundled_tfjs, tmp_path, monkeypatch, capfd):
     """Without a usable wasm package the client starts on the pure-JS cpu backend and says so; asked
     for cpu, it uses cpu; an unknown backend is a one-line error."""
+    from d2im_tf.deploy import runtimes, tfjs
     from d2im_tf.errors import UserError
-    from d2im_tf.inference import tfjs
 
     installed = tfjs.node_modules_dir() / "node_modules" / "@tensorflow"
     crippled = tmp_path / "modules"
@@ -265,14 +266,14 @@ def test_tfjs_client_falls_back_to_cpu(bundled_tfjs, tmp_path, monkeypatch, capf
     for package in installed.parent.iterdir():
         if package.name != "@tensorflow":
             (crippled / "node_modules" / package.name).symlink_to(package)
-    monkeypatch.setattr(tfjs, "node_modules_dir", lambda: crippled)
-    model = tfjs.TFJSModel(bundled_tfjs)
+    monkeypatch.setattr(runtimes, "node_modules_dir", lambda: crippled)
+    model = runtimes.TFJSModel(bundled_tfjs)
     model.close()
     assert model.backend == "cpu"
     assert "wasm backend did not start" in capfd.readouterr().err
     monkeypatch.undo()
-    model = tfjs.TFJSModel(bundled_tfjs, backend="cpu")
+    model = runtimes.TFJSModel(bundled_tfjs, backend="cpu")
     model.close()
     assert model.backend == "cpu"
     with pytest.raises(UserError, match="backend must be one of"):
-        tfjs.TFJSModel(bundled_tfjs, backend="webgl")
+        runtimes.TFJSModel(bundled_tfjs, backend="webgl")

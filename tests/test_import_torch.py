@@ -16,7 +16,8 @@ import tensorflow as tf
 from d2im_tf import cli
 from d2im_tf.config import ModelConfig
 from d2im_tf.geometry import camera
-from d2im_tf.inference.import_torch import (
+from d2im_tf.inference.reconstruct import Reconstructor
+from d2im_tf.interop.import_torch import (
     D2IM_UNUSED_KEYS,
     WeightImportError,
     apply_state_dict,
@@ -27,7 +28,6 @@ from d2im_tf.inference.import_torch import (
     load_imagenet_vgg16,
     reference_model_config,
 )
-from d2im_tf.inference.reconstruct import Reconstructor
 
 from parity_helpers import (
     FIXTURES,
@@ -259,9 +259,9 @@ def test_world_frame_export_with_camera_network(tmp_path):
     """A small reference-mode pair (random weights): the export bundles the camera, whose pose is of
     the world frame, and reconstruction through the predicted camera stays in the world frame."""
     from d2im_tf.config import CameraConfig
+    from d2im_tf.deploy.export import export_saved_model
     from d2im_tf.errors import UserError
-    from d2im_tf.inference.export import export_saved_model
-    from d2im_tf.inference.import_torch import build_camera
+    from d2im_tf.interop.import_torch import build_camera
     from d2im_tf.models import CameraNet
 
     small = dict(image_size=32, encoder_width=8, global_dim=16, decoder_widths=[32, 16, 16, 8, 8], detail_channels=8)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import trimesh
 
+from benchmarks.fit_probe import ProbeShape, fit_report, grid_truth, probe_shapes
 from d2im_tf.cli import main
 from d2im_tf.config import load_config
 from d2im_tf.data.pipeline import ShapeDataset
-from d2im_tf.training.fit_probe import ProbeShape, fit_report, grid_truth, probe_shapes
 from d2im_tf.training.run import build_model
 
 STEPS = 400

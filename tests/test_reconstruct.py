@@ -1,5 +1,4 @@
 """Image → mesh with an exported SavedModel: image preparation, the CLI, coarse-to-fine = dense."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,8 @@ from d2im_tf.evaluation import metrics
 from d2im_tf.geometry import camera
 from d2im_tf.inference.reconstruct import Reconstructor, input_warnings, prepare_image, view_row_from_pose
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 VIEW_LINE = "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"
 
 

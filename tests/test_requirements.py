@@ -2,7 +2,6 @@
 to one version that satisfies all of them, and this environment (made by ``make``) is that set."""
 import re
 from importlib import metadata
-from pathlib import Path
 
 import tomllib
 from packaging.markers import default_environment
@@ -10,7 +9,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def pins() -> dict:

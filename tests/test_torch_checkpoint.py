@@ -1,4 +1,4 @@
-"""Tests of d2im_tf.inference.torch_checkpoint: PyTorch checkpoints read without PyTorch, refusing foreign code.
+"""Tests of d2im_tf.interop.torch_checkpoint: PyTorch checkpoints read without PyTorch, refusing foreign code.
 
 The main fixture is a real ``torch.save`` file in the authors' checkpoint format
 (``fixtures/reference/tiny_checkpoint.pt.tar``: the D²IM-Net tensors of ≤ 512 elements under the
@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from d2im_tf.inference.torch_checkpoint import (
+from d2im_tf.interop.torch_checkpoint import (
     LEGACY_MAGIC,
     LEGACY_PROTOCOL,
     CheckpointError,

@@ -15,11 +15,10 @@ import tensorflow as tf
 
 from d2im_tf.training.loop import RunSchedule, TrainingDiverged, run_training, training_checkpoint
 
-from conftest import TOY_CATEGORY, tiny_networks
+from conftest import ROOT, TOY_CATEGORY, tiny_networks
 
 pytestmark = pytest.mark.slow  # every test here trains in subprocesses
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "train_worker.py"
 
 

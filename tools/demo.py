@@ -2,20 +2,19 @@
 
 Reads ``examples/*.png``, predicts each camera with the bundled camera network, and writes a mesh
 and a preview PNG per image to ``demo_out/`` — the same ``d2im reconstruct`` a user runs on their
-own images.
+own images (its default ``--model`` is the bundled one, :data:`d2im_tf.bundled.BUNDLED_MODEL`).
 """
 import sys
 from pathlib import Path
 
 from d2im_tf.cli import main
 
-MODEL = Path("saved_models/d2im_synthetic")
 OUT = Path("demo_out")
 
 if __name__ == "__main__":
     images = sorted(str(path) for path in Path("examples").glob("*.png"))
-    print(f"d2im reconstruct {' '.join(images)} --model {MODEL} -o {OUT}", flush=True)
-    code = main(["reconstruct", *images, "--model", str(MODEL), "-o", str(OUT)])
+    print(f"d2im reconstruct {' '.join(images)} -o {OUT}", flush=True)
+    code = main(["reconstruct", *images, "-o", str(OUT)])
     if code == 0:
         print(f"meshes and previews in {OUT}/")
     sys.exit(code)

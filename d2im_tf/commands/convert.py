@@ -1,5 +1,5 @@
 """``d2im convert``: an exported SavedModel → the encode / decode / camera models of a client, for
-TFLite (LiteRT) or TF.js (:mod:`d2im_tf.inference.convert`)."""
+TFLite (LiteRT) or TF.js (:mod:`d2im_tf.deploy.convert`)."""
 from __future__ import annotations
 
 
@@ -13,7 +13,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from d2im_tf.inference.convert import DESCRIPTION_FILE, check_arguments, convert
+    from d2im_tf.deploy.convert import DESCRIPTION_FILE, check_arguments, convert
 
     check_arguments(args.to, args.out, args.chunk_points)  # before the slow SavedModel load
     out = convert(args.saved_model, args.to, args.out, args.chunk_points)

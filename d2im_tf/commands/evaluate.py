@@ -25,8 +25,9 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from d2im_tf.data.disn_format import DatasetLayout, check_output_dir
+    from d2im_tf.data.disn_format import DatasetLayout
     from d2im_tf.errors import UserError
+    from d2im_tf.io import check_output_dir
 
     if args.max_shapes is not None and args.max_shapes < 1:
         raise UserError(f"--max-shapes must be at least 1, got {args.max_shapes}")

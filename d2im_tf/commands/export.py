@@ -12,7 +12,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from d2im_tf.inference.export import export_saved_model, version_folder
+    from d2im_tf.deploy.export import export_saved_model, version_folder
     from d2im_tf.training.loop import require_checkpoint
     from d2im_tf.training.run import load_model
 

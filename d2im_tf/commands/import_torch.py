@@ -1,9 +1,9 @@
 """``d2im import-torch``: the authors' PyTorch checkpoints → a SavedModel in the usual layout.
 
 ``--sdf best_model.pt.tar`` (D²IM-Net) and optionally ``--camera CAMmodel.pt.tar`` (camera network) are
-read without PyTorch (:mod:`d2im_tf.inference.torch_checkpoint`), copied into reference-compatible Keras models
-(:mod:`d2im_tf.inference.import_torch`; every key used, every shape checked) and exported with
-:func:`d2im_tf.inference.export.export_saved_model`, so ``d2im reconstruct`` and ``d2im evaluate`` take the result
+read without PyTorch (:mod:`d2im_tf.interop.torch_checkpoint`), copied into reference-compatible Keras models
+(:mod:`d2im_tf.interop.import_torch`; every key used, every shape checked) and exported with
+:func:`d2im_tf.deploy.export.export_saved_model`, so ``d2im reconstruct`` and ``d2im evaluate`` take the result
 like any other model. A file that does not fit is a one-line error naming it and the key (exit 2).
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from d2im_tf.inference.export import export_saved_model
-    from d2im_tf.inference.import_torch import import_camnet, import_d2im
+    from d2im_tf.deploy.export import export_saved_model
+    from d2im_tf.interop.import_torch import import_camnet, import_d2im
 
     model, count = import_d2im(args.sdf)
     print(f"D²IM-Net: {count:,} values from {args.sdf}")

@@ -74,7 +74,8 @@ def check_out_folder(out: Path, record: dict) -> int:
 
     Returns the index of the first shape of each category to write: 0, except when a finished dataset
     grows by a larger ``--extra-train-shapes`` (its shapes are kept and only the new ones written)."""
-    from d2im_tf.data.disn_format import DatasetLayout, check_output_dir
+    from d2im_tf.data.disn_format import DatasetLayout
+    from d2im_tf.io import check_output_dir
 
     check_output_dir(out, "dataset folder")
     if not out.is_dir() or not any(out.iterdir()):
@@ -110,8 +111,9 @@ def run(args) -> int:
     _validate(args)
     out, record = Path(args.out), settings_record(args)
     first_shape = check_out_folder(out, record)
-    from d2im_tf.data.disn_format import DatasetLayout, atomic_path
+    from d2im_tf.data.disn_format import DatasetLayout
     from d2im_tf.data.synth import generate
+    from d2im_tf.io import atomic_path
 
     made = [] if out.exists() else [out, *[p for p in out.parents if not p.exists()]]  # folders this run creates
     if first_shape:  # growing: the split lists go until the new shapes are in, so they mark a finished dataset

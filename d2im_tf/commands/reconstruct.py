@@ -2,17 +2,17 @@
 
 Also ``tools/reconstruct.py``. Writes ``OUT/<image stem>.<format>`` and ``OUT/<stem>_preview.png``
 (see :mod:`d2im_tf.inference.reconstruct` for how images are prepared and which frame the mesh is in); the
-model defaults to the bundled ``saved_models/d2im_synthetic``. The arguments are checked before
-anything is written. An image that cannot be read is reported on one line and skipped (exit code 2);
+model defaults to the bundled one (:data:`d2im_tf.bundled.BUNDLED_MODEL`, package data). The arguments are
+checked before anything is written. An image that cannot be read is reported on one line and skipped (exit code 2);
 one unlike the training renders is reconstructed with a warning.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from d2im_tf.bundled import BUNDLED_MODEL
+
 FORMATS = ("obj", "ply", "glb")
-# The model shipped in the repository: the default of ``d2im reconstruct`` and ``d2im evaluate``.
-BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "saved_models" / "d2im_synthetic"
 
 
 def model_argument(parser) -> None:
@@ -98,8 +98,8 @@ def output_names(images, out: Path, mesh_format: str) -> dict:
 
 
 def run(args) -> int:
-    from d2im_tf.data.disn_format import check_output_dir
     from d2im_tf.errors import UserError
+    from d2im_tf.io import check_output_dir
 
     if args.norm_params is not None:
         if args.camera is None:
@@ -114,8 +114,8 @@ def run(args) -> int:
     if args.runtime == "savedmodel":
         reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode,
                                       fill_cavities=not args.keep_cavities)
-    else:  # the same extraction, the networks run by LiteRT or TF.js (d2im_tf.inference.runtimes)
-        from d2im_tf.inference.runtimes import runtime_reconstructor
+    else:  # the same extraction, the networks run by LiteRT or TF.js (d2im_tf.deploy.runtimes)
+        from d2im_tf.deploy.runtimes import runtime_reconstructor
 
         reconstructor = runtime_reconstructor(args.model, args.runtime, args.precision, resolution=args.resolution,
                                               mode=args.mode, fill_cavities=not args.keep_cavities)

@@ -53,7 +53,7 @@ def run_network(config, network: str, strategy, args):
 def run(args) -> int:
     config = config_from_arguments(args)
     check_devices(args)
-    from d2im_tf.data.disn_format import check_output_dir
+    from d2im_tf.io import check_output_dir
 
     target = Path(args.export or Path("saved_models") / Path(config.train.out_dir).name)
     if not args.no_export:  # fail now rather than after training
@@ -61,7 +61,7 @@ def run(args) -> int:
     from d2im_tf.training.distribute import is_chief, make_strategy
 
     strategy = make_strategy(args.devices)  # before any other TensorFlow work
-    from d2im_tf.inference.export import export_saved_model
+    from d2im_tf.deploy.export import export_saved_model
     from d2im_tf.training.loop import require_checkpoint
     from d2im_tf.training.run import load_model
 

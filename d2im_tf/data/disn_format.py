@@ -11,14 +11,11 @@ Real DISN/D²IM-Net ShapeNet downloads and the project's own synthetic data shar
     <root>/meshes/<cat>/<shape>/model.obj                 (ours) ground-truth mesh, world frame
 
 Every reader raises :class:`DataError` whose message is one line naming the file and the problem;
-every writer writes a temporary file beside the target and renames it, so a killed process never
-leaves a half-written file.
+every writer writes a temporary file beside the target and renames it (:func:`d2im_tf.io.atomic_path`), so a
+killed process never leaves a half-written file.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from d2im_tf.errors import UserError
+from d2im_tf.io import atomic_path
 
 METADATA_FIELDS = 10  # az, el, 0, dist_ratio, 35, 32, 1.75, sx, sy, sz
 DEPTH_SCALE = 10000.0  # depth PNGs store round(depth · 10⁴) as uint16
@@ -93,46 +91,6 @@ class DatasetLayout:
             return []
         names = {p.name.rsplit("_", 1)[0] for p in self.split_dir.glob("*_*.lst")}
         return sorted(names)
-
-
-# ------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def check_output_dir(path, what: str = "output folder") -> Path:
-    """``path`` if it is, or can be created as, a writable folder, else :class:`DataError`; creates
-    nothing (a probe folder is made in the nearest existing ancestor and removed at once)."""
-    path = Path(path)
-    existing = path
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        where = "is a file" if existing == path else f"is under the file {existing}"
-        raise DataError(path, f"cannot be used as the {what}: it {where}")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".d2im-probe-", dir=existing))
-    except OSError as error:
-        raise DataError(path, f"cannot be used as the {what}: {existing} is not writable "
-                              f"({error.strerror or error})") from None
-    return path
 
 
 def _write_text(path, text: str) -> None:

@@ -41,6 +41,7 @@ from d2im_tf.evaluation import metrics
 from d2im_tf.evaluation.summary import group_by_category, mean_over_categories
 from d2im_tf.geometry import camera
 from d2im_tf.geometry.frames import box_side, normalised_pose, to_normalised, to_world
+from d2im_tf.io import atomic_path
 
 TEST_VIEW = 32
 SIDE_TEST_VIEW = 6
@@ -172,7 +173,7 @@ def table_columns(rows: list[dict]) -> dict:
 
 def _write_csv(path, rows: list[dict]) -> None:
     fields = list(dict.fromkeys(key for row in rows for key in row))  # the GT rows lack the camera metrics
-    with fmt.atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
@@ -211,6 +212,6 @@ def write_reports(rows: list[dict], out) -> dict:
     paths = {"per_shape": out / "per_shape.csv", "csv": out / "metrics.csv", "markdown": out / "metrics.md"}
     _write_csv(paths["per_shape"], rows)
     _write_csv(paths["csv"], summary)
-    with fmt.atomic_path(paths["markdown"]) as tmp:
+    with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(markdown_tables(summary))
     return paths

@@ -1,2 +1,2 @@
-"""From a trained network to meshes and to other runtimes: extraction, reconstruction, SavedModel export,
-previews, imported weights, and the TFLite / TF.js conversions with their clients."""
+"""From a trained network to meshes: mesh extraction from an SDF, reconstruction of images with an exported
+SavedModel, and preview images."""

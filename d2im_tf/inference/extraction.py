@@ -61,6 +61,7 @@ import trimesh
 from scipy import ndimage
 from skimage import measure
 
+from d2im_tf.config import BATCH_POINTS
 from d2im_tf.geometry.frames import NORMALISED_BOX
 
 # points [N, 3] float32 -> sdf [N], or (sdf [N], clearance [N]), or (sdf [N], clearance [N], exact [N] bool)
@@ -71,10 +72,6 @@ RefineFunction = Callable[[np.ndarray], np.ndarray]
 
 MODES = ("coarse_to_fine", "dense")
 INITIAL_RESOLUTION = 32  # cells per axis of coarse-to-fine's first level
-# Points per call of the SDF function, and per compiled decode of D2IMNet.predict_sdf. Smaller batches keep
-# the decoder's activations ([n, 256] float32, 16 MB at 16,384 points) near the CPU caches: per point,
-# 16,384 evaluates 1.6× faster than 65,536 (docs/speed.md); much smaller batches pay the per-call overhead.
-BATCH_POINTS = 16384
 # A bound of the fused field closer to 0 than this (model units) does not settle the sign: the exact
 # value, computed in a batch of another size, may round to the other side.
 SIGN_MARGIN = 1e-3

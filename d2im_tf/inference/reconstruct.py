@@ -1,6 +1,6 @@
 """Single-image reconstruction with an exported SavedModel: image → camera → SDF → mesh.
 
-Only ``tf.saved_model.load`` and the export's signatures are used (:mod:`d2im_tf.inference.export`): the image
+Only ``tf.saved_model.load`` and the export's signatures are used (:mod:`d2im_tf.deploy.export`): the image
 is encoded once (``encode``), then the SDF is decoded chunk by chunk (``decode``) on the grid of
 :func:`d2im_tf.inference.extraction.extract_mesh`, coarse-to-fine by default.
 
@@ -38,10 +38,11 @@ import tensorflow as tf
 import trimesh
 from PIL import Image
 
+from d2im_tf.config import BATCH_POINTS
 from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError
 from d2im_tf.geometry import camera, frames
-from d2im_tf.inference.extraction import BATCH_POINTS, INITIAL_RESOLUTION, extract_fused_mesh, levels_fit
+from d2im_tf.inference.extraction import INITIAL_RESOLUTION, extract_fused_mesh, levels_fit
 
 WHITE = 255
 BLACK = 0
@@ -281,8 +282,9 @@ def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=No
     """
     from tqdm import tqdm
 
-    from d2im_tf.data.disn_format import atomic_path, read_image, write_png
+    from d2im_tf.data.disn_format import read_image, write_png
     from d2im_tf.inference.preview import preview_image
+    from d2im_tf.io import atomic_path
 
     failed = 0
     for path, target in tqdm(targets.items(), desc="reconstruct", unit="image", disable=not progress,

@@ -79,10 +79,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from d2im_tf.config import ModelConfig
+from d2im_tf.config import BATCH_POINTS, ModelConfig
 from d2im_tf.geometry import camera
 from d2im_tf.geometry.interpolation import sample_bilinear, sample_bspline
-from d2im_tf.inference.extraction import BATCH_POINTS
 from d2im_tf.models.base import DistributableModel
 from d2im_tf.models.decoders import DetailDecoder, GlobalLocalDecoder, ImplicitDecoder
 from d2im_tf.models.encoder import ResNet18

@@ -25,8 +25,8 @@ import tensorflow as tf
 import yaml
 
 from d2im_tf.config import Config, load_config
-from d2im_tf.data.disn_format import atomic_path, check_output_dir
 from d2im_tf.errors import UserError
+from d2im_tf.io import atomic_path, check_output_dir
 from d2im_tf.training.averaging import CHECKPOINT_KEY as AVERAGE_KEY
 from d2im_tf.training.averaging import WeightAverage, restore_average
 from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, current_step

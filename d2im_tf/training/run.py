@@ -40,8 +40,8 @@ from d2im_tf.config import Config, ConfigError
 from d2im_tf.data.pipeline import CameraDataset, ShapeDataset, has_split
 from d2im_tf.errors import UserError
 from d2im_tf.geometry import camera
-from d2im_tf.inference.import_torch import load_backbone_weights, load_encoder_weights, require_weights_file
 from d2im_tf.inference.reconstruct import resolve_model_dir
+from d2im_tf.interop.import_torch import load_backbone_weights, load_encoder_weights, require_weights_file
 from d2im_tf.models.base import DistributableModel
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import D2IMNet

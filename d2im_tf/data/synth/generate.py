@@ -27,6 +27,7 @@ from d2im_tf.data.categories import CATEGORY_NAMES
 from d2im_tf.data.render import Renderer, View, random_views
 from d2im_tf.data.synth import mesh_sdf, shapes
 from d2im_tf.errors import UserError
+from d2im_tf.io import atomic_path
 
 MESH_DIGITS = 6  # OBJ coordinates are written (and used) rounded to 1e-6
 
@@ -96,7 +97,7 @@ def write_obj(path, mesh: trimesh.Trimesh) -> None:
     """A plain OBJ (``v`` and ``f`` lines only) with :data:`MESH_DIGITS` decimals, atomically."""
     vertices = "".join(f"v {x:.{MESH_DIGITS}f} {y:.{MESH_DIGITS}f} {z:.{MESH_DIGITS}f}\n" for x, y, z in mesh.vertices)
     faces = "".join(f"f {a} {b} {c}\n" for a, b, c in mesh.faces + 1)
-    with fmt.atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(vertices + faces)
 
 

@@ -31,9 +31,10 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
-from d2im_tf.data.disn_format import DataError, SdfSamples, atomic_path, read_mesh, read_samples
+from d2im_tf.data.disn_format import DataError, SdfSamples, read_mesh, read_samples
 from d2im_tf.geometry.frames import NORMALISED_BOX
 from d2im_tf.geometry.triangles import closest_points_on_triangles
+from d2im_tf.io import atomic_path
 
 NORMALIZATION_SAMPLES = 16384
 SAMPLE_COUNT = 32768

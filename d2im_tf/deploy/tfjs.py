@@ -20,26 +20,21 @@ inside the npm package (``setWasmPaths`` points at its ``dist/`` folder, so noth
 cannot start, on the pure-JS cpu backend, ~10× slower, with a warning. :func:`node_modules_dir` runs
 ``npm ci --ignore-scripts`` once into a cache folder named after
 the lockfile's hash; after that the client works offline. ``tfjs_client.mjs`` loads the three graph
-models of a converted folder and answers requests on stdin/stdout: a little-endian uint32 length, a
-JSON header, then the float32 tensors of the header's list back to back (:class:`TFJSModel`).
+models of a converted folder and answers requests on stdin/stdout; its Python side is
+:class:`d2im_tf.deploy.runtimes.TFJSModel`.
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from d2im_tf.errors import UserError
-from d2im_tf.inference.runtimes import RuntimeModel
 
 TFJS_VERSION = "4.22.0"
 # What the SavedModel → graph-model converter imports, beyond TensorFlow; installed with --no-deps.
@@ -157,62 +152,6 @@ def node_modules_dir() -> Path:
                               cwd=staging, capture_output=True, text=True)
 
     return _install_once(target, install, "the TF.js client's npm packages (npm ci)")
-
-
-class TFJSModel(RuntimeModel):
-    """The graph models of a folder written by ``d2im convert --to tfjs``, run in Node by
-    ``tfjs_client.mjs`` (one process for the three models, kept alive between calls)."""
-
-    format = "tfjs"
-
-    def __init__(self, folder, backend: str = "wasm"):
-        super().__init__(folder)
-        if backend not in BACKENDS:
-            raise UserError(f"TF.js backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if shutil.which("node") is None:
-            raise UserError("node not found: --runtime tfjs needs Node.js 20 or later")
-        modules = node_modules_dir()
-        self.process = subprocess.Popen(
-            ["node", str(CLIENT_SCRIPT), str(self.folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env={**os.environ, "D2IM_TFJS_MODULES": str(modules / "node_modules"), "D2IM_TFJS_BACKEND": backend})
-        header, _ = self._receive()
-        self.backend = header["backend"]  # "cpu" if wasm was asked for and failed to start
-        if header.get("fallback"):
-            print(f"warning: the TF.js wasm backend did not start ({header['fallback']}); "
-                  "using the much slower cpu backend", file=sys.stderr)
-        atexit.register(self.close)
-
-    def _receive(self):
-        size = self.process.stdout.read(4)
-        if len(size) < 4:
-            raise RuntimeError(f"the TF.js client stopped (exit code {self.process.wait()})")
-        header = json.loads(self.process.stdout.read(struct.unpack("<I", size)[0]))
-        if "error" in header:
-            raise RuntimeError(f"the TF.js client failed: {header['error']}")
-        arrays = {}
-        for item in header.get("tensors", []):
-            count = int(np.prod(item["shape"]))
-            data = self.process.stdout.read(4 * count)
-            arrays[item["name"]] = np.frombuffer(data, np.float32).reshape(item["shape"])
-        return header, arrays
-
-    def run(self, part: str, inputs: dict) -> dict:
-        arrays = {name: np.ascontiguousarray(value, np.float32) for name, value in inputs.items()}
-        header = json.dumps({"model": part, "tensors": [{"name": name, "shape": list(value.shape)}
-                                                        for name, value in arrays.items()]}).encode()
-        self.process.stdin.write(struct.pack("<I", len(header)) + header)
-        for value in arrays.values():
-            self.process.stdin.write(value.tobytes())
-        self.process.stdin.flush()
-        return self._receive()[1]
-
-    def close(self):
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // d2im's TF.js reference client: runs the graph models of a folder written by `d2im convert --to tfjs`
 // in Node with @tensorflow/tfjs and its WebAssembly backend (@tensorflow/tfjs-backend-wasm: the .wasm
 // binaries ship in the npm package, no native library, no download at run time), as
-// d2im_tf/inference/tfjs.py drives it.
+// d2im_tf/deploy/runtimes.py (TFJSModel) drives it.
 //
 //   D2IM_TFJS_MODULES=<folder holding node_modules/@tensorflow/tfjs> [D2IM_TFJS_BACKEND=wasm|cpu] \
 //     node tfjs_client.mjs CONVERTED_FOLDER

@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from d2im_tf.config import CameraConfig, ModelConfig
 from d2im_tf.errors import UserError
-from d2im_tf.inference.torch_checkpoint import load_checkpoint
+from d2im_tf.interop.torch_checkpoint import load_checkpoint
 from d2im_tf.models.camera_net import VGG16, CameraNet, PoseHead
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.models.decoders import DetailDecoder, ImplicitDecoder

@@ -1,11 +1,13 @@
-"""Reference clients of the converted models (:mod:`d2im_tf.inference.convert`): LiteRT and TF.js.
+"""Reference clients of the converted models (:mod:`d2im_tf.deploy.convert`): LiteRT and TF.js.
 
 A :class:`RuntimeModel` reads ``d2im_runtime.json`` and runs the three models of a converted folder:
 ``encode`` once per image, ``decode`` on a query of any number of points in chunks of the fixed
 ``chunk_points`` (the last one padded by repeating its last point, the padding dropped), ``camera``
 once per image. :class:`TFLiteModel` runs ``.tflite`` files with LiteRT's interpreter
 (``ai_edge_litert``; ``tf.lite.Interpreter`` is deprecated); :class:`TFJSModel` runs the graph models
-in Node with ``@tensorflow/tfjs`` on its WebAssembly backend (:mod:`d2im_tf.inference.tfjs`).
+in Node with ``@tensorflow/tfjs`` on its WebAssembly backend: ``tfjs_client.mjs``, set up by
+:mod:`d2im_tf.deploy.tfjs`, answers requests on stdin/stdout (a little-endian uint32 length, a JSON
+header, then the float32 tensors of the header's list back to back).
 
 :class:`RuntimeReconstructor` is :class:`d2im_tf.inference.reconstruct.Reconstructor` with the SDF, encoder and
 camera evaluated by such a model: image preparation, coarse-to-fine extraction and marching cubes are
@@ -13,13 +15,21 @@ the same code, so the meshes differ only by what the runtime computes differentl
 """
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from d2im_tf.deploy.convert import DESCRIPTION_FILE, FORMAT_VERSION, SMALL
+from d2im_tf.deploy.tfjs import BACKENDS, CLIENT_SCRIPT, node_modules_dir
 from d2im_tf.errors import UserError
-from d2im_tf.inference.convert import DESCRIPTION_FILE, FORMAT_VERSION, SMALL
+from d2im_tf.inference.reconstruct import Reconstructor
 
 RUNTIMES = ("savedmodel", "tflite", "tfjs")
 PRECISIONS = ("float32", SMALL)
@@ -129,6 +139,62 @@ class TFLiteModel(RuntimeModel):
         return self.runners[part](**inputs)
 
 
+class TFJSModel(RuntimeModel):
+    """The graph models of a folder written by ``d2im convert --to tfjs``, run in Node by
+    ``tfjs_client.mjs`` (one process for the three models, kept alive between calls)."""
+
+    format = "tfjs"
+
+    def __init__(self, folder, backend: str = "wasm"):
+        super().__init__(folder)
+        if backend not in BACKENDS:
+            raise UserError(f"TF.js backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if shutil.which("node") is None:
+            raise UserError("node not found: --runtime tfjs needs Node.js 20 or later")
+        modules = node_modules_dir()
+        self.process = subprocess.Popen(
+            ["node", str(CLIENT_SCRIPT), str(self.folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env={**os.environ, "D2IM_TFJS_MODULES": str(modules / "node_modules"), "D2IM_TFJS_BACKEND": backend})
+        header, _ = self._receive()
+        self.backend = header["backend"]  # "cpu" if wasm was asked for and failed to start
+        if header.get("fallback"):
+            print(f"warning: the TF.js wasm backend did not start ({header['fallback']}); "
+                  "using the much slower cpu backend", file=sys.stderr)
+        atexit.register(self.close)
+
+    def _receive(self):
+        size = self.process.stdout.read(4)
+        if len(size) < 4:
+            raise RuntimeError(f"the TF.js client stopped (exit code {self.process.wait()})")
+        header = json.loads(self.process.stdout.read(struct.unpack("<I", size)[0]))
+        if "error" in header:
+            raise RuntimeError(f"the TF.js client failed: {header['error']}")
+        arrays = {}
+        for item in header.get("tensors", []):
+            count = int(np.prod(item["shape"]))
+            data = self.process.stdout.read(4 * count)
+            arrays[item["name"]] = np.frombuffer(data, np.float32).reshape(item["shape"])
+        return header, arrays
+
+    def run(self, part: str, inputs: dict) -> dict:
+        arrays = {name: np.ascontiguousarray(value, np.float32) for name, value in inputs.items()}
+        header = json.dumps({"model": part, "tensors": [{"name": name, "shape": list(value.shape)}
+                                                        for name, value in arrays.items()]}).encode()
+        self.process.stdin.write(struct.pack("<I", len(header)) + header)
+        for value in arrays.values():
+            self.process.stdin.write(value.tobytes())
+        self.process.stdin.flush()
+        return self._receive()[1]
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
 def open_runtime_model(folder, runtime: str, precision: str = "float32") -> RuntimeModel:
     """The :class:`RuntimeModel` of ``runtime`` ("tflite" or "tfjs") for a converted ``folder``."""
     if runtime == "tflite":
@@ -136,8 +202,6 @@ def open_runtime_model(folder, runtime: str, precision: str = "float32") -> Runt
     if precision != "float32":
         raise UserError(f"--precision {precision}: only the TFLite conversion has a {precision} variant")
     if runtime == "tfjs":
-        from d2im_tf.inference.tfjs import TFJSModel
-
         return TFJSModel(folder)
     raise UserError(f"--runtime {runtime}: unknown runtime; choose one of {', '.join(RUNTIMES)}")
 
@@ -177,8 +241,6 @@ def runtime_reconstructor(folder, runtime: str, precision: str = "float32", **op
     """A :class:`d2im_tf.inference.reconstruct.Reconstructor` (same ``options``) whose networks run in ``runtime``
     from the converted ``folder``. The converted models have no one-pass bounds: every evaluated point
     is decoded exactly."""
-    from d2im_tf.inference.reconstruct import Reconstructor
-
     class RuntimeReconstructor(Reconstructor):
         def _load(self, model_path) -> None:
             self.runtime_model = open_runtime_model(model_path, runtime, precision)

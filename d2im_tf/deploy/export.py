@@ -48,8 +48,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from d2im_tf.data.disn_format import check_output_dir
 from d2im_tf.errors import UserError
+from d2im_tf.io import check_output_dir
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import D2IMNet
 

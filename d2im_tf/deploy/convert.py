@@ -10,7 +10,7 @@ A client reconstructs an image in three steps, so the SavedModel's signatures be
 ``camera``  image [1, S, S, 3] → projection [1, 3, 4], rotation [1, 3, 3], translation [1, 3]
             (only for a SavedModel with a camera network).
 
-Each is the SavedModel signature of the same name (:mod:`d2im_tf.inference.export`) frozen (weights become
+Each is the SavedModel signature of the same name (:mod:`d2im_tf.deploy.export`) frozen (weights become
 constants) with its inputs fixed to batch 1 and C points, inputs the signature ignores dropped (the
 encoder's feature maps for all variants but ``gl``, the maps for ``baseline`` and ``wsamp``) and
 outputs nobody reads dropped with them. The batch of 1 is what a phone or a browser reconstructs;
@@ -44,7 +44,7 @@ TFLite                 ``encode.tflite``, ``decode.tflite``, ``camera.tflite`` (
                        model's SDF by up to 1.5 units (base field 0.08), enough to flip the front/back
                        split, and its mesh IoU against float32 was 0.74 (float16: README).
 TF.js                  ``encode/``, ``decode/``, ``camera/``: graph models (``model.json`` + weight
-                       shards), converted by :mod:`d2im_tf.inference.tfjs`.
+                       shards), converted by :mod:`d2im_tf.deploy.tfjs`.
 """
 from __future__ import annotations
 
@@ -57,7 +57,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from d2im_tf.deploy import tfjs
 from d2im_tf.errors import UserError
+from d2im_tf.inference.reconstruct import resolve_model_dir
+from d2im_tf.io import check_output_dir, current_umask
 
 TARGETS = ("tflite", "tfjs")
 PARTS = ("encode", "decode", "camera")
@@ -362,8 +365,6 @@ def read_model_description(model_dir: Path) -> dict:
 
 def load_saved_model(path):
     """``(model_dir, loaded SavedModel, description)``; :class:`UserError` for anything else."""
-    from d2im_tf.inference.reconstruct import resolve_model_dir
-
     model_dir = resolve_model_dir(path)
     info = read_model_description(model_dir)
     try:
@@ -379,8 +380,6 @@ def load_saved_model(path):
 
 def check_arguments(target: str, out, chunk_points: int) -> Path:
     """:class:`UserError` for an unknown target, an unusable or existing OUT, a bad chunk size."""
-    from d2im_tf.data.disn_format import check_output_dir
-
     if target not in TARGETS:
         raise UserError(f"--to {target}: unsupported target; choose one of {', '.join(TARGETS)}")
     if not 1 <= chunk_points <= 1 << 20:
@@ -399,8 +398,6 @@ def convert(saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POI
     ``precisions``: the TFLite files to write (the command writes both)."""
     out = check_arguments(target, out, chunk_points)
     if target == "tfjs":
-        from d2im_tf.inference import tfjs
-
         tfjs.check_converter_available()  # before the slow load; installs it on first use
     model_dir, loaded, info = load_saved_model(saved_model)
     parts = prepare_parts(loaded, chunk_points, target)
@@ -410,8 +407,6 @@ def convert(saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POI
         if target == "tflite":
             files = write_tflite(parts, staging, precisions)
         else:
-            from d2im_tf.inference import tfjs
-
             files = tfjs.write_tfjs(parts, staging)
         description = {
             "format": target, "format_version": FORMAT_VERSION, "source": str(model_dir.resolve()),
@@ -419,14 +414,9 @@ def convert(saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POI
             "models": {part.name: {"files": files[part.name], **part.spec()} for part in parts},
         }
         (staging / DESCRIPTION_FILE).write_text(json.dumps(description, indent=2) + "\n")
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

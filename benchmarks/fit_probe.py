@@ -16,7 +16,7 @@ For each shape of a split, seen from one view (the evaluation view of
   a centre on the surface is then decided by errors below the margin, which ``sign_accuracy`` leaves
   out (docs/training.md, "What the table's IoU measures").
 
-Used by ``tools/benchmark.py fit`` (the memorisation benchmark) and by the memorisation test.
+Used by ``tools/benchmark.py fit`` (:mod:`benchmarks.fit`, the memorisation benchmark) and by the memorisation test.
 """
 from __future__ import annotations
 
