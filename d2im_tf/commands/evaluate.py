@@ -20,7 +20,7 @@ def configure(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", metavar="ROOT", help="DISN-layout dataset with meshes/")
     source.add_argument("--images", metavar="DIR",
-                        help="a folder of PNG/JPEG images: silhouette IoU with the predicted camera and a contact sheet")
+                        help="a folder of PNG/JPEG images: silhouette IoU with the predicted camera, contact sheet")
     parser.add_argument("--split", default="test", help="split list to evaluate (default test)")
     parser.add_argument("--split-dir", default=None, help="folder of the split lists (default ROOT/splits)")
     parser.add_argument("--categories", nargs="+", default=None, help="category ids (default: all with a split list)")

@@ -56,9 +56,10 @@ def input_view_panel(shading: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     return panel
 
 
-def evaluate_image(reconstructor, pixels: np.ndarray) -> tuple[dict, list[np.ndarray]]:
-    """``(scores, panels)`` of one uint8 image: :func:`silhouette_scores` plus ``object_size`` (of the
-    input's foreground), and the three contact-sheet panels ``[PANEL, PANEL, 3]``."""
+def evaluate_image(reconstructor, pixels: np.ndarray):
+    """``(scores, panels, reconstruction)`` of one uint8 image: :func:`silhouette_scores` plus
+    ``object_size`` (of the input's foreground), the three contact-sheet panels ``[PANEL, PANEL, 3]``
+    and the :class:`~d2im_tf.inference.reconstruct.Reconstruction`."""
     from d2im_tf.data.disn_format import on_white
     from d2im_tf.inference.preview import mesh_panel
 
@@ -73,7 +74,7 @@ def evaluate_image(reconstructor, pixels: np.ndarray) -> tuple[dict, list[np.nda
     side[0] += 90.0
     panels = [_square(shown), _square(input_view_panel(shading, result.foreground)),
               mesh_panel(result.mesh, side, PANEL)]
-    return scores, panels
+    return scores, panels, result
 
 
 def evaluate_images(reconstructor, paths, progress: bool = True) -> tuple[list[dict], list[list[np.ndarray]]]:
@@ -91,7 +92,7 @@ def evaluate_images(reconstructor, paths, progress: bool = True) -> tuple[list[d
         except UserError as error:
             tqdm.write(f"error: {error}", file=sys.stderr)
             continue
-        scores, panels = evaluate_image(reconstructor, pixels)
+        scores, panels, _ = evaluate_image(reconstructor, pixels)
         rows.append({"image": Path(path).name, **scores})
         cells.append(panels)
     return rows, cells
@@ -118,10 +119,11 @@ def write_image_reports(rows: list[dict], cells: list[list[np.ndarray]], out) ->
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text(markdown_table(rows) + "\n")
     with atomic_path(paths["csv"]) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image", *COLUMNS])
+        writer = csv.DictWriter(handle, fieldnames=["image", *COLUMNS], extrasaction="ignore")
         writer.writeheader()
         for row in [*rows, mean_row(rows)] if rows else []:
-            writer.writerow({key: (f"{value:.4f}" if isinstance(value, float) else value) for key, value in row.items()})
+            writer.writerow({key: f"{value:.4f}" if isinstance(value, float) else value
+                             for key, value in row.items()})
     if cells:
         titles = [f"{row['image']}  IoU {row['iou']:.2f}" for row in rows]
         grid = labelled_grid(cells, ["input", "mesh, input's camera", "mesh, side"], titles)
