@@ -7,7 +7,8 @@ DISN view each at 128 px, rendered (a) at the view's distance (the training fram
 distance ratio scaled so that the object's box spans :data:`FOREIGN_SIZE` of the side (the foreign
 renders' median), and (c) (b) re-framed back to the training object size at reconstruction. For each:
 the silhouette IoU with the predicted camera (:mod:`d2im_tf.evaluation.silhouette`) and the predicted
-camera's mean 2D error on 2,048 surface points, in pixels of a 128 px image, against the GT camera.
+camera's mean 2D error on 2,048 surface points, in pixels of a 128 px image, and its rotation error
+(degrees), against the GT camera.
 Writes ``OUT/framing_study.md`` and a contact sheet per case (``OUT/<case>/contact_sheet.png``).
 """
 from __future__ import annotations
@@ -47,7 +48,8 @@ def cases(shapes: int, seed: int):
             renders = {"training framing": (view.rgba, row),
                        "foreign framing": (renderer.render(near, IMAGE_SIZE).rgba, near)}
             yield (f"{category}_{index}",
-                   {key: (rgba, camera.projection_from_metadata(r, IMAGE_SIZE)) for key, (rgba, r) in renders.items()},
+                   {key: (rgba, camera.projection_from_metadata(r, IMAGE_SIZE),
+                          camera.world_to_camera(r[0], r[1], r[3])[0]) for key, (rgba, r) in renders.items()},
                    np.array([*centre, scale]), points[::8])
 
 
@@ -83,19 +85,22 @@ def main(argv=None) -> int:
     rows: dict[str, list] = {}
     cells: dict[str, list] = {}
     for name, renders, norm_params, points in cases(args.shapes, args.seed):
-        for framing_name, (rgba, truth) in renders.items():
+        for framing_name, (rgba, truth, rotation) in renders.items():
             for how, reconstructor in reconstructors.items():
                 case = f"{framing_name}, {how}"
                 scores, panels, result = evaluate_image(reconstructor, rgba)
                 scores["camera_px"] = camera_error(result.input_projection, truth, norm_params, points)
+                cosine = (np.trace(rotation @ result.pose[0].T) - 1.0) / 2.0
+                scores["rotation_deg"] = float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
                 rows.setdefault(case, []).append({"image": name, **scores})
                 cells.setdefault(case, []).append(panels)
                 print(case, name, {k: round(v, 3) for k, v in scores.items()}, flush=True)
-    keys = ("iou", "outside", "missed", "object_size", "camera_px")
-    lines = ["| case | silhouette IoU | outside | missed | object size | camera 2D error (px of 128) |",
-             "|---|---|---|---|---|---|"]
+    keys = ("iou", "outside", "missed", "object_size", "camera_px", "rotation_deg")
+    lines = ["| case | silhouette IoU | outside | missed | object size | camera 2D error (px of 128) "
+             "| rotation error (°, median) |", "|---|---|---|---|---|---|---|"]
     for case, case_rows in rows.items():
         mean = {key: np.mean([row[key] for row in case_rows]) for key in keys}
+        mean["rotation_deg"] = np.median([row["rotation_deg"] for row in case_rows])
         lines.append(f"| {case} | " + " | ".join(f"{mean[key]:.3f}" for key in keys) + " |")
         write_image_reports(case_rows, cells[case], out / case.replace(", ", "_").replace(" ", "_"))
     (out / "framing_study.md").write_text("\n".join(lines) + "\n")

@@ -29,6 +29,8 @@ def configure(parser) -> None:
                         help="marching-cubes grid resolution (default 64, with --images 128)")
     keep_cavities_argument(parser)
     input_arguments(parser)
+    parser.add_argument("--no-input-panel", action="store_true",
+                        help="with --images: leave the inputs out of the contact sheet (images you may not share)")
     parser.add_argument("-o", "--out", required=True, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -59,7 +61,7 @@ def run_images(args) -> int:
                                   matting=not args.no_matting, object_size=object_size)
     reconstructor.require_camera(None)
     rows, cells = evaluate_images(reconstructor, paths, progress=not args.no_progress)
-    written = write_image_reports(rows, cells, out)
+    written = write_image_reports(rows, cells, out, inputs=not args.no_input_panel)
     print(markdown_table(rows))
     print(f"wrote {written['markdown']}, {written['csv']} and {written['sheet']}")
     return 0 if len(rows) == len(paths) else 2

@@ -7,7 +7,8 @@ matte: :mod:`d2im_tf.inference.matting`) by :func:`d2im_tf.evaluation.silhouette
 
 Writes ``OUT/silhouette.md`` and ``OUT/silhouette.csv`` (one row per image and the mean) and
 ``OUT/contact_sheet.png``: one row per image, *input* | *mesh from the input's camera* (shaded, the
-input's foreground outlined in red) | *mesh from the side* (azimuth +90° from the predicted view).
+input's foreground outlined in red) | *mesh from the side* (azimuth +90° from the predicted view);
+without the input column if asked (for images that may not be redistributed).
 """
 from __future__ import annotations
 
@@ -109,8 +110,9 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_image_reports(rows: list[dict], cells: list[list[np.ndarray]], out) -> dict:
-    """Write ``silhouette.md``, ``silhouette.csv`` and ``contact_sheet.png`` into ``out``; their paths."""
+def write_image_reports(rows: list[dict], cells: list[list[np.ndarray]], out, inputs: bool = True) -> dict:
+    """Write ``silhouette.md``, ``silhouette.csv`` and ``contact_sheet.png`` (``inputs``: with the input
+    column) into ``out``; their paths."""
     from d2im_tf.data.disn_format import atomic_path, write_png
     from d2im_tf.inference.preview import labelled_grid
 
@@ -126,6 +128,8 @@ def write_image_reports(rows: list[dict], cells: list[list[np.ndarray]], out) ->
                              for key, value in row.items()})
     if cells:
         titles = [f"{row['image']}  IoU {row['iou']:.2f}" for row in rows]
-        grid = labelled_grid(cells, ["input", "mesh, input's camera", "mesh, side"], titles)
+        columns = ["input", "mesh, input's camera", "mesh, side"]
+        start = 0 if inputs else 1
+        grid = labelled_grid([row[start:] for row in cells], columns[start:], titles)
         write_png(paths["sheet"], np.asarray(grid))
     return paths
