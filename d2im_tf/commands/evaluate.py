@@ -47,7 +47,7 @@ def run_images(args) -> int:
     if not folder.is_dir():
         raise UserError(f"{folder}: image folder not found" if not folder.exists() else f"{folder}: not a folder")
     object_size = object_size_option(args.object_size)
-    resolution = args.resolution or 128
+    resolution = 128 if args.resolution is None else args.resolution
 
     from d2im_tf.evaluation.images import evaluate_images, image_paths, markdown_table, write_image_reports
     from d2im_tf.inference.reconstruct import Reconstructor, check_resolution
@@ -73,7 +73,7 @@ def run(args) -> int:
 
     if args.images is not None:
         return run_images(args)
-    args.resolution = args.resolution or 64
+    args.resolution = 64 if args.resolution is None else args.resolution
 
     if args.max_shapes is not None and args.max_shapes < 1:
         raise UserError(f"--max-shapes must be at least 1, got {args.max_shapes}")

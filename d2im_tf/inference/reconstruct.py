@@ -376,7 +376,13 @@ def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=No
             failed += 1
             continue
         result = reconstructor.reconstruct(pixels, camera_row, norm_params)
-        for warning in input_warnings(result.image):
+        if reconstructor.object_size is None:
+            warnings = input_warnings(result.image)
+        else:  # the background as given (after matting); re-framing centres the object
+            given = prepare_input(pixels, reconstructor.image_size, reconstructor.image_reading,
+                                  reconstructor.matting, None).image
+            warnings = [warning for warning in input_warnings(given) if "off-centre" not in warning]
+        for warning in warnings:
             tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
         if len(result.mesh.faces) == 0:
             tqdm.write(f"warning: {path}: the predicted SDF has no surface in the box; no mesh written",
