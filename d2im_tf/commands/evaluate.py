@@ -28,7 +28,7 @@ def configure(parser) -> None:
     parser.add_argument("--resolution", type=int, default=None,
                         help="marching-cubes grid resolution (default 64, with --images 128)")
     keep_cavities_argument(parser)
-    input_arguments(parser)
+    input_arguments(parser, None, "auto with --images; off with --data, whose renders are the training's kind")
     parser.add_argument("--no-input-panel", action="store_true",
                         help="with --images: leave the inputs out of the contact sheet (images you may not share)")
     parser.add_argument("-o", "--out", required=True, help="output folder")
@@ -46,7 +46,7 @@ def run_images(args) -> int:
     folder = Path(args.images)
     if not folder.is_dir():
         raise UserError(f"{folder}: image folder not found" if not folder.exists() else f"{folder}: not a folder")
-    object_size = object_size_option(args.object_size)
+    object_size = object_size_option(args.object_size or "auto")
     resolution = 128 if args.resolution is None else args.resolution
 
     from d2im_tf.evaluation.images import evaluate_images, image_paths, markdown_table, write_image_reports
@@ -74,6 +74,9 @@ def run(args) -> int:
     if args.images is not None:
         return run_images(args)
     args.resolution = 64 if args.resolution is None else args.resolution
+    from d2im_tf.commands.reconstruct import object_size_option
+
+    object_size = object_size_option(args.object_size or "off")
 
     if args.max_shapes is not None and args.max_shapes < 1:
         raise UserError(f"--max-shapes must be at least 1, got {args.max_shapes}")
@@ -88,7 +91,8 @@ def run(args) -> int:
     check_resolution(args.resolution, "coarse_to_fine")
     if not split_pairs(layout, args.split, args.categories, args.max_shapes):
         raise UserError(f"{args.data}: no shapes in split {args.split!r}")
-    reconstructor = Reconstructor(args.model, resolution=args.resolution, fill_cavities=not args.keep_cavities)
+    reconstructor = Reconstructor(args.model, resolution=args.resolution, fill_cavities=not args.keep_cavities,
+                                  matting=not args.no_matting, object_size=object_size)
     rows = evaluate(reconstructor, layout, args.split, args.categories, args.max_shapes,
                     progress=not args.no_progress)
     paths = write_reports(rows, args.out)

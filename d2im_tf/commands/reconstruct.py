@@ -30,14 +30,14 @@ def keep_cavities_argument(parser) -> None:
                              "does (default: fill them; the training shapes have none)")
 
 
-def input_arguments(parser) -> None:
-    """``--no-matting`` and ``--object-size`` (shared with ``d2im evaluate --images``)."""
+def input_arguments(parser, object_size_default: str = "auto", default_text: str = "auto") -> None:
+    """``--no-matting`` and ``--object-size`` (shared with ``d2im evaluate``)."""
     parser.add_argument("--no-matting", action="store_true",
                         help="do not matte images without alpha on a background that is not plain white "
                              "(default: GrabCut finds the object; docs/real_images.md)")
-    parser.add_argument("--object-size", default="auto", metavar="auto|off|F",
-                        help="re-frame the input so the object's box spans F of the side: auto (default) uses "
-                             "the size the model was trained on, off keeps the framing as given")
+    parser.add_argument("--object-size", default=object_size_default, metavar="auto|off|F",
+                        help="re-frame the input so the object's box spans F of the side: auto uses the size the "
+                             f"model was trained on, off keeps the framing as given (default: {default_text})")
 
 
 def object_size_option(text: str):

@@ -194,6 +194,8 @@ def framed_example(image_path: bytes, normal_path: bytes, image_size: int, objec
     """NumPy side of ``data.framing_object_size``: ``(image [S, S, 3], normals [S, S, 3], A [3, 3])`` —
     the render composited on white and re-framed, its normal map likewise, and the affine A of the
     pixels of the render resized to S (the projection's pixels) to the re-framed image's."""
+    from PIL import Image
+
     from d2im_tf.data import framing
 
     rgba = fmt.read_image(image_path.decode())
@@ -205,7 +207,7 @@ def framed_example(image_path: bytes, normal_path: bytes, image_size: int, objec
     normals = fmt.read_normal_map(normal_path.decode())  # [h, w, 3] unit normals, zeros on the background
     to_normals = np.diag([normals.shape[1] / width, normals.shape[0] / height, 1.0])  # render → normal-map pixels
     normals = framing.warp(normals, transform @ np.linalg.inv(to_normals), image_size, fill=0.0,
-                           resample=framing.Image.NEAREST)
+                           resample=Image.NEAREST)
     resized = np.diag([image_size / width, image_size / height, 1.0])  # render → the projection's pixels
     return (np.clip(image / 255.0, 0.0, 1.0).astype(np.float32), normals.astype(np.float32),
             (transform @ np.linalg.inv(resized)).astype(np.float32))
