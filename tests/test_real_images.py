@@ -112,7 +112,6 @@ def composited_renders(count: int, size: int = 128):
         yield backgrounds.composite(view.rgba, background), view.mask
 
 
-@pytest.mark.slow
 def test_grabcut_mattes_renders_on_textured_backgrounds():
     """10 renders on procedural backgrounds (two of each kind): mean mask IoU ≥ 0.95, none below 0.9."""
     ious = []

@@ -25,7 +25,7 @@ WHITE_BORDER = 0.9  # share of the border ring that must be white for "a plain w
 BORDER_RING = 1 / 32  # ring width, share of the image's side (at least 2 pixels)
 ITERATIONS = 6
 BORDER_CLUSTERS = 8  # k-means colour clusters of the border ring
-BACKGROUND_COLOUR_DISTANCE = 12.0  # Lab units: interior pixels this close to a border colour start as background
+BACKGROUND_COLOUR_DISTANCE = 8.0  # Lab units: interior pixels this close to a border colour start as background
 KEEP_FRACTION = 0.05  # foreground regions smaller than this share of the largest one are dropped
 
 
