@@ -16,7 +16,7 @@ GrabCut) and composited on white; RGBA keeps its alpha — and *re-framing* — 
 the object's box and resized so that the box spans ``object_size`` of the side
 (:func:`d2im_tf.data.framing.reframe`), the object size of the training renders: the median measured
 by ``tools/framing_stats.py`` (:data:`TRAINING_OBJECT_SIZE`) for a model trained on uncropped renders,
-the stored ``framing_object_size`` for one trained with ``data.framing``. Every step is an affine
+the stored ``framing_object_size`` for one trained with ``data.framing_object_size``. Every step is an affine
 map of pixel coordinates, so :attr:`Reconstruction.input_projection` maps the mesh's frame to the
 pixels of the image as given.
 
@@ -214,8 +214,9 @@ class Reconstructor:
     shapes never have (:func:`~d2im_tf.inference.extraction.fill_enclosed_cavities`; not in the paper).
     ``matting``: matte inputs on backgrounds that are not plain white (:func:`prepare_input`).
     ``object_size``: ``"auto"`` re-frames inputs to the model's training object size (its stored
-    ``framing_object_size``, else :data:`TRAINING_OBJECT_SIZE`; never for the ``"reference"`` reading),
-    a number re-frames to that size, None keeps the framing as given.
+    ``framing_object_size``, else :data:`TRAINING_OBJECT_SIZE`; never for the ``"reference"`` reading,
+    and with a given camera only for a model trained with re-framing), a number re-frames to that size,
+    None keeps the framing as given.
     """
 
     def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
@@ -233,6 +234,9 @@ class Reconstructor:
         self.one_pass_bounds = one_pass_bounds and "decode_bounds" in self.model.signatures
         self.fill_cavities = fill_cavities
         self.matting = matting
+        # "auto" re-frames only for the camera network: a given camera (--camera) is that of the render as
+        # it is, and the SDF network of a model trained on uncropped renders breaks under cropped intrinsics
+        self.reframe_given_camera = object_size != "auto" or "framing_object_size" in self.info
         if object_size == "auto":
             stored = self.info.get("framing_object_size")
             object_size = None if self.image_reading == "reference" else float(stored or TRAINING_OBJECT_SIZE)
@@ -264,6 +268,10 @@ class Reconstructor:
         if self.has_camera and "camera" not in self.model.signatures:
             raise UserError(f"{info_path}: says the model has a camera network, but it has no 'camera' signature")
 
+    def reframing_size(self, camera_row=None) -> float | None:
+        """The object size an input is re-framed to with ``camera_row`` (None: a predicted camera), or None."""
+        return self.object_size if camera_row is None or self.reframe_given_camera else None
+
     def require_camera(self, camera_row) -> None:
         """:class:`UserError` unless a view is given or the model can predict one."""
         if camera_row is None and not self.has_camera:
@@ -292,7 +300,8 @@ class Reconstructor:
     def reconstruct(self, pixels: np.ndarray, camera_row=None, norm_params=None) -> Reconstruction:
         """Mesh of the object in ``pixels`` (any uint8 image, see :func:`prepare_input`)."""
         pixels = np.asarray(pixels)
-        prepared = prepare_input(pixels, self.image_size, self.image_reading, self.matting, self.object_size)
+        prepared = prepare_input(pixels, self.image_size, self.image_reading, self.matting,
+                                 self.reframing_size(camera_row))
         image = prepared.image  # [S, S, 3]
         batch = tf.constant(image[None])  # [1, S, S, 3]
         start = time.perf_counter()
@@ -376,7 +385,8 @@ def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=No
             failed += 1
             continue
         result = reconstructor.reconstruct(pixels, camera_row, norm_params)
-        if reconstructor.object_size is None:
+        given = result.image  # the input padded and resized, without re-framing
+        if reconstructor.reframing_size(camera_row) is None:
             warnings = input_warnings(result.image)
         else:  # the background as given (after matting); re-framing centres the object
             given = prepare_input(pixels, reconstructor.image_size, reconstructor.image_reading,
@@ -391,8 +401,10 @@ def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=No
             with atomic_path(target) as tmp:
                 result.mesh.export(tmp, file_type=mesh_format)
             with atomic_path(target.with_name(f"{target.stem}_camera.json")) as tmp:
-                tmp.write_text(json.dumps(camera_description(result, pixels.shape), indent=1) + "\n")
+                tmp.write_text(json.dumps(camera_description(result, pixels.shape)) + "\n")
         if previews:
             preview = target.with_name(f"{target.stem}_preview.png")
-            write_png(preview, preview_image(result.image, result.mesh, result.view, result.maps))
+            # a given camera's view row is that of the input as given; a predicted one, of the network's input
+            shown = given if camera_row is not None else result.image
+            write_png(preview, preview_image(shown, result.mesh, result.view, result.maps))
     return failed
