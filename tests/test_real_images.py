@@ -196,3 +196,23 @@ def test_object_size_option_accepts_auto_off_and_a_share_only():
     for bad in ("0", "1.5", "big"):
         with pytest.raises(UserError, match="--object-size"):
             object_size_option(bad)
+
+
+def test_a_model_trained_re_framed_is_re_framed_to_its_stored_size(tiny_export, tmp_path):
+    import shutil
+
+    from d2im_tf.inference.export import model_description
+    from d2im_tf.inference.reconstruct import TRAINING_OBJECT_SIZE, Reconstructor
+
+    export = tiny_export("full", with_camera=True)
+    assert "framing_object_size" not in model_description(export.sdf, export.camera)
+    assert model_description(export.sdf, export.camera, 0.6)["framing_object_size"] == 0.6
+    plain = Reconstructor(export.path, resolution=16)
+    assert plain.reframing_size() == TRAINING_OBJECT_SIZE and plain.reframing_size(VIEW) is None
+    copy = tmp_path / "model"
+    shutil.copytree(export.path, copy)
+    info_path = copy / "assets.extra" / "d2im.json"
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "framing_object_size": 0.6}))
+    framed = Reconstructor(copy, resolution=16)
+    assert framed.reframing_size() == 0.6 and framed.reframing_size(VIEW) == 0.6
+    assert Reconstructor(copy, resolution=16, object_size=None).reframing_size() is None
