@@ -47,6 +47,9 @@ class DataConfig:
     # share of those far-field draws taken from inside the shape (sdf < 0), the rest from outside;
     # 0: drawn uniformly over the box, whose inside share is the shape's share of its volume
     far_inside: float = 0.0
+    # > 0: crop each training image to its object's box, resized so the box spans this share of the side,
+    # the projection adjusted by the crop (d2im_tf/data/framing.py); 0: the renders as they are (the paper)
+    framing_object_size: float = 0.0
     seed: int = 0  # the shuffling, views and points of the input stream, and the initial weights
 
 
@@ -205,12 +208,12 @@ _MINIMUM = {
     "train.checkpoint_every": 1, "train.log_every": 1, "train.image_every": 1, "train.preview_every_epochs": 1,
     "train.warmup_steps": 0, "model.point_frequencies": 0, "data.far_fraction": 0.0,
     "data.far_inside": 0.0, "train.ema_decay": 0.0, "model.laplacian_weight": 0.0,
-    "model.laplacian_flat_sigma": 0.0,
+    "model.laplacian_flat_sigma": 0.0, "data.framing_object_size": 0.0,
 }
 _POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate", "model.inside_weight",
              "model.laplacian_flat_tolerance")
 _BELOW = {"train.beta_1": 1.0, "data.far_fraction": 1.0, "train.ema_decay": 1.0}
-_AT_MOST = {"data.far_inside": 1.0}
+_AT_MOST = {"data.far_inside": 1.0, "data.framing_object_size": 1.0}
 _CHOICES = {
     "model.variant": VARIANTS, "camera.backbone": ("vgg16", "resnet18"), "camera.translation": ("distance", "full"),
     "model.code_norm": CODE_NORMS, "train.lr_schedule": LR_SCHEDULES, "model.compat": COMPAT_MODES,

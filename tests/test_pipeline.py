@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import trimesh
 from scipy import stats
 
 from d2im_tf.config import load_config
@@ -260,3 +261,46 @@ def test_camera_examples_project_like_the_world_camera(toy_root):
     assert matches == 1
     # The points are on the toy sphere of radius 0.3 (normalised frame).
     np.testing.assert_allclose(np.linalg.norm(points, axis=1), 0.3, atol=1e-5)
+
+
+def test_framing_crops_the_image_and_moves_the_projection_with_it(tmp_path):
+    """data.framing_object_size: renders of the toy spheres, cropped to 0.8 of the side. GT surface points
+    projected with the example's projection land on the object in the cropped image and its normal map
+    (before and after), and their box spans 0.8 of the side, centred: the framing's definition."""
+    from d2im_tf.data import framing
+    from d2im_tf.data.render import Renderer
+
+    from conftest import write_toy_dataset
+
+    layout = write_toy_dataset(tmp_path, image_size=48)
+    for i, shape in enumerate(("a", "b", "c")):
+        centre, m = np.array([0.01 * i, 0.0, -0.02]), 0.5 + 0.1 * i
+        sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.3 * m)
+        sphere.apply_translation(centre)
+        renderer = Renderer(sphere)
+        for v, row in enumerate(fmt.read_metadata(layout.metadata_path(TOY_CATEGORY, shape))):
+            view = renderer.render(row, 48)
+            fmt.write_png(layout.image_path(TOY_CATEGORY, shape, v), view.rgba)
+            fmt.write_normal_map(layout.normal_path(TOY_CATEGORY, shape, v), view.normals, view.mask)
+    sphere_points = trimesh.creation.icosphere(subdivisions=3, radius=0.3).vertices  # normalised frame
+    for fraction in (0.0, 0.8):
+        batch = next(iter(ShapeDataset(_config(tmp_path, f"data.framing_object_size={fraction}")).dataset(6)))
+        for image, normals, projection in zip(batch["image"].numpy(), batch["normal_map"].numpy(),
+                                              batch["projection"].numpy()):
+            uv, _ = camera.project(sphere_points[None], projection[None])
+            uv = uv.numpy()[0]  # [N, 2]
+            pixels = np.floor(uv).astype(int)
+            centre = -np.linalg.solve(projection[:, :3], projection[:, 3])  # the camera's optical centre
+            rays = sphere_points - centre
+            facing = np.einsum("ij,ij->i", rays / np.linalg.norm(rays, axis=1, keepdims=True),
+                               sphere_points / 0.3) < -0.3  # front points away from the silhouette
+            foreground = image.min(axis=-1) < 0.9
+            assert foreground[pixels[facing, 1], pixels[facing, 0]].all()
+            # nearest-neighbour resizing of the normal map may shift it by half a pixel
+            assert (np.abs(normals[pixels[facing, 1], pixels[facing, 0]]).sum(axis=-1) > 0).mean() > 0.9
+            if fraction:
+                box = np.concatenate([uv.min(axis=0), uv.max(axis=0)])  # the sphere's silhouette's box
+                # the crop's box is the 48² render's whole-pixel box: ±1 render pixel is ±1.5 pixels here
+                assert max(box[2] - box[0], box[3] - box[1]) / 32 == pytest.approx(fraction, abs=3 / 32)
+                np.testing.assert_allclose((box[:2] + box[2:]) / 2, 16, atol=1.5)
+                assert framing.object_size(foreground) == pytest.approx(fraction, abs=3 / 32)

@@ -136,7 +136,7 @@ def test_input_warnings_flag_inputs_unlike_the_training_renders():
     assert input_warnings(np.ones((64, 64, 3), np.float32)) == ["the image is blank (all white)"]
 
 
-def test_cli_warns_about_a_photo_like_input_only(model_dir, tmp_path, capsys):
+def test_cli_warns_about_a_photo_like_input_only_without_matting(model_dir, tmp_path, capsys):
     rng = np.random.default_rng(1)
     photo = rng.integers(40, 200, (64, 64, 3), dtype=np.uint8)  # a textured background
     photo[20:44, 20:44] = 90
@@ -146,10 +146,14 @@ def test_cli_warns_about_a_photo_like_input_only(model_dir, tmp_path, capsys):
     Image.fromarray(render).save(tmp_path / "render.png")
     code = main(["reconstruct", str(tmp_path / "photo.jpg"), str(tmp_path / "render.png"), "--model", str(model_dir),
                  "-o", str(tmp_path / "out"), "--camera", VIEW_LINE, "--resolution", "32", "--no-preview",
-                 "--no-progress"])
+                 "--no-progress", "--no-matting"])
     assert code == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "white background" in line]
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {tmp_path / 'photo.jpg'}: only "), warnings
+    code = main(["reconstruct", str(tmp_path / "photo.jpg"), "--model", str(model_dir), "-o", str(tmp_path / "matted"),
+                 "--camera", VIEW_LINE, "--resolution", "32", "--no-preview", "--no-progress"])
+    assert code == 0  # matted onto white: no warning
+    assert not [line for line in capsys.readouterr().err.splitlines() if "white background" in line]
 
 
 @pytest.mark.slow

@@ -98,7 +98,7 @@ def figure(args) -> None:
     for variant in args.variants:
         print(f"figure: reconstructing {len(cases)} inputs with {variant}", flush=True)
         reconstructor = Reconstructor(ablation.export_dir(args.out, variant), resolution=args.figure_resolution,
-                                      fill_cavities=False)
+                                      fill_cavities=False, object_size=None)  # the renders as the paper reads them
         for index, case in enumerate(cases):
             mesh = reconstructor.reconstruct(case.pixels, case.view_row, case.norm_params).mesh  # world frame
             for row in (2 * index, 2 * index + 1):

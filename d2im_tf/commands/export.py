@@ -13,7 +13,7 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     from d2im_tf.deploy.export import export_saved_model, version_folder
-    from d2im_tf.training.loop import require_checkpoint
+    from d2im_tf.training.loop import load_run_config, require_checkpoint
     from d2im_tf.training.run import load_model
 
     version_folder(args.out, args.version)  # before any model is built
@@ -22,5 +22,6 @@ def run(args) -> int:
         require_checkpoint(args.camera_checkpoint)
     model = load_model(args.checkpoint, "sdf")
     camera_model = load_model(args.camera_checkpoint, "camera") if args.camera_checkpoint else None
-    print(f"exported {export_saved_model(model, args.out, camera_model, args.version)}")
+    framing = load_run_config(args.checkpoint).data.framing_object_size
+    print(f"exported {export_saved_model(model, args.out, camera_model, args.version, framing)}")
     return 0

@@ -1,6 +1,7 @@
 """``d2im reconstruct``: images → meshes (+ preview strips) with an exported SavedModel.
 
-Also ``tools/reconstruct.py``. Writes ``OUT/<image stem>.<format>`` and ``OUT/<stem>_preview.png``
+Also ``tools/reconstruct.py``. Writes ``OUT/<image stem>.<format>``, ``OUT/<stem>_camera.json`` (the
+3×4 projection from the mesh's frame to the input image's pixels) and ``OUT/<stem>_preview.png``
 (see :mod:`d2im_tf.inference.reconstruct` for how images are prepared and which frame the mesh is in); the
 model defaults to the bundled one (:data:`d2im_tf.bundled.BUNDLED_MODEL`, package data). The arguments are
 checked before anything is written. An image that cannot be read is reported on one line and skipped (exit code 2);
@@ -29,6 +30,31 @@ def keep_cavities_argument(parser) -> None:
                              "does (default: fill them; the training shapes have none)")
 
 
+def input_arguments(parser, object_size_default: str = "auto", default_text: str = "auto") -> None:
+    """``--no-matting`` and ``--object-size`` (shared with ``d2im evaluate``)."""
+    parser.add_argument("--no-matting", action="store_true",
+                        help="do not matte images without alpha on a background that is not plain white "
+                             "(default: GrabCut finds the object; docs/real_images.md)")
+    parser.add_argument("--object-size", default=object_size_default, metavar="auto|off|F",
+                        help="re-frame the input so the object's box spans F of the side: auto uses the size the "
+                             f"model was trained on, off keeps the framing as given (default: {default_text})")
+
+
+def object_size_option(text: str):
+    """``--object-size``: "auto", "off" (None) or a number in (0, 1]."""
+    from d2im_tf.errors import UserError
+
+    if text in ("auto", "off"):
+        return None if text == "off" else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--object-size: expected auto, off or a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise UserError(f"--object-size: expected a number in (0, 1], got {text}")
+    return value
+
+
 def configure(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files (RGB, RGBA or grey, any size)")
     model_argument(parser)
@@ -44,6 +70,7 @@ def configure(parser) -> None:
     parser.add_argument("--mode", choices=("coarse_to_fine", "dense"), default="coarse_to_fine",
                         help="SDF evaluation: coarse_to_fine (default, same mesh, fewer evaluations) or dense")
     keep_cavities_argument(parser)
+    input_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
     parser.add_argument("--no-preview", action="store_true", help="do not write the preview PNGs")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -106,6 +133,7 @@ def run(args) -> int:
             raise UserError("--norm-params needs --camera (a predicted camera gives the normalised frame)")
         check_norm_params(args.norm_params)
     camera_row = parse_camera_line(args.camera) if args.camera is not None else None
+    object_size = object_size_option(args.object_size)
     out = check_output_dir(args.out)
     targets = output_names(args.images, out, args.format)
 
@@ -113,12 +141,14 @@ def run(args) -> int:
 
     if args.runtime == "savedmodel":
         reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode,
-                                      fill_cavities=not args.keep_cavities)
+                                      fill_cavities=not args.keep_cavities, matting=not args.no_matting,
+                                      object_size=object_size)
     else:  # the same extraction, the networks run by LiteRT or TF.js (d2im_tf.deploy.runtimes)
         from d2im_tf.deploy.runtimes import runtime_reconstructor
 
         reconstructor = runtime_reconstructor(args.model, args.runtime, args.precision, resolution=args.resolution,
-                                              mode=args.mode, fill_cavities=not args.keep_cavities)
+                                              mode=args.mode, fill_cavities=not args.keep_cavities,
+                                              matting=not args.no_matting, object_size=object_size)
     reconstructor.require_camera(camera_row)  # before the progress bar starts
     failed = reconstruct_files(reconstructor, targets, camera_row, args.norm_params, args.format,
                                previews=not args.no_preview, progress=not args.no_progress)

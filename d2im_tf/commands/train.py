@@ -74,5 +74,7 @@ def run(args) -> int:
         if config.train.precision != "float32":  # export in float32: the final checkpoint in a float32 network
             model = load_model(config.train.out_dir, "sdf")
         camera_model = load_model(args.camera_run, "camera") if args.camera_run else None
-        print(f"exported {export_saved_model(model, target, camera_model)}")
+        exported = export_saved_model(model, target, camera_model,
+                                      framing_object_size=config.data.framing_object_size)
+        print(f"exported {exported}")
     return 0

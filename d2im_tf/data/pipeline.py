@@ -11,6 +11,11 @@ samples inside the shape and the rest from outside (each side uniformly): a unif
 puts only the shape's share of its volume inside (~8% for a cabinet), too few to keep a bulky shape's
 deep interior negative (docs/notes/training_study.md, "The interior of bulky shapes").
 
+With ``data.framing_object_size`` = σ > 0, each image is cropped to its object's box (the render's
+alpha) and resized so the box spans σ of the side (:func:`d2im_tf.data.framing.reframe`); the normal
+map is cropped the same way (nearest neighbour) and the projection is multiplied by the crop's affine
+map, so every point still projects onto its pixel (the camera network's examples are not cropped).
+
 Determinism and resume: element ``k`` of the stream is fully determined by ``(seed, k)``. Its shape is
 position ``k mod S`` of a permutation drawn for epoch ``k // S``; its view and points come from
 stateless random ops seeded with ``(seed, k)``. Parallel map therefore changes nothing, and resuming
@@ -185,6 +190,29 @@ def _shape_arrays(path: bytes, need_density: bool, need_far: bool):
 # The dataset.
 
 
+def framed_example(image_path: bytes, normal_path: bytes, image_size: int, object_size: float):
+    """NumPy side of ``data.framing_object_size``: ``(image [S, S, 3], normals [S, S, 3], A [3, 3])`` —
+    the render composited on white and re-framed, its normal map likewise, and the affine A of the
+    pixels of the render resized to S (the projection's pixels) to the re-framed image's."""
+    from PIL import Image
+
+    from d2im_tf.data import framing
+
+    rgba = fmt.read_image(image_path.decode())
+    if rgba.shape[-1] != 4:
+        raise fmt.DataError(image_path.decode(), "data.framing_object_size needs RGBA renders (the alpha is the mask)")
+    height, width = rgba.shape[:2]
+    mask = rgba[..., 3] > 127
+    image, transform = framing.reframe(fmt.on_white(rgba).astype(np.float32), mask, object_size, image_size)
+    normals = fmt.read_normal_map(normal_path.decode())  # [h, w, 3] unit normals, zeros on the background
+    to_normals = np.diag([normals.shape[1] / width, normals.shape[0] / height, 1.0])  # render → normal-map pixels
+    normals = framing.warp(normals, transform @ np.linalg.inv(to_normals), image_size, fill=0.0,
+                           resample=Image.NEAREST)
+    resized = np.diag([image_size / width, image_size / height, 1.0])  # render → the projection's pixels
+    return (np.clip(image / 255.0, 0.0, 1.0).astype(np.float32), normals.astype(np.float32),
+            (transform @ np.linalg.inv(resized)).astype(np.float32))
+
+
 def decode_image(path, image_size: int):
     """PNG → ``[S, S, 3]`` float32 in [0, 1]; RGBA is composited on white, as the renders' background."""
     image = tf.image.decode_png(tf.io.read_file(path), channels=4)
@@ -280,13 +308,24 @@ class ShapeDataset:
             points = tf.concat([points, tf.gather(far_points, far_index)], axis=0)
             sdf = tf.concat([sdf, tf.gather(far_sdf, far_index)], axis=0)
             gradients = tf.concat([gradients, tf.gather(far_gradients, far_index)], axis=0)
+        projection = self._projections[shape, view]  # [3, 4]
+        if self.config.data.framing_object_size:
+            image, normal_map, transform = tf.numpy_function(
+                framed_example, [self._image_paths[shape, view], self._normal_paths[shape, view], size,
+                                 self.config.data.framing_object_size],
+                [tf.float32] * 3, stateful=False)
+            image, normal_map = tf.ensure_shape(image, [size, size, 3]), tf.ensure_shape(normal_map, [size, size, 3])
+            projection = tf.ensure_shape(transform, [3, 3]) @ projection
+        else:
+            image = decode_image(self._image_paths[shape, view], size)
+            normal_map = _decode_normals(self._normal_paths[shape, view], size)
         return {
-            "image": decode_image(self._image_paths[shape, view], size),
-            "normal_map": _decode_normals(self._normal_paths[shape, view], size),
+            "image": image,
+            "normal_map": normal_map,
             "points": tf.ensure_shape(points, [num, 3]),
             "sdf": tf.ensure_shape(sdf * self.config.data.sdf_scale, [num]),
             "gradients": tf.ensure_shape(gradients, [num, 3]),
-            "projection": self._projections[shape, view],
+            "projection": projection,
         }
 
     def dataset(self, batch_size: int, start: int = 0, repeat: bool = True) -> tf.data.Dataset:

@@ -66,10 +66,13 @@ def model_frame(model) -> str:
     return "world" if config.compat == "reference" else "normalised"
 
 
-def model_description(sdf_model: D2IMNet, camera_model: CameraNet | None = None) -> dict:
-    """The content of ``assets.extra/d2im.json`` (module docstring)."""
+def model_description(sdf_model: D2IMNet, camera_model: CameraNet | None = None,
+                      framing_object_size: float = 0.0) -> dict:
+    """The content of ``assets.extra/d2im.json`` (module docstring); ``framing_object_size`` (the training
+    config's ``data.framing_object_size``) is recorded when > 0, for the reconstruction to re-frame to."""
     reference = sdf_model.model_config.compat == "reference"
-    return {"image_size": sdf_model.model_config.image_size, "sdf_scale": sdf_model.sdf_scale,
+    framing = {"framing_object_size": float(framing_object_size)} if framing_object_size else {}
+    return {**framing, "image_size": sdf_model.model_config.image_size, "sdf_scale": sdf_model.sdf_scale,
             "variant": sdf_model.model_config.variant, "has_camera": camera_model is not None,
             "compat": sdf_model.model_config.compat, "frame": model_frame(sdf_model),
             "image_reading": "reference" if reference else "white",
@@ -109,7 +112,7 @@ def _alive(pid: int) -> bool:
 
 
 def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | None = None,
-                       version: int | None = None) -> Path:
+                       version: int | None = None, framing_object_size: float = 0.0) -> Path:
     """Write ``out_base/<version>/`` (written to a temporary folder, then renamed); returns its path.
 
     The staging folder ``.<version>.<pid>.*`` of an export killed midway is removed by the next export."""
@@ -186,7 +189,7 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
 
         archive.add_endpoint("camera", pose, input_signature=[image_spec])
         archive.add_endpoint("sdf_predicted_camera", sdf_predicted_camera, input_signature=[image_spec, points_spec])
-    info = model_description(sdf_model, camera_model)
+    info = model_description(sdf_model, camera_model, framing_object_size)
     out_base.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out_base)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.{os.getpid()}.", dir=out_base))

@@ -10,6 +10,16 @@ centred on a white background. RGBA is composited on white, grey becomes RGB, a 
 padded with white to a centred square, then resized. A photo should therefore show the object
 roughly centred on a plain white background; :func:`input_warnings` says when an input does not.
 
+:func:`prepare_input` adds two steps before that (docs/real_images.md): *matting* — an image without
+alpha on a background that is not plain white is matted (:func:`d2im_tf.inference.matting.matte`,
+GrabCut) and composited on white; RGBA keeps its alpha — and *re-framing* — the image is cropped to
+the object's box and resized so that the box spans ``object_size`` of the side
+(:func:`d2im_tf.data.framing.reframe`), the object size of the training renders: the median measured
+by ``tools/framing_stats.py`` (:data:`TRAINING_OBJECT_SIZE`) for a model trained on uncropped renders,
+the stored ``framing_object_size`` for one trained with ``data.framing_object_size``. Every step is an affine
+map of pixel coordinates, so :attr:`Reconstruction.input_projection` maps the mesh's frame to the
+pixels of the image as given.
+
 Models imported from the authors' release (``d2im.json``: ``"image_reading": "reference"``) saw DISN's
 renders as the authors read them: the alpha channel dropped, so the transparent background reads
 black. Their images are prepared the same way: alpha dropped, grey becomes RGB, padding in black, then
@@ -39,6 +49,7 @@ import trimesh
 from PIL import Image
 
 from d2im_tf.config import BATCH_POINTS
+from d2im_tf.data import framing
 from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError
 from d2im_tf.geometry import camera, frames
@@ -48,6 +59,9 @@ WHITE = 255
 BLACK = 0
 FRAME_BOUNDS = {"normalised": frames.NORMALISED_BOX, "world": frames.WORLD_BOX}
 MAX_RESOLUTION = 1024  # marching-cubes cells per side; 1024³ is already ~4 GB of float32 SDF values
+# The median object size (box side / image side) of the synthetic training renders, as measured by
+# ``python tools/framing_stats.py --synthetic 12 --views 12`` (576 renders; p10 0.42, p90 0.69).
+TRAINING_OBJECT_SIZE = 0.52
 
 
 def check_resolution(resolution: int, mode: str = "dense", initial_resolution: int = INITIAL_RESOLUTION) -> None:
@@ -119,6 +133,36 @@ def prepare_image(pixels: np.ndarray, image_size: int, reading: str = "white") -
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
+class PreparedInput(NamedTuple):
+    """The network's input ``image [S, S, 3]`` float32, the affine ``transform [3, 3]`` of the input's
+    pixel coordinates to the image's, and the input's ``foreground`` bool ``[H, W]``."""
+
+    image: np.ndarray
+    transform: np.ndarray
+    foreground: np.ndarray
+
+
+def prepare_input(pixels: np.ndarray, image_size: int, reading: str = "white", matting: bool = True,
+                  object_size: float | None = None) -> PreparedInput:
+    """Any uint8 image → :class:`PreparedInput`: matted (unless ``matting`` is False or the image has
+    alpha or a white background), then re-framed to ``object_size`` if given, else padded and resized as
+    :func:`prepare_image` (module docstring). The ``"reference"`` reading does neither."""
+    from d2im_tf.inference import matting as matting_module
+
+    pixels = np.asarray(pixels)
+    height, width = pixels.shape[:2]
+    rgba = matting_module.matte(pixels, matting and reading != "reference")
+    foreground = rgba[..., 3] > 127  # [H, W]
+    if reading == "reference" or object_size is None:
+        source = rgba if matting_module.was_matted(pixels, matting) and reading != "reference" else pixels
+        return PreparedInput(prepare_image(source, image_size, reading),
+                             framing.square_transform(height, width, image_size), foreground)
+    has_alpha = pixels.ndim == 3 and pixels.shape[-1] in (2, 4)
+    rgb = on_white(rgba) if has_alpha or matting_module.was_matted(pixels, matting) else rgba[..., :3]
+    image, transform = framing.reframe(np.asarray(rgb, np.float32), foreground, object_size, image_size)
+    return PreparedInput(np.clip(image / 255.0, 0.0, 1.0).astype(np.float32), transform, foreground)
+
+
 def view_row_from_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
     """A metadata row ``[az, el, 0, d, 35, 32, 1.75, 0, 0, 0]`` for a pose ``[R | t]`` (frame → camera).
 
@@ -152,6 +196,8 @@ class Reconstruction(NamedTuple):
     image: np.ndarray
     frame: str = "normalised"  # the mesh's frame: "world" or "normalised"
     pose: tuple | None = None
+    input_projection: np.ndarray | None = None
+    foreground: np.ndarray | None = None
 
 
 class Reconstructor:
@@ -167,11 +213,17 @@ class Reconstructor:
     passes); False, or an export without ``decode_bounds``, decodes exactly at every evaluated point.
     ``fill_cavities``: leave out the surfaces of closed pockets inside the object, which the training
     shapes never have (:func:`~d2im_tf.inference.extraction.fill_enclosed_cavities`; not in the paper).
+    ``matting``: matte inputs on backgrounds that are not plain white (:func:`prepare_input`).
+    ``object_size``: ``"auto"`` re-frames inputs to the model's training object size (its stored
+    ``framing_object_size``, else :data:`TRAINING_OBJECT_SIZE`; never for the ``"reference"`` reading,
+    and with a given camera only for a model trained with re-framing), a number re-frames to that size,
+    None keeps the framing as given.
     """
 
     def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
                  initial_resolution: int = INITIAL_RESOLUTION, batch_points: int = BATCH_POINTS,
-                 lipschitz: float | None = None, one_pass_bounds: bool = True, fill_cavities: bool = True):
+                 lipschitz: float | None = None, one_pass_bounds: bool = True, fill_cavities: bool = True,
+                 matting: bool = True, object_size: float | str | None = "auto"):
         check_resolution(resolution, mode, initial_resolution)  # before the slow model load
         self._load(model_path)  # sets model_dir, info, image_size, sdf_scale, has_camera, model, frame, image_reading
         if self.frame not in FRAME_BOUNDS:
@@ -182,6 +234,16 @@ class Reconstructor:
         self.lipschitz = float(self.info.get("lipschitz", 2.0 * self.sdf_scale)) if lipschitz is None else lipschitz
         self.one_pass_bounds = one_pass_bounds and "decode_bounds" in self.model.signatures
         self.fill_cavities = fill_cavities
+        self.matting = matting
+        # "auto" re-frames only for the camera network: a given camera (--camera) is that of the render as
+        # it is, and the SDF network of a model trained on uncropped renders breaks under cropped intrinsics
+        self.reframe_given_camera = object_size != "auto" or "framing_object_size" in self.info
+        if object_size == "auto":
+            stored = self.info.get("framing_object_size")
+            object_size = None if self.image_reading == "reference" else float(stored or TRAINING_OBJECT_SIZE)
+        if object_size is not None and not 0.0 < float(object_size) <= 1.0:
+            raise UserError(f"the object size must be in (0, 1], got {object_size}")
+        self.object_size = None if object_size is None else float(object_size)
 
     def _load(self, model_path) -> None:
         self.model_dir = resolve_model_dir(model_path)
@@ -207,17 +269,25 @@ class Reconstructor:
         if self.has_camera and "camera" not in self.model.signatures:
             raise UserError(f"{info_path}: says the model has a camera network, but it has no 'camera' signature")
 
+    def reframing_size(self, camera_row=None) -> float | None:
+        """The object size an input is re-framed to with ``camera_row`` (None: a predicted camera), or None."""
+        return self.object_size if camera_row is None or self.reframe_given_camera else None
+
     def require_camera(self, camera_row) -> None:
         """:class:`UserError` unless a view is given or the model can predict one."""
         if camera_row is None and not self.has_camera:
             raise UserError(f"{self.model_dir}: the model has no camera network; give the view with --camera")
 
-    def projection(self, image: tf.Tensor, camera_row=None, norm_params=None):
+    def projection(self, image: tf.Tensor, camera_row=None, norm_params=None, reframing=None):
         """``(projection, view, pose)`` for ``image [1, S, S, 3]``: the model frame's projection ``[1, 3, 4]``,
         the input view's metadata row in the mesh's frame, and the camera network's ``(R, t)`` — from
-        ``camera_row`` (+ ``norm_params``; the pose is then None) or from the camera network."""
+        ``camera_row`` (+ ``norm_params``; the pose is then None) or from the camera network.
+        ``reframing`` ``[3, 3]``: the affine of the padded, resized render's pixels to the image's, which
+        a given camera (the render's) is moved by."""
         if camera_row is not None:
             world = camera.projection_from_metadata(camera_row, self.image_size)[None]  # [1, 3, 4]
+            if reframing is not None:
+                world = reframing @ world
             if self.frame == "world":
                 return tf.constant(world, tf.float32), np.asarray(camera_row, float), None
             params = frames.IDENTITY_NORM_PARAMS if norm_params is None else np.asarray(norm_params, float)
@@ -229,13 +299,18 @@ class Reconstructor:
         return outputs["projection"], view_row_from_pose(*pose), pose
 
     def reconstruct(self, pixels: np.ndarray, camera_row=None, norm_params=None) -> Reconstruction:
-        """Mesh of the object in ``pixels`` (any uint8 image, see :func:`prepare_image`)."""
-        image = prepare_image(pixels, self.image_size, self.image_reading)  # [S, S, 3]
+        """Mesh of the object in ``pixels`` (any uint8 image, see :func:`prepare_input`)."""
+        pixels = np.asarray(pixels)
+        prepared = prepare_input(pixels, self.image_size, self.image_reading, self.matting,
+                                 self.reframing_size(camera_row))
+        image = prepared.image  # [S, S, 3]
         batch = tf.constant(image[None])  # [1, S, S, 3]
         start = time.perf_counter()
         encoding = self.model.signatures["encode"](image=batch)  # global_code, maps, f0…f4
         encoded = time.perf_counter()
-        projection, view, pose = self.projection(batch, camera_row, norm_params)
+        square = framing.square_transform(*pixels.shape[:2], self.image_size)
+        reframing = prepared.transform @ np.linalg.inv(square)  # identity without re-framing
+        projection, view, pose = self.projection(batch, camera_row, norm_params, reframing)
         timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
         decode = self.model.signatures["decode"]
         maps = encoding["maps"][0].numpy()  # [S, S, 2]
@@ -267,15 +342,31 @@ class Reconstructor:
         timings["marching_cubes"] = stages.pop("marching_cubes")
         timings["sdf_evaluation"] = sum(stages.values())
         frame = self.frame
+        model_projection = np.asarray(projection, np.float64)[0]  # [3, 4] the mesh's frame → the image's pixels
         if frame == "normalised" and camera_row is not None and norm_params is not None:
             mesh, frame = frames.to_world(mesh, np.asarray(norm_params, float)), "world"
-        return Reconstruction(mesh, maps, timings, view, image, frame, pose)
+            model_projection = model_projection @ np.linalg.inv(frames.denormalising_matrix(norm_params))
+        input_projection = np.linalg.inv(prepared.transform) @ model_projection
+        return Reconstruction(mesh, maps, timings, view, image, frame, pose, input_projection, prepared.foreground)
+
+
+def camera_description(result: Reconstruction, image_shape) -> dict:
+    """The content of ``<name>_camera.json``: the 3×4 ``projection`` from the mesh's frame to the pixels of
+    the input image as given (``image_size`` = [width, height]) and the conventions to read it."""
+    return {
+        "projection": np.asarray(result.input_projection, float).round(9).tolist(),
+        "image_size": [int(image_shape[1]), int(image_shape[0])],
+        "mesh_frame": result.frame,
+        "convention": "P·[x, y, z, 1] = w·[u, v, 1], w > 0 the depth; u right, v down, in pixels of the input "
+                      "image as given, the top-left corner of pixel (0, 0) at the origin (its centre at 0.5, 0.5)",
+    }
 
 
 def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=None, norm_params=None,
                       mesh_format: str = "obj", previews: bool = True, progress: bool = True) -> int:
     """Reconstruct each image file of ``targets`` (``{image path: mesh path}``) into its mesh file and,
-    with ``previews``, ``<mesh stem>_preview.png`` beside it; returns how many images could not be read.
+    ``<mesh stem>_camera.json`` (:func:`camera_description`) and, with ``previews``, ``<mesh stem>_preview.png``
+    beside it; returns how many images could not be read.
 
     An unreadable image is reported on one line and skipped; an input unlike the training renders, or
     a field without a surface in the box (no mesh is written then), is reported as a warning.
@@ -296,7 +387,14 @@ def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=No
             failed += 1
             continue
         result = reconstructor.reconstruct(pixels, camera_row, norm_params)
-        for warning in input_warnings(result.image):
+        given = result.image  # the input padded and resized, without re-framing
+        if reconstructor.reframing_size(camera_row) is None:
+            warnings = input_warnings(result.image)
+        else:  # the background as given (after matting); re-framing centres the object
+            given = prepare_input(pixels, reconstructor.image_size, reconstructor.image_reading,
+                                  reconstructor.matting, None).image
+            warnings = [warning for warning in input_warnings(given) if "off-centre" not in warning]
+        for warning in warnings:
             tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
         if len(result.mesh.faces) == 0:
             tqdm.write(f"warning: {path}: the predicted SDF has no surface in the box; no mesh written",
@@ -304,7 +402,11 @@ def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=No
         else:
             with atomic_path(target) as tmp:
                 result.mesh.export(tmp, file_type=mesh_format)
+            with atomic_path(target.with_name(f"{target.stem}_camera.json")) as tmp:
+                tmp.write_text(json.dumps(camera_description(result, pixels.shape)) + "\n")
         if previews:
             preview = target.with_name(f"{target.stem}_preview.png")
-            write_png(preview, preview_image(result.image, result.mesh, result.view, result.maps))
+            # a given camera's view row is that of the input as given; a predicted one, of the network's input
+            shown = given if camera_row is not None else result.image
+            write_png(preview, preview_image(shown, result.mesh, result.view, result.maps))
     return failed

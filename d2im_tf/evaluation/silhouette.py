@@ -1,0 +1,67 @@
+"""Silhouette agreement of a mesh with an image, without 3D ground truth.
+
+A mesh is drawn with any 3×4 projection P (its frame → the image's pixels, the convention of
+docs/conventions.md, "Camera") by casting a ray through every pixel centre from the optical centre
+``C = −M⁻¹·p₄`` along ``M⁻¹·(u, v, 1)`` (M = P[:, :3]); a pixel is covered when its ray hits the mesh
+in front of the camera. Its mask is compared with the image's foreground:
+
+- ``iou``: |mesh ∩ foreground| / |mesh ∪ foreground|;
+- ``outside``: the share of the mesh's projection that falls outside the foreground (phantom parts,
+  a too-large or misplaced mesh);
+- ``missed``: the share of the foreground the mesh does not cover (lost legs, a too-small mesh).
+"""
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+
+AMBIENT, HEADLIGHT = 0.3, 0.7
+
+
+def pixel_rays(projection: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(origin [3], directions [H·W, 3])`` (unit, row-major pixel order) of P's pixel-centre rays."""
+    projection = np.asarray(projection, np.float64)
+    inverse = np.linalg.inv(projection[:, :3])
+    origin = -inverse @ projection[:, 3]
+    v, u = np.mgrid[0:height, 0:width]
+    homogeneous = np.stack([u.ravel() + 0.5, v.ravel() + 0.5, np.ones(height * width)], axis=1)  # [N, 3]
+    directions = homogeneous @ inverse.T
+    # Points in front of the camera have depth w > 0: P·[C + λd; 1] = λ·(u, v, 1), so λ > 0 already.
+    return origin, directions / np.linalg.norm(directions, axis=1, keepdims=True)
+
+
+def render_with_projection(mesh: trimesh.Trimesh, projection: np.ndarray, height: int,
+                           width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask bool [H, W], shading float [H, W] in [0, 1])`` of ``mesh`` drawn with ``projection``.
+
+    Shading is Lambertian under a headlight (1 on the background), enough to read the shape."""
+    mask = np.zeros((height, width), bool)
+    shading = np.ones((height, width))
+    if len(mesh.faces) == 0:
+        return mask, shading
+    from trimesh.ray.ray_pyembree import RayMeshIntersector
+
+    origin, directions = pixel_rays(projection, height, width)
+    faces = RayMeshIntersector(mesh).intersects_first(np.broadcast_to(origin, directions.shape), directions)
+    hit = faces >= 0
+    mask.ravel()[hit] = True
+    cosine = np.abs(np.einsum("ij,ij->i", mesh.face_normals[faces[hit]], directions[hit]))
+    shading.ravel()[hit] = AMBIENT + HEADLIGHT * cosine
+    return mask, shading
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks (1 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def silhouette_scores(mesh_mask: np.ndarray, foreground: np.ndarray) -> dict:
+    """``{"iou", "outside", "missed"}`` of a mesh's mask against an image's foreground (module docstring)."""
+    mesh_mask, foreground = np.asarray(mesh_mask, bool), np.asarray(foreground, bool)
+    both = np.logical_and(mesh_mask, foreground).sum()
+    return {
+        "iou": mask_iou(mesh_mask, foreground),
+        "outside": float(1.0 - both / mesh_mask.sum()) if mesh_mask.any() else 0.0,
+        "missed": float(1.0 - both / foreground.sum()) if foreground.any() else 0.0,
+    }
