@@ -106,7 +106,7 @@ def bench_data(args) -> dict:
                                  image_size=args.image_size, samples=args.samples, seed=args.seed)
     streams = generate.shape_streams(args.seed, args.category, 0)
     clock = Stopwatch()
-    mesh = clock("shape (SDF grid + marching cubes)", generate.synthetic_mesh, settings, args.category, streams)
+    mesh, _ = clock("shape (SDF grid + marching cubes)", generate.synthetic_mesh, settings, args.category, streams)
     samples = clock("samples (normalise, exact SDF, bands, gradients)", mesh_sdf.sample_sdf, mesh,
                     streams["samples"], args.samples, with_density=False)
     world = samples.points * samples.norm_params[3] + samples.norm_params[:3]
