@@ -4,7 +4,6 @@ top's outline at constant radius, an oval's axis ratio), and the pipeline's SDF 
 trimesh's ray-parity ``contains``."""
 import numpy as np
 import pytest
-import trimesh
 
 from d2im_tf.data.synth import mesh_sdf, shapes
 from d2im_tf.data.synth import shapes_extra as sx

@@ -280,7 +280,8 @@ def splayed_legs(width: float, depth: float, top_y: float, inset: float, splay: 
     turned (a lathe with beads and a taper) or straight tapered. Four legs sit at the corners of a
     ``width × depth`` rectangle inset by ``inset``; other counts on an ellipse."""
     if count == 4:
-        heads = [np.array([sx * (width / 2 - inset), top_y, sz * (depth / 2 - inset)]) for sx in (-1, 1) for sz in (-1, 1)]
+        heads = [np.array([sx * (width / 2 - inset), top_y, sz * (depth / 2 - inset)])
+                 for sx in (-1, 1) for sz in (-1, 1)]
     else:
         heads = [np.array([(width / 2 - inset) * np.cos(angle + 2 * np.pi * k / count), top_y,
                            (depth / 2 - inset) * np.sin(angle + 2 * np.pi * k / count)]) for k in range(count)]
@@ -434,8 +435,9 @@ def _handle(at, style: str, vertical: bool, half_length: float) -> list:
         return [capsule(at - [0, 0, 0.01], at + [0, 0, 0.02], 0.012)]
     along = np.array([0.0, half_length, 0.0]) if vertical else np.array([half_length, 0.0, 0.0])
     out = np.array([0.0, 0.0, 0.03])
-    return [capsule(at - along + out, at + along + out, 0.01), capsule(at - 0.8 * along - [0, 0, 0.01], at - 0.8 * along + out, 0.009),
-            capsule(at + 0.8 * along - [0, 0, 0.01], at + 0.8 * along + out, 0.009)]
+    back = np.array([0.0, 0.0, 0.01])
+    posts = [capsule(at + side * along - back, at + side * along + out, 0.009) for side in (-0.8, 0.8)]
+    return [capsule(at - along + out, at + along + out, 0.01), *posts]
 
 
 def random_door_cabinet(rng: np.random.Generator) -> list:
