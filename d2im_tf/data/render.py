@@ -108,7 +108,7 @@ class Renderer:
         :class:`~d2im_tf.data.synth.appearance.Look`) under ``lighting``: rays through ``supersample²``
         points per pixel of a ``render_size`` image (default ``image_size``), box-filtered; the alpha is the
         covered share of each pixel and the RGB the mean colour of its covered rays. A ``render_size``
-        other than ``image_size`` is resampled (Lanczos, premultiplied) to ``image_size``."""
+        other than ``image_size`` is resampled (bilinear, premultiplied) to ``image_size``."""
         from d2im_tf.data.synth.appearance import shade
 
         render_size = render_size or image_size
@@ -191,9 +191,9 @@ class Renderer:
 
 
 def _resample(image: np.ndarray, size: int) -> np.ndarray:
-    """Float image ``[S, S, C]`` → ``[size, size, C]``, each channel with Pillow's Lanczos filter."""
+    """Float image ``[S, S, C]`` → ``[size, size, C]``, each channel with Pillow's (anti-aliased) bilinear filter."""
     from PIL import Image
 
     channels = [np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
-        (size, size), Image.LANCZOS)) for c in range(image.shape[-1])]
+        (size, size), Image.BILINEAR)) for c in range(image.shape[-1])]
     return np.clip(np.stack(channels, axis=-1).astype(np.float64), 0.0, 1.0)
