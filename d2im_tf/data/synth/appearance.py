@@ -36,6 +36,7 @@ class Material:
     contrast: float
     axis: tuple[float, float, float]
     phase: float
+    centre: tuple[float, float, float] = (0.0, 0.0, 0.0)  # a point of the grain's ring axis
 
 
 def _hsv(h, s, v) -> tuple[float, float, float]:
@@ -47,7 +48,11 @@ def random_material(rng: np.random.Generator, kind: str | None = None) -> Materi
     kind = kind or str(rng.choice(KINDS, p=[0.3, 0.2, 0.15, 0.15, 0.2]))
     axis = rng.normal(size=3)
     axis /= np.linalg.norm(axis)
-    common = dict(axis=tuple(float(a) for a in axis), phase=float(rng.uniform(0, 100)))
+    # the ring axis passes 0.5–2 world units away from the object: its rings cross it as gently bent stripes
+    offset = np.cross(axis, rng.normal(size=3))
+    offset *= rng.uniform(0.5, 2.0) / max(np.linalg.norm(offset), 1e-9)
+    common = dict(axis=tuple(float(a) for a in axis), phase=float(rng.uniform(0, 100)),
+                  centre=tuple(float(c) for c in offset))
     if kind == "wood":  # browns from pale oak to walnut, grain rings a few mm to cm apart
         color = _hsv(rng.uniform(0.04, 0.1), rng.uniform(0.35, 0.75), rng.uniform(0.25, 0.85))
         return Material(kind, color, float(rng.uniform(0.05, 0.25)), float(rng.uniform(8, 30)),
@@ -120,9 +125,10 @@ def random_lighting(rng: np.random.Generator) -> Lighting:
 def _bands(points: np.ndarray, material: Material) -> np.ndarray:
     """Texture modulation in [-1, 1] ``[N]`` of world points ``[N, 3]`` for ``material``'s kind."""
     axis = np.asarray(material.axis)
-    if material.kind == "wood":  # rings around an axis through the object, wobbling
-        along = points @ axis
-        radial = np.linalg.norm(points - along[:, None] * axis, axis=1)
+    if material.kind == "wood":  # rings around an axis beside the object, wobbling
+        relative = points - np.asarray(material.centre)
+        along = relative @ axis
+        radial = np.linalg.norm(relative - along[:, None] * axis, axis=1)
         wobble = 0.08 * np.sin(7.0 * along + material.phase) + 0.04 * np.sin(17.0 * points[:, 0] + material.phase)
         ring = np.sin(2 * np.pi * material.frequency * (radial + wobble))
         return np.sign(ring) * np.abs(ring) ** 0.5
