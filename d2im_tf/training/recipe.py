@@ -13,9 +13,11 @@ subprocess:
 - ``export``: ``d2im export`` of the last SDF stage with the camera stage into a staging folder, then
   moved to ``export.out``/1 (replacing what was there) — only once everything else is done.
 
-``RUNS/recipe_state.json`` records each finished stage (with the recipe it finished under), so a
-second run skips them; a stage killed midway is run again (data) or resumed (training). While a
-stage runs, ``RUNS/running.json`` names it and its process id.
+``RUNS/recipe_state.json`` records each finished stage (with the command it finished with), so a
+second run skips them up to the first stage that is unfinished or whose command changed; that stage and
+every later one run (a finished training run given the same command does no more steps; one given more
+epochs continues). A stage killed midway is run again (data) or resumed (training). While a stage runs,
+``RUNS/running.json`` names it and its process id.
 """
 from __future__ import annotations
 
@@ -154,11 +156,13 @@ def run_recipe(recipe_path, runs, python: str = sys.executable) -> Path:
     runs.mkdir(parents=True, exist_ok=True)
     stages = plan(recipe, runs)
     state = _read_state(runs)
+    ran = False  # once a stage runs, the later ones run too (their inputs may have changed)
     for stage in stages:
         signature = list(stage.args)
-        if state["finished"].get(stage.name, {}).get("args") == signature:
+        if not ran and state["finished"].get(stage.name, {}).get("args") == signature:
             print(f"[{stage.name}] done", flush=True)
             continue
+        ran = True
         start = time.time()
         run_stage(stage, runs, python)
         if stage.kind == "export":
