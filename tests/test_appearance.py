@@ -93,3 +93,30 @@ def test_framing_puts_the_silhouette_at_the_drawn_span():
         v, u = np.nonzero(renderer.render(row, size).mask)
         measured = 2 * max(np.abs(u + 0.5 - size / 2).max(), np.abs(v + 0.5 - size / 2).max()) / size
         assert abs(measured - span) < 2.5 / size
+
+
+def test_shading_is_lambert_plus_ambient_for_a_matte_material():
+    """A paint without highlight lit head-on: colour = albedo · (ambient + headlight·cos + key·cos) · exposure."""
+    paint = appearance.Material("paint", (0.6, 0.4, 0.2), 0.0, 8.0, 0.0, 0.0, (1.0, 0.0, 0.0), 0.0)
+    lighting = appearance.Lighting(0.2, (0.0, 0.0, -1.0), 0.5, (0.0, -1.0, 0.0), 0.3, 0.1, 1.1)
+    angle = np.radians([0.0, 30.0, 60.0])
+    normals = np.column_stack([np.sin(angle), np.zeros(3), -np.cos(angle)])  # tilted away from the viewer's axis
+    view = np.tile([0.0, 0.0, 1.0], (3, 1))  # camera frame = world frame (to_world = I)
+    colors = appearance.shade(np.zeros((3, 3)), normals, view, np.zeros(3, dtype=int), [paint], lighting, np.eye(3))
+    expected = np.outer((0.2 + 0.1 * np.cos(angle) + 0.5 * np.cos(angle)) * 1.1, paint.color)  # fill ⟂ normals
+    np.testing.assert_allclose(colors, expected, atol=1e-12)
+
+
+def test_user_meshes_get_a_material_group_per_component():
+    bulky = trimesh.creation.box(extents=[0.4, 0.3, 0.4])
+    rod = trimesh.creation.box(extents=[0.02, 0.4, 0.02])
+    rod.apply_translation([0.5, 0.0, 0.0])
+    mesh = trimesh.util.concatenate([bulky, rod])
+    labels, thin = appearance.mesh_groups(mesh)
+    assert labels.tolist() == [0] * 12 + [1] * 12 and thin.tolist() == [False, True]
+
+
+def test_render_sizes_need_varied_appearance(tmp_path, capsys):
+    assert main(["make-data", "--out", str(tmp_path / "x"), *TINY, "--render-sizes", "137"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--render-sizes needs --appearance varied")
+    assert not (tmp_path / "x").exists()
