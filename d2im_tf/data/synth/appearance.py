@@ -196,12 +196,12 @@ def mesh_groups(mesh) -> tuple[np.ndarray, np.ndarray]:
 
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
     diagonal = np.linalg.norm(np.ptp(mesh.vertices, axis=0))
-    corners = mesh.vertices[mesh.faces]  # [F, 3, 3]
-    thin = []
-    for label in range(labels.max() + 1):
-        points = corners[labels == label].reshape(-1, 3)
-        thin.append(np.sort(np.ptp(points, axis=0))[1] < 0.08 * diagonal)
-    return labels, np.array(thin)
+    corners = np.asarray(mesh.vertices)[mesh.faces]  # [F, 3, 3]
+    count = labels.max() + 1
+    lower, upper = np.full((count, 3), np.inf), np.full((count, 3), -np.inf)
+    np.minimum.at(lower, labels, corners.min(axis=1))
+    np.maximum.at(upper, labels, corners.max(axis=1))
+    return labels, np.sort(upper - lower, axis=1)[:, 1] < 0.08 * diagonal
 
 
 def random_view_style(rng: np.random.Generator, render_sizes: tuple[int, ...]) -> tuple[Lighting, int | None]:

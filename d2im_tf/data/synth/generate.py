@@ -59,7 +59,7 @@ def shape_name(index: int) -> str:
 
 
 def shape_streams(seed: int, category: str, index: int) -> dict[str, np.random.Generator]:
-    """Independent generators for the geometry, colour, views and samples of one shape."""
+    """Independent generators for the geometry, colour, views, samples and appearance of one shape."""
     root = np.random.SeedSequence([seed, zlib.crc32(category.encode()), index])
     names = ("geometry", "color", "views", "samples", "appearance")
     return {name: np.random.default_rng(child) for name, child in zip(names, root.spawn(len(names)))}
