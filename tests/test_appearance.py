@@ -120,3 +120,21 @@ def test_render_sizes_need_varied_appearance(tmp_path, capsys):
     assert main(["make-data", "--out", str(tmp_path / "x"), *TINY, "--render-sizes", "137"]) == 2
     assert capsys.readouterr().err.strip().endswith("--render-sizes needs --appearance varied")
     assert not (tmp_path / "x").exists()
+
+
+def test_framed_set_moves_shapes_off_centre_and_keeps_every_view_in_its_span(tmp_path):
+    root = tmp_path / "framed"
+    assert main(["make-data", "--out", str(root), *TINY, "--framing", "0.5", "0.8"]) == 0
+    layout = fmt.DatasetLayout(root)
+    offsets = []
+    for category in ("03001627", "04379243"):
+        for shape in ("syn00000", "syn00001"):
+            mesh = trimesh.load(layout.mesh_path(category, shape), process=False)
+            offsets.append(mesh.bounds.mean(axis=0))
+            for view in range(3):
+                mask = fmt.read_image(layout.image_path(category, shape, view))[..., 3] > 0
+                v, u = np.nonzero(mask)
+                span = 2 * max(np.abs(u + 0.5 - 24).max(), np.abs(v + 0.5 - 24).max()) / 48
+                assert 0.5 - 2.5 / 48 <= span <= 0.8 + 2.5 / 48
+    offsets = np.array(offsets)
+    assert np.all(np.abs(offsets) <= 0.06 * shapes.WORLD_DIAGONAL + 1e-6) and np.abs(offsets).max() > 0.01

@@ -5,7 +5,7 @@ A shape's files (DISN layout, see :mod:`d2im_tf.data.disn_format`): the mesh ``m
 ``_mnormal`` normal map and the 16-bit depth map, plus ``rendering_metadata.txt``.
 
 Every random choice of a shape comes from ``SeedSequence([seed, crc32(category), index])`` split
-into independent streams (geometry, colour, views, samples), so output bytes depend only on the
+into independent streams (geometry, colour, views, samples, appearance, framing), so output bytes depend only on the
 arguments — not on the number of workers or on the order in which shapes finish. No file holds a
 timestamp (PNG via Pillow without metadata, HDF5 without ``track_times``, OBJ without a date).
 """
@@ -30,6 +30,9 @@ from d2im_tf.data.synth.appearance import mesh_groups, random_look, random_view_
 from d2im_tf.errors import UserError
 
 MESH_DIGITS = 6  # OBJ coordinates are written (and used) rounded to 1e-6
+# With ``framing``, each generated shape is moved off the origin (the cameras' target) by up to this
+# share of its bounding diagonal along each axis, so it sits off the image centre as in other datasets.
+FRAMING_OFFSET = 0.06
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,9 @@ def shape_name(index: int) -> str:
 
 
 def shape_streams(seed: int, category: str, index: int) -> dict[str, np.random.Generator]:
-    """Independent generators for the geometry, colour, views, samples and appearance of one shape."""
+    """Independent generators for the geometry, colour, views, samples, appearance and framing of one shape."""
     root = np.random.SeedSequence([seed, zlib.crc32(category.encode()), index])
-    names = ("geometry", "color", "views", "samples", "appearance")
+    names = ("geometry", "color", "views", "samples", "appearance", "framing")
     return {name: np.random.default_rng(child) for name, child in zip(names, root.spawn(len(names)))}
 
 
@@ -135,6 +138,9 @@ def synthetic_mesh(settings: Settings, category: str, streams) -> tuple[trimesh.
     frame = mesh.metadata["family_frame"]
     mesh = trimesh.Trimesh(np.round(mesh.vertices, MESH_DIGITS), mesh.faces, process=False)
     groups = (shapes.face_parts(parts, mesh, frame), shapes.thin_parts(parts)) if settings.appearance else None
+    if settings.framing:
+        offset = streams["framing"].uniform(-1.0, 1.0, 3) * FRAMING_OFFSET * shapes.WORLD_DIAGONAL
+        mesh = trimesh.Trimesh(np.round(mesh.vertices + offset, MESH_DIGITS), mesh.faces, process=False)
     return mesh, groups
 
 
