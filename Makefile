@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean model
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=10 tests
+
+# Rebuild d2im_tf/bundled/d2im_synthetic from scratch (data, both networks, export) with the recipe of
+# configs/bundled.yaml; runs for many CPU hours and resumes where it stopped (docs/bundled_model.md).
+model: $(STAMP)
+	$(BIN)/python tools/train_bundled.py
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -57,7 +57,7 @@ def run(args) -> dict:
                                  image_size=args.image_size, samples=args.samples, seed=args.seed)
     streams = generate.shape_streams(args.seed, args.category, 0)
     clock = Stopwatch()
-    mesh = clock("shape (SDF grid + marching cubes)", generate.synthetic_mesh, settings, args.category, streams)
+    mesh, _ = clock("shape (SDF grid + marching cubes)", generate.synthetic_mesh, settings, args.category, streams)
     samples = clock("samples (normalise, exact SDF, bands, gradients)", mesh_sdf.sample_sdf, mesh,
                     streams["samples"], args.samples, with_density=False)
     world = samples.points * samples.norm_params[3] + samples.norm_params[:3]
@@ -70,6 +70,7 @@ def run(args) -> dict:
     clock("write files (OBJ, h5, PNGs)", generate.write_shape_files, layout, "bench", "shape", mesh, samples, rows,
           views)
     workdir.cleanup()
+    varied = _bench_appearance(args, mesh, rows, renderer)
 
     subset = np.random.default_rng(0).choice(len(world), size=min(args.baseline_subset, len(world)), replace=False)
     baseline_sdf = -clock("baseline", trimesh.proximity.signed_distance, mesh, world[subset])  # trimesh: + inside
@@ -90,7 +91,32 @@ def run(args) -> dict:
         "speedup_of_sdf_stage_vs_baseline": baseline / ours_sdf,
         "baseline_sign_agreement": sign_agreement,
         "baseline_max_abs_distance_difference": distance_error,
+        "appearance_cpu_seconds": varied,
+        "appearance_render_vs_plain_render": varied["render"] / clock.cpu_seconds[render_stage],
     }
+
+
+def _bench_appearance(args, mesh, rows, renderer) -> dict:
+    """CPU seconds of ``make-data --appearance varied --render-sizes 137 224`` on top of the plain
+    shape: labelling faces by part and drawing materials, then the supersampled renders of the views."""
+    import numpy as np
+
+    from d2im_tf.data.synth import appearance, generate, shapes
+
+    clock = Stopwatch()
+    parts = shapes.family_parts(args.category, generate.shape_streams(args.seed, args.category, 0)["geometry"])
+    raw = shapes.mesh_parts(parts)  # the mesh before rounding carries the family frame
+    rng = np.random.default_rng(0)
+
+    def looks():
+        return appearance.random_look(rng, shapes.face_parts(parts, mesh, raw.metadata["family_frame"]),
+                                      shapes.thin_parts(parts))
+
+    look = clock("groups", looks)
+    for row in rows:
+        lighting, size = appearance.random_view_style(rng, (137, 224))
+        clock("render", renderer.render_appearance, row, args.image_size, look, lighting, 3, size)
+    return clock.cpu_seconds
 
 
 def show(result: dict) -> None:
@@ -102,6 +128,10 @@ def show(result: dict) -> None:
         print(f"  {name:<{width}} {cpu[name]:7.2f} {wall[name]:7.2f}")
     print(f"  {'total per shape':<{width}} {result['total_cpu_seconds']:7.2f} {result['total_wall_seconds']:7.2f}"
           "   (target ≤ 5 s)")
+    varied = result["appearance_cpu_seconds"]
+    print(f"  --appearance varied --render-sizes 137 224: + {varied['groups']:.2f} CPU s (part labels, materials),"
+          f" renders {varied['render']:.2f} CPU s = {result['appearance_render_vs_plain_render']:.1f}× the plain"
+          " renders (they replace the plain RGBA; the maps still come from the plain render)")
     print(f"  baseline: {result['baseline']}: {result['baseline_cpu_seconds_extrapolated']:.1f} CPU s")
     print(f"  SDF stage speed-up over the baseline (CPU time): {result['speedup_of_sdf_stage_vs_baseline']:.1f}×"
           f"  (sign agreement {result['baseline_sign_agreement']:.4f},"

@@ -37,6 +37,20 @@ def configure(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (shapes run in parallel)")
     parser.add_argument("--test-fraction", type=float, default=0.2)
+    looks = parser.add_argument_group("variety (off by default; recorded in make_data.json when set)")
+    looks.add_argument("--appearance", choices=["plain", "varied"], default="plain",
+                       help="varied: per-part materials (wood, fabric, metal, plastic, paint), random lights, "
+                            "3×3 supersampled RGB with anti-aliased edges; normal maps, depth and SDF unchanged")
+    looks.add_argument("--render-sizes", type=int, nargs="+", default=None, metavar="S",
+                       help="with --appearance varied: render each view's RGB at one of these sizes (e.g. 137 "
+                            "224, other datasets' sizes) and resample it to --image-size")
+    looks.add_argument("--framing", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                       help="set each view's camera distance so the object spans a random share in [LO, HI] of "
+                            "the image side (e.g. 0.45 0.9) instead of DISN's distance range")
+    looks.add_argument("--shape-families", choices=["classic", "extended"], default="classic",
+                       help="extended: 60%% of the shapes from the families of shapes_extra (armchairs, "
+                            "cantilever, shell and swivel chairs, turned legs, round/oval/trestle tables, "
+                            "cabinets with handles, upholstered sofas)")
 
 
 def _validate(args) -> None:
@@ -54,6 +68,14 @@ def _validate(args) -> None:
         raise UserError(f"--extra-train-shapes must be at least 0, got {args.extra_train_shapes}")
     if args.from_meshes and args.extra_train_shapes:
         raise UserError("--extra-train-shapes generates shapes; it cannot be used with --from-meshes")
+    if args.render_sizes and args.appearance != "varied":
+        raise UserError("--render-sizes needs --appearance varied")
+    if args.render_sizes and min(args.render_sizes) < 8:
+        raise UserError(f"--render-sizes must be at least 8, got {min(args.render_sizes)}")
+    if args.framing and not 0.05 <= args.framing[0] <= args.framing[1] <= 1.0:
+        raise UserError(f"--framing needs 0.05 <= LO <= HI <= 1, got {args.framing[0]} {args.framing[1]}")
+    if args.from_meshes and args.shape_families != "classic":
+        raise UserError("--shape-families chooses generated shapes; it cannot be used with --from-meshes")
     if args.from_meshes and not Path(args.from_meshes).is_dir():
         raise UserError(f"{args.from_meshes}: not a directory")
 
@@ -64,8 +86,19 @@ def settings_record(args) -> dict:
         "categories": list(args.categories), "shapes_per_category": args.shapes_per_category}
     if args.extra_train_shapes:  # absent when 0, so records written before the option still match
         source["extra_train_shapes"] = args.extra_train_shapes
+    variety = {key: value for key, value in variety_settings(args).items() if value != VARIETY_DEFAULTS[key]}
     return {**source, "views": args.views, "image_size": args.image_size, "samples": args.samples,
-            "resolution": args.resolution, "seed": args.seed, "test_fraction": args.test_fraction}
+            "resolution": args.resolution, "seed": args.seed, "test_fraction": args.test_fraction,
+            **variety}  # variety options only when set, so records written before them still match
+
+
+VARIETY_DEFAULTS = {"appearance": "plain", "render_sizes": None, "framing": None, "shape_families": "classic"}
+
+
+def variety_settings(args) -> dict:
+    """The appearance, framing and shape-family options as JSON values."""
+    return {"appearance": args.appearance, "render_sizes": list(args.render_sizes) if args.render_sizes else None,
+            "framing": list(args.framing) if args.framing else None, "shape_families": args.shape_families}
 
 
 def check_out_folder(out: Path, record: dict) -> int:
@@ -137,7 +170,11 @@ def run(args) -> int:
 
 def _generate(args, generate, first_shape: int) -> None:
     settings = generate.Settings(out=Path(args.out), views=args.views, image_size=args.image_size,
-                                 samples=args.samples, seed=args.seed, resolution=args.resolution)
+                                 samples=args.samples, seed=args.seed, resolution=args.resolution,
+                                 appearance=args.appearance == "varied",
+                                 render_sizes=tuple(args.render_sizes or ()),
+                                 framing=tuple(args.framing) if args.framing else None,
+                                 families=args.shape_families)
     if args.from_meshes:
         notes = generate.make_from_meshes(settings, Path(args.from_meshes), args.workers, args.test_fraction)
         for note in notes:

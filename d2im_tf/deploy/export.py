@@ -111,6 +111,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def store_each_weight_once(archive: keras.export.ExportArchive) -> None:
+    """Make the archive's variable lists hold the ``tf.Variable`` s themselves, not their Keras wrappers.
+
+    ``ExportArchive.track`` lists a model's Keras variables, and writing the archive lists the
+    ``tf.Variable`` s its endpoints capture (``_all_variables``). The two are different trackable
+    objects holding the same value, so the checkpoint would store every weight twice; with one object
+    per weight in both lists, each is stored once (and ``.variables`` of the reloaded model still works).
+    """
+    holder = archive._tf_trackable  # noqa: SLF001 (Keras keeps the tracked lists here)
+    for name in ("variables", "trainable_variables", "non_trainable_variables"):
+        setattr(holder, name, [getattr(v, "value", v) if isinstance(v, keras.Variable) else v
+                               for v in getattr(holder, name)])
+
+
 def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | None = None,
                        version: int | None = None, framing_object_size: float = 0.0) -> Path:
     """Write ``out_base/<version>/`` (written to a temporary folder, then renamed); returns its path.
@@ -189,6 +203,7 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
 
         archive.add_endpoint("camera", pose, input_signature=[image_spec])
         archive.add_endpoint("sdf_predicted_camera", sdf_predicted_camera, input_signature=[image_spec, points_spec])
+    store_each_weight_once(archive)
     info = model_description(sdf_model, camera_model, framing_object_size)
     out_base.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out_base)

@@ -5,7 +5,7 @@ A shape's files (DISN layout, see :mod:`d2im_tf.data.disn_format`): the mesh ``m
 ``_mnormal`` normal map and the 16-bit depth map, plus ``rendering_metadata.txt``.
 
 Every random choice of a shape comes from ``SeedSequence([seed, crc32(category), index])`` split
-into independent streams (geometry, colour, views, samples), so output bytes depend only on the
+into independent streams (geometry, colour, views, samples, appearance, framing), so output bytes depend only on the
 arguments — not on the number of workers or on the order in which shapes finish. No file holds a
 timestamp (PNG via Pillow without metadata, HDF5 without ``track_times``, OBJ without a date).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import colorsys
 import multiprocessing
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -24,12 +24,16 @@ from tqdm import tqdm
 
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.categories import CATEGORY_NAMES
-from d2im_tf.data.render import Renderer, View, random_views
-from d2im_tf.data.synth import mesh_sdf, shapes
+from d2im_tf.data.render import Renderer, View, framed_views, random_views
+from d2im_tf.data.synth import mesh_sdf, shapes, shapes_extra
+from d2im_tf.data.synth.appearance import mesh_groups, random_look, random_view_style
 from d2im_tf.errors import UserError
 from d2im_tf.io import atomic_path
 
 MESH_DIGITS = 6  # OBJ coordinates are written (and used) rounded to 1e-6
+# With ``framing``, each generated shape is moved off the origin (the cameras' target) by up to this
+# share of its bounding diagonal along each axis, so it sits off the image centre as in other datasets.
+FRAMING_OFFSET = 0.06
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,12 @@ class Settings:
     samples: int = mesh_sdf.SAMPLE_COUNT
     seed: int = 0
     resolution: int = shapes.DEFAULT_RESOLUTION
+    # Options off by default (make-data records them only when set; :mod:`d2im_tf.data.synth.appearance`):
+    appearance: bool = False  # per-part materials, random lights, supersampled RGB
+    render_sizes: tuple[int, ...] = ()  # RGB rendered at one of these sizes, resampled to image_size
+    supersample: int = 3  # rays per pixel along each axis with ``appearance``
+    framing: tuple[float, float] | None = None  # object span range (share of the image side)
+    families: str = "classic"  # "extended": the classic families and those of shapes_extra
 
     @property
     def layout(self) -> fmt.DatasetLayout:
@@ -53,9 +63,9 @@ def shape_name(index: int) -> str:
 
 
 def shape_streams(seed: int, category: str, index: int) -> dict[str, np.random.Generator]:
-    """Independent generators for the geometry, colour, views and samples of one shape."""
+    """Independent generators for the geometry, colour, views, samples, appearance and framing of one shape."""
     root = np.random.SeedSequence([seed, zlib.crc32(category.encode()), index])
-    names = ("geometry", "color", "views", "samples")
+    names = ("geometry", "color", "views", "samples", "appearance", "framing")
     return {name: np.random.default_rng(child) for name, child in zip(names, root.spawn(len(names)))}
 
 
@@ -69,15 +79,32 @@ def random_color(rng: np.random.Generator) -> tuple[float, float, float]:
 
 
 def write_shape(settings: Settings, category: str, shape: str, mesh: trimesh.Trimesh,
-                streams: dict[str, np.random.Generator]) -> None:
-    """Write every file of one shape from a closed, outward-oriented world-frame mesh."""
+                streams: dict[str, np.random.Generator], groups=None) -> None:
+    """Write every file of one shape from a closed, outward-oriented world-frame mesh; ``groups``
+    = (part of each face ``[F]``, which parts are rod-like ``[P]``) for per-part materials (default:
+    the mesh's connected components)."""
     layout = settings.layout
     samples = mesh_sdf.sample_sdf(mesh, streams["samples"], settings.samples,
                                   source=layout.mesh_path(category, shape))
-    rows = random_views(streams["views"], settings.views)
+    if settings.framing:
+        rows = framed_views(streams["views"], settings.views, mesh.vertices, settings.framing)
+    else:
+        rows = random_views(streams["views"], settings.views)
     renderer = Renderer(mesh, random_color(streams["color"]))
     views = (renderer.render(row, settings.image_size) for row in rows)  # rendered one at a time
+    if settings.appearance:
+        views = _restyled(settings, renderer, rows, views, streams["appearance"], groups or mesh_groups(mesh))
     write_shape_files(layout, category, shape, mesh, samples, rows, views)
+
+
+def _restyled(settings: Settings, renderer: Renderer, rows, views: Iterable[View], rng, groups) -> Iterable[View]:
+    """``views`` with their RGBA replaced by renders with random materials and lights (the normal
+    map, depth and mask are the plain render's)."""
+    look = random_look(rng, *groups)
+    for row, view in zip(rows, views):
+        lighting, render_size = random_view_style(rng, settings.render_sizes)
+        rgba = renderer.render_appearance(row, settings.image_size, look, lighting, settings.supersample, render_size)
+        yield replace(view, rgba=rgba)
 
 
 def write_shape_files(layout: fmt.DatasetLayout, category: str, shape: str, mesh: trimesh.Trimesh,
@@ -101,16 +128,29 @@ def write_obj(path, mesh: trimesh.Trimesh) -> None:
         tmp.write_text(vertices + faces)
 
 
-def synthetic_mesh(settings: Settings, category: str, streams) -> trimesh.Trimesh:
-    mesh = shapes.generate_mesh(category, streams["geometry"], settings.resolution)
-    return trimesh.Trimesh(np.round(mesh.vertices, MESH_DIGITS), mesh.faces, process=False)
+def synthetic_mesh(settings: Settings, category: str, streams) -> tuple[trimesh.Trimesh, tuple | None]:
+    """The mesh of a generated shape and, with ``settings.appearance``, its face groups (see :func:`write_shape`)."""
+    rng = streams["geometry"]
+    if settings.families == "extended":
+        parts = shapes_extra.random_parts(category, rng)
+    else:
+        parts = shapes.family_parts(category, rng)
+    mesh = shapes.mesh_parts(parts, settings.resolution)
+    frame = mesh.metadata["family_frame"]
+    mesh = trimesh.Trimesh(np.round(mesh.vertices, MESH_DIGITS), mesh.faces, process=False)
+    groups = (shapes.face_parts(parts, mesh, frame), shapes.thin_parts(parts)) if settings.appearance else None
+    if settings.framing:
+        offset = streams["framing"].uniform(-1.0, 1.0, 3) * FRAMING_OFFSET * shapes.WORLD_DIAGONAL
+        mesh = trimesh.Trimesh(np.round(mesh.vertices + offset, MESH_DIGITS), mesh.faces, process=False)
+    return mesh, groups
 
 
 def _synthetic_task(task: tuple[Settings, str, int]) -> tuple[str, str, str | None]:
     settings, category, index = task
     streams = shape_streams(settings.seed, category, index)
     shape = shape_name(index)
-    write_shape(settings, category, shape, synthetic_mesh(settings, category, streams), streams)
+    mesh, groups = synthetic_mesh(settings, category, streams)
+    write_shape(settings, category, shape, mesh, streams, groups)
     return category, shape, None
 
 
@@ -177,7 +217,7 @@ def make_synthetic(settings: Settings, categories: list[str], per_category: int,
     """Generate ``per_category`` procedural shapes of each category, split into train and test, and
     ``extra_train`` more (the indices after them) for the training split only. Shapes below index
     ``first_shape`` are taken as already written (a finished dataset that grows)."""
-    unknown = [c for c in categories if c not in shapes.FAMILIES]
+    unknown = [c for c in categories if c not in shapes.FAMILIES]  # every category has classic families
     if unknown:
         known = ", ".join(f"{k} ({v})" for k, v in CATEGORY_NAMES.items())
         raise UserError(f"no procedural family for {', '.join(unknown)}; known: {known}")

@@ -172,12 +172,41 @@ def mesh_parts(parts: list[Part], resolution: int = DEFAULT_RESOLUTION) -> trime
                                            gradient_direction="ascent")
     vertices += origin
     lower, upper = vertices.min(axis=0), vertices.max(axis=0)
-    vertices = (vertices - (lower + upper) / 2) * (WORLD_DIAGONAL / np.linalg.norm(upper - lower))
+    centre, scale = (lower + upper) / 2, WORLD_DIAGONAL / np.linalg.norm(upper - lower)
+    vertices = (vertices - centre) * scale
     mesh = trimesh.Trimesh(np.round(vertices, 6), faces, process=False)
     mesh = _largest_component(mesh)
     if mesh.volume < 0:
         mesh.invert()
+    mesh.metadata["family_frame"] = (centre, scale)  # world = (family - centre) · scale
     return mesh
+
+
+def face_parts(parts: list, mesh: trimesh.Trimesh, family_frame) -> np.ndarray:
+    """For each face of ``mesh`` (made by :func:`mesh_parts` from ``parts``; ``family_frame`` its
+    ``(centre, scale)``), the index into ``parts`` of the added part nearest its centroid ``[F]``."""
+    centre, scale = family_frame
+    points = mesh.triangles_center / scale + centre  # [F, 3] in the family's units
+    best = np.full(len(points), np.inf)
+    label = np.zeros(len(points), dtype=int)
+    reach = 4.0 / DEFAULT_RESOLUTION  # parts are only evaluated near their bounds
+    for index, part in enumerate(parts):
+        if part.subtract:
+            continue
+        lo, hi = part.bounds()
+        near = np.flatnonzero(np.all((points > lo - reach) & (points < hi + reach), axis=1))
+        distance = np.abs(part.sdf(points[near]))
+        closer = distance < best[near]
+        best[near[closer]], label[near[closer]] = distance[closer], index
+    return label
+
+
+def thin_parts(parts: list) -> np.ndarray:
+    """``[P]`` bool: rod-like parts (legs, rails, tubes, knobs) whose second-smallest extent is below 8 %
+    of the structure's bounding diagonal; plates and bulky parts are not thin."""
+    bounds = np.stack([p.bounds() for p in parts if not p.subtract])
+    diagonal = np.linalg.norm(bounds[:, 1].max(axis=0) - bounds[:, 0].min(axis=0))
+    return np.array([np.sort(2 * np.abs(np.asarray(p.half, float)))[1] < 0.08 * diagonal for p in parts])
 
 
 def _largest_component(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
@@ -414,9 +443,14 @@ FAMILIES: dict[str, Callable[[np.random.Generator], list[Part]]] = {CHAIR: chair
                                                                      SOFA: sofa}
 
 
-def generate_mesh(category: str, rng: np.random.Generator, resolution: int = DEFAULT_RESOLUTION) -> trimesh.Trimesh:
-    """A random watertight mesh of ``category`` (a ShapeNet id in :data:`FAMILIES`), world frame."""
+def family_parts(category: str, rng: np.random.Generator) -> list[Part]:
+    """The parts of a random shape of ``category`` (a ShapeNet id in :data:`FAMILIES`)."""
     if category not in FAMILIES:
         known = ", ".join(f"{k} ({v})" for k, v in CATEGORY_NAMES.items())
         raise ValueError(f"no procedural family for category {category}; known: {known}")
-    return mesh_parts(FAMILIES[category](rng), resolution)
+    return FAMILIES[category](rng)
+
+
+def generate_mesh(category: str, rng: np.random.Generator, resolution: int = DEFAULT_RESOLUTION) -> trimesh.Trimesh:
+    """A random watertight mesh of ``category`` (a ShapeNet id in :data:`FAMILIES`), world frame."""
+    return mesh_parts(family_parts(category, rng), resolution)
