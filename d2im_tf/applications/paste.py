@@ -85,7 +85,7 @@ def pasted_image(target: np.ndarray, logo: np.ndarray, placement: Placement) -> 
     """The target on white with the logo's foreground pasted in, uint8 ``[H, W, 3]``, and the pasted
     pixels ``[H, W]`` bool (the mask the field is changed under)."""
     size = (placement.width, placement.height)
-    logo_rgb = np.asarray(Image.fromarray(np.round(rgb_on_white(logo)).astype(np.uint8)).resize(size, Image.LANCZOS))
+    logo_rgb = np.asarray(Image.fromarray(np.round(rgb_on_white(logo)).astype(np.uint8)).resize(size, Image.BILINEAR))
     logo_mask = np.asarray(Image.fromarray(foreground(logo)).resize(size, Image.NEAREST))
     image = np.round(rgb_on_white(target)).astype(np.uint8)
     mask = np.zeros(image.shape[:2], bool)
