@@ -34,7 +34,7 @@ def test_gt_against_itself_is_perfect(data_with_meshes):
     row = fmt.read_metadata(layout.metadata_path(TOY_CATEGORY, "t"))[3]
     values = shape_metrics(truth, truth, row, params)
     assert values == {"iou": 1.0, "chamfer_l1": 0.0, "ecd_3d": 0.0, "ecd_2d": 0.0, "fscore_1pct": 1.0,
-                      "precision_005": 1.0, "recall_005": 1.0}
+                      "precision_005": 1.0, "recall_005": 1.0, "relief_angle": 0.0}
     shifted = shape_metrics(to_normalised(world, params * [1, 1, 1, 1.1]), truth, row, params)
     assert shifted["iou"] < 1.0 and shifted["chamfer_l1"] > 0.0  # and the metrics do see a difference
 
