@@ -5,7 +5,10 @@ The measure compares camera-frame normal maps ``[S, S, 3]`` (the ``_mnormal`` co
 both rendered from the input's view:
 
 * the **relief pixels** are the GT's foreground pixels whose normal departs by more than
-  :data:`RELIEF_THRESHOLD` degrees from the *coarse* surface's normal there;
+  :data:`RELIEF_THRESHOLD` degrees from the *coarse* surface's normal there, where the coarse
+  surface is itself smooth (its normal within the threshold of its 8 neighbours': relief over a
+  mostly flat surface, the paper's assumption; the coarse shape's own creases and outline are not
+  relief);
 * the **relief error** (``relief_angle``) is the mean angle, in degrees, between the reconstruction's
   normal and the GT's over the relief pixels the reconstruction also covers.
 
@@ -49,12 +52,26 @@ def smoothed_normals(normals: np.ndarray, sigma: float = COARSE_SIGMA) -> np.nda
     return np.where(length > 1e-12, blurred / np.maximum(length, 1e-12), 0.0) * mask[..., None]
 
 
+def locally_flat(normals: np.ndarray, threshold: float = RELIEF_THRESHOLD) -> np.ndarray:
+    """Foreground pixels ``[S, S]`` whose 8 neighbours are foreground with normals within ``threshold``
+    degrees of theirs."""
+    mask = foreground(normals)
+    flat = mask.copy()
+    padded = np.pad(normals, ((1, 1), (1, 1), (0, 0)))
+    size = normals.shape[0]
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dx or dy:
+                neighbour = padded[1 + dy : 1 + dy + size, 1 + dx : 1 + dx + normals.shape[1]]
+                flat &= foreground(neighbour) & (angles(normals, neighbour) <= threshold)
+    return flat
+
+
 def relief_pixels(truth: np.ndarray, coarse: np.ndarray | None = None,
                   threshold: float = RELIEF_THRESHOLD) -> np.ndarray:
     """The relief pixels ``[S, S]`` bool of the GT normal map (module docstring)."""
     coarse = smoothed_normals(truth) if coarse is None else coarse
-    both = foreground(truth) & foreground(coarse)
-    return both & (angles(truth, coarse) > threshold)
+    return foreground(truth) & locally_flat(coarse, threshold) & (angles(truth, coarse) > threshold)
 
 
 def relief_error(predicted: np.ndarray, truth: np.ndarray, coarse: np.ndarray | None = None,
