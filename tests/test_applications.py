@@ -48,7 +48,7 @@ def test_transfer_matches_the_keras_pieces(tiny, field_model):
     source = field_model.encode(source_pixels, ROW_S)
     target = field_model.encode(target_pixels, ROW_T)
     pair = BoxPair(np.array([[-0.4, -0.3, -0.5], [0.4, 0.5, 0.3]]), np.array([[-0.2, -0.6, -0.3], [0.5, 0.2, 0.4]]))
-    composed = field_model.field(target, DetailTransfer(field_model, source, [pair]), cloud())
+    composed = field_model.field(target, DetailTransfer(field_model, source, [pair], source_mask=False), cloud())
 
     model = tiny.sdf
     points = tf.constant(cloud()[None])
@@ -62,6 +62,25 @@ def test_transfer_matches_the_keras_pieces(tiny, field_model):
     expected = (base + tf.where(front, theirs[..., 0], theirs[..., 1])).numpy()[0]
     np.testing.assert_allclose(composed, expected, atol=1e-5)
     assert np.abs(composed - field_model.field(target, None, cloud())).max() > 1e-3  # it did change something
+
+
+def test_the_source_mask_keeps_the_target_where_the_source_shows_background(field_model):
+    """A source image white but for its left half: corresponding points seen on its white right half keep
+    the target's own displacements, the others take the source's."""
+    source_pixels = np.full((32, 32, 3), 255, np.uint8)
+    source_pixels[:, :16] = images(10, 1)[0][:, :16] // 2
+    source = field_model.encode(source_pixels, ROW_S)
+    target = field_model.encode(images(11, 1)[0], ROW_T)
+    pair = BoxPair(np.array([[-0.5] * 3, [0.5] * 3]), np.array([[-0.5] * 3, [0.5] * 3]))
+    points = cloud(2000, 12)
+    _, own = field_model.bounds(target, points)
+    out = DetailTransfer(field_model, source, [pair]).displacements(points, own)
+    uv = project_numpy(points, source.projection.numpy())
+    seen = (uv[:, 0] >= 0) & (uv[:, 0] < 16) & (uv[:, 1] >= 0) & (uv[:, 1] < 32)  # off the image: not seen
+    assert 100 < seen.sum() < len(points) - 100
+    np.testing.assert_array_equal(out[~seen], own[~seen])
+    _, theirs = field_model.bounds(source, points[seen])
+    np.testing.assert_allclose(out[seen], theirs, atol=1e-6)
 
 
 def test_box_pair_maps_corners_and_centres():

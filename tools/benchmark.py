@@ -43,6 +43,9 @@ point, as the converted models have no one-pass bounds), as ratios against the S
 mesh's IoU against the SavedModel's (64³ voxels). Each runtime first reconstructs once at 16³ (warm-up:
 first calls, Node start). Wall-clock seconds: on a shared machine
 only the ratios within one run mean much.
+
+``transfer``: detail transfer against the target's own reconstruction on synthetic pairs with a
+rebuilt ground truth, relief error and silhouette IoU (:mod:`benchmarks.transfer`).
 """
 from __future__ import annotations
 
@@ -707,6 +710,9 @@ def main(argv=None) -> int:
                      help="also write DIR/previews/epoch_0001.png: the training shapes reconstructed at the end")
     fit.add_argument("--json", action="store_true", help="print the result as JSON")
     fit.set_defaults(bench=bench_fit, show=print_fit)
+    from benchmarks import transfer as transfer_benchmark  # one file per benchmark under benchmarks/
+
+    transfer_benchmark.add_parser(stages, str(REPOSITORY / "saved_models" / "d2im_synthetic"))
     args = parser.parse_args(argv)
     try:
         result = args.bench(args)

@@ -8,7 +8,10 @@ shapes' bounding boxes (f_B < 0, :meth:`~d2im_tf.applications.fields.FieldModel.
 object. With :class:`BoxPair` parts (e.g. the chair backs), only the points inside a target part take
 the source's displacements, through that part pair's map; the others keep the target's own — the
 paper's part-wise transfer with the parts given instead of segmented. ``where`` picks the maps
-transferred: ``front``, ``back`` or ``both`` (the other keeps the target's).
+transferred: ``front``, ``back`` or ``both`` (the other keeps the target's). A point whose
+corresponding point the source image shows on its white background (not on the object) keeps the
+target's own displacements too (``source_mask``, on by default): the maps are not trained there, and
+their values would move the target's outline (the paper crops a logo's maps by its mask likewise).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from d2im_tf.applications.fields import Composition, EncodedImage, FieldModel
+from d2im_tf.applications.fields import Composition, EncodedImage, FieldModel, project_numpy
 from d2im_tf.errors import UserError
 
 WHERE = {"front": (0,), "back": (1,), "both": (0, 1)}
@@ -53,11 +56,24 @@ class DetailTransfer(Composition):
     """The source's displacements at the corresponding points (module docstring)."""
 
     def __init__(self, model: FieldModel, source: EncodedImage, pairs: list[BoxPair], where: str = "both",
-                 whole_object: bool = True):
+                 whole_object: bool = True, source_mask: bool = True):
         self.model, self.source, self.pairs = model, source, pairs
         self.channels = list(WHERE[where])
         self.whole_object = whole_object  # every point takes the source's (one pair); else only inside parts
         self.maps = [source.maps]
+        # [S, S] bool: the source image's object pixels; q seen elsewhere reads no detail of the source
+        self.mask = image_foreground(source.image) if source_mask else None
+
+    def on_source(self, q: np.ndarray) -> np.ndarray:
+        """Which corresponding points ``[N, 3]`` the source image shows on its object, ``[N]`` bool."""
+        if self.mask is None:
+            return np.ones(len(q), bool)
+        pixel = np.floor(project_numpy(q, self.source.projection.numpy())).astype(np.int64)  # [N, 2] (x, y)
+        size = self.mask.shape[0]
+        inside = np.all((pixel >= 0) & (pixel < size), axis=1)
+        result = np.zeros(len(q), bool)
+        result[inside] = self.mask[pixel[inside, 1], pixel[inside, 0]]
+        return result
 
     def displacements(self, points: np.ndarray, own: np.ndarray) -> np.ndarray:
         out = own.copy()
@@ -66,10 +82,19 @@ class DetailTransfer(Composition):
             chosen = ~claimed if self.whole_object else pair.inside(points) & ~claimed
             if not chosen.any():
                 continue
-            _, theirs = self.model.bounds(self.source, pair.map(points[chosen]).astype(np.float32))
-            out[np.ix_(chosen, self.channels)] = theirs[:, self.channels]
             claimed |= chosen
+            q = pair.map(points[chosen]).astype(np.float32)
+            seen = self.on_source(q)
+            chosen[chosen] = seen
+            if seen.any():
+                _, theirs = self.model.bounds(self.source, q[seen])
+                out[np.ix_(chosen, self.channels)] = theirs[:, self.channels]
         return out
+
+
+def image_foreground(image: np.ndarray, level: float = 0.94) -> np.ndarray:
+    """The object's pixels ``[S, S]`` of a prepared image (float ``[S, S, 3]`` on white): not white."""
+    return np.any(np.asarray(image) < level, axis=-1)
 
 
 def whole_object_pair(model: FieldModel, source: EncodedImage, target: EncodedImage) -> BoxPair:
@@ -78,8 +103,8 @@ def whole_object_pair(model: FieldModel, source: EncodedImage, target: EncodedIm
 
 
 def detail_transfer(model: FieldModel, source: EncodedImage, target: EncodedImage, where: str = "both",
-                    parts: list[BoxPair] | None = None) -> DetailTransfer:
+                    parts: list[BoxPair] | None = None, source_mask: bool = True) -> DetailTransfer:
     """The composition of a transfer: whole object by default, else the given part boxes."""
     if parts:
-        return DetailTransfer(model, source, list(parts), where, whole_object=False)
-    return DetailTransfer(model, source, [whole_object_pair(model, source, target)], where)
+        return DetailTransfer(model, source, list(parts), where, whole_object=False, source_mask=source_mask)
+    return DetailTransfer(model, source, [whole_object_pair(model, source, target)], where, source_mask=source_mask)

@@ -32,6 +32,9 @@ def configure(parser) -> None:
                                           "lower and upper corners, then the source box's, 12 numbers in the "
                                           "normalised frames; points outside every target box keep the target's "
                                           "own details")
+    parser.add_argument("--no-source-mask", action="store_true",
+                        help="transfer also where the corresponding point is seen on the source image's white "
+                             "background (default: keep the target's own details there)")
     parser.add_argument("--source-camera", default=None, metavar="METADATA_LINE",
                         help="the source's view as a rendering_metadata.txt line (default: the camera network)")
     application_arguments(parser)
@@ -74,7 +77,7 @@ def run(args) -> int:
 
     source = model.encode(source_pixels, source_row)
     target = model.encode(target_pixels, target_row)
-    composition = detail_transfer(model, source, target, args.where, parts)
+    composition = detail_transfer(model, source, target, args.where, parts, not args.no_source_mask)
     meshes = {"target": model.extract(target), "transfer": model.extract(target, composition)}
     strip = preview({"source": source.image, "target": target.image}, meshes, target.view)
     for path in write_outputs(out, "transfer", meshes, strip, args.format):
