@@ -247,3 +247,35 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tiny, world_frame_model
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and phrase in err, err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- transfer ground truth
+
+
+def test_make_data_transfer_pairs(tmp_path):
+    """One chair pair: the rebuilt shape is the target's coarse shape with another relief, the source is
+    the rebuilt shape stretched per axis, and all differ from the coarse shape only near the relief."""
+    import trimesh
+
+    from d2im_tf.data.synth.pairs import read_pairs
+    from d2im_tf.evaluation.metrics import normal_map
+    from d2im_tf.evaluation.relief import relief_pixels
+
+    out = tmp_path / "pairs"
+    assert main(["make-data", "--out", str(out), "--transfer-pairs", "1", "--categories", "03001627",
+                 "--image-size", "64", "--resolution", "96"]) == 0
+    (entry,) = read_pairs(out)
+    folder = out / "03001627" / "pair00000"
+    meshes = {key: trimesh.load(folder / f"{key}.obj", force="mesh") for key in ("target", "source", "rebuilt", "coarse")}
+    assert all(mesh.is_watertight for mesh in meshes.values())
+    # target, rebuilt and coarse share the target's placement: their boxes agree up to the relief's height
+    for key in ("rebuilt", "coarse"):
+        np.testing.assert_allclose(meshes[key].bounds, meshes["target"].bounds, atol=0.03)
+    ratios = np.ptp(meshes["source"].vertices, axis=0) / np.ptp(meshes["rebuilt"].vertices, axis=0)
+    assert np.ptp(ratios) > 0.01  # stretched unevenly (then rescaled to the same diagonal)
+    view = entry["target_view"]
+    maps = {key: normal_map(meshes[key], view, 128) for key in ("target", "rebuilt", "coarse")}
+    target_relief, rebuilt_relief = (relief_pixels(maps[key], maps["coarse"]) for key in ("target", "rebuilt"))
+    assert target_relief.any() and rebuilt_relief.any() and (target_relief != rebuilt_relief).any()
+    assert Image.open(folder / "source.png").size == (64, 64)
+    assert main(["make-data", "--out", str(out), "--transfer-pairs", "1"]) == 2  # not empty
