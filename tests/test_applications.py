@@ -208,7 +208,7 @@ def test_transfer_and_paste_commands_write_meshes_and_previews(tiny, tmp_path):
     written = {p.name for p in (tmp_path / "p").iterdir()}
     assert {"paste_preview.png", "pasted.png"} <= written
     preview = np.asarray(Image.open(tmp_path / "p" / "paste_preview.png"))
-    assert preview.shape[1] == 6 * (preview.shape[0] - 18)  # pasted, logo, two meshes from two views
+    assert preview.shape[1] == 6 * (preview.shape[0] - 18) == 6 * 192  # pasted, logo, two meshes from two views
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +266,8 @@ def test_make_data_transfer_pairs(tmp_path):
                  "--image-size", "64", "--resolution", "96"]) == 0
     (entry,) = read_pairs(out)
     folder = out / "03001627" / "pair00000"
-    meshes = {key: trimesh.load(folder / f"{key}.obj", force="mesh") for key in ("target", "source", "rebuilt", "coarse")}
+    meshes = {key: trimesh.load(folder / f"{key}.obj", force="mesh")
+              for key in ("target", "source", "rebuilt", "coarse")}
     assert all(mesh.is_watertight for mesh in meshes.values())
     # target, rebuilt and coarse share the target's placement: their boxes agree up to the relief's height
     for key in ("rebuilt", "coarse"):

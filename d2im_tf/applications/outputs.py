@@ -12,7 +12,9 @@ import trimesh
 from PIL import Image
 
 from d2im_tf.data.disn_format import atomic_path, write_png
-from d2im_tf.inference.preview import MIN_PANEL, labelled_grid, mesh_panel
+from d2im_tf.inference.preview import labelled_grid, mesh_panel
+
+PANEL = 192  # pixels per panel at least (the model's input is upscaled to it)
 
 
 def image_panel(image: np.ndarray, size: int) -> np.ndarray:
@@ -33,7 +35,7 @@ def side_view(view) -> np.ndarray:
 def preview(inputs: dict, meshes: dict, view, size: int | None = None) -> Image.Image:
     """One row: each input image, then each mesh from ``view`` and from the side; titled columns."""
     first = next(iter(inputs.values()))
-    size = size or max(np.asarray(first).shape[0], MIN_PANEL)
+    size = size or max(np.asarray(first).shape[0], PANEL)
     panels, titles = [], []
     for title, image in inputs.items():
         panels.append(image_panel(image, size))
