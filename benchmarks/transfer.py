@@ -17,6 +17,8 @@ and whether the model recovers relief at all: the target's own reconstruction ag
 GT on the target's relief pixels, beside the coarse GT there (a model that carries relief scores
 below the coarse GT; a transfer can only show what the maps carry).
 Targets: (b)'s relief error ≥ 25% below (a)'s, and (b)'s silhouette IoU within 0.02 of (a)'s.
+``--figure PNG`` draws, for the first pairs, the two inputs, the normal maps from the target's view of
+the target GT, the rebuilt GT, (a) and (b), and the relief pixels (white).
 """
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ def masks_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def measure_pair(model, root: Path, entry: dict, where: str = "both", source_mask: bool = True) -> dict:
-    """The row of one pair (module docstring)."""
+def measure_pair(model, root: Path, entry: dict, where: str = "both", source_mask: bool = True,
+                 panels: list | None = None) -> dict:
+    """The row of one pair (module docstring); appends its figure row to ``panels`` if given."""
     from d2im_tf.applications.transfer import detail_transfer
     from d2im_tf.data.disn_format import read_image
     from d2im_tf.evaluation.metrics import normal_map
@@ -65,7 +68,35 @@ def measure_pair(model, root: Path, entry: dict, where: str = "both", source_mas
     for key in ("own", "gt_coarse"):
         against_target = relief_error(maps[key], maps["gt_target"], relief=own_relief)
         row[f"{key}_vs_target_relief_angle"] = against_target["relief_angle"]
+    if panels is not None:
+        panels.append([target.image, source.image, *(normal_colours(maps[key]) for key in
+                       ("gt_target", "gt_rebuilt", "own", "transfer")), np.repeat(relief[..., None], 3, -1)])
     return row
+
+
+FIGURE_COLUMNS = ("target", "source", "target GT", "rebuilt GT", "(a) own", "(b) transfer", "relief pixels")
+
+
+def normal_colours(normals: np.ndarray) -> np.ndarray:
+    """A normal map ``[S, S, 3]`` as RGB in [0, 1] (``n/2 + ½``), white background."""
+    from d2im_tf.evaluation.relief import foreground
+
+    return np.where(foreground(normals)[..., None], normals * 0.5 + 0.5, 1.0)
+
+
+def write_figure(path, panels: list, size: int = 160) -> None:
+    """The figure rows (module docstring of the stage) as one labelled PNG."""
+    from PIL import Image
+
+    from d2im_tf.data.disn_format import write_png
+    from d2im_tf.inference.preview import labelled_grid
+
+    def panel(image):
+        pixels = np.round(np.clip(np.asarray(image, float), 0, 1) * 255).astype(np.uint8)
+        return np.asarray(Image.fromarray(pixels).resize((size, size), Image.LANCZOS))
+
+    grid = labelled_grid([[panel(image) for image in row] for row in panels], FIGURE_COLUMNS, [""] * len(panels))
+    write_png(path, np.asarray(grid))
 
 
 def bench_transfer(args) -> dict:
@@ -80,11 +111,18 @@ def bench_transfer(args) -> dict:
                        progress=args.progress)
         entries = read_pairs(root)
         model = FieldModel(Reconstructor(args.model, resolution=args.resolution))
-        rows = []
-        for entry in entries:
-            rows.append(measure_pair(model, root, entry, args.where, not args.no_source_mask))
+        rows, panels = [], [] if args.figure else None
+        shown: dict = {}  # category → pairs in the figure
+        for entry in entries[: args.limit]:
+            figure_rows = None
+            if panels is not None and shown.get(entry["category"], 0) < args.figure_pairs:
+                shown[entry["category"]] = shown.get(entry["category"], 0) + 1
+                figure_rows = panels
+            rows.append(measure_pair(model, root, entry, args.where, not args.no_source_mask, figure_rows))
             if args.progress:
                 print(json.dumps(rows[-1]), flush=True)
+        if args.figure:
+            write_figure(args.figure, panels)
     return {"model": str(model.reconstructor.model_dir), "resolution": args.resolution, "where": args.where,
             "source_mask": not args.no_source_mask, "rows": rows,
             "summary": summarise(rows)}
@@ -137,6 +175,10 @@ def add_parser(stages, bundled_model: str) -> None:
     parser.add_argument("--where", choices=("front", "back", "both"), default="both", help="maps transferred")
     parser.add_argument("--no-source-mask", action="store_true",
                         help="transfer also where the source image shows background (d2im transfer --no-source-mask)")
+    parser.add_argument("--limit", type=int, default=None, help="measure only the first N pairs of the data")
+    parser.add_argument("--figure", default=None, metavar="PNG",
+                        help="also write the inputs, normal maps and relief pixels of the first pairs of each category")
+    parser.add_argument("--figure-pairs", type=int, default=2, help="pairs per category in the figure (default 2)")
     parser.add_argument("--progress", action="store_true", help="print each pair's row as it is measured")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(bench=bench_transfer, show=print_transfer)
