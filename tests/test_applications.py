@@ -194,6 +194,7 @@ def write_png(path, pixels):
     return str(path)
 
 
+@pytest.mark.slow
 def test_transfer_and_paste_commands_write_meshes_and_previews(tiny, tmp_path):
     source, target = (write_png(tmp_path / f"{n}.png", p) for n, p in zip("st", images(8, 2, 48)))
     logo = np.zeros((12, 12, 4), np.uint8)
@@ -252,6 +253,7 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tiny, world_frame_model
 # ---------------------------------------------------------------- transfer ground truth
 
 
+@pytest.mark.slow
 def test_make_data_transfer_pairs(tmp_path):
     """One chair pair: the rebuilt shape is the target's coarse shape with another relief, the source is
     the rebuilt shape stretched per axis, and all differ from the coarse shape only near the relief."""
