@@ -63,3 +63,21 @@ def test_uncovered_relief_is_not_scored_but_counted():
     result = relief_error(missing, bump, coarse=plane)
     assert 0.4 < result["relief_coverage"] < 0.6
     np.testing.assert_allclose(angles(np.array([0, 0, -1.0]), np.array([0, 1.0, 0])), 90.0)
+
+
+def test_the_coarse_shapes_creases_and_outline_are_not_relief():
+    """A roof (two planes meeting at a vertical crease) as the coarse surface, and a GT tilted 15° from
+    it everywhere: every pixel departs, but those beside the crease or the outline are not relief."""
+    tilt = np.radians(20.0)
+    roof = np.zeros((SIZE, SIZE, 3))
+    roof[:, : SIZE // 2] = [np.sin(tilt), 0.0, -np.cos(tilt)]
+    roof[:, SIZE // 2 :] = [-np.sin(tilt), 0.0, -np.cos(tilt)]
+    roof[:4], roof[-4:], roof[:, :4], roof[:, -4:] = 0.0, 0.0, 0.0, 0.0  # background around it
+    turn = np.radians(15.0)
+    rotation = np.array([[1, 0, 0], [0, np.cos(turn), -np.sin(turn)], [0, np.sin(turn), np.cos(turn)]])
+    truth = roof @ rotation.T
+    found = relief_pixels(truth, roof)
+    inside = np.zeros((SIZE, SIZE), bool)
+    inside[5:-5, 5:-5] = True
+    inside[:, SIZE // 2 - 1 : SIZE // 2 + 1] = False  # the two crease columns
+    np.testing.assert_array_equal(found, inside)
