@@ -253,7 +253,6 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tiny, world_frame_model
 # ---------------------------------------------------------------- transfer ground truth
 
 
-@pytest.mark.slow
 def test_make_data_transfer_pairs(tmp_path):
     """One chair pair: the rebuilt shape is the target's coarse shape with another relief, the source is
     the rebuilt shape stretched per axis, and all differ from the coarse shape only near the relief."""
