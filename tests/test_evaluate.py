@@ -33,6 +33,7 @@ def test_gt_against_itself_is_perfect(data_with_meshes):
     np.testing.assert_allclose(to_world(truth, params).vertices, world.vertices, atol=1e-12)
     row = fmt.read_metadata(layout.metadata_path(TOY_CATEGORY, "t"))[3]
     values = shape_metrics(truth, truth, row, params)
+    assert values.pop("relief_angle") == pytest.approx(0.0, abs=1e-5)  # arccos of a rounded 1
     assert values == {"iou": 1.0, "chamfer_l1": 0.0, "ecd_3d": 0.0, "ecd_2d": 0.0, "fscore_1pct": 1.0,
                       "precision_005": 1.0, "recall_005": 1.0}
     shifted = shape_metrics(to_normalised(world, params * [1, 1, 1, 1.1]), truth, row, params)

@@ -8,6 +8,7 @@ against which same-run baseline):
 ``convert``      SavedModel vs TFLite vs TF.js: sizes and per-image seconds (:mod:`benchmarks.convert`)
 ``train``        seconds per training step at the authors' setting (:mod:`benchmarks.train`)
 ``fit``          memorisation of 4 training shapes (:mod:`benchmarks.fit`)
+``transfer``     detail transfer vs the target's own reconstruction (:mod:`benchmarks.transfer`)
 
 Wall-clock seconds: on a shared machine only the ratios within one run mean much.
 """

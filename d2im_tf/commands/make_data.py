@@ -29,6 +29,10 @@ def configure(parser) -> None:
                              "generates only the new shapes")
     parser.add_argument("--from-meshes", default=None, metavar="DIR",
                         help="convert meshes DIR/<category>/<shape>/model.obj instead of generating shapes")
+    parser.add_argument("--transfer-pairs", type=int, default=0, metavar="N",
+                        help="instead of a dataset, write N pairs per category for the detail-transfer benchmark: a "
+                             "target, a source differing in relief and stretched, the target rebuilt with the "
+                             "source's relief, its coarse shape, and one render each (d2im_tf.data.synth.pairs)")
     parser.add_argument("--views", type=int, default=36, help="views per shape (DISN: 36)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--samples", type=int, default=32768, help="SDF samples per shape (DISN: 32768)")
@@ -76,6 +80,11 @@ def _validate(args) -> None:
         raise UserError(f"--framing needs 0.05 <= LO <= HI <= 1, got {args.framing[0]} {args.framing[1]}")
     if args.from_meshes and args.shape_families != "classic":
         raise UserError("--shape-families chooses generated shapes; it cannot be used with --from-meshes")
+    if args.transfer_pairs < 0:
+        raise UserError(f"--transfer-pairs must be at least 0, got {args.transfer_pairs}")
+    if args.transfer_pairs and (args.from_meshes or args.extra_train_shapes):
+        raise UserError("--transfer-pairs writes generated pairs; it cannot be used with --from-meshes or "
+                        "--extra-train-shapes")
     if args.from_meshes and not Path(args.from_meshes).is_dir():
         raise UserError(f"{args.from_meshes}: not a directory")
 
@@ -142,6 +151,8 @@ def check_out_folder(out: Path, record: dict) -> int:
 
 def run(args) -> int:
     _validate(args)
+    if args.transfer_pairs:
+        return _write_pairs(args)
     out, record = Path(args.out), settings_record(args)
     first_shape = check_out_folder(out, record)
     from d2im_tf.data.disn_format import DatasetLayout
@@ -185,3 +196,20 @@ def _generate(args, generate, first_shape: int) -> None:
     else:
         generate.make_synthetic(settings, args.categories, args.shapes_per_category, args.workers,
                                 args.test_fraction, args.extra_train_shapes, first_shape)
+
+
+def _write_pairs(args) -> int:
+    """``--transfer-pairs``: into a new or empty folder (the pairs' layout is not a dataset's)."""
+    from d2im_tf.data.disn_format import check_output_dir
+    from d2im_tf.data.synth.pairs import make_pairs
+    from d2im_tf.data.synth.shapes import FAMILIES
+
+    out = check_output_dir(Path(args.out), "pairs folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"{out}: not empty; --transfer-pairs writes into a new or empty folder")
+    unknown = [c for c in args.categories if c not in FAMILIES]
+    if unknown:
+        raise UserError(f"--categories: no procedural family for {', '.join(unknown)}")
+    make_pairs(out, args.categories, args.transfer_pairs, args.seed, args.image_size, args.resolution)
+    print(f"wrote {args.out}")
+    return 0

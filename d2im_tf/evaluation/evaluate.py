@@ -3,7 +3,8 @@
 For each test shape, the image of the evaluation view is reconstructed and compared with the
 ground-truth mesh ``meshes/<cat>/<shape>/model.obj`` (world frame) with the metrics of
 :mod:`d2im_tf.evaluation.metrics`: IoU (32³ voxels), CD = Chamfer-L1 on 20K surface samples, ECD-3D, ECD-2D
-(pixels, 224² normal maps) and the F-score at 1% of the side of the reconstruction box
+(pixels, 224² normal maps), the relief error (degrees between the two 224² normal maps on the GT's
+relief pixels, :mod:`d2im_tf.evaluation.relief`) and the F-score at 1% of the side of the reconstruction box
 (:data:`d2im_tf.geometry.frames.NORMALISED_BOX`), and precision/recall at 0.05 (normalised
 units): the share of the reconstruction's surface samples within 0.05 of the GT surface, by exact
 distance (phantom sheets and floaters lower it), and the converse (missing parts lower it).
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.categories import SIDE_VIEW_CATEGORIES
 from d2im_tf.data.disn_format import DatasetLayout
-from d2im_tf.evaluation import metrics
+from d2im_tf.evaluation import metrics, relief
 from d2im_tf.evaluation.summary import group_by_category, mean_over_categories
 from d2im_tf.geometry import camera
 from d2im_tf.geometry.frames import box_side, normalised_pose, to_normalised, to_world
@@ -50,7 +51,8 @@ FSCORE_THRESHOLD = 0.01 * box_side()  # 1% of the side of the normalised frame's
 # metric key → column title; CD is Chamfer-L1 (not DISN's squared-L2 ×1000).
 PHANTOM_THRESHOLD = 0.05  # normalised units: precision/recall distance for sheets, floaters and gaps
 COLUMNS = {"iou": "IoU", "chamfer_l1": "CD (Chamfer-L1)", "ecd_3d": "ECD-3D", "ecd_2d": "ECD-2D (px)",
-           "fscore_1pct": "F-score@1%", "precision_005": "Precision@0.05", "recall_005": "Recall@0.05"}
+           "fscore_1pct": "F-score@1%", "precision_005": "Precision@0.05", "recall_005": "Recall@0.05",
+           "relief_angle": "relief error (°)"}
 POSE_COLUMNS = {"camera_d3d": "d_3D", "camera_d2d": "d_2D (px)", "rotation_error": "rotation error (°)"}
 POSE_POINTS = 2048
 CAMERAS = ("gt", "predicted")
@@ -80,6 +82,8 @@ def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, 
         "fscore_1pct": metrics.fscore(points_pred, points_true, FSCORE_THRESHOLD),
         "precision_005": precision,
         "recall_005": recall,
+        "relief_angle": relief.relief_error(*(metrics.normal_map(to_world(mesh, norm_params), view_row)
+                                              for mesh in (predicted, truth)))["relief_angle"],
     }
 
 
@@ -185,8 +189,8 @@ def markdown_tables(summary: list[dict]) -> str:
              "CD is Chamfer-L1 (mean of the two directed mean nearest-neighbour distances, 20K samples, "
              "normalised frame); ECD-2D in pixels at 224²; F-score at 1% of the box side; precision/recall "
              "at 0.05: share of predicted surface samples within 0.05 of the GT surface (exact distance), and the "
-             "converse. "
-             "IoU, F-score, precision, recall: higher is better; CD, ECD-3D, ECD-2D: lower is better. "
+             "converse. Relief error: mean angle (°) between the normal maps (224²) on the GT's relief pixels. "
+             "IoU, F-score, precision, recall: higher is better; CD, ECD-3D, ECD-2D, relief error: lower is better. "
              "Predicted camera, DISN's pose metrics (lower is better): d_3D, the mean distance between GT "
              "surface points taken to the camera frame by the predicted and the GT pose (normalised units); "
              "d_2D, the mean distance between their projections (pixels at 224²); the rotation error "

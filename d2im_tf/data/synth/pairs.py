@@ -1,0 +1,147 @@
+"""Ground truth for detail transfer: pairs of shapes of one family that differ in their relief.
+
+Pair ``i`` of a category (every random choice from ``SeedSequence([seed, crc32(category), i])``):
+
+* **target**: a shape of the family (:mod:`d2im_tf.data.synth.shapes`) with its own relief;
+* **rebuilt**: the target's parts with every relief redrawn (same face, same amplitude, a new
+  pattern) — the target rebuilt with the source's relief, the transfer's ground truth;
+* **source**: the rebuilt shape stretched by a random factor per axis (0.85–1.15), so that the two
+  images show different coarse shapes and the box correspondence of ``d2im transfer`` has to map one
+  onto the other (it maps the stretched relief back exactly);
+* **coarse**: the target's parts without relief (the coarse surface the relief is measured against).
+
+Each is meshed and normalised as a dataset's shape (centred, bounding diagonal 0.8, world frame;
+the source after its stretch). Target and source are rendered from one random front-facing view each
+(azimuth 50–130°, where the reliefs' faces point, elevation 5–35°, distance ratio 0.65–0.9), and
+each has DISN's norm params. Layout under ``OUT``::
+
+    pairs.json                      # per pair: category, name, views, norm params
+    <category>/<pair>/{target,source,rebuilt,coarse}.obj
+    <category>/<pair>/{target,source}.png   # RGBA renders
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from skimage.measure import marching_cubes
+
+from d2im_tf.data import disn_format as fmt
+from d2im_tf.data.render import Renderer
+from d2im_tf.data.synth import mesh_sdf, shapes
+from d2im_tf.data.synth.generate import random_color, write_obj
+from d2im_tf.data.synth.relief import random_relief
+from d2im_tf.geometry import camera
+
+STRETCH = (0.85, 1.15)
+FRONT_AZIMUTH, ELEVATION, DISTANCE = (50.0, 130.0), (5.0, 35.0), (0.65, 0.9)
+MESHES = ("target", "source", "rebuilt", "coarse")
+
+
+def pair_name(index: int) -> str:
+    return f"pair{index:05d}"
+
+
+def front_view(rng: np.random.Generator) -> np.ndarray:
+    """A metadata row seeing the shapes' front (+z) faces."""
+    return np.array([rng.uniform(*FRONT_AZIMUTH), rng.uniform(*ELEVATION), 0.0, rng.uniform(*DISTANCE),
+                     camera.FOCAL_MM, camera.SENSOR_MM, camera.MAX_DISTANCE, 0.0, 0.0, 0.0])
+
+
+def redrawn(parts: list[shapes.Part], rng: np.random.Generator) -> list[shapes.Part]:
+    """The parts with each relief replaced by a new random one of the same face and amplitude."""
+    out = []
+    for part in parts:
+        if part.relief is not None:
+            layers = part.relief.layers
+            amplitude = max(abs(a) for _, a in layers) * len(layers) ** 0.5  # what the family asked for
+            part = dataclasses.replace(part, relief=random_relief(rng, part.relief.hx, part.relief.hy, amplitude))
+        out.append(part)
+    return out
+
+
+def stretched(mesh: trimesh.Trimesh, factors) -> trimesh.Trimesh:
+    """``mesh`` scaled by ``factors`` per axis, then centred and scaled back to the bounding diagonal."""
+    vertices = mesh.vertices * np.asarray(factors, float)
+    lower, upper = vertices.min(axis=0), vertices.max(axis=0)
+    vertices = (vertices - (lower + upper) / 2) * (shapes.WORLD_DIAGONAL / np.linalg.norm(upper - lower))
+    return trimesh.Trimesh(vertices, mesh.faces, process=False)
+
+
+def pair_meshes(category: str, rng_geometry, rng_relief, resolution: int) -> dict[str, trimesh.Trimesh]:
+    """The four meshes of one pair (module docstring), world frame; rebuilt and coarse in the target's
+    placement: all three are normalised by the target's own centring and scale."""
+    parts = shapes.FAMILIES[category](rng_geometry)
+    rebuilt_parts = redrawn(parts, rng_relief)
+    coarse_parts = [dataclasses.replace(p, relief=None) for p in parts]
+    bounds = np.stack([p.bounds() for p in parts if not p.subtract])
+    spacing = np.linalg.norm(bounds[:, 1].max(axis=0) - bounds[:, 0].min(axis=0)) / resolution
+    raw = {key: _raw_mesh(p, spacing) for key, p in
+           (("target", parts), ("rebuilt", rebuilt_parts), ("coarse", coarse_parts))}
+    lower, upper = raw["target"].vertices.min(axis=0), raw["target"].vertices.max(axis=0)
+    centre, scale = (lower + upper) / 2, shapes.WORLD_DIAGONAL / np.linalg.norm(upper - lower)
+    meshes = {key: trimesh.Trimesh((mesh.vertices - centre) * scale, mesh.faces, process=False)
+              for key, mesh in raw.items()}
+    meshes["source"] = stretched(meshes["rebuilt"], rng_relief.uniform(*STRETCH, size=3))
+    return {key: trimesh.Trimesh(np.round(meshes[key].vertices, 6), meshes[key].faces, process=False)
+            for key in MESHES}
+
+
+def _raw_mesh(parts, spacing: float) -> trimesh.Trimesh:
+    """Marching cubes of the composed parts at grid ``spacing``, not normalised (the caller places it)."""
+    values, origin = shapes.compose_sdf_grid(parts, spacing)
+    floor = 0.02 * spacing  # no vertex on a grid node, as shapes.mesh_parts
+    values = np.where(values < 0, np.minimum(values, -floor), np.maximum(values, floor))
+    vertices, faces, _, _ = marching_cubes(values, level=0.0, spacing=(spacing,) * 3, gradient_direction="ascent")
+    mesh = shapes._largest_component(trimesh.Trimesh(vertices + origin, faces, process=False))
+    if mesh.volume < 0:
+        mesh.invert()
+    return mesh
+
+
+def write_pair(out: Path, category: str, index: int, seed: int, image_size: int, resolution: int) -> dict:
+    """Every file of pair ``index`` under ``out``; returns its ``pairs.json`` entry."""
+    root = np.random.SeedSequence([seed, zlib.crc32(category.encode()), index])
+    rng_geometry, rng_relief, rng_views, rng_color = (np.random.default_rng(s) for s in root.spawn(4))
+    meshes = pair_meshes(category, rng_geometry, rng_relief, resolution)
+    folder = out / category / pair_name(index)
+    color = random_color(rng_color)
+    entry = {"category": category, "pair": pair_name(index)}
+    for key, mesh in meshes.items():
+        write_obj(folder / f"{key}.obj", mesh)
+    for key in ("target", "source"):
+        row = front_view(rng_views)
+        fmt.write_png(folder / f"{key}.png", Renderer(meshes[key], color).render(row, image_size).rgba)
+        centre, scale, _ = mesh_sdf.normalization(meshes[key], np.random.default_rng(index))
+        entry[f"{key}_view"] = row.tolist()
+        entry[f"{key}_norm_params"] = [*np.asarray(centre, float).tolist(), float(scale)]
+    return entry
+
+
+def make_pairs(out, categories, count: int, seed: int = 0, image_size: int = 224,
+               resolution: int = shapes.DEFAULT_RESOLUTION, progress: bool = True) -> list[dict]:
+    """``count`` pairs per category under ``out`` and ``out/pairs.json``; returns its entries."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    tasks = [(category, index) for category in categories for index in range(count)]
+    entries = [write_pair(out, category, index, seed, image_size, resolution)
+               for category, index in tqdm(tasks, desc="pairs", unit="pair", disable=not progress)]
+    with fmt.atomic_path(out / "pairs.json") as tmp:
+        tmp.write_text(json.dumps(entries, indent=1) + "\n")
+    return entries
+
+
+def read_pairs(out) -> list[dict]:
+    """The entries of ``out/pairs.json``."""
+    path = Path(out) / "pairs.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise fmt.DataError(path, "not found; write the pairs with 'd2im make-data --transfer-pairs N'") from None
+    except ValueError as error:
+        raise fmt.DataError(path, f"not valid JSON ({error})") from None
