@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", choices=("grey", "flat"), default="grey")
     args = parser.parse_args(argv)
     from d2im_tf.data.disn_format import read_image, write_png
-    from d2im_tf.io import check_output_dir
     from d2im_tf.evaluation.images import image_paths
+    from d2im_tf.io import check_output_dir
 
     out = check_output_dir(args.out)
     for path in image_paths(args.images):

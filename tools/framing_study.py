@@ -74,9 +74,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from d2im_tf.commands.reconstruct import BUNDLED_MODEL
-    from d2im_tf.io import check_output_dir
     from d2im_tf.evaluation.images import evaluate_image, write_image_reports
     from d2im_tf.inference.reconstruct import Reconstructor
+    from d2im_tf.io import check_output_dir
 
     out = check_output_dir(args.out)
     model = args.model or BUNDLED_MODEL

@@ -2,7 +2,7 @@
 
 D²IM-Net's field is ``f(p) = f_B(p) + D(u(p))``, D the front or back displacement map read at the
 point's projection, chosen by the front/back test on f_B (:mod:`d2im_tf.models.d2im`). The export
-exposes its pieces (:mod:`d2im_tf.inference.export`): ``encode`` (image → global code, maps, features),
+exposes its pieces (:mod:`d2im_tf.deploy.export`): ``encode`` (image → global code, maps, features),
 ``decode_bounds`` (f_B at points and both maps read at the points' projections through a given camera,
 by the model's own B-spline) and ``fuse`` (f_B + the displacement the test chooses, the test run on
 the given encoding's base field). An application keeps the *target*'s f_B and its front/back test and

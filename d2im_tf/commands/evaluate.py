@@ -40,8 +40,8 @@ def run_images(args) -> int:
     from pathlib import Path
 
     from d2im_tf.commands.reconstruct import object_size_option
-    from d2im_tf.io import check_output_dir
     from d2im_tf.errors import UserError
+    from d2im_tf.io import check_output_dir
 
     folder = Path(args.images)
     if not folder.is_dir():

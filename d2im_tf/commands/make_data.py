@@ -200,9 +200,9 @@ def _generate(args, generate, first_shape: int) -> None:
 
 def _write_pairs(args) -> int:
     """``--transfer-pairs``: into a new or empty folder (the pairs' layout is not a dataset's)."""
-    from d2im_tf.data.disn_format import check_output_dir
     from d2im_tf.data.synth.pairs import make_pairs
     from d2im_tf.data.synth.shapes import FAMILIES
+    from d2im_tf.io import check_output_dir
 
     out = check_output_dir(Path(args.out), "pairs folder")
     if out.is_dir() and any(out.iterdir()):

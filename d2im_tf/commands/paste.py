@@ -24,7 +24,8 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     from d2im_tf.applications.paste import place
-    from d2im_tf.data.disn_format import check_output_dir, read_image
+    from d2im_tf.data.disn_format import read_image
+    from d2im_tf.io import check_output_dir
 
     (target_row,) = camera_rows(args, "target")
     out = check_output_dir(args.out)

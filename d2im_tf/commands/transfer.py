@@ -62,7 +62,8 @@ def camera_rows(args, *names):
 
 def run(args) -> int:
     from d2im_tf.applications.transfer import BoxPair
-    from d2im_tf.data.disn_format import check_output_dir, read_image
+    from d2im_tf.data.disn_format import read_image
+    from d2im_tf.io import check_output_dir
 
     source_row, target_row = camera_rows(args, "source", "target")
     parts = [BoxPair.from_numbers(numbers) for numbers in args.part or []]
