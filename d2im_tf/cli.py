@@ -25,6 +25,7 @@ COMMANDS = {
     "make-data": ("make_data", "write a synthetic detail-rich dataset (or convert meshes) in DISN's layout"),
     "preprocess": ("preprocess", "add pc_gradients and density to a DISN dataset's ori_sample.h5 files"),
     "reconstruct": ("reconstruct", "images → meshes and preview strips with an exported SavedModel"),
+    "app": ("app", "a local web page and HTTP API: image → 3D mesh in the browser, GLB/OBJ/PLY downloads"),
     "evaluate": ("evaluate", "per-category metrics (IoU, Chamfer-L1, ECD-3D, ECD-2D, F-score) on a test split"),
 }
 
