@@ -28,8 +28,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from d2im_tf.app.service import MAP_NAMES, Service
-from d2im_tf.app.validation import (MESH_FORMATS, RESOLUTIONS, SURFACES, ApiError, Limits, check_length,
-                                    read_form, too_large_message)
+from d2im_tf.app.validation import (
+    MESH_FORMATS,
+    RESOLUTIONS,
+    SURFACES,
+    ApiError,
+    Limits,
+    check_length,
+    read_form,
+    too_large_message,
+)
 from d2im_tf.app.workers import Busy, WorkerPool
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -49,8 +57,10 @@ def content_security_policy(page: str) -> str:
             "connect-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
-def build_app(service: Service, pool: WorkerPool, limits: Limits = Limits(), examples_dir: Path = EXAMPLES) -> Starlette:
-    """The app serving ``service`` through ``pool`` under ``limits``."""
+def build_app(service: Service, pool: WorkerPool, limits: Limits | None = None,
+              examples_dir: Path | None = EXAMPLES) -> Starlette:
+    """The app serving ``service`` through ``pool`` under ``limits`` (default :class:`Limits`)."""
+    limits = limits or Limits()
     page = (STATIC / "index.html").read_text()
     page_headers = {"Content-Security-Policy": content_security_policy(page), "Cache-Control": "no-cache"}
     examples = {path.name: path for path in sorted(Path(examples_dir).glob("*.png"))} if examples_dir else {}

@@ -1,8 +1,8 @@
 """A bounded queue of requests in front of a fixed number of worker threads.
 
 The reconstruction is CPU-bound and runs in worker threads (TensorFlow releases the GIL), so the
-event loop keeps answering health checks and static files while meshes are made. At most
-``max_waiting`` requests wait for a worker; one more is refused at once, and one that has waited
+event loop keeps answering health checks and static files while meshes are made. Beyond the
+``workers`` running, at most ``max_waiting`` requests wait for a worker; one more is refused at once, and one that has waited
 ``wait_timeout`` seconds without a worker is withdrawn from the queue: both raise :class:`Busy`
 (the server answers 503). A request that has started runs to its end.
 """
@@ -33,8 +33,9 @@ class WorkerPool:
     async def run(self, function: Callable, *args):
         """``function(*args)`` in a worker thread; :class:`Busy` if it cannot start in time."""
         with self._lock:
-            if self.waiting >= self.max_waiting:
-                raise Busy(f"the server is busy ({self.waiting} requests waiting); try again shortly")
+            if self.waiting + self.running >= self.workers + self.max_waiting:  # no worker, no room to wait
+                raise Busy(f"the server is busy ({self.running} running, {self.waiting} waiting); "
+                           "try again shortly")
             self.waiting += 1
         loop = asyncio.get_running_loop()
         started = asyncio.Event()

@@ -42,8 +42,7 @@ from PIL import Image
 from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError
 from d2im_tf.geometry import camera, frames
-from d2im_tf.inference.extraction import (BATCH_POINTS, INITIAL_RESOLUTION, extract_fused_mesh, extract_mesh,
-                                          levels_fit)
+from d2im_tf.inference.extraction import BATCH_POINTS, INITIAL_RESOLUTION, extract_fused_mesh, extract_mesh, levels_fit
 
 WHITE = 255
 BLACK = 0
