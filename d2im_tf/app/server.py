@@ -126,9 +126,9 @@ def build_app(service: Service, pool: WorkerPool, limits: Limits | None = None,
                 await pool.run(service.surface, result, stem)
             started = time.perf_counter()
             body = service.mesh_file(result, stem, extension)
+            # no file name: the page's download links name the file after the upload
             return Response(body, media_type=MESH_FORMATS[extension], headers={
-                "X-Server-Time": f"{result.seconds[stem] + time.perf_counter() - started:.3f}",
-                "Content-Disposition": f'attachment; filename="d2im_{result.id}_{stem}.{extension}"'})
+                "X-Server-Time": f"{result.seconds[stem] + time.perf_counter() - started:.3f}"})
         raise ApiError(404, "no such file; a result has input.png, front.png, back.png and "
                             "detailed|base.glb|obj|ply")
 
