@@ -111,9 +111,9 @@ def main(argv=None) -> int:
     import argparse
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from app_server import served
-
     from d2im_tf.commands.reconstruct import BUNDLED_MODEL
+
+    from app_server import served
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "app.png")

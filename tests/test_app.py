@@ -11,13 +11,14 @@ import time
 import numpy as np
 import pytest
 import trimesh
-from app_server import EXAMPLE, ROOT, huge_png, multipart, png_bytes, post_image, request, served
 from PIL import Image
 
 from d2im_tf.app.validation import ApiError, Limits, decode_image
 from d2im_tf.app.workers import Busy, WorkerPool
 from d2im_tf.data.disn_format import read_image
 from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
+
+from app_server import EXAMPLE, ROOT, huge_png, multipart, png_bytes, post_image, request, served
 
 RESOLUTION = "64"
 

@@ -2,9 +2,9 @@
 
 The reconstruction is CPU-bound and runs in worker threads (TensorFlow releases the GIL), so the
 event loop keeps answering health checks and static files while meshes are made. Beyond the
-``workers`` running, at most ``max_waiting`` requests wait for a worker; one more is refused at once, and one that has waited
-``wait_timeout`` seconds without a worker is withdrawn from the queue: both raise :class:`Busy`
-(the server answers 503). A request that has started runs to its end.
+``workers`` running, at most ``max_waiting`` requests wait for a worker; one more is refused at once,
+and one that has waited ``wait_timeout`` seconds without a worker is withdrawn from the queue: both
+raise :class:`Busy` (the server answers 503). A request that has started runs to its end.
 """
 from __future__ import annotations
 
