@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from d2im_tf.app.client import multipart, post_image, request  # noqa: F401 (the tests' client)
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 EXAMPLE = EXAMPLES / "03001627_syn00005.png"
@@ -50,39 +52,3 @@ def huge_png(width: int, height: int) -> bytes:
     data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
-
-def multipart(fields: dict) -> tuple[bytes, str]:
-    """A multipart/form-data body (RFC 7578) and its Content-Type; a field's value is text, or
-    ``(filename, bytes)`` for a file."""
-    boundary = "d2im-test-boundary-7f3a"
-    parts = []
-    for name, value in fields.items():
-        if isinstance(value, tuple):
-            filename, data = value
-            head = (f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                    "Content-Type: application/octet-stream\r\n")
-        else:
-            head, data = f'Content-Disposition: form-data; name="{name}"\r\n', str(value).encode()
-        parts.append(f"--{boundary}\r\n{head}\r\n".encode() + data + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def request(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None, timeout=120):
-    """``(status, headers, body)`` of one HTTP request (no exception for 4xx/5xx)."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        connection.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body, headers or {})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
-
-
-def post_image(url: str, data: bytes, name: str = "image.png", **options):
-    """``POST /api/reconstruct`` with ``data`` as the field ``image`` and ``options`` as text fields."""
-    body, content_type = multipart({"image": (name, data), **options})
-    return request(f"{url}/api/reconstruct", "POST", body, {"Content-Type": content_type})

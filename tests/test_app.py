@@ -188,7 +188,7 @@ def test_a_full_queue_gets_503_and_the_running_request_finishes(tiny_model):
     with served(tiny_model, workers=1, max_waiting=0) as (url, _, pool):
         first = {}
         thread = threading.Thread(target=lambda: first.update(
-            response=post_image(url, EXAMPLE.read_bytes(), resolution="256")))
+            response=post_image(url, EXAMPLE.read_bytes(), resolution="128")))
         thread.start()
         deadline = time.monotonic() + 60
         while pool.running == 0 and thread.is_alive() and time.monotonic() < deadline:
@@ -246,3 +246,60 @@ def test_decode_image_reads_what_read_image_reads(tmp_path):
         data = png_bytes(pixels)
         (tmp_path / "x.png").write_bytes(data)
         np.testing.assert_array_equal(decode_image(data, Limits()), read_image(tmp_path / "x.png"))
+
+
+def test_the_base_surface_is_the_zero_set_of_f_b(tiny_model, library):
+    """``Reconstructor.reconstruct(surface="base")``: its coarse-to-fine mesh is the dense grid's, and
+    f_B, decoded by the SavedModel at its vertices, is within one cell's change of 0 there, while the
+    fused field is not."""
+    import tensorflow as tf
+
+    pixels = read_image(EXAMPLE)
+    base = library["base"].mesh
+    dense = Reconstructor(tiny_model, resolution=64, mode="dense").reconstruct(pixels, surface="base").mesh
+    assert same_mesh(dense, base)
+    reconstructor = Reconstructor(tiny_model, resolution=64)
+    batch = tf.constant(prepare_image(pixels, reconstructor.image_size)[None])
+    encoding = reconstructor.model.signatures["encode"](image=batch)
+    projection = reconstructor.projection(batch)[0]
+    out = reconstructor.model.signatures["decode"](points=tf.constant(base.vertices[None], tf.float32),
+                                                   projection=projection, **encoding)
+    f_b, fused = np.abs(out["base"].numpy()[0]), np.abs(out["sdf"].numpy()[0])
+    cell = 2.0 / 64  # the normalised box [-1, 1]³ at 64³
+    assert f_b.max() < reconstructor.lipschitz * cell
+    assert np.median(fused) > 3 * np.median(f_b)
+
+
+def test_cli_rejects_a_bad_port_before_loading(capsys):
+    from d2im_tf.cli import main
+
+    assert main(["app", "--port", "70000", "--model", "/nonexistent"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --port must be between 0 and 65535, got 70000"
+
+
+@pytest.mark.slow
+def test_cli_serves_and_warns_when_bound_beyond_loopback(tiny_model):
+    """``d2im app --host 0.0.0.0 --port 0``: a warning on stderr, the URL on stdout, a healthy API."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "d2im_tf.cli", "app", "--model", str(tiny_model), "--host", "0.0.0.0",
+               "--port", "0"]
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        lines = []
+        for line in server.stdout:
+            lines.append(line)
+            if " on http://" in line:
+                break
+        assert lines and lines[-1].startswith(f"d2im app: serving {tiny_model.parent.name} on http://0.0.0.0:"), lines
+        port = int(lines[-1].split("http://0.0.0.0:", 1)[1].split("/", 1)[0])
+        status, _, body = request(f"http://127.0.0.1:{port}/api/health")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=60)
+    assert "warning: listening on 0.0.0.0, reachable from other machines" in err

@@ -43,6 +43,8 @@ point, as the converted models have no one-pass bounds), as ratios against the S
 mesh's IoU against the SavedModel's (64³ voxels). Each runtime first reconstructs once at 16³ (warm-up:
 first calls, Node start). Wall-clock seconds: on a shared machine
 only the ratios within one run mean much.
+
+``app``: a bounded load test of ``d2im app`` on localhost (benchmarks/app.py).
 """
 from __future__ import annotations
 
@@ -707,6 +709,12 @@ def main(argv=None) -> int:
                      help="also write DIR/previews/epoch_0001.png: the training shapes reconstructed at the end")
     fit.add_argument("--json", action="store_true", help="print the result as JSON")
     fit.set_defaults(bench=bench_fit, show=print_fit)
+    from benchmarks import app as app_benchmark  # benchmarks/app.py
+
+    app = stages.add_parser("app", help="load test of d2im app on localhost: req/s, p50/p95, statuses, memory")
+    app_benchmark.add_arguments(app)
+    app.add_argument("--json", action="store_true", help="print the result as JSON")
+    app.set_defaults(bench=app_benchmark.bench_app, show=app_benchmark.print_app)
     args = parser.parse_args(argv)
     try:
         result = args.bench(args)

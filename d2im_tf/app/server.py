@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -125,7 +126,7 @@ def build_app(service: Service, pool: WorkerPool, limits: Limits | None = None,
             if stem not in result.meshes:
                 await pool.run(service.surface, result, stem)
             started = time.perf_counter()
-            body = service.mesh_file(result, stem, extension)
+            body = await run_in_threadpool(service.mesh_file, result, stem, extension)
             # no file name: the page's download links name the file after the upload
             return Response(body, media_type=MESH_FORMATS[extension], headers={
                 "X-Server-Time": f"{result.seconds[stem] + time.perf_counter() - started:.3f}"})
