@@ -6,7 +6,7 @@ a baseline in the same run, one client sending ``--baseline`` requests one after
 corrupt image. Reports requests per second, p50/p95 latency (client side, of the 200s) and the
 server's own time (``X-Server-Time``), both as ratios against the one-client baseline; counts per status;
 and the server's resident memory after start, after the baseline and after each ``--rounds`` of the
-load (the result store keeps the last 32 results, so memory grows until it is full, then stays). Every response
+load (the result store keeps the last 8 results, so memory grows until it is full). Every response
 is checked: a 200 must be a GLB (glTF 2.0 header, its declared length, a mesh trimesh loads with
 faces), a 503 or 4xx must be a JSON ``{"error": ...}``; anything else is a failure. Bounded: a fixed
 count of requests, each with a timeout; the server is stopped at the end.

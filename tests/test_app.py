@@ -303,3 +303,21 @@ def test_cli_serves_and_warns_when_bound_beyond_loopback(tiny_model):
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=60)
     assert "warning: listening on 0.0.0.0, reachable from other machines" in err
+
+
+def test_the_vendored_three_js_is_the_locked_version_and_the_page_names_no_other_host():
+    import re
+
+    app = ROOT / "d2im_tf" / "app"
+    pinned = json.loads((app / "npm" / "package.json").read_text())["dependencies"]["three"]
+    locked = json.loads((app / "npm" / "package-lock.json").read_text())["packages"]["node_modules/three"]
+    assert locked["version"] == pinned and locked["integrity"].startswith("sha512-")
+    vendor = app / "static" / "vendor" / "three"
+    revision = re.search(r"const REVISION = '(\d+)'", (vendor / "build" / "three.core.js").read_text()).group(1)
+    assert pinned == f"0.{revision}.0"
+    assert "MIT License" in (vendor / "LICENSE").read_text()
+    page = (app / "static" / "index.html").read_text()
+    imports = json.loads(re.search(r'<script type="importmap">(.*?)</script>', page, re.S).group(1))["imports"]
+    assert (app / imports["three"].lstrip("/")).is_file()
+    for source in (page, (app / "static" / "app.js").read_text(), (app / "static" / "style.css").read_text()):
+        assert not re.search(r"(src|href|url)\s*[=(]\s*[\"']?(https?:)?//", source)

@@ -27,7 +27,9 @@ from d2im_tf.geometry import camera
 from d2im_tf.inference.preview import diverging_colours
 from d2im_tf.inference.reconstruct import Reconstructor, input_warnings
 
-MAX_RESULTS = 32  # results kept for the page's later requests (maps, the other surface, downloads)
+# Results kept for the page's later requests (maps, the other surface, downloads): a page needs its
+# last one; each holds its meshes (~1.5 MB at 128³), and long-lived meshes fragment the heap.
+MAX_RESULTS = 8
 MAP_NAMES = ("front", "back")
 
 

@@ -25,6 +25,9 @@ def configure(parser) -> None:
                         help="largest request body in MB (2^20 bytes), image included (default 16)")
     parser.add_argument("--max-pixels", type=int, default=4096 * 4096,
                         help="largest image in pixels, width × height, checked before decoding (default 4096²)")
+    parser.add_argument("--keep-results", type=int, default=8,
+                        help="reconstructions kept for the page's later requests (maps, the other surface, "
+                             "downloads); the oldest is dropped (default 8)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
 
 
@@ -33,7 +36,8 @@ def run(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
-    for name, value in (("--workers", args.workers), ("--max-pixels", args.max_pixels)):
+    for name, value in (("--workers", args.workers), ("--max-pixels", args.max_pixels),
+                        ("--keep-results", args.keep_results)):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     if args.queue < 0 or args.queue_timeout <= 0 or args.max_upload_mb <= 0:
@@ -54,7 +58,7 @@ def run(args) -> int:
         bind(args.host, args.port).close()
     except OSError as error:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
-    service = Service(args.model)
+    service = Service(args.model, args.keep_results)
     print(f"model {service.model_name} loaded; warm-up took {service.warm_up():.1f} s", flush=True)
     pool = WorkerPool(args.workers, args.queue, args.queue_timeout)
     limits = Limits(max_bytes=int(args.max_upload_mb * MEGABYTE), max_pixels=args.max_pixels)
