@@ -23,7 +23,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -176,10 +176,13 @@ async def read_multipart(request: Request, limits: Limits):
                             f"(got {content_type.split(';')[0][:60] or 'no Content-Type'})")
     check_length(request.headers.get("content-length"), limits)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limits.max_bytes:
-            raise ApiError(413, too_large_message(len(body), limits))
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limits.max_bytes:
+                raise ApiError(413, too_large_message(len(body), limits))
+    except ClientDisconnect:  # nobody to answer; not a server error
+        raise ApiError(400, "the client disconnected during the upload") from None
 
     async def replay():
         return {"type": "http.request", "body": bytes(body), "more_body": False}
