@@ -17,10 +17,10 @@ from PIL import Image, UnidentifiedImageError
 
 # The conversions of d2im_tf.data.disn_format.read_image, which reads files by path (its errors name them).
 from d2im_tf.data.disn_format import _to_8bit
+from d2im_tf.inference.reconstruct import SURFACES  # noqa: F401 (the options' values; re-exported)
 
 FORMATS = ("PNG", "JPEG", "WEBP")  # what Pillow may decode from an upload
 RESOLUTIONS = (64, 128, 256)
-SURFACES = ("detailed", "base")
 MESH_FORMATS = {"glb": "model/gltf-binary", "obj": "model/obj", "ply": "application/ply"}
 MEGABYTE = 1 << 20
 
