@@ -7,4 +7,4 @@ package: run them from a checkout with ``python tools/benchmark.py <name>``.
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-NAMES = ("data", "reconstruct", "convert", "train", "fit", "transfer")
+NAMES = ("data", "reconstruct", "convert", "train", "fit", "transfer", "app")

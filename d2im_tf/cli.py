@@ -27,6 +27,7 @@ COMMANDS = {
     "reconstruct": ("reconstruct", "images → meshes and preview strips with an exported SavedModel"),
     "transfer": ("transfer", "detail transfer: one image's surface details on another image's coarse shape"),
     "paste": ("paste", "paste-n-reconstruct: a logo dropped onto an image, reconstructed in relief"),
+    "app": ("app", "a local web page and HTTP API: image → 3D mesh in the browser, GLB/OBJ/PLY downloads"),
     "evaluate": ("evaluate", "per-category metrics (IoU, Chamfer-L1, ECD-3D, ECD-2D, F-score) on a test split"),
 }
 

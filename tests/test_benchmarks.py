@@ -231,7 +231,7 @@ def test_entry_point_lists_every_benchmark_and_the_reference_options():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     listed = result.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
-    assert listed == list(NAMES) == ["data", "reconstruct", "convert", "train", "fit", "transfer"]
+    assert listed == list(NAMES) == ["data", "reconstruct", "convert", "train", "fit", "transfer", "app"]
     train = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "train", "--help"],
                            capture_output=True, text=True, timeout=120)
     assert "--reference DIR" in train.stdout and "--reference-python PYTHON" in train.stdout

@@ -9,6 +9,7 @@ against which same-run baseline):
 ``train``        seconds per training step at the authors' setting (:mod:`benchmarks.train`)
 ``fit``          memorisation of 4 training shapes (:mod:`benchmarks.fit`)
 ``transfer``     detail transfer vs the target's own reconstruction (:mod:`benchmarks.transfer`)
+``app``          a bounded load test of ``d2im app`` on localhost (:mod:`benchmarks.app`)
 
 Wall-clock seconds: on a shared machine only the ratios within one run mean much.
 """

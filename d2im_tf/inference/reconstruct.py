@@ -37,6 +37,7 @@ the world frame either way (:attr:`Reconstruction.frame`).
 """
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -53,11 +54,12 @@ from d2im_tf.data import framing
 from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError
 from d2im_tf.geometry import camera, frames
-from d2im_tf.inference.extraction import INITIAL_RESOLUTION, extract_fused_mesh, levels_fit
+from d2im_tf.inference.extraction import INITIAL_RESOLUTION, extract_fused_mesh, extract_mesh, levels_fit
 
 WHITE = 255
 BLACK = 0
 FRAME_BOUNDS = {"normalised": frames.NORMALISED_BOX, "world": frames.WORLD_BOX}
+SURFACES = ("detailed", "base")  # the fused field's zero set, or the base field f_B's alone
 MAX_RESOLUTION = 1024  # marching-cubes cells per side; 1024³ is already ~4 GB of float32 SDF values
 # The median object size (box side / image side) of the synthetic training renders, as measured by
 # ``python tools/framing_stats.py --synthetic 12 --views 12`` (576 renders; p10 0.42, p90 0.69).
@@ -298,8 +300,22 @@ class Reconstructor:
         pose = outputs["rotation"][0].numpy(), outputs["translation"][0].numpy()
         return outputs["projection"], view_row_from_pose(*pose), pose
 
-    def reconstruct(self, pixels: np.ndarray, camera_row=None, norm_params=None) -> Reconstruction:
-        """Mesh of the object in ``pixels`` (any uint8 image, see :func:`prepare_input`)."""
+    def with_resolution(self, resolution: int) -> "Reconstructor":
+        """The same loaded model extracting at ``resolution`` (a shallow copy; :class:`UserError` if the
+        mode cannot use it)."""
+        check_resolution(resolution, self.mode, self.initial_resolution)
+        other = copy.copy(self)
+        other.resolution = resolution
+        return other
+
+    def reconstruct(self, pixels: np.ndarray, camera_row=None, norm_params=None,
+                    surface: str = "detailed") -> Reconstruction:
+        """Mesh of the object in ``pixels`` (any uint8 image, see :func:`prepare_input`).
+
+        ``surface``: ``"detailed"`` the fused field's zero set (the model's output), ``"base"`` that of
+        the base field f_B alone, the coarse shape before the displacement maps are added."""
+        if surface not in SURFACES:
+            raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
         pixels = np.asarray(pixels)
         prepared = prepare_input(pixels, self.image_size, self.image_reading, self.matting,
                                  self.reframing_size(camera_row))
@@ -319,6 +335,38 @@ class Reconstructor:
             out = decode(points=tf.constant(points[None]), projection=projection, **encoding)
             return out["sdf"].numpy()[0], out["base"].numpy()[0]
 
+        if surface == "base":
+            mesh, stats = self._extract_base(decode_points, projection, encoding)
+        else:
+            mesh, stats = self._extract_fused(decode_points, projection, encoding, maps)
+        stages = dict(stats.stage_seconds)
+        timings["marching_cubes"] = stages.pop("marching_cubes")
+        timings["sdf_evaluation"] = sum(stages.values())
+        frame = self.frame
+        model_projection = np.asarray(projection, np.float64)[0]  # [3, 4] the mesh's frame → the image's pixels
+        if frame == "normalised" and camera_row is not None and norm_params is not None:
+            mesh, frame = frames.to_world(mesh, np.asarray(norm_params, float)), "world"
+            model_projection = model_projection @ np.linalg.inv(frames.denormalising_matrix(norm_params))
+        input_projection = np.linalg.inv(prepared.transform) @ model_projection
+        return Reconstruction(mesh, maps, timings, view, image, frame, pose, input_projection, prepared.foreground)
+
+    def _extract_base(self, decode_points, projection, encoding):
+        """The zero set of f_B alone (Lipschitz ``self.lipschitz``): ``(mesh, stats)``."""
+        if self.one_pass_bounds:  # f_B without the front/back split's pass
+            def base_values(points):  # [N, 3] → base [N]
+                out = self.model.signatures["decode_bounds"](points=tf.constant(points[None]),
+                                                             projection=projection, **encoding)
+                return out["base"].numpy()[0]
+        else:
+            def base_values(points):
+                return decode_points(points)[1]
+
+        return extract_mesh(base_values, self.resolution, FRAME_BOUNDS[self.frame], mode=self.mode,
+                            initial_resolution=self.initial_resolution, batch_points=self.batch_points,
+                            lipschitz=self.lipschitz, fill_cavities=self.fill_cavities)
+
+    def _extract_fused(self, decode_points, projection, encoding, maps):
+        """The zero set of the fused field f_B + displacement: ``(mesh, stats)``."""
         decode_bounds = fuse = None
         if self.one_pass_bounds:
             def decode_bounds(points):  # [N, 3] → base [N], displacements [N, 2]
@@ -333,21 +381,11 @@ class Reconstructor:
                                                         displacements=tf.constant(displacements[None]), **encoding)
                     return out["sdf"].numpy()[0]
 
-        mesh, stats = extract_fused_mesh(decode_points, maps, self.resolution, self.lipschitz,
-                                         FRAME_BOUNDS[self.frame], decode_bounds, fuse,
-                                         projection=np.asarray(projection)[0], mode=self.mode,
-                                         initial_resolution=self.initial_resolution, batch_points=self.batch_points,
-                                         fill_cavities=self.fill_cavities)
-        stages = dict(stats.stage_seconds)
-        timings["marching_cubes"] = stages.pop("marching_cubes")
-        timings["sdf_evaluation"] = sum(stages.values())
-        frame = self.frame
-        model_projection = np.asarray(projection, np.float64)[0]  # [3, 4] the mesh's frame → the image's pixels
-        if frame == "normalised" and camera_row is not None and norm_params is not None:
-            mesh, frame = frames.to_world(mesh, np.asarray(norm_params, float)), "world"
-            model_projection = model_projection @ np.linalg.inv(frames.denormalising_matrix(norm_params))
-        input_projection = np.linalg.inv(prepared.transform) @ model_projection
-        return Reconstruction(mesh, maps, timings, view, image, frame, pose, input_projection, prepared.foreground)
+        return extract_fused_mesh(decode_points, maps, self.resolution, self.lipschitz,
+                                  FRAME_BOUNDS[self.frame], decode_bounds, fuse,
+                                  projection=np.asarray(projection)[0], mode=self.mode,
+                                  initial_resolution=self.initial_resolution, batch_points=self.batch_points,
+                                  fill_cavities=self.fill_cavities)
 
 
 def camera_description(result: Reconstruction, image_shape) -> dict:
