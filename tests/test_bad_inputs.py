@@ -201,6 +201,8 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                              "camera.image_size: VGG16 needs at least 32"),
     "config-no-categories": (lambda fx: ["info", "--set", "data.categories=[]"], 2, "data.categories: must list"),
     "config-empty-out-dir": (lambda fx: ["info", "--set", "train.out_dir="], 2, "train.out_dir: must not be empty"),
+    "config-set-bad-yaml": (lambda fx: ["info", "--set", "train.batch_size=[1,"], 2,
+                            "train.batch_size: the value '[1,' is not valid YAML"),
     # --- training data: train and train-camera refuse before the first step; check-data reports the same ---
     "train-nan-samples": (lambda fx: do(nan_samples(d := fx.data()), train(fx, d)), 2,
                           "a/ori_sample.h5: dataset 'pc_sdf_sample' has 1 NaN/Inf values"),
