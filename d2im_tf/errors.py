@@ -1,4 +1,5 @@
-"""The base class of errors a user can fix: the CLI prints them as one line and exits with 2."""
+"""The base class of errors a user can fix: the CLI prints them as one line and exits with 2; and the
+helpers that word such lines (a byte count; a failed write naming its path)."""
 import re
 
 _WRAPPED = re.compile(r"\b(?:DataError|ConfigError|UserError): (.+)")
@@ -15,3 +16,12 @@ def wrapped_user_error(error: BaseException) -> str | None:
         return None
     match = _WRAPPED.search(str(error))
     return match.group(1).strip() if match else None
+
+
+def size_text(nbytes: float) -> str:
+    """A byte count for a message: ``512 bytes``, ``406.9 MB``, ``4.0 TB`` (decimal units)."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB", "EB"):
+        if abs(nbytes) < 1000 or unit == "EB":
+            return f"{int(nbytes):,} bytes" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError

@@ -166,9 +166,16 @@ def write_split(path, shapes) -> None:
 # Camera metadata
 
 
+# Distance ratios (field 4) that give a usable projection: nearer, the camera (at 1.75·d) is inside the
+# box [-0.5, 0.5]³ of a normalised shape; farther, the shape spans under two pixels of a 224-pixel view.
+MIN_DISTANCE_RATIO, MAX_DISTANCE_RATIO = 0.5, 100.0
+MAX_ANGLE_DEGREES = 1e6  # azimuth and elevation (fields 1, 2); larger ones have lost their precision
+
+
 def metadata_row_problem(row) -> str | None:
     """What is wrong with a metadata row as a camera (``None`` if nothing): ten finite numbers with a
-    positive distance ratio (field 4; the camera sits at ``1.75·d`` from the origin, looking at it)."""
+    distance ratio (field 4; the camera sits at ``1.75·d`` from the origin, looking at it) that makes the
+    projection finite and not degenerate (:data:`MIN_DISTANCE_RATIO`, :data:`MAX_DISTANCE_RATIO`)."""
     row = np.asarray(row, dtype=np.float64)
     if row.shape != (METADATA_FIELDS,):
         return f"has {row.size} fields, expected {METADATA_FIELDS}"
@@ -176,6 +183,11 @@ def metadata_row_problem(row) -> str | None:
         return "has a non-finite value"
     if row[3] <= 0:
         return f"has distance ratio {row[3]:g} (field 4); it must be positive"
+    if not MIN_DISTANCE_RATIO <= row[3] <= MAX_DISTANCE_RATIO:
+        return (f"has distance ratio {row[3]:g} (field 4); it must be between {MIN_DISTANCE_RATIO:g} (nearer, the "
+                f"camera is inside the shape's box) and {MAX_DISTANCE_RATIO:g} (farther, the shape is under 2 pixels)")
+    if np.abs(row[:2]).max() > MAX_ANGLE_DEGREES:
+        return f"has an angle beyond ±{MAX_ANGLE_DEGREES:g} degrees (fields 1, 2)"
     return None
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from d2im_tf.errors import UserError
+from d2im_tf.errors import UserError, size_text
 
 # torch storage class → NumPy dtype (element type of the storage's bytes).
 STORAGE_DTYPES = {
@@ -80,14 +80,6 @@ class CheckpointError(UserError):
     """A file that is not a readable PyTorch checkpoint, or one that asks for a forbidden global."""
 
 
-def _size(nbytes: int) -> str:
-    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
-        if abs(nbytes) < 1000 or unit == "PB":
-            return f"{nbytes:,} bytes" if unit == "bytes" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1000
-    raise AssertionError
-
-
 class _Budget:
     """What a checkpoint may make the reader allocate: ``limit`` bytes read, ``limit`` bytes built."""
 
@@ -98,8 +90,8 @@ class _Budget:
     def take(self, nbytes: int, kind: str, what: str) -> None:
         """Count ``nbytes`` more of ``kind`` ("read" or "built"); refuse past the limit, naming ``what``."""
         if nbytes < 0 or self.used[kind] + nbytes > self.limit:
-            raise CheckpointError(f"{self.path}: {what} would need {_size(nbytes)}, beyond the "
-                                  f"{_size(self.limit)} this checkpoint may take (crafted or not a checkpoint of "
+            raise CheckpointError(f"{self.path}: {what} would need {size_text(nbytes)}, beyond the "
+                                  f"{size_text(self.limit)} this checkpoint may take (crafted or not a checkpoint of "
                                   "this network?)")
         self.used[kind] += nbytes
 
@@ -268,7 +260,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, pa
     with archive.open(info) as stream:
         raw = stream.read(limit + 1)
     if len(raw) > limit:
-        raise CheckpointError(f"{path}: {info.filename} unpacks to more than {_size(limit)}")
+        raise CheckpointError(f"{path}: {info.filename} unpacks to more than {size_text(limit)}")
     return raw
 
 
@@ -282,8 +274,8 @@ def _read_zip(path: Path, archive: zipfile.ZipFile, budget: _Budget, max_pickle_
             raise CheckpointError(f"{path}: {info.filename} uses compression method {info.compress_type}, "
                                   "which PyTorch never writes")
     if members[pickles[0]].file_size > max_pickle_bytes:
-        raise CheckpointError(f"{path}: {pickles[0]} declares {_size(members[pickles[0]].file_size)}, more than "
-                              f"the {_size(max_pickle_bytes)} an object pickle may have")
+        raise CheckpointError(f"{path}: {pickles[0]} declares {size_text(members[pickles[0]].file_size)}, more than "
+                              f"the {size_text(max_pickle_bytes)} an object pickle may have")
     budget.take(sum(info.file_size for info in members.values()), "read",
                 f"its {len(members)} archive members (declared sizes)")
     budget.used["read"] = 0  # counted again as they are read
@@ -336,8 +328,8 @@ def _read_legacy(path: Path, stream, budget: _Budget, max_pickle_bytes: int):
     start = stream.tell()
     obj = _RestrictedUnpickler(stream, pending, str(path)).load()
     if stream.tell() - start > max_pickle_bytes:
-        raise CheckpointError(f"{path}: the object pickle has {_size(stream.tell() - start)}, more than the "
-                              f"{_size(max_pickle_bytes)} it may have")
+        raise CheckpointError(f"{path}: the object pickle has {size_text(stream.tell() - start)}, more than the "
+                              f"{size_text(max_pickle_bytes)} it may have")
     _check_structure(obj, path)
     keys = _RestrictedUnpickler(stream, no_storage, str(path)).load()
     if not isinstance(keys, list):
@@ -352,8 +344,8 @@ def _read_legacy(path: Path, stream, budget: _Budget, max_pickle_bytes: int):
         itemsize = 2 if storage_type.dtype is None else np.dtype(storage_type.dtype).itemsize
         left = file_size - stream.tell()
         if numel < 0 or numel * itemsize > left:
-            raise CheckpointError(f"{path}: storage {key} declares {numel:,} elements ({_size(numel * itemsize)}), "
-                                  f"more than the {_size(left)} left in the file (truncated?)")
+            raise CheckpointError(f"{path}: storage {key} declares {numel:,} elements ({size_text(numel * itemsize)}), "
+                                  f"more than the {size_text(left)} left in the file (truncated?)")
         raw = stream.read(numel * itemsize)
         if len(raw) != numel * itemsize:
             raise CheckpointError(f"{path}: truncated (storage {key})")
