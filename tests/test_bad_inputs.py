@@ -5,6 +5,7 @@ Rows run ``d2im_tf.cli.main(argv)`` in-process on copies of the tiny toy dataset
 a few run ``python -m d2im_tf.cli`` where the process matters (a pipeline that used to hang). Add a
 row for every new case found.
 """
+import errno
 import hashlib
 import json
 import os
@@ -556,3 +557,48 @@ def test_make_data_runs_again_only_with_the_same_settings(tmp_path):
         check_out_folder(tmp_path, record("--seed", "1", "--shapes-per-category", "10"))
     with pytest.raises(UserError, match="made with --seed 1, not 2"):  # growing needs every other setting equal
         check_out_folder(tmp_path, record("--seed", "2", "--shapes-per-category", "10", "--extra-train-shapes", "7"))
+
+
+# ------------------------------------------------------------------------------------------
+# A full disk: the write that fails raises ENOSPC as the kernel would; the command says so on one line
+# naming the path, exits with 2 and leaves nothing (no empty output folder, no staging folder).
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def tf_no_space(*args, **kwargs):  # what TensorFlow's C++ writers raise when the disk is full
+    import tensorflow as tf
+
+    raise tf.errors.ResourceExhaustedError(None, None, "saved_model.pb; No space left on device")
+
+
+FULL_DISK = {
+    # (the function whose write fails, what it raises, argv, the path the line names)
+    "reconstruct": ("trimesh.Trimesh.export", no_space,
+                    lambda fx: reconstruct(fx, "--camera", VIEW, "-o", str(fx.ws / "o" / "x")), "o/x/photo.obj"),
+    "convert": ("pathlib.Path.write_bytes", no_space,
+                lambda fx: ["convert", str(fx.model), "--to", "tflite", "-o", str(fx.ws / "o" / "lite")], "o/lite"),
+    "export": ("keras.src.export.saved_model_export_archive.SavedModelExportArchive.write_out", tf_no_space,
+               lambda fx: ["export", "--checkpoint", str(fx.sdf_run), "--out", str(fx.ws / "o" / "m")], "o/m/1"),
+}
+
+
+@pytest.mark.parametrize("command", list(FULL_DISK))
+def test_a_full_disk_is_one_line_and_leaves_nothing(command, shared, tmp_path, capsys, monkeypatch):
+    target, failure, setup, named = FULL_DISK[command]
+    fx = Fixtures(ws=tmp_path / "ws", **shared)
+    fx.ws.mkdir()
+    argv = setup(fx)
+    before = snapshot(fx.ws, fx.toy, fx.sdf_run, fx.model.parent)
+    module, _, attribute = target.rpartition(".")
+    owner = module.rpartition(".")
+    monkeypatch.setattr(getattr(__import__(owner[0], fromlist=[owner[2]]), owner[2]), attribute, failure)
+    capsys.readouterr()
+    code = main(argv)
+    _, err = capsys.readouterr()
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if not line.startswith("warning: ")]  # (a blank image)
+    assert errors == [f"error: {fx.ws / named}: cannot write (No space left on device)"], err
+    assert snapshot(fx.ws, fx.toy, fx.sdf_run, fx.model.parent) == before

@@ -98,7 +98,7 @@ def output_names(images, out: Path, mesh_format: str) -> dict:
 
 
 def run(args) -> int:
-    from d2im_tf.data.disn_format import check_output_dir
+    from d2im_tf.data.disn_format import check_output_dir, new_folders
     from d2im_tf.errors import UserError
 
     if args.norm_params is not None:
@@ -120,8 +120,9 @@ def run(args) -> int:
         reconstructor = runtime_reconstructor(args.model, args.runtime, args.precision, resolution=args.resolution,
                                               mode=args.mode, fill_cavities=not args.keep_cavities)
     reconstructor.require_camera(camera_row)  # before the progress bar starts
-    failed = reconstruct_files(reconstructor, targets, camera_row, args.norm_params, args.format,
-                               previews=not args.no_preview, progress=not args.no_progress)
+    with new_folders(out):  # a failure (a full disk) leaves no empty output folder behind
+        failed = reconstruct_files(reconstructor, targets, camera_row, args.norm_params, args.format,
+                                   previews=not args.no_preview, progress=not args.no_progress)
     done = len(args.images) - failed
     print(f"{done} of {len(args.images)} images reconstructed into {out}")
     return 2 if failed else 0

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from d2im_tf.errors import UserError
+from d2im_tf.errors import UserError, writing
 
 METADATA_FIELDS = 10  # az, el, 0, dist_ratio, 35, 32, 1.75, sx, sy, sz
 DEPTH_SCALE = 10000.0  # depth PNGs store round(depth · 10⁴) as uint16
@@ -103,18 +103,19 @@ class DatasetLayout:
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with writing(path):  # a full disk: one line naming the path, no temporary file left
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
+        try:
+            yield Path(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
 def check_output_dir(path, what: str = "output folder") -> Path:
@@ -133,6 +134,21 @@ def check_output_dir(path, what: str = "output folder") -> Path:
         raise DataError(path, f"cannot be used as the {what}: {existing} is not writable "
                               f"({error.strerror or error})") from None
     return path
+
+
+@contextlib.contextmanager
+def new_folders(path):
+    """Run a block that writes into the folder ``path``; if it fails, the folders it created for
+    ``path`` (``path`` and missing parents) are removed again when left empty."""
+    path = Path(path).absolute()
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    try:
+        yield path
+    except BaseException:
+        for folder in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def _write_text(path, text: str) -> None:

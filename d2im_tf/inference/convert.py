@@ -57,7 +57,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from d2im_tf.errors import UserError
+from d2im_tf.errors import UserError, writing
 
 TARGETS = ("tflite", "tfjs")
 PARTS = ("encode", "decode", "camera")
@@ -404,7 +404,16 @@ def convert(saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POI
         tfjs.check_converter_available()  # before the slow load; installs it on first use
     model_dir, loaded, info = load_saved_model(saved_model)
     parts = prepare_parts(loaded, chunk_points, target)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from d2im_tf.data.disn_format import new_folders
+
+    with new_folders(out.parent), writing(out):  # a full disk: one line, nothing left
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _write_converted(out, target, parts, model_dir, info, chunk_points, precisions)
+    return out
+
+
+def _write_converted(out: Path, target: str, parts, model_dir: Path, info, chunk_points: int, precisions) -> None:
+    """The converted files in a staging folder beside ``out``, renamed to ``out`` once complete."""
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         if target == "tflite":
@@ -423,7 +432,6 @@ def convert(saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POI
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out
 
 
 def _umask() -> int:

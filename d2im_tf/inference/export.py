@@ -48,8 +48,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from d2im_tf.data.disn_format import check_output_dir
-from d2im_tf.errors import UserError
+from d2im_tf.data.disn_format import check_output_dir, new_folders
+from d2im_tf.errors import UserError, writing
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import D2IMNet
 
@@ -187,14 +187,15 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
         archive.add_endpoint("camera", pose, input_signature=[image_spec])
         archive.add_endpoint("sdf_predicted_camera", sdf_predicted_camera, input_signature=[image_spec, points_spec])
     info = model_description(sdf_model, camera_model)
-    out_base.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(out_base)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.{os.getpid()}.", dir=out_base))
-    try:
-        archive.write_out(str(staging / "model"), verbose=False)
-        (staging / "model" / "assets.extra").mkdir(exist_ok=True)
-        (staging / "model" / "assets.extra" / "d2im.json").write_text(json.dumps(info, indent=2) + "\n")
-        (staging / "model").rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with new_folders(out_base), writing(target):  # a full disk: one line, nothing left
+        out_base.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out_base)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.{os.getpid()}.", dir=out_base))
+        try:
+            archive.write_out(str(staging / "model"), verbose=False)
+            (staging / "model" / "assets.extra").mkdir(exist_ok=True)
+            (staging / "model" / "assets.extra" / "d2im.json").write_text(json.dumps(info, indent=2) + "\n")
+            (staging / "model").rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -26,14 +26,14 @@ import yaml
 
 from d2im_tf.config import Config, load_config
 from d2im_tf.data.disn_format import atomic_path, check_output_dir
-from d2im_tf.errors import UserError
+from d2im_tf.errors import UserError, WriteError
 from d2im_tf.training.averaging import CHECKPOINT_KEY as AVERAGE_KEY
 from d2im_tf.training.averaging import WeightAverage, restore_average
-from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, current_step
+from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, TrainingStopped, current_step
 from d2im_tf.training.distribute import is_chief, worker_id
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(TrainingStopped):
     """A loss became NaN or Inf; the message names the step and the last good checkpoint."""
 
 
@@ -268,6 +268,9 @@ def run_training(
             step = current_step(model)
         if average is not None:
             average.apply_to_model()
+    except WriteError as error:  # a preview, a log: the disk is full; the last checkpoint is intact
+        raise TrainingStopped(f"{error}; training stopped; resume from {manager.latest_checkpoint or 'the start'} "
+                              "with --resume once there is room") from None
     finally:
         if bar is not None:
             bar.close()
