@@ -119,6 +119,27 @@ def no_gradients(layout):
         edit_h5(samples_of(layout, shape), pc_gradients=None)
 
 
+def int_samples(layout):
+    path = samples_of(layout)
+    edit_h5(path, pc_sdf_sample=np.round(fmt.read_samples(path).samples * 100).astype(np.int32))
+
+
+def expanded_checkpoint(path: Path) -> Path:
+    """What ``torch.zeros(1).expand(10**6, 10**6)`` saves, as a D²IM-Net weight: 4 TB if materialised."""
+    from parity_helpers import Strided, write_torch_zip
+
+    write_torch_zip(path, {"state_dict": {"image_encoder.conv1.weight": Strided(np.zeros(1, np.float32),
+                                                                                 (10**6, 10**6), (0, 0))}})
+    return path
+
+
+def truncated_checkpoint(path: Path) -> Path:
+    from parity_helpers import FIXTURES
+
+    path.write_bytes((FIXTURES / "tiny_checkpoint.pt.tar").read_bytes()[:4000])
+    return path
+
+
 def truncated_png(layout):
     path = layout.image_path(TOY_CATEGORY, "b", 1)
     path.write_bytes(path.read_bytes()[:200])
@@ -222,6 +243,12 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                          "a/ori_sample.h5: dataset 'norm_params' has scale m = 0"),
     "train-no-gradients": (lambda fx: do(no_gradients(d := fx.data()), train(fx, d)), 2,
                            "SDF_v1: 4 of 4 ori_sample.h5 files lack pc_gradients/density, which training needs"),
+    "train-int-samples": (lambda fx: do(int_samples(d := fx.data()), train(fx, d)), 2,
+                          "a/ori_sample.h5: dataset 'pc_sdf_sample' has dtype int32, expected floating point"),
+    "train-run-folder-in-use": (lambda fx: do((fx.ws / "run").mkdir(),
+                                              (fx.ws / "run" / ".d2im.lock").write_text(f"{os.getppid()}\n"),
+                                              train(fx)), 2,
+                                f"run: the run folder is in use by process {os.getppid()}"),
     "train-truncated-png": (lambda fx: do(truncated_png(d := fx.data()), train(fx, d)), 2,
                             "b/01.png: not a readable image"),
     "train-cmyk-jpeg-as-png": (lambda fx: do(cmyk_jpeg(d := fx.data()), train(fx, d)), 2,
@@ -253,6 +280,8 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                               "a/ori_sample.h5: dataset 'norm_params' has scale m = 0"),
     "check-data-no-gradients": (lambda fx: do(no_gradients(d := fx.data()), check(d)), 2,
                                 "4 of 4 ori_sample.h5 files lack pc_gradients/density"),
+    "check-data-int-samples": (lambda fx: do(int_samples(d := fx.data()), check(d)), 2,
+                               "a/ori_sample.h5: dataset 'pc_sdf_sample' has dtype int32, expected floating point"),
     "check-data-truncated-png": (lambda fx: do(truncated_png(d := fx.data()), check(d)), 2,
                                  "b/01.png: not a readable image"),
     "check-data-cmyk-jpeg-as-png": (lambda fx: do(cmyk_jpeg(d := fx.data()), check(d)), 2,
@@ -364,6 +393,13 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                                2, "cannot be used as the output folder"),
     "reconstruct-runtime-on-a-saved-model": (lambda fx: reconstruct(fx, "--camera", VIEW, "--runtime", "tflite",
                                                                     images=[fx.image()]), 2, "no d2im_runtime.json"),
+    # --- import-torch: crafted checkpoints are refused within bounds derived from the network ---
+    "import-torch-expanded-tensor": (lambda fx: ["import-torch", "--sdf", str(expanded_checkpoint(fx.ws / "e.pt")),
+                                                 "--out", str(fx.ws / "m")], 2,
+                                     "e.pt: a tensor of size [1000000, 1000000] would need 4.0 TB, beyond the"),
+    "import-torch-truncated-zip": (lambda fx: ["import-torch", "--sdf", str(truncated_checkpoint(fx.ws / "t.pt")),
+                                               "--out", str(fx.ws / "m")], 2,
+                                   "t.pt: a zip archive without its directory at the end (truncated?)"),
     # --- export ---
     "export-version-negative": (lambda fx: ["export", "--checkpoint", str(fx.sdf_run), "--out", str(fx.ws / "m"),
                                             "--version", "-1"], 2, "--version must be a positive integer"),
@@ -424,6 +460,8 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "make-data-other-settings": (lambda fx: do((fx.ws / "make_data.json").write_text(OTHER_MAKE_DATA),
                                                ["make-data", "--out", str(fx.ws), "--seed", "2"]), 2,
                                  "ws: holds a dataset made with --seed 1, not 2"),
+    "make-data-image-size-1": (lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--image-size", "1"], 2,
+                               "--image-size must be at least 16 (smaller renders hold no detail), got 1"),
     "make-data-views-0": (lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--views", "0"], 2,
                           "--views must be at least 1, got 0"),
     "make-data-extra-from-meshes": (lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--from-meshes", str(fx.ws),

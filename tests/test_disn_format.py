@@ -199,3 +199,36 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     pixels = fmt.read_image(tmp_path / "grey16.png")
     assert pixels.shape == (8, 8, 3) and pixels.dtype == np.uint8
     assert np.all(pixels[0, 0] == 255) and np.all(pixels[3, 3] == round(20000 / 257))
+
+
+def test_one_process_per_folder_and_a_stale_lock_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    with fmt.folder_lock(folder, "run folder"):
+        assert (folder / fmt.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+    assert not (folder / fmt.LOCK_FILE).exists()  # released
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder / fmt.LOCK_FILE).write_text(f"{holder.pid}\n")
+        with pytest.raises(fmt.DataError, match=f"run: the run folder is in use by process {holder.pid} "):
+            with fmt.folder_lock(folder, "run folder"):
+                pass
+        with pytest.raises(fmt.DataError, match=f"in use by process {holder.pid}"):
+            fmt.check_unlocked(folder, "run folder")
+    finally:
+        holder.kill()
+        holder.wait()
+    fmt.check_unlocked(folder, "run folder")  # the holder was killed: its lock is stale
+    with fmt.folder_lock(folder, "run folder"):  # and is taken over
+        assert (folder / fmt.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+
+
+def test_integer_datasets_are_refused(tmp_path):
+    path = tmp_path / "ori_sample.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("pc_sdf_sample", data=np.zeros((10, 4), np.int32))
+        h5.create_dataset("norm_params", data=np.array([0, 0, 0, 1.0]))
+    with pytest.raises(fmt.DataError, match="ori_sample.h5: dataset 'pc_sdf_sample' has dtype int32, expected floating"):
+        fmt.read_samples(path)

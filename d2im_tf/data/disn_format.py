@@ -136,6 +136,66 @@ def check_output_dir(path, what: str = "output folder") -> Path:
     return path
 
 
+def process_alive(pid: int) -> bool:
+    """Whether the process ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        pass
+    return True
+
+
+LOCK_FILE = ".d2im.lock"
+
+
+def lock_holder(folder) -> int | None:
+    """The PID of the live process holding ``folder``'s lock (:func:`folder_lock`), else None."""
+    try:
+        holder = int((Path(folder) / LOCK_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # no lock, or one being written or damaged
+        return None
+    return holder if holder != os.getpid() and process_alive(holder) else None
+
+
+def check_unlocked(folder, what: str = "folder") -> None:
+    """A :class:`DataError` naming the holder if another live process holds ``folder``'s lock."""
+    holder = lock_holder(folder)
+    if holder is not None:
+        raise DataError(folder, f"the {what} is in use by process {holder} (its lock {Path(folder) / LOCK_FILE}); "
+                                f"wait for it to finish or choose another {what}")
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what: str = "folder"):
+    """Hold ``folder/.d2im.lock`` (holding this process's PID) while the block runs: one process per
+    folder. A lock held by a live process is a :class:`DataError` naming its PID (:func:`check_unlocked`);
+    one left by a process that is gone (killed) is taken over."""
+    folder = Path(folder)
+    lock = folder / LOCK_FILE
+    with writing(lock):
+        folder.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            check_unlocked(folder, what)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # left by a killed process: take it over
+    else:
+        raise DataError(folder, f"cannot take the lock {lock} of the {what}")
+    with writing(lock):
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+    try:
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+
+
 @contextlib.contextmanager
 def new_folders(path):
     """Run a block that writes into the folder ``path``; if it fails, the folders it created for
@@ -508,6 +568,8 @@ def read_samples(path) -> SdfSamples:
                 raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, "
                                       f"expected {expected}")
     for attr, array in values.items():
+        if not np.issubdtype(array.dtype, np.floating):  # an int SDF would train on rounded distances
+            raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has dtype {array.dtype}, expected floating point")
         _check_finite(path, _H5_FIELDS[attr], array)
     if values["norm_params"][3] <= 0:
         raise DataError(path, f"dataset 'norm_params' has scale m = {values['norm_params'][3]:g}; it must be positive")

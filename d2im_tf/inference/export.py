@@ -48,7 +48,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from d2im_tf.data.disn_format import check_output_dir, new_folders
+from d2im_tf.data.disn_format import check_output_dir, new_folders, process_alive
 from d2im_tf.errors import UserError, writing
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import D2IMNet
@@ -94,18 +94,10 @@ def remove_stale_staging(out_base: Path) -> None:
     for folder in Path(out_base).glob(".*.*.*"):
         parts = folder.name.split(".")
         if folder.is_dir() and len(parts) >= 4 and parts[1].isdigit() and parts[2].isdigit():
-            if not _alive(int(parts[2])):
+            if not process_alive(int(parts[2])):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        pass
-    return True
 
 
 def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | None = None,
