@@ -7,6 +7,7 @@ the ``gl`` decoder, the reference mode's sampler and front/back step, both camer
 in the test with random weights.
 """
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +277,108 @@ def test_tfjs_client_falls_back_to_cpu(bundled_tfjs, tmp_path, monkeypatch, capf
     assert model.backend == "cpu"
     with pytest.raises(UserError, match="backend must be one of"):
         tfjs.TFJSModel(bundled_tfjs, backend="webgl")
+
+
+# ------------------------------------------------------------------------------------------
+# A converted folder is checked against the schema of d2im_runtime.json before anything is loaded.
+
+
+def fake_converted(folder: Path, target: str = "tflite", **changes) -> Path:
+    """A converted folder whose d2im_runtime.json follows the schema (the model files hold no model);
+    ``changes``: top-level keys replaced."""
+    from d2im_tf.inference.convert import tflite_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    models = {}
+    for part in ("encode", "decode"):
+        if target == "tflite":
+            files = {precision: tflite_file(part, precision) for precision in ("float32", conversion.SMALL)}
+        else:
+            files = {"float32": f"{part}/model.json"}
+        for name in files.values():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text("{}")
+        models[part] = {"files": files, "inputs": {"image": {"shape": [1, 32, 32, 3], "dtype": "float32"}},
+                        "outputs": {"sdf": {"shape": [1, 16], "dtype": "float32"}}}
+    description = {"format": target, "format_version": conversion.FORMAT_VERSION, "source": "x",
+                   "model": {"image_size": 32, "sdf_scale": 10.0, "frame": "normalised", "image_reading": "white"},
+                   "chunk_points": 16, "models": models, **changes}
+    (folder / conversion.DESCRIPTION_FILE).write_text(json.dumps(description))
+    return folder
+
+
+def tfjs_graph(folder: Path, shard_bytes: int, weights: int = 10) -> None:
+    """``folder/model.json`` (one float32 weight of ``weights`` values) and its shard of ``shard_bytes``."""
+    (folder / "model.json").write_text(json.dumps({"weightsManifest": [
+        {"paths": ["group1-shard1of1.bin"], "weights": [{"name": "w", "shape": [weights], "dtype": "float32"}]}]}))
+    (folder / "group1-shard1of1.bin").write_bytes(bytes(shard_bytes))
+
+
+@pytest.mark.parametrize("change, phrase", [
+    ({"chunk_points": "many"}, "chunk_points: 'many' is not a whole number from 1 to 1048576"),
+    ({"chunk_points": 0}, "chunk_points: 0 is not a whole number"),
+    ({"format_version": 99}, "format_version: 99, expected 1"),
+    ({"model": {"image_size": 33, "sdf_scale": 10.0, "frame": "normalised", "image_reading": "white"}},
+     "model.image_size: 33 is not a multiple of 16 from 16 to 4096"),
+    ({"model": {"image_size": 32, "sdf_scale": float("nan"), "frame": "normalised", "image_reading": "white"}},
+     "model.sdf_scale: nan is not a positive finite number"),
+    ({"models": {"encode": {}}}, "models: expected an object with encode, decode and optionally camera"),
+])
+def test_runtime_description_schema(tmp_path, change, phrase):
+    from d2im_tf.errors import UserError
+    from d2im_tf.inference.runtimes import read_description
+
+    read_description(fake_converted(tmp_path / "ok"))  # the unchanged folder passes
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'bad' / conversion.DESCRIPTION_FILE}: {phrase}")):
+        read_description(fake_converted(tmp_path / "bad", **change))
+
+
+@pytest.mark.parametrize("name, phrase", [("../../../../etc/passwd", "points outside the folder"),
+                                          ("/etc/passwd", "is not a relative file name"),
+                                          ("missing.tflite", "missing.tflite is missing")])
+def test_runtime_file_names_stay_inside_the_folder(tmp_path, name, phrase):
+    from d2im_tf.errors import UserError
+    from d2im_tf.inference.runtimes import read_description
+
+    folder = fake_converted(tmp_path / "m")
+    description = json.loads((folder / conversion.DESCRIPTION_FILE).read_text())
+    description["models"]["decode"]["files"]["float32"] = name
+    (folder / conversion.DESCRIPTION_FILE).write_text(json.dumps(description))
+    with pytest.raises(UserError, match=re.escape(f"{conversion.DESCRIPTION_FILE}: models.decode.files.float32: ")
+                       ) as error:
+        read_description(folder)
+    assert phrase in str(error.value)
+
+
+def test_a_truncated_tfjs_shard_is_named(tmp_path):
+    from d2im_tf.errors import UserError
+    from d2im_tf.inference.runtimes import read_description
+
+    folder = fake_converted(tmp_path / "m", "tfjs")
+    for part in ("encode", "decode"):
+        tfjs_graph(folder / part, 40)
+    read_description(folder)
+    tfjs_graph(folder / "decode", 24)  # 10 float32 values need 40 bytes
+    with pytest.raises(UserError, match=re.escape(f"{folder / 'decode' / 'group1-shard1of1.bin'}: the weight shards "
+                                                  "hold 24 bytes, model.json needs 40 (truncated?)")):
+        read_description(folder)
+    (folder / "decode" / "model.json").write_text('{"weightsManifest": [')
+    with pytest.raises(UserError, match=re.escape(f"{folder / 'decode' / 'model.json'}: not a readable TF.js model")):
+        read_description(folder)
+
+
+@pytest.mark.slow
+def test_tfjs_client_failures_name_the_file(tmp_path, monkeypatch):
+    """What the Node client cannot load (here past the Python checks) is named in its one-line error."""
+    from d2im_tf.errors import UserError
+    from d2im_tf.inference import runtimes, tfjs
+
+    folder = fake_converted(tmp_path / "m", "tfjs")
+    for part in ("encode", "decode"):
+        tfjs_graph(folder / part, 40)
+    (folder / "encode" / "model.json").write_text('{"weightsManifest": [')
+    monkeypatch.setattr(runtimes, "check_description", lambda description, folder: None)
+    with pytest.raises(UserError, match=re.escape(f"{folder}: the TF.js client failed: "
+                                                  f"{folder / 'encode' / 'model.json'}: ")) as error:
+        tfjs.TFJSModel(folder)
+    assert "\n" not in str(error.value)

@@ -63,6 +63,7 @@ TARGETS = ("tflite", "tfjs")
 PARTS = ("encode", "decode", "camera")
 DESCRIPTION_FILE = "d2im_runtime.json"
 DEFAULT_CHUNK_POINTS = 8192
+MAX_CHUNK_POINTS = 1 << 20
 SMALL = "float16"  # the smaller TFLite variant: float16 weights (module docstring, README)
 FORMAT_VERSION = 1
 # What encode may hand to decode (the SavedModel's encode outputs that decode also takes).
@@ -383,8 +384,8 @@ def check_arguments(target: str, out, chunk_points: int) -> Path:
 
     if target not in TARGETS:
         raise UserError(f"--to {target}: unsupported target; choose one of {', '.join(TARGETS)}")
-    if not 1 <= chunk_points <= 1 << 20:
-        raise UserError(f"--chunk-points must be between 1 and {1 << 20}, got {chunk_points}")
+    if not 1 <= chunk_points <= MAX_CHUNK_POINTS:
+        raise UserError(f"--chunk-points must be between 1 and {MAX_CHUNK_POINTS}, got {chunk_points}")
     out = Path(out)
     if out.exists():
         raise UserError(f"{out}: already exists; choose a new output folder or remove it")

@@ -175,7 +175,11 @@ class TFJSModel(RuntimeModel):
         self.process = subprocess.Popen(
             ["node", str(CLIENT_SCRIPT), str(self.folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env={**os.environ, "D2IM_TFJS_MODULES": str(modules / "node_modules"), "D2IM_TFJS_BACKEND": backend})
-        header, _ = self._receive()
+        try:
+            header, _ = self._receive()
+        except RuntimeError as error:  # the client could not load a model: its message names the file
+            self.close()
+            raise UserError(f"{self.folder}: {error}") from None
         self.backend = header["backend"]  # "cpu" if wasm was asked for and failed to start
         if header.get("fallback"):
             print(f"warning: the TF.js wasm backend did not start ({header['fallback']}); "
