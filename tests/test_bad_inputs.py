@@ -338,6 +338,13 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "reconstruct-camera-angle-huge": (
         lambda fx: reconstruct(fx, "--camera", "[1e300, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"), 2,
         "--camera: the line has an angle beyond"),
+    "reconstruct-earlier-result": (
+        lambda fx: do((fx.ws / "out").mkdir(), (fx.ws / "out" / "photo.obj").write_text("v"),
+                      reconstruct(fx, "--camera", VIEW)), 2,
+        "out/photo.obj: already exists (an earlier result?); pass --overwrite to replace it"),
+    "reconstruct-earlier-preview": (lambda fx: do((fx.ws / "out").mkdir(), fx.image("out/photo_preview.png"),
+                                                  reconstruct(fx, "--camera", VIEW)), 2,
+                                    "out/photo_preview.png: already exists"),
     "reconstruct-camera-short": (lambda fx: reconstruct(fx, "--camera", "[30, 20, 0]"), 2,
                                  "--camera: the line has 3 fields, expected 10"),
     "reconstruct-camera-words": (lambda fx: reconstruct(fx, "--camera", "front"), 2, "--camera: not a list of numbers"),

@@ -230,5 +230,5 @@ def test_integer_datasets_are_refused(tmp_path):
     with h5py.File(path, "w") as h5:
         h5.create_dataset("pc_sdf_sample", data=np.zeros((10, 4), np.int32))
         h5.create_dataset("norm_params", data=np.array([0, 0, 0, 1.0]))
-    with pytest.raises(fmt.DataError, match="ori_sample.h5: dataset 'pc_sdf_sample' has dtype int32, expected floating"):
+    with pytest.raises(fmt.DataError, match="ori_sample.h5: dataset 'pc_sdf_sample' has dtype int32, expected"):
         fmt.read_samples(path)

@@ -46,6 +46,9 @@ def configure(parser) -> None:
     keep_cavities_argument(parser)
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
     parser.add_argument("--no-preview", action="store_true", help="do not write the preview PNGs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace meshes and previews of the same names already in the output folder "
+                             "(refused without it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--runtime", choices=("savedmodel", "tflite", "tfjs"), default="savedmodel",
                         help="what evaluates the networks: the SavedModel (default), or with --model a folder "
@@ -97,6 +100,20 @@ def output_names(images, out: Path, mesh_format: str) -> dict:
     return names
 
 
+def check_no_earlier_results(targets: dict, previews: bool, overwrite: bool) -> None:
+    """:class:`UserError` naming the first mesh or preview an earlier run left at a path this one would
+    write, unless ``overwrite``: a command changes nothing that was there before unless told to."""
+    from d2im_tf.errors import UserError
+
+    if overwrite:
+        return
+    for target in targets.values():
+        for path in (target, *([target.with_name(f"{target.stem}_preview.png")] if previews else [])):
+            if path.exists():
+                raise UserError(f"{path}: already exists (an earlier result?); pass --overwrite to replace it "
+                                "or choose another output folder")
+
+
 def run(args) -> int:
     from d2im_tf.data.disn_format import check_output_dir, new_folders
     from d2im_tf.errors import UserError
@@ -108,6 +125,7 @@ def run(args) -> int:
     camera_row = parse_camera_line(args.camera) if args.camera is not None else None
     out = check_output_dir(args.out)
     targets = output_names(args.images, out, args.format)
+    check_no_earlier_results(targets, not args.no_preview, args.overwrite)
 
     from d2im_tf.inference.reconstruct import Reconstructor, reconstruct_files
 
