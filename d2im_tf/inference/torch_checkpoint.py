@@ -376,7 +376,7 @@ def _read(path: Path, max_bytes: int, max_pickle_bytes: int):
     except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
             AttributeError, IndexError, OverflowError, RecursionError, struct.error) as error:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
-                              f"({error.__class__.__name__}: {reprlib.repr(str(error))[1:-1]})") from None
+                              f"({error.__class__.__name__}: {' '.join(str(error).split())[:200]})") from None
 
 
 def load_checkpoint(path, max_bytes: int = DEFAULT_MAX_BYTES, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES):
