@@ -368,6 +368,10 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "reconstruct-decompression-bomb": (lambda fx: do(bomb_png(fx.ws / "bomb.png"),
                                                      reconstruct(fx, "--camera", VIEW, images=[fx.ws / "bomb.png"])), 2,
                                        "bomb.png: image too large (12000×12000 pixels"),
+    "reconstruct-decompression-bomb-beyond-twice": (
+        lambda fx: do(Image.new("1", (15000, 15000)).save(fx.ws / "huge.png"),
+                      reconstruct(fx, "--camera", VIEW, images=[fx.ws / "huge.png"])), 2,
+        "huge.png: image too large (225,000,000 pixels; the limit is"),
     "reconstruct-unreadable-image": (lambda fx: do((fx.ws / "x.png").write_text("not an image"),
                                                    reconstruct(fx, "--camera", VIEW, images=[fx.ws / "x.png"])), 2,
                                      "x.png: not a readable image"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -345,9 +346,12 @@ def open_image(path) -> Image.Image:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
         raise DataError(path, "is a folder, not an image") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise DataError(path, f"image too large ({image_pixels(path)} pixels; the limit is "
-                              f"{Image.MAX_IMAGE_PIXELS})") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        size = image_pixels(path)
+        counted = re.search(r"\((\d+) pixels\)", str(error))  # past twice the limit Pillow refuses to open it
+        if size == "?" and counted:
+            size = f"{int(counted[1]):,}"
+        raise DataError(path, f"image too large ({size} pixels; the limit is {Image.MAX_IMAGE_PIXELS})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(path, f"not a readable image ({error})") from None
 
