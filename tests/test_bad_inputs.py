@@ -26,6 +26,7 @@ from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
 
 from conftest import TOY_CATEGORY
+from helpers import fake_converted
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -402,6 +403,14 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "convert-out-under-file": (lambda fx: ["convert", str(fx.model), "--to", "tflite",
                                            "-o", str(fx.image("f.png") / "o")],
                                2, "cannot be used as the output folder"),
+    "reconstruct-runtime-bad-chunk-points": (
+        lambda fx: reconstruct(fx, "--camera", VIEW, "--runtime", "tflite",
+                               model=fake_converted(fx.ws / "lite", chunk_points="many")), 2,
+        "lite/d2im_runtime.json: chunk_points: 'many' is not a whole number from 1 to 1048576"),
+    "reconstruct-runtime-file-outside": (
+        lambda fx: reconstruct(fx, "--camera", VIEW, "--runtime", "tflite", model=fake_converted(
+            fx.ws / "lite", models={"encode": {"files": {"float32": "../../../../etc/passwd"}}, "decode": {}})), 2,
+        "models.encode.files.float32: '../../../../etc/passwd' points outside the folder"),
     "reconstruct-runtime-on-a-saved-model": (lambda fx: reconstruct(fx, "--camera", VIEW, "--runtime", "tflite",
                                                                     images=[fx.image()]), 2, "no d2im_runtime.json"),
     # --- import-torch: crafted checkpoints are refused within bounds derived from the network ---

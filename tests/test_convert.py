@@ -24,6 +24,8 @@ from d2im_tf.inference import convert as conversion
 from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 from d2im_tf.inference.runtimes import TFLiteModel, runtime_reconstructor
 
+from helpers import fake_converted, tfjs_graph
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "03001627_syn00005.png"
 EXAMPLE_VIEW = np.array([103.02614414, 2.94991742, 0, 0.60377771, 35, 32, 1.75, 0, 0, 0])  # examples/README.md
@@ -281,37 +283,6 @@ def test_tfjs_client_falls_back_to_cpu(bundled_tfjs, tmp_path, monkeypatch, capf
 
 # ------------------------------------------------------------------------------------------
 # A converted folder is checked against the schema of d2im_runtime.json before anything is loaded.
-
-
-def fake_converted(folder: Path, target: str = "tflite", **changes) -> Path:
-    """A converted folder whose d2im_runtime.json follows the schema (the model files hold no model);
-    ``changes``: top-level keys replaced."""
-    from d2im_tf.inference.convert import tflite_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    models = {}
-    for part in ("encode", "decode"):
-        if target == "tflite":
-            files = {precision: tflite_file(part, precision) for precision in ("float32", conversion.SMALL)}
-        else:
-            files = {"float32": f"{part}/model.json"}
-        for name in files.values():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text("{}")
-        models[part] = {"files": files, "inputs": {"image": {"shape": [1, 32, 32, 3], "dtype": "float32"}},
-                        "outputs": {"sdf": {"shape": [1, 16], "dtype": "float32"}}}
-    description = {"format": target, "format_version": conversion.FORMAT_VERSION, "source": "x",
-                   "model": {"image_size": 32, "sdf_scale": 10.0, "frame": "normalised", "image_reading": "white"},
-                   "chunk_points": 16, "models": models, **changes}
-    (folder / conversion.DESCRIPTION_FILE).write_text(json.dumps(description))
-    return folder
-
-
-def tfjs_graph(folder: Path, shard_bytes: int, weights: int = 10) -> None:
-    """``folder/model.json`` (one float32 weight of ``weights`` values) and its shard of ``shard_bytes``."""
-    (folder / "model.json").write_text(json.dumps({"weightsManifest": [
-        {"paths": ["group1-shard1of1.bin"], "weights": [{"name": "w", "shape": [weights], "dtype": "float32"}]}]}))
-    (folder / "group1-shard1of1.bin").write_bytes(bytes(shard_bytes))
 
 
 @pytest.mark.parametrize("change, phrase", [
