@@ -14,11 +14,9 @@ also keeps, are not counted), plus the point decoders' activations. Shapes follo
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from d2im_tf.config import Config
 from d2im_tf.errors import UserError, size_text
+from d2im_tf.resources import machine_memory_bytes
 
 FLOAT_BYTES = 4
 WEIGHT_COPIES = 4  # weights, gradients, Adam's first and second moments
@@ -72,16 +70,6 @@ def run_memory_bytes(config: Config, network: str) -> int:
     weights, values = network_sizes(config, network)
     batch = config.camera.batch_size if network == "camera" else config.train.batch_size
     return FLOAT_BYTES * (WEIGHT_COPIES * weights + batch * values)
-
-
-def machine_memory_bytes() -> int:
-    """Physical memory, or the container's limit if it is lower."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-    except OSError:
-        limit = "max"
-    return min(total, int(limit)) if limit.isdigit() else total
 
 
 def check_run_memory(config: Config, network: str, available: int | None = None) -> int:
