@@ -48,7 +48,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from d2im_tf.errors import UserError, wrapped_user_error
+    from d2im_tf.errors import UserError, full_disk, wrapped_user_error
     from d2im_tf.quiet import quiet_tensorflow
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # a UserError raised inside a TensorFlow input pipeline comes back wrapped
-        message = wrapped_user_error(error)
+        message = wrapped_user_error(error) or full_disk(error)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

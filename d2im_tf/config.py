@@ -3,6 +3,8 @@
 ``configs/default.yaml`` holds the paper's settings and ``configs/tiny.yaml`` a small one for tests.
 Every YAML key and every override must name an existing field and carry a value of its type and
 range: an unknown key, a wrong type or a value out of range raises :class:`ConfigError` naming the key.
+YAML is read with :class:`ConfigLoader`, for which a number written with a leading zero is text: the
+category id ``03001627`` stays itself instead of becoming the octal number 787351.
 Keys that were removed (:data:`REMOVED_KEYS`) are refused with the reason, except in the ``config.yaml``
 of an earlier training run, which records them and may still be resumed or exported.
 """
@@ -10,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from d2im_tf.data.categories import SYNTHETIC_CATEGORIES
+from d2im_tf.data.categories import SYNTHETIC_CATEGORIES, category_id
 from d2im_tf.errors import UserError
 
 VARIANTS = ("baseline", "wsamp", "noback", "nolap", "full", "gl")
@@ -33,6 +36,27 @@ BATCH_POINTS = 16384
 
 class ConfigError(UserError, ValueError):
     """A configuration file or override that does not match the schema."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without YAML 1.1's octal integers: ``0755``, ``03001627`` are strings."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"""^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+
+                   |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""", re.X),
+    list("-+0123456789"))
+
+
+def read_yaml(text: str):
+    """``text`` parsed by :class:`ConfigLoader`."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader)
 
 
 @dataclass
@@ -243,6 +267,8 @@ def _check_type(key: str, value, annotation):
     elif annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, str) and re.fullmatch(r"[-+]?0[0-9]+", value):  # "010": ten, not octal eight
+            return int(value)
     elif annotation is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -278,6 +304,8 @@ def _apply(section_obj, section_name: str, values: dict, skip_removed: bool = Fa
             raise ConfigError(f"{full}: removed, delete it ({REMOVED_KEYS[full]})")
         if key not in types_:
             raise ConfigError(f"{full}: unknown key (known: {', '.join(types_)})")
+        if full == "data.categories" and isinstance(value, list):
+            value = [category_id(item) for item in value]
         setattr(section_obj, key, _check_type(full, value, types_[key]))
 
 
@@ -297,7 +325,11 @@ def parse_override(text: str) -> tuple[str, str, object]:
     if key.count(".") != 1:
         raise ConfigError(f"{key}: override key must look like section.key")
     section, name = key.split(".")
-    return section, name, yaml.safe_load(raw) if raw != "" else ""
+    try:
+        return section, name, read_yaml(raw) if raw != "" else ""
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or " ".join(str(error).split())
+        raise ConfigError(f"{key}: the value {raw!r} is not valid YAML ({problem})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = (),
@@ -309,7 +341,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     if path is not None:
         path = Path(path)
         try:
-            values = yaml.safe_load(path.read_text())
+            values = read_yaml(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
         except IsADirectoryError:

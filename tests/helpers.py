@@ -1,5 +1,6 @@
 """Helpers the tests share that the package itself does not need (fixtures are in conftest.py)."""
 import inspect
+import json
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -222,3 +223,34 @@ def check_keras_object(original, inputs: tuple, parameters: Parameters, folder) 
         restored = _flat(loaded(list(inputs) if len(inputs) > 1 else inputs[0], training=False))
     assert len(restored) == len(expected)
     np.testing.assert_allclose(restored, expected, rtol=1e-6, atol=1e-6)
+
+
+def fake_converted(folder: Path, target: str = "tflite", **changes) -> Path:
+    """A converted folder whose d2im_runtime.json follows the schema (the model files hold no model);
+    ``changes``: top-level keys replaced."""
+    from d2im_tf.deploy import convert as conversion
+
+    folder.mkdir(parents=True, exist_ok=True)
+    models = {}
+    for part in ("encode", "decode"):
+        if target == "tflite":
+            files = {precision: conversion.tflite_file(part, precision) for precision in ("float32", conversion.SMALL)}
+        else:
+            files = {"float32": f"{part}/model.json"}
+        for name in files.values():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text("{}")
+        models[part] = {"files": files, "inputs": {"image": {"shape": [1, 32, 32, 3], "dtype": "float32"}},
+                        "outputs": {"sdf": {"shape": [1, 16], "dtype": "float32"}}}
+    description = {"format": target, "format_version": conversion.FORMAT_VERSION, "source": "x",
+                   "model": {"image_size": 32, "sdf_scale": 10.0, "frame": "normalised", "image_reading": "white"},
+                   "chunk_points": 16, "models": models, **changes}
+    (folder / conversion.DESCRIPTION_FILE).write_text(json.dumps(description))
+    return folder
+
+
+def tfjs_graph(folder: Path, shard_bytes: int, weights: int = 10) -> None:
+    """``folder/model.json`` (one float32 weight of ``weights`` values) and its shard of ``shard_bytes``."""
+    (folder / "model.json").write_text(json.dumps({"weightsManifest": [
+        {"paths": ["group1-shard1of1.bin"], "weights": [{"name": "w", "shape": [weights], "dtype": "float32"}]}]}))
+    (folder / "group1-shard1of1.bin").write_bytes(bytes(shard_bytes))

@@ -12,6 +12,7 @@ import json
 import pickle
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,16 @@ def _ordered_dict() -> bytes:
     return _global("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE
 
 
+class Strided:
+    """A tensor as a view of a flat ``storage``: what ``torch.zeros(1).expand(n, n)`` saves is
+    ``Strided(np.zeros(1, np.float32), (n, n), (0, 0))``."""
+
+    def __init__(self, storage: np.ndarray, shape, stride, offset: int = 0):
+        self.storage, self.shape, self.stride, self.offset = storage.ravel(), tuple(shape), tuple(stride), offset
+
+
 def write_torch_zip(path, obj, tensors: dict | None = None, extra_global: tuple[str, str] | None = None):
-    """Write ``obj`` (nested dicts of str → ndarray | int) as torch.save's zip format.
+    """Write ``obj`` (nested dicts of str → ndarray | :class:`Strided` | int) as torch.save's zip format.
 
     ``extra_global`` (module, name) adds a call of that global to the pickle, to test refusal.
     """
@@ -91,14 +100,17 @@ def write_torch_zip(path, obj, tensors: dict | None = None, extra_global: tuple[
 
     def emit(value) -> bytes:
         if isinstance(value, np.ndarray):
-            key = str(len(storages))
             array = np.ascontiguousarray(value)
-            storages.append((key, array))
             stride = [int(s // array.itemsize) for s in array.strides] if array.ndim else []
+            value = Strided(array, array.shape, stride)
+        if isinstance(value, Strided):
+            key = str(len(storages))
+            array = value.storage
+            storages.append((key, array))
             storage = (pickle.MARK + _string("storage") + _global("torch", _STORAGES[array.dtype]) + _string(key)
                        + _string("cpu") + _int(array.size) + pickle.TUPLE + pickle.BINPERSID)
-            return (_global("torch._utils", "_rebuild_tensor_v2") + pickle.MARK + storage + _int(0)
-                    + _int_tuple(array.shape) + _int_tuple(stride) + pickle.NEWFALSE + _ordered_dict()
+            return (_global("torch._utils", "_rebuild_tensor_v2") + pickle.MARK + storage + _int(value.offset)
+                    + _int_tuple(value.shape) + _int_tuple(value.stride) + pickle.NEWFALSE + _ordered_dict()
                     + pickle.TUPLE + pickle.REDUCE)
         if isinstance(value, dict):
             items = b"".join(_string(k) + emit(v) for k, v in value.items())
@@ -130,3 +142,40 @@ def torchvision_entries(network: str) -> list[tuple[str, tuple[int, ...]]]:
         return [(key[len("image_encoder."):], shape) for key, shape in state_dict_keys("d2im")
                 if key.startswith("image_encoder.") and not key.startswith("image_encoder.fc1.")]
     return [(key[len("vgg."):], shape) for key, shape in state_dict_keys("camnet") if key.startswith("vgg.")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile files: zip members that inflate far beyond their size, or declare sizes they do not have.
+
+
+def zero_deflate(size: int) -> bytes:
+    """A raw deflate stream of ``size`` zero bytes (a multiple of 1 MiB), about 1 kB per MiB: the
+    compressor's output for a MiB of zeros after a full flush repeats, so it is built by repetition."""
+    assert size % (1 << 20) == 0
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = compressor.compress(bytes(1 << 20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return chunk * (size >> 20) + compressor.flush()
+
+
+def plant_bomb(path, suffix: str, size: int, declared: int | None = None) -> None:
+    """Rewrite the zip at ``path``: its member ending in ``suffix`` becomes ``size`` deflated zero bytes,
+    whose headers declare ``declared`` (default ``size``) bytes uncompressed (below 4 GiB: no ZIP64)."""
+    with zipfile.ZipFile(path) as archive:
+        members = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    bomb = zero_deflate(size)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members:
+            archive.writestr(name, bomb if name.endswith(suffix) else data)
+    raw = bytearray(Path(path).read_bytes())
+    name = next(name for name, _ in members if name.endswith(suffix)).encode()
+    # (signature, offset of the name length, offset of the name, of the method, of the uncompressed size)
+    for signature, length_at, name_at, method_at, size_at in ((b"PK\x03\x04", 26, 30, 8, 22),
+                                                              (b"PK\x01\x02", 28, 46, 10, 24)):
+        start = 0
+        while (start := raw.find(signature, start)) >= 0:
+            (length,) = struct.unpack_from("<H", raw, start + length_at)
+            if raw[start + name_at : start + name_at + length] == name:
+                struct.pack_into("<H", raw, start + method_at, zipfile.ZIP_DEFLATED)
+                struct.pack_into("<I", raw, start + size_at, size if declared is None else declared)
+            start += 4
+    Path(path).write_bytes(bytes(raw))

@@ -5,6 +5,7 @@ Rows run ``d2im_tf.cli.main(argv)`` in-process on copies of the tiny toy dataset
 a few run ``python -m d2im_tf.cli`` where the process matters (a pipeline that used to hang). Add a
 row for every new case found.
 """
+import errno
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
 
 from conftest import ROOT, TOY_CATEGORY
+from helpers import fake_converted
 
 TINY = str(ROOT / "configs" / "tiny.yaml")
 VIEW = "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"
@@ -117,6 +119,27 @@ def no_gradients(layout):
         edit_h5(samples_of(layout, shape), pc_gradients=None)
 
 
+def int_samples(layout):
+    path = samples_of(layout)
+    edit_h5(path, pc_sdf_sample=np.round(fmt.read_samples(path).samples * 100).astype(np.int32))
+
+
+def expanded_checkpoint(path: Path) -> Path:
+    """What ``torch.zeros(1).expand(10**6, 10**6)`` saves, as a D²IM-Net weight: 4 TB if materialised."""
+    from parity_helpers import Strided, write_torch_zip
+
+    write_torch_zip(path, {"state_dict": {"image_encoder.conv1.weight": Strided(np.zeros(1, np.float32),
+                                                                                 (10**6, 10**6), (0, 0))}})
+    return path
+
+
+def truncated_checkpoint(path: Path) -> Path:
+    from parity_helpers import FIXTURES
+
+    path.write_bytes((FIXTURES / "tiny_checkpoint.pt.tar").read_bytes()[:4000])
+    return path
+
+
 def truncated_png(layout):
     path = layout.image_path(TOY_CATEGORY, "b", 1)
     path.write_bytes(path.read_bytes()[:200])
@@ -189,6 +212,15 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "config-wrong-type": (lambda fx: ["info", "--set", "train.epochs=many"], 2, "train.epochs: expected int"),
     "config-batch-size-0": (lambda fx: train(fx, None, "--set", "train.batch_size=0"), 2,
                             "train.batch_size: must be at least 1, got 0"),
+    "train-batch-size-absurd": (lambda fx: train(fx, None, "--set", "train.batch_size=1000000000"), 2,
+                                "the sdf network's training needs at least"),
+    "train-image-size-absurd": (lambda fx: train(fx, None, "--set", "model.image_size=100000"), 2,
+                                "of memory (an estimate from the config), more than the"),
+    "train-encoder-width-absurd": (lambda fx: train(fx, None, "--set", "model.encoder_width=1000000"), 2,
+                                   "lower train.batch_size, model.image_size or model.encoder_width"),
+    "train-camera-batch-size-absurd": (lambda fx: train(fx, None, "--set", "camera.batch_size=1000000000",
+                                                        command="train-camera"), 2,
+                                       "the camera network's training needs at least"),
     "config-image-size-30": (lambda fx: train(fx, None, "--set", "model.image_size=30"), 2,
                              "model.image_size: must be a multiple of 16"),
     "config-num-points-0": (lambda fx: train(fx, None, "--set", "data.num_points=0"), 2,
@@ -200,6 +232,8 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                              "camera.image_size: VGG16 needs at least 32"),
     "config-no-categories": (lambda fx: ["info", "--set", "data.categories=[]"], 2, "data.categories: must list"),
     "config-empty-out-dir": (lambda fx: ["info", "--set", "train.out_dir="], 2, "train.out_dir: must not be empty"),
+    "config-set-bad-yaml": (lambda fx: ["info", "--set", "train.batch_size=[1,"], 2,
+                            "train.batch_size: the value '[1,' is not valid YAML"),
     # --- training data: train and train-camera refuse before the first step; check-data reports the same ---
     "train-nan-samples": (lambda fx: do(nan_samples(d := fx.data()), train(fx, d)), 2,
                           "a/ori_sample.h5: dataset 'pc_sdf_sample' has 1 NaN/Inf values"),
@@ -209,6 +243,12 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                          "a/ori_sample.h5: dataset 'norm_params' has scale m = 0"),
     "train-no-gradients": (lambda fx: do(no_gradients(d := fx.data()), train(fx, d)), 2,
                            "SDF_v1: 4 of 4 ori_sample.h5 files lack pc_gradients/density, which training needs"),
+    "train-int-samples": (lambda fx: do(int_samples(d := fx.data()), train(fx, d)), 2,
+                          "a/ori_sample.h5: dataset 'pc_sdf_sample' has dtype int32, expected floating point"),
+    "train-run-folder-in-use": (lambda fx: do((fx.ws / "run").mkdir(),
+                                              (fx.ws / "run" / ".d2im.lock").write_text(f"{os.getppid()}\n"),
+                                              train(fx)), 2,
+                                f"run: the run folder is in use by process {os.getppid()}"),
     "train-truncated-png": (lambda fx: do(truncated_png(d := fx.data()), train(fx, d)), 2,
                             "b/01.png: not a readable image"),
     "train-cmyk-jpeg-as-png": (lambda fx: do(cmyk_jpeg(d := fx.data()), train(fx, d)), 2,
@@ -240,6 +280,8 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                               "a/ori_sample.h5: dataset 'norm_params' has scale m = 0"),
     "check-data-no-gradients": (lambda fx: do(no_gradients(d := fx.data()), check(d)), 2,
                                 "4 of 4 ori_sample.h5 files lack pc_gradients/density"),
+    "check-data-int-samples": (lambda fx: do(int_samples(d := fx.data()), check(d)), 2,
+                               "a/ori_sample.h5: dataset 'pc_sdf_sample' has dtype int32, expected floating point"),
     "check-data-truncated-png": (lambda fx: do(truncated_png(d := fx.data()), check(d)), 2,
                                  "b/01.png: not a readable image"),
     "check-data-cmyk-jpeg-as-png": (lambda fx: do(cmyk_jpeg(d := fx.data()), check(d)), 2,
@@ -287,6 +329,22 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
                                 "/proc/d2im_out: cannot be used as the output folder: /proc is not writable"),
     "reconstruct-camera-distance-0": (lambda fx: reconstruct(fx, "--camera", BAD_CAMERA), 2,
                                       "--camera: the line has distance ratio 0"),
+    "reconstruct-camera-distance-huge": (
+        lambda fx: reconstruct(fx, "--camera", "[30, 20, 0, 1e308, 35, 32, 1.75, 0, 0, 0]"), 2,
+        "--camera: the line has distance ratio 1e+308 (field 4); it must be between"),
+    "reconstruct-camera-inside-shape": (
+        lambda fx: reconstruct(fx, "--camera", "[30, 20, 0, 0.1, 35, 32, 1.75, 0, 0, 0]"), 2,
+        "nearer, the camera is inside the shape's box"),
+    "reconstruct-camera-angle-huge": (
+        lambda fx: reconstruct(fx, "--camera", "[1e300, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"), 2,
+        "--camera: the line has an angle beyond"),
+    "reconstruct-earlier-result": (
+        lambda fx: do((fx.ws / "out").mkdir(), (fx.ws / "out" / "photo.obj").write_text("v"),
+                      reconstruct(fx, "--camera", VIEW)), 2,
+        "out/photo.obj: already exists (an earlier result?); pass --overwrite to replace it"),
+    "reconstruct-earlier-preview": (lambda fx: do((fx.ws / "out").mkdir(), fx.image("out/photo_preview.png"),
+                                                  reconstruct(fx, "--camera", VIEW)), 2,
+                                    "out/photo_preview.png: already exists"),
     "reconstruct-camera-short": (lambda fx: reconstruct(fx, "--camera", "[30, 20, 0]"), 2,
                                  "--camera: the line has 3 fields, expected 10"),
     "reconstruct-camera-words": (lambda fx: reconstruct(fx, "--camera", "front"), 2, "--camera: not a list of numbers"),
@@ -310,6 +368,10 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "reconstruct-decompression-bomb": (lambda fx: do(bomb_png(fx.ws / "bomb.png"),
                                                      reconstruct(fx, "--camera", VIEW, images=[fx.ws / "bomb.png"])), 2,
                                        "bomb.png: image too large (12000×12000 pixels"),
+    "reconstruct-decompression-bomb-beyond-twice": (
+        lambda fx: do(Image.new("1", (15000, 15000)).save(fx.ws / "huge.png"),
+                      reconstruct(fx, "--camera", VIEW, images=[fx.ws / "huge.png"])), 2,
+        "huge.png: image too large (225,000,000 pixels; the limit is"),
     "reconstruct-unreadable-image": (lambda fx: do((fx.ws / "x.png").write_text("not an image"),
                                                    reconstruct(fx, "--camera", VIEW, images=[fx.ws / "x.png"])), 2,
                                      "x.png: not a readable image"),
@@ -340,8 +402,23 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "convert-out-under-file": (lambda fx: ["convert", str(fx.model), "--to", "tflite",
                                            "-o", str(fx.image("f.png") / "o")],
                                2, "cannot be used as the output folder"),
+    "reconstruct-runtime-bad-chunk-points": (
+        lambda fx: reconstruct(fx, "--camera", VIEW, "--runtime", "tflite",
+                               model=fake_converted(fx.ws / "lite", chunk_points="many")), 2,
+        "lite/d2im_runtime.json: chunk_points: 'many' is not a whole number from 1 to 1048576"),
+    "reconstruct-runtime-file-outside": (
+        lambda fx: reconstruct(fx, "--camera", VIEW, "--runtime", "tflite", model=fake_converted(
+            fx.ws / "lite", models={"encode": {"files": {"float32": "../../../../etc/passwd"}}, "decode": {}})), 2,
+        "models.encode.files.float32: '../../../../etc/passwd' points outside the folder"),
     "reconstruct-runtime-on-a-saved-model": (lambda fx: reconstruct(fx, "--camera", VIEW, "--runtime", "tflite",
                                                                     images=[fx.image()]), 2, "no d2im_runtime.json"),
+    # --- import-torch: crafted checkpoints are refused within bounds derived from the network ---
+    "import-torch-expanded-tensor": (lambda fx: ["import-torch", "--sdf", str(expanded_checkpoint(fx.ws / "e.pt")),
+                                                 "--out", str(fx.ws / "m")], 2,
+                                     "e.pt: a tensor of size [1000000, 1000000] would need 4.0 TB, beyond the"),
+    "import-torch-truncated-zip": (lambda fx: ["import-torch", "--sdf", str(truncated_checkpoint(fx.ws / "t.pt")),
+                                               "--out", str(fx.ws / "m")], 2,
+                                   "t.pt: a zip archive without its directory at the end (truncated?)"),
     # --- export ---
     "export-version-negative": (lambda fx: ["export", "--checkpoint", str(fx.sdf_run), "--out", str(fx.ws / "m"),
                                             "--version", "-1"], 2, "--version must be a positive integer"),
@@ -402,6 +479,8 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "make-data-other-settings": (lambda fx: do((fx.ws / "make_data.json").write_text(OTHER_MAKE_DATA),
                                                ["make-data", "--out", str(fx.ws), "--seed", "2"]), 2,
                                  "ws: holds a dataset made with --seed 1, not 2"),
+    "make-data-image-size-1": (lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--image-size", "1"], 2,
+                               "--image-size must be at least 16 (smaller renders hold no detail), got 1"),
     "make-data-views-0": (lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--views", "0"], 2,
                           "--views must be at least 1, got 0"),
     "make-data-extra-from-meshes": (lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--from-meshes", str(fx.ws),
@@ -535,3 +614,48 @@ def test_make_data_runs_again_only_with_the_same_settings(tmp_path):
         check_out_folder(tmp_path, record("--seed", "1", "--shapes-per-category", "10"))
     with pytest.raises(UserError, match="made with --seed 1, not 2"):  # growing needs every other setting equal
         check_out_folder(tmp_path, record("--seed", "2", "--shapes-per-category", "10", "--extra-train-shapes", "7"))
+
+
+# ------------------------------------------------------------------------------------------
+# A full disk: the write that fails raises ENOSPC as the kernel would; the command says so on one line
+# naming the path, exits with 2 and leaves nothing (no empty output folder, no staging folder).
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def tf_no_space(*args, **kwargs):  # what TensorFlow's C++ writers raise when the disk is full
+    import tensorflow as tf
+
+    raise tf.errors.ResourceExhaustedError(None, None, "saved_model.pb; No space left on device")
+
+
+FULL_DISK = {
+    # (the function whose write fails, what it raises, argv, the path the line names)
+    "reconstruct": ("trimesh.Trimesh.export", no_space,
+                    lambda fx: reconstruct(fx, "--camera", VIEW, "-o", str(fx.ws / "o" / "x")), "o/x/photo.obj"),
+    "convert": ("pathlib.Path.write_bytes", no_space,
+                lambda fx: ["convert", str(fx.model), "--to", "tflite", "-o", str(fx.ws / "o" / "lite")], "o/lite"),
+    "export": ("keras.src.export.saved_model_export_archive.SavedModelExportArchive.write_out", tf_no_space,
+               lambda fx: ["export", "--checkpoint", str(fx.sdf_run), "--out", str(fx.ws / "o" / "m")], "o/m/1"),
+}
+
+
+@pytest.mark.parametrize("command", list(FULL_DISK))
+def test_a_full_disk_is_one_line_and_leaves_nothing(command, shared, tmp_path, capsys, monkeypatch):
+    target, failure, setup, named = FULL_DISK[command]
+    fx = Fixtures(ws=tmp_path / "ws", **shared)
+    fx.ws.mkdir()
+    argv = setup(fx)
+    before = snapshot(fx.ws, fx.toy, fx.sdf_run, fx.model.parent)
+    module, _, attribute = target.rpartition(".")
+    owner = module.rpartition(".")
+    monkeypatch.setattr(getattr(__import__(owner[0], fromlist=[owner[2]]), owner[2]), attribute, failure)
+    capsys.readouterr()
+    code = main(argv)
+    _, err = capsys.readouterr()
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if not line.startswith("warning: ")]  # (a blank image)
+    assert errors == [f"error: {fx.ws / named}: cannot write (No space left on device)"], err
+    assert snapshot(fx.ws, fx.toy, fx.sdf_run, fx.model.parent) == before

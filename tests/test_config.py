@@ -59,6 +59,25 @@ def test_bad_override_names_the_key(override, key):
     assert str(error.value).startswith(key)
 
 
+@pytest.mark.parametrize("written", ["[03001627, 04379243]", "['03001627', \"04379243\"]", "[3001627, 4379243]"])
+def test_category_ids_keep_their_leading_zeros_however_written(tmp_path, written):
+    """YAML 1.1 reads 03001627 as the octal number 787351; ids are 8-digit texts whatever the quoting."""
+    expected = ["03001627", "04379243"]
+    assert load_config(None, [f"data.categories={written}"]).data.categories == expected
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  categories: {written}\n")
+    assert load_config(path).data.categories == expected
+    # other numbers: a leading zero is decimal, never octal
+    assert load_config(None, ["train.batch_size=010"]).train.batch_size == 10
+
+
+def test_set_syntax_errors_are_one_line():
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["train.batch_size=[1,"])
+    assert str(error.value) == "train.batch_size: the value '[1,' is not valid YAML (expected the node content, " \
+                               "but found '<stream end>')"
+
+
 def test_bad_yaml_file_names_file_and_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  batch_size: sixteen\n")

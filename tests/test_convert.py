@@ -7,6 +7,7 @@ the ``gl`` decoder, the reference mode's sampler and front/back step, both camer
 in the test with random weights.
 """
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from d2im_tf.geometry.frames import normalised_projection
 from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
 from conftest import ROOT
+from helpers import fake_converted, tfjs_graph
 
 EXAMPLE = ROOT / "examples" / "03001627_syn00005.png"
 EXAMPLE_VIEW = np.array([103.02614414, 2.94991742, 0, 0.60377771, 35, 32, 1.75, 0, 0, 0])  # examples/README.md
@@ -277,3 +279,77 @@ def test_tfjs_client_falls_back_to_cpu(bundled_tfjs, tmp_path, monkeypatch, capf
     assert model.backend == "cpu"
     with pytest.raises(UserError, match="backend must be one of"):
         runtimes.TFJSModel(bundled_tfjs, backend="webgl")
+
+
+# ------------------------------------------------------------------------------------------
+# A converted folder is checked against the schema of d2im_runtime.json before anything is loaded.
+
+
+@pytest.mark.parametrize("change, phrase", [
+    ({"chunk_points": "many"}, "chunk_points: 'many' is not a whole number from 1 to 1048576"),
+    ({"chunk_points": 0}, "chunk_points: 0 is not a whole number"),
+    ({"format_version": 99}, "format_version: 99, expected 1"),
+    ({"model": {"image_size": 33, "sdf_scale": 10.0, "frame": "normalised", "image_reading": "white"}},
+     "model.image_size: 33 is not a multiple of 16 from 16 to 4096"),
+    ({"model": {"image_size": 32, "sdf_scale": float("nan"), "frame": "normalised", "image_reading": "white"}},
+     "model.sdf_scale: nan is not a positive finite number"),
+    ({"models": {"encode": {}}}, "models: expected an object with encode, decode and optionally camera"),
+])
+def test_runtime_description_schema(tmp_path, change, phrase):
+    from d2im_tf.deploy.runtimes import read_description
+    from d2im_tf.errors import UserError
+
+    read_description(fake_converted(tmp_path / "ok"))  # the unchanged folder passes
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'bad' / conversion.DESCRIPTION_FILE}: {phrase}")):
+        read_description(fake_converted(tmp_path / "bad", **change))
+
+
+@pytest.mark.parametrize("name, phrase", [("../../../../etc/passwd", "points outside the folder"),
+                                          ("/etc/passwd", "is not a relative file name"),
+                                          ("missing.tflite", "missing.tflite is missing")])
+def test_runtime_file_names_stay_inside_the_folder(tmp_path, name, phrase):
+    from d2im_tf.deploy.runtimes import read_description
+    from d2im_tf.errors import UserError
+
+    folder = fake_converted(tmp_path / "m")
+    description = json.loads((folder / conversion.DESCRIPTION_FILE).read_text())
+    description["models"]["decode"]["files"]["float32"] = name
+    (folder / conversion.DESCRIPTION_FILE).write_text(json.dumps(description))
+    with pytest.raises(UserError, match=re.escape(f"{conversion.DESCRIPTION_FILE}: models.decode.files.float32: ")
+                       ) as error:
+        read_description(folder)
+    assert phrase in str(error.value)
+
+
+def test_a_truncated_tfjs_shard_is_named(tmp_path):
+    from d2im_tf.deploy.runtimes import read_description
+    from d2im_tf.errors import UserError
+
+    folder = fake_converted(tmp_path / "m", "tfjs")
+    for part in ("encode", "decode"):
+        tfjs_graph(folder / part, 40)
+    read_description(folder)
+    tfjs_graph(folder / "decode", 24)  # 10 float32 values need 40 bytes
+    with pytest.raises(UserError, match=re.escape(f"{folder / 'decode' / 'group1-shard1of1.bin'}: the weight shards "
+                                                  "hold 24 bytes, model.json needs 40 (truncated?)")):
+        read_description(folder)
+    (folder / "decode" / "model.json").write_text('{"weightsManifest": [')
+    with pytest.raises(UserError, match=re.escape(f"{folder / 'decode' / 'model.json'}: not a readable TF.js model")):
+        read_description(folder)
+
+
+@pytest.mark.slow
+def test_tfjs_client_failures_name_the_file(tmp_path, monkeypatch):
+    """What the Node client cannot load (here past the Python checks) is named in its one-line error."""
+    from d2im_tf.deploy import runtimes
+    from d2im_tf.errors import UserError
+
+    folder = fake_converted(tmp_path / "m", "tfjs")
+    for part in ("encode", "decode"):
+        tfjs_graph(folder / part, 40)
+    (folder / "encode" / "model.json").write_text('{"weightsManifest": [')
+    monkeypatch.setattr(runtimes, "check_description", lambda description, folder: None)
+    with pytest.raises(UserError, match=re.escape(f"{folder}: the TF.js client failed: "
+                                                  f"{folder / 'encode' / 'model.json'}: ")) as error:
+        runtimes.TFJSModel(folder)
+    assert "\n" not in str(error.value)

@@ -199,3 +199,12 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     pixels = fmt.read_image(tmp_path / "grey16.png")
     assert pixels.shape == (8, 8, 3) and pixels.dtype == np.uint8
     assert np.all(pixels[0, 0] == 255) and np.all(pixels[3, 3] == round(20000 / 257))
+
+
+def test_integer_datasets_are_refused(tmp_path):
+    path = tmp_path / "ori_sample.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("pc_sdf_sample", data=np.zeros((10, 4), np.int32))
+        h5.create_dataset("norm_params", data=np.array([0, 0, 0, 1.0]))
+    with pytest.raises(fmt.DataError, match="ori_sample.h5: dataset 'pc_sdf_sample' has dtype int32, expected"):
+        fmt.read_samples(path)

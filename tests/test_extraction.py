@@ -436,3 +436,22 @@ def test_filling_cavities_removes_a_closed_pocket_and_nothing_else(mode):
     assert open_stats.cavity_nodes == 0
     np.testing.assert_array_equal(opened_filled.faces, opened.faces)
     np.testing.assert_array_equal(opened_filled.vertices, opened.vertices)
+
+
+def test_grid_memory_estimate_is_a_lower_bound_and_refuses_what_cannot_fit(monkeypatch):
+    import tracemalloc
+
+    from d2im_tf.errors import UserError
+    from d2im_tf.inference import extraction, reconstruct
+
+    tracemalloc.start()
+    extraction.sdf_grid_points(64)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert extraction.grid_memory_bytes(64, "dense") <= peak <= 2 * extraction.grid_memory_bytes(64, "dense")
+    monkeypatch.setattr(reconstruct, "machine_memory_bytes", lambda: 16 * 10**9)
+    with pytest.raises(UserError, match=r"^--resolution 1024 --mode dense: the grid needs at least 51\.5 GB of "
+                                        r"memory, more than the 16\.0 GB this machine has; lower --resolution or use "
+                                        r"--mode coarse_to_fine$"):
+        reconstruct.check_resolution(1024, "dense")
+    reconstruct.check_resolution(1024, "coarse_to_fine")  # 5.4 GB

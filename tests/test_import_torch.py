@@ -31,6 +31,7 @@ from d2im_tf.interop.import_torch import (
 
 from parity_helpers import (
     FIXTURES,
+    Strided,
     formula_state_dict,
     formula_tensor,
     state_dict_keys,
@@ -159,6 +160,33 @@ def test_every_key_is_checked(keras_d2im, d2im_weights):
     # nothing was assigned by the failed attempts
     np.testing.assert_array_equal(keras_d2im.base_decoder.hidden[2].kernel.numpy(),
                                   d2im_weights["im_decoder.l3.weight"].T)
+
+
+def test_shapes_are_checked_before_the_layout_change_and_weights_must_be_finite(keras_d2im, d2im_weights):
+    assignments = d2im_assignments(keras_d2im)
+    flat = {**d2im_weights, "image_encoder.conv1.weight": np.zeros((64, 147), np.float32)}  # 2-D for a conv
+    with pytest.raises(WeightImportError, match=r"^ckpt: image_encoder\.conv1\.weight has shape \[64, 147\], "
+                                                r"the model needs \[64, 3, 7, 7\]$"):
+        apply_state_dict(assignments, flat, "ckpt", D2IM_UNUSED_KEYS)
+    poisoned = dict(d2im_weights)
+    poisoned["im_decoder.l2.weight"] = poisoned["im_decoder.l2.weight"].copy()
+    poisoned["im_decoder.l2.weight"][3, :2] = [np.nan, np.inf]
+    with pytest.raises(WeightImportError, match=r"^ckpt: im_decoder\.l2\.weight has 2 NaN/Inf values$"):
+        apply_state_dict(assignments, poisoned, "ckpt", D2IM_UNUSED_KEYS)
+
+
+def test_cli_refuses_a_crafted_checkpoint_before_allocating(tmp_path, capsys):
+    """A 600-byte file whose tensor is a stride-0 view of 10¹² elements: refused within the limits
+    derived from the network, one line, exit 2, nothing written."""
+    path = tmp_path / "expand.pt"
+    write_torch_zip(path, {"state_dict": {"image_encoder.conv1.weight": Strided(np.zeros(1, np.float32),
+                                                                                 (10**6, 10**6), (0, 0))}})
+    out = tmp_path / "saved"
+    assert cli.main(["import-torch", "--sdf", str(path), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "\n" not in error
+    assert "expand.pt: a tensor of size [1000000, 1000000] would need 4.0 TB, beyond the 406.9 MB" in error
+    assert not out.exists()
 
 
 def test_cli_reports_a_checkpoint_that_does_not_fit(tmp_path, capsys):

@@ -83,6 +83,21 @@ def test_other_formats_without_preview(model_dir, tmp_path, mesh_format):
     assert not (out / "a_preview.png").exists()
 
 
+def test_an_earlier_result_is_replaced_only_with_overwrite(model_dir, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.obj").write_text("# an earlier mesh\n")
+    argv = ["reconstruct", str(image), "--model", str(model_dir), "-o", str(out), "--camera", VIEW_LINE,
+            "--resolution", "32", "--no-preview", "--no-progress"]
+    assert main(argv) == 2
+    assert "a.obj: already exists" in capsys.readouterr().err
+    assert (out / "a.obj").read_text() == "# an earlier mesh\n"
+    assert main([*argv, "--overwrite"]) == 0
+    assert len(trimesh.load(out / "a.obj", force="mesh").faces) > 0
+
+
 @pytest.mark.parametrize("flags, fill", [([], True), (["--keep-cavities"], False)])
 def test_cavities_are_filled_unless_kept(model_dir, tmp_path, monkeypatch, flags, fill):
     """``d2im reconstruct`` fills enclosed cavities by default; ``--keep-cavities`` extracts as the paper."""

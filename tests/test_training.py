@@ -211,6 +211,47 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path):
     assert not np.allclose(fresh.get_weights()[0], 0.0)
 
 
+def test_a_full_disk_stops_training_cleanly_and_the_run_resumes(tmp_path):
+    """A checkpoint that cannot be written (the file-size limit makes TensorFlow's writer fail as a full
+    disk does): the run stops with one line naming it and the checkpoint to resume from, leaves no
+    ``*_temp`` folder, and ``--resume`` then completes it."""
+    import resource
+
+    from d2im_tf.training.callbacks import TrainingStopped
+
+    inputs = np.ones((8, 256), np.float32)
+    targets = np.ones((8, 1024), np.float32)
+
+    def dataset(start):
+        return tf.data.Dataset.from_tensor_slices((inputs, targets)).repeat().skip(start).batch(2)
+
+    model = keras.Sequential([keras.Input((256,)), keras.layers.Dense(1024)])  # a 1 MB checkpoint
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    checkpoints = tmp_path / "checkpoints"
+    run_training(model, dataset, RunSchedule(2, 2, 1, checkpoint_every=2), tmp_path, progress=False)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, hard))
+    try:
+        with pytest.raises(TrainingStopped) as stopped:
+            run_training(model, dataset, RunSchedule(2, 2, 2, checkpoint_every=2), tmp_path, resume=True,
+                         progress=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert str(stopped.value) == (f"{checkpoints / 'ckpt-4'}: cannot write (File too large); training stopped; "
+                                  f"resume from {checkpoints / 'ckpt-2'} with --resume once there is room")
+    assert not list(checkpoints.glob("*_temp*"))
+    assert tf.train.latest_checkpoint(str(checkpoints)).endswith("ckpt-2")
+    resumed = keras.Sequential([keras.Input((256,)), keras.layers.Dense(1024)])
+    resumed.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    resumed.optimizer.build(resumed.trainable_variables)
+    assert run_training(resumed, dataset, RunSchedule(2, 2, 2, checkpoint_every=2), tmp_path, resume=True,
+                        progress=False) == 4
+    assert tf.train.latest_checkpoint(str(checkpoints)).endswith("ckpt-4")
+
+
 def test_saved_model_runs_without_the_package(model_dir, tmp_path):
     """The session's ``d2im train --export`` run (conftest.model_dir): its export, loaded in a process that
     never imports d2im_tf, gives the SDF of the Keras model restored from the run's checkpoint."""

@@ -64,6 +64,11 @@ def _validate(args) -> None:
     for name, value in positive.items():
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
+    from d2im_tf.data.check import MIN_VIEW_SIZE
+
+    if args.image_size < MIN_VIEW_SIZE:  # what check-data and training accept
+        raise UserError(f"--image-size must be at least {MIN_VIEW_SIZE} (smaller renders hold no detail), "
+                        f"got {args.image_size}")
     if args.samples % 4:
         raise UserError(f"--samples must be a multiple of 4 (four bands), got {args.samples}")
     if not 0.0 <= args.test_fraction < 1.0:

@@ -73,6 +73,9 @@ def configure(parser) -> None:
     input_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
     parser.add_argument("--no-preview", action="store_true", help="do not write the preview PNGs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace meshes and previews of the same names already in the output folder "
+                             "(refused without it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--runtime", choices=("savedmodel", "tflite", "tfjs"), default="savedmodel",
                         help="what evaluates the networks: the SavedModel (default), or with --model a folder "
@@ -124,9 +127,23 @@ def output_names(images, out: Path, mesh_format: str) -> dict:
     return names
 
 
+def check_no_earlier_results(targets: dict, previews: bool, overwrite: bool) -> None:
+    """:class:`UserError` naming the first mesh or preview an earlier run left at a path this one would
+    write, unless ``overwrite``: a command changes nothing that was there before unless told to."""
+    from d2im_tf.errors import UserError
+
+    if overwrite:
+        return
+    for target in targets.values():
+        for path in (target, *([target.with_name(f"{target.stem}_preview.png")] if previews else [])):
+            if path.exists():
+                raise UserError(f"{path}: already exists (an earlier result?); pass --overwrite to replace it "
+                                "or choose another output folder")
+
+
 def run(args) -> int:
     from d2im_tf.errors import UserError
-    from d2im_tf.io import check_output_dir
+    from d2im_tf.io import check_output_dir, new_folders
 
     if args.norm_params is not None:
         if args.camera is None:
@@ -136,6 +153,7 @@ def run(args) -> int:
     object_size = object_size_option(args.object_size)
     out = check_output_dir(args.out)
     targets = output_names(args.images, out, args.format)
+    check_no_earlier_results(targets, not args.no_preview, args.overwrite)
 
     from d2im_tf.inference.reconstruct import Reconstructor, reconstruct_files
 
@@ -150,8 +168,9 @@ def run(args) -> int:
                                               mode=args.mode, fill_cavities=not args.keep_cavities,
                                               matting=not args.no_matting, object_size=object_size)
     reconstructor.require_camera(camera_row)  # before the progress bar starts
-    failed = reconstruct_files(reconstructor, targets, camera_row, args.norm_params, args.format,
-                               previews=not args.no_preview, progress=not args.no_progress)
+    with new_folders(out):  # a failure (a full disk) leaves no empty output folder behind
+        failed = reconstruct_files(reconstructor, targets, camera_row, args.norm_params, args.format,
+                                   previews=not args.no_preview, progress=not args.no_progress)
     done = len(args.images) - failed
     print(f"{done} of {len(args.images)} images reconstructed into {out}")
     return 2 if failed else 0

@@ -39,13 +39,14 @@ def check_devices(args) -> None:
 
 
 def run_network(config, network: str, strategy, args):
-    """Train ``network`` (``d2im_tf.training.run.train``); None, after a one-line error, if it diverged."""
-    from d2im_tf.training.loop import TrainingDiverged
+    """Train ``network`` (``d2im_tf.training.run.train``); None, after a one-line error, if it diverged or
+    stopped (a full disk)."""
+    from d2im_tf.training.callbacks import TrainingStopped
     from d2im_tf.training.run import train
 
     try:
         return train(config, network, strategy, resume=args.resume, progress=not args.no_progress)
-    except TrainingDiverged as error:
+    except TrainingStopped as error:
         print(f"error: {error}", file=sys.stderr)
         return None
 

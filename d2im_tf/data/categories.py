@@ -15,3 +15,11 @@ SYNTHETIC_CATEGORIES = tuple(CATEGORY_NAMES)
 
 # Thin objects seen badly from the usual test view; the reference evaluates them from view 6.
 SIDE_VIEW_CATEGORIES = frozenset({CAR, RIFLE, WATERCRAFT})
+
+
+def category_id(value) -> str:
+    """A category id as text: ShapeNet's are 8-digit WordNet offsets, so a number (``3001627``, as YAML
+    reads an id written without quotes) gets its leading zeros back."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**8:
+        return f"{value:08d}"
+    return value

@@ -16,6 +16,7 @@ killed process never leaves a half-written file.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +125,16 @@ def write_split(path, shapes) -> None:
 # Camera metadata
 
 
+# Distance ratios (field 4) that give a usable projection: nearer, the camera (at 1.75·d) is inside the
+# box [-0.5, 0.5]³ of a normalised shape; farther, the shape spans under two pixels of a 224-pixel view.
+MIN_DISTANCE_RATIO, MAX_DISTANCE_RATIO = 0.5, 100.0
+MAX_ANGLE_DEGREES = 1e6  # azimuth and elevation (fields 1, 2); larger ones have lost their precision
+
+
 def metadata_row_problem(row) -> str | None:
     """What is wrong with a metadata row as a camera (``None`` if nothing): ten finite numbers with a
-    positive distance ratio (field 4; the camera sits at ``1.75·d`` from the origin, looking at it)."""
+    distance ratio (field 4; the camera sits at ``1.75·d`` from the origin, looking at it) that makes the
+    projection finite and not degenerate (:data:`MIN_DISTANCE_RATIO`, :data:`MAX_DISTANCE_RATIO`)."""
     row = np.asarray(row, dtype=np.float64)
     if row.shape != (METADATA_FIELDS,):
         return f"has {row.size} fields, expected {METADATA_FIELDS}"
@@ -134,6 +142,11 @@ def metadata_row_problem(row) -> str | None:
         return "has a non-finite value"
     if row[3] <= 0:
         return f"has distance ratio {row[3]:g} (field 4); it must be positive"
+    if not MIN_DISTANCE_RATIO <= row[3] <= MAX_DISTANCE_RATIO:
+        return (f"has distance ratio {row[3]:g} (field 4); it must be between {MIN_DISTANCE_RATIO:g} (nearer, the "
+                f"camera is inside the shape's box) and {MAX_DISTANCE_RATIO:g} (farther, the shape is under 2 pixels)")
+    if np.abs(row[:2]).max() > MAX_ANGLE_DEGREES:
+        return f"has an angle beyond ±{MAX_ANGLE_DEGREES:g} degrees (fields 1, 2)"
     return None
 
 
@@ -215,9 +228,12 @@ def open_image(path) -> Image.Image:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:
         raise DataError(path, "is a folder, not an image") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise DataError(path, f"image too large ({image_pixels(path)} pixels; the limit is "
-                              f"{Image.MAX_IMAGE_PIXELS})") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        size = image_pixels(path)
+        counted = re.search(r"\((\d+) pixels\)", str(error))  # past twice the limit Pillow refuses to open it
+        if size == "?" and counted:
+            size = f"{int(counted[1]):,}"
+        raise DataError(path, f"image too large ({size} pixels; the limit is {Image.MAX_IMAGE_PIXELS})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(path, f"not a readable image ({error})") from None
 
@@ -438,6 +454,8 @@ def read_samples(path) -> SdfSamples:
                 raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, "
                                       f"expected {expected}")
     for attr, array in values.items():
+        if not np.issubdtype(array.dtype, np.floating):  # an int SDF would train on rounded distances
+            raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has dtype {array.dtype}, expected floating point")
         _check_finite(path, _H5_FIELDS[attr], array)
     if values["norm_params"][3] <= 0:
         raise DataError(path, f"dataset 'norm_params' has scale m = {values['norm_params'][3]:g}; it must be positive")

@@ -58,14 +58,15 @@ from pathlib import Path
 import tensorflow as tf
 
 from d2im_tf.deploy import tfjs
-from d2im_tf.errors import UserError
+from d2im_tf.errors import UserError, writing
 from d2im_tf.inference.reconstruct import resolve_model_dir
-from d2im_tf.io import check_output_dir, current_umask
+from d2im_tf.io import check_output_dir, current_umask, new_folders
 
 TARGETS = ("tflite", "tfjs")
 PARTS = ("encode", "decode", "camera")
 DESCRIPTION_FILE = "d2im_runtime.json"
 DEFAULT_CHUNK_POINTS = 8192
+MAX_CHUNK_POINTS = 1 << 20
 SMALL = "float16"  # the smaller TFLite variant: float16 weights (module docstring, README)
 FORMAT_VERSION = 1
 # What encode may hand to decode (the SavedModel's encode outputs that decode also takes).
@@ -382,8 +383,8 @@ def check_arguments(target: str, out, chunk_points: int) -> Path:
     """:class:`UserError` for an unknown target, an unusable or existing OUT, a bad chunk size."""
     if target not in TARGETS:
         raise UserError(f"--to {target}: unsupported target; choose one of {', '.join(TARGETS)}")
-    if not 1 <= chunk_points <= 1 << 20:
-        raise UserError(f"--chunk-points must be between 1 and {1 << 20}, got {chunk_points}")
+    if not 1 <= chunk_points <= MAX_CHUNK_POINTS:
+        raise UserError(f"--chunk-points must be between 1 and {MAX_CHUNK_POINTS}, got {chunk_points}")
     out = Path(out)
     if out.exists():
         raise UserError(f"{out}: already exists; choose a new output folder or remove it")
@@ -401,7 +402,14 @@ def convert(saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POI
         tfjs.check_converter_available()  # before the slow load; installs it on first use
     model_dir, loaded, info = load_saved_model(saved_model)
     parts = prepare_parts(loaded, chunk_points, target)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with new_folders(out.parent), writing(out):  # a full disk: one line, nothing left
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _write_converted(out, target, parts, model_dir, info, chunk_points, precisions)
+    return out
+
+
+def _write_converted(out: Path, target: str, parts, model_dir: Path, info, chunk_points: int, precisions) -> None:
+    """The converted files in a staging folder beside ``out``, renamed to ``out`` once complete."""
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         if target == "tflite":
@@ -418,5 +426,3 @@ def convert(saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POI
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out
-

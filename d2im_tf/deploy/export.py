@@ -48,8 +48,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from d2im_tf.errors import UserError
-from d2im_tf.io import check_output_dir
+from d2im_tf.errors import UserError, writing
+from d2im_tf.io import check_output_dir, new_folders, process_alive
 from d2im_tf.models.camera_net import CameraNet
 from d2im_tf.models.d2im import D2IMNet
 
@@ -97,18 +97,10 @@ def remove_stale_staging(out_base: Path) -> None:
     for folder in Path(out_base).glob(".*.*.*"):
         parts = folder.name.split(".")
         if folder.is_dir() and len(parts) >= 4 and parts[1].isdigit() and parts[2].isdigit():
-            if not _alive(int(parts[2])):
+            if not process_alive(int(parts[2])):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        pass
-    return True
 
 
 def store_each_weight_once(archive: keras.export.ExportArchive) -> None:
@@ -205,14 +197,15 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
         archive.add_endpoint("sdf_predicted_camera", sdf_predicted_camera, input_signature=[image_spec, points_spec])
     store_each_weight_once(archive)
     info = model_description(sdf_model, camera_model, framing_object_size)
-    out_base.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(out_base)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.{os.getpid()}.", dir=out_base))
-    try:
-        archive.write_out(str(staging / "model"), verbose=False)
-        (staging / "model" / "assets.extra").mkdir(exist_ok=True)
-        (staging / "model" / "assets.extra" / "d2im.json").write_text(json.dumps(info, indent=2) + "\n")
-        (staging / "model").rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with new_folders(out_base), writing(target):  # a full disk: one line, nothing left
+        out_base.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out_base)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.{os.getpid()}.", dir=out_base))
+        try:
+            archive.write_out(str(staging / "model"), verbose=False)
+            (staging / "model" / "assets.extra").mkdir(exist_ok=True)
+            (staging / "model" / "assets.extra" / "d2im.json").write_text(json.dumps(info, indent=2) + "\n")
+            (staging / "model").rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target

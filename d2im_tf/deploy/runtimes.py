@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import shutil
 import struct
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from d2im_tf.deploy.convert import DESCRIPTION_FILE, FORMAT_VERSION, SMALL
+from d2im_tf.deploy.convert import DESCRIPTION_FILE, FORMAT_VERSION, MAX_CHUNK_POINTS, SMALL
 from d2im_tf.deploy.tfjs import BACKENDS, CLIENT_SCRIPT, node_modules_dir
 from d2im_tf.errors import UserError
 from d2im_tf.inference.reconstruct import Reconstructor
@@ -36,7 +37,8 @@ PRECISIONS = ("float32", SMALL)
 
 
 def read_description(folder) -> dict:
-    """``folder/d2im_runtime.json`` (:class:`UserError` if missing or unreadable)."""
+    """``folder/d2im_runtime.json``, checked against its schema (:func:`check_description`);
+    :class:`UserError` naming the file and the key if missing, unreadable or out of schema."""
     folder = Path(folder)
     path = folder / DESCRIPTION_FILE
     if not folder.is_dir():
@@ -46,12 +48,110 @@ def read_description(folder) -> dict:
         raise UserError(f"{folder}: no {DESCRIPTION_FILE}; is it a folder written by 'd2im convert'?")
     try:
         description = json.loads(path.read_text())
-        if description["format_version"] != FORMAT_VERSION:
-            raise ValueError(f"format_version {description['format_version']}, expected {FORMAT_VERSION}")
-        description["model"]["image_size"], description["chunk_points"], description["models"]["decode"]
-    except (OSError, ValueError, TypeError, KeyError) as error:
+    except (OSError, ValueError) as error:
         raise UserError(f"{path}: unreadable ({error.__class__.__name__}: {error})") from None
+    problem = check_description(description, folder)
+    if problem:
+        raise UserError(f"{path}: {problem}")
     return description
+
+
+# The schema of d2im_runtime.json: key → (type, check of the value or None, what the check asks).
+_MODEL_INFO = {
+    "image_size": (int, lambda v: 16 <= v <= 4096 and v % 16 == 0, "a multiple of 16 from 16 to 4096"),
+    "sdf_scale": ((int, float), lambda v: 0 < v < 1e6 and math.isfinite(v), "a positive finite number"),
+    "frame": (str, lambda v: v in ("normalised", "world"), "'normalised' or 'world'"),
+    "image_reading": (str, lambda v: v in ("white", "reference"), "'white' or 'reference'"),
+}
+PARTS = ("encode", "decode", "camera")
+
+
+def _typed(value, expected) -> bool:
+    return isinstance(value, expected) and not isinstance(value, bool)
+
+
+def _file_problem(folder: Path, key: str, name) -> str | None:
+    """What is wrong with ``name`` as a file of the converted folder: a relative path that stays inside."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or "\\" in name:
+        return f"{key}: {name!r} is not a relative file name"
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        return f"{key}: {name!r} points outside the folder"
+    if not path.is_file():
+        return f"{key}: {name} is missing"
+    return None
+
+
+def check_description(description, folder) -> str | None:
+    """The first problem of a ``d2im_runtime.json`` (types, ranges, file names inside ``folder``, and for
+    TF.js each ``model.json``'s shards), or None."""
+    folder = Path(folder)
+    if not isinstance(description, dict):
+        return "expected a JSON object"
+    if description.get("format") not in RUNTIMES[1:]:
+        return f"format: {description.get('format')!r} is not one of {', '.join(RUNTIMES[1:])}"
+    if description.get("format_version") != FORMAT_VERSION:
+        return f"format_version: {description.get('format_version')!r}, expected {FORMAT_VERSION}"
+    chunk = description.get("chunk_points")
+    if not _typed(chunk, int) or not 1 <= chunk <= MAX_CHUNK_POINTS:
+        return f"chunk_points: {chunk!r} is not a whole number from 1 to {MAX_CHUNK_POINTS}"
+    info = description.get("model")
+    if not isinstance(info, dict):
+        return "model: expected an object"
+    for key, (kind, check, wanted) in _MODEL_INFO.items():
+        if not _typed(info.get(key), kind) or not check(info[key]):
+            return f"model.{key}: {info.get(key)!r} is not {wanted}"
+    models = description.get("models")
+    if not isinstance(models, dict) or not {"encode", "decode"} <= set(models) or not set(models) <= set(PARTS):
+        return "models: expected an object with encode, decode and optionally camera"
+    precisions = PRECISIONS if description["format"] == "tflite" else ("float32",)
+    for part, spec in models.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("files"), dict) or not spec["files"]:
+            return f"models.{part}.files: expected an object of file names"
+        for precision, name in spec["files"].items():
+            if precision not in precisions:
+                return f"models.{part}.files: unknown precision {precision!r}"
+            problem = _file_problem(folder, f"models.{part}.files.{precision}", name)
+            if problem:
+                return problem
+        for side in ("inputs", "outputs"):
+            entries = spec.get(side)
+            if not isinstance(entries, dict) or not entries:
+                return f"models.{part}.{side}: expected an object"
+            for name, entry in entries.items():
+                shape = entry.get("shape") if isinstance(entry, dict) else None
+                if not isinstance(shape, list) or not all(_typed(n, int) and 0 < n <= 1 << 24 for n in shape):
+                    return f"models.{part}.{side}.{name}.shape: {shape!r} is not a list of positive sizes"
+        if description["format"] == "tfjs":
+            problem = _graph_model_problem(folder / spec["files"]["float32"], folder)
+            if problem:
+                return problem
+    return None
+
+
+def _graph_model_problem(model_json: Path, folder: Path) -> str | None:
+    """What is wrong with a TF.js ``model.json``: unreadable, shards outside ``folder`` or missing, or
+    shards whose bytes differ from what its weight list needs (a truncated shard)."""
+    try:
+        graph = json.loads(model_json.read_text())
+        groups = graph["weightsManifest"]
+        names = [name for group in groups for name in group["paths"]]
+        itemsize = {"float32": 4, "int32": 4, "bool": 1}
+        needed = sum(int(np.prod(weight["shape"], dtype=np.int64)) * itemsize[weight["dtype"]]
+                     for group in groups for weight in group["weights"])
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        return f"{model_json}: not a readable TF.js model ({error.__class__.__name__}: {error})"
+    base = model_json.parent.relative_to(folder)
+    for name in names:
+        problem = _file_problem(folder, f"{model_json} weightsManifest",
+                                str(base / name) if isinstance(name, str) else name)
+        if problem:
+            return problem
+    size = sum((model_json.parent / name).stat().st_size for name in names)
+    if size != needed:
+        shards = ", ".join(str(model_json.parent / name) for name in names)
+        return f"{shards}: the weight shards hold {size} bytes, {model_json.name} needs {needed} (truncated?)"
+    return None
 
 
 class RuntimeModel:
@@ -155,7 +255,11 @@ class TFJSModel(RuntimeModel):
         self.process = subprocess.Popen(
             ["node", str(CLIENT_SCRIPT), str(self.folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env={**os.environ, "D2IM_TFJS_MODULES": str(modules / "node_modules"), "D2IM_TFJS_BACKEND": backend})
-        header, _ = self._receive()
+        try:
+            header, _ = self._receive()
+        except RuntimeError as error:  # the client could not load a model: its message names the file
+            self.close()
+            raise UserError(f"{self.folder}: {error}") from None
         self.backend = header["backend"]  # "cpu" if wasm was asked for and failed to start
         if header.get("fallback"):
             print(f"warning: the TF.js wasm backend did not start ({header['fallback']}); "

@@ -43,21 +43,31 @@ async function chooseBackend(requested) {
 }
 
 // A graph model from its model.json and weight shards, read from disk (tf.io.fromMemory: the pure-JS
-// package has no file:// loader).
-function loadGraphModel(modelJsonPath) {
+// package has no file:// loader). A failure names the file: the model.json, or the shards.
+async function loadGraphModel(modelJsonPath) {
   const folder = path.dirname(modelJsonPath);
-  const json = JSON.parse(fs.readFileSync(modelJsonPath, "utf8"));
-  const weightSpecs = [];
-  const buffers = [];
-  for (const group of json.weightsManifest) {
-    weightSpecs.push(...group.weights);
-    for (const shard of group.paths) buffers.push(fs.readFileSync(path.join(folder, shard)));
+  let file = modelJsonPath;
+  try {
+    const json = JSON.parse(fs.readFileSync(modelJsonPath, "utf8"));
+    const weightSpecs = [];
+    const buffers = [];
+    for (const group of json.weightsManifest) {
+      weightSpecs.push(...group.weights);
+      for (const shard of group.paths) {
+        file = path.join(folder, shard);
+        buffers.push(fs.readFileSync(file));
+      }
+    }
+    file = `${modelJsonPath} with its weight shards`;
+    const joined = Buffer.concat(buffers);
+    const weightData = joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.byteLength);
+    const artifacts = { ...json, weightSpecs, weightData };
+    delete artifacts.weightsManifest;
+    return await tf.loadGraphModel(tf.io.fromMemory(artifacts));
+  } catch (error) {
+    const message = String(error && error.message ? error.message : error).split("\n")[0];
+    throw new Error(`${file}: ${message}`);
   }
-  const joined = Buffer.concat(buffers);
-  const weightData = joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.byteLength);
-  const artifacts = { ...json, weightSpecs, weightData };
-  delete artifacts.weightsManifest;
-  return tf.loadGraphModel(tf.io.fromMemory(artifacts));
 }
 
 function send(header, arrays = []) {

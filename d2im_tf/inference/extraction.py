@@ -213,6 +213,13 @@ def lattice_indices(points: np.ndarray, bounds, spacing: float) -> np.ndarray:
     return np.rint((np.asarray(points) - bounds[0]) / spacing - 0.5).astype(np.int64)
 
 
+def grid_memory_bytes(resolution: int, mode: str) -> int:
+    """A lower bound of the memory an extraction at ``resolution`` needs: in ``"dense"`` mode the
+    lattice's coordinates in float64 twice (:func:`sdf_grid_points`: the three meshgrid arrays, then
+    their stack), 48 bytes a node; coarse-to-fine keeps the float32 values and a mask, 5 bytes a node."""
+    return resolution**3 * (48 if mode == "dense" else 5)
+
+
 def sdf_grid_points(resolution: int, bounds=NORMALISED_BOX) -> np.ndarray:
     """The ``resolution³`` cell centres of the cube ``bounds³``, float32 ``[resolution³, 3]``.
 

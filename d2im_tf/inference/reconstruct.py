@@ -52,9 +52,16 @@ from PIL import Image
 from d2im_tf.config import BATCH_POINTS
 from d2im_tf.data import framing
 from d2im_tf.data.disn_format import on_white
-from d2im_tf.errors import UserError
+from d2im_tf.errors import UserError, size_text
 from d2im_tf.geometry import camera, frames
-from d2im_tf.inference.extraction import INITIAL_RESOLUTION, extract_fused_mesh, extract_mesh, levels_fit
+from d2im_tf.inference.extraction import (
+    INITIAL_RESOLUTION,
+    extract_fused_mesh,
+    extract_mesh,
+    grid_memory_bytes,
+    levels_fit,
+)
+from d2im_tf.resources import machine_memory_bytes
 
 WHITE = 255
 BLACK = 0
@@ -74,6 +81,11 @@ def check_resolution(resolution: int, mode: str = "dense", initial_resolution: i
     if mode == "coarse_to_fine" and not levels_fit(resolution, initial):
         raise UserError(f"--resolution {resolution}: coarse-to-fine needs {initial}·2^k "
                         "(e.g. 64, 128, 256), or use --mode dense")
+    need, available = grid_memory_bytes(resolution, mode), machine_memory_bytes()
+    if need > available:
+        raise UserError(f"--resolution {resolution} --mode {mode}: the grid needs at least {size_text(need)} of "
+                        f"memory, more than the {size_text(available)} this machine has; lower --resolution"
+                        + (" or use --mode coarse_to_fine" if mode == "dense" else ""))
 
 
 def input_warnings(image: np.ndarray) -> list[str]:

@@ -5,7 +5,10 @@ Every import is a list of *assignments* ``(key, variable, transform)``; :func:`a
 checks the whole state dict before touching a variable: every key the model needs is present, every
 tensor has the variable's shape after the layout change, and every key of the file is used (or is on
 the short list of keys the authors' forward pass never reads). A failure is one line naming the file
-and the key (:class:`WeightImportError`, exit code 2 in the CLI).
+and the key (:class:`WeightImportError`, exit code 2 in the CLI). Shapes are compared in PyTorch's
+layout before any layout change, and NaN or Inf weights are refused. The file is read within bounds
+derived from the network being imported (:func:`checkpoint_limits`), so a crafted file cannot make the
+reader allocate more than a real checkpoint of that network would.
 
 Layout changes (PyTorch → Keras): Linear ``[out, in]`` → ``[in, out]``; Conv ``[out, in, kh, kw]`` →
 ``[kh, kw, in, out]``; BatchNorm ``weight, bias, running_mean, running_var`` → ``gamma, beta,
@@ -43,7 +46,7 @@ import tensorflow as tf
 
 from d2im_tf.config import CameraConfig, ModelConfig
 from d2im_tf.errors import UserError
-from d2im_tf.interop.torch_checkpoint import load_checkpoint
+from d2im_tf.interop.torch_checkpoint import checkpoint_limits, load_checkpoint
 from d2im_tf.models.camera_net import VGG16, CameraNet, PoseHead
 from d2im_tf.models.d2im import D2IMNet
 from d2im_tf.models.decoders import DetailDecoder, ImplicitDecoder
@@ -163,9 +166,7 @@ def _flatten_permutation(kernel_shape, channels: int):
     inputs, outputs = kernel_shape
     side = int(round(np.sqrt(inputs // channels)))
 
-    def transform(array):  # [out, c·h·w] → [h·w·c, out]
-        if array.ndim != 2 or array.shape[1] != channels * side * side:
-            return array.T  # the shape check reports it
+    def transform(array):  # [out, c·h·w] → [h·w·c, out]; the shape was checked before
         return array.reshape(array.shape[0], channels, side, side).transpose(2, 3, 1, 0).reshape(-1, array.shape[0])
 
     return transform
@@ -238,10 +239,14 @@ def apply_state_dict(assignments: list[Assignment], state_dict: dict, source, un
         array = state_dict[key]
         if not np.issubdtype(array.dtype, np.floating):
             raise WeightImportError(f"{source}: {key} has dtype {array.dtype}, expected floating point")
+        expected = _torch_shape_hint(variable, transform)
+        if list(array.shape) != expected:  # before the layout change, which needs the right rank
+            raise WeightImportError(f"{source}: {key} has shape {list(array.shape)}, the model needs {expected}")
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise WeightImportError(f"{source}: {key} has {bad} NaN/Inf values")
         converted = transform(array)
-        if tuple(converted.shape) != tuple(variable.shape):
-            raise WeightImportError(f"{source}: {key} has shape {list(array.shape)}, the model needs "
-                                    f"{_torch_shape_hint(variable, transform)}")
+        assert tuple(converted.shape) == tuple(variable.shape), key
         values.append(converted.astype(np.float32))
     used = {key for key, _, _ in assignments}
     for key in state_dict:
@@ -262,13 +267,16 @@ def _torch_shape_hint(variable, transform) -> list[int]:
     return shape[::-1]
 
 
-def _read_state_dict(source) -> tuple[dict[str, np.ndarray], str]:
-    """``(state dict, name for messages)`` of a checkpoint path or an already loaded state dict."""
+def _read_state_dict(source, assignments: list[Assignment]) -> tuple[dict[str, np.ndarray], str]:
+    """``(state dict, name for messages)`` of a checkpoint path or an already loaded state dict; a file is
+    read within the bounds of the network that ``assignments`` fill."""
     if isinstance(source, dict):
         return state_dict_of(source, "state dict"), "state dict"
     if not Path(source).exists():
         raise WeightImportError(f"{source}: file not found")
-    return state_dict_of(load_checkpoint(source), source), str(source)
+    values = sum(int(np.prod(variable.shape)) for _, variable, _ in assignments)
+    max_bytes, max_pickle_bytes = checkpoint_limits(values, len(assignments))
+    return state_dict_of(load_checkpoint(source, max_bytes, max_pickle_bytes), source), str(source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,32 +304,35 @@ def build_camera(config: CameraConfig) -> CameraNet:
 def import_d2im(path) -> tuple[D2IMNet, int]:
     """The authors' D²IM-Net checkpoint (``best_model.pt.tar``) as a reference-compatible
     :class:`D2IMNet`; also returns the number of values copied."""
-    state_dict, name = _read_state_dict(path)
     model = build_d2im(reference_model_config())
-    return model, apply_state_dict(d2im_assignments(model), state_dict, name, D2IM_UNUSED_KEYS)
+    assignments = d2im_assignments(model)
+    state_dict, name = _read_state_dict(path, assignments)
+    return model, apply_state_dict(assignments, state_dict, name, D2IM_UNUSED_KEYS)
 
 
 def import_camnet(path) -> tuple[CameraNet, int]:
     """The authors' camera network checkpoint (``CAMmodel.pt.tar``) as a reference-compatible :class:`CameraNet`."""
-    state_dict, name = _read_state_dict(path)
     model = build_camera(reference_camera_config())
-    return model, apply_state_dict(camnet_assignments(model), state_dict, name)
+    assignments = camnet_assignments(model)
+    state_dict, name = _read_state_dict(path, assignments)
+    return model, apply_state_dict(assignments, state_dict, name)
 
 
 def load_imagenet_resnet18(encoder: ResNet18, source) -> int:
     """torchvision's ImageNet ``resnet18`` (a ``.pth`` path or a loaded state dict) into ``encoder``, as
     the authors start theirs: every layer but the first convolution (theirs is a new stride-1 one);
     ``fc`` becomes the 1000-d embedding layer. The encoder must be built and 64 wide."""
-    state_dict, name = _read_state_dict(source)
-    return apply_state_dict(resnet18_assignments(encoder, imagenet=True), state_dict, name,
-                            TORCHVISION_RESNET_UNUSED_KEYS)
+    assignments = resnet18_assignments(encoder, imagenet=True)
+    state_dict, name = _read_state_dict(source, assignments)
+    return apply_state_dict(assignments, state_dict, name, TORCHVISION_RESNET_UNUSED_KEYS)
 
 
 def load_imagenet_vgg16(vgg: VGG16, source) -> int:
     """torchvision's ImageNet ``vgg16`` (a ``.pth`` path or a loaded state dict) into ``vgg``, all of it:
     the authors keep the classifier as the 1000-d embedding. Built, 64 wide, for 224-pixel images."""
-    state_dict, name = _read_state_dict(source)
-    return apply_state_dict(vgg16_assignments(vgg), state_dict, name)
+    assignments = vgg16_assignments(vgg)
+    state_dict, name = _read_state_dict(source, assignments)
+    return apply_state_dict(assignments, state_dict, name)
 
 
 def require_weights_file(key: str, path) -> None:

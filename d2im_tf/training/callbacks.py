@@ -5,10 +5,15 @@ checkpoints, progress and TensorBoard curves continue where the killed one stopp
 """
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
+
+from d2im_tf.errors import WriteError, writing
 
 
 def current_step(model) -> int:
@@ -19,6 +24,10 @@ def current_step(model) -> int:
 def _finite_logs(logs) -> tuple[dict, list]:
     values = {name: float(np.asarray(value).item()) for name, value in (logs or {}).items()}
     return values, [name for name, value in values.items() if not np.isfinite(value)]
+
+
+class TrainingStopped(RuntimeError):
+    """A run that cannot go on (exit code 1); the message names why and the checkpoint to resume from."""
 
 
 class GuardedCheckpoint(keras.callbacks.Callback):
@@ -50,8 +59,22 @@ class GuardedCheckpoint(keras.callbacks.Callback):
             self._save(step)
 
     def _save(self, step: int) -> None:
-        self.manager.save(checkpoint_number=step)
+        directory = Path(self.manager.directory)
+        try:
+            with writing(directory / f"ckpt-{step}", cleanup=lambda: remove_partial_checkpoints(directory)):
+                self.manager.save(checkpoint_number=step)
+        except WriteError as error:
+            self.model.stop_training = True
+            last = self.manager.latest_checkpoint or "the start"
+            raise TrainingStopped(f"{error}; training stopped; resume from {last} with --resume once there is "
+                                  "room") from None
         self.saved_step = step
+
+
+def remove_partial_checkpoints(directory) -> None:
+    """Delete the ``*_temp*`` folders a checkpoint save leaves in ``directory`` when it fails midway."""
+    for partial in Path(directory).glob("*_temp*"):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 class ProgressBar(keras.callbacks.Callback):

@@ -15,6 +15,7 @@ a process killed mid-save leaves the previous checkpoint usable.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +26,15 @@ import tensorflow as tf
 import yaml
 
 from d2im_tf.config import Config, load_config
-from d2im_tf.errors import UserError
-from d2im_tf.io import atomic_path, check_output_dir
+from d2im_tf.errors import UserError, WriteError
+from d2im_tf.io import atomic_path, check_output_dir, check_unlocked, folder_lock
 from d2im_tf.training.averaging import CHECKPOINT_KEY as AVERAGE_KEY
 from d2im_tf.training.averaging import WeightAverage, restore_average
-from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, current_step
+from d2im_tf.training.callbacks import GuardedCheckpoint, ProgressBar, ScalarLogger, TrainingStopped, current_step
 from d2im_tf.training.distribute import is_chief, worker_id
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(TrainingStopped):
     """A loss became NaN or Inf; the message names the step and the last good checkpoint."""
 
 
@@ -116,6 +117,7 @@ def check_run_folder(config: Config, out_dir, network: str, resume: bool) -> Non
     config's ``network`` (``"sdf"`` or ``"camera"``) must be the one the run was trained with.
     """
     out_dir = check_output_dir(out_dir, "run folder")
+    check_unlocked(out_dir, "run folder")  # early; run_training takes the lock
     if not has_checkpoint(out_dir):
         return
     if not resume:
@@ -229,9 +231,18 @@ def run_training(
     the earlier one as it was. Raises :class:`TrainingDiverged` on a NaN/Inf loss, after which the
     newest checkpoint is the last good one. With a weight ``average`` (:mod:`d2im_tf.training.averaging`),
     it is updated after every step and saved with the checkpoints, and the model ends with the averaged
-    weights.
+    weights. The chief holds the run folder's lock (:func:`~d2im_tf.data.disn_format.folder_lock`) meanwhile:
+    a second process training into it is refused, naming the first one's PID.
     """
     out_dir = Path(out_dir)
+    with folder_lock(out_dir, "run folder") if is_chief() else contextlib.nullcontext():
+        return _train_in(model, make_dataset, schedule, out_dir, resume, extra_callbacks, description, progress,
+                         config, average)
+
+
+def _train_in(model, make_dataset, schedule: RunSchedule, out_dir: Path, resume: bool, extra_callbacks,
+              description: str, progress: bool, config: Config | None, average: WeightAverage | None) -> int:
+    """:func:`run_training`'s loop, in a run folder it holds."""
     manager = restore_latest(model, out_dir, resume, average)
     if config is not None:
         save_run_config(config, out_dir)
@@ -268,6 +279,9 @@ def run_training(
             step = current_step(model)
         if average is not None:
             average.apply_to_model()
+    except WriteError as error:  # a preview, a log: the disk is full; the last checkpoint is intact
+        raise TrainingStopped(f"{error}; training stopped; resume from {manager.latest_checkpoint or 'the start'} "
+                              "with --resume once there is room") from None
     finally:
         if bar is not None:
             bar.close()

@@ -56,6 +56,7 @@ from d2im_tf.training.loop import (
     run_training,
     schedule_for,
 )
+from d2im_tf.training.memory import check_run_memory
 from d2im_tf.training.previews import PreviewCallback
 
 NETWORKS = ("sdf", "camera")
@@ -217,6 +218,7 @@ def train(config: Config, network: str, strategy: tf.distribute.Strategy | None 
     Raises :class:`~d2im_tf.training.loop.TrainingDiverged` on a NaN/Inf loss.
     """
     settings = RunSettings.of(config, network)
+    check_run_memory(config, network)  # before any folder is written or any tensor built
     compat = config.get(f"{settings.section}.compat")
     if compat != "none":
         raise ConfigError(f"{settings.section}.compat: 'reference' is for weights imported with `d2im import-torch`; "
