@@ -4,6 +4,7 @@ Each module has ``HELP`` (one line), ``configure(parser)`` (its options), ``run(
 measurement, JSON-serialisable) and ``show(result)`` (the printed report). Not installed with the
 package: run them from a checkout with ``python tools/benchmark.py <name>``.
 """
+
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]

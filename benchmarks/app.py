@@ -11,6 +11,7 @@ is checked: a 200 must be a GLB (glTF 2.0 header, its declared length, a mesh tr
 faces), a 503 or 4xx must be a JSON ``{"error": ...}``; anything else is a failure. Bounded: a fixed
 count of requests, each with a timeout; the server is stopped at the end.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,12 +39,20 @@ def configure(parser) -> None:
     parser.add_argument("--resolution", default="128", choices=("64", "128", "256"))
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--requests", type=int, default=64, help="requests of the load phase in all (default 64)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="the load's requests in this many rounds, the server's memory read after each "
-                             "(default 2: the second shows whether it stays flat once the result store is full)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="the load's requests in this many rounds, the server's memory read after each "
+        "(default 2: the second shows whether it stays flat once the result store is full)",
+    )
     parser.add_argument("--baseline", type=int, default=4, help="requests of the one-client baseline (default 4)")
-    parser.add_argument("--bad-every", type=int, default=8,
-                        help="every n-th request of the load sends a corrupt image (0: none; default 8)")
+    parser.add_argument(
+        "--bad-every",
+        type=int,
+        default=8,
+        help="every n-th request of the load sends a corrupt image (0: none; default 8)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="the server's --workers (default 1)")
     parser.add_argument("--queue", type=int, default=16, help="the server's --queue (default 16)")
     parser.add_argument("--queue-timeout", type=float, default=60.0, help="the server's --queue-timeout")
@@ -60,8 +69,20 @@ def rss_mb(pid: int) -> float:
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
     """``d2im app`` on a free port; returns the process and its URL once it serves."""
-    command = [sys.executable, "-m", "d2im_tf.cli", "app", "--port", "0", "--workers", str(args.workers),
-               "--queue", str(args.queue), "--queue-timeout", str(args.queue_timeout)]
+    command = [
+        sys.executable,
+        "-m",
+        "d2im_tf.cli",
+        "app",
+        "--port",
+        "0",
+        "--workers",
+        str(args.workers),
+        "--queue",
+        str(args.queue),
+        "--queue-timeout",
+        str(args.queue_timeout),
+    ]
     if args.model:
         command += ["--model", args.model]
     environment = {key: value for key, value in os.environ.items() if key not in THREAD_VARIABLES}
@@ -112,14 +133,19 @@ def send(url: str, data: bytes, resolution: str, timeout: float) -> dict:
     body, content_type = multipart({"image": ("image.png", data), "resolution": resolution})
     start = time.perf_counter()
     try:
-        status, headers, payload = request(f"{url}/api/reconstruct", "POST", body, {"Content-Type": content_type},
-                                           timeout=timeout)
+        status, headers, payload = request(
+            f"{url}/api/reconstruct", "POST", body, {"Content-Type": content_type}, timeout=timeout
+        )
     except OSError as error:
         return {"status": None, "seconds": time.perf_counter() - start, "problem": f"connection: {error}"}
     seconds = time.perf_counter() - start
     server = float(headers["x-server-time"]) if status == 200 else None
-    return {"status": status, "seconds": seconds, "server_seconds": server,
-            "problem": check_response(status, headers, payload)}
+    return {
+        "status": status,
+        "seconds": seconds,
+        "server_seconds": server,
+        "problem": check_response(status, headers, payload),
+    }
 
 
 def percentile(values, fraction: float) -> float | None:
@@ -135,10 +161,17 @@ def summary(responses: list, wall: float) -> dict:
     statuses = {}
     for response in responses:
         statuses[str(response["status"])] = statuses.get(str(response["status"]), 0) + 1
-    return {"requests": len(responses), "seconds": wall, "requests_per_second": len(responses) / wall,
-            "glb_per_second": len(ok) / wall, "p50": percentile(ok, 0.5), "p95": percentile(ok, 0.95),
-            "server_p50": statistics.median(server) if server else None, "statuses": statuses,
-            "failures": sorted({r["problem"] for r in responses if r["problem"]})}
+    return {
+        "requests": len(responses),
+        "seconds": wall,
+        "requests_per_second": len(responses) / wall,
+        "glb_per_second": len(ok) / wall,
+        "p50": percentile(ok, 0.5),
+        "p95": percentile(ok, 0.95),
+        "server_p50": statistics.median(server) if server else None,
+        "statuses": statuses,
+        "failures": sorted({r["problem"] for r in responses if r["problem"]}),
+    }
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -194,8 +227,9 @@ def run(args) -> dict:
             responses += load_round(url, good, corrupt, args, count, args.requests * round_index // args.rounds)
             memory[f"after_round_{round_index + 1}"] = rss_mb(server.pid)
         load_summary = summary(responses, time.perf_counter() - start)
-        wrong = [r for r in responses if r["bad"] and r["status"] != 400] + \
-                [r for r in responses if not r["bad"] and r["status"] not in (200, 503)]
+        wrong = [r for r in responses if r["bad"] and r["status"] != 400] + [
+            r for r in responses if not r["bad"] and r["status"] not in (200, 503)
+        ]
         load_summary["unexpected"] = len(wrong)
         health = json.loads(request(f"{url}/api/health")[2])
     finally:
@@ -210,10 +244,20 @@ def run(args) -> dict:
         "p95_vs_baseline": _ratio(load_summary["p95"], baseline_summary["p50"]),
         "server_p50_vs_baseline": _ratio(load_summary["server_p50"], baseline_summary["server_p50"]),
     }
-    return {"model": args.model or "bundled", "resolution": int(args.resolution), "clients": args.clients,
-            "workers": args.workers, "cpus": os.cpu_count(), "load_average_before": load_before,
-            "load_average_after": os.getloadavg(), "baseline": baseline_summary, "load": load_summary,
-            "ratios": ratios, "server_rss_mb": memory, "health_after": health["status"]}
+    return {
+        "model": args.model or "bundled",
+        "resolution": int(args.resolution),
+        "clients": args.clients,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "baseline": baseline_summary,
+        "load": load_summary,
+        "ratios": ratios,
+        "server_rss_mb": memory,
+        "health_after": health["status"],
+    }
 
 
 def _ratio(a, b):
@@ -222,16 +266,24 @@ def _ratio(a, b):
 
 def show(result: dict) -> None:
     base, load, ratios = result["baseline"], result["load"], result["ratios"]
-    print(f"d2im app at {result['resolution']}³, {result['workers']} worker(s), {result['cpus']} CPUs; load average "
-          f"before {result['load_average_before'][0]:.1f}, after {result['load_average_after'][0]:.1f}")
-    print(f"baseline, 1 client, {base['requests']} requests: {base['glb_per_second']:.2f} GLB/s, "
-          f"p50 {base['p50']:.2f} s (server {base['server_p50']:.2f} s)")
+    print(
+        f"d2im app at {result['resolution']}³, {result['workers']} worker(s), {result['cpus']} CPUs; load average "
+        f"before {result['load_average_before'][0]:.1f}, after {result['load_average_after'][0]:.1f}"
+    )
+    print(
+        f"baseline, 1 client, {base['requests']} requests: {base['glb_per_second']:.2f} GLB/s, "
+        f"p50 {base['p50']:.2f} s (server {base['server_p50']:.2f} s)"
+    )
     p50 = "-" if load["p50"] is None else f"{load['p50']:.2f} s"
     p95 = "-" if load["p95"] is None else f"{load['p95']:.2f} s"
-    print(f"load, {result['clients']} clients, {load['requests']} requests: {load['requests_per_second']:.2f} req/s, "
-          f"{load['glb_per_second']:.2f} GLB/s ({ratios['throughput_vs_baseline']:.2f}× the baseline), "
-          f"p50 {p50}, p95 {p95}")
-    print(f"statuses {load['statuses']}; unexpected {load['unexpected']}; failures {load['failures'] or 'none'}; "
-          f"health after: {result['health_after']}")
+    print(
+        f"load, {result['clients']} clients, {load['requests']} requests: {load['requests_per_second']:.2f} req/s, "
+        f"{load['glb_per_second']:.2f} GLB/s ({ratios['throughput_vs_baseline']:.2f}× the baseline), "
+        f"p50 {p50}, p95 {p95}"
+    )
+    print(
+        f"statuses {load['statuses']}; unexpected {load['unexpected']}; failures {load['failures'] or 'none'}; "
+        f"health after: {result['health_after']}"
+    )
     memory = result["server_rss_mb"]
     print("server RSS: " + ", ".join(f"{value:.0f} MB {name.replace('_', ' ')}" for name, value in memory.items()))

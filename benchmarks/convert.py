@@ -7,6 +7,7 @@ point, as the converted models have no one-pass bounds), as ratios against the S
 mesh's IoU against the SavedModel's (64³ voxels). Each runtime first reconstructs once at 16³ (warm-up:
 first calls, Node start). Wall-clock seconds: on a shared machine
 only the ratios within one run mean much."""
+
 from __future__ import annotations
 
 import os
@@ -48,11 +49,14 @@ def run(args) -> dict:
         start = time.perf_counter()
         converted[target] = conversion.convert(model_dir, target, Path(workdir.name) / target)
         conversion_seconds[target] = time.perf_counter() - start
-    sizes = {"savedmodel": _folder_bytes(model_dir),
-             "tflite_float32": _folder_bytes(converted["tflite"], "*[a-z].tflite"),
-             "tflite_float16": _folder_bytes(converted["tflite"], "*.float16.tflite"),
-             "tfjs": sum(_folder_bytes(converted["tfjs"] / part) for part in conversion.PARTS
-                         if (converted["tfjs"] / part).is_dir())}
+    sizes = {
+        "savedmodel": _folder_bytes(model_dir),
+        "tflite_float32": _folder_bytes(converted["tflite"], "*[a-z].tflite"),
+        "tflite_float16": _folder_bytes(converted["tflite"], "*.float16.tflite"),
+        "tfjs": sum(
+            _folder_bytes(converted["tfjs"] / part) for part in conversion.PARTS if (converted["tfjs"] / part).is_dir()
+        ),
+    }
     evaluations = []
     extract = reconstruct_module.extract_fused_mesh
 
@@ -62,15 +66,24 @@ def run(args) -> dict:
         return mesh, stats
 
     reconstruct_module.extract_fused_mesh = counting_extract
-    runtimes = {"savedmodel": lambda resolution: Reconstructor(model_dir, resolution=resolution, one_pass_bounds=False),
-                "tflite_float32": lambda resolution: runtime_reconstructor(converted["tflite"], "tflite", "float32",
-                                                                           resolution=resolution),
-                "tflite_float16": lambda resolution: runtime_reconstructor(converted["tflite"], "tflite", "float16",
-                                                                           resolution=resolution),
-                "tfjs": lambda resolution: runtime_reconstructor(converted["tfjs"], "tfjs", resolution=resolution)}
-    result = {"model": str(model_dir), "resolution": args.resolution, "mode": "coarse_to_fine",
-              "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-              "conversion_seconds": conversion_seconds, "runtimes": {}}
+    runtimes = {
+        "savedmodel": lambda resolution: Reconstructor(model_dir, resolution=resolution, one_pass_bounds=False),
+        "tflite_float32": lambda resolution: runtime_reconstructor(
+            converted["tflite"], "tflite", "float32", resolution=resolution
+        ),
+        "tflite_float16": lambda resolution: runtime_reconstructor(
+            converted["tflite"], "tflite", "float16", resolution=resolution
+        ),
+        "tfjs": lambda resolution: runtime_reconstructor(converted["tfjs"], "tfjs", resolution=resolution),
+    }
+    result = {
+        "model": str(model_dir),
+        "resolution": args.resolution,
+        "mode": "coarse_to_fine",
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "conversion_seconds": conversion_seconds,
+        "runtimes": {},
+    }
     meshes = {}
     try:
         for name, make in runtimes.items():
@@ -85,11 +98,15 @@ def run(args) -> dict:
             run = reconstructor.reconstruct(pixels, view_row)
             total = time.perf_counter() - start
             meshes[name] = run.mesh
-            result["runtimes"][name] = {"bytes": sizes[name], "encode_seconds": run.timings["encode"],
-                                        "sdf_evaluation_seconds": run.timings["sdf_evaluation"],
-                                        "marching_cubes_seconds": run.timings["marching_cubes"],
-                                        "total_seconds": total, "evaluations": evaluations[-1],
-                                        "faces": int(len(run.mesh.faces))}
+            result["runtimes"][name] = {
+                "bytes": sizes[name],
+                "encode_seconds": run.timings["encode"],
+                "sdf_evaluation_seconds": run.timings["sdf_evaluation"],
+                "marching_cubes_seconds": run.timings["marching_cubes"],
+                "total_seconds": total,
+                "evaluations": evaluations[-1],
+                "faces": int(len(run.mesh.faces)),
+            }
             if hasattr(reconstructor, "runtime_model"):
                 reconstructor.runtime_model.close()
     finally:
@@ -97,22 +114,31 @@ def run(args) -> dict:
         workdir.cleanup()
     reference = result["runtimes"]["savedmodel"]
     for name, row in result["runtimes"].items():
-        row["iou_vs_savedmodel"] = 1.0 if name == "savedmodel" else float(
-            metrics.iou(meshes[name], meshes["savedmodel"], 64))
-        row["ratios"] = {key: row[key] / reference[key] for key in
-                         ("bytes", "encode_seconds", "sdf_evaluation_seconds", "total_seconds")}
+        row["iou_vs_savedmodel"] = (
+            1.0 if name == "savedmodel" else float(metrics.iou(meshes[name], meshes["savedmodel"], 64))
+        )
+        row["ratios"] = {
+            key: row[key] / reference[key]
+            for key in ("bytes", "encode_seconds", "sdf_evaluation_seconds", "total_seconds")
+        }
     return result
 
 
 def show(result: dict) -> None:
-    print(f"convert benchmark: {result['model']}; {result['resolution']}³ grid coarse-to-fine, one image, "
-          f"{result['cores']} cores; TF.js backend {result.get('tfjs_backend')}; conversion "
-          + ", ".join(f"{target} {seconds:.0f} s" for target, seconds in result["conversion_seconds"].items()))
-    print(f"  {'runtime':<16}{'MB':>8}{'encode s':>10}{'SDF eval s':>12}{'total s':>10}{'evaluations':>13}"
-          f"{'IoU':>8}   ratios to SavedModel (size, encode, SDF eval, total)")
+    print(
+        f"convert benchmark: {result['model']}; {result['resolution']}³ grid coarse-to-fine, one image, "
+        f"{result['cores']} cores; TF.js backend {result.get('tfjs_backend')}; conversion "
+        + ", ".join(f"{target} {seconds:.0f} s" for target, seconds in result["conversion_seconds"].items())
+    )
+    print(
+        f"  {'runtime':<16}{'MB':>8}{'encode s':>10}{'SDF eval s':>12}{'total s':>10}{'evaluations':>13}"
+        f"{'IoU':>8}   ratios to SavedModel (size, encode, SDF eval, total)"
+    )
     for name, row in result["runtimes"].items():
         ratios = row["ratios"]
-        print(f"  {name:<16}{row['bytes'] / 1e6:8.1f}{row['encode_seconds']:10.3f}{row['sdf_evaluation_seconds']:12.2f}"
-              f"{row['total_seconds']:10.2f}{row['evaluations']:13,d}{row['iou_vs_savedmodel']:8.4f}   "
-              f"{ratios['bytes']:.2f}, {ratios['encode_seconds']:.2f}, {ratios['sdf_evaluation_seconds']:.2f}, "
-              f"{ratios['total_seconds']:.2f}")
+        print(
+            f"  {name:<16}{row['bytes'] / 1e6:8.1f}{row['encode_seconds']:10.3f}{row['sdf_evaluation_seconds']:12.2f}"
+            f"{row['total_seconds']:10.2f}{row['evaluations']:13,d}{row['iou_vs_savedmodel']:8.4f}   "
+            f"{ratios['bytes']:.2f}, {ratios['encode_seconds']:.2f}, {ratios['sdf_evaluation_seconds']:.2f}, "
+            f"{ratios['total_seconds']:.2f}"
+        )

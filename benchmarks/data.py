@@ -1,6 +1,7 @@
 """The ``data`` benchmark: one synthetic chair, 36 views at 224², 32,768 SDF samples with gradients and
 densities, on one core; seconds per stage, and a plain baseline measured in the same run
 (``trimesh.proximity.signed_distance`` on a subset of the same samples, extrapolated linearly)."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,9 @@ def configure(parser) -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--samples", type=int, default=32768)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--baseline-subset", type=int, default=1000,
-                        help="samples on which the baseline is timed (then extrapolated)")
+    parser.add_argument(
+        "--baseline-subset", type=int, default=1000, help="samples on which the baseline is timed (then extrapolated)"
+    )
 
 
 def _pin_to_one_core() -> str:
@@ -53,13 +55,20 @@ def run(args) -> dict:
 
     pinned = _pin_to_one_core()
     workdir = tempfile.TemporaryDirectory(prefix="d2im_bench_")
-    settings = generate.Settings(out=Path(workdir.name), views=args.views,
-                                 image_size=args.image_size, samples=args.samples, seed=args.seed)
+    settings = generate.Settings(
+        out=Path(workdir.name), views=args.views, image_size=args.image_size, samples=args.samples, seed=args.seed
+    )
     streams = generate.shape_streams(args.seed, args.category, 0)
     clock = Stopwatch()
     mesh, _ = clock("shape (SDF grid + marching cubes)", generate.synthetic_mesh, settings, args.category, streams)
-    samples = clock("samples (normalise, exact SDF, bands, gradients)", mesh_sdf.sample_sdf, mesh,
-                    streams["samples"], args.samples, with_density=False)
+    samples = clock(
+        "samples (normalise, exact SDF, bands, gradients)",
+        mesh_sdf.sample_sdf,
+        mesh,
+        streams["samples"],
+        args.samples,
+        with_density=False,
+    )
     world = samples.points * samples.norm_params[3] + samples.norm_params[:3]
     samples.density = clock("density", mesh_sdf.sample_density, world, samples.sdf)
     rows = random_views(streams["views"], args.views)
@@ -67,8 +76,9 @@ def run(args) -> dict:
     render_stage = f"render {args.views} views at {args.image_size}²"
     views = [clock(render_stage, renderer.render, row, args.image_size) for row in rows]
     layout = settings.layout
-    clock("write files (OBJ, h5, PNGs)", generate.write_shape_files, layout, "bench", "shape", mesh, samples, rows,
-          views)
+    clock(
+        "write files (OBJ, h5, PNGs)", generate.write_shape_files, layout, "bench", "shape", mesh, samples, rows, views
+    )
     workdir.cleanup()
     varied = _bench_appearance(args, mesh, rows, renderer)
 
@@ -109,8 +119,9 @@ def _bench_appearance(args, mesh, rows, renderer) -> dict:
     rng = np.random.default_rng(0)
 
     def looks():
-        return appearance.random_look(rng, shapes.face_parts(parts, mesh, raw.metadata["family_frame"]),
-                                      shapes.thin_parts(parts))
+        return appearance.random_look(
+            rng, shapes.face_parts(parts, mesh, raw.metadata["family_frame"]), shapes.thin_parts(parts)
+        )
 
     look = clock("groups", looks)
     for row in rows:
@@ -126,13 +137,19 @@ def show(result: dict) -> None:
     print(f"  {'stage':<{width}} {'CPU s':>7} {'wall s':>7}")
     for name in wall:
         print(f"  {name:<{width}} {cpu[name]:7.2f} {wall[name]:7.2f}")
-    print(f"  {'total per shape':<{width}} {result['total_cpu_seconds']:7.2f} {result['total_wall_seconds']:7.2f}"
-          "   (target ≤ 5 s)")
+    print(
+        f"  {'total per shape':<{width}} {result['total_cpu_seconds']:7.2f} {result['total_wall_seconds']:7.2f}"
+        "   (target ≤ 5 s)"
+    )
     varied = result["appearance_cpu_seconds"]
-    print(f"  --appearance varied --render-sizes 137 224: + {varied['groups']:.2f} CPU s (part labels, materials),"
-          f" renders {varied['render']:.2f} CPU s = {result['appearance_render_vs_plain_render']:.1f}× the plain"
-          " renders (they replace the plain RGBA; the maps still come from the plain render)")
+    print(
+        f"  --appearance varied --render-sizes 137 224: + {varied['groups']:.2f} CPU s (part labels, materials),"
+        f" renders {varied['render']:.2f} CPU s = {result['appearance_render_vs_plain_render']:.1f}× the plain"
+        " renders (they replace the plain RGBA; the maps still come from the plain render)"
+    )
     print(f"  baseline: {result['baseline']}: {result['baseline_cpu_seconds_extrapolated']:.1f} CPU s")
-    print(f"  SDF stage speed-up over the baseline (CPU time): {result['speedup_of_sdf_stage_vs_baseline']:.1f}×"
-          f"  (sign agreement {result['baseline_sign_agreement']:.4f},"
-          f" max |distance| difference {result['baseline_max_abs_distance_difference']:.1e})")
+    print(
+        f"  SDF stage speed-up over the baseline (CPU time): {result['speedup_of_sdf_stage_vs_baseline']:.1f}×"
+        f"  (sign agreement {result['baseline_sign_agreement']:.4f},"
+        f" max |distance| difference {result['baseline_max_abs_distance_difference']:.1e})"
+    )

@@ -18,6 +18,7 @@ For each shape of a split, seen from one view (the evaluation view of
 
 Used by ``tools/benchmark.py fit`` (:mod:`benchmarks.fit`, the memorisation benchmark) and by the memorisation test.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,8 +49,13 @@ class ProbeShape:
     decided: np.ndarray  # [R³] bool, voxel centres farther than the sign margin from the GT surface
 
 
-def probe_shapes(config: Config, split: str = "train", resolution: int = 32, sign_margin: float = 0.005,
-                 max_shapes: int | None = None) -> list[ProbeShape]:
+def probe_shapes(
+    config: Config,
+    split: str = "train",
+    resolution: int = 32,
+    sign_margin: float = 0.005,
+    max_shapes: int | None = None,
+) -> list[ProbeShape]:
     """The shapes of ``split`` with what :func:`fit_report` compares against."""
     layout = fmt.DatasetLayout.from_config(config)
     shapes = []
@@ -61,13 +67,22 @@ def probe_shapes(config: Config, split: str = "train", resolution: int = 32, sig
             points = np.concatenate([points, samples.far_samples[:, :3]])
             sdf = np.concatenate([sdf, samples.far_samples[:, 3]])
         keep = np.abs(sdf) > sign_margin
-        truth = to_normalised(fmt.read_mesh(layout.mesh_path(record.category, record.shape), "ground-truth mesh"),
-                              record.norm_params)
+        truth = to_normalised(
+            fmt.read_mesh(layout.mesh_path(record.category, record.shape), "ground-truth mesh"), record.norm_params
+        )
         occupied, decided = grid_truth(truth, resolution, sign_margin)
         image = decode_image(str(layout.image_path(record.category, record.shape, view)), config.model.image_size)
-        shapes.append(ProbeShape(f"{record.category}/{record.shape}", image.numpy(),
-                                 record.projections[view].astype(np.float32), points[keep].astype(np.float32),
-                                 sdf[keep] < 0, occupied, decided))
+        shapes.append(
+            ProbeShape(
+                f"{record.category}/{record.shape}",
+                image.numpy(),
+                record.projections[view].astype(np.float32),
+                points[keep].astype(np.float32),
+                sdf[keep] < 0,
+                occupied,
+                decided,
+            )
+        )
     return shapes
 
 
@@ -81,7 +96,7 @@ def fit_report(model, shapes: list[ProbeShape], resolution: int = 32) -> list[di
         points = np.concatenate([shape.points, grid])[None]  # [1, M + R³, 3]
         fields = model.predict_sdf(shape.image[None], points, shape.projection[None])
         sdf = fields["sdf"][0]
-        at_samples, at_grid = sdf[: len(shape.points)], sdf[len(shape.points):]
+        at_samples, at_grid = sdf[: len(shape.points)], sdf[len(shape.points) :]
         predicted = at_grid < 0
         row = {
             "name": shape.name,
@@ -90,7 +105,7 @@ def fit_report(model, shapes: list[ProbeShape], resolution: int = 32) -> list[di
             "iou_decided": _iou(predicted[shape.decided], shape.occupied[shape.decided]),
         }
         if "base" in fields:
-            row["iou_base"] = _iou(fields["base"][0][len(shape.points):] < 0, shape.occupied)
+            row["iou_base"] = _iou(fields["base"][0][len(shape.points) :] < 0, shape.occupied)
         rows.append(row)
     return rows
 

@@ -13,6 +13,7 @@ that its zero level crosses the box (otherwise coarse-to-fine would have no surf
 comparison would flatter it), and the detail decoder's output
 is scaled to displacements of at most 0.1 SDF units (1% of the box), a detail's size — random maps
 are large, and their jumps force a wide band (:class:`d2im_tf.inference.reconstruct.Reconstructor`)."""
+
 from __future__ import annotations
 
 import os
@@ -26,16 +27,25 @@ HELP = "image → mesh, dense vs coarse-to-fine"
 
 
 def configure(parser) -> None:
-    parser.add_argument("--model", default=None,
-                        help="SavedModel folder (default: export an untrained default-size model)")
+    parser.add_argument(
+        "--model", default=None, help="SavedModel folder (default: export an untrained default-size model)"
+    )
     parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs per mode, the modes interleaved (median reported)")
-    parser.add_argument("--image", type=Path, default=None,
-                        help="input image, seen through the model's camera network (default: a rendered "
-                             "sphere with its known camera)")
-    parser.add_argument("--baseline-batch-points", type=int, default=65536,
-                        help="points per SDF call of the baseline coarse-to-fine run")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per mode, the modes interleaved (median reported)"
+    )
+    parser.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="input image, seen through the model's camera network (default: a rendered sphere with its known camera)",
+    )
+    parser.add_argument(
+        "--baseline-batch-points",
+        type=int,
+        default=65536,
+        help="points per SDF call of the baseline coarse-to-fine run",
+    )
 
 
 MAX_DISPLACEMENT = 0.1  # SDF units (×10): the untrained benchmark model's largest displacement
@@ -90,11 +100,16 @@ def run(args) -> dict:
     workdir = tempfile.TemporaryDirectory(prefix="d2im_bench_")
     trained = args.model is not None
     model = args.model or _untrained_model(Path(workdir.name), prepare_image(pixels, 224), view_row)
-    result = {"model": str(model), "trained": trained, "resolution": args.resolution,
-              "image": str(args.image or "rendered sphere"), "batch_points": BATCH_POINTS,
-              "baseline_batch_points": args.baseline_batch_points,
-              "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-              "modes": {}}
+    result = {
+        "model": str(model),
+        "trained": trained,
+        "resolution": args.resolution,
+        "image": str(args.image or "rendered sphere"),
+        "batch_points": BATCH_POINTS,
+        "baseline_batch_points": args.baseline_batch_points,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "modes": {},
+    }
     baseline_batch = f"c2f_batch_{args.baseline_batch_points}"
     settings = {  # name: (mode, points per call, one-pass bounds)
         "dense": ("dense", BATCH_POINTS, True),
@@ -102,9 +117,12 @@ def run(args) -> dict:
         "c2f_exact_split": ("coarse_to_fine", BATCH_POINTS, False),
         baseline_batch: ("coarse_to_fine", args.baseline_batch_points, True),
     }
-    reconstructors = {name: Reconstructor(model, resolution=args.resolution, mode=mode, batch_points=batch_points,
-                                          one_pass_bounds=one_pass_bounds)
-                      for name, (mode, batch_points, one_pass_bounds) in settings.items()}
+    reconstructors = {
+        name: Reconstructor(
+            model, resolution=args.resolution, mode=mode, batch_points=batch_points, one_pass_bounds=one_pass_bounds
+        )
+        for name, (mode, batch_points, one_pass_bounds) in settings.items()
+    }
     for reconstructor in reconstructors.values():
         reconstructor.reconstruct(pixels, view_row)  # warm-up: first calls of the signatures
     runs = {name: [] for name in settings}
@@ -114,24 +132,33 @@ def run(args) -> dict:
     for name in settings:
         timings = [run.timings for run in runs[name]]
         stages = {stage: float(np.median([timing[stage] for timing in timings])) for stage in timings[0]}
-        result["modes"][name] = {"stages_seconds": stages, "total_seconds": sum(stages.values()),
-                                 "faces": int(len(runs[name][0].mesh.faces))}
+        result["modes"][name] = {
+            "stages_seconds": stages,
+            "total_seconds": sum(stages.values()),
+            "faces": int(len(runs[name][0].mesh.faces)),
+        }
     workdir.cleanup()
     modes = result["modes"]
     dense, fine = modes["dense"], modes["coarse_to_fine"]
     result["ratio_total"] = dense["total_seconds"] / fine["total_seconds"]
-    result["ratio_sdf_evaluation"] = (dense["stages_seconds"]["sdf_evaluation"]
-                                      / fine["stages_seconds"]["sdf_evaluation"])
+    result["ratio_sdf_evaluation"] = (
+        dense["stages_seconds"]["sdf_evaluation"] / fine["stages_seconds"]["sdf_evaluation"]
+    )
     result["ratio_one_pass_bounds"] = modes["c2f_exact_split"]["total_seconds"] / fine["total_seconds"]
     result["ratio_batch"] = modes[baseline_batch]["total_seconds"] / fine["total_seconds"]
     return result
 
 
 def show(result: dict) -> None:
-    state = "trained" if result["trained"] else ("UNTRAINED: random init, base scaled to an SDF's slope and shifted"
-                                                 " to cross zero, maps ≤ 0.1")
-    print(f"reconstruct benchmark: {result['model']} — {state}; input: {result['image']}; "
-          f"{result['resolution']}³ grid, {result['cores']} cores, median seconds per image")
+    state = (
+        "trained"
+        if result["trained"]
+        else ("UNTRAINED: random init, base scaled to an SDF's slope and shifted to cross zero, maps ≤ 0.1")
+    )
+    print(
+        f"reconstruct benchmark: {result['model']} — {state}; input: {result['image']}; "
+        f"{result['resolution']}³ grid, {result['cores']} cores, median seconds per image"
+    )
     modes = result["modes"]
     names = list(modes["dense"]["stages_seconds"])
     print(f"  {'stage':<16}" + "".join(f"{mode:>20}" for mode in modes))
@@ -139,9 +166,15 @@ def show(result: dict) -> None:
         print(f"  {name:<16}" + "".join(f"{modes[mode]['stages_seconds'][name]:20.3f}" for mode in modes))
     print(f"  {'total':<16}" + "".join(f"{modes[mode]['total_seconds']:20.3f}" for mode in modes))
     print(f"  {'mesh faces':<16}" + "".join(f"{modes[mode]['faces']:20d}" for mode in modes))
-    print(f"  dense / coarse-to-fine: {result['ratio_total']:.1f}× in total, "
-          f"{result['ratio_sdf_evaluation']:.1f}× in SDF evaluation")
-    print(f"  coarse-to-fine decoding exactly at every point / with the one-pass bounds (the default): "
-          f"{result['ratio_one_pass_bounds']:.2f}×")
-    print(f"  coarse-to-fine at {result['baseline_batch_points']} points per call / at {result['batch_points']} "
-          f"(the default): {result['ratio_batch']:.2f}×")
+    print(
+        f"  dense / coarse-to-fine: {result['ratio_total']:.1f}× in total, "
+        f"{result['ratio_sdf_evaluation']:.1f}× in SDF evaluation"
+    )
+    print(
+        f"  coarse-to-fine decoding exactly at every point / with the one-pass bounds (the default): "
+        f"{result['ratio_one_pass_bounds']:.2f}×"
+    )
+    print(
+        f"  coarse-to-fine at {result['baseline_batch_points']} points per call / at {result['batch_points']} "
+        f"(the default): {result['ratio_batch']:.2f}×"
+    )

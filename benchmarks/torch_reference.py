@@ -26,6 +26,7 @@ asks for them, which would download them; the weights do not change the step's c
 Output: one JSON line on stdout, ``{"seconds_per_step": [...], "torch": version, "threads": n,
 "batch": B, "points": N, "image_size": S}``; each timed step after ``--warmup`` untimed ones.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,12 +56,18 @@ def inputs(batch: int, points: int, image_size: int, seed: int = 0) -> dict:
     xyz = rng.uniform(-0.5, 0.5, (batch, points, 3)).astype(np.float32)
     gradients = rng.normal(size=(batch, points, 3))
     gradients /= np.linalg.norm(gradients, axis=-1, keepdims=True)
-    image = np.concatenate([rng.uniform(0, 1, (batch, 3, image_size, image_size)),
-                            rng.uniform(-1, 1, (batch, 3, image_size, image_size))], axis=1)
-    return {"points": xyz, "values": (10.0 * (np.linalg.norm(xyz, axis=-1, keepdims=True) - 0.3)).astype(np.float32),
-            "gradients": gradients.astype(np.float32), "mc_image": image.astype(np.float32),
-            "transmat": np.repeat(projection(image_size)[None], batch, axis=0),
-            "scale": rng.uniform(0.5, 1.0, batch).astype(np.float32)}
+    image = np.concatenate(
+        [rng.uniform(0, 1, (batch, 3, image_size, image_size)), rng.uniform(-1, 1, (batch, 3, image_size, image_size))],
+        axis=1,
+    )
+    return {
+        "points": xyz,
+        "values": (10.0 * (np.linalg.norm(xyz, axis=-1, keepdims=True) - 0.3)).astype(np.float32),
+        "gradients": gradients.astype(np.float32),
+        "mc_image": image.astype(np.float32),
+        "transmat": np.repeat(projection(image_size)[None], batch, axis=0),
+        "scale": rng.uniform(0.5, 1.0, batch).astype(np.float32),
+    }
 
 
 def _run_on_cpu(torch) -> None:
@@ -95,17 +102,21 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     from models.D2IM import D2IM_Net
 
-    config = types.SimpleNamespace(exp_name="d2im", img_res=args.image_size, cuda=False,
-                                   model_dir=os.path.join(os.path.abspath(args.checkout), "ckpt", "models"))
+    config = types.SimpleNamespace(
+        exp_name="d2im",
+        img_res=args.image_size,
+        cuda=False,
+        model_dir=os.path.join(os.path.abspath(args.checkout), "ckpt", "models"),
+    )
     model = D2IM_Net(config)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-5)
-    batch = {name: torch.from_numpy(value) for name, value in
-             inputs(args.batch, args.points, args.image_size).items()}
+    batch = {name: torch.from_numpy(value) for name, value in inputs(args.batch, args.points, args.image_size).items()}
 
     def step():
-        loss_base, loss_sdf, loss_laplacian = model(batch["points"], batch["values"], batch["gradients"],
-                                                    batch["mc_image"], batch["transmat"], batch["scale"])
+        loss_base, loss_sdf, loss_laplacian = model(
+            batch["points"], batch["values"], batch["gradients"], batch["mc_image"], batch["transmat"], batch["scale"]
+        )
         loss = loss_base + loss_sdf + loss_laplacian
         optimizer.zero_grad()
         loss.backward()
@@ -118,8 +129,18 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         step()
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds_per_step": seconds, "torch": str(torch.__version__), "threads": torch.get_num_threads(),
-                      "batch": args.batch, "points": args.points, "image_size": args.image_size}))
+    print(
+        json.dumps(
+            {
+                "seconds_per_step": seconds,
+                "torch": str(torch.__version__),
+                "threads": torch.get_num_threads(),
+                "batch": args.batch,
+                "points": args.points,
+                "image_size": args.image_size,
+            }
+        )
+    )
     return 0
 
 

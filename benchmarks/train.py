@@ -13,6 +13,7 @@ step is timed at the same setting in the same run, first, in a subprocess of ``-
 (:mod:`benchmarks.torch_reference`, with as many threads as this process has cores), and every row
 of a batch size it was timed at gets its ratio ``× reference`` (our seconds per step over theirs).
 Without it, no ratio is printed: a figure measured elsewhere is not comparable."""
+
 from __future__ import annotations
 
 import json
@@ -30,22 +31,37 @@ HELP = "seconds per training step at the authors' setting, FLOPs, where it goes"
 
 
 def configure(parser) -> None:
-    parser.add_argument("--batches", type=int, nargs="+", default=[4],
-                        help="batch sizes (the first runs every precision, the baseline and XLA)")
-    parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"], choices=PRECISIONS,
-                        help="train.precision settings to time")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        nargs="+",
+        default=[4],
+        help="batch sizes (the first runs every precision, the baseline and XLA)",
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["float32", "mixed_bfloat16"],
+        choices=PRECISIONS,
+        help="train.precision settings to time",
+    )
     parser.add_argument("--xla", action="store_true", help="also time the float32 step compiled with XLA")
-    parser.add_argument("--no-breakdown", dest="breakdown", action="store_false",
-                        help="skip timing the step's parts")
+    parser.add_argument("--no-breakdown", dest="breakdown", action="store_false", help="skip timing the step's parts")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per setting")
-    parser.add_argument("--pipeline-batches", type=int, default=20,
-                        help="timed input-pipeline batches per setting")
-    parser.add_argument("--reference", default=None, metavar="DIR",
-                        help="a checkout of the authors' D²IM-Net release: time their PyTorch training step at the "
-                             "same setting in this run and print our time over theirs")
-    parser.add_argument("--reference-python", default="python3", metavar="PYTHON",
-                        help="the Python (with PyTorch, NumPy and torchvision) that runs --reference "
-                             "(default: python3)")
+    parser.add_argument("--pipeline-batches", type=int, default=20, help="timed input-pipeline batches per setting")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        metavar="DIR",
+        help="a checkout of the authors' D²IM-Net release: time their PyTorch training step at the "
+        "same setting in this run and print our time over theirs",
+    )
+    parser.add_argument(
+        "--reference-python",
+        default="python3",
+        metavar="PYTHON",
+        help="the Python (with PyTorch, NumPy and torchvision) that runs --reference (default: python3)",
+    )
 
 
 REFERENCE_SCRIPT = Path(__file__).resolve().with_name("torch_reference.py")
@@ -64,10 +80,25 @@ def measure_reference(checkout, python: str, batch: int, steps: int, threads: in
     if not (checkout / "models" / "D2IM.py").is_file():
         raise UserError(f"{checkout}: not a checkout of the authors' D²IM-Net release (no models/D2IM.py)")
     threads = threads or _cores()
-    command = [python, str(REFERENCE_SCRIPT), str(checkout.resolve()), "--batch", str(batch), "--points",
-               str(POINTS), "--image-size", str(IMAGE_SIZE), "--steps", str(steps), "--threads", str(threads)]
-    env = {**os.environ, **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                            "OPENBLAS_NUM_THREADS")}}
+    command = [
+        python,
+        str(REFERENCE_SCRIPT),
+        str(checkout.resolve()),
+        "--batch",
+        str(batch),
+        "--points",
+        str(POINTS),
+        "--image-size",
+        str(IMAGE_SIZE),
+        "--steps",
+        str(steps),
+        "--threads",
+        str(threads),
+    ]
+    env = {
+        **os.environ,
+        **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+    }
     try:
         result = subprocess.run(command, capture_output=True, text=True, env=env)
     except OSError as error:
@@ -183,15 +214,25 @@ def _step_breakdown(model, batch) -> dict:
 
     def laplacian(maps):
         mask = tf.ones_like(outputs["depth"])  # every point: the most the loss can cost
-        return losses.laplacian_loss(maps[..., :1], batch["normal_map"], outputs["uv"], outputs["depth"],
-                                     mask[:, 0], model.focal, mask, model.sdf_scale)
+        return losses.laplacian_loss(
+            maps[..., :1],
+            batch["normal_map"],
+            outputs["uv"],
+            outputs["depth"],
+            mask[:, 0],
+            model.focal,
+            mask,
+            model.sdf_scale,
+        )
 
     return {
         "encoder (ResNet18)": forward_backward(encoder, model.encoder.trainable_weights, batch["image"]),
-        "detail decoder": forward_backward(lambda *f: tf.reduce_sum(model.detail_decoder(list(f))),
-                                           model.detail_decoder.trainable_weights, *features),
-        "SDF decoder + map lookup": forward_backward(decoder, model.base_decoder.trainable_weights,
-                                                     encoding["global_code"], encoding["maps"]),
+        "detail decoder": forward_backward(
+            lambda *f: tf.reduce_sum(model.detail_decoder(list(f))), model.detail_decoder.trainable_weights, *features
+        ),
+        "SDF decoder + map lookup": forward_backward(
+            decoder, model.base_decoder.trainable_weights, encoding["global_code"], encoding["maps"]
+        ),
         "Laplacian loss": forward_backward(laplacian, [], encoding["maps"]),
     }
 
@@ -230,8 +271,25 @@ def run(args) -> dict:
     from d2im_tf.data.pipeline import ShapeDataset
 
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))  # removed at the end
-    d2im(["make-data", "--out", str(root), "--categories", "03001627", "--shapes-per-category", "3",
-          "--views", "2", "--image-size", "224", "--seed", "0", "--test-fraction", "0"])
+    d2im(
+        [
+            "make-data",
+            "--out",
+            str(root),
+            "--categories",
+            "03001627",
+            "--shapes-per-category",
+            "3",
+            "--views",
+            "2",
+            "--image-size",
+            "224",
+            "--seed",
+            "0",
+            "--test-fraction",
+            "0",
+        ]
+    )
     first = args.batches[0]
     settings = [{"batch": first, "precision": precision} for precision in args.precisions]
     settings += [{"batch": batch, "precision": args.precisions[0]} for batch in args.batches[1:]]
@@ -242,18 +300,32 @@ def run(args) -> dict:
     rows, breakdowns = [], {}
     for setting in settings:
         batch, jit, precision = setting["batch"], setting.get("xla", False), setting["precision"]
-        config = load_config("configs/default.yaml", [
-            f"data.root={root}", "data.categories=['03001627']", "data.views=2", f"train.batch_size={batch}",
-            f"train.jit_compile={str(jit).lower()}", f"train.precision={precision}"])
+        config = load_config(
+            "configs/default.yaml",
+            [
+                f"data.root={root}",
+                "data.categories=['03001627']",
+                "data.views=2",
+                f"train.batch_size={batch}",
+                f"train.jit_compile={str(jit).lower()}",
+                f"train.precision={precision}",
+            ],
+        )
         data = ShapeDataset(config)
         run = _train_row(config, data, args.steps, setting.get("stock_batch_norm", False))
         flops = graph_flops(tf.function(run["model"].train_step), run["batch"])
         seconds = run["seconds_per_step"]
-        row = {"batch": batch, "xla": jit, "precision": precision,
-               "batch_norm": "keras" if setting.get("stock_batch_norm") else "fused",
-               "seconds_per_step": seconds, "points_per_second": batch * config.data.num_points / seconds,
-               "gflop_per_step": flops / 1e9, "gflop_per_second": flops / 1e9 / seconds,
-               "pipeline_batches_per_second": _pipeline_batches_per_second(data, batch, args.pipeline_batches)}
+        row = {
+            "batch": batch,
+            "xla": jit,
+            "precision": precision,
+            "batch_norm": "keras" if setting.get("stock_batch_norm") else "fused",
+            "seconds_per_step": seconds,
+            "points_per_second": batch * config.data.num_points / seconds,
+            "gflop_per_step": flops / 1e9,
+            "gflop_per_second": flops / 1e9 / seconds,
+            "pipeline_batches_per_second": _pipeline_batches_per_second(data, batch, args.pipeline_batches),
+        }
         row["pipeline_over_training"] = row["pipeline_batches_per_second"] * seconds
         plain = batch == first and not jit and not setting.get("stock_batch_norm")
         if args.breakdown and plain and precision not in breakdowns:
@@ -265,41 +337,64 @@ def run(args) -> dict:
     for row in rows:
         row["time_vs_first"] = row["seconds_per_step"] / base
     reference_ratios(rows, reference)
-    result = {"image_size": IMAGE_SIZE, "points": POINTS, "variant": "full", "matmul_gflop_per_second": peak,
-              "rows": rows, "breakdown": breakdowns}
+    result = {
+        "image_size": IMAGE_SIZE,
+        "points": POINTS,
+        "variant": "full",
+        "matmul_gflop_per_second": peak,
+        "rows": rows,
+        "breakdown": breakdowns,
+    }
     if args.reference:
-        result["reference"] = {"checkout": str(Path(args.reference).resolve()), "python": args.reference_python,
-                               "by_batch": {str(batch): measured for batch, measured in reference.items()}}
+        result["reference"] = {
+            "checkout": str(Path(args.reference).resolve()),
+            "python": args.reference_python,
+            "by_batch": {str(batch): measured for batch, measured in reference.items()},
+        }
     return result
 
 
 def show(result: dict) -> None:
-    print(f"training speed: D²IM-Net {result['variant']}, {result['image_size']}² input, {result['points']} points "
-          "per shape (configs/default.yaml; untrained weights, speed only)")
+    print(
+        f"training speed: D²IM-Net {result['variant']}, {result['image_size']}² input, {result['points']} points "
+        "per shape (configs/default.yaml; untrained weights, speed only)"
+    )
     peak = result["matmul_gflop_per_second"]
-    print(f"  this machine: a 2048² matmul runs at {peak['float32']:.0f} GFLOP/s in float32, "
-          f"{peak['mixed_bfloat16']:.0f} GFLOP/s in bfloat16")
+    print(
+        f"  this machine: a 2048² matmul runs at {peak['float32']:.0f} GFLOP/s in float32, "
+        f"{peak['mixed_bfloat16']:.0f} GFLOP/s in bfloat16"
+    )
     compared = "reference" in result
-    print(f"  {'batch':>5} {'precision':>15} {'BN':>6} {'XLA':>5} {'s/step':>7} {'points/s':>9} {'GFLOP/step':>11} "
-          f"{'GFLOP/s':>8} {'pipe/train':>11} {'time×':>6}" + (f" {'× reference':>12}" if compared else ""))
+    print(
+        f"  {'batch':>5} {'precision':>15} {'BN':>6} {'XLA':>5} {'s/step':>7} {'points/s':>9} {'GFLOP/step':>11} "
+        f"{'GFLOP/s':>8} {'pipe/train':>11} {'time×':>6}" + (f" {'× reference':>12}" if compared else "")
+    )
     for r in result["rows"]:
         reference = f"{r['time_vs_reference']:.2f}" if "time_vs_reference" in r else ""
-        print(f"  {r['batch']:>5} {r['precision']:>15} {r['batch_norm']:>6} {str(r['xla']):>5} "
-              f"{r['seconds_per_step']:7.2f} {r['points_per_second']:9.0f} {r['gflop_per_step']:11.1f} "
-              f"{r['gflop_per_second']:8.1f} {r['pipeline_over_training']:11.1f} {r['time_vs_first']:6.2f}"
-              + (f" {reference:>12}" if compared else ""))
+        print(
+            f"  {r['batch']:>5} {r['precision']:>15} {r['batch_norm']:>6} {str(r['xla']):>5} "
+            f"{r['seconds_per_step']:7.2f} {r['points_per_second']:9.0f} {r['gflop_per_step']:11.1f} "
+            f"{r['gflop_per_second']:8.1f} {r['pipeline_over_training']:11.1f} {r['time_vs_first']:6.2f}"
+            + (f" {reference:>12}" if compared else "")
+        )
     print("  GFLOP/step: TensorFlow's profiler on the traced train_step (convolutions with their gradients, matmuls,")
     print("  element-wise ops); pipe/train: input-pipeline batches per training step (≥ 5: the data keeps up);")
     print("  time×: seconds per step relative to the first row, measured in the same run")
     if compared:
-        print(f"  × reference: seconds per step over the authors' PyTorch step, measured first in this run "
-              f"({result['reference']['checkout']}):")
+        print(
+            f"  × reference: seconds per step over the authors' PyTorch step, measured first in this run "
+            f"({result['reference']['checkout']}):"
+        )
         for batch, measured in result["reference"]["by_batch"].items():
-            print(f"    batch {batch}: {measured['mean_seconds_per_step']:.2f} s/step (float32, torch "
-                  f"{measured['torch']}, {measured['threads']} threads, mean of {len(measured['seconds_per_step'])} "
-                  "steps after a warm-up)")
+            print(
+                f"    batch {batch}: {measured['mean_seconds_per_step']:.2f} s/step (float32, torch "
+                f"{measured['torch']}, {measured['threads']} threads, mean of {len(measured['seconds_per_step'])} "
+                "steps after a warm-up)"
+            )
     for precision, parts in result["breakdown"].items():
-        print(f"  where the step's time goes, {precision} (each part forward + backward on its own, batch "
-              f"{result['rows'][0]['batch']}):")
+        print(
+            f"  where the step's time goes, {precision} (each part forward + backward on its own, batch "
+            f"{result['rows'][0]['batch']}):"
+        )
         for name, seconds in parts.items():
             print(f"    {name:<26} {seconds:6.3f} s")

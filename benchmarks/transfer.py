@@ -20,6 +20,7 @@ Targets: (b)'s relief error ≥ 25% below (a)'s, and (b)'s silhouette IoU within
 ``--figure PNG`` draws, for the first pairs, the two inputs, the normal maps from the target's view of
 the target GT, the rebuilt GT, (a) and (b), and the relief pixels (white).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def masks_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def measure_pair(model, root: Path, entry: dict, where: str = "both", source_mask: bool = True,
-                 panels: list | None = None) -> dict:
+def measure_pair(
+    model, root: Path, entry: dict, where: str = "both", source_mask: bool = True, panels: list | None = None
+) -> dict:
     """The row of one pair (module docstring); appends its figure row to ``panels`` if given."""
     from d2im_tf.applications.transfer import detail_transfer
     from d2im_tf.data.disn_format import read_image
@@ -50,10 +52,13 @@ def measure_pair(model, root: Path, entry: dict, where: str = "both", source_mas
     view = np.asarray(entry["target_view"])
     target = model.encode(read_image(folder / "target.png"), view, entry["target_norm_params"])
     source = model.encode(read_image(folder / "source.png"), entry["source_view"], entry["source_norm_params"])
-    meshes = {"own": model.extract(target), "transfer": model.extract(
-        target, detail_transfer(model, source, target, where, source_mask=source_mask))}
-    maps = {key: normal_map(to_world(mesh, entry["target_norm_params"]), view, MEASURE_SIZE)
-            for key, mesh in meshes.items()}
+    meshes = {
+        "own": model.extract(target),
+        "transfer": model.extract(target, detail_transfer(model, source, target, where, source_mask=source_mask)),
+    }
+    maps = {
+        key: normal_map(to_world(mesh, entry["target_norm_params"]), view, MEASURE_SIZE) for key, mesh in meshes.items()
+    }
     for key in ("target", "rebuilt", "coarse"):
         maps[f"gt_{key}"] = normal_map(trimesh.load(folder / f"{key}.obj", force="mesh"), view, MEASURE_SIZE)
     relief = relief_pixels(maps["gt_rebuilt"], maps["gt_coarse"]) | relief_pixels(maps["gt_target"], maps["gt_coarse"])
@@ -69,8 +74,14 @@ def measure_pair(model, root: Path, entry: dict, where: str = "both", source_mas
         against_target = relief_error(maps[key], maps["gt_target"], relief=own_relief)
         row[f"{key}_vs_target_relief_angle"] = against_target["relief_angle"]
     if panels is not None:
-        panels.append([target.image, source.image, *(normal_colours(maps[key]) for key in
-                       ("gt_target", "gt_rebuilt", "own", "transfer")), np.repeat(relief[..., None], 3, -1)])
+        panels.append(
+            [
+                target.image,
+                source.image,
+                *(normal_colours(maps[key]) for key in ("gt_target", "gt_rebuilt", "own", "transfer")),
+                np.repeat(relief[..., None], 3, -1),
+            ]
+        )
     return row
 
 
@@ -108,8 +119,15 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="d2im-transfer-") as scratch:
         root = Path(args.data) if args.data else Path(scratch)
         if args.data is None or not (root / "pairs.json").exists():
-            make_pairs(root, args.categories, args.pairs, args.seed, args.image_size, args.mesh_resolution,
-                       progress=args.progress)
+            make_pairs(
+                root,
+                args.categories,
+                args.pairs,
+                args.seed,
+                args.image_size,
+                args.mesh_resolution,
+                progress=args.progress,
+            )
         entries = read_pairs(root)
         model = FieldModel(Reconstructor(args.model or BUNDLED_MODEL, resolution=args.resolution))
         rows, panels = [], [] if args.figure else None
@@ -124,40 +142,70 @@ def run(args) -> dict:
                 print(json.dumps(rows[-1]), flush=True)
         if args.figure:
             write_figure(args.figure, panels)
-    return {"model": str(model.reconstructor.model_dir), "resolution": args.resolution, "where": args.where,
-            "source_mask": not args.no_source_mask, "rows": rows,
-            "summary": summarise(rows)}
+    return {
+        "model": str(model.reconstructor.model_dir),
+        "resolution": args.resolution,
+        "where": args.where,
+        "source_mask": not args.no_source_mask,
+        "rows": rows,
+        "summary": summarise(rows),
+    }
 
 
 def summarise(rows: list[dict]) -> dict:
     """Means over the pairs with relief pixels, and the targets' verdicts."""
     used = [row for row in rows if row["relief_pixels"] > 0]
-    mean = {key: float(np.mean([row[key] for row in used])) if used else float("nan")
-            for key in rows[0] if key not in ("category", "pair")} if rows else {}
+    mean = (
+        {
+            key: float(np.mean([row[key] for row in used])) if used else float("nan")
+            for key in rows[0]
+            if key not in ("category", "pair")
+        }
+        if rows
+        else {}
+    )
     own, transfer = mean.get("own_relief_angle", np.nan), mean.get("transfer_relief_angle", np.nan)
     reduction = 1.0 - transfer / own if own else float("nan")
     iou_gap = mean.get("own_silhouette_iou", np.nan) - mean.get("transfer_silhouette_iou", np.nan)
-    return {"pairs": len(rows), "pairs_with_relief": len(used), "mean": mean, "relief_reduction": reduction,
-            "silhouette_iou_gap": iou_gap, "meets_relief_target": bool(reduction >= 0.25),
-            "meets_outline_target": bool(abs(iou_gap) <= 0.02)}
+    return {
+        "pairs": len(rows),
+        "pairs_with_relief": len(used),
+        "mean": mean,
+        "relief_reduction": reduction,
+        "silhouette_iou_gap": iou_gap,
+        "meets_relief_target": bool(reduction >= 0.25),
+        "meets_outline_target": bool(abs(iou_gap) <= 0.02),
+    }
 
 
 def show(result: dict) -> None:
     summary, mean = result["summary"], result["summary"]["mean"]
-    print(f"detail transfer, {summary['pairs_with_relief']} of {summary['pairs']} pairs with relief pixels; "
-          f"model {result['model']}, {result['resolution']}³, --where {result['where']}, "
-          f"source mask {'on' if result['source_mask'] else 'off'}")
+    print(
+        f"detail transfer, {summary['pairs_with_relief']} of {summary['pairs']} pairs with relief pixels; "
+        f"model {result['model']}, {result['resolution']}³, --where {result['where']}, "
+        f"source mask {'on' if result['source_mask'] else 'off'}"
+    )
     print(f"{'':<28}{'relief error (°)':>18}{'coverage':>10}{'silhouette IoU':>16}")
-    for key, title in (("own", "(a) target's own"), ("transfer", "(b) transfer"),
-                       ("gt_coarse", "coarse GT (no relief)"), ("gt_target", "target GT (its relief)")):
-        print(f"{title:<28}{mean[f'{key}_relief_angle']:>18.2f}{mean[f'{key}_coverage']:>10.2f}"
-              f"{mean[f'{key}_silhouette_iou']:>16.3f}")
-    print(f"relief recovery of the model: (a) against the target GT {mean['own_vs_target_relief_angle']:.2f}°, "
-          f"the coarse GT there {mean['gt_coarse_vs_target_relief_angle']:.2f}° (below it: the maps carry relief)")
-    print(f"relief error of (b) {-summary['relief_reduction']:+.1%} relative to (a) "
-          f"(target ≤ −25%: {'met' if summary['meets_relief_target'] else 'NOT met'}); "
-          f"silhouette IoU (a) − (b) = {summary['silhouette_iou_gap']:+.3f} "
-          f"(target within 0.02: {'met' if summary['meets_outline_target'] else 'NOT met'})")
+    for key, title in (
+        ("own", "(a) target's own"),
+        ("transfer", "(b) transfer"),
+        ("gt_coarse", "coarse GT (no relief)"),
+        ("gt_target", "target GT (its relief)"),
+    ):
+        print(
+            f"{title:<28}{mean[f'{key}_relief_angle']:>18.2f}{mean[f'{key}_coverage']:>10.2f}"
+            f"{mean[f'{key}_silhouette_iou']:>16.3f}"
+        )
+    print(
+        f"relief recovery of the model: (a) against the target GT {mean['own_vs_target_relief_angle']:.2f}°, "
+        f"the coarse GT there {mean['gt_coarse_vs_target_relief_angle']:.2f}° (below it: the maps carry relief)"
+    )
+    print(
+        f"relief error of (b) {-summary['relief_reduction']:+.1%} relative to (a) "
+        f"(target ≤ −25%: {'met' if summary['meets_relief_target'] else 'NOT met'}); "
+        f"silhouette IoU (a) − (b) = {summary['silhouette_iou_gap']:+.3f} "
+        f"(target within 0.02: {'met' if summary['meets_outline_target'] else 'NOT met'})"
+    )
 
 
 HELP = "detail transfer vs the target's own reconstruction, relief error"
@@ -165,9 +213,12 @@ HELP = "detail transfer vs the target's own reconstruction, relief error"
 
 def configure(parser) -> None:
     parser.add_argument("--model", default=None, help="SavedModel folder (default: the bundled model)")
-    parser.add_argument("--data", default=None,
-                        help="pairs folder (d2im make-data --transfer-pairs); written there if it has none "
-                             "(default: a temporary folder)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="pairs folder (d2im make-data --transfer-pairs); written there if it has none "
+        "(default: a temporary folder)",
+    )
     parser.add_argument("--categories", nargs="+", default=["03001627", "02933112"])
     parser.add_argument("--pairs", type=int, default=10, help="pairs per category (default 10)")
     parser.add_argument("--seed", type=int, default=0)
@@ -175,10 +226,17 @@ def configure(parser) -> None:
     parser.add_argument("--mesh-resolution", type=int, default=192, help="marching-cubes cells of the GT meshes")
     parser.add_argument("--resolution", type=int, default=128, help="extraction grid of the reconstructions")
     parser.add_argument("--where", choices=("front", "back", "both"), default="both", help="maps transferred")
-    parser.add_argument("--no-source-mask", action="store_true",
-                        help="transfer also where the source image shows background (d2im transfer --no-source-mask)")
+    parser.add_argument(
+        "--no-source-mask",
+        action="store_true",
+        help="transfer also where the source image shows background (d2im transfer --no-source-mask)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="measure only the first N pairs of the data")
-    parser.add_argument("--figure", default=None, metavar="PNG",
-                        help="also write the inputs, normal maps and relief pixels of the first pairs of each category")
+    parser.add_argument(
+        "--figure",
+        default=None,
+        metavar="PNG",
+        help="also write the inputs, normal maps and relief pixels of the first pairs of each category",
+    )
     parser.add_argument("--figure-pairs", type=int, default=2, help="pairs per category in the figure (default 2)")
     parser.add_argument("--progress", action="store_true", help="print each pair's row as it is measured")

@@ -7,6 +7,7 @@ dependencies (TensorFlow, trimesh) load only when needed. Errors a user can fix 
 config key) print one line and exit with code 2. TensorFlow's own log lines are hidden unless
 ``--verbose`` is given or ``TF_CPP_MIN_LOG_LEVEL`` is set (:mod:`d2im_tf.quiet`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,12 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module)
-        sub.add_argument("-v", "--verbose", action="store_true",
-                         help="show TensorFlow's own log messages "
-                              "(hidden by default; TF_CPP_MIN_LOG_LEVEL is honoured)")
+        sub.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="show TensorFlow's own log messages (hidden by default; TF_CPP_MIN_LOG_LEVEL is honoured)",
+        )
         if name == selected:
             importlib.import_module(f"d2im_tf.commands.{module}").configure(sub)
     return parser

@@ -8,6 +8,7 @@ category id ``03001627`` stays itself instead of becoming the octal number 78735
 Keys that were removed (:data:`REMOVED_KEYS`) are refused with the reason, except in the ``config.yaml``
 of an earlier training run, which records them and may still be resumed or exported.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,9 +50,13 @@ class ConfigLoader(yaml.SafeLoader):
 
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:int",
-    re.compile(r"""^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+
-                   |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""", re.X),
-    list("-+0123456789"))
+    re.compile(
+        r"""^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+
+                   |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""",
+        re.X,
+    ),
+    list("-+0123456789"),
+)
 
 
 def read_yaml(text: str):
@@ -172,16 +177,22 @@ class Config:
             if self.get(key) not in choices:
                 raise ConfigError(f"{key}: {self.get(key)!r} is not one of {', '.join(choices)}")
         if self.model.compat == "reference" and self.model.variant != "full":
-            raise ConfigError(f"model.compat: 'reference' needs model.variant 'full' (the authors' network), "
-                              f"got {self.model.variant!r}")
+            raise ConfigError(
+                f"model.compat: 'reference' needs model.variant 'full' (the authors' network), "
+                f"got {self.model.variant!r}"
+            )
         camera_network = (self.camera.backbone, self.camera.translation)
         if self.camera.compat == "reference" and camera_network != ("vgg16", "distance"):
-            raise ConfigError("camera.compat: 'reference' needs camera.backbone 'vgg16' and camera.translation "
-                              f"'distance' (the authors' network), got {self.camera.backbone!r}, "
-                              f"{self.camera.translation!r}")
+            raise ConfigError(
+                "camera.compat: 'reference' needs camera.backbone 'vgg16' and camera.translation "
+                f"'distance' (the authors' network), got {self.camera.backbone!r}, "
+                f"{self.camera.translation!r}"
+            )
         if self.model.compat == "reference" and (self.model.code_norm != "none" or self.model.point_frequencies):
-            raise ConfigError("model.compat: 'reference' is the authors' network: model.code_norm must be 'none' "
-                              "and model.point_frequencies 0")
+            raise ConfigError(
+                "model.compat: 'reference' is the authors' network: model.code_norm must be 'none' "
+                "and model.point_frequencies 0"
+            )
         for key, low in _MINIMUM.items():
             value = self.get(key)
             items = value if isinstance(value, list) else [value]
@@ -199,13 +210,16 @@ class Config:
             if not self.get(key) <= high:
                 raise ConfigError(f"{key}: must be at most {high}, got {self.get(key)}")
         if self.model.image_size % 16:
-            raise ConfigError(f"model.image_size: must be a multiple of 16 (the encoder halves it four times), "
-                              f"got {self.model.image_size}")
+            raise ConfigError(
+                f"model.image_size: must be a multiple of 16 (the encoder halves it four times), "
+                f"got {self.model.image_size}"
+            )
         if self.camera.backbone == "vgg16" and self.camera.image_size < 32:
             raise ConfigError(f"camera.image_size: VGG16 needs at least 32, got {self.camera.image_size}")
         if self.model.variant == "gl" and len(self.model.decoder_widths) < 4:
-            raise ConfigError(f"model.decoder_widths: the gl variant needs at least 4 widths, "
-                              f"got {self.model.decoder_widths}")
+            raise ConfigError(
+                f"model.decoder_widths: the gl variant needs at least 4 widths, got {self.model.decoder_widths}"
+            )
         for key in ("data.root", "train.out_dir", "camera.out_dir"):
             if not self.get(key).strip():
                 raise ConfigError(f"{key}: must not be empty")
@@ -224,24 +238,55 @@ class Config:
 
 # Smallest allowed values (lists: of every item), and upper bounds (exclusive).
 _MINIMUM = {
-    "data.num_points": 1, "data.views": 1, "model.image_size": 16, "model.encoder_width": 1, "model.global_dim": 1,
-    "model.decoder_widths": 1, "model.detail_channels": 1, "model.front_offset": 0.0,
-    "camera.image_size": 16, "camera.width": 1, "camera.batch_size": 1,
-    "camera.epochs": 1, "camera.points": 1, "train.batch_size": 1,
-    "train.beta_1": 0.0, "train.weight_decay": 0.0, "train.epochs": 1, "train.steps_per_epoch": 0,
-    "train.checkpoint_every": 1, "train.log_every": 1, "train.image_every": 1, "train.preview_every_epochs": 1,
-    "train.warmup_steps": 0, "model.point_frequencies": 0, "data.far_fraction": 0.0,
-    "data.far_inside": 0.0, "train.ema_decay": 0.0, "model.laplacian_weight": 0.0,
-    "model.laplacian_flat_sigma": 0.0, "data.framing_object_size": 0.0,
+    "data.num_points": 1,
+    "data.views": 1,
+    "model.image_size": 16,
+    "model.encoder_width": 1,
+    "model.global_dim": 1,
+    "model.decoder_widths": 1,
+    "model.detail_channels": 1,
+    "model.front_offset": 0.0,
+    "camera.image_size": 16,
+    "camera.width": 1,
+    "camera.batch_size": 1,
+    "camera.epochs": 1,
+    "camera.points": 1,
+    "train.batch_size": 1,
+    "train.beta_1": 0.0,
+    "train.weight_decay": 0.0,
+    "train.epochs": 1,
+    "train.steps_per_epoch": 0,
+    "train.checkpoint_every": 1,
+    "train.log_every": 1,
+    "train.image_every": 1,
+    "train.preview_every_epochs": 1,
+    "train.warmup_steps": 0,
+    "model.point_frequencies": 0,
+    "data.far_fraction": 0.0,
+    "data.far_inside": 0.0,
+    "train.ema_decay": 0.0,
+    "model.laplacian_weight": 0.0,
+    "model.laplacian_flat_sigma": 0.0,
+    "data.framing_object_size": 0.0,
 }
-_POSITIVE = ("data.sdf_scale", "camera.learning_rate", "train.learning_rate", "model.inside_weight",
-             "model.laplacian_flat_tolerance")
+_POSITIVE = (
+    "data.sdf_scale",
+    "camera.learning_rate",
+    "train.learning_rate",
+    "model.inside_weight",
+    "model.laplacian_flat_tolerance",
+)
 _BELOW = {"train.beta_1": 1.0, "data.far_fraction": 1.0, "train.ema_decay": 1.0}
 _AT_MOST = {"data.far_inside": 1.0, "data.framing_object_size": 1.0}
 _CHOICES = {
-    "model.variant": VARIANTS, "camera.backbone": ("vgg16", "resnet18"), "camera.translation": ("distance", "full"),
-    "model.code_norm": CODE_NORMS, "train.lr_schedule": LR_SCHEDULES, "model.compat": COMPAT_MODES,
-    "camera.compat": COMPAT_MODES, "train.precision": PRECISIONS,
+    "model.variant": VARIANTS,
+    "camera.backbone": ("vgg16", "resnet18"),
+    "camera.translation": ("distance", "full"),
+    "model.code_norm": CODE_NORMS,
+    "train.lr_schedule": LR_SCHEDULES,
+    "model.compat": COMPAT_MODES,
+    "camera.compat": COMPAT_MODES,
+    "train.precision": PRECISIONS,
 }
 
 
@@ -332,8 +377,9 @@ def parse_override(text: str) -> tuple[str, str, object]:
         raise ConfigError(f"{key}: the value {raw!r} is not valid YAML ({problem})") from None
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = (),
-                skip_removed: bool = False) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: typing.Iterable[str] = (), skip_removed: bool = False
+) -> Config:
     """Build a Config from defaults, then the YAML file at ``path``, then ``overrides``.
 
     ``skip_removed``: ignore the :data:`REMOVED_KEYS` in the file (a run's recorded ``config.yaml``)."""
@@ -364,13 +410,22 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     return config.validate()
 
 
-def add_config_arguments(parser, default_help: str = "default: built-in defaults, the same as "
-                                                     "configs/default.yaml", default: str | None = None) -> None:
+def add_config_arguments(
+    parser,
+    default_help: str = "default: built-in defaults, the same as configs/default.yaml",
+    default: str | None = None,
+) -> None:
     """Add ``--config FILE`` (``default``: None for the built-in defaults) and repeatable
     ``--set section.key=value`` to an argparse parser."""
     parser.add_argument("--config", default=default, help=f"YAML config ({default_help})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value, e.g. --set model.image_size=64 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set model.image_size=64 (repeatable)",
+    )
 
 
 def config_from_arguments(args) -> Config:

@@ -1,5 +1,6 @@
 """The base class of errors a user can fix: the CLI prints them as one line and exits with 2; and the
 helpers that word such lines (a byte count; a failed write naming its path)."""
+
 import contextlib
 import errno
 import os

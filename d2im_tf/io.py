@@ -6,6 +6,7 @@ that cannot be created or written before any work is done, and creates nothing; 
 keeps a folder to one process (a lock file naming its PID; a killed holder's lock is taken over);
 :func:`new_folders` removes the folders a failed block created.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,9 @@ def check_output_dir(path, what: str = "output folder") -> Path:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".d2im-probe-", dir=existing))
     except OSError as error:
-        raise OutputError(path, f"cannot be used as the {what}: {existing} is not writable "
-                                f"({error.strerror or error})") from None
+        raise OutputError(
+            path, f"cannot be used as the {what}: {existing} is not writable ({error.strerror or error})"
+        ) from None
     return path
 
 
@@ -94,8 +96,11 @@ def check_unlocked(folder, what: str = "folder") -> None:
     """A :class:`OutputError` naming the holder if another live process holds ``folder``'s lock."""
     holder = lock_holder(folder)
     if holder is not None:
-        raise OutputError(folder, f"the {what} is in use by process {holder} (its lock {Path(folder) / LOCK_FILE}); "
-                                f"wait for it to finish or choose another {what}")
+        raise OutputError(
+            folder,
+            f"the {what} is in use by process {holder} (its lock {Path(folder) / LOCK_FILE}); "
+            f"wait for it to finish or choose another {what}",
+        )
 
 
 @contextlib.contextmanager

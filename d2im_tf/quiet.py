@@ -8,6 +8,7 @@ out again, except TF's log lines below the level. Anything else written meanwhil
 warning, an import error — still reaches the user. :func:`quiet_litert` does the same for the one
 INFO line LiteRT's interpreter prints when it applies its default (XNNPACK) delegate.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """What the machine has for a command: its memory (physical, or the container's limit if lower)."""
+
 from __future__ import annotations
 
 import os

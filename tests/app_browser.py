@@ -7,6 +7,7 @@ width (390×844), reconstructs an example in each and writes both views side by 
 
     python tests/app_browser.py --out docs/images/app.png
 """
+
 import io
 import os
 import shutil

@@ -1,5 +1,6 @@
 """Shared by the app's API and browser tests: a served app on the tiny random-weight export (with a
 camera network) at a free port on 127.0.0.1, and inputs the tests send."""
+
 import io
 import struct
 import zlib
@@ -43,6 +44,7 @@ def huge_png(width: int, height: int) -> bytes:
     """A valid 1-bit black PNG of ``width × height`` written chunk by chunk (PNG spec: signature, IHDR,
     IDAT of zlib-compressed scanlines, each a filter byte 0 and ⌈width/8⌉ bytes, IEND): 20000² pixels
     compress to ~50 kB."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -51,4 +53,3 @@ def huge_png(width: int, height: int) -> bytes:
     row = bytes(1 + (width + 7) // 8)
     data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-

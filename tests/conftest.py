@@ -1,6 +1,7 @@
 """Shared test fixtures: a toy DISN-layout dataset written with the layout's own writers, the same with
 ground-truth meshes, a tiny SDF network trained on it and exported, and tiny random-weight exports of
 each kind of network."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,20 +47,31 @@ def write_toy_dataset(root, shapes=("a", "b", "c"), views=4, image_size=48, test
         far_sdf = (np.linalg.norm(far, axis=1) - 0.3).astype(np.float32)
         surface = rng.normal(size=(500, 3))
         surface = (0.3 * surface / np.linalg.norm(surface, axis=1, keepdims=True)).astype(np.float32)
-        fmt.write_samples(layout.samples_path(TOY_CATEGORY, shape), fmt.SdfSamples(
-            np.column_stack([points, sdf]), np.array([0.01 * i, 0.0, -0.02, 0.5 + 0.1 * i]),
-            surface_points=surface, gradients=gradients,
-            density=rng.uniform(0.1, 1.0, TOY_SAMPLES).astype(np.float32),
-            far_samples=np.column_stack([far, far_sdf]),
-            far_gradients=(far / np.linalg.norm(far, axis=1, keepdims=True)).astype(np.float32)))
-        fmt.write_metadata(layout.metadata_path(TOY_CATEGORY, shape),
-                           [[90 * v + 10 * i, 15 + 5 * v, 0, 0.7, 35, 32, 1.75, 0, 0, 0] for v in range(views)])
+        fmt.write_samples(
+            layout.samples_path(TOY_CATEGORY, shape),
+            fmt.SdfSamples(
+                np.column_stack([points, sdf]),
+                np.array([0.01 * i, 0.0, -0.02, 0.5 + 0.1 * i]),
+                surface_points=surface,
+                gradients=gradients,
+                density=rng.uniform(0.1, 1.0, TOY_SAMPLES).astype(np.float32),
+                far_samples=np.column_stack([far, far_sdf]),
+                far_gradients=(far / np.linalg.norm(far, axis=1, keepdims=True)).astype(np.float32),
+            ),
+        )
+        fmt.write_metadata(
+            layout.metadata_path(TOY_CATEGORY, shape),
+            [[90 * v + 10 * i, 15 + 5 * v, 0, 0.7, 35, 32, 1.75, 0, 0, 0] for v in range(views)],
+        )
         for v in range(views):
-            fmt.write_png(layout.image_path(TOY_CATEGORY, shape, v),
-                          rng.integers(0, 256, (image_size, image_size, 4), dtype=np.uint8))
+            fmt.write_png(
+                layout.image_path(TOY_CATEGORY, shape, v),
+                rng.integers(0, 256, (image_size, image_size, 4), dtype=np.uint8),
+            )
             normals = rng.normal(size=(image_size, image_size, 3))
-            fmt.write_normal_map(layout.normal_path(TOY_CATEGORY, shape, v),
-                                 normals / np.linalg.norm(normals, axis=-1, keepdims=True))
+            fmt.write_normal_map(
+                layout.normal_path(TOY_CATEGORY, shape, v), normals / np.linalg.norm(normals, axis=-1, keepdims=True)
+            )
     return layout
 
 
@@ -113,12 +125,30 @@ def model_dir(toy_root, tmp_path_factory) -> Path:
 
 
 def _train_tiny_model(toy_root, base: Path, export: Path) -> None:
-    command = [sys.executable, "-m", "d2im_tf.cli", "train", "--config", "configs/tiny.yaml",
-               "--set", f"data.root={toy_root}", "--set", f"data.categories=['{TOY_CATEGORY}']",
-               "--set", f"train.out_dir={base / 'run'}", "--set", "train.epochs=1",
-               "--set", "train.steps_per_epoch=40", "--no-progress", "--export", str(export)]
-    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                            capture_output=True, text=True, timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "d2im_tf.cli",
+        "train",
+        "--config",
+        "configs/tiny.yaml",
+        "--set",
+        f"data.root={toy_root}",
+        "--set",
+        f"data.categories=['{TOY_CATEGORY}']",
+        "--set",
+        f"train.out_dir={base / 'run'}",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.steps_per_epoch=40",
+        "--no-progress",
+        "--export",
+        str(export),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -164,8 +194,9 @@ def tiny_export(tmp_path_factory):
         if key not in cache:
             sdf_model, camera_model = tiny_networks(variant, compat, with_camera)
             folder = tmp_path_factory.mktemp(f"tiny_export_{variant}_{compat}")
-            cache[key] = TinyExport(export_saved_model(sdf_model, folder / "saved", camera_model), sdf_model,
-                                    camera_model)
+            cache[key] = TinyExport(
+                export_saved_model(sdf_model, folder / "saved", camera_model), sdf_model, camera_model
+            )
         return cache[key]
 
     return get

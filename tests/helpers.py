@@ -1,4 +1,5 @@
 """Helpers the tests share that the package itself does not need (fixtures are in conftest.py)."""
+
 import inspect
 import json
 import warnings
@@ -50,6 +51,7 @@ class Parameters(NamedTuple):
     @classmethod
     def of(cls, obj) -> "Parameters":
         """The counts of a built layer or model."""
+
         def count(weights):
             return sum(int(np.prod(weight.shape)) for weight in weights)
 
@@ -79,8 +81,11 @@ def conv_bn(kernel: int, inputs: int, outputs: int) -> Parameters:
 
 
 def basic_block(inputs: int, filters: int, project: bool) -> Parameters:
-    return conv_bn(3, inputs, filters) + conv_bn(3, filters, filters) + (conv_bn(1, inputs, filters) if project
-                                                                          else Parameters(0))
+    return (
+        conv_bn(3, inputs, filters)
+        + conv_bn(3, filters, filters)
+        + (conv_bn(1, inputs, filters) if project else Parameters(0))
+    )
 
 
 def resnet18(width: int, global_dim: int | None, embedding: int = 1000) -> Parameters:
@@ -107,8 +112,9 @@ def implicit_decoder(code: int, widths, point_frequencies: int = 0) -> Parameter
     the first); then a dense w4 → w4 and a dense w4 → 1."""
     point = 3 + 6 * point_frequencies
     inputs = [code, *widths[:-1]]
-    return total([dense(n + point, w) for n, w in zip(inputs, widths)]
-                 + [dense(widths[-1], widths[-1]), dense(widths[-1], 1)])
+    return total(
+        [dense(n + point, w) for n, w in zip(inputs, widths)] + [dense(widths[-1], widths[-1]), dense(widths[-1], 1)]
+    )
 
 
 def global_local_decoder(code: int, local: int, widths, point_frequencies: int = 0) -> Parameters:
@@ -123,8 +129,11 @@ def global_local_decoder(code: int, local: int, widths, point_frequencies: int =
 def detail_decoder(features: list[int], channels: int, out_channels: int) -> Parameters:
     """A 1×1 lateral conv per level, a 1×1 top-down conv per level but the last, a 3×3 smoothing conv and
     a 1×1 output conv, all with biases."""
-    return total([conv(1, c, channels) for c in features] + [conv(1, channels, channels)] * (len(features) - 1)
-                 + [conv(3, channels, channels), conv(1, channels, out_channels)])
+    return total(
+        [conv(1, c, channels) for c in features]
+        + [conv(1, channels, channels)] * (len(features) - 1)
+        + [conv(3, channels, channels), conv(1, channels, out_channels)]
+    )
 
 
 def vgg16(width: int, image_size: int, embedding: int = 1000) -> Parameters:
@@ -146,8 +155,7 @@ def pose_head(inputs: int, outputs: int) -> Parameters:
 
 def camera_net(config) -> Parameters:
     """:class:`~d2im_tf.models.camera_net.CameraNet` of a :class:`~d2im_tf.config.CameraConfig`."""
-    backbone = (vgg16(config.width, config.image_size) if config.backbone == "vgg16"
-                else resnet18(config.width, None))
+    backbone = vgg16(config.width, config.image_size) if config.backbone == "vgg16" else resnet18(config.width, None)
     return backbone + pose_head(1000, 6) + pose_head(1000, 1 if config.translation == "distance" else 3)
 
 
@@ -240,17 +248,36 @@ def fake_converted(folder: Path, target: str = "tflite", **changes) -> Path:
         for name in files.values():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text("{}")
-        models[part] = {"files": files, "inputs": {"image": {"shape": [1, 32, 32, 3], "dtype": "float32"}},
-                        "outputs": {"sdf": {"shape": [1, 16], "dtype": "float32"}}}
-    description = {"format": target, "format_version": conversion.FORMAT_VERSION, "source": "x",
-                   "model": {"image_size": 32, "sdf_scale": 10.0, "frame": "normalised", "image_reading": "white"},
-                   "chunk_points": 16, "models": models, **changes}
+        models[part] = {
+            "files": files,
+            "inputs": {"image": {"shape": [1, 32, 32, 3], "dtype": "float32"}},
+            "outputs": {"sdf": {"shape": [1, 16], "dtype": "float32"}},
+        }
+    description = {
+        "format": target,
+        "format_version": conversion.FORMAT_VERSION,
+        "source": "x",
+        "model": {"image_size": 32, "sdf_scale": 10.0, "frame": "normalised", "image_reading": "white"},
+        "chunk_points": 16,
+        "models": models,
+        **changes,
+    }
     (folder / conversion.DESCRIPTION_FILE).write_text(json.dumps(description))
     return folder
 
 
 def tfjs_graph(folder: Path, shard_bytes: int, weights: int = 10) -> None:
     """``folder/model.json`` (one float32 weight of ``weights`` values) and its shard of ``shard_bytes``."""
-    (folder / "model.json").write_text(json.dumps({"weightsManifest": [
-        {"paths": ["group1-shard1of1.bin"], "weights": [{"name": "w", "shape": [weights], "dtype": "float32"}]}]}))
+    (folder / "model.json").write_text(
+        json.dumps(
+            {
+                "weightsManifest": [
+                    {
+                        "paths": ["group1-shard1of1.bin"],
+                        "weights": [{"name": "w", "shape": [weights], "dtype": "float32"}],
+                    }
+                ]
+            }
+        )
+    )
     (folder / "group1-shard1of1.bin").write_bytes(bytes(shard_bytes))

@@ -6,6 +6,7 @@
 exercised on files this project did not make with its own reader in mind; it emits the pickle opcodes
 directly because pickling references to ``torch`` globals would need torch importable.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,11 @@ def formula_state_dict(entries) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # A minimal torch.save: zip archive with data.pkl (protocol 2) and one storage per tensor.
 
-_STORAGES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage",
-             np.dtype(np.float64): "DoubleStorage"}
+_STORAGES = {
+    np.dtype(np.float32): "FloatStorage",
+    np.dtype(np.int64): "LongStorage",
+    np.dtype(np.float64): "DoubleStorage",
+}
 
 
 def _string(text: str) -> bytes:
@@ -107,11 +111,28 @@ def write_torch_zip(path, obj, tensors: dict | None = None, extra_global: tuple[
             key = str(len(storages))
             array = value.storage
             storages.append((key, array))
-            storage = (pickle.MARK + _string("storage") + _global("torch", _STORAGES[array.dtype]) + _string(key)
-                       + _string("cpu") + _int(array.size) + pickle.TUPLE + pickle.BINPERSID)
-            return (_global("torch._utils", "_rebuild_tensor_v2") + pickle.MARK + storage + _int(value.offset)
-                    + _int_tuple(value.shape) + _int_tuple(value.stride) + pickle.NEWFALSE + _ordered_dict()
-                    + pickle.TUPLE + pickle.REDUCE)
+            storage = (
+                pickle.MARK
+                + _string("storage")
+                + _global("torch", _STORAGES[array.dtype])
+                + _string(key)
+                + _string("cpu")
+                + _int(array.size)
+                + pickle.TUPLE
+                + pickle.BINPERSID
+            )
+            return (
+                _global("torch._utils", "_rebuild_tensor_v2")
+                + pickle.MARK
+                + storage
+                + _int(value.offset)
+                + _int_tuple(value.shape)
+                + _int_tuple(value.stride)
+                + pickle.NEWFALSE
+                + _ordered_dict()
+                + pickle.TUPLE
+                + pickle.REDUCE
+            )
         if isinstance(value, dict):
             items = b"".join(_string(k) + emit(v) for k, v in value.items())
             return _ordered_dict() + pickle.MARK + items + pickle.SETITEMS
@@ -139,9 +160,12 @@ def torchvision_entries(network: str) -> list[tuple[str, tuple[int, ...]]]:
     without the layers the authors added (``fc1``; the pose heads): the same modules.
     """
     if network == "resnet18":
-        return [(key[len("image_encoder."):], shape) for key, shape in state_dict_keys("d2im")
-                if key.startswith("image_encoder.") and not key.startswith("image_encoder.fc1.")]
-    return [(key[len("vgg."):], shape) for key, shape in state_dict_keys("camnet") if key.startswith("vgg.")]
+        return [
+            (key[len("image_encoder.") :], shape)
+            for key, shape in state_dict_keys("d2im")
+            if key.startswith("image_encoder.") and not key.startswith("image_encoder.fc1.")
+        ]
+    return [(key[len("vgg.") :], shape) for key, shape in state_dict_keys("camnet") if key.startswith("vgg.")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,8 +193,10 @@ def plant_bomb(path, suffix: str, size: int, declared: int | None = None) -> Non
     raw = bytearray(Path(path).read_bytes())
     name = next(name for name, _ in members if name.endswith(suffix)).encode()
     # (signature, offset of the name length, offset of the name, of the method, of the uncompressed size)
-    for signature, length_at, name_at, method_at, size_at in ((b"PK\x03\x04", 26, 30, 8, 22),
-                                                              (b"PK\x01\x02", 28, 46, 10, 24)):
+    for signature, length_at, name_at, method_at, size_at in (
+        (b"PK\x03\x04", 26, 30, 8, 22),
+        (b"PK\x01\x02", 28, 46, 10, 24),
+    ):
         start = 0
         while (start := raw.find(signature, start)) >= 0:
             (length,) = struct.unpack_from("<H", raw, start + length_at)

@@ -1,5 +1,6 @@
 """The ablation report: means and standard errors of the table against hand-computed values, the figure
 grid's layout, and ``tools/ablation.py`` end to end on the toy data (stages skip finished work)."""
+
 import csv
 import math
 import shutil
@@ -35,18 +36,22 @@ def _cells(table: str, title: str) -> list[str]:
 
 
 def test_table_means_errors_and_paper_numbers(tmp_path):
-    _write_per_shape(ablation.eval_dir(tmp_path, "full") / "per_shape.csv", [
-        ("gt", ablation.CHAIR, 0.01, 0.5, 0.1, 1.0),
-        ("gt", ablation.CHAIR, 0.02, 0.6, 0.2, 2.0),
-        ("gt", ablation.CHAIR, 0.03, 0.7, 0.3, 3.0),
-        ("gt", TABLE, 0.05, 0.2, 0.4, 4.0),
-        ("gt", TABLE, 0.07, 0.4, 0.4, 6.0),
-        ("predicted", ablation.CHAIR, 9.0, 0.0, 9.0, 99.0),  # another camera: never counted
-    ])
+    _write_per_shape(
+        ablation.eval_dir(tmp_path, "full") / "per_shape.csv",
+        [
+            ("gt", ablation.CHAIR, 0.01, 0.5, 0.1, 1.0),
+            ("gt", ablation.CHAIR, 0.02, 0.6, 0.2, 2.0),
+            ("gt", ablation.CHAIR, 0.03, 0.7, 0.3, 3.0),
+            ("gt", TABLE, 0.05, 0.2, 0.4, 4.0),
+            ("gt", TABLE, 0.07, 0.4, 0.4, 6.0),
+            ("predicted", ablation.CHAIR, 9.0, 0.0, 9.0, 99.0),  # another camera: never counted
+        ],
+    )
     table = ablation.comparison_table(tmp_path)
     assert "3 test chairs and 5 test shapes over 2 categories" in table
     assert [line for line in table.splitlines() if line.startswith("| ")][1:] == [
-        line for line in table.splitlines() if line.startswith("| Full |")]  # only evaluated variants
+        line for line in table.splitlines() if line.startswith("| Full |")
+    ]  # only evaluated variants
     cells = _cells(table, "Full")
     assert cells[:4] == ["0.0297", "0.613", "0.0503", "1.456"]  # the paper's Table 1
     # chairs: CD 0.01, 0.02, 0.03 → mean 0.02, sample std 0.01, standard error 0.01/√3
@@ -75,9 +80,26 @@ def test_tool_evaluates_tabulates_and_draws(model_dir, data_with_meshes, tmp_pat
     out, figure = tmp_path / "ablation", tmp_path / "ablation.png"
     for variant in ("baseline", "full"):  # the same tiny model stands in for two trained variants
         shutil.copytree(model_dir, ablation.export_dir(out, variant))
-    command = [sys.executable, "tools/ablation.py", "all", "--variants", "baseline", "full",
-               "--data", str(data_with_meshes), "--out", str(out), "--resolution", "32",
-               "--figure", str(figure), "--size", "64", "--figure-resolution", "32"]
+    command = [
+        sys.executable,
+        "tools/ablation.py",
+        "all",
+        "--variants",
+        "baseline",
+        "full",
+        "--data",
+        str(data_with_meshes),
+        "--out",
+        str(out),
+        "--resolution",
+        "32",
+        "--figure",
+        str(figure),
+        "--size",
+        "64",
+        "--figure-resolution",
+        "32",
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "d2im train" not in result.stdout  # exported variants are not retrained
@@ -93,8 +115,17 @@ def test_tool_evaluates_tabulates_and_draws(model_dir, data_with_meshes, tmp_pat
 
 def test_tool_passes_config_overrides_to_training(tmp_path):
     out = tmp_path / "ablation"
-    command = [sys.executable, "tools/ablation.py", "train", "--variants", "baseline", "--out", str(out),
-               "--set", "train.warmup_steps=-3"]
+    command = [
+        sys.executable,
+        "tools/ablation.py",
+        "train",
+        "--variants",
+        "baseline",
+        "--out",
+        str(out),
+        "--set",
+        "train.warmup_steps=-3",
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "d2im train failed" in result.stderr

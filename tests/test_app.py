@@ -2,6 +2,7 @@
 the library's (:class:`~d2im_tf.inference.reconstruct.Reconstructor`), the results' files match their
 sources, each bad input of docs/app.md gets its one-line 4xx, a full queue gets 503, and the server
 stays healthy after all of them."""
+
 import io
 import json
 import struct
@@ -53,8 +54,9 @@ def glb_mesh(data: bytes) -> trimesh.Trimesh:
 
 
 def same_mesh(a: trimesh.Trimesh, b: trimesh.Trimesh) -> bool:
-    return len(a.faces) == len(b.faces) and np.allclose(np.sort(a.vertices, axis=0), np.sort(b.vertices, axis=0),
-                                                         atol=1e-5)
+    return len(a.faces) == len(b.faces) and np.allclose(
+        np.sort(a.vertices, axis=0), np.sort(b.vertices, axis=0), atol=1e-5
+    )
 
 
 def test_health_names_the_model(app_url, tiny_model):
@@ -105,13 +107,15 @@ def test_results_hold_the_input_maps_and_both_surfaces(app_url, library):
         assert status == 200
         loaded = trimesh.load(io.BytesIO(body), file_type=mesh_format, force="mesh", process=False)
         assert len(loaded.faces) == len(truth.mesh.faces)
-    assert json.loads(request(app_url + headers.get("location", f"/api/results/{result['id']}"))[2])[
-        "surfaces"]["base"]["made"]
+    assert json.loads(request(app_url + headers.get("location", f"/api/results/{result['id']}"))[2])["surfaces"][
+        "base"
+    ]["made"]
 
 
 def test_format_and_surface_options(app_url, library):
-    status, headers, body = post_image(app_url, EXAMPLE.read_bytes(), resolution=RESOLUTION, surface="base",
-                                       format="ply")
+    status, headers, body = post_image(
+        app_url, EXAMPLE.read_bytes(), resolution=RESOLUTION, surface="base", format="ply"
+    )
     assert status == 200 and headers["content-type"] == "application/ply"
     mesh = trimesh.load(io.BytesIO(body), file_type="ply", force="mesh", process=False)
     assert len(mesh.faces) == len(library["base"].mesh.faces)
@@ -140,8 +144,14 @@ def bad_requests():
         ("bad surface", "POST", *form({"image": ("x.png", example), "surface": "fine"}), 400, "detailed, base"),
         ("not multipart", "POST", b'{"image": 1}', {"Content-Type": "application/json"}, 415, "multipart"),
         ("wrong method", "GET", None, {}, 405, "use post"),
-        ("broken multipart", "POST", b"--x\r\nno headers", {"Content-Type": "multipart/form-data; boundary=x"}, 400,
-         "malformed multipart"),
+        (
+            "broken multipart",
+            "POST",
+            b"--x\r\nno headers",
+            {"Content-Type": "multipart/form-data; boundary=x"},
+            400,
+            "malformed multipart",
+        ),
     ]
 
 
@@ -174,6 +184,7 @@ def test_unknown_paths_results_and_files_are_json_404(app_url):
 
 def test_a_crash_reaches_the_client_as_a_bare_500(tiny_model, monkeypatch):
     with served(tiny_model) as (url, service, _):
+
         def crash(*args):
             raise RuntimeError(f"secret detail in {ROOT}")
 
@@ -187,8 +198,9 @@ def test_a_full_queue_gets_503_and_the_running_request_finishes(tiny_model):
     """One worker, no waiting room: while a request runs, the next gets 503 at once."""
     with served(tiny_model, workers=1, max_waiting=0) as (url, _, pool):
         first = {}
-        thread = threading.Thread(target=lambda: first.update(
-            response=post_image(url, EXAMPLE.read_bytes(), resolution="128")))
+        thread = threading.Thread(
+            target=lambda: first.update(response=post_image(url, EXAMPLE.read_bytes(), resolution="128"))
+        )
         thread.start()
         deadline = time.monotonic() + 60
         while pool.running == 0 and thread.is_alive() and time.monotonic() < deadline:
@@ -241,8 +253,11 @@ def test_pixels_are_counted_before_decoding(monkeypatch):
 
 def test_decode_image_reads_what_read_image_reads(tmp_path):
     rng = np.random.default_rng(3)
-    for pixels in (rng.integers(0, 256, (20, 30, 4), dtype=np.uint8), rng.integers(0, 256, (20, 30), dtype=np.uint8),
-                   rng.integers(0, 65536, (20, 30), dtype=np.uint16)):
+    for pixels in (
+        rng.integers(0, 256, (20, 30, 4), dtype=np.uint8),
+        rng.integers(0, 256, (20, 30), dtype=np.uint8),
+        rng.integers(0, 65536, (20, 30), dtype=np.uint16),
+    ):
         data = png_bytes(pixels)
         (tmp_path / "x.png").write_bytes(data)
         np.testing.assert_array_equal(decode_image(data, Limits()), read_image(tmp_path / "x.png"))
@@ -262,8 +277,9 @@ def test_the_base_surface_is_the_zero_set_of_f_b(tiny_model, library):
     batch = tf.constant(prepare_image(pixels, reconstructor.image_size)[None])
     encoding = reconstructor.model.signatures["encode"](image=batch)
     projection = reconstructor.projection(batch)[0]
-    out = reconstructor.model.signatures["decode"](points=tf.constant(base.vertices[None], tf.float32),
-                                                   projection=projection, **encoding)
+    out = reconstructor.model.signatures["decode"](
+        points=tf.constant(base.vertices[None], tf.float32), projection=projection, **encoding
+    )
     f_b, fused = np.abs(out["base"].numpy()[0]), np.abs(out["sdf"].numpy()[0])
     cell = 2.0 / 64  # the normalised box [-1, 1]³ at 64³
     assert f_b.max() < reconstructor.lipschitz * cell
@@ -285,10 +301,26 @@ def test_cli_serves_and_warns_when_bound_beyond_loopback(tiny_model):
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "d2im_tf.cli", "app", "--model", str(tiny_model), "--host", "0.0.0.0",
-               "--port", "0"]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    command = [
+        sys.executable,
+        "-m",
+        "d2im_tf.cli",
+        "app",
+        "--model",
+        str(tiny_model),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+    ]
+    server = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         lines = []
         for line in server.stdout:

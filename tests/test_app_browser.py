@@ -2,6 +2,7 @@
 export: an example becomes a mesh drawn in the canvas, the switch shows the base shape, the GLB
 download is the API's mesh, a corrupt file's message appears in the page, the page fits a phone's
 width, and it asks nothing of another host."""
+
 import json
 import struct
 
@@ -74,8 +75,9 @@ def test_example_to_mesh_base_shape_and_glb_download(app_url, chromium, tmp_path
     assert result["resolution"] == 64
 
     assert page.problems == []
-    assert all(url.startswith(app_url) or url.startswith(("blob:", "data:")) for url in page.requested), \
-        [url for url in page.requested if not url.startswith(app_url)]
+    assert all(url.startswith(app_url) or url.startswith(("blob:", "data:")) for url in page.requested), [
+        url for url in page.requested if not url.startswith(app_url)
+    ]
     page.close()
 
 

@@ -2,6 +2,7 @@
 metadata, meshes and SDF samples keep their bytes), anti-aliases edges (the alpha of a square is its
 analytic area), is deterministic across worker counts and recorded; framing sets each view's distance
 so the rendered silhouette spans the drawn share of the image."""
+
 import hashlib
 import json
 
@@ -15,14 +16,32 @@ from d2im_tf.data.render import Renderer, framed_views, projected_span
 from d2im_tf.data.synth import appearance, shapes
 from d2im_tf.geometry import camera
 
-TINY = ["--categories", "03001627", "04379243", "--shapes-per-category", "2", "--views", "3", "--image-size", "48",
-        "--samples", "1024", "--resolution", "64", "--seed", "4"]
+TINY = [
+    "--categories",
+    "03001627",
+    "04379243",
+    "--shapes-per-category",
+    "2",
+    "--views",
+    "3",
+    "--image-size",
+    "48",
+    "--samples",
+    "1024",
+    "--resolution",
+    "64",
+    "--seed",
+    "4",
+]
 VARIED = ["--appearance", "varied", "--render-sizes", "40", "64"]
 
 
 def _hashes(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Detail transfer and paste-n-reconstruct (d2im_tf.applications): the composed fields against the Keras
 model's own pieces, the paste's exact invariance outside the logo, the logo's camera, and bad input."""
+
 import json
 import shutil
 
@@ -85,8 +86,9 @@ def test_the_source_mask_keeps_the_target_where_the_source_shows_background(fiel
 
 def test_box_pair_maps_corners_and_centres():
     pair = BoxPair.from_numbers([-1, -1, -1, 1, 1, 1, 0, 0, 0, 2, 4, 1])
-    np.testing.assert_allclose(pair.map(np.array([[-1, -1, -1], [1, 1, 1], [0, 0, 0]])),
-                               [[0, 0, 0], [2, 4, 1], [1, 2, 0.5]])
+    np.testing.assert_allclose(
+        pair.map(np.array([[-1, -1, -1], [1, 1, 1], [0, 0, 0]])), [[0, 0, 0], [2, 4, 1], [1, 2, 0.5]]
+    )
     with pytest.raises(UserError, match="lower < upper"):
         BoxPair.from_numbers([0, 0, 0, 1, 1, -1, 0, 0, 0, 1, 1, 1])
 
@@ -141,8 +143,11 @@ def test_place_and_paste_image():
     assert mask.sum() == 12 * 20 and mask[24:36, 30:50].all()
     inner = image[26:34, 32:48].astype(int)  # away from the resampled edges
     assert np.abs(inner - [255, 0, 0]).max() <= 8 and (image[~mask] == 0).all()
-    for at, size, phrase in [((90, 10), None, "outside the target"), ((40, 30), 100, "larger than the target"),
-                             ((2, 30), 40, "reaches outside")]:
+    for at, size, phrase in [
+        ((90, 10), None, "outside the target"),
+        ((40, 30), 100, "larger than the target"),
+        ((2, 30), 40, "reaches outside"),
+    ]:
         with pytest.raises(UserError, match=phrase):
             place((60, 80), (10, 20), at, size)
 
@@ -201,11 +206,43 @@ def test_transfer_and_paste_commands_write_meshes_and_previews(tiny, tmp_path):
     logo[3:9, 3:9] = [200, 0, 0, 255]
     logo_path = write_png(tmp_path / "logo.png", logo)
     common = ["--model", str(tiny.path), "--resolution", "16", "--target-camera", LINE_T]
-    assert main(["transfer", "--source", source, "--target", target, "-o", str(tmp_path / "t"),
-                 "--source-camera", LINE_T, *common]) == 0
+    assert (
+        main(
+            [
+                "transfer",
+                "--source",
+                source,
+                "--target",
+                target,
+                "-o",
+                str(tmp_path / "t"),
+                "--source-camera",
+                LINE_T,
+                *common,
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "t" / "transfer_preview.png").exists()
-    assert main(["paste", target, "--logo", logo_path, "--at", "24", "20", "--size", "16",
-                 "-o", str(tmp_path / "p"), *common]) == 0
+    assert (
+        main(
+            [
+                "paste",
+                target,
+                "--logo",
+                logo_path,
+                "--at",
+                "24",
+                "20",
+                "--size",
+                "16",
+                "-o",
+                str(tmp_path / "p"),
+                *common,
+            ]
+        )
+        == 0
+    )
     written = {p.name for p in (tmp_path / "p").iterdir()}
     assert {"paste_preview.png", "pasted.png"} <= written
     preview = np.asarray(Image.open(tmp_path / "p" / "paste_preview.png"))
@@ -224,8 +261,9 @@ def world_frame_model(tiny, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("case", ["missing source", "missing logo", "logo larger", "at outside", "world frame",
-                                  "bad part"])
+@pytest.mark.parametrize(
+    "case", ["missing source", "missing logo", "logo larger", "at outside", "world frame", "bad part"]
+)
 def test_bad_input_one_line_exit_2_nothing_written(case, tiny, world_frame_model, tmp_path, capsys):
     target = write_png(tmp_path / "t.png", images(9, 1, 32)[0])
     logo = write_png(tmp_path / "logo.png", np.zeros((40, 40, 3), np.uint8))
@@ -233,16 +271,46 @@ def test_bad_input_one_line_exit_2_nothing_written(case, tiny, world_frame_model
     out = tmp_path / "out"
     model = ["--model", str(tiny.path), "--target-camera", LINE_T, "--resolution", "16"]
     argv, phrase = {
-        "missing source": (["transfer", "--source", str(tmp_path / "nope.png"), "--target", target, *model,
-                            "--source-camera", LINE_T], "nope.png"),
-        "missing logo": (["paste", target, "--logo", str(tmp_path / "nope.png"), "--at", "5", "5", *model],
-                         "nope.png"),
+        "missing source": (
+            ["transfer", "--source", str(tmp_path / "nope.png"), "--target", target, *model, "--source-camera", LINE_T],
+            "nope.png",
+        ),
+        "missing logo": (["paste", target, "--logo", str(tmp_path / "nope.png"), "--at", "5", "5", *model], "nope.png"),
         "logo larger": (["paste", target, "--logo", logo, "--at", "16", "16", *model], "larger than the target"),
         "at outside": (["paste", target, "--logo", small, "--at", "40", "5", *model], "outside the target"),
-        "world frame": (["paste", target, "--logo", small, "--at", "16", "16", "--model", str(world_frame_model),
-                         "--target-camera", LINE_T, "--resolution", "16"], "world frame"),
-        "bad part": (["transfer", "--source", target, "--target", target, *model, "--source-camera", LINE_T,
-                      "--part", *"0 0 0 1 1 1 0 0 0 1 -1 1".split()], "lower < upper"),
+        "world frame": (
+            [
+                "paste",
+                target,
+                "--logo",
+                small,
+                "--at",
+                "16",
+                "16",
+                "--model",
+                str(world_frame_model),
+                "--target-camera",
+                LINE_T,
+                "--resolution",
+                "16",
+            ],
+            "world frame",
+        ),
+        "bad part": (
+            [
+                "transfer",
+                "--source",
+                target,
+                "--target",
+                target,
+                *model,
+                "--source-camera",
+                LINE_T,
+                "--part",
+                *"0 0 0 1 1 1 0 0 0 1 -1 1".split(),
+            ],
+            "lower < upper",
+        ),
     }[case]
     assert main([*argv, "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -263,12 +331,29 @@ def test_make_data_transfer_pairs(tmp_path):
     from d2im_tf.evaluation.relief import relief_pixels
 
     out = tmp_path / "pairs"
-    assert main(["make-data", "--out", str(out), "--transfer-pairs", "1", "--categories", "03001627",
-                 "--image-size", "64", "--resolution", "96"]) == 0
+    assert (
+        main(
+            [
+                "make-data",
+                "--out",
+                str(out),
+                "--transfer-pairs",
+                "1",
+                "--categories",
+                "03001627",
+                "--image-size",
+                "64",
+                "--resolution",
+                "96",
+            ]
+        )
+        == 0
+    )
     (entry,) = read_pairs(out)
     folder = out / "03001627" / "pair00000"
-    meshes = {key: trimesh.load(folder / f"{key}.obj", force="mesh")
-              for key in ("target", "source", "rebuilt", "coarse")}
+    meshes = {
+        key: trimesh.load(folder / f"{key}.obj", force="mesh") for key in ("target", "source", "rebuilt", "coarse")
+    }
     assert all(mesh.is_watertight for mesh in meshes.values())
     # target, rebuilt and coarse share the target's placement: their boxes agree up to the relief's height
     for key in ("rebuilt", "coarse"):

@@ -1,4 +1,5 @@
 """The running weight average of ``train.ema_decay``: its arithmetic, its checkpoints, resume, use."""
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -18,8 +19,14 @@ def _dataset(start):  # batches of 2, from element `start`, as run_training asks
 
 def _model():
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"),
-                              keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, activation="tanh"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
     model.optimizer.build(model.trainable_variables)
     return model
@@ -76,8 +83,15 @@ def test_run_saves_the_average_ends_with_it_and_resumes_it(tmp_path):
     initial = [w.numpy().copy() for w in whole.weights]
     recorder = _Recorder()
     average = WeightAverage(whole, DECAY)
-    run_training(whole, _dataset, schedule, tmp_path / "whole", progress=False, average=average,
-                 extra_callbacks=lambda writer: [recorder])
+    run_training(
+        whole,
+        _dataset,
+        schedule,
+        tmp_path / "whole",
+        progress=False,
+        average=average,
+        extra_callbacks=lambda writer: [recorder],
+    )
     expected = _expected_average(initial, recorder.steps)
     for weight, want in zip(whole.weights, expected):  # the run's result is the average
         np.testing.assert_allclose(weight.numpy(), want, rtol=1e-5, atol=1e-6)
@@ -86,8 +100,15 @@ def test_run_saves_the_average_ends_with_it_and_resumes_it(tmp_path):
     first = RunSchedule(global_batch=2, steps_per_epoch=6, epochs=1, checkpoint_every=3)
     run_training(halves, _dataset, first, tmp_path / "halves", progress=False, average=WeightAverage(halves, DECAY))
     resumed = _model()  # a new process: fresh weights, restored from the checkpoint of step 6
-    run_training(resumed, _dataset, schedule, tmp_path / "halves", resume=True, progress=False,
-                 average=WeightAverage(resumed, DECAY))
+    run_training(
+        resumed,
+        _dataset,
+        schedule,
+        tmp_path / "halves",
+        resume=True,
+        progress=False,
+        average=WeightAverage(resumed, DECAY),
+    )
     for got, want in zip(resumed.weights, whole.weights):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
 

@@ -1,4 +1,5 @@
 """The fused batch normalisation against Keras' own layer: outputs, moving statistics, gradients."""
+
 import keras
 import numpy as np
 import pytest

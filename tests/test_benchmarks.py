@@ -7,6 +7,7 @@ The fake model logs what it receives and how long each of its steps took, so the
 the inputs' shapes and camera, the optimizer's settings, the parsing and the ratio arithmetic are
 checked against what the subprocess really did.
 """
+
 import json
 import subprocess
 import sys
@@ -165,8 +166,14 @@ def test_reference_step_runs_the_checkout_with_the_authors_setting(tmp_path, mon
     assert (init["exp_name"], init["img_res"], init["cuda"]) == ("d2im", IMAGE_SIZE, False)
     assert adam == {"event": "adam", "parameters": 3, "lr": 5e-5, "betas": [0.9, 0.999], "weight_decay": 1e-5}
     forwards = [entry for entry in entries if entry["event"] == "forward"]
-    assert forwards[0]["shapes"] == {"points": [4, POINTS, 3], "values": [4, POINTS, 1], "gradients": [4, POINTS, 3],
-                                     "mc_image": [4, 6, IMAGE_SIZE, IMAGE_SIZE], "transmat": [4, 4, 3], "scale": [4]}
+    assert forwards[0]["shapes"] == {
+        "points": [4, POINTS, 3],
+        "values": [4, POINTS, 1],
+        "gradients": [4, POINTS, 3],
+        "mc_image": [4, 6, IMAGE_SIZE, IMAGE_SIZE],
+        "transmat": [4, 4, 3],
+        "scale": [4],
+    }
     # The camera sees the whole box in front of it: positive depths, every point inside the image.
     assert forwards[0]["min_depth"] > 1.0
     assert 0 < forwards[0]["pixel_range"][0] and forwards[0]["pixel_range"][1] < IMAGE_SIZE
@@ -186,18 +193,36 @@ def test_reference_step_runs_the_checkout_with_the_authors_setting(tmp_path, mon
 
 
 def test_reference_ratio_is_our_time_over_theirs():
-    rows = [{"batch": 4, "seconds_per_step": 1.5}, {"batch": 4, "seconds_per_step": 1.0},
-            {"batch": 8, "seconds_per_step": 3.0}]
+    rows = [
+        {"batch": 4, "seconds_per_step": 1.5},
+        {"batch": 4, "seconds_per_step": 1.0},
+        {"batch": 8, "seconds_per_step": 3.0},
+    ]
     reference_ratios(rows, {4: {"mean_seconds_per_step": 2.5}})
     assert [row.get("time_vs_reference") for row in rows] == [pytest.approx(0.6), pytest.approx(0.4), None]
 
 
 def _result(reference: bool) -> dict:
-    row = {"batch": 4, "precision": "float32", "batch_norm": "fused", "xla": False, "seconds_per_step": 1.5,
-           "points_per_second": 5461.0, "gflop_per_step": 100.0, "gflop_per_second": 66.7,
-           "pipeline_over_training": 9.0, "time_vs_first": 1.0}
-    result = {"image_size": IMAGE_SIZE, "points": POINTS, "variant": "full", "rows": [row], "breakdown": {},
-              "matmul_gflop_per_second": {"float32": 100.0, "mixed_bfloat16": 50.0}}
+    row = {
+        "batch": 4,
+        "precision": "float32",
+        "batch_norm": "fused",
+        "xla": False,
+        "seconds_per_step": 1.5,
+        "points_per_second": 5461.0,
+        "gflop_per_step": 100.0,
+        "gflop_per_second": 66.7,
+        "pipeline_over_training": 9.0,
+        "time_vs_first": 1.0,
+    }
+    result = {
+        "image_size": IMAGE_SIZE,
+        "points": POINTS,
+        "variant": "full",
+        "rows": [row],
+        "breakdown": {},
+        "matmul_gflop_per_second": {"float32": 100.0, "mixed_bfloat16": 50.0},
+    }
     if reference:
         measured = {"mean_seconds_per_step": 2.5, "seconds_per_step": [2.4, 2.6], "torch": "2.5.1", "threads": 2}
         result["reference"] = {"checkout": "/src/D2IM-Net", "python": "python3", "by_batch": {"4": measured}}
@@ -227,12 +252,16 @@ def test_reference_failures_are_one_line_errors(tmp_path, monkeypatch):
 
 
 def test_entry_point_lists_every_benchmark_and_the_reference_options():
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--help"], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     listed = result.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
     assert listed == list(NAMES) == ["data", "reconstruct", "convert", "train", "fit", "transfer", "app"]
-    train = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "train", "--help"],
-                           capture_output=True, text=True, timeout=120)
+    train = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "benchmark.py"), "train", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "--reference DIR" in train.stdout and "--reference-python PYTHON" in train.stdout
-

@@ -1,4 +1,5 @@
 """Camera geometry against the reference's check value (docs/conventions.md, "Camera") and analytic identities."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -40,8 +41,12 @@ def test_elevation_looks_down_and_image_y_is_down():
 
 def test_project_unproject_round_trip_batched():
     rng = np.random.default_rng(0)
-    P = np.stack([camera.projection_matrix(az, el, d, 137) for az, el, d in
-                  zip(rng.uniform(0, 360, 4), rng.uniform(0, 45, 4), rng.uniform(0.6, 1.0, 4))])
+    P = np.stack(
+        [
+            camera.projection_matrix(az, el, d, 137)
+            for az, el, d in zip(rng.uniform(0, 360, 4), rng.uniform(0, 45, 4), rng.uniform(0.6, 1.0, 4))
+        ]
+    )
     points = rng.uniform(-0.5, 0.5, (4, 100, 3))
     uv, depth = camera.project(points, P)
     back = unproject(uv, depth, P)
@@ -70,11 +75,14 @@ def _random_rotations(n, seed=1):
     q = np.random.default_rng(seed).normal(size=(n, 4))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], axis=1)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=1,
+    )
 
 
 def test_6d_round_trip_on_random_rotations():

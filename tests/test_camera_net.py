@@ -1,4 +1,5 @@
 """Tests of the camera network (d2im_tf.models.camera_net) against camera.py's matrices."""
+
 import keras
 import numpy as np
 import pytest
@@ -31,8 +32,9 @@ def test_network_outputs_proper_rotations(backbone, translation):
     model = CameraNet(tiny_camera_config(backbone, translation, width=4))
     outputs = model(RNG.uniform(0, 1, (3, 32, 32, 3)).astype(np.float32), training=False)
     rotation = outputs["rotation"].numpy()
-    np.testing.assert_allclose(rotation @ np.transpose(rotation, (0, 2, 1)), np.broadcast_to(np.eye(3), (3, 3, 3)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        rotation @ np.transpose(rotation, (0, 2, 1)), np.broadcast_to(np.eye(3), (3, 3, 3)), atol=1e-5
+    )
     np.testing.assert_allclose(np.linalg.det(rotation), 1.0, atol=1e-5)
     assert outputs["translation"].shape == (3, 3)
     if translation == "distance":
@@ -69,11 +71,16 @@ def test_normalised_projection_folds_the_normalisation():
 def test_camera_loss_is_zero_for_the_true_camera_only():
     rotation, translation = ground_truth(VIEWS)
     model = CameraNet(tiny_camera_config())
-    batch = {"points": RNG.uniform(-0.5, 0.5, (4, 100, 3)).astype(np.float32), "rotation": rotation,
-             "translation": translation}
+    batch = {
+        "points": RNG.uniform(-0.5, 0.5, (4, 100, 3)).astype(np.float32),
+        "rotation": rotation,
+        "translation": translation,
+    }
     # The true pose expressed through the heads' parameterisations (6D rotation, distance).
-    true_outputs = {"rotation": camera.rotation_from_6d(camera.rotation_to_6d(rotation)),
-                    "translation": translation_from_distance(np.array([[view[2]] for view in VIEWS], np.float32))}
+    true_outputs = {
+        "rotation": camera.rotation_from_6d(camera.rotation_to_6d(rotation)),
+        "translation": translation_from_distance(np.array([[view[2]] for view in VIEWS], np.float32)),
+    }
     assert model.compute_losses(batch, true_outputs)["loss"].numpy() < 1e-10
     wrong = {"rotation": tf.reverse(true_outputs["rotation"], [0]), "translation": true_outputs["translation"]}
     assert model.compute_losses(batch, wrong)["loss"].numpy() > 1e-2

@@ -1,4 +1,5 @@
 """The ``d2im`` command: help, info, and check-data on a hand-written dataset, good and broken."""
+
 import os
 import subprocess
 import sys
@@ -14,8 +15,9 @@ from d2im_tf.quiet import _LOG_LINE, ABSL_PREAMBLE, shown
 
 
 def d2im(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "d2im_tf.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "d2im_tf.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def without_tf_log_level():
@@ -60,9 +62,11 @@ def test_only_tensorflow_log_lines_below_the_level_are_hidden():
 
 def test_parsing_any_subcommand_leaves_tensorflow_unloaded():
     """So ``--help`` is fast and TF's start-up can still be quietened after the arguments are read."""
-    script = ("import sys; from d2im_tf.cli import COMMANDS, build_parser\n"
-              "for name in COMMANDS: build_parser(name)\n"
-              "assert 'tensorflow' not in sys.modules, name")
+    script = (
+        "import sys; from d2im_tf.cli import COMMANDS, build_parser\n"
+        "for name in COMMANDS: build_parser(name)\n"
+        "assert 'tensorflow' not in sys.modules, name"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
@@ -85,17 +89,25 @@ def dataset(tmp_path):
         fmt.write_split(layout.split_path(category, "train"), train)
         fmt.write_split(layout.split_path(category, "test"), test)
         for shape in train + test:
-            fmt.write_metadata(layout.metadata_path(category, shape),
-                               [[30 * v, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0] for v in range(2)])
+            fmt.write_metadata(
+                layout.metadata_path(category, shape), [[30 * v, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0] for v in range(2)]
+            )
             for view in range(2):
-                fmt.write_png(layout.image_path(category, shape, view),
-                              rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
-                fmt.write_normal_map(layout.normal_path(category, shape, view),
-                                     np.dstack([np.zeros((16, 16, 2)), -np.ones((16, 16))]))
-            fmt.write_samples(layout.samples_path(category, shape),
-                              fmt.SdfSamples(rng.normal(size=(16, 4)).astype(np.float32), np.array([0, 0, 0, 1.0]),
-                                             gradients=np.tile([[1.0, 0, 0]], (16, 1)).astype(np.float32),
-                                             density=np.ones(16, np.float32)))
+                fmt.write_png(
+                    layout.image_path(category, shape, view), rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+                )
+                fmt.write_normal_map(
+                    layout.normal_path(category, shape, view), np.dstack([np.zeros((16, 16, 2)), -np.ones((16, 16))])
+                )
+            fmt.write_samples(
+                layout.samples_path(category, shape),
+                fmt.SdfSamples(
+                    rng.normal(size=(16, 4)).astype(np.float32),
+                    np.array([0, 0, 0, 1.0]),
+                    gradients=np.tile([[1.0, 0, 0]], (16, 1)).astype(np.float32),
+                    density=np.ones(16, np.float32),
+                ),
+            )
     return layout
 
 
@@ -118,8 +130,9 @@ def test_check_data_lists_every_problem(dataset):
     assert result.returncode == 2
     problems = [line.strip() for line in result.stdout.split("problems: ", 1)[1].splitlines()[1:]]
     assert len(problems) == 3
-    assert any(p.startswith(str(dataset.image_path("03001627", "s1", 1))) and "not a readable image" in p
-               for p in problems)
+    assert any(
+        p.startswith(str(dataset.image_path("03001627", "s1", 1))) and "not a readable image" in p for p in problems
+    )
     assert any(p.startswith(str(dataset.normal_path("04379243", "t1", 0))) and "file not found" in p for p in problems)
     assert any(p.startswith(str(dataset.metadata_path("03001627", "s3"))) and "3 fields" in p for p in problems)
 

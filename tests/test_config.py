@@ -1,4 +1,5 @@
 """Typed config: YAML files, overrides, and errors that name the key."""
+
 from pathlib import Path
 
 import pytest
@@ -27,32 +28,37 @@ def test_tiny_yaml_loads_and_is_small():
 
 
 def test_overrides_parse_yaml_values():
-    config = load_config(CONFIGS / "tiny.yaml", ["model.image_size=64", "train.learning_rate=1e-4",
-                                                 "data.categories=[a, b]", "train.jit_compile=true"])
+    config = load_config(
+        CONFIGS / "tiny.yaml",
+        ["model.image_size=64", "train.learning_rate=1e-4", "data.categories=[a, b]", "train.jit_compile=true"],
+    )
     assert config.model.image_size == 64
     assert config.train.learning_rate == pytest.approx(1e-4)
     assert config.data.categories == ["a", "b"]
     assert config.train.jit_compile is True
 
 
-@pytest.mark.parametrize("override, key", [
-    ("model.image_sise=64", "model.image_sise"),
-    ("modle.image_size=64", "modle"),
-    ("model.image_size=big", "model.image_size"),
-    ("model.image_size=1.5", "model.image_size"),
-    ("train.jit_compile=3", "train.jit_compile"),
-    ("model.decoder_widths=[1, x]", "model.decoder_widths[1]"),
-    ("model.variant=huge", "model.variant"),
-    ("model.code_norm=group", "model.code_norm"),
-    ("model.point_frequencies=-1", "model.point_frequencies"),
-    ("train.lr_schedule=step", "train.lr_schedule"),
-    ("train.warmup_steps=-5", "train.warmup_steps"),
-    ("data.far_fraction=1.0", "data.far_fraction"),
-    ("data.far_inside=1.5", "data.far_inside"),
-    ("data.far_inside=-0.1", "data.far_inside"),
-    ("train.ema_decay=1.0", "train.ema_decay"),
-    ("train.ema_decay=-0.1", "train.ema_decay"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("model.image_sise=64", "model.image_sise"),
+        ("modle.image_size=64", "modle"),
+        ("model.image_size=big", "model.image_size"),
+        ("model.image_size=1.5", "model.image_size"),
+        ("train.jit_compile=3", "train.jit_compile"),
+        ("model.decoder_widths=[1, x]", "model.decoder_widths[1]"),
+        ("model.variant=huge", "model.variant"),
+        ("model.code_norm=group", "model.code_norm"),
+        ("model.point_frequencies=-1", "model.point_frequencies"),
+        ("train.lr_schedule=step", "train.lr_schedule"),
+        ("train.warmup_steps=-5", "train.warmup_steps"),
+        ("data.far_fraction=1.0", "data.far_fraction"),
+        ("data.far_inside=1.5", "data.far_inside"),
+        ("data.far_inside=-0.1", "data.far_inside"),
+        ("train.ema_decay=1.0", "train.ema_decay"),
+        ("train.ema_decay=-0.1", "train.ema_decay"),
+    ],
+)
 def test_bad_override_names_the_key(override, key):
     with pytest.raises(ConfigError) as error:
         load_config(None, [override])
@@ -74,8 +80,10 @@ def test_category_ids_keep_their_leading_zeros_however_written(tmp_path, written
 def test_set_syntax_errors_are_one_line():
     with pytest.raises(ConfigError) as error:
         load_config(None, ["train.batch_size=[1,"])
-    assert str(error.value) == "train.batch_size: the value '[1,' is not valid YAML (expected the node content, " \
-                               "but found '<stream end>')"
+    assert (
+        str(error.value) == "train.batch_size: the value '[1,' is not valid YAML (expected the node content, "
+        "but found '<stream end>')"
+    )
 
 
 def test_bad_yaml_file_names_file_and_key(tmp_path):
@@ -128,12 +136,15 @@ def test_bfloat16_keeps_the_point_path_in_float32():
     assert mixed.base_decoder.hidden[0].compute_dtype == "float32"
     rng = np.random.default_rng(0)
     size = config.model.image_size
-    batch = {"image": tf.constant(rng.uniform(size=(2, size, size, 3)), tf.float32),
-             "points": tf.constant(rng.uniform(-0.6, 0.6, (2, 300, 3)), tf.float32),
-             "projection": np.stack([camera.projection_matrix(a, 20.0, 1.4, size) for a in (30.0, 150.0)]
-                                    ).astype(np.float32),
-             # a fixed front/back split: at test time it follows f_B's sign of change, which rounding can flip
-             "gradients": tf.constant(rng.normal(size=(2, 300, 3)), tf.float32)}
+    batch = {
+        "image": tf.constant(rng.uniform(size=(2, size, size, 3)), tf.float32),
+        "points": tf.constant(rng.uniform(-0.6, 0.6, (2, 300, 3)), tf.float32),
+        "projection": np.stack([camera.projection_matrix(a, 20.0, 1.4, size) for a in (30.0, 150.0)]).astype(
+            np.float32
+        ),
+        # a fixed front/back split: at test time it follows f_B's sign of change, which rounding can flip
+        "gradients": tf.constant(rng.normal(size=(2, 300, 3)), tf.float32),
+    }
     code = full.encode(batch["image"], training=False)["global_code"]
     np.testing.assert_array_equal(mixed.base_decoder(code, batch["points"]), full.base_decoder(code, batch["points"]))
     # Whole model: only the image path's rounding separates the two (bfloat16 keeps 8 significant bits).

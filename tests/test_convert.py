@@ -6,6 +6,7 @@ same architecture passes as well. Tiny models of every kind of graph (variants w
 the ``gl`` decoder, the reference mode's sampler and front/back step, both camera networks) are built
 in the test with random weights.
 """
+
 import json
 import re
 from pathlib import Path
@@ -48,12 +49,17 @@ def saved_model_outputs(model_dir, image, points, projection) -> dict:
     """The SavedModel's encode, decode (all points in one call) and camera outputs, as NumPy."""
     loaded = tf.saved_model.load(str(model_dir))
     encoding = loaded.signatures["encode"](image=tf.constant(image))
-    decoded = loaded.signatures["decode"](points=tf.constant(points[None]), projection=tf.constant(projection),
-                                          **encoding)
+    decoded = loaded.signatures["decode"](
+        points=tf.constant(points[None]), projection=tf.constant(projection), **encoding
+    )
     outputs = {name: value.numpy() for name, value in {**encoding, **decoded}.items()}
     if "camera" in loaded.signatures:
-        outputs.update({f"camera_{name}": value.numpy()
-                        for name, value in loaded.signatures["camera"](image=tf.constant(image)).items()})
+        outputs.update(
+            {
+                f"camera_{name}": value.numpy()
+                for name, value in loaded.signatures["camera"](image=tf.constant(image)).items()
+            }
+        )
     return outputs
 
 
@@ -108,18 +114,21 @@ def test_tflite_meshes_match(bundled_tflite):
     """Same extraction code: the float32 mesh is the SavedModel's; the float16-weight one is close (IoU)."""
     pixels = np.asarray(Image.open(EXAMPLE))
     reference = Reconstructor(BUNDLED_MODEL, resolution=64).reconstruct(pixels, EXAMPLE_VIEW).mesh
-    float32, float16 = (runtime_reconstructor(bundled_tflite, "tflite", precision, resolution=64)
-                        .reconstruct(pixels, EXAMPLE_VIEW) for precision in ("float32", "float16"))
+    float32, float16 = (
+        runtime_reconstructor(bundled_tflite, "tflite", precision, resolution=64).reconstruct(pixels, EXAMPLE_VIEW)
+        for precision in ("float32", "float16")
+    )
     iou_float32 = metrics.iou(float32.mesh, reference, 64)
     iou_float16 = metrics.iou(float16.mesh, float32.mesh, 64)
-    print(f"mesh IoU (64³ voxels, 64³ extraction): TFLite float32 vs SavedModel {iou_float32:.5f}, "
-          f"float16 weights vs float32 {iou_float16:.5f}")
+    print(
+        f"mesh IoU (64³ voxels, 64³ extraction): TFLite float32 vs SavedModel {iou_float32:.5f}, "
+        f"float16 weights vs float32 {iou_float16:.5f}"
+    )
     assert len(reference.faces) > 1000
     assert iou_float32 >= 0.999
     assert iou_float16 >= 0.98
     patterns = {"float32": "*[a-z].tflite", "float16": "*.float16.tflite"}
-    sizes = {p: sum(f.stat().st_size for f in bundled_tflite.glob(patterns[p]))
-             for p in ("float32", "float16")}
+    sizes = {p: sum(f.stat().st_size for f in bundled_tflite.glob(patterns[p])) for p in ("float32", "float16")}
     assert sizes["float16"] < 0.6 * sizes["float32"], sizes
 
 
@@ -151,8 +160,12 @@ def test_every_variant_converts_to_tflite(tiny_tflite, variant, compat, with_cam
     model_dir, out, precisions = tiny_tflite(variant, compat, with_camera)
     description = json.loads((out / conversion.DESCRIPTION_FILE).read_text())
     encode_outputs = set(description["models"]["encode"]["outputs"])
-    expected = {"full": {"global_code", "maps"}, "noback": {"global_code", "maps"}, "baseline": {"global_code"},
-                "gl": {"global_code", "maps", "f0", "f1", "f2", "f3", "f4"}}[variant]
+    expected = {
+        "full": {"global_code", "maps"},
+        "noback": {"global_code", "maps"},
+        "baseline": {"global_code"},
+        "gl": {"global_code", "maps", "f0", "f1", "f2", "f3", "f4"},
+    }[variant]
     assert encode_outputs == expected
     assert ("camera" in description["models"]) == with_camera
     frame = description["model"]["frame"]
@@ -181,17 +194,24 @@ def test_converted_graphs_use_builtins_only(tiny_tflite):
     for key in (("full", "none", True), ("noback", "reference", True)):
         model_dir, out, _ = tiny_tflite(*key)
         loaded = tf.saved_model.load(str(model_dir))
-        original = {node.op for name in ("decode", "camera")
-                    for node in conversion.FrozenSignature(loaded.signatures[name]).graph_def.node}
+        original = {
+            node.op
+            for name in ("decode", "camera")
+            for node in conversion.FrozenSignature(loaded.signatures[name]).graph_def.node
+        }
         assert {"MatrixSolve", "Cross", "Einsum"} <= original, original  # what the rewrites are for
-        for target, forbidden in (("tflite", set(conversion.LOWERINGS)),
-                                  ("tfjs", set(conversion.LOWERINGS) | set(conversion.TFJS_LOWERINGS))):
+        for target, forbidden in (
+            ("tflite", set(conversion.LOWERINGS)),
+            ("tfjs", set(conversion.LOWERINGS) | set(conversion.TFJS_LOWERINGS)),
+        ):
             parts = conversion.prepare_parts(loaded, chunk_points=64, target=target)
             ops = {op.type for part in parts for op in part.function.graph.get_operations()}
             assert not ops & forbidden, (key, target, ops & forbidden)
         assert sorted(path.name for path in out.glob("*.tflite")) == [
-            name for part in ("camera", "decode", "encode") for name in
-            sorted([f"{part}.tflite"] + ([f"{part}.float16.tflite"] if key[0] == "full" else []))]
+            name
+            for part in ("camera", "decode", "encode")
+            for name in sorted([f"{part}.tflite"] + ([f"{part}.float16.tflite"] if key[0] == "full" else []))
+        ]
 
 
 def test_solve_and_cross_rewrites_match_tensorflow():
@@ -203,23 +223,30 @@ def test_solve_and_cross_rewrites_match_tensorflow():
     np.testing.assert_allclose(conversion._cross(a, b), tf.linalg.cross(a, b), atol=1e-6)
 
 
-@pytest.mark.parametrize("equation, shapes", [
-    ("hk,bkwc,vw->bhvc", [(7, 6), (1, 6, 5, 2), (4, 5)]),  # the B-spline prefilter
-    ("bnijc,bni,bnj->bnc", [(1, 9, 4, 4, 2), (1, 9, 4), (1, 9, 4)]),  # its tap weighting
-    ("bkwc,hk->bwch", [(1, 6, 5, 2), (7, 6)]), ("bni,bnijc->bnjc", [(1, 9, 4), (1, 9, 4, 4, 2)]),  # TF's pairs
-    ("ij,jk->ki", [(3, 4), (4, 5)])])
+@pytest.mark.parametrize(
+    "equation, shapes",
+    [
+        ("hk,bkwc,vw->bhvc", [(7, 6), (1, 6, 5, 2), (4, 5)]),  # the B-spline prefilter
+        ("bnijc,bni,bnj->bnc", [(1, 9, 4, 4, 2), (1, 9, 4), (1, 9, 4)]),  # its tap weighting
+        ("bkwc,hk->bwch", [(1, 6, 5, 2), (7, 6)]),
+        ("bni,bnijc->bnjc", [(1, 9, 4), (1, 9, 4, 4, 2)]),  # TF's pairs
+        ("ij,jk->ki", [(3, 4), (4, 5)]),
+    ],
+)
 def test_einsum_rewrite_matches_tensorflow(equation, shapes):
     rng = np.random.default_rng(4)
     operands = [tf.constant(rng.normal(size=shape), tf.float32) for shape in shapes]
-    np.testing.assert_allclose(conversion._einsum_by_broadcast(equation, *operands), tf.einsum(equation, *operands),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        conversion._einsum_by_broadcast(equation, *operands), tf.einsum(equation, *operands), rtol=1e-5, atol=1e-5
+    )
     # Unknown sizes (the SavedModel's batch and point axes) become run-time shapes.
-    traced = tf.function(lambda *xs: conversion._einsum_by_broadcast(equation, *xs),
-                         input_signature=[tf.TensorSpec([None] * len(shape), tf.float32) for shape in shapes])
+    traced = tf.function(
+        lambda *xs: conversion._einsum_by_broadcast(equation, *xs),
+        input_signature=[tf.TensorSpec([None] * len(shape), tf.float32) for shape in shapes],
+    )
     np.testing.assert_allclose(traced(*operands), tf.einsum(equation, *operands), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="not lowered"):
         conversion._einsum_by_broadcast("ii->i", operands[0])
-
 
 
 @pytest.fixture(scope="module")
@@ -234,9 +261,13 @@ def test_tfjs_in_node_matches_the_saved_model(bundled_tfjs):
 
     description = json.loads((bundled_tfjs / conversion.DESCRIPTION_FILE).read_text())
     assert {part: spec["files"]["float32"] for part, spec in description["models"].items()} == {
-        "encode": "encode/model.json", "decode": "decode/model.json", "camera": "camera/model.json"}
-    decode_ops = {node["op"] for node in json.loads((bundled_tfjs / "decode" / "model.json").read_text())
-                  ["modelTopology"]["node"]}
+        "encode": "encode/model.json",
+        "decode": "decode/model.json",
+        "camera": "camera/model.json",
+    }
+    decode_ops = {
+        node["op"] for node in json.loads((bundled_tfjs / "decode" / "model.json").read_text())["modelTopology"]["node"]
+    }
     assert "Einsum" not in decode_ops and "GatherV2" in decode_ops, decode_ops  # the wasm backend has no Einsum
     image, points, projection = parity_inputs(description["model"]["image_size"])
     truth = saved_model_outputs(BUNDLED_MODEL / "1", image, points, projection)
@@ -285,16 +316,23 @@ def test_tfjs_client_falls_back_to_cpu(bundled_tfjs, tmp_path, monkeypatch, capf
 # A converted folder is checked against the schema of d2im_runtime.json before anything is loaded.
 
 
-@pytest.mark.parametrize("change, phrase", [
-    ({"chunk_points": "many"}, "chunk_points: 'many' is not a whole number from 1 to 1048576"),
-    ({"chunk_points": 0}, "chunk_points: 0 is not a whole number"),
-    ({"format_version": 99}, "format_version: 99, expected 1"),
-    ({"model": {"image_size": 33, "sdf_scale": 10.0, "frame": "normalised", "image_reading": "white"}},
-     "model.image_size: 33 is not a multiple of 16 from 16 to 4096"),
-    ({"model": {"image_size": 32, "sdf_scale": float("nan"), "frame": "normalised", "image_reading": "white"}},
-     "model.sdf_scale: nan is not a positive finite number"),
-    ({"models": {"encode": {}}}, "models: expected an object with encode, decode and optionally camera"),
-])
+@pytest.mark.parametrize(
+    "change, phrase",
+    [
+        ({"chunk_points": "many"}, "chunk_points: 'many' is not a whole number from 1 to 1048576"),
+        ({"chunk_points": 0}, "chunk_points: 0 is not a whole number"),
+        ({"format_version": 99}, "format_version: 99, expected 1"),
+        (
+            {"model": {"image_size": 33, "sdf_scale": 10.0, "frame": "normalised", "image_reading": "white"}},
+            "model.image_size: 33 is not a multiple of 16 from 16 to 4096",
+        ),
+        (
+            {"model": {"image_size": 32, "sdf_scale": float("nan"), "frame": "normalised", "image_reading": "white"}},
+            "model.sdf_scale: nan is not a positive finite number",
+        ),
+        ({"models": {"encode": {}}}, "models: expected an object with encode, decode and optionally camera"),
+    ],
+)
 def test_runtime_description_schema(tmp_path, change, phrase):
     from d2im_tf.deploy.runtimes import read_description
     from d2im_tf.errors import UserError
@@ -304,9 +342,14 @@ def test_runtime_description_schema(tmp_path, change, phrase):
         read_description(fake_converted(tmp_path / "bad", **change))
 
 
-@pytest.mark.parametrize("name, phrase", [("../../../../etc/passwd", "points outside the folder"),
-                                          ("/etc/passwd", "is not a relative file name"),
-                                          ("missing.tflite", "missing.tflite is missing")])
+@pytest.mark.parametrize(
+    "name, phrase",
+    [
+        ("../../../../etc/passwd", "points outside the folder"),
+        ("/etc/passwd", "is not a relative file name"),
+        ("missing.tflite", "missing.tflite is missing"),
+    ],
+)
 def test_runtime_file_names_stay_inside_the_folder(tmp_path, name, phrase):
     from d2im_tf.deploy.runtimes import read_description
     from d2im_tf.errors import UserError
@@ -315,8 +358,9 @@ def test_runtime_file_names_stay_inside_the_folder(tmp_path, name, phrase):
     description = json.loads((folder / conversion.DESCRIPTION_FILE).read_text())
     description["models"]["decode"]["files"]["float32"] = name
     (folder / conversion.DESCRIPTION_FILE).write_text(json.dumps(description))
-    with pytest.raises(UserError, match=re.escape(f"{conversion.DESCRIPTION_FILE}: models.decode.files.float32: ")
-                       ) as error:
+    with pytest.raises(
+        UserError, match=re.escape(f"{conversion.DESCRIPTION_FILE}: models.decode.files.float32: ")
+    ) as error:
         read_description(folder)
     assert phrase in str(error.value)
 
@@ -330,8 +374,13 @@ def test_a_truncated_tfjs_shard_is_named(tmp_path):
         tfjs_graph(folder / part, 40)
     read_description(folder)
     tfjs_graph(folder / "decode", 24)  # 10 float32 values need 40 bytes
-    with pytest.raises(UserError, match=re.escape(f"{folder / 'decode' / 'group1-shard1of1.bin'}: the weight shards "
-                                                  "hold 24 bytes, model.json needs 40 (truncated?)")):
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            f"{folder / 'decode' / 'group1-shard1of1.bin'}: the weight shards "
+            "hold 24 bytes, model.json needs 40 (truncated?)"
+        ),
+    ):
         read_description(folder)
     (folder / "decode" / "model.json").write_text('{"weightsManifest": [')
     with pytest.raises(UserError, match=re.escape(f"{folder / 'decode' / 'model.json'}: not a readable TF.js model")):
@@ -349,7 +398,8 @@ def test_tfjs_client_failures_name_the_file(tmp_path, monkeypatch):
         tfjs_graph(folder / part, 40)
     (folder / "encode" / "model.json").write_text('{"weightsManifest": [')
     monkeypatch.setattr(runtimes, "check_description", lambda description, folder: None)
-    with pytest.raises(UserError, match=re.escape(f"{folder}: the TF.js client failed: "
-                                                  f"{folder / 'encode' / 'model.json'}: ")) as error:
+    with pytest.raises(
+        UserError, match=re.escape(f"{folder}: the TF.js client failed: {folder / 'encode' / 'model.json'}: ")
+    ) as error:
         runtimes.TFJSModel(folder)
     assert "\n" not in str(error.value)

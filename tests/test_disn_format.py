@@ -1,4 +1,5 @@
 """DISN layout I/O: write→read round trips of every file kind, and each bad-input case."""
+
 import os
 
 import h5py
@@ -34,9 +35,18 @@ def test_split_round_trip(tmp_path):
 
 
 def test_metadata_round_trip_is_exact(tmp_path, rng):
-    rows = np.column_stack([rng.uniform(0, 360, 36), rng.uniform(0, 45, 36), np.zeros(36),
-                            rng.uniform(0.6, 1, 36), np.full(36, 35), np.full(36, 32),
-                            np.full(36, 1.75), np.zeros((36, 3))])
+    rows = np.column_stack(
+        [
+            rng.uniform(0, 360, 36),
+            rng.uniform(0, 45, 36),
+            np.zeros(36),
+            rng.uniform(0.6, 1, 36),
+            np.full(36, 35),
+            np.full(36, 32),
+            np.full(36, 1.75),
+            np.zeros((36, 3)),
+        ]
+    )
     path = tmp_path / "rendering_metadata.txt"
     fmt.write_metadata(path, rows)
     np.testing.assert_array_equal(fmt.read_metadata(path), rows)  # repr() of a float round-trips exactly
@@ -112,6 +122,7 @@ def test_samples_round_trip_is_bit_exact(tmp_path, rng):
 
 # ---------------------------------------------------------------------------------------------
 # Bad input: one line naming the file and the problem.
+
 
 def _assert_one_line(error, path):
     message = str(error.value)

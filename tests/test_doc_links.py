@@ -4,6 +4,7 @@ A link's file must exist; a link's ``#anchor`` must be a heading of the target f
 does (lower case; punctuation other than ``-`` and ``_`` dropped; spaces become ``-``; repeated
 headings get ``-1``, ``-2``, ...). Links inside code spans and fenced code blocks are not links.
 """
+
 import re
 import unicodedata
 

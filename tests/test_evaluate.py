@@ -1,6 +1,7 @@
 """Evaluation tables: the metrics of a GT mesh against itself are perfect, and so are the camera
 metrics of the GT pose; ``d2im evaluate`` writes per-category tables with the paper's columns (and
 DISN's camera metrics for a model with a camera network); a missing GT mesh is a one-line error."""
+
 import csv
 import shutil
 
@@ -34,8 +35,15 @@ def test_gt_against_itself_is_perfect(data_with_meshes):
     row = fmt.read_metadata(layout.metadata_path(TOY_CATEGORY, "t"))[3]
     values = shape_metrics(truth, truth, row, params)
     assert values.pop("relief_angle") == pytest.approx(0.0, abs=1e-5)  # arccos of a rounded 1
-    assert values == {"iou": 1.0, "chamfer_l1": 0.0, "ecd_3d": 0.0, "ecd_2d": 0.0, "fscore_1pct": 1.0,
-                      "precision_005": 1.0, "recall_005": 1.0}
+    assert values == {
+        "iou": 1.0,
+        "chamfer_l1": 0.0,
+        "ecd_3d": 0.0,
+        "ecd_2d": 0.0,
+        "fscore_1pct": 1.0,
+        "precision_005": 1.0,
+        "recall_005": 1.0,
+    }
     shifted = shape_metrics(to_normalised(world, params * [1, 1, 1, 1.1]), truth, row, params)
     assert shifted["iou"] < 1.0 and shifted["chamfer_l1"] > 0.0  # and the metrics do see a difference
 
@@ -43,8 +51,22 @@ def test_gt_against_itself_is_perfect(data_with_meshes):
 @pytest.mark.slow
 def test_evaluate_writes_the_tables(model_dir, data_with_meshes, tmp_path):
     out = tmp_path / "eval"
-    code = main(["evaluate", "--model", str(model_dir), "--data", str(data_with_meshes), "--split", "test",
-                 "--resolution", "32", "-o", str(out), "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(data_with_meshes),
+            "--split",
+            "test",
+            "--resolution",
+            "32",
+            "-o",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     markdown = (out / "metrics.md").read_text()
     assert "Chamfer-L1" in markdown and "| category | shapes | " + " | ".join(COLUMNS.values()) in markdown
@@ -79,8 +101,23 @@ def test_pose_metrics_in_either_frame(data_with_meshes):
 def test_evaluate_with_a_camera_network_adds_the_pose_metrics(tiny_export, data_with_meshes, tmp_path):
     out = tmp_path / "eval"
     model = tiny_export("full", "none", with_camera=True).path
-    assert main(["evaluate", "--model", str(model), "--data", str(data_with_meshes), "--resolution", "32",
-                 "-o", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(model),
+                "--data",
+                str(data_with_meshes),
+                "--resolution",
+                "32",
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with open(out / "per_shape.csv") as handle:
         rows = {row["camera"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"gt", "predicted"}
@@ -96,7 +133,8 @@ def test_missing_gt_mesh_is_a_data_error(model_dir, data_with_meshes, tmp_path, 
     shutil.copytree(data_with_meshes, root)
     missing = fmt.DatasetLayout(root).mesh_path(TOY_CATEGORY, "t")
     missing.unlink()
-    code = main(["evaluate", "--model", str(model_dir), "--data", str(root), "-o", str(tmp_path / "eval"),
-                 "--no-progress"])
+    code = main(
+        ["evaluate", "--model", str(model_dir), "--data", str(root), "-o", str(tmp_path / "eval"), "--no-progress"]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and str(missing) in err and len(err.splitlines()) == 1

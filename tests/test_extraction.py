@@ -2,6 +2,7 @@
 
 The analytic shapes are small, so most tests extract in the cube :data:`BOX` (the reference's test box)
 rather than the default, the normalised frame's [-1, 1]³."""
+
 import itertools
 
 import numpy as np
@@ -142,6 +143,7 @@ def test_displaced_field_clearance_gives_the_dense_mesh_with_fewer_evaluations()
     """A fused field f = f_B + d whose d jumps (front/back split) and is large far away, as a trained
     D²IM-Net's: coarse-to-fine with the sign-aware clearance reproduces the dense mesh, and certifies
     far more cells than the global bound |f| / (L + 2·max|d| / (h√3))."""
+
     def parts(points):
         base = np.linalg.norm(points, axis=1) - 0.25  # a sphere filling a small part of the box, 1-Lipschitz
         d = np.where(points[:, 2] > 0, 0.03, -0.02)  # a jump across z = 0 inside the shape
@@ -158,8 +160,9 @@ def test_displaced_field_clearance_gives_the_dense_mesh_with_fewer_evaluations()
     dense, _ = extraction.extract_mesh(lambda p: parts(p)[0], resolution, bounds=BOX, mode="dense")
     mesh, stats = extraction.extract_mesh(with_clearance, resolution, bounds=BOX, initial_resolution=16)
     global_bound = 1.0 + 2 * 0.4 / (extraction.grid_spacing(resolution, BOX) * np.sqrt(3.0))
-    _, global_stats = extraction.extract_mesh(lambda p: parts(p)[0], resolution, bounds=BOX, initial_resolution=16,
-                                              lipschitz=global_bound)
+    _, global_stats = extraction.extract_mesh(
+        lambda p: parts(p)[0], resolution, bounds=BOX, initial_resolution=16, lipschitz=global_bound
+    )
     assert len(mesh.faces) == len(dense.faces) > 0
     np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(dense.vertices, axis=0), atol=1e-6)
     assert stats.evaluations < 0.5 * global_stats.evaluations
@@ -168,6 +171,7 @@ def test_displaced_field_clearance_gives_the_dense_mesh_with_fewer_evaluations()
 def test_fused_mesh_of_a_sphere_is_the_dense_mesh_in_the_normalised_box():
     """extract_fused_mesh with zero maps: the fused field is the base field, a sphere of radius 0.6 in
     [-1, 1]³; the mesh equals the dense extraction of the same field and lies on the sphere."""
+
     def decode(points):
         base = (np.linalg.norm(points, axis=1) - 0.6).astype(np.float32)
         return base, base
@@ -211,8 +215,9 @@ def test_fused_mesh_from_bounds_is_the_exact_mesh_with_few_exact_decodes():
     reference, _ = extraction.extract_mesh(lambda p: decode(p)[0], 64, NORMALISED_BOX, mode="dense")
     for mode in ("coarse_to_fine", "dense"):
         exact_points.clear()
-        mesh, stats = extraction.extract_fused_mesh(decode, maps, 64, 1.0, decode_bounds=decode_bounds,
-                                                    mode=mode, initial_resolution=16)
+        mesh, stats = extraction.extract_fused_mesh(
+            decode, maps, 64, 1.0, decode_bounds=decode_bounds, mode=mode, initial_resolution=16
+        )
         assert len(mesh.faces) == len(reference.faces) > 0
         np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(reference.vertices, axis=0), atol=1e-6)
         assert sum(exact_points) == stats.refinements
@@ -249,8 +254,9 @@ def test_fuse_completes_the_stored_bounds_to_the_exact_mesh():
     reference, _ = extraction.extract_mesh(lambda p: decode(p)[0], 64, NORMALISED_BOX, mode="dense")
     for mode in ("coarse_to_fine", "dense"):
         fused_points.clear(), decoded_points.clear(), bounded.clear()
-        mesh, stats = extraction.extract_fused_mesh(decode, maps, 64, 1.0, decode_bounds=decode_bounds, fuse=fuse,
-                                                    mode=mode, initial_resolution=16)
+        mesh, stats = extraction.extract_fused_mesh(
+            decode, maps, 64, 1.0, decode_bounds=decode_bounds, fuse=fuse, mode=mode, initial_resolution=16
+        )
         assert len(mesh.faces) == len(reference.faces) > 0
         np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(reference.vertices, axis=0), atol=1e-6)
         assert sum(fused_points) + sum(decoded_points) == stats.refinements > 0
@@ -285,8 +291,9 @@ def test_local_displacement_range_holds_every_reading_within_the_cube():
     centres = rng.uniform(-1.0, 1.0, (300, 3))
     radii = rng.choice([0.02, 0.05, 0.1, 0.3], 300)
     low, high = local_range(centres, radii)
-    offsets = np.concatenate([np.array(list(itertools.product([-1, 1], repeat=3)), float),
-                              rng.uniform(-1.0, 1.0, (40, 3))])  # [48, 3]: the corners and inside
+    offsets = np.concatenate(
+        [np.array(list(itertools.product([-1, 1], repeat=3)), float), rng.uniform(-1.0, 1.0, (40, 3))]
+    )  # [48, 3]: the corners and inside
     points = (centres[:, None, :] + radii[:, None, None] * offsets).astype(np.float32)  # [300, 48, 3]
     uv, _ = camera.project(points.reshape(1, -1, 3), projection[None].astype(np.float32))
     for sample in (sample_bspline, sample_bilinear):
@@ -385,8 +392,9 @@ def test_sign_only_samples_are_refined_wherever_marching_cubes_reads_them():
     exact_mesh = extraction.mesh_from_grid(values, BOX)
     moved = values.copy()
     moved[1, 1, 1] = 7.0 * np.sign(moved[1, 1, 1])
-    assert not np.allclose(np.sort(extraction.mesh_from_grid(moved, BOX).vertices, axis=0),
-                           np.sort(exact_mesh.vertices, axis=0))  # the premise: that value matters
+    assert not np.allclose(
+        np.sort(extraction.mesh_from_grid(moved, BOX).vertices, axis=0), np.sort(exact_mesh.vertices, axis=0)
+    )  # the premise: that value matters
 
     def lookup(points):  # the grid's value at its own cell centres
         index = np.rint((points - BOX[0]) / 0.25 - 0.5).astype(int)
@@ -450,8 +458,11 @@ def test_grid_memory_estimate_is_a_lower_bound_and_refuses_what_cannot_fit(monke
     tracemalloc.stop()
     assert extraction.grid_memory_bytes(64, "dense") <= peak <= 2 * extraction.grid_memory_bytes(64, "dense")
     monkeypatch.setattr(reconstruct, "machine_memory_bytes", lambda: 16 * 10**9)
-    with pytest.raises(UserError, match=r"^--resolution 1024 --mode dense: the grid needs at least 51\.5 GB of "
-                                        r"memory, more than the 16\.0 GB this machine has; lower --resolution or use "
-                                        r"--mode coarse_to_fine$"):
+    with pytest.raises(
+        UserError,
+        match=r"^--resolution 1024 --mode dense: the grid needs at least 51\.5 GB of "
+        r"memory, more than the 16\.0 GB this machine has; lower --resolution or use "
+        r"--mode coarse_to_fine$",
+    ):
         reconstruct.check_resolution(1024, "dense")
     reconstruct.check_resolution(1024, "coarse_to_fine")  # 5.4 GB

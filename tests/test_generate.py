@@ -1,5 +1,6 @@
 """Dataset generation end to end through the ``d2im`` CLI: layout, determinism across worker counts,
 ``preprocess`` and mesh conversion with bad input."""
+
 import hashlib
 import shutil
 
@@ -15,13 +16,30 @@ from d2im_tf.data.synth import generate, mesh_sdf
 from helpers import read_depth
 
 CATEGORIES = ["03001627", "04379243"]
-TINY = ["--categories", *CATEGORIES, "--shapes-per-category", "2", "--views", "4", "--image-size", "64",
-        "--samples", "2048", "--resolution", "80", "--seed", "3"]
+TINY = [
+    "--categories",
+    *CATEGORIES,
+    "--shapes-per-category",
+    "2",
+    "--views",
+    "4",
+    "--image-size",
+    "64",
+    "--samples",
+    "2048",
+    "--resolution",
+    "80",
+    "--seed",
+    "3",
+]
 
 
 def _hashes(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +98,7 @@ def test_extra_train_shapes_join_training_only_and_a_dataset_grows_by_writing_on
     monkeypatch.setattr(generate, "_synthetic_task", lambda t: written.append(t[1:]) or task(t))
     assert main(["make-data", "--out", str(grown), *TINY, "--extra-train-shapes", "1"]) == 0
     assert written == [(c, 2) for c in CATEGORIES]  # only the new shape of each category
+
     def split(root, category, name):
         return fmt.read_split(fmt.DatasetLayout(root).split_path(category, name))
 
@@ -110,8 +129,7 @@ def test_preprocess_adds_missing_gradients_and_density(tiny, tmp_path):
         dst.create_dataset("extra", data=np.arange(3))
     assert main(["preprocess", str(root)]) == 0
     updated = fmt.read_samples(target)
-    expected = mesh_sdf.add_gradients_and_density(
-        fmt.SdfSamples(updated.samples, updated.norm_params))
+    expected = mesh_sdf.add_gradients_and_density(fmt.SdfSamples(updated.samples, updated.norm_params))
     np.testing.assert_array_equal(updated.density, expected.density)
     np.testing.assert_array_equal(updated.gradients, expected.gradients)
     with h5py.File(target, "r") as h5:
@@ -137,8 +155,21 @@ def test_from_meshes_converts_good_repairs_open_and_names_bad_files(tmp_path, ca
     (source / "02933112" / "broken").mkdir()
     (source / "02933112" / "broken" / "model.obj").write_text("v 0 0 0\nf 1 1 1\n")
     out = tmp_path / "out"
-    code = main(["make-data", "--out", str(out), "--from-meshes", str(source), "--views", "2",
-                 "--image-size", "32", "--samples", "1024"])
+    code = main(
+        [
+            "make-data",
+            "--out",
+            str(out),
+            "--from-meshes",
+            str(source),
+            "--views",
+            "2",
+            "--image-size",
+            "32",
+            "--samples",
+            "1024",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "1 mesh(es) skipped" in err
     assert "broken/model.obj" in err and "open/model.obj: not watertight, remeshed" in err

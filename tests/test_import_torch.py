@@ -7,6 +7,7 @@ displacement maps including the borders). The tests regenerate the formula's wei
 the authors' checkpoint file, import it with the CLI and run the exported SavedModel — the path a user
 takes — and compare every output within 1e-4 (absolute, or relative to values above 1).
 """
+
 import json
 
 import numpy as np
@@ -54,7 +55,8 @@ def assert_parity(name, ours, theirs, errors=None):
     if errors is not None:
         errors[name] = (difference.max(), (difference / np.maximum(np.abs(theirs), 1e-6)).max())
     assert np.all(difference <= TOLERANCE * np.maximum(1.0, np.abs(theirs))), (
-        f"{name}: max abs error {difference.max():.3g}")
+        f"{name}: max abs error {difference.max():.3g}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +90,9 @@ def test_imported_savedmodel_computes_what_the_authors_code_computes(imported):
     zero_code = {**encoding, "global_code": tf.zeros_like(encoding["global_code"])}
     decoded_zero = model.signatures["decode"](points=points, projection=projection, **zero_code)
     assert_parity("base_zero_code", decoded_zero["base"][0], REFERENCE["base_zero_code"], errors)
-    served = model.signatures["serving_default"](image=tf.constant(IMAGE_RGB[None]), points=points,
-                                                 projection=projection)
+    served = model.signatures["serving_default"](
+        image=tf.constant(IMAGE_RGB[None]), points=points, projection=projection
+    )
     assert_parity("sdf (serving_default)", served["sdf"][0], REFERENCE["sdf"], errors)
     print("parity, max abs / max rel error:", {k: f"{a:.2g} / {r:.2g}" for k, (a, r) in errors.items()})
     # The fused test is not vacuous: the displacements move the SDF far beyond the tolerance, and
@@ -158,15 +161,19 @@ def test_every_key_is_checked(keras_d2im, d2im_weights):
     with pytest.raises(WeightImportError, match=r"im_decoder\.l8\.weight is not used by the model"):
         apply_state_dict(assignments, extra, "ckpt", D2IM_UNUSED_KEYS)
     # nothing was assigned by the failed attempts
-    np.testing.assert_array_equal(keras_d2im.base_decoder.hidden[2].kernel.numpy(),
-                                  d2im_weights["im_decoder.l3.weight"].T)
+    np.testing.assert_array_equal(
+        keras_d2im.base_decoder.hidden[2].kernel.numpy(), d2im_weights["im_decoder.l3.weight"].T
+    )
 
 
 def test_shapes_are_checked_before_the_layout_change_and_weights_must_be_finite(keras_d2im, d2im_weights):
     assignments = d2im_assignments(keras_d2im)
     flat = {**d2im_weights, "image_encoder.conv1.weight": np.zeros((64, 147), np.float32)}  # 2-D for a conv
-    with pytest.raises(WeightImportError, match=r"^ckpt: image_encoder\.conv1\.weight has shape \[64, 147\], "
-                                                r"the model needs \[64, 3, 7, 7\]$"):
+    with pytest.raises(
+        WeightImportError,
+        match=r"^ckpt: image_encoder\.conv1\.weight has shape \[64, 147\], "
+        r"the model needs \[64, 3, 7, 7\]$",
+    ):
         apply_state_dict(assignments, flat, "ckpt", D2IM_UNUSED_KEYS)
     poisoned = dict(d2im_weights)
     poisoned["im_decoder.l2.weight"] = poisoned["im_decoder.l2.weight"].copy()
@@ -179,8 +186,9 @@ def test_cli_refuses_a_crafted_checkpoint_before_allocating(tmp_path, capsys):
     """A 600-byte file whose tensor is a stride-0 view of 10¹² elements: refused within the limits
     derived from the network, one line, exit 2, nothing written."""
     path = tmp_path / "expand.pt"
-    write_torch_zip(path, {"state_dict": {"image_encoder.conv1.weight": Strided(np.zeros(1, np.float32),
-                                                                                 (10**6, 10**6), (0, 0))}})
+    write_torch_zip(
+        path, {"state_dict": {"image_encoder.conv1.weight": Strided(np.zeros(1, np.float32), (10**6, 10**6), (0, 0))}}
+    )
     out = tmp_path / "saved"
     assert cli.main(["import-torch", "--sdf", str(path), "--out", str(out)]) == 2
     error = capsys.readouterr().err.strip()
@@ -294,8 +302,9 @@ def test_world_frame_export_with_camera_network(tmp_path):
 
     small = dict(image_size=32, encoder_width=8, global_dim=16, decoder_widths=[32, 16, 16, 8, 8], detail_channels=8)
     sdf_model = build_d2im(ModelConfig(compat="reference", **small))
-    camera_model = build_camera(CameraConfig(backbone="vgg16", translation="distance", image_size=32, width=8,
-                                             compat="reference"))
+    camera_model = build_camera(
+        CameraConfig(backbone="vgg16", translation="distance", image_size=32, width=8, compat="reference")
+    )
     with pytest.raises(UserError, match="pose of the normalised frame, the SDF network works in the world frame"):
         export_saved_model(sdf_model, tmp_path / "mixed", CameraNet(CameraConfig(image_size=32, width=8)))
     target = export_saved_model(sdf_model, tmp_path / "saved", camera_model)
@@ -305,11 +314,13 @@ def test_world_frame_export_with_camera_network(tmp_path):
     pose = reconstructor.model.signatures["camera"](image=image)
     outputs = camera_model(image, training=False)
     transmat_rotation = camera.rotation_from_6d(outputs["rotation_6d"])[0].numpy()  # the authors' M
-    np.testing.assert_allclose(pose["rotation"][0].numpy(), transmat_rotation.T @ camera.AXIS_CHANGE[:3, :3],
-                               atol=1e-6)
+    np.testing.assert_allclose(pose["rotation"][0].numpy(), transmat_rotation.T @ camera.AXIS_CHANGE[:3, :3], atol=1e-6)
     np.testing.assert_allclose(pose["translation"][0, :2].numpy(), 0.0)
-    expected = camera.intrinsics(32) @ np.concatenate(
-        [transmat_rotation.T, pose["translation"][0].numpy()[:, None]], axis=1) @ camera.AXIS_CHANGE
+    expected = (
+        camera.intrinsics(32)
+        @ np.concatenate([transmat_rotation.T, pose["translation"][0].numpy()[:, None]], axis=1)
+        @ camera.AXIS_CHANGE
+    )
     np.testing.assert_allclose(pose["projection"][0].numpy(), expected, rtol=1e-5, atol=1e-5)
     pixels = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)  # untrained: not black
     result = reconstructor.reconstruct(pixels)

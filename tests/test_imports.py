@@ -4,6 +4,7 @@ Every module of ``d2im_tf`` is parsed (not imported) and every ``import`` statem
 level or inside a function alike: an import deferred into a function still makes the two modules
 depend on each other.
 """
+
 import ast
 from pathlib import Path
 
@@ -81,9 +82,10 @@ def test_models_import_nothing_from_inference_or_deploy():
     graph = import_graph(ROOT, "d2im_tf")
     models = {name: imported for name, imported in graph.items() if name.startswith("d2im_tf.models")}
     assert "d2im_tf.models.d2im" in models
-    offending = {name: sorted(target for target in imported
-                              if target.startswith(("d2im_tf.inference", "d2im_tf.deploy")))
-                 for name, imported in models.items()}
+    offending = {
+        name: sorted(target for target in imported if target.startswith(("d2im_tf.inference", "d2im_tf.deploy")))
+        for name, imported in models.items()
+    }
     assert {name: targets for name, targets in offending.items() if targets} == {}
 
 

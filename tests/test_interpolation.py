@@ -1,4 +1,5 @@
 """Tests of d2im_tf.geometry.interpolation against SciPy's spline interpolation and analytic maps."""
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -22,9 +23,9 @@ def pixel_centres(height, width, batch=1):
 
 
 def random_uv(batch, count, low, high_x, high_y):
-    return np.stack(
-        [RNG.uniform(low, high_x, (batch, count)), RNG.uniform(low, high_y, (batch, count))], -1
-    ).astype(np.float32)
+    return np.stack([RNG.uniform(low, high_x, (batch, count)), RNG.uniform(low, high_y, (batch, count))], -1).astype(
+        np.float32
+    )
 
 
 @pytest.fixture(scope="module")

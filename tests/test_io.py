@@ -1,4 +1,5 @@
 """d2im_tf.io: the run-folder lock (one process per folder; a killed holder's lock is taken over)."""
+
 import os
 
 import pytest

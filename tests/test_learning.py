@@ -5,6 +5,7 @@ the study recipe at tiny width (Fourier point features, layer-normalised global 
 cosine decay, far-field samples), trained through ``fit`` as ``d2im train`` does. It fails when the
 network stops learning: the paper's recipe at this budget stays near the mean shape (docs/notes/training_study.md).
 """
+
 import keras
 import numpy as np
 import pytest
@@ -23,22 +24,55 @@ CATEGORIES = ["03001627", "02933112"]
 @pytest.fixture(scope="module")
 def two_shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("memorise")
-    code = main(["make-data", "--out", str(root), "--categories", *CATEGORIES, "--shapes-per-category", "1",
-                 "--views", "3", "--image-size", "48", "--samples", "8192", "--resolution", "96",
-                 "--seed", "5", "--test-fraction", "0"])
+    code = main(
+        [
+            "make-data",
+            "--out",
+            str(root),
+            "--categories",
+            *CATEGORIES,
+            "--shapes-per-category",
+            "1",
+            "--views",
+            "3",
+            "--image-size",
+            "48",
+            "--samples",
+            "8192",
+            "--resolution",
+            "96",
+            "--seed",
+            "5",
+            "--test-fraction",
+            "0",
+        ]
+    )
     assert code == 0
     return root
 
 
 def memorise(root, overrides):
-    config = load_config("configs/tiny.yaml", [
-        f"data.root={root}", f"data.categories={CATEGORIES}", "data.views=3", "data.num_points=1024",
-        "model.image_size=48", "model.encoder_width=8", "model.global_dim=32",
-        "model.decoder_widths=[128, 64, 64, 32, 16]", "model.variant=wsamp", "train.batch_size=2", *overrides])
+    config = load_config(
+        "configs/tiny.yaml",
+        [
+            f"data.root={root}",
+            f"data.categories={CATEGORIES}",
+            "data.views=3",
+            "data.num_points=1024",
+            "model.image_size=48",
+            "model.encoder_width=8",
+            "model.global_dim=32",
+            "model.decoder_widths=[128, 64, 64, 32, 16]",
+            "model.variant=wsamp",
+            "train.batch_size=2",
+            *overrides,
+        ],
+    )
     keras.utils.set_random_seed(0)
     model = build_model(config, "sdf", STEPS)
-    model.fit(ShapeDataset(config, "train").dataset(config.train.batch_size), steps_per_epoch=STEPS, epochs=1,
-              verbose=0)
+    model.fit(
+        ShapeDataset(config, "train").dataset(config.train.batch_size), steps_per_epoch=STEPS, epochs=1, verbose=0
+    )
     return fit_report(model, probe_shapes(config, "train"))
 
 
@@ -46,8 +80,17 @@ def memorise(root, overrides):
 def test_memorises_two_shapes_with_the_study_recipe(two_shapes):
     """Measured: sign accuracy 0.976 and 0.972, IoU 0.82 and 0.95. The paper's recipe (raw xyz, no code
     normalisation, constant 1e-4, no far field) reaches 0.75 / 0.13 and 0.80 / 0.79 in the same 400 steps."""
-    rows = memorise(two_shapes, ["model.point_frequencies=4", "model.code_norm=layer", "train.learning_rate=1e-3",
-                                 "train.lr_schedule=cosine", "train.warmup_steps=30", "data.far_fraction=0.125"])
+    rows = memorise(
+        two_shapes,
+        [
+            "model.point_frequencies=4",
+            "model.code_norm=layer",
+            "train.learning_rate=1e-3",
+            "train.lr_schedule=cosine",
+            "train.warmup_steps=30",
+            "data.far_fraction=0.125",
+        ],
+    )
     for row in rows:
         assert row["sign_accuracy"] >= 0.93 and row["iou"] >= 0.7, rows
 
@@ -73,16 +116,23 @@ def test_probe_iou_counts_and_skips_the_centres_on_the_surface():
     occupied, decided = grid_truth(truth, 32, 0.005)
     assert 8**3 <= occupied.sum() <= 10**3 and decided.size - decided.sum() == 10**3 - 8**3
     samples = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0]], np.float32)
-    shape = ProbeShape("box", np.zeros((8, 8, 3), np.float32), np.eye(3, 4, dtype=np.float32), samples,
-                       np.array([True, False]), occupied, decided)
-    grown, = fit_report(AnalyticBox(half + 0.001), [shape])
-    shrunk, = fit_report(AnalyticBox(half - 0.001), [shape])
+    shape = ProbeShape(
+        "box",
+        np.zeros((8, 8, 3), np.float32),
+        np.eye(3, 4, dtype=np.float32),
+        samples,
+        np.array([True, False]),
+        occupied,
+        decided,
+    )
+    (grown,) = fit_report(AnalyticBox(half + 0.001), [shape])
+    (shrunk,) = fit_report(AnalyticBox(half - 0.001), [shape])
     assert grown["iou"] * shrunk["iou"] == pytest.approx(512 / 1000)
     assert min(grown["iou"], shrunk["iou"]) < 0.9
     assert grown["iou_decided"] == shrunk["iou_decided"] == grown["sign_accuracy"] == 1.0
     # Moved by 0.07 along x: of the decided centres, x ∈ {7 inside the box, 1 outside} × 8 × 8 are
     # predicted inside and 8³ are inside: IoU 448 / 576.
-    moved, = fit_report(AnalyticBox(half - 0.001, centre=(0.07, 0.0, 0.0)), [shape])
+    (moved,) = fit_report(AnalyticBox(half - 0.001, centre=(0.07, 0.0, 0.0)), [shape])
     assert moved["iou_decided"] == pytest.approx(448 / 576)
 
 
@@ -93,8 +143,10 @@ class AnalyticFields:
         self.fused, self.base = fused, base
 
     def predict_sdf(self, image, points, projection):
-        return {"sdf": self.fused.predict_sdf(image, points, projection)["sdf"],
-                "base": self.base.predict_sdf(image, points, projection)["sdf"]}
+        return {
+            "sdf": self.fused.predict_sdf(image, points, projection)["sdf"],
+            "base": self.base.predict_sdf(image, points, projection)["sdf"],
+        }
 
 
 def test_probe_reports_the_base_field_iou_beside_the_fused_one():
@@ -103,10 +155,17 @@ def test_probe_reports_the_base_field_iou_beside_the_fused_one():
     half = 0.3
     occupied, decided = grid_truth(trimesh.creation.box(extents=[2 * half] * 3), 32, 0.005)
     assert occupied.sum() == 1000 and decided[occupied].all()
-    shape = ProbeShape("box", np.zeros((8, 8, 3), np.float32), np.eye(3, 4, dtype=np.float32),
-                       np.array([[0.0, 0.0, 0.0]], np.float32), np.array([True]), occupied, decided)
-    row, = fit_report(AnalyticFields(AnalyticBox(half), AnalyticBox(half, centre=(0.0625, 0.0, 0.0))), [shape])
+    shape = ProbeShape(
+        "box",
+        np.zeros((8, 8, 3), np.float32),
+        np.eye(3, 4, dtype=np.float32),
+        np.array([[0.0, 0.0, 0.0]], np.float32),
+        np.array([True]),
+        occupied,
+        decided,
+    )
+    (row,) = fit_report(AnalyticFields(AnalyticBox(half), AnalyticBox(half, centre=(0.0625, 0.0, 0.0))), [shape])
     assert row["iou"] == 1.0
     assert row["iou_base"] == pytest.approx(900 / 1100)
-    fused_only, = fit_report(AnalyticBox(half), [shape])
+    (fused_only,) = fit_report(AnalyticBox(half), [shape])
     assert "iou_base" not in fused_only  # a model without a base field reports none

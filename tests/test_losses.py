@@ -1,5 +1,6 @@
 """Tests of d2im_tf.models.losses: Laplacians on analytic maps, and the sign and scale of the Laplacian loss
 on a rendered relief of known shape."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -46,8 +47,10 @@ def relative_error(value, truth):
         (lambda x, y: 0.3 * x**2 - 0.7 * y**2 + 0.1 * x * y, lambda x, y: np.full_like(x, 2 * 0.3 - 2 * 0.7)),
         (lambda x, y: 0.02 * x**2 + 0.05 * y**2, lambda x, y: np.full_like(x, 0.14)),
         (lambda x, y: np.sin(0.3 * x) * np.cos(0.2 * y), lambda x, y: -0.13 * np.sin(0.3 * x) * np.cos(0.2 * y)),
-        (lambda x, y: np.cos(0.5 * x + 0.2) * np.sin(0.45 * y),
-         lambda x, y: -0.4525 * np.cos(0.5 * x + 0.2) * np.sin(0.45 * y)),
+        (
+            lambda x, y: np.cos(0.5 * x + 0.2) * np.sin(0.45 * y),
+            lambda x, y: -0.4525 * np.cos(0.5 * x + 0.2) * np.sin(0.45 * y),
+        ),
     ],
 )
 def test_map_laplacian_on_analytic_maps(function, laplacian):

@@ -1,5 +1,6 @@
 """Tests of d2im_tf.training.memory: the estimate from the config is a lower bound of the real network,
 and absurd sizes are refused with it."""
+
 import pytest
 
 from d2im_tf.config import load_config
@@ -9,8 +10,10 @@ from d2im_tf.training.memory import check_run_memory, network_sizes, run_memory_
 TINY = "configs/tiny.yaml"
 
 
-@pytest.mark.parametrize("network, overrides", [("sdf", []), ("sdf", ["model.encoder_width=16"]),
-                                                 ("camera", []), ("camera", ["camera.backbone=resnet18"])])
+@pytest.mark.parametrize(
+    "network, overrides",
+    [("sdf", []), ("sdf", ["model.encoder_width=16"]), ("camera", []), ("camera", ["camera.backbone=resnet18"])],
+)
 def test_weight_count_is_a_close_lower_bound_of_the_built_network(network, overrides):
     from d2im_tf.training.run import build_model
 
@@ -20,14 +23,22 @@ def test_weight_count_is_a_close_lower_bound_of_the_built_network(network, overr
     assert 0.75 * built <= weights <= built  # biases, batch norms and shortcuts are left out
 
 
-@pytest.mark.parametrize("override, phrase", [("train.batch_size=1000000000", "70.7 PB"),
-                                              ("model.image_size=100000", "199.7 TB"),
-                                              ("model.encoder_width=1000000", "42.9 PB")])
+@pytest.mark.parametrize(
+    "override, phrase",
+    [
+        ("train.batch_size=1000000000", "70.7 PB"),
+        ("model.image_size=100000", "199.7 TB"),
+        ("model.encoder_width=1000000", "42.9 PB"),
+    ],
+)
 def test_absurd_sizes_are_refused_with_the_estimate(override, phrase):
     config = load_config(None, [override])
-    with pytest.raises(UserError, match=f"the sdf network's training needs at least {phrase} of memory .an estimate "
-                                        "from the config., more than the 16.0 GB this machine has; lower "
-                                        "train.batch_size"):
+    with pytest.raises(
+        UserError,
+        match=f"the sdf network's training needs at least {phrase} of memory .an estimate "
+        "from the config., more than the 16.0 GB this machine has; lower "
+        "train.batch_size",
+    ):
         check_run_memory(config, "sdf", available=16 * 10**9)
     paper = load_config(None)
     assert check_run_memory(paper, "sdf", available=16 * 10**9) == run_memory_bytes(paper, "sdf")

@@ -1,5 +1,6 @@
 """Mesh → samples: signs, distances, bands, normalisation, gradients, density and bad input,
 each against an independent computation (trimesh's inside test and closest points, brute force)."""
+
 import numpy as np
 import pytest
 import trimesh

@@ -1,4 +1,5 @@
 """Metrics on analytic cases, and against second implementations where one exists."""
+
 import numpy as np
 import pytest
 import trimesh
@@ -244,7 +245,8 @@ def test_pose_errors_of_analytic_offsets():
     assert rolled["camera_d3d"] == pytest.approx(chord) and rolled["camera_d2d"] == pytest.approx(f * chord / 2)
     assert rolled["rotation_error"] == pytest.approx(30.0)
     assert metrics.pose_errors(np.zeros((0, 3)), (np.eye(3), np.ones(3)), truth) == pytest.approx(
-        {"camera_d3d": 0.0, "camera_d2d": 0.0, "rotation_error": 0.0})
+        {"camera_d3d": 0.0, "camera_d2d": 0.0, "rotation_error": 0.0}
+    )
     behind = metrics.pose_errors(points, (np.eye(3), np.array([0.0, 0.0, -2.0])), truth)
     assert behind["camera_d3d"] == pytest.approx(4.0) and behind["camera_d2d"] == pytest.approx(224 * np.sqrt(2))
 

@@ -1,6 +1,7 @@
 """Every model and layer of :mod:`d2im_tf.models`: ``get_config`` / ``from_config`` round trip, exact
 parameter count (from the layer sizes by formula, :mod:`helpers`), and a ``.keras`` save and load that
 computes the same outputs (:func:`helpers.check_keras_object`)."""
+
 import dataclasses
 
 import numpy as np
@@ -18,8 +19,9 @@ from d2im_tf.models.encoder import BasicBlock, ResNet18
 import helpers
 
 SIZE = 32
-SMALL_MODEL = dict(image_size=SIZE, encoder_width=8, global_dim=16, decoder_widths=[32, 16, 16, 8, 8],
-                   detail_channels=8)
+SMALL_MODEL = dict(
+    image_size=SIZE, encoder_width=8, global_dim=16, decoder_widths=[32, 16, 16, 8, 8], detail_channels=8
+)
 WIDTHS = [32, 16, 16, 8, 8]
 
 
@@ -37,8 +39,12 @@ def _d2im_inputs():
 
 
 def _features():
-    return [_random(1, SIZE >> max(level, 1) if level else SIZE, SIZE >> max(level, 1) if level else SIZE,
-                    channels, seed=level) for level, channels in enumerate(helpers.feature_channels(8))]
+    return [
+        _random(
+            1, SIZE >> max(level, 1) if level else SIZE, SIZE >> max(level, 1) if level else SIZE, channels, seed=level
+        )
+        for level, channels in enumerate(helpers.feature_channels(8))
+    ]
 
 
 D2IM_CONFIGS = {
@@ -54,30 +60,56 @@ CAMERA_CONFIGS = {
 
 # name: (object, its inputs, its parameters by formula)
 CASES = {
-    **{f"D2IMNet-{name}": (lambda config=config: D2IMNet(config, sdf_scale=5.0), _d2im_inputs,
-                           lambda config=config: helpers.d2im_net(config))
-       for name, config in D2IM_CONFIGS.items()},
-    **{f"CameraNet-{name}": (lambda config=config: CameraNet(config), lambda: (_images(),),
-                             lambda config=config: helpers.camera_net(config))
-       for name, config in CAMERA_CONFIGS.items()},
+    **{
+        f"D2IMNet-{name}": (
+            lambda config=config: D2IMNet(config, sdf_scale=5.0),
+            _d2im_inputs,
+            lambda config=config: helpers.d2im_net(config),
+        )
+        for name, config in D2IM_CONFIGS.items()
+    },
+    **{
+        f"CameraNet-{name}": (
+            lambda config=config: CameraNet(config),
+            lambda: (_images(),),
+            lambda config=config: helpers.camera_net(config),
+        )
+        for name, config in CAMERA_CONFIGS.items()
+    },
     "VGG16": (lambda: VGG16(8), lambda: (_images(),), lambda: helpers.vgg16(8, SIZE)),
     "PoseHead": (lambda: PoseHead(3, reference=True), lambda: (_random(2, 20),), lambda: helpers.pose_head(20, 3)),
     "ResNet18": (lambda: ResNet18(8, None), lambda: (_images(),), lambda: helpers.resnet18(8, None)),
     "ResNet18-global": (lambda: ResNet18(8, 16), lambda: (_images(),), lambda: helpers.resnet18(8, 16)),
-    "BasicBlock": (lambda: BasicBlock(16, stride=2, project_shortcut=True), lambda: (_random(1, 8, 8, 8),),
-                   lambda: helpers.basic_block(8, 16, project=True)),
-    "BasicBlock-identity": (lambda: BasicBlock(8), lambda: (_random(1, 8, 8, 8),),
-                            lambda: helpers.basic_block(8, 8, project=False)),
-    "ImplicitDecoder": (lambda: ImplicitDecoder(WIDTHS, point_frequencies=3),
-                        lambda: (_random(1, 16), _random(1, 5, 3, seed=1)),
-                        lambda: helpers.implicit_decoder(16, WIDTHS, 3)),
-    "GlobalLocalDecoder": (lambda: GlobalLocalDecoder(WIDTHS),
-                           lambda: (_random(1, 16), _random(1, 5, 3, seed=1), _features(), tf.fill([1, 5, 2], 4.0)),
-                           lambda: helpers.global_local_decoder(16, sum(helpers.feature_channels(8)), WIDTHS)),
-    "DetailDecoder": (lambda: DetailDecoder(8, out_channels=1), lambda: (_features(),),
-                      lambda: helpers.detail_decoder(helpers.feature_channels(8), 8, 1)),
-    "BatchNormalization": (lambda: BatchNormalization(momentum=0.9, epsilon=1e-5), lambda: (_random(2, 4, 4, 3),),
-                           lambda: helpers.batch_norm(3)),
+    "BasicBlock": (
+        lambda: BasicBlock(16, stride=2, project_shortcut=True),
+        lambda: (_random(1, 8, 8, 8),),
+        lambda: helpers.basic_block(8, 16, project=True),
+    ),
+    "BasicBlock-identity": (
+        lambda: BasicBlock(8),
+        lambda: (_random(1, 8, 8, 8),),
+        lambda: helpers.basic_block(8, 8, project=False),
+    ),
+    "ImplicitDecoder": (
+        lambda: ImplicitDecoder(WIDTHS, point_frequencies=3),
+        lambda: (_random(1, 16), _random(1, 5, 3, seed=1)),
+        lambda: helpers.implicit_decoder(16, WIDTHS, 3),
+    ),
+    "GlobalLocalDecoder": (
+        lambda: GlobalLocalDecoder(WIDTHS),
+        lambda: (_random(1, 16), _random(1, 5, 3, seed=1), _features(), tf.fill([1, 5, 2], 4.0)),
+        lambda: helpers.global_local_decoder(16, sum(helpers.feature_channels(8)), WIDTHS),
+    ),
+    "DetailDecoder": (
+        lambda: DetailDecoder(8, out_channels=1),
+        lambda: (_features(),),
+        lambda: helpers.detail_decoder(helpers.feature_channels(8), 8, 1),
+    ),
+    "BatchNormalization": (
+        lambda: BatchNormalization(momentum=0.9, epsilon=1e-5),
+        lambda: (_random(2, 4, 4, 3),),
+        lambda: helpers.batch_norm(3),
+    ),
 }
 
 
@@ -104,10 +136,20 @@ def test_every_keras_class_of_the_models_package_is_checked():
     import d2im_tf.models.decoders
     import d2im_tf.models.encoder
 
-    modules = [d2im_tf.models.base, d2im_tf.models.batch_norm, d2im_tf.models.camera_net, d2im_tf.models.d2im,
-               d2im_tf.models.decoders, d2im_tf.models.encoder]
-    classes = {cls for module in modules for _, cls in inspect.getmembers(module, inspect.isclass)
-               if issubclass(cls, keras.layers.Layer) and cls.__module__ == module.__name__}
+    modules = [
+        d2im_tf.models.base,
+        d2im_tf.models.batch_norm,
+        d2im_tf.models.camera_net,
+        d2im_tf.models.d2im,
+        d2im_tf.models.decoders,
+        d2im_tf.models.encoder,
+    ]
+    classes = {
+        cls
+        for module in modules
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, keras.layers.Layer) and cls.__module__ == module.__name__
+    }
     checked = {type(make()) for make, _, _ in CASES.values()}
     # DistributableModel is the abstract base of D2IMNet and CameraNet (no layers of its own).
     assert {cls.__name__ for cls in classes - checked} == {"DistributableModel"}

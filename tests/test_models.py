@@ -1,4 +1,5 @@
 """Tests of the SDF network (d2im_tf.models: encoder, decoders, D2IMNet) on analytic synthetic shapes."""
+
 import keras
 import numpy as np
 import pytest
@@ -52,9 +53,7 @@ def render_scene(shape, az, el, dist, norm_center, norm_scale, seed):
     candidates = rng.uniform(-0.5, 0.5, (60000, 3))
     values = shape(candidates)
     bands = [(-0.1, -0.03), (-0.03, 0.0), (0.0, 0.03), (0.03, 0.1)]
-    points = np.concatenate(
-        [candidates[(values >= low) & (values < high)][: NUM_POINTS // 4] for low, high in bands]
-    )
+    points = np.concatenate([candidates[(values >= low) & (values < high)][: NUM_POINTS // 4] for low, high in bands])
     # Sphere tracing from the optical centre through every pixel centre, in the normalised frame.
     centre = -np.linalg.solve(projection[:, :3], projection[:, 3])
     x, y = np.meshgrid(np.arange(IMAGE) + 0.5, np.arange(IMAGE) + 0.5)
@@ -248,11 +247,20 @@ def test_flat_laplacian_option_restricts_the_laplacian_loss_to_the_flat_mask(bat
     flat = model.compute_losses(batch, outputs)["loss_lap"].numpy()
     model.model_config = load_config("configs/tiny.yaml").model
     every = model.compute_losses(batch, outputs)["loss_lap"].numpy()
-    args = (outputs["maps"][..., :1], batch["normal_map"], outputs["uv"], outputs["depth"],
-            norm_scale_from_projection(tf.constant(batch["projection"])), model.focal)
+    args = (
+        outputs["maps"][..., :1],
+        batch["normal_map"],
+        outputs["uv"],
+        outputs["depth"],
+        norm_scale_from_projection(tf.constant(batch["projection"])),
+        model.focal,
+    )
     mask = laplacian_mask(batch["sdf"], outputs["front"], batch["normal_map"], outputs["uv"], flat_sigma=2.0)
-    assert 0 < mask.numpy().sum() < laplacian_mask(batch["sdf"], outputs["front"], batch["normal_map"],
-                                                   outputs["uv"]).numpy().sum()
+    assert (
+        0
+        < mask.numpy().sum()
+        < laplacian_mask(batch["sdf"], outputs["front"], batch["normal_map"], outputs["uv"]).numpy().sum()
+    )
     assert flat == pytest.approx(laplacian_loss(*args, mask, 10.0).numpy(), rel=1e-5)
     assert flat != pytest.approx(every, rel=1e-3)
 
@@ -281,8 +289,9 @@ def test_decode_bounds_hold_the_base_and_the_two_displacements_the_split_chooses
     model = D2IMNet(tiny_config(variant))
     encoding = model.encode(batch["image"], training=False)
     decoded = model.decode(encoding, batch["points"], batch["projection"])
-    base, displacements = (value.numpy() for value in model.decode_bounds(encoding, batch["points"],
-                                                                          batch["projection"]))
+    base, displacements = (
+        value.numpy() for value in model.decode_bounds(encoding, batch["points"], batch["projection"])
+    )
     assert displacements.shape == base.shape + (2,)
     np.testing.assert_allclose(base, decoded["base"].numpy(), atol=1e-6)
     chosen = np.where(decoded["front"].numpy(), displacements[..., 0], displacements[..., 1])
@@ -304,8 +313,10 @@ def test_point_encoding_is_the_fourier_features():
     np.testing.assert_array_equal(np.asarray(encode_points(tf.constant(points), 0)), points)  # L = 0: raw xyz
 
 
-@pytest.mark.parametrize("overrides", [[], ["model.point_frequencies=3", "model.code_norm=batch"],
-                                       ["model.variant=gl", "model.point_frequencies=2"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["model.point_frequencies=3", "model.code_norm=batch"], ["model.variant=gl", "model.point_frequencies=2"]],
+)
 def test_config_round_trip_rebuilds_the_same_function(overrides, batch):
     config = load_config("configs/tiny.yaml", overrides).model
     model = D2IMNet(config, sdf_scale=7.0)

@@ -1,6 +1,7 @@
 """What an installed package holds: every non-Python file of ``d2im_tf`` is package data, the bundled
 model included, so ``d2im reconstruct`` finds its default model after ``pip install .`` (not only in a
 checkout)."""
+
 import glob
 import shutil
 import subprocess
@@ -45,8 +46,11 @@ def test_every_data_file_is_package_data():
     """setuptools globs each package-data pattern in the package folder: together they must match every
     non-Python file (the bundled model's five files, the TF.js client and its npm manifest and lockfile)."""
     files = data_files()
-    assert {"deploy/tfjs_client.mjs", "bundled/d2im_synthetic/1/saved_model.pb",
-            "bundled/d2im_synthetic/1/variables/variables.index"} <= files
+    assert {
+        "deploy/tfjs_client.mjs",
+        "bundled/d2im_synthetic/1/saved_model.pb",
+        "bundled/d2im_synthetic/1/variables/variables.index",
+    } <= files
     matched = {path for pattern in package_data_patterns() for path in glob.glob(pattern, root_dir=PACKAGE)}
     assert files - matched == set()
 
@@ -59,9 +63,23 @@ def test_wheel_holds_the_bundled_model(tmp_path):
     shutil.copytree(PACKAGE, source / "d2im_tf", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                             "--wheel-dir", str(tmp_path / "wheels"), str(source)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path / "wheels"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = (tmp_path / "wheels").glob("d2im_tf-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

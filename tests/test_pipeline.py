@@ -1,4 +1,5 @@
 """Training input pipeline: the weighted sampler against its distribution, and the examples."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -82,9 +83,19 @@ def test_uniform_indices_are_a_uniform_subset():
 # ---------------------------------------------------------------------------------------------
 # The dataset over files written with the layout's writers.
 
+
 def _config(root, *extra):
-    return load_config(None, [f"data.root={root}", f"data.categories=['{TOY_CATEGORY}']", "data.num_points=256",
-                              "model.image_size=32", "data.views=4", *extra])
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            f"data.categories=['{TOY_CATEGORY}']",
+            "data.num_points=256",
+            "model.image_size=32",
+            "data.views=4",
+            *extra,
+        ],
+    )
 
 
 def test_examples_have_the_contract_shapes(toy_root):
@@ -111,9 +122,11 @@ def test_projection_folds_in_the_normalisation(toy_root):
         metadata = fmt.read_metadata(fmt.DatasetLayout(toy_root).metadata_path("03001627", record.shape))
         for row in metadata:
             P_world = camera.projection_matrix(row[0], row[1], row[3], 32)
-            if np.allclose(example["projection"].numpy()[0],
-                           P_world @ np.block([[params[3] * np.eye(3), params[:3, None]], [np.zeros((1, 3)), 1]]),
-                           atol=1e-4):
+            if np.allclose(
+                example["projection"].numpy()[0],
+                P_world @ np.block([[params[3] * np.eye(3), params[:3, None]], [np.zeros((1, 3)), 1]]),
+                atol=1e-4,
+            ):
                 uv_world, _ = camera.project(points * params[3] + params[:3], P_world)
                 uv_norm, _ = camera.project(points, example["projection"].numpy()[0].astype(np.float64))
                 np.testing.assert_allclose(uv_norm, uv_world, atol=1e-3)
@@ -155,6 +168,7 @@ def test_missing_density_is_a_clear_error(toy_root, tmp_path):
     try:
         fmt.write_samples(path, fmt.SdfSamples(original.samples, original.norm_params))
         from d2im_tf.data import pipeline
+
         pipeline._read_samples.cache_clear()
         with pytest.raises(Exception, match="run `d2im preprocess`"):
             for _ in ShapeDataset(_config(toy_root)).dataset(batch_size=1, repeat=False):
@@ -166,23 +180,27 @@ def test_missing_density_is_a_clear_error(toy_root, tmp_path):
 
 def test_far_fraction_mixes_in_far_field_samples(toy_root):
     layout = fmt.DatasetLayout(toy_root)
-    far_sets = {shape: fmt.read_samples(layout.samples_path(TOY_CATEGORY, shape)).far_samples[:, :3]
-                for shape in ("a", "b", "c")}
+    far_sets = {
+        shape: fmt.read_samples(layout.samples_path(TOY_CATEGORY, shape)).far_samples[:, :3]
+        for shape in ("a", "b", "c")
+    }
     data = ShapeDataset(_config(toy_root, "data.far_fraction=0.25"))
     assert data.num_far_points == 64  # of 256
     for batch in data.dataset(batch_size=1).take(4):
         points = batch["points"].numpy()[0]
         near, far = points[:192], points[192:]
         # The last 64 points are distinct members of one shape's far-field set; the others are not.
-        owners = [shape for shape, pool in far_sets.items()
-                  if all(np.any(np.all(pool == point, axis=1)) for point in far)]
+        owners = [
+            shape for shape, pool in far_sets.items() if all(np.any(np.all(pool == point, axis=1)) for point in far)
+        ]
         assert len(owners) == 1 and len(np.unique(far, axis=0)) == 64
         assert not any(np.any(np.all(far_sets[owners[0]] == point, axis=1)) for point in near)
         assert np.abs(near).max() <= 0.5 < np.abs(far).max()  # the near samples lie in [-0.5, 0.5]³
         # Their SDF and gradients are the sphere's, like every other sample.
         np.testing.assert_allclose(batch["sdf"][0], 10 * (np.linalg.norm(points, axis=-1) - 0.3), atol=1e-5)
-        np.testing.assert_allclose(batch["gradients"][0], points / np.linalg.norm(points, axis=-1, keepdims=True),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            batch["gradients"][0], points / np.linalg.norm(points, axis=-1, keepdims=True), atol=1e-5
+        )
         # The weighted half/half split applies to the near samples.
         assert np.sum(batch["sdf"].numpy()[0, :192] < 0) == 96
 
@@ -207,8 +225,7 @@ def test_stratified_draws_take_exact_shares_uniformly_within_each_side():
 
 def test_far_inside_draws_the_far_field_samples_inside_the_shape(toy_root):
     layout = fmt.DatasetLayout(toy_root)
-    pools = {shape: fmt.read_samples(layout.samples_path(TOY_CATEGORY, shape)).far_samples
-             for shape in ("a", "b", "c")}
+    pools = {shape: fmt.read_samples(layout.samples_path(TOY_CATEGORY, shape)).far_samples for shape in ("a", "b", "c")}
     data = ShapeDataset(_config(toy_root, "data.far_fraction=0.25", "data.far_inside=0.25"))
     for batch in data.dataset(batch_size=1).take(4):
         far_sdf = batch["sdf"].numpy()[0, 192:] / 10
@@ -285,15 +302,17 @@ def test_framing_crops_the_image_and_moves_the_projection_with_it(tmp_path):
     sphere_points = trimesh.creation.icosphere(subdivisions=3, radius=0.3).vertices  # normalised frame
     for fraction in (0.0, 0.8):
         batch = next(iter(ShapeDataset(_config(tmp_path, f"data.framing_object_size={fraction}")).dataset(6)))
-        for image, normals, projection in zip(batch["image"].numpy(), batch["normal_map"].numpy(),
-                                              batch["projection"].numpy()):
+        for image, normals, projection in zip(
+            batch["image"].numpy(), batch["normal_map"].numpy(), batch["projection"].numpy()
+        ):
             uv, _ = camera.project(sphere_points[None], projection[None])
             uv = uv.numpy()[0]  # [N, 2]
             pixels = np.floor(uv).astype(int)
             centre = -np.linalg.solve(projection[:, :3], projection[:, 3])  # the camera's optical centre
             rays = sphere_points - centre
-            facing = np.einsum("ij,ij->i", rays / np.linalg.norm(rays, axis=1, keepdims=True),
-                               sphere_points / 0.3) < -0.3  # front points away from the silhouette
+            facing = (
+                np.einsum("ij,ij->i", rays / np.linalg.norm(rays, axis=1, keepdims=True), sphere_points / 0.3) < -0.3
+            )  # front points away from the silhouette
             foreground = image.min(axis=-1) < 0.9
             assert foreground[pixels[facing, 1], pixels[facing, 0]].all()
             # nearest-neighbour resizing of the normal map may shift it by half a pixel

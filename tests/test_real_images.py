@@ -1,5 +1,6 @@
 """Images the project did not make: foreground, re-framing, matting, silhouette scores, camera.json and
 ``d2im evaluate --images`` — each against an analytic case or a known mask."""
+
 import json
 
 import numpy as np
@@ -146,9 +147,27 @@ def test_camera_json_is_the_view_in_the_input_pixels_and_matches_the_mesh(model_
     expected[1] -= (140 - 100) // 2 * expected[2]  # v = v_square − top padding
     for size in ("0.6", "off"):
         out = tmp_path / size
-        assert main(["reconstruct", str(tmp_path / "box.png"), "--model", str(model_dir), "-o", str(out),
-                     "--camera", line, "--resolution", "32", "--object-size", size, "--no-preview",
-                     "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "reconstruct",
+                    str(tmp_path / "box.png"),
+                    "--model",
+                    str(model_dir),
+                    "-o",
+                    str(out),
+                    "--camera",
+                    line,
+                    "--resolution",
+                    "32",
+                    "--object-size",
+                    size,
+                    "--no-preview",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         description = json.loads((out / "box_camera.json").read_text())
         assert description["image_size"] == [140, 100]
         projection = np.array(description["projection"])
@@ -167,13 +186,28 @@ def test_evaluate_images_writes_tables_and_contact_sheet(tiny_export, tmp_path, 
     folder.mkdir()
     for name, top in (("a.png", 8), ("b.jpg", 14)):
         image = np.full((48, 48, 3), 255, np.uint8)
-        image[top:top + 20, 12:36] = [120, 80, 40]
+        image[top : top + 20, 12:36] = [120, 80, 40]
         Image.fromarray(image).save(folder / name)
     (folder / "notes.txt").write_text("not an image")
     model = tiny_export("full", with_camera=True).path
     out = tmp_path / "out"
-    assert main(["evaluate", "--images", str(folder), "--model", str(model), "-o", str(out), "--resolution", "16",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--images",
+                str(folder),
+                "--model",
+                str(model),
+                "-o",
+                str(out),
+                "--resolution",
+                "16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = (out / "silhouette.csv").read_text().splitlines()
     assert rows[0] == "image,iou,outside,missed,object_size" and len(rows) == 4 and rows[3].startswith("mean,")
     values = np.array([[float(x) for x in row.split(",")[1:]] for row in rows[1:]])

@@ -1,6 +1,7 @@
 """The bundled model's recipe runner: the plan of a recipe (run folders, init_from, the export last),
 and end to end on a tiny recipe: a training subprocess SIGKILLed midway, the same command again resumes
 that stage (not from step 0), finishes every stage once and installs the export."""
+
 import json
 import os
 import signal
@@ -22,17 +23,42 @@ ROOT = Path(__file__).resolve().parents[1]
 def _tiny_recipe(tmp_path) -> Path:
     recipe = {
         "config": str(ROOT / "configs" / "tiny.yaml"),
-        "data": {"root": str(tmp_path / "data"),
-                 "args": ["--categories", "03001627", "04379243", "--shapes-per-category", "2", "--views", "4",
-                          "--image-size", "32", "--samples", "1024", "--resolution", "48", "--appearance", "varied",
-                          "--shape-families", "extended"],
-                 "grow": [1]},
+        "data": {
+            "root": str(tmp_path / "data"),
+            "args": [
+                "--categories",
+                "03001627",
+                "04379243",
+                "--shapes-per-category",
+                "2",
+                "--views",
+                "4",
+                "--image-size",
+                "32",
+                "--samples",
+                "1024",
+                "--resolution",
+                "48",
+                "--appearance",
+                "varied",
+                "--shape-families",
+                "extended",
+            ],
+            "grow": [1],
+        },
         "stages": [
             {"name": "camera", "network": "camera", "set": {"train.steps_per_epoch": 2, "camera.epochs": 1}},
-            {"name": "main", "network": "sdf", "set": {"train.steps_per_epoch": 10, "train.epochs": 8,
-                                                       "train.checkpoint_every": 2}},
-            {"name": "average", "network": "sdf", "init_from": "main",
-             "set": {"train.epochs": 1, "train.ema_decay": 0.9, "data.far_inside": 0.5}},
+            {
+                "name": "main",
+                "network": "sdf",
+                "set": {"train.steps_per_epoch": 10, "train.epochs": 8, "train.checkpoint_every": 2},
+            },
+            {
+                "name": "average",
+                "network": "sdf",
+                "init_from": "main",
+                "set": {"train.epochs": 1, "train.ema_decay": 0.9, "data.far_inside": 0.5},
+            },
         ],
         "export": {"out": str(tmp_path / "saved")},
     }
@@ -57,8 +83,13 @@ def test_plan_orders_stages_and_links_init_from(tmp_path):
 
 def _runner(recipe, runs):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.Popen([sys.executable, str(ROOT / "tools" / "train_bundled.py"), "--recipe", str(recipe),
-                             "--runs", str(runs)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "train_bundled.py"), "--recipe", str(recipe), "--runs", str(runs)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow

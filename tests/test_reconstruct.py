@@ -32,8 +32,9 @@ def test_view_row_from_pose_inverts_the_metadata_camera():
     rotation, translation = camera.world_to_camera(200.0, 25.0, 0.8)
     row = view_row_from_pose(rotation, translation)
     np.testing.assert_allclose(row[[0, 1, 3]], [200.0 - 360.0, 25.0, 0.8], atol=1e-9)
-    np.testing.assert_allclose(camera.projection_from_metadata(row, 32), camera.projection_matrix(200.0, 25.0, 0.8, 32),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        camera.projection_from_metadata(row, 32), camera.projection_matrix(200.0, 25.0, 0.8, 32), atol=1e-9
+    )
 
 
 def test_cli_reconstructs_every_readable_image(model_dir, tmp_path, capsys):
@@ -46,12 +47,31 @@ def test_cli_reconstructs_every_readable_image(model_dir, tmp_path, capsys):
     (images / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "out"
     paths = [str(images / name) for name in ("rgba.png", "broken.png", "grey.jpg", "wide.png")]
-    code = main(["reconstruct", *paths, "--model", str(model_dir), "-o", str(out), "--camera", VIEW_LINE,
-                 "--norm-params", "0.1", "0", "0", "0.5", "--resolution", "32", "--no-progress"])
+    code = main(
+        [
+            "reconstruct",
+            *paths,
+            "--model",
+            str(model_dir),
+            "-o",
+            str(out),
+            "--camera",
+            VIEW_LINE,
+            "--norm-params",
+            "0.1",
+            "0",
+            "0",
+            "0.5",
+            "--resolution",
+            "32",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert [line for line in err.splitlines() if "broken.png" in line] == [
-        line for line in err.splitlines() if line.startswith("error:")]
+        line for line in err.splitlines() if line.startswith("error:")
+    ]
     assert "broken.png" in err
     assert "no surface" not in err
     for stem in ("rgba", "grey", "wide"):  # every readable image gives a mesh and a preview
@@ -77,8 +97,27 @@ def test_other_formats_without_preview(model_dir, tmp_path, mesh_format):
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
     out = tmp_path / "out"
-    assert main(["reconstruct", str(image), "--model", str(model_dir), "-o", str(out), "--camera", VIEW_LINE,
-                 "--resolution", "32", "--format", mesh_format, "--no-preview", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(image),
+                "--model",
+                str(model_dir),
+                "-o",
+                str(out),
+                "--camera",
+                VIEW_LINE,
+                "--resolution",
+                "32",
+                "--format",
+                mesh_format,
+                "--no-preview",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(trimesh.load(out / f"a.{mesh_format}", force="mesh").faces) > 0
     assert not (out / "a_preview.png").exists()
 
@@ -89,8 +128,20 @@ def test_an_earlier_result_is_replaced_only_with_overwrite(model_dir, tmp_path, 
     out = tmp_path / "out"
     out.mkdir()
     (out / "a.obj").write_text("# an earlier mesh\n")
-    argv = ["reconstruct", str(image), "--model", str(model_dir), "-o", str(out), "--camera", VIEW_LINE,
-            "--resolution", "32", "--no-preview", "--no-progress"]
+    argv = [
+        "reconstruct",
+        str(image),
+        "--model",
+        str(model_dir),
+        "-o",
+        str(out),
+        "--camera",
+        VIEW_LINE,
+        "--resolution",
+        "32",
+        "--no-preview",
+        "--no-progress",
+    ]
     assert main(argv) == 2
     assert "a.obj: already exists" in capsys.readouterr().err
     assert (out / "a.obj").read_text() == "# an earlier mesh\n"
@@ -113,8 +164,26 @@ def test_cavities_are_filled_unless_kept(model_dir, tmp_path, monkeypatch, flags
     monkeypatch.setattr(reconstruct_module, "extract_fused_mesh", recording)
     image = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(image)
-    assert main(["reconstruct", str(image), "--model", str(model_dir), "-o", str(tmp_path / "out"), "--camera",
-                 VIEW_LINE, "--resolution", "32", "--no-preview", "--no-progress", *flags]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(image),
+                "--model",
+                str(model_dir),
+                "-o",
+                str(tmp_path / "out"),
+                "--camera",
+                VIEW_LINE,
+                "--resolution",
+                "32",
+                "--no-preview",
+                "--no-progress",
+                *flags,
+            ]
+        )
+        == 0
+    )
     assert seen == [fill]
 
 
@@ -159,14 +228,43 @@ def test_cli_warns_about_a_photo_like_input_only_without_matting(model_dir, tmp_
     render[20:44, 20:44] = 90
     Image.fromarray(photo).save(tmp_path / "photo.jpg")
     Image.fromarray(render).save(tmp_path / "render.png")
-    code = main(["reconstruct", str(tmp_path / "photo.jpg"), str(tmp_path / "render.png"), "--model", str(model_dir),
-                 "-o", str(tmp_path / "out"), "--camera", VIEW_LINE, "--resolution", "32", "--no-preview",
-                 "--no-progress", "--no-matting"])
+    code = main(
+        [
+            "reconstruct",
+            str(tmp_path / "photo.jpg"),
+            str(tmp_path / "render.png"),
+            "--model",
+            str(model_dir),
+            "-o",
+            str(tmp_path / "out"),
+            "--camera",
+            VIEW_LINE,
+            "--resolution",
+            "32",
+            "--no-preview",
+            "--no-progress",
+            "--no-matting",
+        ]
+    )
     assert code == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "white background" in line]
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {tmp_path / 'photo.jpg'}: only "), warnings
-    code = main(["reconstruct", str(tmp_path / "photo.jpg"), "--model", str(model_dir), "-o", str(tmp_path / "matted"),
-                 "--camera", VIEW_LINE, "--resolution", "32", "--no-preview", "--no-progress"])
+    code = main(
+        [
+            "reconstruct",
+            str(tmp_path / "photo.jpg"),
+            "--model",
+            str(model_dir),
+            "-o",
+            str(tmp_path / "matted"),
+            "--camera",
+            VIEW_LINE,
+            "--resolution",
+            "32",
+            "--no-preview",
+            "--no-progress",
+        ]
+    )
     assert code == 0  # matted onto white: no warning
     assert not [line for line in capsys.readouterr().err.splitlines() if "white background" in line]
 

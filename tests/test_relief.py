@@ -1,4 +1,5 @@
 """The relief-recovery measure on analytic normal maps: a plane with a Gaussian bump, seen head-on."""
+
 import numpy as np
 import pytest
 

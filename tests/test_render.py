@@ -1,5 +1,6 @@
 """Renderer: pixel convention, depth, normals and silhouettes against independent computations
 (analytic views of a box; ``camera.project`` of mesh vertices; trimesh closest faces)."""
+
 import numpy as np
 import pytest
 import trimesh
@@ -73,8 +74,12 @@ def _inverse_depth_at(depth, mask, uv):
     corner = np.floor(uv - 0.5).astype(int)  # [N, 2] pixel of the upper-left centre
     t = uv - 0.5 - corner
     total, valid = 0.0, True
-    for du, dv, w in ((0, 0, (1 - t[:, 0]) * (1 - t[:, 1])), (1, 0, t[:, 0] * (1 - t[:, 1])),
-                      (0, 1, (1 - t[:, 0]) * t[:, 1]), (1, 1, t[:, 0] * t[:, 1])):
+    for du, dv, w in (
+        (0, 0, (1 - t[:, 0]) * (1 - t[:, 1])),
+        (1, 0, t[:, 0] * (1 - t[:, 1])),
+        (0, 1, (1 - t[:, 0]) * t[:, 1]),
+        (1, 1, t[:, 0] * t[:, 1]),
+    ):
         u, v = corner[:, 0] + du, corner[:, 1] + dv
         valid = valid & mask[v, u]
         total = total + w / np.where(mask[v, u], depth[v, u], 1.0)
@@ -99,8 +104,14 @@ def test_vertices_project_onto_the_mask_and_match_the_depth_map(rendered):
         assert visible.mean() > 0.2
         assert np.all(mask[v[visible], u[visible]] | (np.abs(uv[visible] - pixel[visible] - 0.5).max(axis=1) > 0.4))
         # Nothing is missing in front of a vertex: no vertex is nearer than the surface drawn around it.
-        neighbourhood = np.min([np.roll(np.roll(np.where(mask, depth, np.inf), dv, 0), du, 1)[v, u]
-                                for du in (-1, 0, 1) for dv in (-1, 0, 1)], axis=0)
+        neighbourhood = np.min(
+            [
+                np.roll(np.roll(np.where(mask, depth, np.inf), dv, 0), du, 1)[v, u]
+                for du in (-1, 0, 1)
+                for dv in (-1, 0, 1)
+            ],
+            axis=0,
+        )
         assert np.mean(z < neighbourhood - 1e-3) < 0.01  # only sub-pixel thin parts may slip between rays
 
 

@@ -1,5 +1,6 @@
 """The pinned install: constraints.txt pins every requirement and every dependency of the pinned set
 to one version that satisfies all of them, and this environment (made by ``make``) is that set."""
+
 import re
 from importlib import metadata
 
@@ -40,8 +41,9 @@ def test_every_requirement_is_pinned_within_its_range():
     for requirement in project_requirements():
         name = canonicalize_name(requirement.name)
         assert name in pinned, f"{requirement} has no pin in constraints.txt"
-        assert requirement.specifier.contains(pinned[name], prereleases=True), \
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (
             f"constraints.txt pins {name}=={pinned[name]}, outside {requirement}"
+        )
 
 
 def test_the_pinned_set_is_closed_and_consistent():
@@ -56,8 +58,9 @@ def test_the_pinned_set_is_closed_and_consistent():
                 continue  # another platform's, or an optional extra's
             dependency = canonicalize_name(requirement.name)
             assert dependency in pinned, f"{name} needs {requirement}, which constraints.txt does not pin"
-            assert requirement.specifier.contains(pinned[dependency], prereleases=True), \
+            assert requirement.specifier.contains(pinned[dependency], prereleases=True), (
                 f"{name} needs {requirement}, constraints.txt pins {pinned[dependency]}"
+            )
 
 
 def test_this_environment_is_the_pinned_one():
@@ -72,7 +75,10 @@ def test_package_data_covers_every_non_python_file():
     settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     package = ROOT / "d2im_tf"
     listed = {path for pattern in settings["package-data"]["d2im_tf"] for path in package.glob(pattern)}
-    present = {path for path in package.rglob("*")
-               if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts}
+    present = {
+        path
+        for path in package.rglob("*")
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+    }
     assert present, "no data files found"
     assert present <= listed, sorted(str(path.relative_to(ROOT)) for path in present - listed)

@@ -3,6 +3,7 @@ lists every signature of the export, ``saved_model_cli run`` in a clean process 
 ``tf.saved_model.load`` for the two that clients call (``serving_default``, ``sdf_predicted_camera``)
 and for ``fuse``, the one with the most inputs, and a ``PredictRequest`` of ``tensorflow-serving-api``
 for ``serving_default`` (what the gRPC example of docs/deployment.md sends) carries the inputs the signature takes."""
+
 import json
 import subprocess
 import sys
@@ -23,8 +24,9 @@ def signature_inputs(loaded, name: str, image, points, projection) -> dict:
         encoded = loaded.signatures["encode"](image=tf.constant(image))
         available.update({key: value.numpy() for key, value in encoded.items()})
     if name == "fuse":
-        bounds = loaded.signatures["decode_bounds"](**{key: tf.constant(value) for key, value in available.items()
-                                                       if key != "image"})
+        bounds = loaded.signatures["decode_bounds"](
+            **{key: tf.constant(value) for key, value in available.items() if key != "image"}
+        )
         available.update({key: value.numpy() for key, value in bounds.items()})
     return {key: available[key] for key in loaded.signatures[name].structured_input_signature[1]}
 
@@ -36,8 +38,9 @@ def exported(tiny_export):
 
 @pytest.mark.slow
 def test_saved_model_cli_shows_every_signature_and_runs_three(exported, tmp_path):
-    shown = subprocess.run([*SAVED_MODEL_CLI, "show", "--all", "--dir", str(exported)], capture_output=True, text=True,
-                           timeout=300)
+    shown = subprocess.run(
+        [*SAVED_MODEL_CLI, "show", "--all", "--dir", str(exported)], capture_output=True, text=True, timeout=300
+    )
     assert shown.returncode == 0, shown.stderr[-2000:]
     signatures = ["serving_default", "encode", "decode", "decode_bounds", "fuse", "camera", "sdf_predicted_camera"]
     for name in signatures:
@@ -52,9 +55,25 @@ def test_saved_model_cli_shows_every_signature_and_runs_three(exported, tmp_path
             np.save(tmp_path / f"{name}_{key}.npy", value)
             files.append(f"{key}={tmp_path / f'{name}_{key}.npy'}")
         outdir = tmp_path / f"out_{name}"
-        run = subprocess.run([*SAVED_MODEL_CLI, "run", "--dir", str(exported), "--tag_set", "serve",
-                              "--signature_def", name, "--inputs", ";".join(files), "--outdir", str(outdir)],
-                             capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [
+                *SAVED_MODEL_CLI,
+                "run",
+                "--dir",
+                str(exported),
+                "--tag_set",
+                "serve",
+                "--signature_def",
+                name,
+                "--inputs",
+                ";".join(files),
+                "--outdir",
+                str(outdir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         expected = loaded.signatures[name](**{key: tf.constant(value) for key, value in inputs.items()})
         assert {path.stem for path in outdir.glob("*.npy")} == set(expected)
@@ -80,8 +99,12 @@ def test_predict_request_for_serving_default(exported):
         np.testing.assert_array_equal(tf.make_ndarray(decoded.inputs[key]), value)
     assert list(decoded.inputs["image"].tensor_shape.dim[i].size for i in range(4)) == [1, 32, 32, 3]
     # REST: {"signature_name": ..., "inputs": {name: nested lists}} (the columnar format)
-    body = json.loads(json.dumps({"signature_name": "serving_default",
-                                  "inputs": {key: value.tolist() for key, value in inputs.items()}}))
-    outputs = loaded.signatures["serving_default"](**{key: tf.constant(value, tf.float32)
-                                                      for key, value in body["inputs"].items()})
+    body = json.loads(
+        json.dumps(
+            {"signature_name": "serving_default", "inputs": {key: value.tolist() for key, value in inputs.items()}}
+        )
+    )
+    outputs = loaded.signatures["serving_default"](
+        **{key: tf.constant(value, tf.float32) for key, value in body["inputs"].items()}
+    )
     assert outputs["sdf"].shape == (1, 100)

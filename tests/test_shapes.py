@@ -1,4 +1,5 @@
 """Procedural shapes: watertight, oriented, framed, deterministic, varied; relief bounded."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,11 @@ RESOLUTION = 96  # coarse grids keep the tests fast; the topology checks do not 
 
 @pytest.fixture(scope="module")
 def meshes():
-    return {(c, i): shapes.generate_mesh(c, np.random.default_rng([5, int(c), i]), RESOLUTION)
-            for c in shapes.FAMILIES for i in range(3)}
+    return {
+        (c, i): shapes.generate_mesh(c, np.random.default_rng([5, int(c), i]), RESOLUTION)
+        for c in shapes.FAMILIES
+        for i in range(3)
+    }
 
 
 def test_at_least_four_shapenet_categories():

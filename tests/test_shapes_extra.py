@@ -2,6 +2,7 @@
 its parameters ask for (legs and spokes counted as connected components of a horizontal slice, a round
 top's outline at constant radius, an oval's axis ratio), and the pipeline's SDF sign agrees with
 trimesh's ray-parity ``contains``."""
+
 import numpy as np
 import pytest
 

@@ -4,6 +4,7 @@ The main fixture is a real ``torch.save`` file in the authors' checkpoint format
 (``fixtures/reference/tiny_checkpoint.pt.tar``: the D²IM-Net tensors of ≤ 512 elements under the
 parity formula, ``image_encoder.bn1.num_batches_tracked = 7``, epoch 3, bestloss 0.125).
 """
+
 import os
 import pickle
 import pickletools
@@ -74,12 +75,14 @@ def legacy_copy(path, target, counts: dict | None = None):
     with zipfile.ZipFile(path) as archive:
         prefix = next(n for n in archive.namelist() if n.endswith("/data.pkl"))[: -len("data.pkl")]
         data_pickle = archive.read(f"{prefix}data.pkl")
-        keys = sorted((n[len(prefix) + len("data/"):] for n in archive.namelist() if n.startswith(f"{prefix}data/")),
-                      key=int)
+        keys = sorted(
+            (n[len(prefix) + len("data/") :] for n in archive.namelist() if n.startswith(f"{prefix}data/")), key=int
+        )
         storages = [archive.read(f"{prefix}data/{key}") for key in keys]
     itemsizes = storage_itemsizes(data_pickle)
-    write_legacy(target, data_pickle, {key: (len(raw) // itemsizes[key], raw) for key, raw in zip(keys, storages)},
-                 counts)
+    write_legacy(
+        target, data_pickle, {key: (len(raw) // itemsizes[key], raw) for key, raw in zip(keys, storages)}, counts
+    )
 
 
 def write_legacy(target, data_pickle: bytes, storages: dict, counts: dict | None = None):
@@ -119,9 +122,15 @@ def test_refuses_any_other_global_without_running_it(tmp_path):
 def test_round_trip_of_the_test_writer(tmp_path):
     """The writer the import tests use produces what the reader gives back (dtypes, shapes, nesting)."""
     rng = np.random.default_rng(0)
-    obj = {"epoch": 5, "state_dict": {"a.weight": rng.normal(size=(4, 3, 2, 2)).astype(np.float32),
-                                      "a.bias": rng.normal(size=4).astype(np.float32),
-                                      "n": np.array(9, np.int64), "d": rng.normal(size=(2, 2))}}
+    obj = {
+        "epoch": 5,
+        "state_dict": {
+            "a.weight": rng.normal(size=(4, 3, 2, 2)).astype(np.float32),
+            "a.bias": rng.normal(size=4).astype(np.float32),
+            "n": np.array(9, np.int64),
+            "d": rng.normal(size=(2, 2)),
+        },
+    }
     write_torch_zip(tmp_path / "x.pth", obj)
     loaded = load_checkpoint(tmp_path / "x.pth")
     assert loaded["epoch"] == 5
@@ -182,8 +191,13 @@ def read_bounded(path, limits=None) -> tuple[int, str]:
     """(exit code, output) of reading ``path`` within the limits an import of the authors' D²IM-Net uses."""
     limits = checkpoint_limits(D2IM_VALUES, D2IM_VARIABLES) if limits is None else limits
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", BOUNDED_READ, str(path), *map(str, limits)], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", BOUNDED_READ, str(path), *map(str, limits)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return result.returncode, (result.stdout + result.stderr).strip()
 
 
@@ -276,6 +290,9 @@ def test_pickle_nesting_and_self_reference_are_one_line(tmp_path, form):
 def test_a_truncated_zip_checkpoint_says_so(tmp_path):
     path = tmp_path / "cut.pt.tar"
     path.write_bytes(TINY.read_bytes()[: TINY.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=r"cut\.pt\.tar: a zip archive without its directory at the end "
-                                              r"\(truncated\?\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cut\.pt\.tar: a zip archive without its directory at the end "
+        r"\(truncated\?\)",
+    ):
         load_checkpoint(path)

@@ -1,4 +1,5 @@
 """Training runs: data-parallel replicas and workers agree, SIGKILL + resume, NaN guard, export."""
+
 import json
 import os
 import signal
@@ -41,9 +42,24 @@ def test_mirrored_strategy_on_two_cpu_devices(toy_root, tmp_path):
     and it is what the run's checkpoint restores."""
     from d2im_tf.training.run import load_model
 
-    result = subprocess.run([sys.executable, str(WORKER), str(toy_root), str(tmp_path / "run"),
-                             str(tmp_path / "w.npz"), "--devices", "2", "--set", "train.ema_decay=0.5"], cwd=ROOT,
-                            env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(WORKER),
+            str(toy_root),
+            str(tmp_path / "run"),
+            str(tmp_path / "w.npz"),
+            "--devices",
+            "2",
+            "--set",
+            "train.ema_decay=0.5",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     count, weights = _replica_weights(tmp_path / "w.npz")
     assert count == 2
@@ -93,9 +109,16 @@ def _run_two_workers(toy_root, out):
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        processes.append(subprocess.Popen(
-            [sys.executable, str(WORKER), str(toy_root), str(out / "run"), str(out / f"w{index}.npz")],
-            cwd=ROOT, env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), str(toy_root), str(out / "run"), str(out / f"w{index}.npz")],
+                cwd=ROOT,
+                env=_env(TF_CONFIG=tf_config),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return [(process, process.communicate(timeout=600)[1]) for process in processes]
 
 
@@ -121,17 +144,36 @@ def test_multi_worker_strategy_two_processes(toy_root, tmp_path):
 
 
 def _train_command(toy_root, out, *extra):
-    return [sys.executable, "-m", "d2im_tf.cli", "train", "--config", "configs/tiny.yaml",
-            "--set", f"data.root={toy_root}", "--set", f"data.categories=['{TOY_CATEGORY}']",
-            "--set", f"train.out_dir={out}", "--set", "train.checkpoint_every=2", "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "d2im_tf.cli",
+        "train",
+        "--config",
+        "configs/tiny.yaml",
+        "--set",
+        f"data.root={toy_root}",
+        "--set",
+        f"data.categories=['{TOY_CATEGORY}']",
+        "--set",
+        f"train.out_dir={out}",
+        "--set",
+        "train.checkpoint_every=2",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _logged_steps(log_dir):
     """{event file: steps at which train/loss was logged}; each run of the writer has its own file."""
     steps = {}
     for event_file in sorted(Path(log_dir).glob("events.out.tfevents.*")):
-        steps[event_file.name] = [event.step for event in tf.compat.v1.train.summary_iterator(str(event_file))
-                                  for value in event.summary.value if value.tag == "train/loss"]
+        steps[event_file.name] = [
+            event.step
+            for event in tf.compat.v1.train.summary_iterator(str(event_file))
+            for value in event.summary.value
+            if value.tag == "train/loss"
+        ]
     return steps
 
 
@@ -145,10 +187,22 @@ def test_sigkill_then_resume_a_run_started_from_given_weights(toy_root, model_di
 
     source = model_dir.parent / "run"
     out = tmp_path / "run"
-    long_run = ["--set", "train.epochs=50", "--set", "train.steps_per_epoch=4", "--no-export",
-                "--set", "train.learning_rate=1e-12"]
-    process = subprocess.Popen(_train_command(toy_root, out, "--set", f"train.init_from={source}", *long_run),
-                               cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    long_run = [
+        "--set",
+        "train.epochs=50",
+        "--set",
+        "train.steps_per_epoch=4",
+        "--no-export",
+        "--set",
+        "train.learning_rate=1e-12",
+    ]
+    process = subprocess.Popen(
+        _train_command(toy_root, out, "--set", f"train.init_from={source}", *long_run),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (out / "checkpoints" / "ckpt-6.index").exists():
         assert process.poll() is None, "training ended before it could be killed"
@@ -162,10 +216,25 @@ def test_sigkill_then_resume_a_run_started_from_given_weights(toy_root, model_di
     before = _logged_steps(out / "logs")
     assert [steps[0] for steps in before.values()] == [1]
 
-    short = ["--set", f"train.epochs={step // 4 + 2}", "--set", "train.steps_per_epoch=4", "--no-export",
-             "--set", "train.learning_rate=1e-12", "--set", f"train.init_from={tmp_path / 'deleted'}"]
-    result = subprocess.run(_train_command(toy_root, out, "--resume", *short), cwd=ROOT, env=_env(),
-                            capture_output=True, text=True, timeout=600)
+    short = [
+        "--set",
+        f"train.epochs={step // 4 + 2}",
+        "--set",
+        "train.steps_per_epoch=4",
+        "--no-export",
+        "--set",
+        "train.learning_rate=1e-12",
+        "--set",
+        f"train.init_from={tmp_path / 'deleted'}",
+    ]
+    result = subprocess.run(
+        _train_command(toy_root, out, "--resume", *short),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     final = (step // 4 + 2) * 4
     assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith(f"ckpt-{final}")
@@ -183,8 +252,9 @@ def test_sigkill_then_resume_a_run_started_from_given_weights(toy_root, model_di
     (resumed,) = [steps for name, steps in _logged_steps(out / "logs").items() if name not in before]
     assert resumed == list(range(step + 1, final + 1))
     # Without --resume an existing run is refused, with a one-line error and exit code 2.
-    refused = subprocess.run(_train_command(toy_root, out, "--no-export"), cwd=ROOT, env=_env(),
-                             capture_output=True, text=True, timeout=600)
+    refused = subprocess.run(
+        _train_command(toy_root, out, "--no-export"), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert refused.returncode == 2 and "pass --resume" in refused.stderr
 
 
@@ -235,20 +305,25 @@ def test_a_full_disk_stops_training_cleanly_and_the_run_resumes(tmp_path):
     resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, hard))
     try:
         with pytest.raises(TrainingStopped) as stopped:
-            run_training(model, dataset, RunSchedule(2, 2, 2, checkpoint_every=2), tmp_path, resume=True,
-                         progress=False)
+            run_training(
+                model, dataset, RunSchedule(2, 2, 2, checkpoint_every=2), tmp_path, resume=True, progress=False
+            )
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
-    assert str(stopped.value) == (f"{checkpoints / 'ckpt-4'}: cannot write (File too large); training stopped; "
-                                  f"resume from {checkpoints / 'ckpt-2'} with --resume once there is room")
+    assert str(stopped.value) == (
+        f"{checkpoints / 'ckpt-4'}: cannot write (File too large); training stopped; "
+        f"resume from {checkpoints / 'ckpt-2'} with --resume once there is room"
+    )
     assert not list(checkpoints.glob("*_temp*"))
     assert tf.train.latest_checkpoint(str(checkpoints)).endswith("ckpt-2")
     resumed = keras.Sequential([keras.Input((256,)), keras.layers.Dense(1024)])
     resumed.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     resumed.optimizer.build(resumed.trainable_variables)
-    assert run_training(resumed, dataset, RunSchedule(2, 2, 2, checkpoint_every=2), tmp_path, resume=True,
-                        progress=False) == 4
+    assert (
+        run_training(resumed, dataset, RunSchedule(2, 2, 2, checkpoint_every=2), tmp_path, resume=True, progress=False)
+        == 4
+    )
     assert tf.train.latest_checkpoint(str(checkpoints)).endswith("ckpt-4")
 
 
@@ -281,8 +356,9 @@ def test_saved_model_runs_without_the_package(model_dir, tmp_path):
         f"np.save({str(tmp_path / 'served.npy')!r}, out['sdf'].numpy())\n"
         "assert not any(name.startswith('d2im_tf') for name in sys.modules)\n"
     )
-    served = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_env(), capture_output=True,
-                            text=True, timeout=300)
+    served = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert served.returncode == 0, served.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "served.npy"), expected, atol=1e-5)
 
@@ -293,8 +369,9 @@ def test_learning_rate_schedule_warms_up_and_decays():
 
     constant = load_config("configs/tiny.yaml", ["train.learning_rate=2e-3"])
     assert learning_rate(constant, 1000) == pytest.approx(2e-3)  # the paper: a constant rate
-    cosine = load_config("configs/tiny.yaml", ["train.learning_rate=2e-3", "train.lr_schedule=cosine",
-                                               "train.warmup_steps=100"])
+    cosine = load_config(
+        "configs/tiny.yaml", ["train.learning_rate=2e-3", "train.lr_schedule=cosine", "train.warmup_steps=100"]
+    )
     schedule = learning_rate(cosine, 1100)
     rate = {step: float(schedule(step)) for step in (0, 50, 100, 600, 1100)}
     assert rate[0] == pytest.approx(2e-3 * FINAL_LR_FRACTION)
@@ -321,8 +398,9 @@ def test_initial_weights_come_from_a_saved_model_or_a_run_folder(model_dir, tiny
     both = exported.path
     sdf_only = model_dir  # the session's tiny export, without a camera network
     run = tmp_path / "camera_run"
-    tf.train.CheckpointManager(training_checkpoint(trained["camera"], with_optimizer=False), str(checkpoint_dir(run)),
-                               1).save()
+    tf.train.CheckpointManager(
+        training_checkpoint(trained["camera"], with_optimizer=False), str(checkpoint_dir(run)), 1
+    ).save()
     save_run_config(load_config(ROOT / "configs" / "tiny.yaml"), run)
 
     models = dict(zip(("sdf", "camera"), tiny_networks("full", "none", with_camera=True, seed=2)))

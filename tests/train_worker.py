@@ -3,6 +3,7 @@
 Usage: python train_worker.py DATA_ROOT OUT_DIR WEIGHTS.npz [--devices N] [--set KEY=VALUE ...]. Under
 TF_CONFIG this is one worker of a MultiWorkerMirroredStrategy run.
 """
+
 import argparse
 import os
 
@@ -25,9 +26,18 @@ def main():
     from d2im_tf.config import load_config
     from d2im_tf.training.run import train
 
-    config = load_config("configs/tiny.yaml", [f"data.root={args.root}", "data.categories=['03001627']",
-                                               f"train.out_dir={args.out}", "train.epochs=1",
-                                               "train.steps_per_epoch=3", "train.batch_size=2", *args.set])
+    config = load_config(
+        "configs/tiny.yaml",
+        [
+            f"data.root={args.root}",
+            "data.categories=['03001627']",
+            f"train.out_dir={args.out}",
+            "train.epochs=1",
+            "train.steps_per_epoch=3",
+            "train.batch_size=2",
+            *args.set,
+        ],
+    )
     model = train(config, "sdf", strategy, progress=False)
     replicas = {}
     # Trainable weights are mirrored and must agree everywhere. BatchNorm's moving statistics are

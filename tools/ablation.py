@@ -12,6 +12,7 @@ Training and evaluation run as ``d2im`` subprocesses: each variant gets a fresh 
 command lines printed are the ones to rerun by hand. Folder layout: :mod:`d2im_tf.evaluation.ablation`.
 Meshes are extracted as the paper does, enclosed cavities kept (``--keep-cavities``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,11 +44,25 @@ def train(args) -> None:
     for variant in args.variants:
         if any(ablation.export_dir(args.out, variant).glob("*/saved_model.pb")):
             continue
-        d2im(["train", "--config", args.config, "--set", f"model.variant={variant}",
-              "--set", f"train.epochs={args.epochs}", "--set", f"train.out_dir={ablation.run_dir(args.out, variant)}",
-              "--export", str(ablation.export_dir(args.out, variant)), "--no-progress", "--resume",
-              *[part for override in args.overrides for part in ("--set", override)]],
-             Path(args.out) / f"{variant}.train.log")
+        d2im(
+            [
+                "train",
+                "--config",
+                args.config,
+                "--set",
+                f"model.variant={variant}",
+                "--set",
+                f"train.epochs={args.epochs}",
+                "--set",
+                f"train.out_dir={ablation.run_dir(args.out, variant)}",
+                "--export",
+                str(ablation.export_dir(args.out, variant)),
+                "--no-progress",
+                "--resume",
+                *[part for override in args.overrides for part in ("--set", override)],
+            ],
+            Path(args.out) / f"{variant}.train.log",
+        )
 
 
 def evaluate(args) -> None:
@@ -55,11 +70,24 @@ def evaluate(args) -> None:
         out = ablation.eval_dir(args.out, variant, args.eval_name)
         if (out / "per_shape.csv").exists():
             continue
-        d2im(["evaluate", "--model", str(ablation.export_dir(args.out, variant)), "--data", str(args.data),
-              "--resolution", str(args.resolution), "-o", str(out), "--no-progress", "--keep-cavities"]
-             + (["--max-shapes", str(args.max_shapes)] if args.max_shapes else [])
-             + (["--categories", *args.categories] if args.categories else []),
-             Path(args.out) / f"{variant}.{args.eval_name}.log")
+        d2im(
+            [
+                "evaluate",
+                "--model",
+                str(ablation.export_dir(args.out, variant)),
+                "--data",
+                str(args.data),
+                "--resolution",
+                str(args.resolution),
+                "-o",
+                str(out),
+                "--no-progress",
+                "--keep-cavities",
+            ]
+            + (["--max-shapes", str(args.max_shapes)] if args.max_shapes else [])
+            + (["--categories", *args.categories] if args.categories else []),
+            Path(args.out) / f"{variant}.{args.eval_name}.log",
+        )
 
 
 def table(args) -> None:
@@ -78,8 +106,11 @@ def figure(args) -> None:
     from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
     layout = DatasetLayout(args.data)
-    pairs = [pair for pair in split_pairs(layout, "test") if pair[1] in args.shapes] if args.shapes \
+    pairs = (
+        [pair for pair in split_pairs(layout, "test") if pair[1] in args.shapes]
+        if args.shapes
         else split_pairs(layout, "test", max_shapes=1)
+    )
     if not pairs:
         sys.exit(f"error: --shapes {' '.join(args.shapes)}: none of them is in {args.data}'s test split")
     cases = [EvaluationCase.load(layout, category, shape) for category, shape in pairs]
@@ -97,8 +128,12 @@ def figure(args) -> None:
             titles.append(title)
     for variant in args.variants:
         print(f"figure: reconstructing {len(cases)} inputs with {variant}", flush=True)
-        reconstructor = Reconstructor(ablation.export_dir(args.out, variant), resolution=args.figure_resolution,
-                                      fill_cavities=False, object_size=None)  # the renders as the paper reads them
+        reconstructor = Reconstructor(
+            ablation.export_dir(args.out, variant),
+            resolution=args.figure_resolution,
+            fill_cavities=False,
+            object_size=None,
+        )  # the renders as the paper reads them
         for index, case in enumerate(cases):
             mesh = reconstructor.reconstruct(case.pixels, case.view_row, case.norm_params).mesh  # world frame
             for row in (2 * index, 2 * index + 1):
@@ -116,8 +151,11 @@ STAGES = {"train": train, "evaluate": evaluate, "table": table, "figure": figure
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=[*STAGES, "all"])
-    add_config_arguments(parser, "training config of every variant, default %(default)s; the --set overrides "
-                                 "go to every variant's d2im train", default="configs/study.yaml")
+    add_config_arguments(
+        parser,
+        "training config of every variant, default %(default)s; the --set overrides go to every variant's d2im train",
+        default="configs/study.yaml",
+    )
     parser.add_argument("--epochs", type=int, default=40, help="training budget of every variant")
     parser.add_argument("--data", type=Path, default=Path("data/study"), help="dataset with the test split")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"), help="ablation folder")
@@ -125,13 +163,22 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, default=64, help="marching-cubes grid of the evaluation")
     parser.add_argument("--max-shapes", type=int, default=None, help="evaluate at most N shapes per category")
     parser.add_argument("--categories", nargs="+", default=None, help="evaluate these categories (default all)")
-    parser.add_argument("--eval-name", default="eval",
-                        help="evaluation folder under each variant's run, and table_<name>.md (default eval)")
-    parser.add_argument("--extra-eval", action="append", default=[], metavar="TITLE=DIR",
-                        help="table: another model's d2im evaluate folder as a row of its own (repeatable)")
+    parser.add_argument(
+        "--eval-name",
+        default="eval",
+        help="evaluation folder under each variant's run, and table_<name>.md (default eval)",
+    )
+    parser.add_argument(
+        "--extra-eval",
+        action="append",
+        default=[],
+        metavar="TITLE=DIR",
+        help="table: another model's d2im evaluate folder as a row of its own (repeatable)",
+    )
     parser.add_argument("--figure", type=Path, default=Path("docs/images/ablation.png"), help="figure path")
-    parser.add_argument("--shapes", nargs="+", default=None,
-                        help="test shape ids for the figure (default: the first of each category)")
+    parser.add_argument(
+        "--shapes", nargs="+", default=None, help="test shape ids for the figure (default: the first of each category)"
+    )
     parser.add_argument("--size", type=int, default=160, help="figure panel size in pixels")
     parser.add_argument("--figure-resolution", type=int, default=128, help="marching-cubes grid of the figure")
     args = parser.parse_args(argv)

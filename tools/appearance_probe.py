@@ -9,6 +9,7 @@ materials and saturated colours go, the shading stays. ``flat`` fills the foregr
 (0.7): only the outline stays. The foreground is :func:`d2im_tf.inference.matting.matte`'s; the
 background becomes white. Writes PNGs (RGBA, the foreground as alpha) named as the inputs.
 """
+
 from __future__ import annotations
 
 import argparse

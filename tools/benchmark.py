@@ -13,6 +13,7 @@ against which same-run baseline):
 
 Wall-clock seconds: on a shared machine only the ratios within one run mean much.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Reads ``examples/*.png``, predicts each camera with the bundled camera network, 
 and a preview PNG per image to ``demo_out/`` — the same ``d2im reconstruct`` a user runs on their
 own images (its default ``--model`` is the bundled one, :data:`d2im_tf.bundled.BUNDLED_MODEL`).
 """
+
 import sys
 from pathlib import Path
 

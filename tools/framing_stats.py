@@ -10,6 +10,7 @@ category (same meshes, colours and views), without writing the dataset. The medi
 sizes is the default object size the reconstruction normalises inputs to
 (:data:`d2im_tf.inference.reconstruct.TRAINING_OBJECT_SIZE`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,10 @@ def synthetic_masks(count: int, views: int, image_size: int, seed: int, categori
 def describe(name: str, sizes, offsets) -> str:
     sizes, offsets = np.asarray(sizes), np.asarray(offsets)
     q = np.percentile(sizes, [0, 10, 50, 90, 100])
-    return (f"{name:32s} n={len(sizes):4d}  size min {q[0]:.2f} p10 {q[1]:.2f} median {q[2]:.2f} "
-            f"p90 {q[3]:.2f} max {q[4]:.2f}   offset median {np.median(offsets):.3f} max {offsets.max():.3f}")
+    return (
+        f"{name:32s} n={len(sizes):4d}  size min {q[0]:.2f} p10 {q[1]:.2f} median {q[2]:.2f} "
+        f"p90 {q[3]:.2f} max {q[4]:.2f}   offset median {np.median(offsets):.3f} max {offsets.max():.3f}"
+    )
 
 
 def main(argv=None) -> int:
@@ -58,15 +61,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.synthetic:
         per_category: dict[str, tuple[list, list]] = {}
-        for category, mask in synthetic_masks(args.synthetic, args.views, args.image_size, args.seed,
-                                              args.categories):
+        for category, mask in synthetic_masks(args.synthetic, args.views, args.image_size, args.seed, args.categories):
             sizes, offsets = per_category.setdefault(category, ([], []))
             sizes.append(framing.object_size(mask))
             offsets.append(framing.object_offset(mask))
         for category, (sizes, offsets) in per_category.items():
             print(describe(f"synthetic {category}", sizes, offsets))
-        print(describe("synthetic (all)", [s for v in per_category.values() for s in v[0]],
-                       [o for v in per_category.values() for o in v[1]]))
+        print(
+            describe(
+                "synthetic (all)",
+                [s for v in per_category.values() for s in v[0]],
+                [o for v in per_category.values() for o in v[1]],
+            )
+        )
     from d2im_tf.data.disn_format import read_image
 
     for folder in args.images:

@@ -11,6 +11,7 @@ camera's mean 2D error on 2,048 surface points, in pixels of a 128 px image, and
 (degrees), against the GT camera.
 Writes ``OUT/framing_study.md`` and a contact sheet per case (``OUT/<case>/contact_sheet.png``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,12 +46,23 @@ def cases(shapes: int, seed: int):
             view = renderer.render(row, IMAGE_SIZE)
             near = row.copy()
             near[3] = row[3] * framing.object_size(view.mask) / FOREIGN_SIZE  # the box scales ~ 1/distance
-            renders = {"training framing": (view.rgba, row),
-                       "foreign framing": (renderer.render(near, IMAGE_SIZE).rgba, near)}
-            yield (f"{category}_{index}",
-                   {key: (rgba, camera.projection_from_metadata(r, IMAGE_SIZE),
-                          camera.world_to_camera(r[0], r[1], r[3])[0]) for key, (rgba, r) in renders.items()},
-                   np.array([*centre, scale]), points[::8])
+            renders = {
+                "training framing": (view.rgba, row),
+                "foreign framing": (renderer.render(near, IMAGE_SIZE).rgba, near),
+            }
+            yield (
+                f"{category}_{index}",
+                {
+                    key: (
+                        rgba,
+                        camera.projection_from_metadata(r, IMAGE_SIZE),
+                        camera.world_to_camera(r[0], r[1], r[3])[0],
+                    )
+                    for key, (rgba, r) in renders.items()
+                },
+                np.array([*centre, scale]),
+                points[::8],
+            )
 
 
 def camera_error(input_projection, truth, norm_params, points) -> float:
@@ -80,8 +92,10 @@ def main(argv=None) -> int:
 
     out = check_output_dir(args.out)
     model = args.model or BUNDLED_MODEL
-    reconstructors = {"as given": Reconstructor(model, resolution=args.resolution, object_size=None),
-                      "re-framed": Reconstructor(model, resolution=args.resolution, object_size="auto")}
+    reconstructors = {
+        "as given": Reconstructor(model, resolution=args.resolution, object_size=None),
+        "re-framed": Reconstructor(model, resolution=args.resolution, object_size="auto"),
+    }
     rows: dict[str, list] = {}
     cells: dict[str, list] = {}
     for name, renders, norm_params, points in cases(args.shapes, args.seed):
@@ -96,8 +110,11 @@ def main(argv=None) -> int:
                 cells.setdefault(case, []).append(panels)
                 print(case, name, {k: round(v, 3) for k, v in scores.items()}, flush=True)
     keys = ("iou", "outside", "missed", "object_size", "camera_px", "rotation_deg")
-    lines = ["| case | silhouette IoU | outside | missed | object size | camera 2D error (px of 128) "
-             "| rotation error (°, median) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | silhouette IoU | outside | missed | object size | camera 2D error (px of 128) "
+        "| rotation error (°, median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for case, case_rows in rows.items():
         mean = {key: np.mean([row[key] for row in case_rows]) for key in keys}
         mean["rotation_deg"] = np.median([row["rotation_deg"] for row in case_rows])

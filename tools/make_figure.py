@@ -6,6 +6,7 @@ normal-map and depth encodings) and writes a labelled PNG grid.
 ``python tools/make_figure.py --extended --out docs/images/dataset_extended.png --size 160`` draws one
 row per extended family (``shapes_extra``): the plain render, two with varied appearance, the normal map.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,12 +62,15 @@ def extended_row(family, seed: int, size: int, row: int) -> list[np.ndarray]:
     parts = family(np.random.default_rng(seed))
     mesh = shapes.mesh_parts(parts, shapes.DEFAULT_RESOLUTION)
     frame = mesh.metadata["family_frame"]
-    look = appearance.random_look(np.random.default_rng([seed, row]), shapes.face_parts(parts, mesh, frame),
-                                  shapes.thin_parts(parts))
+    look = appearance.random_look(
+        np.random.default_rng([seed, row]), shapes.face_parts(parts, mesh, frame), shapes.thin_parts(parts)
+    )
     renderer = Renderer(mesh, generate.random_color(np.random.default_rng(seed)))
     main = renderer.render(MAIN_VIEW, size)
-    varied = [renderer.render_appearance(view, size, look, appearance.random_lighting(np.random.default_rng(seed + k)))
-              for k, view in enumerate((MAIN_VIEW, OTHER_VIEW))]
+    varied = [
+        renderer.render_appearance(view, size, look, appearance.random_lighting(np.random.default_rng(seed + k)))
+        for k, view in enumerate((MAIN_VIEW, OTHER_VIEW))
+    ]
     return [_on_white(main.rgba), *[_on_white(v) for v in varied], fmt.encode_normals(main.normals, main.mask)]
 
 

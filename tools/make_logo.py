@@ -3,6 +3,7 @@
 ``python tools/make_logo.py OUT.png [--text D2IM] [--size 96] [--badge]`` — the logos of
 docs/applications.md. ``--badge``: a filled rounded rectangle with the text cut out of it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ def logo(text: str, size: int, badge: bool = False) -> Image.Image:
     draw = ImageDraw.Draw(image)
     frame = [margin // 2, margin // 2, image.width - margin // 2, image.height - margin // 2]
     black, clear = (0, 0, 0, 255), (0, 0, 0, 0)
-    draw.rounded_rectangle(frame, radius=2 * margin, outline=black, width=max(2, margin // 2),
-                           fill=black if badge else None)
+    draw.rounded_rectangle(
+        frame, radius=2 * margin, outline=black, width=max(2, margin // 2), fill=black if badge else None
+    )
     draw.text((2 * margin - box[0], 2 * margin - box[1]), text, font=font, fill=clear if badge else black)
     return image
 

@@ -1,4 +1,5 @@
 """``d2im reconstruct`` as a script: ``python tools/reconstruct.py IMAGE... --model saved_models/NAME -o OUT``."""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """``d2im train`` as a script: ``python tools/train.py --config configs/tiny.yaml``."""
+
 import sys
 
 from d2im_tf.cli import main

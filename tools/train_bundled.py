@@ -4,6 +4,7 @@ Runs the recipe (default ``configs/bundled.yaml``: make the data, train the came
 export ``d2im_tf/bundled/d2im_synthetic``) stage by stage; run the same command again after an
 interruption and it continues where it stopped (:mod:`d2im_tf.training.recipe`). ``make model`` runs it.
 """
+
 from __future__ import annotations
 
 import argparse

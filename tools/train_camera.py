@@ -1,4 +1,5 @@
 """``d2im train-camera`` as a script: ``python tools/train_camera.py --config configs/tiny.yaml``."""
+
 import sys
 
 from d2im_tf.cli import main

@@ -1,5 +1,6 @@
 """A small client of the app's HTTP API on the standard library alone (the benchmark's and the tests';
 any HTTP client does): ``post_image(url, data, resolution="128")`` → ``(status, headers, body)``."""
+
 from __future__ import annotations
 
 import http.client
@@ -15,16 +16,19 @@ def multipart(fields: dict) -> tuple[bytes, str]:
     for name, value in fields.items():
         if isinstance(value, tuple):
             filename, data = value
-            head = (f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                    "Content-Type: application/octet-stream\r\n")
+            head = (
+                f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n"
+            )
         else:
             head, data = f'Content-Disposition: form-data; name="{name}"\r\n', str(value).encode()
         parts.append(f"--{BOUNDARY}\r\n{head}\r\n".encode() + data + b"\r\n")
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode(), f"multipart/form-data; boundary={BOUNDARY}"
 
 
-def request(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None,
-            timeout: float = 300) -> tuple[int, dict, bytes]:
+def request(
+    url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None, timeout: float = 300
+) -> tuple[int, dict, bytes]:
     """``(status, headers with lower-case names, body)`` of one request; no exception for 4xx/5xx."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)

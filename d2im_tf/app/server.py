@@ -8,6 +8,7 @@ mesh, ``GET /api/results/<id>`` (JSON: the network's input, the maps, both surfa
 when the queue is full or a request waited too long, 500 with no detail for a bug, whose traceback
 goes to the server's log only).
 """
+
 from __future__ import annotations
 
 import base64
@@ -52,14 +53,19 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 def content_security_policy(page: str) -> str:
     """Only this server's own scripts, styles, images and API; the page's inline import map by its hash."""
-    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
-                      for script in re.findall(r"<script type=\"importmap\">(.*?)</script>", page, re.S))
-    return (f"default-src 'self'; script-src 'self' {hashes}; style-src 'self'; img-src 'self' blob: data:; "
-            "connect-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
+        for script in re.findall(r"<script type=\"importmap\">(.*?)</script>", page, re.S)
+    )
+    return (
+        f"default-src 'self'; script-src 'self' {hashes}; style-src 'self'; img-src 'self' blob: data:; "
+        "connect-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
 
 
-def build_app(service: Service, pool: WorkerPool, limits: Limits | None = None,
-              examples_dir: Path | None = EXAMPLES) -> Starlette:
+def build_app(
+    service: Service, pool: WorkerPool, limits: Limits | None = None, examples_dir: Path | None = EXAMPLES
+) -> Starlette:
     """The app serving ``service`` through ``pool`` under ``limits`` (default :class:`Limits`)."""
     limits = limits or Limits()
     page = (STATIC / "index.html").read_text()
@@ -70,11 +76,21 @@ def build_app(service: Service, pool: WorkerPool, limits: Limits | None = None,
         return Response(page, media_type="text/html", headers=page_headers)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": service.model_name, "image_size": service.image_size,
-                             "resolutions": list(RESOLUTIONS), "surfaces": list(SURFACES),
-                             "workers": pool.workers, "running": pool.running, "waiting": pool.waiting,
-                             "max_waiting": pool.max_waiting, "max_upload_bytes": limits.max_bytes,
-                             "max_pixels": limits.max_pixels})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": service.model_name,
+                "image_size": service.image_size,
+                "resolutions": list(RESOLUTIONS),
+                "surfaces": list(SURFACES),
+                "workers": pool.workers,
+                "running": pool.running,
+                "waiting": pool.waiting,
+                "max_waiting": pool.max_waiting,
+                "max_upload_bytes": limits.max_bytes,
+                "max_pixels": limits.max_pixels,
+            }
+        )
 
     async def list_examples(request: Request) -> Response:
         return JSONResponse({"examples": [{"name": name, "url": f"/examples/{name}"} for name in examples]})
@@ -109,7 +125,7 @@ def build_app(service: Service, pool: WorkerPool, limits: Limits | None = None,
             "X-Mesh-Vertices": str(len(mesh.vertices)),
             "X-Mesh-Faces": str(len(mesh.faces)),
             "Server-Timing": f"queue;dur={(started - received) * 1000:.0f}, "
-                             f"reconstruct;dur={(finished - started) * 1000:.0f}",
+            f"reconstruct;dur={(finished - started) * 1000:.0f}",
             "Content-Disposition": f'attachment; filename="d2im_{result.id}_{job.surface}.{job.mesh_format}"',
         }
         return Response(body, media_type=MESH_FORMATS[job.mesh_format], headers=headers)
@@ -128,10 +144,12 @@ def build_app(service: Service, pool: WorkerPool, limits: Limits | None = None,
             started = time.perf_counter()
             body = await run_in_threadpool(service.mesh_file, result, stem, extension)
             # no file name: the page's download links name the file after the upload
-            return Response(body, media_type=MESH_FORMATS[extension], headers={
-                "X-Server-Time": f"{result.seconds[stem] + time.perf_counter() - started:.3f}"})
-        raise ApiError(404, "no such file; a result has input.png, front.png, back.png and "
-                            "detailed|base.glb|obj|ply")
+            return Response(
+                body,
+                media_type=MESH_FORMATS[extension],
+                headers={"X-Server-Time": f"{result.seconds[stem] + time.perf_counter() - started:.3f}"},
+            )
+        raise ApiError(404, "no such file; a result has input.png, front.png, back.png and detailed|base.glb|obj|ply")
 
     async def api_error(request: Request, error: ApiError) -> Response:
         return error_response(error.status, error.message)
@@ -172,8 +190,11 @@ async def read_multipart(request: Request, limits: Limits):
     """The parsed multipart form of ``request``, its body read up to ``limits.max_bytes``."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        raise ApiError(415, "expected a multipart/form-data body with the image in the field 'image' "
-                            f"(got {content_type.split(';')[0][:60] or 'no Content-Type'})")
+        raise ApiError(
+            415,
+            "expected a multipart/form-data body with the image in the field 'image' "
+            f"(got {content_type.split(';')[0][:60] or 'no Content-Type'})",
+        )
     check_length(request.headers.get("content-length"), limits)
     body = bytearray()
     try:
@@ -212,8 +233,14 @@ def url_of(sock: socket.socket) -> str:
 def uvicorn_server(app, access_log: bool = False):
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
-                            timeout_keep_alive=5, limit_concurrency=256, lifespan="off")
+    config = uvicorn.Config(
+        app,
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
+        timeout_keep_alive=5,
+        limit_concurrency=256,
+        lifespan="off",
+    )
     return uvicorn.Server(config)
 
 
@@ -243,8 +270,11 @@ def serve(app, host: str, port: int, access_log: bool = False) -> None:
     """Serve ``app`` on ``host:port`` until interrupted; prints the URL (a warning first if not loopback)."""
     sock = bind(host, port)
     if not _is_loopback(host):
-        print(f"warning: listening on {host}, reachable from other machines; the app has no authentication "
-              "(the default --host 127.0.0.1 is local only)", file=sys.stderr)
+        print(
+            f"warning: listening on {host}, reachable from other machines; the app has no authentication "
+            "(the default --host 127.0.0.1 is local only)",
+            file=sys.stderr,
+        )
     print(f"d2im app: serving {app.state.service.model_name} on {url_of(sock)}/ (Ctrl-C stops it)", flush=True)
     try:
         uvicorn_server(app, access_log).run(sockets=[sock])

@@ -8,6 +8,7 @@ surface (the base field f_B's when the detailed one was asked, or the reverse) i
 stored network input when first asked for; the input reaches the network unchanged the second
 time (a square of the model's size is not resized), so both surfaces come from one encoding.
 """
+
 from __future__ import annotations
 
 import io
@@ -78,10 +79,10 @@ class Service:
         start = time.perf_counter()
         made = self._by_resolution[resolution].reconstruct(pixels, surface=surface)
         image = np.round(np.clip(made.image, 0.0, 1.0) * 255).astype(np.uint8)  # [S, S, 3]
-        position = (camera.camera_centre(*made.pose) if made.pose is not None
-                    else _centre_of_view(made.view))
-        result = Result(secrets.token_hex(8), resolution, image, made.maps, [float(v) for v in position],
-                        input_warnings(made.image))
+        position = camera.camera_centre(*made.pose) if made.pose is not None else _centre_of_view(made.view)
+        result = Result(
+            secrets.token_hex(8), resolution, image, made.maps, [float(v) for v in position], input_warnings(made.image)
+        )
         result.meshes[surface] = _checked(made.mesh, surface)
         result.seconds[surface] = time.perf_counter() - start
         with self._lock:
@@ -96,8 +97,7 @@ class Service:
             if result is not None:
                 self._results.move_to_end(result_id)
         if result is None:
-            raise ApiError(404, "no such result (results are kept for the last "
-                                f"{self._max_results} reconstructions)")
+            raise ApiError(404, f"no such result (results are kept for the last {self._max_results} reconstructions)")
         return result
 
     def surface(self, result: Result, surface: str) -> trimesh.Trimesh:
@@ -157,14 +157,18 @@ def _centre_of_view(view) -> np.ndarray:
     """Camera centre ``[3]`` of a metadata row (:func:`d2im_tf.inference.reconstruct.view_row_from_pose`)."""
     azimuth, elevation = np.radians(view[0]), np.radians(view[1])
     distance = view[3] * camera.MAX_DISTANCE
-    return distance * np.array([np.cos(elevation) * np.cos(azimuth), np.sin(elevation),
-                                np.cos(elevation) * np.sin(azimuth)])
+    return distance * np.array(
+        [np.cos(elevation) * np.cos(azimuth), np.sin(elevation), np.cos(elevation) * np.sin(azimuth)]
+    )
 
 
 def _checked(mesh: trimesh.Trimesh, surface: str) -> trimesh.Trimesh:
     if len(mesh.faces) == 0:
-        raise ApiError(422, f"the model found no {surface} surface in this image (its field does not cross "
-                            "zero in the box); try an object centred on a white background")
+        raise ApiError(
+            422,
+            f"the model found no {surface} surface in this image (its field does not cross "
+            "zero in the box); try an object centred on a white background",
+        )
     return mesh
 
 

@@ -6,6 +6,7 @@ An image's dimensions are read from its header before its pixels are decoded, so
 (a small file that decodes to billions of pixels) is refused at the cost of reading its header.
 Messages never name a server path or repeat the client's bytes.
 """
+
 from __future__ import annotations
 
 import io
@@ -55,8 +56,10 @@ def check_length(content_length: str | None, limits: Limits) -> None:
 
 
 def too_large_message(length: int, limits: Limits) -> str:
-    return (f"upload too large: {length / MEGABYTE:.1f} MB; the limit is {limits.max_bytes / MEGABYTE:g} MB "
-            f"({limits.max_bytes} bytes)")
+    return (
+        f"upload too large: {length / MEGABYTE:.1f} MB; the limit is {limits.max_bytes / MEGABYTE:g} MB "
+        f"({limits.max_bytes} bytes)"
+    )
 
 
 def decode_image(data: bytes, limits: Limits) -> np.ndarray:

@@ -6,6 +6,7 @@ event loop keeps answering health checks and static files while meshes are made.
 and one that has waited ``wait_timeout`` seconds without a worker is withdrawn from the queue: both
 raise :class:`Busy` (the server answers 503). A request that has started runs to its end.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,8 +35,7 @@ class WorkerPool:
         """``function(*args)`` in a worker thread; :class:`Busy` if it cannot start in time."""
         with self._lock:
             if self.waiting + self.running >= self.workers + self.max_waiting:  # no worker, no room to wait
-                raise Busy(f"the server is busy ({self.running} running, {self.waiting} waiting); "
-                           "try again shortly")
+                raise Busy(f"the server is busy ({self.running} running, {self.waiting} waiting); try again shortly")
             self.waiting += 1
         loop = asyncio.get_running_loop()
         started = asyncio.Event()
@@ -64,8 +64,9 @@ class WorkerPool:
                     state["withdrawn"] = True
                     self.waiting -= 1
                     if isinstance(error, TimeoutError):
-                        raise Busy(f"the server is busy: no worker was free within {self.wait_timeout:g} s; "
-                                   "try again shortly") from None
+                        raise Busy(
+                            f"the server is busy: no worker was free within {self.wait_timeout:g} s; try again shortly"
+                        ) from None
                     raise
             if not isinstance(error, TimeoutError):
                 raise

@@ -16,6 +16,7 @@ with the coarse-to-fine extraction of :func:`~d2im_tf.inference.extraction.extra
 certified with the range of every map involved. Only models working in the normalised frame are
 accepted (an imported reference model has a world frame and bilinear maps; not supported).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -60,9 +61,11 @@ class FieldModel:
 
     def __init__(self, reconstructor: Reconstructor):
         if reconstructor.frame != "normalised":
-            raise UserError(f"{reconstructor.model_dir}: works in the {reconstructor.frame} frame (weights imported "
-                            "from the authors' release); transfer and paste need a model of this project "
-                            "(normalised frame)")
+            raise UserError(
+                f"{reconstructor.model_dir}: works in the {reconstructor.frame} frame (weights imported "
+                "from the authors' release); transfer and paste need a model of this project "
+                "(normalised frame)"
+            )
         missing = [name for name in ("decode_bounds", "fuse") if name not in reconstructor.model.signatures]
         if missing:
             raise UserError(f"{reconstructor.model_dir}: has no {' or '.join(missing)} signature; export it again")
@@ -81,24 +84,29 @@ class FieldModel:
         encoding = self.signatures["encode"](image=batch)
         projection, view, _ = self.reconstructor.projection(batch, camera_row, norm_params)
         view = np.asarray(view, float)
-        return EncodedImage(np.asarray(image), encoding, tf.cast(projection, tf.float32), view,
-                            encoding["maps"][0].numpy())
+        return EncodedImage(
+            np.asarray(image), encoding, tf.cast(projection, tf.float32), view, encoding["maps"][0].numpy()
+        )
 
     def bounds(self, encoded: EncodedImage, points: np.ndarray, projection=None):
         """f_B ``[N]`` of ``encoded`` at ``points`` ``[N, 3]`` and its maps ``[N, 2]`` read at the points'
         projections through ``projection`` ``[1, 3, 4]`` (default the image's own camera)."""
         projection = encoded.projection if projection is None else tf.constant(projection, tf.float32)
-        out = self.signatures["decode_bounds"](points=tf.constant(np.asarray(points, np.float32)[None]),
-                                               projection=projection, **encoded.encoding)
+        out = self.signatures["decode_bounds"](
+            points=tf.constant(np.asarray(points, np.float32)[None]), projection=projection, **encoded.encoding
+        )
         return out["base"].numpy()[0], out["displacements"].numpy()[0]
 
     def fuse(self, encoded: EncodedImage, points: np.ndarray, base: np.ndarray, displacements: np.ndarray):
         """The fused field ``[N]``: ``base`` plus the displacement ``[N, 2]`` column that ``encoded``'s
         front/back test chooses at ``points``."""
-        out = self.signatures["fuse"](points=tf.constant(np.asarray(points, np.float32)[None]),
-                                      projection=encoded.projection, base=tf.constant(base[None], tf.float32),
-                                      displacements=tf.constant(displacements[None], tf.float32),
-                                      **encoded.encoding)
+        out = self.signatures["fuse"](
+            points=tf.constant(np.asarray(points, np.float32)[None]),
+            projection=encoded.projection,
+            base=tf.constant(base[None], tf.float32),
+            displacements=tf.constant(displacements[None], tf.float32),
+            **encoded.encoding,
+        )
         return out["sdf"].numpy()[0]
 
     def composed_bounds(self, target: EncodedImage, composition: Composition | None, points: np.ndarray):
@@ -120,8 +128,10 @@ class FieldModel:
         base = np.concatenate([self.bounds(encoded, chunk)[0] for chunk in np.array_split(points, 8)])
         inside = points[base < 0]
         if len(inside) == 0:
-            raise UserError("the model's coarse shape of an input is empty (f_B ≥ 0 everywhere in the box); "
-                            "is the object visible in the image?")
+            raise UserError(
+                "the model's coarse shape of an input is empty (f_B ≥ 0 everywhere in the box); "
+                "is the object visible in the image?"
+            )
         half = 0.5 * frames.box_side(frames.NORMALISED_BOX) / resolution
         return np.stack([inside.min(axis=0) - half, inside.max(axis=0) + half])
 
@@ -141,9 +151,19 @@ class FieldModel:
             base, displacements = decode_bounds(points)
             return fuse(points, base, displacements), base
 
-        mesh, _ = extract_fused_mesh(decode, all_maps, rec.resolution, rec.lipschitz, FRAME_BOUNDS[rec.frame],
-                                     decode_bounds, fuse, mode=rec.mode, initial_resolution=rec.initial_resolution,
-                                     batch_points=rec.batch_points, fill_cavities=rec.fill_cavities)
+        mesh, _ = extract_fused_mesh(
+            decode,
+            all_maps,
+            rec.resolution,
+            rec.lipschitz,
+            FRAME_BOUNDS[rec.frame],
+            decode_bounds,
+            fuse,
+            mode=rec.mode,
+            initial_resolution=rec.initial_resolution,
+            batch_points=rec.batch_points,
+            fill_cavities=rec.fill_cavities,
+        )
         return mesh
 
 

@@ -3,6 +3,7 @@
 The strip shows the inputs, then the target's own reconstruction and the application's result, each
 from the target's input view and from the side (azimuth + 90°), rendered by the dataset's renderer.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,8 +47,9 @@ def preview(inputs: dict, meshes: dict, view, size: int | None = None) -> Image.
     return labelled_grid([panels], titles, [""])
 
 
-def write_outputs(out: Path, name: str, meshes: dict, strip: Image.Image, mesh_format: str = "obj",
-                  extra_images: dict | None = None) -> list[Path]:
+def write_outputs(
+    out: Path, name: str, meshes: dict, strip: Image.Image, mesh_format: str = "obj", extra_images: dict | None = None
+) -> list[Path]:
     """``OUT/<key>.<format>`` per non-empty mesh, ``OUT/<name>_preview.png`` and ``OUT/<key>.png`` per
     extra image; returns the paths written."""
     written = []

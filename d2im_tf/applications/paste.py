@@ -13,6 +13,7 @@ becomes the target's plus the logo's (``add``, the paper's sum of all maps) or t
 Placement, in the target file's pixels: ``at`` is the logo's centre, ``size`` its longer side (default
 its own); the logo must lie wholly inside the image.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,12 +73,16 @@ def place(target_shape, logo_shape, at, size: float | None = None) -> Placement:
         raise UserError(f"--size must be at least 1 pixel, got {size:g}")
     scaled_w, scaled_h = max(1, round(logo_w * size / longer)), max(1, round(logo_h * size / longer))
     if scaled_w > width or scaled_h > height:
-        raise UserError(f"the logo ({scaled_w}×{scaled_h} pixels at --size {size:g}) is larger than the target "
-                        f"image ({width}×{height}); give a smaller --size")
+        raise UserError(
+            f"the logo ({scaled_w}×{scaled_h} pixels at --size {size:g}) is larger than the target "
+            f"image ({width}×{height}); give a smaller --size"
+        )
     left, top = round(x - scaled_w / 2), round(y - scaled_h / 2)
     if left < 0 or top < 0 or left + scaled_w > width or top + scaled_h > height:
-        raise UserError(f"the logo ({scaled_w}×{scaled_h} pixels centred at {x:g} {y:g}) reaches outside the "
-                        f"target image ({width}×{height}); move --at or give a smaller --size")
+        raise UserError(
+            f"the logo ({scaled_w}×{scaled_h} pixels centred at {x:g} {y:g}) reaches outside the "
+            f"target image ({width}×{height}); move --at or give a smaller --size"
+        )
     return Placement(left, top, scaled_w, scaled_h)
 
 
@@ -89,8 +94,10 @@ def pasted_image(target: np.ndarray, logo: np.ndarray, placement: Placement) -> 
     logo_mask = np.asarray(Image.fromarray(foreground(logo)).resize(size, Image.NEAREST))
     image = np.round(rgb_on_white(target)).astype(np.uint8)
     mask = np.zeros(image.shape[:2], bool)
-    window = (slice(placement.top, placement.top + placement.height),
-              slice(placement.left, placement.left + placement.width))
+    window = (
+        slice(placement.top, placement.top + placement.height),
+        slice(placement.left, placement.left + placement.width),
+    )
     mask[window] = logo_mask
     image[window][logo_mask] = logo_rgb[logo_mask]
     return image, mask
@@ -112,8 +119,10 @@ def logo_projection(target_projection, target_shape, logo_shape, placement: Plac
     logo_h, logo_w = logo_shape[:2]
     k_t, k_l = image_size / side_t, image_size / side_l  # prepared pixels per file pixel
     rows = []
-    for scaled, own, start, pad_t, pad_l in ((placement.width, logo_w, placement.left, left_t, left_l),
-                                             (placement.height, logo_h, placement.top, top_t, top_l)):
+    for scaled, own, start, pad_t, pad_l in (
+        (placement.width, logo_w, placement.left, left_t, left_l),
+        (placement.height, logo_h, placement.top, top_t, top_l),
+    ):
         step = own * k_l / scaled  # logo-image pixels per target-file pixel
         rows.append((step / k_t, pad_l * k_l - (pad_t + start) * step))  # u_L = a·u_T + b
     affine = np.array([[rows[0][0], 0.0, rows[0][1]], [0.0, rows[1][0], rows[1][1]], [0.0, 0.0, 1.0]])
@@ -123,8 +132,16 @@ def logo_projection(target_projection, target_shape, logo_shape, placement: Plac
 class LogoPaste(Composition):
     """The logo's front displacement under its pasted foreground (module docstring)."""
 
-    def __init__(self, model: FieldModel, target: EncodedImage, logo: EncodedImage, mask: np.ndarray,
-                 target_shape, projection: np.ndarray, blend: str = "add"):
+    def __init__(
+        self,
+        model: FieldModel,
+        target: EncodedImage,
+        logo: EncodedImage,
+        mask: np.ndarray,
+        target_shape,
+        projection: np.ndarray,
+        blend: str = "add",
+    ):
         if blend not in BLENDS:
             raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
         self.model, self.target, self.logo, self.blend = model, target, logo, blend
@@ -154,16 +171,25 @@ class LogoPaste(Composition):
         return out
 
 
-def logo_paste(model: FieldModel, target_pixels: np.ndarray, logo_pixels: np.ndarray, at, size=None,
-               blend: str = "add", camera_row=None, norm_params=None):
+def logo_paste(
+    model: FieldModel,
+    target_pixels: np.ndarray,
+    logo_pixels: np.ndarray,
+    at,
+    size=None,
+    blend: str = "add",
+    camera_row=None,
+    norm_params=None,
+):
     """Encode the target and the logo and build the paste: ``(target, logo, composition, pasted image)``.
     The target is encoded as it is (it gives f_B and its own maps); the pasted image is what a user sees."""
     placement = place(target_pixels.shape, logo_pixels.shape, at, size)
     image, mask = pasted_image(target_pixels, logo_pixels, placement)
     target = model.encode(target_pixels, camera_row, norm_params)
     logo = _encode_logo(model, np.round(rgb_on_white(logo_pixels)).astype(np.uint8), target)
-    projection = logo_projection(target.projection.numpy(), target_pixels.shape, logo_pixels.shape, placement,
-                                 model.image_size)
+    projection = logo_projection(
+        target.projection.numpy(), target_pixels.shape, logo_pixels.shape, placement, model.image_size
+    )
     return target, logo, LogoPaste(model, target, logo, mask, target_pixels.shape, projection, blend), image
 
 

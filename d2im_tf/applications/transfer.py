@@ -13,6 +13,7 @@ corresponding point the source image shows on its white background (not on the o
 target's own displacements too (``source_mask``, on by default): the maps are not trained there, and
 their values would move the target's outline (the paper crops a logo's maps by its mask likewise).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,10 @@ class BoxPair:
         values = np.asarray(numbers, float).reshape(2, 2, 3)
         for name, box in zip(("target", "source"), values):
             if not np.all(np.isfinite(box)) or np.any(box[1] <= box[0]):
-                raise UserError(f"--part: the {name} box {box[0].tolist()} – {box[1].tolist()} needs finite "
-                                "corners with lower < upper on every axis")
+                raise UserError(
+                    f"--part: the {name} box {box[0].tolist()} – {box[1].tolist()} needs finite "
+                    "corners with lower < upper on every axis"
+                )
         return cls(values[0], values[1])
 
     def inside(self, points: np.ndarray) -> np.ndarray:
@@ -55,8 +58,15 @@ class BoxPair:
 class DetailTransfer(Composition):
     """The source's displacements at the corresponding points (module docstring)."""
 
-    def __init__(self, model: FieldModel, source: EncodedImage, pairs: list[BoxPair], where: str = "both",
-                 whole_object: bool = True, source_mask: bool = True):
+    def __init__(
+        self,
+        model: FieldModel,
+        source: EncodedImage,
+        pairs: list[BoxPair],
+        where: str = "both",
+        whole_object: bool = True,
+        source_mask: bool = True,
+    ):
         self.model, self.source, self.pairs = model, source, pairs
         self.channels = list(WHERE[where])
         self.whole_object = whole_object  # every point takes the source's (one pair); else only inside parts
@@ -102,8 +112,14 @@ def whole_object_pair(model: FieldModel, source: EncodedImage, target: EncodedIm
     return BoxPair(model.coarse_box(target), model.coarse_box(source))
 
 
-def detail_transfer(model: FieldModel, source: EncodedImage, target: EncodedImage, where: str = "both",
-                    parts: list[BoxPair] | None = None, source_mask: bool = True) -> DetailTransfer:
+def detail_transfer(
+    model: FieldModel,
+    source: EncodedImage,
+    target: EncodedImage,
+    where: str = "both",
+    parts: list[BoxPair] | None = None,
+    source_mask: bool = True,
+) -> DetailTransfer:
     """The composition of a transfer: whole object by default, else the given part boxes."""
     if parts:
         return DetailTransfer(model, source, list(parts), where, whole_object=False, source_mask=source_mask)

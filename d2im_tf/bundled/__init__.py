@@ -4,6 +4,7 @@ of D²IM-Net and its camera network trained on the synthetic dataset (MODEL_CARD
 It is package data, so an installed package (``pip install .``, not only a checkout) finds it: it is the
 default ``--model`` of ``d2im reconstruct`` and ``d2im evaluate``.
 """
+
 from pathlib import Path
 
 BUNDLED_MODEL = Path(__file__).resolve().parent / "d2im_synthetic"

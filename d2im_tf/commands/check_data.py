@@ -4,6 +4,7 @@ The same validation ``d2im train`` runs before its first step (:mod:`d2im_tf.dat
 ``--config`` it also checks what that config needs: its categories, ``data.views`` views per shape,
 ``data.num_points`` samples and ``camera.points`` surface points.
 """
+
 from __future__ import annotations
 
 import sys

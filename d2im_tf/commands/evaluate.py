@@ -10,6 +10,7 @@ the rotation error) and ``OUT/per_shape.csv``; see :mod:`d2im_tf.evaluation.eval
 the evaluation view. The model defaults to the bundled one. A missing ground-truth mesh is a
 one-line error (exit 2).
 """
+
 from __future__ import annotations
 
 from d2im_tf.commands.reconstruct import input_arguments, keep_cavities_argument, model_argument
@@ -19,18 +20,25 @@ def configure(parser) -> None:
     model_argument(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", metavar="ROOT", help="DISN-layout dataset with meshes/")
-    source.add_argument("--images", metavar="DIR",
-                        help="a folder of PNG/JPEG images: silhouette IoU with the predicted camera, contact sheet")
+    source.add_argument(
+        "--images",
+        metavar="DIR",
+        help="a folder of PNG/JPEG images: silhouette IoU with the predicted camera, contact sheet",
+    )
     parser.add_argument("--split", default="test", help="split list to evaluate (default test)")
     parser.add_argument("--split-dir", default=None, help="folder of the split lists (default ROOT/splits)")
     parser.add_argument("--categories", nargs="+", default=None, help="category ids (default: all with a split list)")
     parser.add_argument("--max-shapes", type=int, default=None, help="at most N ≥ 1 shapes per category")
-    parser.add_argument("--resolution", type=int, default=None,
-                        help="marching-cubes grid resolution (default 64, with --images 128)")
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="marching-cubes grid resolution (default 64, with --images 128)"
+    )
     keep_cavities_argument(parser)
     input_arguments(parser, None, "auto with --images; off with --data, whose renders are the training's kind")
-    parser.add_argument("--no-input-panel", action="store_true",
-                        help="with --images: leave the inputs out of the contact sheet (images you may not share)")
+    parser.add_argument(
+        "--no-input-panel",
+        action="store_true",
+        help="with --images: leave the inputs out of the contact sheet (images you may not share)",
+    )
     parser.add_argument("-o", "--out", required=True, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -57,8 +65,13 @@ def run_images(args) -> int:
         raise UserError(f"{folder}: no PNG or JPEG images")
     check_resolution(resolution, "coarse_to_fine")
     out = check_output_dir(args.out)
-    reconstructor = Reconstructor(args.model, resolution=resolution, fill_cavities=not args.keep_cavities,
-                                  matting=not args.no_matting, object_size=object_size)
+    reconstructor = Reconstructor(
+        args.model,
+        resolution=resolution,
+        fill_cavities=not args.keep_cavities,
+        matting=not args.no_matting,
+        object_size=object_size,
+    )
     reconstructor.require_camera(None)
     rows, cells = evaluate_images(reconstructor, paths, progress=not args.no_progress)
     written = write_image_reports(rows, cells, out, inputs=not args.no_input_panel)
@@ -92,10 +105,14 @@ def run(args) -> int:
     check_resolution(args.resolution, "coarse_to_fine")
     if not split_pairs(layout, args.split, args.categories, args.max_shapes):
         raise UserError(f"{args.data}: no shapes in split {args.split!r}")
-    reconstructor = Reconstructor(args.model, resolution=args.resolution, fill_cavities=not args.keep_cavities,
-                                  matting=not args.no_matting, object_size=object_size)
-    rows = evaluate(reconstructor, layout, args.split, args.categories, args.max_shapes,
-                    progress=not args.no_progress)
+    reconstructor = Reconstructor(
+        args.model,
+        resolution=args.resolution,
+        fill_cavities=not args.keep_cavities,
+        matting=not args.no_matting,
+        object_size=object_size,
+    )
+    rows = evaluate(reconstructor, layout, args.split, args.categories, args.max_shapes, progress=not args.no_progress)
     paths = write_reports(rows, args.out)
     print(markdown_tables(summarise(rows)))
     print(f"wrote {paths['markdown']}, {paths['csv']} and {paths['per_shape']}")

@@ -1,12 +1,21 @@
 """``d2im export``: a training run's latest checkpoint → SavedModel in TF Serving's layout."""
+
 from __future__ import annotations
 
 
 def configure(parser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
-                        help="the SDF network's run folder (holds config.yaml and checkpoints/)")
-    parser.add_argument("--camera-checkpoint", default=None, metavar="RUN_DIR",
-                        help="the camera network's run folder, bundled for image-only reconstruction")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="RUN_DIR",
+        help="the SDF network's run folder (holds config.yaml and checkpoints/)",
+    )
+    parser.add_argument(
+        "--camera-checkpoint",
+        default=None,
+        metavar="RUN_DIR",
+        help="the camera network's run folder, bundled for image-only reconstruction",
+    )
     parser.add_argument("--out", required=True, help="model folder, e.g. saved_models/d2im; writes OUT/<version>/")
     parser.add_argument("--version", type=int, default=None, help="version number ≥ 1 (default: the next free one)")
 

@@ -6,17 +6,26 @@ read without PyTorch (:mod:`d2im_tf.interop.torch_checkpoint`), copied into refe
 :func:`d2im_tf.deploy.export.export_saved_model`, so ``d2im reconstruct`` and ``d2im evaluate`` take the result
 like any other model. A file that does not fit is a one-line error naming it and the key (exit 2).
 """
+
 from __future__ import annotations
 
 
 def configure(parser) -> None:
-    parser.add_argument("--sdf", required=True, metavar="CHECKPOINT",
-                        help="the authors' D²IM-Net checkpoint (e.g. best_model.pt.tar; .pt/.pth/.pt.tar)")
-    parser.add_argument("--camera", default=None, metavar="CHECKPOINT",
-                        help="the authors' camera network checkpoint (e.g. CAMmodel.pt.tar), bundled for "
-                             "image-only reconstruction")
-    parser.add_argument("--out", required=True,
-                        help="model folder, e.g. saved_models/d2im_authors; writes OUT/<version>/")
+    parser.add_argument(
+        "--sdf",
+        required=True,
+        metavar="CHECKPOINT",
+        help="the authors' D²IM-Net checkpoint (e.g. best_model.pt.tar; .pt/.pth/.pt.tar)",
+    )
+    parser.add_argument(
+        "--camera",
+        default=None,
+        metavar="CHECKPOINT",
+        help="the authors' camera network checkpoint (e.g. CAMmodel.pt.tar), bundled for image-only reconstruction",
+    )
+    parser.add_argument(
+        "--out", required=True, help="model folder, e.g. saved_models/d2im_authors; writes OUT/<version>/"
+    )
     parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
 
 

@@ -1,4 +1,5 @@
 """``d2im info``: versions of the stack and the resolved configuration."""
+
 from __future__ import annotations
 
 import platform

@@ -5,6 +5,7 @@ running the same command again — after it was killed, say — rewrites the sam
 that may change is a larger ``--extra-train-shapes`` on a finished dataset: that generates only the
 new training shapes, so a study set can grow without touching its test split.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,56 +20,105 @@ RECORD = "make_data.json"  # the settings a dataset was made with, so a second r
 
 def configure(parser) -> None:
     parser.add_argument("--out", required=True, help="dataset root to write")
-    parser.add_argument("--categories", nargs="+", default=list(SYNTHETIC_CATEGORIES),
-                        help="ShapeNet ids: " + ", ".join(f"{c} {name}" for c, name in CATEGORY_NAMES.items()))
-    parser.add_argument("--shapes-per-category", type=int, default=10,
-                        help="shapes per category, split into train and test by --test-fraction")
-    parser.add_argument("--extra-train-shapes", type=int, default=0, metavar="N",
-                        help="N more shapes per category for the training split only (the test split stays "
-                             "that of the first --shapes-per-category); raising N on a finished dataset "
-                             "generates only the new shapes")
-    parser.add_argument("--from-meshes", default=None, metavar="DIR",
-                        help="convert meshes DIR/<category>/<shape>/model.obj instead of generating shapes")
-    parser.add_argument("--transfer-pairs", type=int, default=0, metavar="N",
-                        help="instead of a dataset, write N pairs per category for the detail-transfer benchmark: a "
-                             "target, a source differing in relief and stretched, the target rebuilt with the "
-                             "source's relief, its coarse shape, and one render each (d2im_tf.data.synth.pairs)")
+    parser.add_argument(
+        "--categories",
+        nargs="+",
+        default=list(SYNTHETIC_CATEGORIES),
+        help="ShapeNet ids: " + ", ".join(f"{c} {name}" for c, name in CATEGORY_NAMES.items()),
+    )
+    parser.add_argument(
+        "--shapes-per-category",
+        type=int,
+        default=10,
+        help="shapes per category, split into train and test by --test-fraction",
+    )
+    parser.add_argument(
+        "--extra-train-shapes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N more shapes per category for the training split only (the test split stays "
+        "that of the first --shapes-per-category); raising N on a finished dataset "
+        "generates only the new shapes",
+    )
+    parser.add_argument(
+        "--from-meshes",
+        default=None,
+        metavar="DIR",
+        help="convert meshes DIR/<category>/<shape>/model.obj instead of generating shapes",
+    )
+    parser.add_argument(
+        "--transfer-pairs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of a dataset, write N pairs per category for the detail-transfer benchmark: a "
+        "target, a source differing in relief and stretched, the target rebuilt with the "
+        "source's relief, its coarse shape, and one render each (d2im_tf.data.synth.pairs)",
+    )
     parser.add_argument("--views", type=int, default=36, help="views per shape (DISN: 36)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--samples", type=int, default=32768, help="SDF samples per shape (DISN: 32768)")
-    parser.add_argument("--resolution", type=int, default=192,
-                        help="marching-cubes cells along a shape's bounding diagonal")
+    parser.add_argument(
+        "--resolution", type=int, default=192, help="marching-cubes cells along a shape's bounding diagonal"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (shapes run in parallel)")
     parser.add_argument("--test-fraction", type=float, default=0.2)
     looks = parser.add_argument_group("variety (off by default; recorded in make_data.json when set)")
-    looks.add_argument("--appearance", choices=["plain", "varied"], default="plain",
-                       help="varied: per-part materials (wood, fabric, metal, plastic, paint), random lights, "
-                            "3×3 supersampled RGB with anti-aliased edges; normal maps, depth and SDF unchanged")
-    looks.add_argument("--render-sizes", type=int, nargs="+", default=None, metavar="S",
-                       help="with --appearance varied: render each view's RGB at one of these sizes (e.g. 137 "
-                            "224, other datasets' sizes) and resample it to --image-size")
-    looks.add_argument("--framing", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                       help="set each view's camera distance so the object spans a random share in [LO, HI] of "
-                            "the image side (e.g. 0.45 0.9) instead of DISN's distance range")
-    looks.add_argument("--shape-families", choices=["classic", "extended"], default="classic",
-                       help="extended: 60%% of the shapes from the families of shapes_extra (armchairs, "
-                            "cantilever, shell and swivel chairs, turned legs, round/oval/trestle tables, "
-                            "cabinets with handles, upholstered sofas)")
+    looks.add_argument(
+        "--appearance",
+        choices=["plain", "varied"],
+        default="plain",
+        help="varied: per-part materials (wood, fabric, metal, plastic, paint), random lights, "
+        "3×3 supersampled RGB with anti-aliased edges; normal maps, depth and SDF unchanged",
+    )
+    looks.add_argument(
+        "--render-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="with --appearance varied: render each view's RGB at one of these sizes (e.g. 137 "
+        "224, other datasets' sizes) and resample it to --image-size",
+    )
+    looks.add_argument(
+        "--framing",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="set each view's camera distance so the object spans a random share in [LO, HI] of "
+        "the image side (e.g. 0.45 0.9) instead of DISN's distance range",
+    )
+    looks.add_argument(
+        "--shape-families",
+        choices=["classic", "extended"],
+        default="classic",
+        help="extended: 60%% of the shapes from the families of shapes_extra (armchairs, "
+        "cantilever, shell and swivel chairs, turned legs, round/oval/trestle tables, "
+        "cabinets with handles, upholstered sofas)",
+    )
 
 
 def _validate(args) -> None:
-    positive = {"--views": args.views, "--image-size": args.image_size, "--samples": args.samples,
-                "--resolution": args.resolution, "--workers": args.workers,
-                "--shapes-per-category": args.shapes_per_category}
+    positive = {
+        "--views": args.views,
+        "--image-size": args.image_size,
+        "--samples": args.samples,
+        "--resolution": args.resolution,
+        "--workers": args.workers,
+        "--shapes-per-category": args.shapes_per_category,
+    }
     for name, value in positive.items():
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
     from d2im_tf.data.check import MIN_VIEW_SIZE
 
     if args.image_size < MIN_VIEW_SIZE:  # what check-data and training accept
-        raise UserError(f"--image-size must be at least {MIN_VIEW_SIZE} (smaller renders hold no detail), "
-                        f"got {args.image_size}")
+        raise UserError(
+            f"--image-size must be at least {MIN_VIEW_SIZE} (smaller renders hold no detail), got {args.image_size}"
+        )
     if args.samples % 4:
         raise UserError(f"--samples must be a multiple of 4 (four bands), got {args.samples}")
     if not 0.0 <= args.test_fraction < 1.0:
@@ -88,22 +138,33 @@ def _validate(args) -> None:
     if args.transfer_pairs < 0:
         raise UserError(f"--transfer-pairs must be at least 0, got {args.transfer_pairs}")
     if args.transfer_pairs and (args.from_meshes or args.extra_train_shapes):
-        raise UserError("--transfer-pairs writes generated pairs; it cannot be used with --from-meshes or "
-                        "--extra-train-shapes")
+        raise UserError(
+            "--transfer-pairs writes generated pairs; it cannot be used with --from-meshes or --extra-train-shapes"
+        )
     if args.from_meshes and not Path(args.from_meshes).is_dir():
         raise UserError(f"{args.from_meshes}: not a directory")
 
 
 def settings_record(args) -> dict:
     """The arguments that decide a dataset's content (not ``--workers``), as recorded in ``OUT/make_data.json``."""
-    source = {"from_meshes": str(Path(args.from_meshes).resolve())} if args.from_meshes else {
-        "categories": list(args.categories), "shapes_per_category": args.shapes_per_category}
+    source = (
+        {"from_meshes": str(Path(args.from_meshes).resolve())}
+        if args.from_meshes
+        else {"categories": list(args.categories), "shapes_per_category": args.shapes_per_category}
+    )
     if args.extra_train_shapes:  # absent when 0, so records written before the option still match
         source["extra_train_shapes"] = args.extra_train_shapes
     variety = {key: value for key, value in variety_settings(args).items() if value != VARIETY_DEFAULTS[key]}
-    return {**source, "views": args.views, "image_size": args.image_size, "samples": args.samples,
-            "resolution": args.resolution, "seed": args.seed, "test_fraction": args.test_fraction,
-            **variety}  # variety options only when set, so records written before them still match
+    return {
+        **source,
+        "views": args.views,
+        "image_size": args.image_size,
+        "samples": args.samples,
+        "resolution": args.resolution,
+        "seed": args.seed,
+        "test_fraction": args.test_fraction,
+        **variety,
+    }  # variety options only when set, so records written before them still match
 
 
 VARIETY_DEFAULTS = {"appearance": "plain", "render_sizes": None, "framing": None, "shape_families": "classic"}
@@ -111,8 +172,12 @@ VARIETY_DEFAULTS = {"appearance": "plain", "render_sizes": None, "framing": None
 
 def variety_settings(args) -> dict:
     """The appearance, framing and shape-family options as JSON values."""
-    return {"appearance": args.appearance, "render_sizes": list(args.render_sizes) if args.render_sizes else None,
-            "framing": list(args.framing) if args.framing else None, "shape_families": args.shape_families}
+    return {
+        "appearance": args.appearance,
+        "render_sizes": list(args.render_sizes) if args.render_sizes else None,
+        "framing": list(args.framing) if args.framing else None,
+        "shape_families": args.shape_families,
+    }
 
 
 def check_out_folder(out: Path, record: dict) -> int:
@@ -131,26 +196,33 @@ def check_out_folder(out: Path, record: dict) -> int:
     try:
         earlier = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{out}: not empty, and not a dataset written by make-data; "
-                        "choose a new or empty folder") from None
+        raise UserError(
+            f"{out}: not empty, and not a dataset written by make-data; choose a new or empty folder"
+        ) from None
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: unreadable ({error.__class__.__name__}); choose a new or empty folder") from None
     earlier, record = {"extra_train_shapes": 0, **earlier}, {"extra_train_shapes": 0, **record}
     had = earlier["extra_train_shapes"]
     # the settings that differ, --extra-train-shapes last (the message names the first)
-    differing = sorted((key for key in set(earlier) | set(record) if earlier.get(key) != record.get(key)),
-                       key=lambda k: (k == "extra_train_shapes", k))
+    differing = sorted(
+        (key for key in set(earlier) | set(record) if earlier.get(key) != record.get(key)),
+        key=lambda k: (k == "extra_train_shapes", k),
+    )
     if differing == ["extra_train_shapes"] and record["extra_train_shapes"] > had:
         layout = DatasetLayout(out)
         if not all(layout.split_path(c, s).is_file() for c in record.get("categories", []) for s in ("train", "test")):
-            raise UserError(f"{out}: an earlier make-data run into it did not finish (no split lists); "
-                            "run that command again before adding --extra-train-shapes")
+            raise UserError(
+                f"{out}: an earlier make-data run into it did not finish (no split lists); "
+                "run that command again before adding --extra-train-shapes"
+            )
         return record["shapes_per_category"] + had
     if differing:
         key = differing[0]
         option = "--" + key.replace("_", "-")
-        raise UserError(f"{out}: holds a dataset made with {option} {earlier.get(key)}, not {record.get(key)}; "
-                        "choose a new or empty folder (only the same command may run again into it)")
+        raise UserError(
+            f"{out}: holds a dataset made with {option} {earlier.get(key)}, not {record.get(key)}; "
+            "choose a new or empty folder (only the same command may run again into it)"
+        )
     return 0
 
 
@@ -185,12 +257,18 @@ def run(args) -> int:
 
 
 def _generate(args, generate, first_shape: int) -> None:
-    settings = generate.Settings(out=Path(args.out), views=args.views, image_size=args.image_size,
-                                 samples=args.samples, seed=args.seed, resolution=args.resolution,
-                                 appearance=args.appearance == "varied",
-                                 render_sizes=tuple(args.render_sizes or ()),
-                                 framing=tuple(args.framing) if args.framing else None,
-                                 families=args.shape_families)
+    settings = generate.Settings(
+        out=Path(args.out),
+        views=args.views,
+        image_size=args.image_size,
+        samples=args.samples,
+        seed=args.seed,
+        resolution=args.resolution,
+        appearance=args.appearance == "varied",
+        render_sizes=tuple(args.render_sizes or ()),
+        framing=tuple(args.framing) if args.framing else None,
+        families=args.shape_families,
+    )
     if args.from_meshes:
         notes = generate.make_from_meshes(settings, Path(args.from_meshes), args.workers, args.test_fraction)
         for note in notes:
@@ -199,8 +277,15 @@ def _generate(args, generate, first_shape: int) -> None:
         if skipped:
             raise UserError(f"{skipped} mesh(es) skipped; the others are in {args.out}")
     else:
-        generate.make_synthetic(settings, args.categories, args.shapes_per_category, args.workers,
-                                args.test_fraction, args.extra_train_shapes, first_shape)
+        generate.make_synthetic(
+            settings,
+            args.categories,
+            args.shapes_per_category,
+            args.workers,
+            args.test_fraction,
+            args.extra_train_shapes,
+            first_shape,
+        )
 
 
 def _write_pairs(args) -> int:

@@ -4,6 +4,7 @@ Real DISN downloads have neither. Gradients come from a least-squares plane thro
 sample's 10 nearest samples (as the reference), densities count same-sign samples within 0.025 world
 units. Other datasets of a file are kept; each file is rewritten atomically.
 """
+
 from __future__ import annotations
 
 from tqdm import tqdm

@@ -7,6 +7,7 @@ model defaults to the bundled one (:data:`d2im_tf.bundled.BUNDLED_MODEL`, packag
 checked before anything is written. An image that cannot be read is reported on one line and skipped (exit code 2);
 one unlike the training renders is reconstructed with a warning.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,26 +19,39 @@ FORMATS = ("obj", "ply", "glb")
 
 def model_argument(parser) -> None:
     """``--model``, defaulting to the bundled model (shared with ``d2im evaluate``)."""
-    parser.add_argument("--model", default=str(BUNDLED_MODEL),
-                        help="SavedModel folder: saved_models/<name> (latest version) or saved_models/<name>/<version> "
-                             f"(default: the bundled model, {BUNDLED_MODEL})")
+    parser.add_argument(
+        "--model",
+        default=str(BUNDLED_MODEL),
+        help="SavedModel folder: saved_models/<name> (latest version) or saved_models/<name>/<version> "
+        f"(default: the bundled model, {BUNDLED_MODEL})",
+    )
 
 
 def keep_cavities_argument(parser) -> None:
     """``--keep-cavities`` (shared with ``d2im evaluate``)."""
-    parser.add_argument("--keep-cavities", action="store_true",
-                        help="keep the surfaces of closed pockets inside the object, as the paper's extraction "
-                             "does (default: fill them; the training shapes have none)")
+    parser.add_argument(
+        "--keep-cavities",
+        action="store_true",
+        help="keep the surfaces of closed pockets inside the object, as the paper's extraction "
+        "does (default: fill them; the training shapes have none)",
+    )
 
 
 def input_arguments(parser, object_size_default: str = "auto", default_text: str = "auto") -> None:
     """``--no-matting`` and ``--object-size`` (shared with ``d2im evaluate``)."""
-    parser.add_argument("--no-matting", action="store_true",
-                        help="do not matte images without alpha on a background that is not plain white "
-                             "(default: GrabCut finds the object; docs/real_images.md)")
-    parser.add_argument("--object-size", default=object_size_default, metavar="auto|off|F",
-                        help="re-frame the input so the object's box spans F of the side: auto uses the size the "
-                             f"model was trained on, off keeps the framing as given (default: {default_text})")
+    parser.add_argument(
+        "--no-matting",
+        action="store_true",
+        help="do not matte images without alpha on a background that is not plain white "
+        "(default: GrabCut finds the object; docs/real_images.md)",
+    )
+    parser.add_argument(
+        "--object-size",
+        default=object_size_default,
+        metavar="auto|off|F",
+        help="re-frame the input so the object's box spans F of the side: auto uses the size the "
+        f"model was trained on, off keeps the framing as given (default: {default_text})",
+    )
 
 
 def object_size_option(text: str):
@@ -59,29 +73,53 @@ def configure(parser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files (RGB, RGBA or grey, any size)")
     model_argument(parser)
     parser.add_argument("-o", "--out", required=True, help="output folder")
-    parser.add_argument("--camera", default=None, metavar="METADATA_LINE",
-                        help="the view as a rendering_metadata.txt line, "
-                             'e.g. "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]" '
-                             "(default: the model's camera network)")
-    parser.add_argument("--norm-params", type=float, nargs=4, default=None, metavar=("CX", "CY", "CZ", "M"),
-                        help="with --camera: the shape's normalisation (world = xyz·m + c); the mesh is then in "
-                             "the world frame (default 0 0 0 1)")
+    parser.add_argument(
+        "--camera",
+        default=None,
+        metavar="METADATA_LINE",
+        help="the view as a rendering_metadata.txt line, "
+        'e.g. "[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]" '
+        "(default: the model's camera network)",
+    )
+    parser.add_argument(
+        "--norm-params",
+        type=float,
+        nargs=4,
+        default=None,
+        metavar=("CX", "CY", "CZ", "M"),
+        help="with --camera: the shape's normalisation (world = xyz·m + c); the mesh is then in "
+        "the world frame (default 0 0 0 1)",
+    )
     parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid resolution (default 128)")
-    parser.add_argument("--mode", choices=("coarse_to_fine", "dense"), default="coarse_to_fine",
-                        help="SDF evaluation: coarse_to_fine (default, same mesh, fewer evaluations) or dense")
+    parser.add_argument(
+        "--mode",
+        choices=("coarse_to_fine", "dense"),
+        default="coarse_to_fine",
+        help="SDF evaluation: coarse_to_fine (default, same mesh, fewer evaluations) or dense",
+    )
     keep_cavities_argument(parser)
     input_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
     parser.add_argument("--no-preview", action="store_true", help="do not write the preview PNGs")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace meshes and previews of the same names already in the output folder "
-                             "(refused without it)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace meshes and previews of the same names already in the output folder (refused without it)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--runtime", choices=("savedmodel", "tflite", "tfjs"), default="savedmodel",
-                        help="what evaluates the networks: the SavedModel (default), or with --model a folder "
-                             "written by 'd2im convert', LiteRT (tflite) or TF.js in Node (tfjs)")
-    parser.add_argument("--precision", choices=("float32", "float16"), default="float32",
-                        help="with --runtime tflite: the float32 models (default) or those with float16 weights")
+    parser.add_argument(
+        "--runtime",
+        choices=("savedmodel", "tflite", "tfjs"),
+        default="savedmodel",
+        help="what evaluates the networks: the SavedModel (default), or with --model a folder "
+        "written by 'd2im convert', LiteRT (tflite) or TF.js in Node (tfjs)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "float16"),
+        default="float32",
+        help="with --runtime tflite: the float32 models (default) or those with float16 weights",
+    )
 
 
 def parse_camera_line(text: str):
@@ -120,8 +158,10 @@ def output_names(images, out: Path, mesh_format: str) -> dict:
     for path in images:
         target = out / f"{Path(path).stem}.{mesh_format}"
         if target in seen:
-            raise UserError(f"{path} and {seen[target]} would both be written to {target}; reconstruct them "
-                            "into different folders or rename one")
+            raise UserError(
+                f"{path} and {seen[target]} would both be written to {target}; reconstruct them "
+                "into different folders or rename one"
+            )
         seen[target] = path
         names[path] = target
     return names
@@ -137,8 +177,10 @@ def check_no_earlier_results(targets: dict, previews: bool, overwrite: bool) -> 
     for target in targets.values():
         for path in (target, *([target.with_name(f"{target.stem}_preview.png")] if previews else [])):
             if path.exists():
-                raise UserError(f"{path}: already exists (an earlier result?); pass --overwrite to replace it "
-                                "or choose another output folder")
+                raise UserError(
+                    f"{path}: already exists (an earlier result?); pass --overwrite to replace it "
+                    "or choose another output folder"
+                )
 
 
 def run(args) -> int:
@@ -158,19 +200,38 @@ def run(args) -> int:
     from d2im_tf.inference.reconstruct import Reconstructor, reconstruct_files
 
     if args.runtime == "savedmodel":
-        reconstructor = Reconstructor(args.model, resolution=args.resolution, mode=args.mode,
-                                      fill_cavities=not args.keep_cavities, matting=not args.no_matting,
-                                      object_size=object_size)
+        reconstructor = Reconstructor(
+            args.model,
+            resolution=args.resolution,
+            mode=args.mode,
+            fill_cavities=not args.keep_cavities,
+            matting=not args.no_matting,
+            object_size=object_size,
+        )
     else:  # the same extraction, the networks run by LiteRT or TF.js (d2im_tf.deploy.runtimes)
         from d2im_tf.deploy.runtimes import runtime_reconstructor
 
-        reconstructor = runtime_reconstructor(args.model, args.runtime, args.precision, resolution=args.resolution,
-                                              mode=args.mode, fill_cavities=not args.keep_cavities,
-                                              matting=not args.no_matting, object_size=object_size)
+        reconstructor = runtime_reconstructor(
+            args.model,
+            args.runtime,
+            args.precision,
+            resolution=args.resolution,
+            mode=args.mode,
+            fill_cavities=not args.keep_cavities,
+            matting=not args.no_matting,
+            object_size=object_size,
+        )
     reconstructor.require_camera(camera_row)  # before the progress bar starts
     with new_folders(out):  # a failure (a full disk) leaves no empty output folder behind
-        failed = reconstruct_files(reconstructor, targets, camera_row, args.norm_params, args.format,
-                                   previews=not args.no_preview, progress=not args.no_progress)
+        failed = reconstruct_files(
+            reconstructor,
+            targets,
+            camera_row,
+            args.norm_params,
+            args.format,
+            previews=not args.no_preview,
+            progress=not args.no_progress,
+        )
     done = len(args.images) - failed
     print(f"{done} of {len(args.images)} images reconstructed into {out}")
     return 2 if failed else 0

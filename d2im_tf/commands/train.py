@@ -4,6 +4,7 @@ Uses ``MirroredStrategy`` over the visible GPUs, or over ``--devices N`` logical
 ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set. ``--resume`` continues the run in
 ``train.out_dir`` from its last checkpoint. Exit code 1 if the loss diverges (NaN/Inf).
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,19 +17,30 @@ def add_run_arguments(parser) -> None:
     """Options shared by ``train`` and ``train-camera``."""
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    parser.add_argument("--devices", type=int, default=0,
-                        help="data-parallel over N logical CPU devices "
-                             "(tests/CPU machines; GPUs are used automatically)")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=0,
+        help="data-parallel over N logical CPU devices (tests/CPU machines; GPUs are used automatically)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def configure(parser) -> None:
     add_run_arguments(parser)
-    parser.add_argument("--export", default=None, metavar="DIR",
-                        help="after training, export a SavedModel to DIR/<version>/ (default: saved_models/<run name>)")
+    parser.add_argument(
+        "--export",
+        default=None,
+        metavar="DIR",
+        help="after training, export a SavedModel to DIR/<version>/ (default: saved_models/<run name>)",
+    )
     parser.add_argument("--no-export", action="store_true", help="do not export a SavedModel at the end")
-    parser.add_argument("--camera-run", default=None, metavar="RUN_DIR",
-                        help="a trained camera network's run folder, bundled into the export")
+    parser.add_argument(
+        "--camera-run",
+        default=None,
+        metavar="RUN_DIR",
+        help="a trained camera network's run folder, bundled into the export",
+    )
 
 
 def check_devices(args) -> None:
@@ -75,7 +87,6 @@ def run(args) -> int:
         if config.train.precision != "float32":  # export in float32: the final checkpoint in a float32 network
             model = load_model(config.train.out_dir, "sdf")
         camera_model = load_model(args.camera_run, "camera") if args.camera_run else None
-        exported = export_saved_model(model, target, camera_model,
-                                      framing_object_size=config.data.framing_object_size)
+        exported = export_saved_model(model, target, camera_model, framing_object_size=config.data.framing_object_size)
         print(f"exported {exported}")
     return 0

@@ -3,6 +3,7 @@
 Same conveniences as ``d2im train``: strategies, ``--resume``, checkpoints, TensorBoard, NaN guard.
 The run folder is ``camera.out_dir``; pass it to ``d2im train --camera-run`` or ``d2im export``.
 """
+
 from __future__ import annotations
 
 from d2im_tf.commands.train import add_run_arguments, check_devices, run_network

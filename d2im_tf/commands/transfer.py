@@ -4,6 +4,7 @@ Writes ``OUT/transfer.<format>`` (the transfer), ``OUT/target.<format>`` (the ta
 reconstruction) and ``OUT/transfer_preview.png``; see :mod:`d2im_tf.applications.transfer`. Every
 argument and input is checked before anything is written.
 """
+
 from __future__ import annotations
 
 from d2im_tf.commands.reconstruct import FORMATS, keep_cavities_argument, model_argument
@@ -14,29 +15,55 @@ def application_arguments(parser) -> None:
     model_argument(parser)
     parser.add_argument("-o", "--out", required=True, help="output folder")
     parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid resolution (default 128)")
-    parser.add_argument("--mode", choices=("coarse_to_fine", "dense"), default="coarse_to_fine",
-                        help="SDF evaluation (default coarse_to_fine)")
+    parser.add_argument(
+        "--mode",
+        choices=("coarse_to_fine", "dense"),
+        default="coarse_to_fine",
+        help="SDF evaluation (default coarse_to_fine)",
+    )
     keep_cavities_argument(parser)
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
-    parser.add_argument("--target-camera", default=None, metavar="METADATA_LINE",
-                        help="the target's view as a rendering_metadata.txt line (default: the camera network)")
+    parser.add_argument(
+        "--target-camera",
+        default=None,
+        metavar="METADATA_LINE",
+        help="the target's view as a rendering_metadata.txt line (default: the camera network)",
+    )
 
 
 def configure(parser) -> None:
     parser.add_argument("--source", required=True, help="image whose surface details are transferred")
     parser.add_argument("--target", required=True, help="image whose coarse shape receives them")
-    parser.add_argument("--where", choices=("front", "back", "both"), default="both",
-                        help="which displacement maps are transferred (default both)")
-    parser.add_argument("--part", type=float, nargs=12, action="append", default=None,
-                        metavar="X", help="a part pair instead of the whole object (repeatable): the target box's "
-                                          "lower and upper corners, then the source box's, 12 numbers in the "
-                                          "normalised frames; points outside every target box keep the target's "
-                                          "own details")
-    parser.add_argument("--no-source-mask", action="store_true",
-                        help="transfer also where the corresponding point is seen on the source image's white "
-                             "background (default: keep the target's own details there)")
-    parser.add_argument("--source-camera", default=None, metavar="METADATA_LINE",
-                        help="the source's view as a rendering_metadata.txt line (default: the camera network)")
+    parser.add_argument(
+        "--where",
+        choices=("front", "back", "both"),
+        default="both",
+        help="which displacement maps are transferred (default both)",
+    )
+    parser.add_argument(
+        "--part",
+        type=float,
+        nargs=12,
+        action="append",
+        default=None,
+        metavar="X",
+        help="a part pair instead of the whole object (repeatable): the target box's "
+        "lower and upper corners, then the source box's, 12 numbers in the "
+        "normalised frames; points outside every target box keep the target's "
+        "own details",
+    )
+    parser.add_argument(
+        "--no-source-mask",
+        action="store_true",
+        help="transfer also where the corresponding point is seen on the source image's white "
+        "background (default: keep the target's own details there)",
+    )
+    parser.add_argument(
+        "--source-camera",
+        default=None,
+        metavar="METADATA_LINE",
+        help="the source's view as a rendering_metadata.txt line (default: the camera network)",
+    )
     application_arguments(parser)
 
 
@@ -45,8 +72,9 @@ def load_model(args):
     from d2im_tf.applications.fields import FieldModel
     from d2im_tf.inference.reconstruct import Reconstructor
 
-    return FieldModel(Reconstructor(args.model, resolution=args.resolution, mode=args.mode,
-                                    fill_cavities=not args.keep_cavities))
+    return FieldModel(
+        Reconstructor(args.model, resolution=args.resolution, mode=args.mode, fill_cavities=not args.keep_cavities)
+    )
 
 
 def camera_rows(args, *names):

@@ -3,6 +3,7 @@ categories the reference evaluates from the side.
 
 Light on purpose (no NumPy): the configuration's defaults and the command line read it.
 """
+
 from __future__ import annotations
 
 CHAIR, TABLE, CABINET, SOFA = "03001627", "04379243", "02933112", "04256520"

@@ -8,6 +8,7 @@ the first problem before the first step. :class:`Requirements` holds what depend
 (views used, points drawn, whether densities are needed); without a config only the config-free
 checks run.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,11 +42,14 @@ class Requirements:
     def for_training(cls, config, network: str = "both") -> "Requirements":
         """What training ``network`` (``"sdf"``, ``"camera"`` or ``"both"``) with ``config`` needs."""
         sdf = network in ("sdf", "both")
-        return cls(views=config.data.views,
-                   points=config.data.num_points if sdf else 0,
-                   surface_points=config.camera.points if network in ("camera", "both") else 0,
-                   gradients=sdf, density=sdf and config.model.variant != "baseline",
-                   far_points=round(config.data.num_points * config.data.far_fraction) if sdf else 0)
+        return cls(
+            views=config.data.views,
+            points=config.data.num_points if sdf else 0,
+            surface_points=config.camera.points if network in ("camera", "both") else 0,
+            gradients=sdf,
+            density=sdf and config.model.variant != "baseline",
+            far_points=round(config.data.num_points * config.data.far_fraction) if sdf else 0,
+        )
 
 
 @dataclass
@@ -105,8 +109,7 @@ def _png_size(path, problems: list, what: str):
         problems.append(f"{path}: {what} is {image.width}×{image.height}; views must be square")
         return None
     if image.width < MIN_VIEW_SIZE:
-        problems.append(f"{path}: {what} is {image.width}×{image.height}, smaller than "
-                        f"{MIN_VIEW_SIZE}×{MIN_VIEW_SIZE}")
+        problems.append(f"{path}: {what} is {image.width}×{image.height}, smaller than {MIN_VIEW_SIZE}×{MIN_VIEW_SIZE}")
         return None
     return image.size
 
@@ -131,8 +134,10 @@ def _check_shape(layout: fmt.DatasetLayout, category: str, shape: str, needs: Re
         renders = _view_count(layout.image_dir(category, shape))
         if len(metadata) < renders:
             result.short_metadata = True
-            problems.append(f"{result.metadata_path}: {len(metadata)} camera lines for {renders} views "
-                            f"(NN.png); every view needs its line")
+            problems.append(
+                f"{result.metadata_path}: {len(metadata)} camera lines for {renders} views "
+                f"(NN.png); every view needs its line"
+            )
         used = len(metadata) if needs.views is None else min(len(metadata), needs.views)
         result.views = used
         for view in range(used):
@@ -141,8 +146,10 @@ def _check_shape(layout: fmt.DatasetLayout, category: str, shape: str, needs: Re
             normal_path = layout.normal_path(category, shape, view)
             normal_size = _png_size(normal_path, problems, "the normal map")
             if size and normal_size and size != normal_size:
-                problems.append(f"{normal_path}: normal map is {normal_size[0]}×{normal_size[1]} but its view "
-                                f"{image_path.name} is {size[0]}×{size[1]}")
+                problems.append(
+                    f"{normal_path}: normal map is {normal_size[0]}×{normal_size[1]} but its view "
+                    f"{image_path.name} is {size[0]}×{size[1]}"
+                )
     samples_path = layout.samples_path(category, shape)
     try:
         samples = fmt.read_samples(samples_path)
@@ -150,23 +157,27 @@ def _check_shape(layout: fmt.DatasetLayout, category: str, shape: str, needs: Re
         problems.append(str(error))
         return result
     result.has_extras = samples.gradients is not None and samples.density is not None
-    result.lacks_needed = ((needs.gradients and samples.gradients is None)
-                           or (needs.density and samples.density is None))
+    result.lacks_needed = (needs.gradients and samples.gradients is None) or (needs.density and samples.density is None)
     if needs.far_points:
         far = 0 if samples.far_samples is None or samples.far_gradients is None else len(samples.far_samples)
         if far < needs.far_points:
-            problems.append(f"{samples_path}: {far} far-field samples (pc_sdf_uniform with pc_gradients_uniform), "
-                            f"fewer than the {needs.far_points} drawn per example (data.far_fraction); set "
-                            "data.far_fraction=0 or regenerate the data with `d2im make-data`")
+            problems.append(
+                f"{samples_path}: {far} far-field samples (pc_sdf_uniform with pc_gradients_uniform), "
+                f"fewer than the {needs.far_points} drawn per example (data.far_fraction); set "
+                "data.far_fraction=0 or regenerate the data with `d2im make-data`"
+            )
     count = len(samples.samples)
     if count < needs.points:
-        problems.append(f"{samples_path}: {count} SDF samples, fewer than the {needs.points} drawn per "
-                        "example (data.num_points)")
+        problems.append(
+            f"{samples_path}: {count} SDF samples, fewer than the {needs.points} drawn per example (data.num_points)"
+        )
     if needs.surface_points:
         surface = len(samples.surface_points) if samples.surface_points is not None else count // 8
         if surface < needs.surface_points:
-            problems.append(f"{samples_path}: {surface} surface points, fewer than the {needs.surface_points} "
-                            "the camera network draws (camera.points)")
+            problems.append(
+                f"{samples_path}: {surface} surface points, fewer than the {needs.surface_points} "
+                "the camera network draws (camera.points)"
+            )
     return result
 
 
@@ -192,8 +203,9 @@ def _read_splits(layout: fmt.DatasetLayout, categories, splits, report: DatasetR
     return list(work)
 
 
-def check_dataset(layout: fmt.DatasetLayout, progress: bool = True, needs: Requirements | None = None,
-                  categories=None, splits=SPLITS) -> DatasetReport:
+def check_dataset(
+    layout: fmt.DatasetLayout, progress: bool = True, needs: Requirements | None = None, categories=None, splits=SPLITS
+) -> DatasetReport:
     """Read every split list, metadata file, view, normal map and SDF file of the dataset.
 
     ``categories`` default to every category with a split list; ``needs`` (default: the config-free
@@ -208,8 +220,15 @@ def check_dataset(layout: fmt.DatasetLayout, progress: bool = True, needs: Requi
             return report
     work = _read_splits(layout, categories, splits, report)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # PNG decoding frees the GIL
-        results = list(tqdm(pool.map(lambda pair: _check_shape(layout, *pair, needs), work), total=len(work),
-                            desc="checking shapes", unit="shape", disable=not progress))
+        results = list(
+            tqdm(
+                pool.map(lambda pair: _check_shape(layout, *pair, needs), work),
+                total=len(work),
+                desc="checking shapes",
+                unit="shape",
+                disable=not progress,
+            )
+        )
     lacking = 0
     for result in results:
         report.problems.extend(result.problems)
@@ -220,16 +239,20 @@ def check_dataset(layout: fmt.DatasetLayout, progress: bool = True, needs: Requi
             report.samples_with_extras += result.has_extras
             lacking += result.lacks_needed
     if lacking:
-        report.problems.append(f"{layout.root / 'SDF_v1'}: {lacking} of {report.samples_checked} ori_sample.h5 "
-                               f"files lack pc_gradients/density, which training needs; run `d2im preprocess "
-                               f"{layout.root}`")
+        report.problems.append(
+            f"{layout.root / 'SDF_v1'}: {lacking} of {report.samples_checked} ori_sample.h5 "
+            f"files lack pc_gradients/density, which training needs; run `d2im preprocess "
+            f"{layout.root}`"
+        )
     if len(report.views) > 1:  # the input pipeline uses the smallest number of views for every shape
         common = max(report.views, key=lambda v: (report.views[v], v))
         for result in results:
             if result.views is not None and result.views < common and not result.short_metadata:
-                report.problems.append(f"{result.metadata_path}: {result.views} views where most shapes have "
-                                       f"{common}; training would use {result.views} views of every shape "
-                                       f"(set data.views={result.views} if that is meant)")
+                report.problems.append(
+                    f"{result.metadata_path}: {result.views} views where most shapes have "
+                    f"{common}; training would use {result.views} views of every shape "
+                    f"(set data.views={result.views} if that is meant)"
+                )
     return report
 
 
@@ -239,8 +262,9 @@ def validate_for_training(config, network: str, splits=("train",), progress: boo
     layout = fmt.DatasetLayout.from_config(config)
     if not layout.root.is_dir():
         raise UserError(f"{layout.root}: dataset folder not found (data.root)")
-    report = check_dataset(layout, progress, Requirements.for_training(config, network),
-                           categories=config.data.categories, splits=splits)
+    report = check_dataset(
+        layout, progress, Requirements.for_training(config, network), categories=config.data.categories, splits=splits
+    )
     if report.problems:
         more = len(report.problems) - 1
         hint = f" (and {more} more; `d2im check-data {layout.root}` lists them)" if more else ""

@@ -14,6 +14,7 @@ Every reader raises :class:`DataError` whose message is one line naming the file
 every writer writes a temporary file beside the target and renames it (:func:`d2im_tf.io.atomic_path`), so a
 killed process never leaves a half-written file.
 """
+
 from __future__ import annotations
 
 import re
@@ -143,8 +144,10 @@ def metadata_row_problem(row) -> str | None:
     if row[3] <= 0:
         return f"has distance ratio {row[3]:g} (field 4); it must be positive"
     if not MIN_DISTANCE_RATIO <= row[3] <= MAX_DISTANCE_RATIO:
-        return (f"has distance ratio {row[3]:g} (field 4); it must be between {MIN_DISTANCE_RATIO:g} (nearer, the "
-                f"camera is inside the shape's box) and {MAX_DISTANCE_RATIO:g} (farther, the shape is under 2 pixels)")
+        return (
+            f"has distance ratio {row[3]:g} (field 4); it must be between {MIN_DISTANCE_RATIO:g} (nearer, the "
+            f"camera is inside the shape's box) and {MAX_DISTANCE_RATIO:g} (farther, the shape is under 2 pixels)"
+        )
     if np.abs(row[:2]).max() > MAX_ANGLE_DEGREES:
         return f"has an angle beyond ±{MAX_ANGLE_DEGREES:g} degrees (fields 1, 2)"
     return None
@@ -451,8 +454,9 @@ def read_samples(path) -> SdfSamples:
         if attr in values:
             expected = (count, width) if width else (count,)
             if values[attr].shape != expected:
-                raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, "
-                                      f"expected {expected}")
+                raise DataError(
+                    path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, expected {expected}"
+                )
     for attr, array in values.items():
         if not np.issubdtype(array.dtype, np.floating):  # an int SDF would train on rounded distances
             raise DataError(path, f"dataset '{_H5_FIELDS[attr]}' has dtype {array.dtype}, expected floating point")

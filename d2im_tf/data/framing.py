@@ -15,6 +15,7 @@ image). It is an affine map of pixel coordinates, ``u' = s·u + o``, returned as
 projection P to the input's pixels becomes ``A·P`` to the re-framed image's: points still project onto
 the same image content.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -67,8 +68,7 @@ def crop_transform(box, object_fraction: float, size: int) -> np.ndarray:
     return np.array([[scale, 0.0, -scale * left], [0.0, scale, -scale * top], [0.0, 0.0, 1.0]])
 
 
-def warp(pixels: np.ndarray, transform: np.ndarray, size: int, fill=WHITE,
-         resample=Image.LANCZOS) -> np.ndarray:
+def warp(pixels: np.ndarray, transform: np.ndarray, size: int, fill=WHITE, resample=Image.LANCZOS) -> np.ndarray:
     """``pixels [H, W, C]`` (uint8 or float32) mapped by the affine ``transform`` (input → output pixel
     coordinates, scale and shift only) into ``[size, size, C]``; ``fill`` where the input has no pixels.
 
@@ -92,8 +92,9 @@ def warp(pixels: np.ndarray, transform: np.ndarray, size: int, fill=WHITE,
     return result.astype(pixels.dtype)
 
 
-def reframe(pixels: np.ndarray, mask: np.ndarray, object_fraction: float, size: int,
-            fill=WHITE, resample=Image.LANCZOS) -> tuple[np.ndarray, np.ndarray]:
+def reframe(
+    pixels: np.ndarray, mask: np.ndarray, object_fraction: float, size: int, fill=WHITE, resample=Image.LANCZOS
+) -> tuple[np.ndarray, np.ndarray]:
     """``(image [size, size, C], A [3, 3])``: ``pixels`` cropped around ``mask``'s object so that the
     object's box spans ``object_fraction`` of the side (module docstring); an empty mask keeps the
     whole image (padded to a centred square)."""

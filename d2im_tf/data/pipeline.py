@@ -22,6 +22,7 @@ stateless random ops seeded with ``(seed, k)``. Parallel map therefore changes n
 from element ``k`` is ``start=k`` — no replay. Under ``tf.distribute`` the stream is sharded by
 element (``AutoShardPolicy.DATA``), so each worker sees a disjoint part of it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -70,9 +71,7 @@ def weighted_point_indices(sdf, density, num_points, seed):
     half_in = num_points // 2
     half_out = num_points - half_in
     threshold = int(num_points * UNIFORM_FALLBACK_FRACTION)
-    balanced = (
-        (n_inside > threshold) & (n_outside > threshold) & (n_inside >= half_in) & (n_outside >= half_out)
-    )
+    balanced = (n_inside > threshold) & (n_outside > threshold) & (n_inside >= half_in) & (n_outside >= half_out)
     seed_in, seed_out = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
 
     def weighted():
@@ -137,9 +136,7 @@ def load_records(config: Config, split: str) -> list[ShapeRecord]:
             metadata = fmt.read_metadata(layout.metadata_path(category, shape))[: config.data.views]
             norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
             world = [camera.projection_from_metadata(row, config.model.image_size) for row in metadata]
-            projections = np.stack(
-                [frames.normalised_projection(projection, norm_params) for projection in world]
-            )
+            projections = np.stack([frames.normalised_projection(projection, norm_params) for projection in world])
             records.append(ShapeRecord(category, shape, metadata, norm_params, projections))
     if not records:
         raise fmt.DataError(layout.split_dir, f"no shapes in the {split} split of {config.data.categories}")
@@ -170,8 +167,11 @@ def _shape_arrays(path: bytes, need_density: bool, need_far: bool):
     density = samples.density if samples.density is not None else np.ones(len(samples.samples))
     if need_far:
         if samples.far_samples is None or samples.far_gradients is None:
-            raise fmt.DataError(path, "lacks far-field samples (pc_sdf_uniform, pc_gradients_uniform): "
-                                "set data.far_fraction=0 or regenerate the data with `d2im make-data`")
+            raise fmt.DataError(
+                path,
+                "lacks far-field samples (pc_sdf_uniform, pc_gradients_uniform): "
+                "set data.far_fraction=0 or regenerate the data with `d2im make-data`",
+            )
         far, far_gradients = samples.far_samples, samples.far_gradients
     else:
         far, far_gradients = np.zeros((0, 4)), np.zeros((0, 3))
@@ -206,11 +206,13 @@ def framed_example(image_path: bytes, normal_path: bytes, image_size: int, objec
     image, transform = framing.reframe(fmt.on_white(rgba).astype(np.float32), mask, object_size, image_size)
     normals = fmt.read_normal_map(normal_path.decode())  # [h, w, 3] unit normals, zeros on the background
     to_normals = np.diag([normals.shape[1] / width, normals.shape[0] / height, 1.0])  # render → normal-map pixels
-    normals = framing.warp(normals, transform @ np.linalg.inv(to_normals), image_size, fill=0.0,
-                           resample=Image.NEAREST)
+    normals = framing.warp(normals, transform @ np.linalg.inv(to_normals), image_size, fill=0.0, resample=Image.NEAREST)
     resized = np.diag([image_size / width, image_size / height, 1.0])  # render → the projection's pixels
-    return (np.clip(image / 255.0, 0.0, 1.0).astype(np.float32), normals.astype(np.float32),
-            (transform @ np.linalg.inv(resized)).astype(np.float32))
+    return (
+        np.clip(image / 255.0, 0.0, 1.0).astype(np.float32),
+        normals.astype(np.float32),
+        (transform @ np.linalg.inv(resized)).astype(np.float32),
+    )
 
 
 def decode_image(path, image_size: int):
@@ -311,9 +313,16 @@ class ShapeDataset:
         projection = self._projections[shape, view]  # [3, 4]
         if self.config.data.framing_object_size:
             image, normal_map, transform = tf.numpy_function(
-                framed_example, [self._image_paths[shape, view], self._normal_paths[shape, view], size,
-                                 self.config.data.framing_object_size],
-                [tf.float32] * 3, stateful=False)
+                framed_example,
+                [
+                    self._image_paths[shape, view],
+                    self._normal_paths[shape, view],
+                    size,
+                    self.config.data.framing_object_size,
+                ],
+                [tf.float32] * 3,
+                stateful=False,
+            )
             image, normal_map = tf.ensure_shape(image, [size, size, 3]), tf.ensure_shape(normal_map, [size, size, 3])
             projection = tf.ensure_shape(transform, [3, 3]) @ projection
         else:
@@ -353,8 +362,13 @@ class CameraDataset(ShapeDataset):
 
     def __init__(self, config: Config, split: str = "train"):
         super().__init__(config, split)
-        poses = [[frames.normalised_pose(*camera.world_to_camera(r[0], r[1], r[3]), rec.norm_params)
-                  for r in rec.metadata[: self.num_views]] for rec in self.records]
+        poses = [
+            [
+                frames.normalised_pose(*camera.world_to_camera(r[0], r[1], r[3]), rec.norm_params)
+                for r in rec.metadata[: self.num_views]
+            ]
+            for rec in self.records
+        ]
         self._rotations = tf.constant([[p[0] for p in views] for views in poses], tf.float32)  # [S, V, 3, 3]
         self._translations = tf.constant([[p[1] for p in views] for views in poses], tf.float32)  # [S, V, 3]
 

@@ -16,6 +16,7 @@ Rays pass through pixel centres ``(u + 0.5, v + 0.5)`` in the pixel convention o
 ``camera.project`` falls in the pixel whose ray sees it. Only pixels inside the projection of the
 mesh's bounding box are traced.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -99,11 +100,17 @@ class Renderer:
         pixels, directions, faces = pixels[hit], directions[hit], faces[hit]
         points = self._hit_points(origin, directions, faces)
         normals_world = self.face_normals[faces]
-        return self._images(image_size, pixels, points @ rotation[2] + translation[2],
-                            normals_world @ rotation.T, self._shade(normals_world, directions))
+        return self._images(
+            image_size,
+            pixels,
+            points @ rotation[2] + translation[2],
+            normals_world @ rotation.T,
+            self._shade(normals_world, directions),
+        )
 
-    def render_appearance(self, row, image_size: int, look, lighting, supersample: int = 3,
-                          render_size: int | None = None) -> np.ndarray:
+    def render_appearance(
+        self, row, image_size: int, look, lighting, supersample: int = 3, render_size: int | None = None
+    ) -> np.ndarray:
         """The RGBA image ``[S, S, 4]`` uint8 of the view ``row`` with ``look`` (a
         :class:`~d2im_tf.data.synth.appearance.Look`) under ``lighting``: rays through ``supersample²``
         points per pixel of a ``render_size`` image (default ``image_size``), box-filtered; the alpha is the
@@ -117,16 +124,24 @@ class Renderer:
         rotation, translation = camera.world_to_camera(az, el, dist)
         origin = camera.camera_centre(rotation, translation)
         pixels = self._covered_pixels(rotation, translation, fine)
-        directions_cam = np.column_stack([(pixels + 0.5 - fine / 2.0) / camera.focal_pixels(fine),
-                                          np.ones(len(pixels))])
+        directions_cam = np.column_stack(
+            [(pixels + 0.5 - fine / 2.0) / camera.focal_pixels(fine), np.ones(len(pixels))]
+        )
         directions = directions_cam @ rotation
         directions /= np.linalg.norm(directions, axis=1, keepdims=True)
         faces = self.intersector.intersects_first(np.broadcast_to(origin, directions.shape), directions)
         hit = faces >= 0
         pixels, directions, faces = pixels[hit], directions[hit], faces[hit]
         points = self._hit_points(origin, directions, faces)
-        colors = shade(points, self._smooth_normals(points, faces), directions, look.face_material[faces],
-                       look.materials, lighting, rotation.T)
+        colors = shade(
+            points,
+            self._smooth_normals(points, faces),
+            directions,
+            look.face_material[faces],
+            look.materials,
+            lighting,
+            rotation.T,
+        )
         premultiplied = np.zeros((fine, fine, 4))
         premultiplied[pixels[:, 1], pixels[:, 0], :3] = colors
         premultiplied[pixels[:, 1], pixels[:, 0], 3] = 1.0
@@ -194,6 +209,8 @@ def _resample(image: np.ndarray, size: int) -> np.ndarray:
     """Float image ``[S, S, C]`` → ``[size, size, C]``, each channel with Pillow's (anti-aliased) bilinear filter."""
     from PIL import Image
 
-    channels = [np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
-        (size, size), Image.BILINEAR)) for c in range(image.shape[-1])]
+    channels = [
+        np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+        for c in range(image.shape[-1])
+    ]
     return np.clip(np.stack(channels, axis=-1).astype(np.float64), 0.0, 1.0)

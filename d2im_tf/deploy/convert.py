@@ -46,6 +46,7 @@ TFLite                 ``encode.tflite``, ``decode.tflite``, ``camera.tflite`` (
 TF.js                  ``encode/``, ``decode/``, ``camera/``: graph models (``model.json`` + weight
                        shards), converted by :mod:`d2im_tf.deploy.tfjs`.
 """
+
 from __future__ import annotations
 
 import json
@@ -122,8 +123,10 @@ def _einsum_by_broadcast(equation: str, *operands):
         if order != list(range(len(spec))):
             operand = tf.transpose(operand, order)
         dynamic = tf.shape(operand)  # for unknown sizes (folded to constants once the inputs are fixed)
-        sizes = {spec[axis]: operand.shape[position] if operand.shape[position] is not None else dynamic[position]
-                 for position, axis in enumerate(order)}
+        sizes = {
+            spec[axis]: operand.shape[position] if operand.shape[position] is not None else dynamic[position]
+            for position, axis in enumerate(order)
+        }
         operand = tf.reshape(operand, tf.stack([sizes.get(label, 1) for label in labels]))
         product = operand if product is None else product * operand
     summed = [axis for axis, label in enumerate(labels) if label not in output]
@@ -163,9 +166,10 @@ def _lower(graph_def, node_shapes: dict, lowerings=None) -> tf.compat.v1.GraphDe
         scratch = tf.Graph()
         with scratch.as_default():
             shapes = node_shapes[node.name]
-            placeholders = [tf.compat.v1.placeholder(dtype, shape=shapes[k] if k < len(shapes) else None,
-                                                     name=f"input_{k}")
-                            for k in range(len(node.input))]
+            placeholders = [
+                tf.compat.v1.placeholder(dtype, shape=shapes[k] if k < len(shapes) else None, name=f"input_{k}")
+                for k in range(len(node.input))
+            ]
             tf.identity(lowerings[node.op](node, placeholders), name="output")
         prefix = f"{node.name}/lowered"
         sources = {f"input_{k}": name for k, name in enumerate(node.input)}
@@ -217,8 +221,10 @@ class Part:
         return self.module.run.get_concrete_function()
 
     def spec(self) -> dict:
-        return {"inputs": {name: {"shape": list(shape), "dtype": "float32"} for name, shape in self.inputs.items()},
-                "outputs": {name: {"shape": list(shape), "dtype": "float32"} for name, shape in self.outputs.items()}}
+        return {
+            "inputs": {name: {"shape": list(shape), "dtype": "float32"} for name, shape in self.inputs.items()},
+            "outputs": {name: {"shape": list(shape), "dtype": "float32"} for name, shape in self.outputs.items()},
+        }
 
 
 class FrozenSignature:
@@ -238,8 +244,10 @@ class FrozenSignature:
                 self.placeholders[name] = tensor.name
         output_names = sorted(signature.structured_outputs)
         self.outputs = {name: tensor.name for name, tensor in zip(output_names, frozen.outputs)}
-        self.node_shapes = {op.name: [tensor.shape.as_list() if tensor.shape.rank is not None else None
-                                      for tensor in op.inputs] for op in frozen.graph.get_operations()}
+        self.node_shapes = {
+            op.name: [tensor.shape.as_list() if tensor.shape.rank is not None else None for tensor in op.inputs]
+            for op in frozen.graph.get_operations()
+        }
 
     def _reachable(self, outputs) -> set[str]:
         """Names of the nodes the ``outputs`` (names) depend on."""
@@ -271,8 +279,11 @@ class FrozenSignature:
 
         def run(*tensors):
             results = tf.graph_util.import_graph_def(
-                graph_def, input_map={self.placeholders[name]: tensor for name, tensor in zip(names, tensors)},
-                return_elements=[self.outputs[name] for name in outputs], name="model")
+                graph_def,
+                input_map={self.placeholders[name]: tensor for name, tensor in zip(names, tensors)},
+                return_elements=[self.outputs[name] for name in outputs],
+                name="model",
+            )
             return {name: tf.identity(result, name=name) for name, result in zip(outputs, results)}
 
         signature = [tf.TensorSpec(shape, tf.float32, name=name) for name, shape in inputs.items()]
@@ -296,19 +307,38 @@ def prepare_parts(loaded, chunk_points: int = DEFAULT_CHUNK_POINTS, target: str 
     decode_inputs = decode.used_inputs(["sdf", "base"])
     encoding = [name for name in ENCODING_NAMES if name in decode_inputs]
     inputs = {name: _fixed(decode.input_specs[name].shape.as_list(), chunk_points) for name in decode_inputs}
-    parts = [Part("decode", decode.function(inputs, ["sdf", "base"], lowerings), inputs,
-                  {"sdf": [1, chunk_points], "base": [1, chunk_points]})]
+    parts = [
+        Part(
+            "decode",
+            decode.function(inputs, ["sdf", "base"], lowerings),
+            inputs,
+            {"sdf": [1, chunk_points], "base": [1, chunk_points]},
+        )
+    ]
 
     encode = FrozenSignature(loaded.signatures["encode"])
     image_shape = _fixed(encode.input_specs["image"].shape.as_list())
     encode_outputs = {name: inputs[name] for name in encoding}
-    parts.insert(0, Part("encode", encode.function({"image": image_shape}, list(encode_outputs), lowerings),
-                         {"image": image_shape}, encode_outputs))
+    parts.insert(
+        0,
+        Part(
+            "encode",
+            encode.function({"image": image_shape}, list(encode_outputs), lowerings),
+            {"image": image_shape},
+            encode_outputs,
+        ),
+    )
     if "camera" in loaded.signatures:
         camera = FrozenSignature(loaded.signatures["camera"])
         outputs = {"projection": [1, 3, 4], "rotation": [1, 3, 3], "translation": [1, 3]}
-        parts.append(Part("camera", camera.function({"image": image_shape}, list(outputs), lowerings),
-                          {"image": image_shape}, outputs))
+        parts.append(
+            Part(
+                "camera",
+                camera.function({"image": image_shape}, list(outputs), lowerings),
+                {"image": image_shape},
+                outputs,
+            )
+        )
     return parts
 
 
@@ -392,8 +422,9 @@ def check_arguments(target: str, out, chunk_points: int) -> Path:
     return out
 
 
-def convert(saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POINTS,
-            precisions=("float32", SMALL)) -> Path:
+def convert(
+    saved_model, target: str, out, chunk_points: int = DEFAULT_CHUNK_POINTS, precisions=("float32", SMALL)
+) -> Path:
     """Convert ``saved_model`` (a SavedModel folder or TF Serving's ``NAME/`` with versions) to
     ``target`` in the new folder ``out``; returns ``out``. Nothing is left at ``out`` on failure.
     ``precisions``: the TFLite files to write (the command writes both)."""
@@ -417,8 +448,11 @@ def _write_converted(out: Path, target: str, parts, model_dir: Path, info, chunk
         else:
             files = tfjs.write_tfjs(parts, staging)
         description = {
-            "format": target, "format_version": FORMAT_VERSION, "source": str(model_dir.resolve()),
-            "model": info, "chunk_points": chunk_points,
+            "format": target,
+            "format_version": FORMAT_VERSION,
+            "source": str(model_dir.resolve()),
+            "model": info,
+            "chunk_points": chunk_points,
             "models": {part.name: {"files": files[part.name], **part.spec()} for part in parts},
         }
         (staging / DESCRIPTION_FILE).write_text(json.dumps(description, indent=2) + "\n")

@@ -37,6 +37,7 @@ camera mode, so a client knows how to prepare its inputs, and for every model:
                     coarse-to-fine extraction: 2·sdf_scale in the normalised frame; 4·sdf_scale in the
                     world frame, where the normalised SDF × 10 changes 1/m times faster (m ≈ 0.5)
 """
+
 from __future__ import annotations
 
 import json
@@ -66,17 +67,24 @@ def model_frame(model) -> str:
     return "world" if config.compat == "reference" else "normalised"
 
 
-def model_description(sdf_model: D2IMNet, camera_model: CameraNet | None = None,
-                      framing_object_size: float = 0.0) -> dict:
+def model_description(
+    sdf_model: D2IMNet, camera_model: CameraNet | None = None, framing_object_size: float = 0.0
+) -> dict:
     """The content of ``assets.extra/d2im.json`` (module docstring); ``framing_object_size`` (the training
     config's ``data.framing_object_size``) is recorded when > 0, for the reconstruction to re-frame to."""
     reference = sdf_model.model_config.compat == "reference"
     framing = {"framing_object_size": float(framing_object_size)} if framing_object_size else {}
-    return {**framing, "image_size": sdf_model.model_config.image_size, "sdf_scale": sdf_model.sdf_scale,
-            "variant": sdf_model.model_config.variant, "has_camera": camera_model is not None,
-            "compat": sdf_model.model_config.compat, "frame": model_frame(sdf_model),
-            "image_reading": "reference" if reference else "white",
-            "lipschitz": (4.0 if reference else 2.0) * sdf_model.sdf_scale}
+    return {
+        **framing,
+        "image_size": sdf_model.model_config.image_size,
+        "sdf_scale": sdf_model.sdf_scale,
+        "variant": sdf_model.model_config.variant,
+        "has_camera": camera_model is not None,
+        "compat": sdf_model.model_config.compat,
+        "frame": model_frame(sdf_model),
+        "image_reading": "reference" if reference else "white",
+        "lipschitz": (4.0 if reference else 2.0) * sdf_model.sdf_scale,
+    }
 
 
 def version_folder(out_base, version: int | None = None) -> Path:
@@ -101,8 +109,6 @@ def remove_stale_staging(out_base: Path) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-
-
 def store_each_weight_once(archive: keras.export.ExportArchive) -> None:
     """Make the archive's variable lists hold the ``tf.Variable`` s themselves, not their Keras wrappers.
 
@@ -113,19 +119,29 @@ def store_each_weight_once(archive: keras.export.ExportArchive) -> None:
     """
     holder = archive._tf_trackable  # noqa: SLF001 (Keras keeps the tracked lists here)
     for name in ("variables", "trainable_variables", "non_trainable_variables"):
-        setattr(holder, name, [getattr(v, "value", v) if isinstance(v, keras.Variable) else v
-                               for v in getattr(holder, name)])
+        setattr(
+            holder,
+            name,
+            [getattr(v, "value", v) if isinstance(v, keras.Variable) else v for v in getattr(holder, name)],
+        )
 
 
-def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | None = None,
-                       version: int | None = None, framing_object_size: float = 0.0) -> Path:
+def export_saved_model(
+    sdf_model: D2IMNet,
+    out_base,
+    camera_model: CameraNet | None = None,
+    version: int | None = None,
+    framing_object_size: float = 0.0,
+) -> Path:
     """Write ``out_base/<version>/`` (written to a temporary folder, then renamed); returns its path.
 
     The staging folder ``.<version>.<pid>.*`` of an export killed midway is removed by the next export."""
     if camera_model is not None and model_frame(camera_model) != model_frame(sdf_model):
-        raise UserError(f"the camera network predicts the pose of the {model_frame(camera_model)} frame, the SDF "
-                        f"network works in the {model_frame(sdf_model)} frame: export them with matching "
-                        "compat settings")
+        raise UserError(
+            f"the camera network predicts the pose of the {model_frame(camera_model)} frame, the SDF "
+            f"network works in the {model_frame(sdf_model)} frame: export them with matching "
+            "compat settings"
+        )
     target = version_folder(out_base, version)
     out_base, version = target.parent, int(target.name)
     size = sdf_model.model_config.image_size
@@ -155,23 +171,31 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
         return {"sdf": outputs["sdf"], "base": outputs["base"]}
 
     def decode_bounds(global_code, maps, f0, f1, f2, f3, f4, points, projection):
-        base, displacements = sdf_model.decode_bounds(encoding_of(global_code, maps, f0, f1, f2, f3, f4),
-                                                      points, projection)
+        base, displacements = sdf_model.decode_bounds(
+            encoding_of(global_code, maps, f0, f1, f2, f3, f4), points, projection
+        )
         return {"base": base, "displacements": displacements}
 
     def fuse(global_code, maps, f0, f1, f2, f3, f4, points, projection, base, displacements):
-        sdf, _, _ = sdf_model.fuse(encoding_of(global_code, maps, f0, f1, f2, f3, f4), points, projection, base,
-                                   displacements)
+        sdf, _, _ = sdf_model.fuse(
+            encoding_of(global_code, maps, f0, f1, f2, f3, f4), points, projection, base, displacements
+        )
         return {"sdf": sdf}
 
     # Specs of encode's outputs, for decode's inputs: batch free, the rest static (the GL decoder
     # derives each map's stride from its width).
     probe = sdf_model.encode(tf.zeros([1, size, size, 3]), training=False)
-    feature_specs = [tf.TensorSpec([None, *feature.shape[1:]], tf.float32, name=f"f{level}")
-                     for level, feature in enumerate(probe["features"])]
-    decode_specs = [tf.TensorSpec([None, probe["global_code"].shape[-1]], tf.float32, name="global_code"),
-                    tf.TensorSpec([None, size, size, 2], tf.float32, name="maps"), *feature_specs,
-                    points_spec, projection_spec]
+    feature_specs = [
+        tf.TensorSpec([None, *feature.shape[1:]], tf.float32, name=f"f{level}")
+        for level, feature in enumerate(probe["features"])
+    ]
+    decode_specs = [
+        tf.TensorSpec([None, probe["global_code"].shape[-1]], tf.float32, name="global_code"),
+        tf.TensorSpec([None, size, size, 2], tf.float32, name="maps"),
+        *feature_specs,
+        points_spec,
+        projection_spec,
+    ]
 
     archive = keras.export.ExportArchive()
     archive.track(sdf_model)
@@ -179,16 +203,25 @@ def export_saved_model(sdf_model: D2IMNet, out_base, camera_model: CameraNet | N
     archive.add_endpoint("encode", encode, input_signature=[image_spec])
     archive.add_endpoint("decode", decode, input_signature=decode_specs)
     archive.add_endpoint("decode_bounds", decode_bounds, input_signature=decode_specs)
-    archive.add_endpoint("fuse", fuse, input_signature=[
-        *decode_specs, tf.TensorSpec([None, None], tf.float32, name="base"),
-        tf.TensorSpec([None, None, 2], tf.float32, name="displacements")])
+    archive.add_endpoint(
+        "fuse",
+        fuse,
+        input_signature=[
+            *decode_specs,
+            tf.TensorSpec([None, None], tf.float32, name="base"),
+            tf.TensorSpec([None, None, 2], tf.float32, name="displacements"),
+        ],
+    )
     if camera_model is not None:
         archive.track(camera_model)
 
         def pose(image):
             outputs = camera_model(image, training=False)
-            return {"rotation": outputs["rotation"], "translation": outputs["translation"],
-                    "projection": camera_model.projection(outputs)}
+            return {
+                "rotation": outputs["rotation"],
+                "translation": outputs["translation"],
+                "projection": camera_model.projection(outputs),
+            }
 
         def sdf_predicted_camera(image, points):
             return sdf(image, points, pose(image)["projection"])

@@ -13,6 +13,7 @@ header, then the float32 tensors of the header's list back to back).
 camera evaluated by such a model: image preparation, coarse-to-fine extraction and marching cubes are
 the same code, so the meshes differ only by what the runtime computes differently.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -137,14 +138,18 @@ def _graph_model_problem(model_json: Path, folder: Path) -> str | None:
         groups = graph["weightsManifest"]
         names = [name for group in groups for name in group["paths"]]
         itemsize = {"float32": 4, "int32": 4, "bool": 1}
-        needed = sum(int(np.prod(weight["shape"], dtype=np.int64)) * itemsize[weight["dtype"]]
-                     for group in groups for weight in group["weights"])
+        needed = sum(
+            int(np.prod(weight["shape"], dtype=np.int64)) * itemsize[weight["dtype"]]
+            for group in groups
+            for weight in group["weights"]
+        )
     except (OSError, ValueError, TypeError, KeyError) as error:
         return f"{model_json}: not a readable TF.js model ({error.__class__.__name__}: {error})"
     base = model_json.parent.relative_to(folder)
     for name in names:
-        problem = _file_problem(folder, f"{model_json} weightsManifest",
-                                str(base / name) if isinstance(name, str) else name)
+        problem = _file_problem(
+            folder, f"{model_json} weightsManifest", str(base / name) if isinstance(name, str) else name
+        )
         if problem:
             return problem
     size = sum((model_json.parent / name).stat().st_size for name in names)
@@ -163,8 +168,10 @@ class RuntimeModel:
         self.folder = Path(folder)
         self.description = read_description(self.folder)
         if self.description["format"] != self.format:
-            raise UserError(f"{self.folder}: holds {self.description['format']} models, not {self.format}; "
-                            f"convert with --to {self.format}")
+            raise UserError(
+                f"{self.folder}: holds {self.description['format']} models, not {self.format}; "
+                f"convert with --to {self.format}"
+            )
         self.info = self.description["model"]
         self.chunk_points = int(self.description["chunk_points"])
         self.models = self.description["models"]
@@ -253,8 +260,11 @@ class TFJSModel(RuntimeModel):
             raise UserError("node not found: --runtime tfjs needs Node.js 20 or later")
         modules = node_modules_dir()
         self.process = subprocess.Popen(
-            ["node", str(CLIENT_SCRIPT), str(self.folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env={**os.environ, "D2IM_TFJS_MODULES": str(modules / "node_modules"), "D2IM_TFJS_BACKEND": backend})
+            ["node", str(CLIENT_SCRIPT), str(self.folder)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "D2IM_TFJS_MODULES": str(modules / "node_modules"), "D2IM_TFJS_BACKEND": backend},
+        )
         try:
             header, _ = self._receive()
         except RuntimeError as error:  # the client could not load a model: its message names the file
@@ -262,8 +272,11 @@ class TFJSModel(RuntimeModel):
             raise UserError(f"{self.folder}: {error}") from None
         self.backend = header["backend"]  # "cpu" if wasm was asked for and failed to start
         if header.get("fallback"):
-            print(f"warning: the TF.js wasm backend did not start ({header['fallback']}); "
-                  "using the much slower cpu backend", file=sys.stderr)
+            print(
+                f"warning: the TF.js wasm backend did not start ({header['fallback']}); "
+                "using the much slower cpu backend",
+                file=sys.stderr,
+            )
         atexit.register(self.close)
 
     def _receive(self):
@@ -282,8 +295,9 @@ class TFJSModel(RuntimeModel):
 
     def run(self, part: str, inputs: dict) -> dict:
         arrays = {name: np.ascontiguousarray(value, np.float32) for name, value in inputs.items()}
-        header = json.dumps({"model": part, "tensors": [{"name": name, "shape": list(value.shape)}
-                                                        for name, value in arrays.items()]}).encode()
+        header = json.dumps(
+            {"model": part, "tensors": [{"name": name, "shape": list(value.shape)} for name, value in arrays.items()]}
+        ).encode()
         self.process.stdin.write(struct.pack("<I", len(header)) + header)
         for value in arrays.values():
             self.process.stdin.write(value.tobytes())
@@ -345,6 +359,7 @@ def runtime_reconstructor(folder, runtime: str, precision: str = "float32", **op
     """A :class:`d2im_tf.inference.reconstruct.Reconstructor` (same ``options``) whose networks run in ``runtime``
     from the converted ``folder``. The converted models have no one-pass bounds: every evaluated point
     is decoded exactly."""
+
     class RuntimeReconstructor(Reconstructor):
         def _load(self, model_path) -> None:
             self.runtime_model = open_runtime_model(model_path, runtime, precision)

@@ -23,6 +23,7 @@ the lockfile's hash; after that the client works offline. ``tfjs_client.mjs`` lo
 models of a converted folder and answers requests on stdin/stdout; its Python side is
 :class:`d2im_tf.deploy.runtimes.TFJSModel`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,8 +70,10 @@ def _install_once(target: Path, install, what: str) -> Path:
         result = install(staging)
         if result.returncode != 0:
             reason = (result.stderr or result.stdout).strip().splitlines()
-            raise UserError(f"{target}: cannot install {what} ({reason[-1] if reason else 'no output'}); "
-                            "the first use needs the package registry, later uses work offline")
+            raise UserError(
+                f"{target}: cannot install {what} ({reason[-1] if reason else 'no output'}); "
+                "the first use needs the package registry, later uses work offline"
+            )
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -79,10 +82,24 @@ def _install_once(target: Path, install, what: str) -> Path:
 
 def check_converter_available() -> Path:
     """The converter's folder, installed on first use (module docstring)."""
+
     def install(staging):
-        return subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               "--no-deps", "--target", str(staging), *CONVERTER_PACKAGES],
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--target",
+                str(staging),
+                *CONVERTER_PACKAGES,
+            ],
+            capture_output=True,
+            text=True,
+        )
 
     return _install_once(converter_dir(), install, "the TF.js converter (" + ", ".join(CONVERTER_PACKAGES) + ")")
 
@@ -99,11 +116,16 @@ def write_tfjs(parts, folder: Path) -> dict:
             saved = Path(scratch) / part.name
             tf.saved_model.save(part.module, str(saved), signatures={"serving_default": part.function})
             arguments += [str(saved), str(folder / part.name)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(converter), str(Path(__file__).resolve().parents[2]),
-                                                             os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(converter), str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
         # One subprocess for all parts: importing TensorFlow there is most of a conversion's time.
-        result = subprocess.run([sys.executable, str(Path(__file__).resolve()), *arguments],
-                                capture_output=True, text=True, env=env)
+        result = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), *arguments], capture_output=True, text=True, env=env
+        )
         if result.returncode != 0:
             raise RuntimeError(f"TF.js conversion failed:\n{result.stderr[-4000:]}")
         for part in parts:
@@ -148,8 +170,12 @@ def node_modules_dir() -> Path:
             raise UserError("npm not found: the TF.js client needs Node.js (20 or later) and npm")
         for name in ("package.json", "package-lock.json"):
             shutil.copy(NODE_FOLDER / name, staging / name)
-        return subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-                              cwd=staging, capture_output=True, text=True)
+        return subprocess.run(
+            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=staging,
+            capture_output=True,
+            text=True,
+        )
 
     return _install_once(target, install, "the TF.js client's npm packages (npm ci)")
 
@@ -165,16 +191,23 @@ def _run_converter(saved_model: str, out: str) -> None:
     for name in ("tensorflowjs", "tensorflowjs.converters"):  # packages entered without their __init__
         if name in sys.modules:  # an earlier part of the same run
             continue
-        spec = importlib.machinery.PathFinder.find_spec(name.split(".")[-1], None if "." not in name
-                                                        else sys.modules["tensorflowjs"].__path__)
+        spec = importlib.machinery.PathFinder.find_spec(
+            name.split(".")[-1], None if "." not in name else sys.modules["tensorflowjs"].__path__
+        )
         module = types.ModuleType(name)
         module.__path__ = list(spec.submodule_search_locations)
         sys.modules[name] = module
     sys.modules.setdefault("tensorflow_decision_forests", types.ModuleType("tensorflow_decision_forests"))
     from tensorflowjs.converters import tf_saved_model_conversion_v2 as conversion
 
-    conversion.convert_tf_saved_model(saved_model, out, signature_def="serving_default", saved_model_tags="serve",
-                                      weight_shard_size_bytes=SHARD_BYTES, strip_debug_ops=True)
+    conversion.convert_tf_saved_model(
+        saved_model,
+        out,
+        signature_def="serving_default",
+        saved_model_tags="serve",
+        weight_shard_size_bytes=SHARD_BYTES,
+        strip_debug_ops=True,
+    )
 
 
 if __name__ == "__main__":

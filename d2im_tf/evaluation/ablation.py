@@ -13,6 +13,7 @@ An ablation folder ``OUT`` (written by ``tools/ablation.py``) holds, per variant
 all-category mean, each metric with its standard error over the test shapes, next to the paper's
 chair numbers.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,8 +26,14 @@ from d2im_tf.config import VARIANTS
 from d2im_tf.data.categories import CHAIR
 from d2im_tf.evaluation.summary import group_by_category, mean_over_categories
 
-VARIANT_TITLES = {"baseline": "Baseline", "wsamp": "WSamp", "noback": "NoBack", "nolap": "NoLap",
-                  "full": "Full", "gl": "D²IM-Net_GL"}
+VARIANT_TITLES = {
+    "baseline": "Baseline",
+    "wsamp": "WSamp",
+    "noback": "NoBack",
+    "nolap": "NoLap",
+    "full": "Full",
+    "gl": "D²IM-Net_GL",
+}
 METRICS = ("chamfer_l1", "iou", "ecd_3d", "ecd_2d")  # the order of the paper's Table 1
 METRIC_TITLES = {"chamfer_l1": "CD", "iou": "IoU", "ecd_3d": "ECD-3D", "ecd_2d": "ECD-2D"}
 # Chairs, (CD, IoU, ECD-3D, ECD-2D). Table 1 of the paper for the five ablation rows; it has no GL row,
@@ -73,23 +80,25 @@ def summary(by_category: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, n
     per_category = {category: mean_and_error(values) for category, values in by_category.items()}
     means = np.array([mean for mean, _ in per_category.values()])
     errors = np.array([error for _, error in per_category.values()])
-    result = {"mean": (mean_over_categories(means), np.sqrt((errors ** 2).sum(axis=0)) / len(per_category))}
+    result = {"mean": (mean_over_categories(means), np.sqrt((errors**2).sum(axis=0)) / len(per_category))}
     if CHAIR in per_category:
         result["chair"] = per_category[CHAIR]
     return result
 
 
 def _cells(mean: np.ndarray, error: np.ndarray) -> list[str]:
-    return [f"{m:.3f} ± {e:.3f}" if key != "ecd_2d" else f"{m:.2f} ± {e:.2f}"
-            for key, m, e in zip(METRICS, mean, error)]
+    return [
+        f"{m:.3f} ± {e:.3f}" if key != "ecd_2d" else f"{m:.2f} ± {e:.2f}" for key, m, e in zip(METRICS, mean, error)
+    ]
 
 
 def comparison_table(out, variants=VARIANTS, eval_name: str = "eval", extra: dict | None = None) -> str:
     """Markdown: a row per variant with an evaluation ``eval_name`` — paper (chairs) | ours, chairs |
     ours, mean over categories — four metrics each; shape counts in the note above it. ``extra``
     (title → evaluation folder) appends rows without paper numbers, e.g. a longer-trained model."""
-    sources = [(VARIANT_TITLES[variant], eval_dir(out, variant, eval_name), PAPER_CHAIRS[variant])
-               for variant in variants]
+    sources = [
+        (VARIANT_TITLES[variant], eval_dir(out, variant, eval_name), PAPER_CHAIRS[variant]) for variant in variants
+    ]
     sources += [(title, Path(folder), ("–",) * len(METRICS)) for title, folder in (extra or {}).items()]
     rows, counts = [], {}
     for title, folder, paper in sources:
@@ -103,9 +112,14 @@ def comparison_table(out, variants=VARIANTS, eval_name: str = "eval", extra: dic
         rows.append(f"| {title} | " + " | ".join([*paper, *chair, *_cells(*ours["mean"])]) + " |")
     titles = [METRIC_TITLES[key] for key in METRICS]
     chairs = counts.get(CHAIR, 0)
-    header = ["| variant | " + " | ".join([f"paper {t}" for t in titles] + [f"chairs {t}" for t in titles]
-                                         + [f"mean {t}" for t in titles]) + " |",
-              "|---|" + "---:|" * (3 * len(METRICS))]
-    note = (f"Ours: ground-truth camera, {chairs} test chairs and {sum(counts.values())} test shapes over "
-            f"{len(counts)} categories; value ± standard error over shapes.")
+    header = [
+        "| variant | "
+        + " | ".join([f"paper {t}" for t in titles] + [f"chairs {t}" for t in titles] + [f"mean {t}" for t in titles])
+        + " |",
+        "|---|" + "---:|" * (3 * len(METRICS)),
+    ]
+    note = (
+        f"Ours: ground-truth camera, {chairs} test chairs and {sum(counts.values())} test shapes over "
+        f"{len(counts)} categories; value ± standard error over shapes."
+    )
     return "\n".join([note, "", *header, *rows]) + "\n"

@@ -25,6 +25,7 @@ network's pose against the evaluation view's, on 2,048 GT surface points.
 Evaluation view: the reference uses view 32 of 36 (view 6 for car, rifle and watercraft); a dataset
 with fewer views ``V`` uses ``min(view, V − 1)``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -50,9 +51,16 @@ SURFACE_SAMPLES = 20000
 FSCORE_THRESHOLD = 0.01 * box_side()  # 1% of the side of the normalised frame's box
 # metric key → column title; CD is Chamfer-L1 (not DISN's squared-L2 ×1000).
 PHANTOM_THRESHOLD = 0.05  # normalised units: precision/recall distance for sheets, floaters and gaps
-COLUMNS = {"iou": "IoU", "chamfer_l1": "CD (Chamfer-L1)", "ecd_3d": "ECD-3D", "ecd_2d": "ECD-2D (px)",
-           "fscore_1pct": "F-score@1%", "precision_005": "Precision@0.05", "recall_005": "Recall@0.05",
-           "relief_angle": "relief error (°)"}
+COLUMNS = {
+    "iou": "IoU",
+    "chamfer_l1": "CD (Chamfer-L1)",
+    "ecd_3d": "ECD-3D",
+    "ecd_2d": "ECD-2D (px)",
+    "fscore_1pct": "F-score@1%",
+    "precision_005": "Precision@0.05",
+    "recall_005": "Recall@0.05",
+    "relief_angle": "relief error (°)",
+}
 POSE_COLUMNS = {"camera_d3d": "d_3D", "camera_d2d": "d_2D (px)", "rotation_error": "rotation error (°)"}
 POSE_POINTS = 2048
 CAMERAS = ("gt", "predicted")
@@ -72,8 +80,7 @@ def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, 
     """
     points_pred, _ = metrics.sample_surface(predicted, SURFACE_SAMPLES)
     points_true, _ = metrics.sample_surface(truth, SURFACE_SAMPLES)
-    precision, recall = metrics.surface_precision_recall(points_pred, predicted, points_true, truth,
-                                                         PHANTOM_THRESHOLD)
+    precision, recall = metrics.surface_precision_recall(points_pred, predicted, points_true, truth, PHANTOM_THRESHOLD)
     return {
         "iou": metrics.iou(predicted, truth),
         "chamfer_l1": metrics.chamfer_l1(points_pred, points_true),
@@ -82,8 +89,9 @@ def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, 
         "fscore_1pct": metrics.fscore(points_pred, points_true, FSCORE_THRESHOLD),
         "precision_005": precision,
         "recall_005": recall,
-        "relief_angle": relief.relief_error(*(metrics.normal_map(to_world(mesh, norm_params), view_row)
-                                              for mesh in (predicted, truth)))["relief_angle"],
+        "relief_angle": relief.relief_error(
+            *(metrics.normal_map(to_world(mesh, norm_params), view_row) for mesh in (predicted, truth))
+        )["relief_angle"],
     }
 
 
@@ -116,8 +124,15 @@ class EvaluationCase:
         view = evaluation_view(category, len(rows))
         norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
         truth = to_normalised(fmt.read_mesh(layout.mesh_path(category, shape), "ground-truth mesh"), norm_params)
-        return cls(category, shape, view, rows[view], norm_params,
-                   fmt.read_image(layout.image_path(category, shape, view)), truth)
+        return cls(
+            category,
+            shape,
+            view,
+            rows[view],
+            norm_params,
+            fmt.read_image(layout.image_path(category, shape, view)),
+            truth,
+        )
 
 
 def split_pairs(layout: DatasetLayout, split: str, categories=None, max_shapes: int | None = None):
@@ -129,14 +144,21 @@ def split_pairs(layout: DatasetLayout, split: str, categories=None, max_shapes: 
     return pairs
 
 
-def evaluate(reconstructor, layout: DatasetLayout, split: str = "test", categories=None,
-             max_shapes: int | None = None, progress: bool = True) -> list[dict]:
+def evaluate(
+    reconstructor,
+    layout: DatasetLayout,
+    split: str = "test",
+    categories=None,
+    max_shapes: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Per-shape rows ``{category, shape, camera, view, <metrics>}``: GT camera, and the predicted one
     too when the model has a camera network."""
     cameras = CAMERAS if reconstructor.has_camera else CAMERAS[:1]
     rows = []
-    for category, shape in tqdm(split_pairs(layout, split, categories, max_shapes), desc="evaluate",
-                                unit="shape", disable=not progress):
+    for category, shape in tqdm(
+        split_pairs(layout, split, categories, max_shapes), desc="evaluate", unit="shape", disable=not progress
+    ):
         case = EvaluationCase.load(layout, category, shape)
         for camera_kind in cameras:
             if camera_kind == "gt":  # world-frame output, brought back to the normalised frame
@@ -144,8 +166,13 @@ def evaluate(reconstructor, layout: DatasetLayout, split: str = "test", categori
             else:  # normalised frame, or world frame for a model that works in it (imported ones)
                 result = reconstructor.reconstruct(case.pixels)
             predicted = to_normalised(result.mesh, case.norm_params) if result.frame == "world" else result.mesh
-            row = {"category": category, "shape": shape, "camera": camera_kind, "view": case.view,
-                   **shape_metrics(predicted, case.truth, case.view_row, case.norm_params)}
+            row = {
+                "category": category,
+                "shape": shape,
+                "camera": camera_kind,
+                "view": case.view,
+                **shape_metrics(predicted, case.truth, case.view_row, case.norm_params),
+            }
             if result.pose is not None:
                 row.update(pose_metrics(result.pose, case, result.frame))
             rows.append(row)
@@ -161,12 +188,19 @@ def summarise(rows: list[dict]) -> list[dict]:
         columns = table_columns(selected)
         grouped = group_by_category(selected, columns)
         means = {category: grouped[category].mean(axis=0) for category in sorted(grouped)}
-        summary += [{"camera": camera_kind, "category": category, "shapes": len(grouped[category]),
-                     **dict(zip(columns, mean))} for category, mean in means.items()]
+        summary += [
+            {"camera": camera_kind, "category": category, "shapes": len(grouped[category]), **dict(zip(columns, mean))}
+            for category, mean in means.items()
+        ]
         if means:
-            summary.append({"camera": camera_kind, "category": "mean",
-                            "shapes": sum(len(values) for values in grouped.values()),
-                            **dict(zip(columns, mean_over_categories(means.values())))})
+            summary.append(
+                {
+                    "camera": camera_kind,
+                    "category": "mean",
+                    "shapes": sum(len(values) for values in grouped.values()),
+                    **dict(zip(columns, mean_over_categories(means.values()))),
+                }
+            )
     return summary
 
 
@@ -185,26 +219,35 @@ def _write_csv(path, rows: list[dict]) -> None:
 
 def markdown_tables(summary: list[dict]) -> str:
     """One Markdown table per camera kind: rows = categories (+ mean), columns = the five metrics."""
-    lines = ["# Evaluation", "",
-             "CD is Chamfer-L1 (mean of the two directed mean nearest-neighbour distances, 20K samples, "
-             "normalised frame); ECD-2D in pixels at 224²; F-score at 1% of the box side; precision/recall "
-             "at 0.05: share of predicted surface samples within 0.05 of the GT surface (exact distance), and the "
-             "converse. Relief error: mean angle (°) between the normal maps (224²) on the GT's relief pixels. "
-             "IoU, F-score, precision, recall: higher is better; CD, ECD-3D, ECD-2D, relief error: lower is better. "
-             "Predicted camera, DISN's pose metrics (lower is better): d_3D, the mean distance between GT "
-             "surface points taken to the camera frame by the predicted and the GT pose (normalised units); "
-             "d_2D, the mean distance between their projections (pixels at 224²); the rotation error "
-             "(degrees).", ""]
+    lines = [
+        "# Evaluation",
+        "",
+        "CD is Chamfer-L1 (mean of the two directed mean nearest-neighbour distances, 20K samples, "
+        "normalised frame); ECD-2D in pixels at 224²; F-score at 1% of the box side; precision/recall "
+        "at 0.05: share of predicted surface samples within 0.05 of the GT surface (exact distance), and the "
+        "converse. Relief error: mean angle (°) between the normal maps (224²) on the GT's relief pixels. "
+        "IoU, F-score, precision, recall: higher is better; CD, ECD-3D, ECD-2D, relief error: lower is better. "
+        "Predicted camera, DISN's pose metrics (lower is better): d_3D, the mean distance between GT "
+        "surface points taken to the camera frame by the predicted and the GT pose (normalised units); "
+        "d_2D, the mean distance between their projections (pixels at 224²); the rotation error "
+        "(degrees).",
+        "",
+    ]
     for camera_kind in CAMERAS:
         entries = [entry for entry in summary if entry["camera"] == camera_kind]
         if not entries:
             continue
         columns = table_columns(entries)
-        lines += [f"## {'Ground-truth' if camera_kind == 'gt' else 'Predicted'} camera", "",
-                  "| category | shapes | " + " | ".join(columns.values()) + " |",
-                  "|---|---:|" + "---:|" * len(columns)]
-        lines += [f"| {entry['category']} | {entry['shapes']} | "
-                  + " | ".join(f"{entry[key]:.4f}" for key in columns) + " |" for entry in entries]
+        lines += [
+            f"## {'Ground-truth' if camera_kind == 'gt' else 'Predicted'} camera",
+            "",
+            "| category | shapes | " + " | ".join(columns.values()) + " |",
+            "|---|---:|" + "---:|" * len(columns),
+        ]
+        lines += [
+            f"| {entry['category']} | {entry['shapes']} | " + " | ".join(f"{entry[key]:.4f}" for key in columns) + " |"
+            for entry in entries
+        ]
         lines.append("")
     return "\n".join(lines)
 

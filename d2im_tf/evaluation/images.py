@@ -10,6 +10,7 @@ Writes ``OUT/silhouette.md`` and ``OUT/silhouette.csv`` (one row per image and t
 input's foreground outlined in red) | *mesh from the side* (azimuth +90° from the predicted view);
 without the input column if asked (for images that may not be redistributed).
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,12 @@ from d2im_tf.evaluation.silhouette import render_with_projection, silhouette_sco
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PANEL = 160  # pixels per contact-sheet panel
-COLUMNS = {"iou": "silhouette IoU", "outside": "mesh outside foreground", "missed": "foreground missed",
-           "object_size": "object size"}
+COLUMNS = {
+    "iou": "silhouette IoU",
+    "outside": "mesh outside foreground",
+    "missed": "foreground missed",
+    "object_size": "object size",
+}
 OUTLINE = np.array([220, 30, 30], np.uint8)
 
 
@@ -39,7 +44,9 @@ def _square(pixels: np.ndarray, size: int = PANEL) -> np.ndarray:
     height, width = pixels.shape[:2]
     side = max(height, width)
     square = np.full((side, side, 3), 255, np.uint8)
-    square[(side - height) // 2:(side - height) // 2 + height, (side - width) // 2:(side - width) // 2 + width] = pixels
+    square[(side - height) // 2 : (side - height) // 2 + height, (side - width) // 2 : (side - width) // 2 + width] = (
+        pixels
+    )
     return np.asarray(Image.fromarray(square).resize((size, size), Image.LANCZOS))
 
 
@@ -73,8 +80,11 @@ def evaluate_image(reconstructor, pixels: np.ndarray):
     shown = np.round(on_white(shown)).astype(np.uint8) if shown.shape[-1] == 4 else shown[..., :3]
     side = np.array(result.view, float)
     side[0] += 90.0
-    panels = [_square(shown), _square(input_view_panel(shading, result.foreground)),
-              mesh_panel(result.mesh, side, PANEL)]
+    panels = [
+        _square(shown),
+        _square(input_view_panel(shading, result.foreground)),
+        mesh_panel(result.mesh, side, PANEL),
+    ]
     return scores, panels, result
 
 
@@ -124,8 +134,7 @@ def write_image_reports(rows: list[dict], cells: list[list[np.ndarray]], out, in
         writer = csv.DictWriter(handle, fieldnames=["image", *COLUMNS], extrasaction="ignore")
         writer.writeheader()
         for row in [*rows, mean_row(rows)] if rows else []:
-            writer.writerow({key: f"{value:.4f}" if isinstance(value, float) else value
-                             for key, value in row.items()})
+            writer.writerow({key: f"{value:.4f}" if isinstance(value, float) else value for key, value in row.items()})
     if cells:
         titles = [f"{row['image']}  IoU {row['iou']:.2f}" for row in rows]
         columns = ["input", "mesh, input's camera", "mesh, side"]

@@ -36,6 +36,7 @@ finite values a table can show and a mean can absorb: when exactly one side is e
 compared: no two of its points are farther apart; for ECD-2D the image diagonal in pixels) and an
 F-score or IoU is 0; when both sides are empty they agree perfectly: distance 0, F-score 1, IoU 1.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -115,8 +116,9 @@ def precision_recall(points_a, points_b, threshold):
     return precision.reshape(thresholds.shape), recall.reshape(thresholds.shape)
 
 
-def surface_precision_recall(points_a, mesh_a: trimesh.Trimesh, points_b, mesh_b: trimesh.Trimesh,
-                             threshold: float) -> tuple[float, float]:
+def surface_precision_recall(
+    points_a, mesh_a: trimesh.Trimesh, points_b, mesh_b: trimesh.Trimesh, threshold: float
+) -> tuple[float, float]:
     """``(precision, recall)`` at ``threshold`` measured against the surfaces themselves: the share of
     ``points_a [N, 3]`` (samples of ``mesh_a``) within ``threshold`` of the surface ``mesh_b``, and of
     ``points_b [M, 3]`` within it of ``mesh_a``.
@@ -170,10 +172,14 @@ def pose_errors(points, predicted, truth, image_size: int = IMAGE_SIZE) -> dict:
     """
     points = np.asarray(points, float).reshape(-1, 3)
     (rotation_pred, translation_pred), (rotation_true, translation_true) = (
-        (np.asarray(r, float), np.asarray(t, float)) for r, t in (predicted, truth))
+        (np.asarray(r, float), np.asarray(t, float)) for r, t in (predicted, truth)
+    )
     cosine = (np.trace(rotation_true @ rotation_pred.T) - 1.0) / 2.0
-    errors = {"camera_d3d": 0.0, "camera_d2d": 0.0,
-              "rotation_error": float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))}
+    errors = {
+        "camera_d3d": 0.0,
+        "camera_d2d": 0.0,
+        "rotation_error": float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))),
+    }
     if not len(points):
         return errors
     in_pred = points @ rotation_pred.T + translation_pred  # [N, 3] camera frame
@@ -230,8 +236,9 @@ def near_surface(mesh: trimesh.Trimesh, resolution: int, low, side: float, dista
             continue
         offsets = np.arange(len(ids)) - np.repeat(np.cumsum(counts[chunk]) - counts[chunk], counts[chunk])
         size = extent[ids]
-        index = first[ids] + np.stack([offsets // (size[:, 1] * size[:, 2]), offsets // size[:, 2] % size[:, 1],
-                                       offsets % size[:, 2]], axis=-1)  # [P, 3]
+        index = first[ids] + np.stack(
+            [offsets // (size[:, 1] * size[:, 2]), offsets // size[:, 2] % size[:, 1], offsets % size[:, 2]], axis=-1
+        )  # [P, 3]
         points = low + axis[index]  # [P, 3]
         corners = triangles[ids]
         closest, _ = closest_points_on_triangles(points, corners[:, 0], corners[:, 1], corners[:, 2])
@@ -342,8 +349,7 @@ def ecd_3d(
     sets empty (two smooth surfaces) gives 0; exactly one empty gives :data:`EMPTY_DISTANCE`.
     """
     edges = [
-        edge_points(*sample_surface(mesh, num_samples, seed=seed), neighbours, threshold)
-        for mesh in (mesh_a, mesh_b)
+        edge_points(*sample_surface(mesh, num_samples, seed=seed), neighbours, threshold) for mesh in (mesh_a, mesh_b)
     ]
     return chamfer_l1(edges[0], edges[1])
 

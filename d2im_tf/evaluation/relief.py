@@ -21,6 +21,7 @@ get right as well. A surface without relief has no relief pixels; the error is t
 over 0 pixels. A reconstruction that is a flat plane under a bump of slope angle θ(x) scores the
 mean of θ over the bump's relief pixels (tests/test_relief.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,10 @@ def smoothed_normals(normals: np.ndarray, sigma: float = COARSE_SIGMA) -> np.nda
     mask = foreground(normals).astype(np.float64)
     width = sigma * normals.shape[0]
     weight = ndimage.gaussian_filter(mask, width, mode="constant")
-    blurred = np.stack([ndimage.gaussian_filter(normals[..., c] * mask, width, mode="constant")
-                        for c in range(3)], axis=-1) / np.maximum(weight, 1e-12)[..., None]
+    blurred = (
+        np.stack([ndimage.gaussian_filter(normals[..., c] * mask, width, mode="constant") for c in range(3)], axis=-1)
+        / np.maximum(weight, 1e-12)[..., None]
+    )
     length = np.linalg.norm(blurred, axis=-1, keepdims=True)
     return np.where(length > 1e-12, blurred / np.maximum(length, 1e-12), 0.0) * mask[..., None]
 
@@ -67,15 +70,21 @@ def locally_flat(normals: np.ndarray, threshold: float = RELIEF_THRESHOLD) -> np
     return flat
 
 
-def relief_pixels(truth: np.ndarray, coarse: np.ndarray | None = None,
-                  threshold: float = RELIEF_THRESHOLD) -> np.ndarray:
+def relief_pixels(
+    truth: np.ndarray, coarse: np.ndarray | None = None, threshold: float = RELIEF_THRESHOLD
+) -> np.ndarray:
     """The relief pixels ``[S, S]`` bool of the GT normal map (module docstring)."""
     coarse = smoothed_normals(truth) if coarse is None else coarse
     return foreground(truth) & locally_flat(coarse, threshold) & (angles(truth, coarse) > threshold)
 
 
-def relief_error(predicted: np.ndarray, truth: np.ndarray, coarse: np.ndarray | None = None,
-                 threshold: float = RELIEF_THRESHOLD, relief: np.ndarray | None = None) -> dict:
+def relief_error(
+    predicted: np.ndarray,
+    truth: np.ndarray,
+    coarse: np.ndarray | None = None,
+    threshold: float = RELIEF_THRESHOLD,
+    relief: np.ndarray | None = None,
+) -> dict:
     """``relief_angle`` (mean degrees over the relief pixels the prediction covers), ``relief_pixels``
     (how many the GT has) and ``relief_coverage`` (the share of them the prediction covers).
     ``relief`` overrides the pixels (e.g. the union over several ground truths)."""
@@ -83,5 +92,8 @@ def relief_error(predicted: np.ndarray, truth: np.ndarray, coarse: np.ndarray | 
     covered = relief & foreground(predicted)
     count = int(relief.sum())
     angle = float(angles(predicted[covered], truth[covered]).mean()) if covered.any() else 0.0
-    return {"relief_angle": angle, "relief_pixels": count,
-            "relief_coverage": float(covered.sum() / count) if count else 1.0}
+    return {
+        "relief_angle": angle,
+        "relief_pixels": count,
+        "relief_coverage": float(covered.sum() / count) if count else 1.0,
+    }

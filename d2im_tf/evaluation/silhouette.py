@@ -10,6 +10,7 @@ in front of the camera. Its mask is compared with the image's foreground:
   a too-large or misplaced mesh);
 - ``missed``: the share of the foreground the mesh does not cover (lost legs, a too-small mesh).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,9 @@ def pixel_rays(projection: np.ndarray, height: int, width: int) -> tuple[np.ndar
     return origin, directions / np.linalg.norm(directions, axis=1, keepdims=True)
 
 
-def render_with_projection(mesh: trimesh.Trimesh, projection: np.ndarray, height: int,
-                           width: int) -> tuple[np.ndarray, np.ndarray]:
+def render_with_projection(
+    mesh: trimesh.Trimesh, projection: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(mask bool [H, W], shading float [H, W] in [0, 1])`` of ``mesh`` drawn with ``projection``.
 
     Shading is Lambertian under a headlight (1 on the background), enough to read the shape."""

@@ -5,6 +5,7 @@ mean of the category means (each category counts once, however many shapes it ha
 evaluation report (:func:`d2im_tf.evaluation.evaluate.summarise`) and the ablation table
 (:mod:`d2im_tf.evaluation.ablation`).
 """
+
 from __future__ import annotations
 
 import numpy as np

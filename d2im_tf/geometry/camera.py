@@ -10,6 +10,7 @@ object frame; ``[R | t]`` maps that to the camera frame, which looks along +z wi
 and image y down. Pixel coordinates are continuous, pixel (0, 0)'s top-left corner at the origin, as in
 the reference (principal point at (W/2, W/2)).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,9 +21,7 @@ SENSOR_MM = 32.0
 MAX_DISTANCE = 1.75
 
 # ShapeNet (y up) to Blender's object frame (z up); homogeneous 4x4.
-AXIS_CHANGE = np.array(
-    [[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64
-)
+AXIS_CHANGE = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 # Blender's object frame to its camera frame before the image-axes flip.
 _CAM_ROT = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=np.float64)
 # Blender's camera looks along -z with y up; image axes look along +z with y down.
@@ -45,9 +44,7 @@ def extrinsics(az_deg: float, el_deg: float, dist_ratio: float) -> tuple[np.ndar
     """Rotation R (3x3) and translation t (3,) from Blender's object frame to the camera frame."""
     sa, ca = np.sin(np.radians(-az_deg)), np.cos(np.radians(-az_deg))
     se, ce = np.sin(np.radians(-el_deg)), np.cos(np.radians(-el_deg))
-    r_world2obj = np.array(
-        [[ca * ce, -sa, ca * se], [sa * ce, ca, sa * se], [-se, 0.0, ce]]
-    ).T
+    r_world2obj = np.array([[ca * ce, -sa, ca * se], [sa * ce, ca, sa * se], [-se, 0.0, ce]]).T
     r_obj2cam = _CAM_ROT.T
     rotation = _BLENDER_TO_IMAGE @ r_obj2cam @ r_world2obj
     translation = _BLENDER_TO_IMAGE @ (-r_obj2cam @ np.array([MAX_DISTANCE * dist_ratio, 0.0, 0.0]))
@@ -63,9 +60,7 @@ def world_to_camera(az_deg: float, el_deg: float, dist_ratio: float) -> tuple[np
     return rotation @ AXIS_CHANGE[:3, :3], translation
 
 
-def projection_matrix(
-    az_deg: float, el_deg: float, dist_ratio: float, image_size: int = 224
-) -> np.ndarray:
+def projection_matrix(az_deg: float, el_deg: float, dist_ratio: float, image_size: int = 224) -> np.ndarray:
     """The 3x4 matrix ``P = K · [R | t] · AXIS_CHANGE`` mapping homogeneous world points to pixels."""
     rotation, translation = world_to_camera(az_deg, el_deg, dist_ratio)
     return intrinsics(image_size) @ np.concatenate([rotation, translation[:, None]], axis=1)

@@ -15,6 +15,7 @@ work in the world frame as the authors' code does.
 
 Everything here is NumPy (float64 unless the input is narrower).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -23,6 +23,7 @@ x to the right and y down, the origin at the top-left corner of pixel (0, 0), so
 * :func:`sample_nearest` — the pixel containing the point (masks); off-image points read the nearest
   border pixel.
 """
+
 from __future__ import annotations
 
 import functools

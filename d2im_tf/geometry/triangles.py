@@ -7,6 +7,7 @@
   distance to its farthest corner), bounded by bisecting large ones (:func:`split_to_reach`), so large
   faces are never missed. The evaluation's precision and recall use it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,7 +84,7 @@ def _mark_near(near, points, triangles, point_ids, triangle_ids, distance) -> No
     """Set ``near[i]`` for the points ``i`` of the pairs ``(point_ids[k], triangle_ids[k])`` whose
     triangle lies within ``distance`` of them (exact closest points, in chunks)."""
     for start in range(0, len(point_ids), PAIR_CHUNK):
-        p_ids, t_ids = point_ids[start:start + PAIR_CHUNK], triangle_ids[start:start + PAIR_CHUNK]
+        p_ids, t_ids = point_ids[start : start + PAIR_CHUNK], triangle_ids[start : start + PAIR_CHUNK]
         undecided = ~near[p_ids]  # points already found near need no more tests
         p_ids, t_ids = p_ids[undecided], t_ids[undecided]
         corners = triangles[t_ids]  # [M, 3, 3]

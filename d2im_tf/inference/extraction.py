@@ -49,6 +49,7 @@ A learned SDF is only approximately 1-Lipschitz: pass a ``lipschitz`` above its 
 for a network trained on ``sdf``, 20 for one trained on ``10·sdf``) to widen the band; too small a
 value can miss thin parts that the dense grid would find.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -114,8 +115,7 @@ def grid_spacing(resolution: int, bounds=NORMALISED_BOX) -> float:
     return (high - low) / resolution
 
 
-def displaced_field_clearance(fused, base, displacement_range, base_lipschitz: float,
-                              radius=np.inf) -> np.ndarray:
+def displaced_field_clearance(fused, base, displacement_range, base_lipschitz: float, radius=np.inf) -> np.ndarray:
     """Clearance ``[N]`` of D²IM-Net's fused field ``f = f_B + d`` at points with values ``fused``, ``base``.
 
     ``f`` is not Lipschitz — ``d`` jumps where the front/back split switches maps — but ``f_B`` is
@@ -233,8 +233,9 @@ def sdf_grid_points(resolution: int, bounds=NORMALISED_BOX) -> np.ndarray:
     return np.stack([x, y, z], axis=-1).reshape(-1, 3).astype(np.float32)
 
 
-def evaluate_field(sdf_fn: SdfFunction, points: np.ndarray, batch_points: int = BATCH_POINTS,
-                   lipschitz: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def evaluate_field(
+    sdf_fn: SdfFunction, points: np.ndarray, batch_points: int = BATCH_POINTS, lipschitz: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``sdf_fn`` on ``points [N, 3]`` in batches of at most ``batch_points``: values and clearance,
     float32 ``[N]`` each (the clearance is ``|f| / lipschitz`` unless ``sdf_fn`` returns its own), and
     whether each value is exact, bool ``[N]`` (all True unless ``sdf_fn`` says otherwise).
@@ -321,8 +322,10 @@ def evaluate_grid(
         if refine is None:
             raise ValueError("sdf_fn returned sign-only samples but no refine function was given")
     elif inferred.any():  # the field's values are exact: it refines the inferred nodes itself
+
         def refine(points):
             return evaluate_field(sdf_fn, points, batch_points)[0]
+
     if not (exact & ~inferred).all():
         start = time.perf_counter()
         stats.refinements = _refine_surface_cells(values, exact, inferred, refine, bounds, batch_points)
@@ -368,11 +371,15 @@ def extract_mesh(
 
 
 def extract_fused_mesh(
-    decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], maps: np.ndarray, resolution: int,
-    base_lipschitz: float, bounds=NORMALISED_BOX,
+    decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    maps: np.ndarray,
+    resolution: int,
+    base_lipschitz: float,
+    bounds=NORMALISED_BOX,
     decode_bounds: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     fuse: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
-    projection: np.ndarray | None = None, **grid_options
+    projection: np.ndarray | None = None,
+    **grid_options,
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
     """The zero level set of D²IM-Net's fused field in the box ``bounds`` (default the normalised frame's
     :data:`~d2im_tf.geometry.frames.NORMALISED_BOX`; ``WORLD_BOX`` for a model working in the world frame),
@@ -511,8 +518,9 @@ def _coarse_to_fine_lattice(
         pending = node_mask & np.isnan(view)
         if stride < ratio:
             coarse = 2 * stride
-            value, radius = _inherited_from_corners(lattice[::coarse, ::coarse, ::coarse],
-                                                    clearance[::coarse, ::coarse, ::coarse], stride * h)
+            value, radius = _inherited_from_corners(
+                lattice[::coarse, ::coarse, ::coarse], clearance[::coarse, ::coarse, ::coarse], stride * h
+            )
             settled = pending & (radius > 0)
             view[settled] = value[settled]
             clearance[::stride, ::stride, ::stride][settled] = radius[settled]
@@ -521,8 +529,11 @@ def _coarse_to_fine_lattice(
             stats.inferred += int(settled.sum())
         indices = np.nonzero(pending)  # 3 × [M]
         points = origin + h * stride * np.stack(indices, axis=-1)  # [M, 3]
-        (view[indices], clearance[::stride, ::stride, ::stride][indices],
-         exact[::stride, ::stride, ::stride][indices]) = evaluate_field(sdf_fn, points, batch_points, lipschitz)
+        (
+            view[indices],
+            clearance[::stride, ::stride, ::stride][indices],
+            exact[::stride, ::stride, ::stride][indices],
+        ) = evaluate_field(sdf_fn, points, batch_points, lipschitz)
         stats.evaluations += len(points)
 
     stride = ratio
@@ -574,8 +585,9 @@ def _inherited_from_corners(values: np.ndarray, clearance: np.ndarray, step: flo
     return out_values, out_clearance
 
 
-def _refine_surface_cells(values: np.ndarray, exact: np.ndarray, inferred: np.ndarray, refine: RefineFunction,
-                           bounds, batch_points: int) -> int:
+def _refine_surface_cells(
+    values: np.ndarray, exact: np.ndarray, inferred: np.ndarray, refine: RefineFunction, bounds, batch_points: int
+) -> int:
     """Replace, in place, the sign-only samples of ``values [R, R, R]`` (``exact`` False: the field's own,
     or ``inferred`` by coarse-to-fine) that are corners of a cell whose corners differ in sign by
     ``refine``'s exact values; returns how many there were.

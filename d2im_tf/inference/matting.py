@@ -15,6 +15,7 @@ call on an image array):
 
 No model and no download: OpenCV (``opencv-python-headless``) runs GrabCut on the CPU, ~0.1 s at 224².
 """
+
 from __future__ import annotations
 
 import numpy as np

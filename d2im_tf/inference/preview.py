@@ -6,6 +6,7 @@ rows, so the second panel lines up with the input when the view row is the input
 displacement maps share one symmetric blue–white–red scale (blue negative, white 0, red positive),
 fixed by the largest magnitude of both maps.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,9 @@ def mesh_panel(mesh: trimesh.Trimesh, view, size: int) -> np.ndarray:
     return Renderer(mesh).render(view, size).rgba[..., :3]  # background pixels are white
 
 
-def preview_image(image: np.ndarray, mesh: trimesh.Trimesh, view, maps: np.ndarray,
-                  panel_size: int | None = None) -> np.ndarray:
+def preview_image(
+    image: np.ndarray, mesh: trimesh.Trimesh, view, maps: np.ndarray, panel_size: int | None = None
+) -> np.ndarray:
     """The five-panel strip, uint8 ``[P, 5·P, 3]``.
 
     ``image`` ``[S, S, 3]`` (float in [0, 1] or uint8), ``mesh`` in the frame ``view`` (a metadata

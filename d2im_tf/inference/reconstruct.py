@@ -35,6 +35,7 @@ the authors' code: a given camera is used as it is (the norm params are not need
 predicts the world frame's pose, the grid covers the reference's box [-0.5, 0.5]³, and the mesh is in
 the world frame either way (:attr:`Reconstruction.frame`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -79,13 +80,16 @@ def check_resolution(resolution: int, mode: str = "dense", initial_resolution: i
         raise UserError(f"--resolution must be between 2 and {MAX_RESOLUTION}, got {resolution}")
     initial = min(initial_resolution, resolution)
     if mode == "coarse_to_fine" and not levels_fit(resolution, initial):
-        raise UserError(f"--resolution {resolution}: coarse-to-fine needs {initial}·2^k "
-                        "(e.g. 64, 128, 256), or use --mode dense")
+        raise UserError(
+            f"--resolution {resolution}: coarse-to-fine needs {initial}·2^k (e.g. 64, 128, 256), or use --mode dense"
+        )
     need, available = grid_memory_bytes(resolution, mode), machine_memory_bytes()
     if need > available:
-        raise UserError(f"--resolution {resolution} --mode {mode}: the grid needs at least {size_text(need)} of "
-                        f"memory, more than the {size_text(available)} this machine has; lower --resolution"
-                        + (" or use --mode coarse_to_fine" if mode == "dense" else ""))
+        raise UserError(
+            f"--resolution {resolution} --mode {mode}: the grid needs at least {size_text(need)} of "
+            f"memory, more than the {size_text(available)} this machine has; lower --resolution"
+            + (" or use --mode coarse_to_fine" if mode == "dense" else "")
+        )
 
 
 def input_warnings(image: np.ndarray) -> list[str]:
@@ -95,11 +99,19 @@ def input_warnings(image: np.ndarray) -> list[str]:
     size = image.shape[0]
     ring = max(1, size // 16)
     white = np.all(image >= 0.9, axis=-1)  # [S, S]
-    border = np.concatenate([white[:ring].ravel(), white[-ring:].ravel(),
-                             white[ring:-ring, :ring].ravel(), white[ring:-ring, -ring:].ravel()])
+    border = np.concatenate(
+        [
+            white[:ring].ravel(),
+            white[-ring:].ravel(),
+            white[ring:-ring, :ring].ravel(),
+            white[ring:-ring, -ring:].ravel(),
+        ]
+    )
     if border.mean() < 0.9:
-        return [f"only {border.mean():.0%} of its border is white background; the model was trained on "
-                "objects centred on white (crop the object onto a white background)"]
+        return [
+            f"only {border.mean():.0%} of its border is white background; the model was trained on "
+            "objects centred on white (crop the object onto a white background)"
+        ]
     if white.all():
         return ["the image is blank (all white)"]
     rows, cols = np.nonzero(~white)
@@ -156,8 +168,9 @@ class PreparedInput(NamedTuple):
     foreground: np.ndarray
 
 
-def prepare_input(pixels: np.ndarray, image_size: int, reading: str = "white", matting: bool = True,
-                  object_size: float | None = None) -> PreparedInput:
+def prepare_input(
+    pixels: np.ndarray, image_size: int, reading: str = "white", matting: bool = True, object_size: float | None = None
+) -> PreparedInput:
     """Any uint8 image → :class:`PreparedInput`: matted (unless ``matting`` is False or the image has
     alpha or a white background), then re-framed to ``object_size`` if given, else padded and resized as
     :func:`prepare_image` (module docstring). The ``"reference"`` reading does neither."""
@@ -169,8 +182,9 @@ def prepare_input(pixels: np.ndarray, image_size: int, reading: str = "white", m
     foreground = rgba[..., 3] > 127  # [H, W]
     if reading == "reference" or object_size is None:
         source = rgba if matting_module.was_matted(pixels, matting) and reading != "reference" else pixels
-        return PreparedInput(prepare_image(source, image_size, reading),
-                             framing.square_transform(height, width, image_size), foreground)
+        return PreparedInput(
+            prepare_image(source, image_size, reading), framing.square_transform(height, width, image_size), foreground
+        )
     has_alpha = pixels.ndim == 3 and pixels.shape[-1] in (2, 4)
     rgb = on_white(rgba) if has_alpha or matting_module.was_matted(pixels, matting) else rgba[..., :3]
     image, transform = framing.reframe(np.asarray(rgb, np.float32), foreground, object_size, image_size)
@@ -188,8 +202,20 @@ def view_row_from_pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndar
     distance = float(np.linalg.norm(centre))
     azimuth = np.degrees(np.arctan2(centre[2], centre[0]))
     elevation = np.degrees(np.arcsin(np.clip(centre[1] / max(distance, 1e-12), -1.0, 1.0)))
-    return np.array([azimuth, elevation, 0.0, distance / camera.MAX_DISTANCE,
-                     camera.FOCAL_MM, camera.SENSOR_MM, camera.MAX_DISTANCE, 0.0, 0.0, 0.0])
+    return np.array(
+        [
+            azimuth,
+            elevation,
+            0.0,
+            distance / camera.MAX_DISTANCE,
+            camera.FOCAL_MM,
+            camera.SENSOR_MM,
+            camera.MAX_DISTANCE,
+            0.0,
+            0.0,
+            0.0,
+        ]
+    )
 
 
 class Reconstruction(NamedTuple):
@@ -234,10 +260,19 @@ class Reconstructor:
     None keeps the framing as given.
     """
 
-    def __init__(self, model_path, resolution: int = 128, mode: str = "coarse_to_fine",
-                 initial_resolution: int = INITIAL_RESOLUTION, batch_points: int = BATCH_POINTS,
-                 lipschitz: float | None = None, one_pass_bounds: bool = True, fill_cavities: bool = True,
-                 matting: bool = True, object_size: float | str | None = "auto"):
+    def __init__(
+        self,
+        model_path,
+        resolution: int = 128,
+        mode: str = "coarse_to_fine",
+        initial_resolution: int = INITIAL_RESOLUTION,
+        batch_points: int = BATCH_POINTS,
+        lipschitz: float | None = None,
+        one_pass_bounds: bool = True,
+        fill_cavities: bool = True,
+        matting: bool = True,
+        object_size: float | str | None = "auto",
+    ):
         check_resolution(resolution, mode, initial_resolution)  # before the slow model load
         self._load(model_path)  # sets model_dir, info, image_size, sdf_scale, has_camera, model, frame, image_reading
         if self.frame not in FRAME_BOUNDS:
@@ -268,14 +303,16 @@ class Reconstructor:
             self.sdf_scale = float(self.info["sdf_scale"])
             self.has_camera = bool(self.info["has_camera"])
         except (OSError, ValueError, TypeError, KeyError) as error:
-            raise UserError(f"{info_path}: unreadable model description "
-                            f"({error.__class__.__name__}: {error})") from None
+            raise UserError(
+                f"{info_path}: unreadable model description ({error.__class__.__name__}: {error})"
+            ) from None
         try:
             self.model = tf.saved_model.load(str(self.model_dir))
         except Exception as error:  # a damaged SavedModel raises protobuf, OS and TF errors alike
             reason = " ".join(str(error).split())[:200] or error.__class__.__name__
-            raise UserError(f"{self.model_dir}: cannot load the SavedModel; is it damaged or incomplete? "
-                            f"({reason})") from None
+            raise UserError(
+                f"{self.model_dir}: cannot load the SavedModel; is it damaged or incomplete? ({reason})"
+            ) from None
         if "decode" not in self.model.signatures:
             raise UserError(f"{self.model_dir}: exported before the 'decode' signature existed; export it again")
         self.frame = self.info.get("frame", "normalised")  # exports before the import-torch command
@@ -320,8 +357,9 @@ class Reconstructor:
         other.resolution = resolution
         return other
 
-    def reconstruct(self, pixels: np.ndarray, camera_row=None, norm_params=None,
-                    surface: str = "detailed") -> Reconstruction:
+    def reconstruct(
+        self, pixels: np.ndarray, camera_row=None, norm_params=None, surface: str = "detailed"
+    ) -> Reconstruction:
         """Mesh of the object in ``pixels`` (any uint8 image, see :func:`prepare_input`).
 
         ``surface``: ``"detailed"`` the fused field's zero set (the model's output), ``"base"`` that of
@@ -329,8 +367,9 @@ class Reconstructor:
         if surface not in SURFACES:
             raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
         pixels = np.asarray(pixels)
-        prepared = prepare_input(pixels, self.image_size, self.image_reading, self.matting,
-                                 self.reframing_size(camera_row))
+        prepared = prepare_input(
+            pixels, self.image_size, self.image_reading, self.matting, self.reframing_size(camera_row)
+        )
         image = prepared.image  # [S, S, 3]
         batch = tf.constant(image[None])  # [1, S, S, 3]
         start = time.perf_counter()
@@ -365,39 +404,65 @@ class Reconstructor:
     def _extract_base(self, decode_points, projection, encoding):
         """The zero set of f_B alone (Lipschitz ``self.lipschitz``): ``(mesh, stats)``."""
         if self.one_pass_bounds:  # f_B without the front/back split's pass
+
             def base_values(points):  # [N, 3] → base [N]
-                out = self.model.signatures["decode_bounds"](points=tf.constant(points[None]),
-                                                             projection=projection, **encoding)
+                out = self.model.signatures["decode_bounds"](
+                    points=tf.constant(points[None]), projection=projection, **encoding
+                )
                 return out["base"].numpy()[0]
         else:
+
             def base_values(points):
                 return decode_points(points)[1]
 
-        return extract_mesh(base_values, self.resolution, FRAME_BOUNDS[self.frame], mode=self.mode,
-                            initial_resolution=self.initial_resolution, batch_points=self.batch_points,
-                            lipschitz=self.lipschitz, fill_cavities=self.fill_cavities)
+        return extract_mesh(
+            base_values,
+            self.resolution,
+            FRAME_BOUNDS[self.frame],
+            mode=self.mode,
+            initial_resolution=self.initial_resolution,
+            batch_points=self.batch_points,
+            lipschitz=self.lipschitz,
+            fill_cavities=self.fill_cavities,
+        )
 
     def _extract_fused(self, decode_points, projection, encoding, maps):
         """The zero set of the fused field f_B + displacement: ``(mesh, stats)``."""
         decode_bounds = fuse = None
         if self.one_pass_bounds:
+
             def decode_bounds(points):  # [N, 3] → base [N], displacements [N, 2]
-                out = self.model.signatures["decode_bounds"](points=tf.constant(points[None]),
-                                                             projection=projection, **encoding)
+                out = self.model.signatures["decode_bounds"](
+                    points=tf.constant(points[None]), projection=projection, **encoding
+                )
                 return out["base"].numpy()[0], out["displacements"].numpy()[0]
 
             if "fuse" in self.model.signatures:  # exports before it decode the exact values from scratch
+
                 def fuse(points, base, displacements):  # [N, 3], [N], [N, 2] → fused [N]
-                    out = self.model.signatures["fuse"](points=tf.constant(points[None]), projection=projection,
-                                                        base=tf.constant(base[None]),
-                                                        displacements=tf.constant(displacements[None]), **encoding)
+                    out = self.model.signatures["fuse"](
+                        points=tf.constant(points[None]),
+                        projection=projection,
+                        base=tf.constant(base[None]),
+                        displacements=tf.constant(displacements[None]),
+                        **encoding,
+                    )
                     return out["sdf"].numpy()[0]
 
-        return extract_fused_mesh(decode_points, maps, self.resolution, self.lipschitz,
-                                  FRAME_BOUNDS[self.frame], decode_bounds, fuse,
-                                  projection=np.asarray(projection)[0], mode=self.mode,
-                                  initial_resolution=self.initial_resolution, batch_points=self.batch_points,
-                                  fill_cavities=self.fill_cavities)
+        return extract_fused_mesh(
+            decode_points,
+            maps,
+            self.resolution,
+            self.lipschitz,
+            FRAME_BOUNDS[self.frame],
+            decode_bounds,
+            fuse,
+            projection=np.asarray(projection)[0],
+            mode=self.mode,
+            initial_resolution=self.initial_resolution,
+            batch_points=self.batch_points,
+            fill_cavities=self.fill_cavities,
+        )
 
 
 def camera_description(result: Reconstruction, image_shape) -> dict:
@@ -408,12 +473,19 @@ def camera_description(result: Reconstruction, image_shape) -> dict:
         "image_size": [int(image_shape[1]), int(image_shape[0])],
         "mesh_frame": result.frame,
         "convention": "P·[x, y, z, 1] = w·[u, v, 1], w > 0 the depth; u right, v down, in pixels of the input "
-                      "image as given, the top-left corner of pixel (0, 0) at the origin (its centre at 0.5, 0.5)",
+        "image as given, the top-left corner of pixel (0, 0) at the origin (its centre at 0.5, 0.5)",
     }
 
 
-def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=None, norm_params=None,
-                      mesh_format: str = "obj", previews: bool = True, progress: bool = True) -> int:
+def reconstruct_files(
+    reconstructor: Reconstructor,
+    targets: dict,
+    camera_row=None,
+    norm_params=None,
+    mesh_format: str = "obj",
+    previews: bool = True,
+    progress: bool = True,
+) -> int:
     """Reconstruct each image file of ``targets`` (``{image path: mesh path}``) into its mesh file and,
     ``<mesh stem>_camera.json`` (:func:`camera_description`) and, with ``previews``, ``<mesh stem>_preview.png``
     beside it; returns how many images could not be read.
@@ -428,8 +500,7 @@ def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=No
     from d2im_tf.io import atomic_path
 
     failed = 0
-    for path, target in tqdm(targets.items(), desc="reconstruct", unit="image", disable=not progress,
-                             file=sys.stderr):
+    for path, target in tqdm(targets.items(), desc="reconstruct", unit="image", disable=not progress, file=sys.stderr):
         try:
             pixels = read_image(path)
         except UserError as error:
@@ -441,14 +512,16 @@ def reconstruct_files(reconstructor: Reconstructor, targets: dict, camera_row=No
         if reconstructor.reframing_size(camera_row) is None:
             warnings = input_warnings(result.image)
         else:  # the background as given (after matting); re-framing centres the object
-            given = prepare_input(pixels, reconstructor.image_size, reconstructor.image_reading,
-                                  reconstructor.matting, None).image
+            given = prepare_input(
+                pixels, reconstructor.image_size, reconstructor.image_reading, reconstructor.matting, None
+            ).image
             warnings = [warning for warning in input_warnings(given) if "off-centre" not in warning]
         for warning in warnings:
             tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
         if len(result.mesh.faces) == 0:
-            tqdm.write(f"warning: {path}: the predicted SDF has no surface in the box; no mesh written",
-                       file=sys.stderr)
+            tqdm.write(
+                f"warning: {path}: the predicted SDF has no surface in the box; no mesh written", file=sys.stderr
+            )
         else:
             with atomic_path(target) as tmp:
                 result.mesh.export(tmp, file_type=mesh_format)

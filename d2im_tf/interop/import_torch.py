@@ -35,6 +35,7 @@ Module correspondence (the authors' names → :mod:`d2im_tf.models`):
 ``m1_fc3``
 ========================================== ==================================================
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -108,14 +109,18 @@ def _conv2d(key: str, layer) -> list[Assignment]:
 
 
 def _batch_norm(key: str, layer) -> list[Assignment]:
-    return [(f"{key}.weight", layer.gamma, _same), (f"{key}.bias", layer.beta, _same),
-            (f"{key}.running_mean", layer.moving_mean, _same),
-            (f"{key}.running_var", layer.moving_variance, _same)]
+    return [
+        (f"{key}.weight", layer.gamma, _same),
+        (f"{key}.bias", layer.beta, _same),
+        (f"{key}.running_mean", layer.moving_mean, _same),
+        (f"{key}.running_var", layer.moving_variance, _same),
+    ]
 
 
 def _conv_bn(conv_key: str, bn_key: str, sequential) -> list[Assignment]:
-    return (_conv2d(conv_key, _find(sequential, keras.layers.Conv2D))
-            + _batch_norm(bn_key, _find(sequential, keras.layers.BatchNormalization)))
+    return _conv2d(conv_key, _find(sequential, keras.layers.Conv2D)) + _batch_norm(
+        bn_key, _find(sequential, keras.layers.BatchNormalization)
+    )
 
 
 def resnet18_assignments(encoder: ResNet18, prefix: str = "", imagenet: bool = False) -> list[Assignment]:
@@ -125,7 +130,7 @@ def resnet18_assignments(encoder: ResNet18, prefix: str = "", imagenet: bool = F
     2; the authors replace it) and without ``fc1`` (the authors' addition).
     """
     stem = not imagenet
-    out = (_conv2d(f"{prefix}conv1", _find(encoder.stem, keras.layers.Conv2D)) if stem else [])
+    out = _conv2d(f"{prefix}conv1", _find(encoder.stem, keras.layers.Conv2D)) if stem else []
     out += _batch_norm(f"{prefix}bn1", _find(encoder.stem, keras.layers.BatchNormalization))
     for s, stage in enumerate(encoder.stages, start=1):
         for b, block in enumerate(stage.layers):
@@ -156,9 +161,11 @@ def detail_decoder_assignments(decoder: DetailDecoder, prefix: str = "detail_dec
 
 def d2im_assignments(model: D2IMNet) -> list[Assignment]:
     """The authors' ``D2IM_Net`` state dict onto a built :class:`D2IMNet` (variant ``full``)."""
-    return (resnet18_assignments(model.encoder, "image_encoder.")
-            + detail_decoder_assignments(model.detail_decoder)
-            + implicit_decoder_assignments(model.base_decoder))
+    return (
+        resnet18_assignments(model.encoder, "image_encoder.")
+        + detail_decoder_assignments(model.detail_decoder)
+        + implicit_decoder_assignments(model.base_decoder)
+    )
 
 
 def _flatten_permutation(kernel_shape, channels: int):
@@ -184,8 +191,10 @@ def vgg16_assignments(vgg: VGG16, prefix: str = "") -> list[Assignment]:
     denses = [layer for layer in vgg.classifier.layers if isinstance(layer, keras.layers.Dense)]
     channels = vgg.width * VGG16.STAGES[-1][1]
     first = _flatten_permutation(tuple(denses[0].kernel.shape), channels)
-    out += [(f"{prefix}classifier.0.weight", denses[0].kernel, first),
-            (f"{prefix}classifier.0.bias", denses[0].bias, _same)]
+    out += [
+        (f"{prefix}classifier.0.weight", denses[0].kernel, first),
+        (f"{prefix}classifier.0.bias", denses[0].bias, _same),
+    ]
     for index, layer in zip((3, 6), denses[1:]):  # Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear
         out += _dense(f"{prefix}classifier.{index}", layer)
     return out
@@ -202,9 +211,11 @@ def _pose_head(head: PoseHead, dense_keys, bn_keys) -> list[Assignment]:
 
 def camnet_assignments(model: CameraNet) -> list[Assignment]:
     """The authors' ``CamNet`` state dict onto a built reference-compatible :class:`CameraNet`."""
-    return (vgg16_assignments(model.backbone, "vgg.")
-            + _pose_head(model.translation_head, ("m1_fc1", "m1_fc2", "m1_fc3"), ("bn1", "bn2"))
-            + _pose_head(model.rotation_head, ("m2_fc1", "m2_fc2", "m2_fc3"), ("bn3", "bn4")))
+    return (
+        vgg16_assignments(model.backbone, "vgg.")
+        + _pose_head(model.translation_head, ("m1_fc1", "m1_fc2", "m1_fc3"), ("bn1", "bn2"))
+        + _pose_head(model.rotation_head, ("m2_fc1", "m2_fc2", "m2_fc3"), ("bn3", "bn4"))
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +233,7 @@ def state_dict_of(obj, source) -> dict[str, np.ndarray]:
         if not isinstance(value, np.ndarray):
             raise WeightImportError(f"{source}: {key} is not a tensor ({type(value).__name__})")
     if all(key.startswith("module.") for key in obj):
-        obj = {key[len("module."):]: value for key, value in obj.items()}
+        obj = {key[len("module.") :]: value for key, value in obj.items()}
     return dict(obj)
 
 
@@ -234,8 +245,9 @@ def apply_state_dict(assignments: list[Assignment], state_dict: dict, source, un
     values = []
     for key, variable, transform in assignments:
         if key not in state_dict:
-            raise WeightImportError(f"{source}: {key} is missing (the model needs shape "
-                                    f"{_torch_shape_hint(variable, transform)})")
+            raise WeightImportError(
+                f"{source}: {key} is missing (the model needs shape {_torch_shape_hint(variable, transform)})"
+            )
         array = state_dict[key]
         if not np.issubdtype(array.dtype, np.floating):
             raise WeightImportError(f"{source}: {key} has dtype {array.dtype}, expected floating point")

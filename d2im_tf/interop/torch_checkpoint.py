@@ -25,6 +25,7 @@ checked with its extent against its storage before it is materialised, so a stri
 element cannot become terabytes). The object pickle is bounded in bytes, and the unpickled structure
 in nesting depth and container count (a container that contains itself is refused).
 """
+
 from __future__ import annotations
 
 import collections
@@ -72,8 +73,10 @@ MAX_CONTAINERS = 1_000_000  # distinct dicts, lists and tuples
 def checkpoint_limits(values: int, variables: int) -> tuple[int, int]:
     """``(max_bytes, max_pickle_bytes)`` for :func:`load_checkpoint` reading a checkpoint of a network with
     ``values`` parameters in ``variables`` tensors."""
-    return (CHECKPOINT_BYTES_PER_VALUE * values + CHECKPOINT_EXTRA_BYTES,
-            PICKLE_BYTES_PER_VARIABLE * variables + (1 << 20))
+    return (
+        CHECKPOINT_BYTES_PER_VALUE * values + CHECKPOINT_EXTRA_BYTES,
+        PICKLE_BYTES_PER_VARIABLE * variables + (1 << 20),
+    )
 
 
 class CheckpointError(UserError):
@@ -90,9 +93,11 @@ class _Budget:
     def take(self, nbytes: int, kind: str, what: str) -> None:
         """Count ``nbytes`` more of ``kind`` ("read" or "built"); refuse past the limit, naming ``what``."""
         if nbytes < 0 or self.used[kind] + nbytes > self.limit:
-            raise CheckpointError(f"{self.path}: {what} would need {size_text(nbytes)}, beyond the "
-                                  f"{size_text(self.limit)} this checkpoint may take (crafted or not a checkpoint of "
-                                  "this network?)")
+            raise CheckpointError(
+                f"{self.path}: {what} would need {size_text(nbytes)}, beyond the "
+                f"{size_text(self.limit)} this checkpoint may take (crafted or not a checkpoint of "
+                "this network?)"
+            )
         self.used[kind] += nbytes
 
 
@@ -111,8 +116,17 @@ class _StorageType:
         return np.frombuffer(raw, dtype=dtype).astype(np.dtype(self.dtype).newbyteorder("="))
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                    metadata=None, *, budget: _Budget | None = None):
+def _rebuild_tensor(
+    storage,
+    storage_offset,
+    size,
+    stride,
+    requires_grad=False,
+    backward_hooks=None,
+    metadata=None,
+    *,
+    budget: _Budget | None = None,
+):
     """``torch._utils._rebuild_tensor_v2`` on a flat NumPy storage → a contiguous array of ``size``.
 
     The extent (offset, size, strides) is checked against the storage and the result's bytes against
@@ -236,15 +250,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             found = _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise CheckpointError(f"{self._source}: refuses to load the global {module}.{name} "
-                                  "(only tensors, storages and plain containers are allowed)") from None
+            raise CheckpointError(
+                f"{self._source}: refuses to load the global {module}.{name} "
+                "(only tensors, storages and plain containers are allowed)"
+            ) from None
         if found is _rebuild_tensor:
             return functools.partial(_rebuild_tensor, budget=self._budget)
         return found
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
+        if not (
+            isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage" and isinstance(pid[1], _StorageType)
+        ):
             raise CheckpointError(f"{self._source}: unexpected persistent id {reprlib.repr(pid)}")
         _, storage_type, key, _location, numel = pid[:5]
         view = None
@@ -271,13 +288,17 @@ def _read_zip(path: Path, archive: zipfile.ZipFile, budget: _Budget, max_pickle_
         raise CheckpointError(f"{path}: a zip file but not a PyTorch checkpoint (no <name>/data.pkl)")
     for info in members.values():  # torch.save stores its members uncompressed
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise CheckpointError(f"{path}: {info.filename} uses compression method {info.compress_type}, "
-                                  "which PyTorch never writes")
+            raise CheckpointError(
+                f"{path}: {info.filename} uses compression method {info.compress_type}, which PyTorch never writes"
+            )
     if members[pickles[0]].file_size > max_pickle_bytes:
-        raise CheckpointError(f"{path}: {pickles[0]} declares {size_text(members[pickles[0]].file_size)}, more than "
-                              f"the {size_text(max_pickle_bytes)} an object pickle may have")
-    budget.take(sum(info.file_size for info in members.values()), "read",
-                f"its {len(members)} archive members (declared sizes)")
+        raise CheckpointError(
+            f"{path}: {pickles[0]} declares {size_text(members[pickles[0]].file_size)}, more than "
+            f"the {size_text(max_pickle_bytes)} an object pickle may have"
+        )
+    budget.take(
+        sum(info.file_size for info in members.values()), "read", f"its {len(members)} archive members (declared sizes)"
+    )
     budget.used["read"] = 0  # counted again as they are read
     prefix = pickles[0][: -len("data.pkl")]
     byteorder = "little"
@@ -328,8 +349,10 @@ def _read_legacy(path: Path, stream, budget: _Budget, max_pickle_bytes: int):
     start = stream.tell()
     obj = _RestrictedUnpickler(stream, pending, str(path)).load()
     if stream.tell() - start > max_pickle_bytes:
-        raise CheckpointError(f"{path}: the object pickle has {size_text(stream.tell() - start)}, more than the "
-                              f"{size_text(max_pickle_bytes)} it may have")
+        raise CheckpointError(
+            f"{path}: the object pickle has {size_text(stream.tell() - start)}, more than the "
+            f"{size_text(max_pickle_bytes)} it may have"
+        )
     _check_structure(obj, path)
     keys = _RestrictedUnpickler(stream, no_storage, str(path)).load()
     if not isinstance(keys, list):
@@ -344,8 +367,10 @@ def _read_legacy(path: Path, stream, budget: _Budget, max_pickle_bytes: int):
         itemsize = 2 if storage_type.dtype is None else np.dtype(storage_type.dtype).itemsize
         left = file_size - stream.tell()
         if numel < 0 or numel * itemsize > left:
-            raise CheckpointError(f"{path}: storage {key} declares {numel:,} elements ({size_text(numel * itemsize)}), "
-                                  f"more than the {size_text(left)} left in the file (truncated?)")
+            raise CheckpointError(
+                f"{path}: storage {key} declares {numel:,} elements ({size_text(numel * itemsize)}), "
+                f"more than the {size_text(left)} left in the file (truncated?)"
+            )
         raw = stream.read(numel * itemsize)
         if len(raw) != numel * itemsize:
             raise CheckpointError(f"{path}: truncated (storage {key})")
@@ -373,10 +398,24 @@ def _read(path: Path, max_bytes: int, max_pickle_bytes: int):
         raise
     except MemoryError:
         raise CheckpointError(f"{path}: not enough memory to read it") from None
-    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
-            AttributeError, IndexError, OverflowError, RecursionError, struct.error) as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
-                              f"({error.__class__.__name__}: {' '.join(str(error).split())[:200]})") from None
+    except (
+        OSError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+        RecursionError,
+        struct.error,
+    ) as error:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint "
+            f"({error.__class__.__name__}: {' '.join(str(error).split())[:200]})"
+        ) from None
 
 
 def load_checkpoint(path, max_bytes: int = DEFAULT_MAX_BYTES, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES):

@@ -17,6 +17,7 @@ Keras 3's TF trainer (3.15) has two problems with multi-worker training (tensorf
 2. It reduces the logs of ``train_step`` with ``strategy.reduce("MEAN", value, axis=0)``, which fails
    on scalars. :func:`reducible_logs` gives each log the shape ``[1]``; callbacks read them as floats.
 """
+
 from __future__ import annotations
 
 import keras

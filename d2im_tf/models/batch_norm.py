@@ -15,6 +15,7 @@ Inputs that are not 4-D channels-last tensors, masks, renormalisation and ``sync
 back to Keras' implementation. ``tests/test_batch_norm.py`` checks outputs, moving statistics and
 gradients against Keras' layer.
 """
+
 from __future__ import annotations
 
 import keras
@@ -26,8 +27,13 @@ class BatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` computed with the fused kernel for ``[B, H, W, C]`` inputs."""
 
     def _fused(self, inputs, mask) -> bool:
-        return (mask is None and len(inputs.shape) == 4 and self.axis in (-1, 3) and not self.renorm
-                and not getattr(self, "synchronized", False))
+        return (
+            mask is None
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and not self.renorm
+            and not getattr(self, "synchronized", False)
+        )
 
     def call(self, inputs, training=None, mask=None):
         if not self._fused(inputs, mask):
@@ -39,14 +45,21 @@ class BatchNormalization(keras.layers.BatchNormalization):
         beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros_like(ones)  # [C]
         if training and self.trainable:
             outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
-                inputs, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)[:3]
+                inputs, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
+            )[:3]
             count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)  # values per channel
             variance = tf.where(count > 1.0, unbiased_variance * (count - 1.0) / count, 0.0)  # biased, as Keras
             self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
             outputs = tf.compat.v1.nn.fused_batch_norm(
-                inputs, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
-                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, data_format="NHWC",
-                is_training=False)[0]
+                inputs,
+                gamma,
+                beta,
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon,
+                data_format="NHWC",
+                is_training=False,
+            )[0]
         return tf.cast(outputs, self.compute_dtype)

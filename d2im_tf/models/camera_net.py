@@ -32,6 +32,7 @@ the GT pose of the frame the points are in. Loss (:meth:`CameraNet.compute_losse
 class's ``train_step``): :func:`d2im_tf.geometry.camera.camera_pointcloud_loss`.
 Trained separately from the SDF network.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,8 +61,12 @@ class VGG16(keras.Model):
             self.stages.append(keras.Sequential(convs + [layers.MaxPooling2D(2)], name=f"block{index + 1}"))
         hidden = 4096 * width // 64
         self.classifier = keras.Sequential(
-            [layers.Flatten(), layers.Dense(hidden, activation="relu"), layers.Dense(hidden, activation="relu"),
-             layers.Dense(EMBEDDING_DIM)],
+            [
+                layers.Flatten(),
+                layers.Dense(hidden, activation="relu"),
+                layers.Dense(hidden, activation="relu"),
+                layers.Dense(EMBEDDING_DIM),
+            ],
             name="classifier",
         )
 
@@ -125,11 +130,13 @@ class CameraNet(DistributableModel):
             raise ValueError(f"camera.translation: {cfg.translation!r} is not 'distance' or 'full'")
         self.reference = cfg.compat == "reference"
         if self.reference and (cfg.backbone, cfg.translation) != ("vgg16", "distance"):
-            raise ValueError("camera.compat 'reference' needs camera.backbone 'vgg16' "
-                             "and camera.translation 'distance'")
+            raise ValueError(
+                "camera.compat 'reference' needs camera.backbone 'vgg16' and camera.translation 'distance'"
+            )
         self.rotation_head = PoseHead(6, self.reference, name="rotation_head")
-        self.translation_head = PoseHead(1 if cfg.translation == "distance" else 3, self.reference,
-                                         name="translation_head")
+        self.translation_head = PoseHead(
+            1 if cfg.translation == "distance" else 3, self.reference, name="translation_head"
+        )
 
     def call(self, images, training=None):
         if self.reference:
@@ -155,10 +162,15 @@ class CameraNet(DistributableModel):
 
     def compute_losses(self, batch, outputs):
         """DISN's point-cloud loss between the predicted and the GT pose: ``{"loss": scalar}``."""
-        return {"loss": camera.camera_pointcloud_loss(
-            tf.cast(batch["points"], tf.float32), outputs["rotation"], outputs["translation"],
-            tf.cast(batch["rotation"], tf.float32), tf.cast(batch["translation"], tf.float32),
-        )}
+        return {
+            "loss": camera.camera_pointcloud_loss(
+                tf.cast(batch["points"], tf.float32),
+                outputs["rotation"],
+                outputs["translation"],
+                tf.cast(batch["rotation"], tf.float32),
+                tf.cast(batch["translation"], tf.float32),
+            )
+        }
 
     def get_config(self):
         return {**super().get_config(), "config": dataclasses.asdict(self.camera_config)}

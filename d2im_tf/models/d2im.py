@@ -70,6 +70,7 @@ projection)`` for any number of points; :meth:`D2IMNet.predict_sdf` chunks a lar
 grid) through one compiled decode. ``projection`` is the caller's: from GT metadata or from the
 camera network (:meth:`d2im_tf.models.camera_net.CameraNet.projection` folded with the normalisation).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -119,8 +120,9 @@ def viewing_axis(projection):
 
 def reference_front_step(projection, offset: float):
     """The authors' test-time front/back step ``[B, 3]``: ``offset·N(M⁻¹·(0, 0, 1))``, M = P[:, :3]."""
-    direction = tf.linalg.solve(projection[:, :, :3], tf.tile(tf.constant([[[0.0], [0.0], [1.0]]]),
-                                                               [tf.shape(projection)[0], 1, 1]))[..., 0]
+    direction = tf.linalg.solve(
+        projection[:, :, :3], tf.tile(tf.constant([[[0.0], [0.0], [1.0]]]), [tf.shape(projection)[0], 1, 1])
+    )[..., 0]
     return offset * tf.math.l2_normalize(direction, axis=-1)
 
 
@@ -159,8 +161,9 @@ class D2IMNet(DistributableModel):
             self.code_norm = keras.layers.LayerNormalization(name="code_norm")
         base_decoder = GlobalLocalDecoder if self.spec.global_local else ImplicitDecoder
         # float32 under every policy (module docstring of d2im_tf.models.decoders); cheap beside the encoder
-        self.base_decoder = base_decoder(cfg.decoder_widths, cfg.point_frequencies, dtype="float32",
-                                         name="base_decoder")
+        self.base_decoder = base_decoder(
+            cfg.decoder_widths, cfg.point_frequencies, dtype="float32", name="base_decoder"
+        )
         self.detail_decoder = (
             DetailDecoder(cfg.detail_channels, self.spec.maps, name="detail_decoder") if self.spec.maps else None
         )
@@ -304,9 +307,14 @@ class D2IMNet(DistributableModel):
                 outputs["depth"],
                 norm_scale_from_projection(projection),
                 self.focal,
-                laplacian_mask(sdf, outputs["front"], normal_map, outputs["uv"],
-                               flat_sigma=self.model_config.laplacian_flat_sigma,
-                               flat_tolerance=self.model_config.laplacian_flat_tolerance),
+                laplacian_mask(
+                    sdf,
+                    outputs["front"],
+                    normal_map,
+                    outputs["uv"],
+                    flat_sigma=self.model_config.laplacian_flat_sigma,
+                    flat_tolerance=self.model_config.laplacian_flat_tolerance,
+                ),
                 self.sdf_scale,
             )
         else:
@@ -344,8 +352,7 @@ class D2IMNet(DistributableModel):
         return {key: np.concatenate([piece[key] for piece in pieces], axis=1) for key in pieces[0]}
 
     def get_config(self):
-        return {**super().get_config(), "config": dataclasses.asdict(self.model_config),
-                "sdf_scale": self.sdf_scale}
+        return {**super().get_config(), "config": dataclasses.asdict(self.model_config), "sdf_scale": self.sdf_scale}
 
     @classmethod
     def from_config(cls, config):

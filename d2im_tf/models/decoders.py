@@ -19,6 +19,7 @@ layer is float32 (the maps); :class:`~d2im_tf.models.d2im.D2IMNet` builds the po
 throughout, and their layers take the decoder's policy (``dtype=self.dtype_policy``): a point's
 coordinates in bfloat16 would be rounded by up to 1/128 of the box's half-width, the size of the details.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,9 @@ def encode_points(points, frequencies: int):
     if not frequencies:
         return points
     angles = [points * (2.0**k * math.pi) for k in range(frequencies)]  # L × [..., 3]
-    return keras.ops.concatenate([points] + [keras.ops.sin(a) for a in angles] + [keras.ops.cos(a) for a in angles],
-                                 axis=-1)
+    return keras.ops.concatenate(
+        [points] + [keras.ops.sin(a) for a in angles] + [keras.ops.cos(a) for a in angles], axis=-1
+    )
 
 
 class ImplicitDecoder(layers.Layer):
@@ -52,8 +54,9 @@ class ImplicitDecoder(layers.Layer):
         self.widths = list(widths)
         self.point_frequencies = point_frequencies
         dtype = self.dtype_policy  # sublayers do not inherit it
-        self.hidden = [layers.Dense(w, activation="relu", dtype=dtype, name=f"dense_{i}")
-                       for i, w in enumerate(self.widths)]
+        self.hidden = [
+            layers.Dense(w, activation="relu", dtype=dtype, name=f"dense_{i}") for i, w in enumerate(self.widths)
+        ]
         self.penultimate = layers.Dense(self.widths[-1], activation="relu", dtype=dtype, name="dense_last")
         self.output_layer = layers.Dense(1, dtype="float32", name="sdf")
 
@@ -113,15 +116,18 @@ class GlobalLocalDecoder(layers.Layer):
         self.point_frequencies = point_frequencies
         w = self.widths
         dtype = self.dtype_policy  # sublayers do not inherit it
-        self.point_mlp = [layers.Dense(n, activation="relu", dtype=dtype, name=f"point_{i}")
-                          for i, n in enumerate((w[3], w[1], w[0]))]
+        self.point_mlp = [
+            layers.Dense(n, activation="relu", dtype=dtype, name=f"point_{i}") for i, n in enumerate((w[3], w[1], w[0]))
+        ]
         self.global_stream = self._stream("global")
         self.local_stream = self._stream("local")
 
     def _stream(self, name):
-        return [layers.Dense(self.widths[0], activation="relu", dtype=self.dtype_policy, name=f"{name}_0"),
-                layers.Dense(self.widths[1], activation="relu", dtype=self.dtype_policy, name=f"{name}_1"),
-                layers.Dense(1, dtype="float32", name=f"{name}_sdf")]
+        return [
+            layers.Dense(self.widths[0], activation="relu", dtype=self.dtype_policy, name=f"{name}_0"),
+            layers.Dense(self.widths[1], activation="relu", dtype=self.dtype_policy, name=f"{name}_1"),
+            layers.Dense(1, dtype="float32", name=f"{name}_sdf"),
+        ]
 
     @staticmethod
     def _run(stack, x):
@@ -169,5 +175,9 @@ class DetailDecoder(layers.Layer):
         return self.output_layer(self.smooth(p))  # [B, S, S, out_channels]
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "out_channels": self.out_channels,
-                "levels": self.levels}
+        return {
+            **super().get_config(),
+            "channels": self.channels,
+            "out_channels": self.out_channels,
+            "levels": self.levels,
+        }

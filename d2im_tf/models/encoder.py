@@ -31,6 +31,7 @@ and is built as subsample + 1×1 convolution (TensorFlow 2.21's oneDNN gradient 
 convolution corrupts the heap; :func:`conv_bn`).
 The max-pool's zero padding equals PyTorch's −∞ padding here because it follows a ReLU.
 """
+
 from __future__ import annotations
 
 import keras
@@ -46,8 +47,9 @@ EMBEDDING_DIM = 1000  # the ImageNet classifier width the reference keeps as a h
 def conv_bn(filters: int, kernel_size: int, stride: int = 1, name: str | None = None) -> keras.Sequential:
     """Bias-free convolution + batch norm, padded symmetrically so output size = ceil(input / stride)."""
     if stride == 1:
-        conv_layers = [layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
-                                     kernel_initializer="he_normal")]
+        conv_layers = [
+            layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, kernel_initializer="he_normal")
+        ]
     elif kernel_size == 1:
         # Subsample, then a 1×1 convolution: the same map as a 1×1 stride-2 convolution, whose
         # gradient corrupts the heap in TensorFlow 2.21's oneDNN CPU kernels (crash seen at batch 1 and 3).
@@ -58,12 +60,11 @@ def conv_bn(filters: int, kernel_size: int, stride: int = 1, name: str | None = 
     else:
         conv_layers = [
             layers.ZeroPadding2D((kernel_size - 1) // 2),
-            layers.Conv2D(filters, kernel_size, strides=stride, padding="valid", use_bias=False,
-                          kernel_initializer="he_normal"),
+            layers.Conv2D(
+                filters, kernel_size, strides=stride, padding="valid", use_bias=False, kernel_initializer="he_normal"
+            ),
         ]
-    return keras.Sequential(
-        conv_layers + [BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON)], name=name
-    )
+    return keras.Sequential(conv_layers + [BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON)], name=name)
 
 
 class BasicBlock(layers.Layer):
@@ -85,8 +86,12 @@ class BasicBlock(layers.Layer):
         return keras.ops.relu(x + shortcut)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "stride": self.stride,
-                "project_shortcut": self.project_shortcut}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "stride": self.stride,
+            "project_shortcut": self.project_shortcut,
+        }
 
 
 class ResNet18(keras.Model):

@@ -49,6 +49,7 @@ width, so its divergence averages to zero over a few pixels, while a crease turn
 :func:`coarse_divergence` averages div_u(n) over a Gaussian window of ``flat_sigma`` pixels, and
 points where its magnitude reaches ``flat_tolerance`` (per pixel) leave P_F.
 """
+
 from __future__ import annotations
 
 import math
@@ -164,8 +165,16 @@ def _average_away_from_background(normal_map, sigma: float, weight):
     return tf.math.divide_no_nan(gaussian_blur(divergence * weight, sigma), gaussian_blur(weight, sigma))
 
 
-def laplacian_mask(sdf, front, normal_map, uv, near_surface: float = 0.1, margin: int = 3,
-                   flat_sigma: float = 0.0, flat_tolerance: float = 0.05):
+def laplacian_mask(
+    sdf,
+    front,
+    normal_map,
+    uv,
+    near_surface: float = 0.1,
+    margin: int = 3,
+    flat_sigma: float = 0.0,
+    flat_tolerance: float = 0.05,
+):
     """P_F as float ``[B, N]`` (module docstring): front, |F| < ``near_surface`` (network units), and
     no background pixel of ``normal_map`` ``[B, H, W, 3]`` within ``margin`` pixels of ``uv`` ``[B, N, 2]``.
     With ``flat_sigma`` > 0, also |:func:`coarse_divergence`| < ``flat_tolerance`` at ``uv``."""

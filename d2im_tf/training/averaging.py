@@ -13,6 +13,7 @@ The averages are saved with every checkpoint (entry ``average``, one per weight 
 averaged network is the run's result. The checkpoint's ``weights`` stay the raw ones the optimiser
 continues from.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,9 @@ class WeightAverage(keras.callbacks.Callback):
         self.decay = decay
         self.warm_up = warm_up
         self._weights = list(model.weights)
-        self.variables = [tf.Variable(weight.value, trainable=False, name=f"average_{i}")
-                          for i, weight in enumerate(self._weights)]
+        self.variables = [
+            tf.Variable(weight.value, trainable=False, name=f"average_{i}") for i, weight in enumerate(self._weights)
+        ]
 
     @tf.function
     def _update(self, step):

@@ -3,6 +3,7 @@
 All step numbers are the optimiser's ``iterations``, restored with the checkpoint, so a resumed run's
 checkpoints, progress and TensorBoard curves continue where the killed one stopped.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -66,8 +67,9 @@ class GuardedCheckpoint(keras.callbacks.Callback):
         except WriteError as error:
             self.model.stop_training = True
             last = self.manager.latest_checkpoint or "the start"
-            raise TrainingStopped(f"{error}; training stopped; resume from {last} with --resume once there is "
-                                  "room") from None
+            raise TrainingStopped(
+                f"{error}; training stopped; resume from {last} with --resume once there is room"
+            ) from None
         self.saved_step = step
 
 

@@ -1,5 +1,6 @@
 """TensorBoard images of the SDF network during training: the input, both displacement maps, and the
 Laplacians the loss compares (the GT normal map's divergence and the front map's Laplacian)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -10,6 +10,7 @@ replicas running at once corrupt the heap (seen with TF 2.21: "double free or co
 ``make_strategy`` sets ``TF_ENABLE_ONEDNN_OPTS=0`` for that case, which only takes effect if
 TensorFlow is not imported yet — so call it first.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,10 @@ def make_strategy(devices: int = 0):
     """The strategy for this process; ``devices`` > 1 splits the CPU into that many logical devices."""
     if devices > 1:
         if "tensorflow" in sys.modules and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
-            print("warning: TensorFlow was imported before make_strategy(); oneDNN stays on and CPU replicas "
-                  "may crash", file=sys.stderr)
+            print(
+                "warning: TensorFlow was imported before make_strategy(); oneDNN stays on and CPU replicas may crash",
+                file=sys.stderr,
+            )
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     import tensorflow as tf
 

@@ -13,6 +13,7 @@ position all continue where the last checkpoint left them. Checkpoints are writt
 ``tf.train.CheckpointManager``, which records a checkpoint in its index only once it is complete, so
 a process killed mid-save leaves the previous checkpoint usable.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,16 +94,25 @@ def load_run_config(run_dir) -> Config:
 # The config keys that shape each network's weights (and, for mixed precision, its optimiser's
 # variables; for the weight average, its checkpoint's): a resumed run must keep them.
 NETWORK_KEYS = {
-    "sdf": ("model.variant", "model.image_size", "model.encoder_width", "model.global_dim",
-            "model.decoder_widths", "model.detail_channels", "train.precision", "train.ema_decay"),
-    "camera": ("camera.backbone", "camera.translation", "camera.image_size", "camera.width",
-               "train.precision"),
+    "sdf": (
+        "model.variant",
+        "model.image_size",
+        "model.encoder_width",
+        "model.global_dim",
+        "model.decoder_widths",
+        "model.detail_channels",
+        "train.precision",
+        "train.ema_decay",
+    ),
+    "camera": ("camera.backbone", "camera.translation", "camera.image_size", "camera.width", "train.precision"),
 }
 
 
 def _earlier_run(checkpoints: Path) -> UserError:
-    return UserError(f"{checkpoints}: holds checkpoints of an earlier run; pass --resume to continue it "
-                     "or choose another output folder")
+    return UserError(
+        f"{checkpoints}: holds checkpoints of an earlier run; pass --resume to continue it "
+        "or choose another output folder"
+    )
 
 
 def has_checkpoint(out_dir) -> bool:
@@ -125,8 +135,10 @@ def check_run_folder(config: Config, out_dir, network: str, resume: bool) -> Non
     earlier = load_run_config(out_dir)
     for key in NETWORK_KEYS[network]:
         if earlier.get(key) != config.get(key):
-            raise UserError(f"{out_dir / 'config.yaml'}: the run was trained with {key}={earlier.get(key)}, the "
-                            f"config now says {config.get(key)}; --resume needs the same value")
+            raise UserError(
+                f"{out_dir / 'config.yaml'}: the run was trained with {key}={earlier.get(key)}, the "
+                f"config now says {config.get(key)}; --resume needs the same value"
+            )
 
 
 def prepare_run(config: Config, network: str, resume: bool, splits=("train",), progress: bool = False) -> None:
@@ -146,9 +158,11 @@ def _restore(model: keras.Model, checkpoint: tf.train.Checkpoint, path: str, par
         saved = {name: shape for name, shape in tf.train.list_variables(path) if name.startswith("weights/")}
         expected = {f"weights/{i}/.ATTRIBUTES/VARIABLE_VALUE": list(w.shape) for i, w in enumerate(model.weights)}
         if saved != expected:
-            raise UserError(f"{path}: its {len(saved)} weights do not match the {len(expected)} of the network in "
-                            f"{Path(path).parents[1] / 'config.yaml'} (a checkpoint of the other network, SDF or "
-                            "camera, or of another config?)")
+            raise UserError(
+                f"{path}: its {len(saved)} weights do not match the {len(expected)} of the network in "
+                f"{Path(path).parents[1] / 'config.yaml'} (a checkpoint of the other network, SDF or "
+                "camera, or of another config?)"
+            )
         status = checkpoint.restore(path)
         if partial:
             status.expect_partial()  # the optimiser's slots are not needed
@@ -158,8 +172,9 @@ def _restore(model: keras.Model, checkpoint: tf.train.Checkpoint, path: str, par
         raise UserError(f"{path}: damaged or incomplete checkpoint ({reason})") from None
 
 
-def training_checkpoint(model: keras.Model, with_optimizer: bool = True,
-                        average: WeightAverage | None = None) -> tf.train.Checkpoint:
+def training_checkpoint(
+    model: keras.Model, with_optimizer: bool = True, average: WeightAverage | None = None
+) -> tf.train.Checkpoint:
     """The checkpoint of a model: every weight of ``model.weights``, the optimiser's variables, and the
     weights' running averages if the run keeps them (:mod:`d2im_tf.training.averaging`).
 
@@ -194,8 +209,9 @@ def restore_weights(model: keras.Model, run_dir) -> str:
     return latest
 
 
-def restore_latest(model: keras.Model, out_dir: Path, resume: bool,
-                   average: WeightAverage | None = None) -> tf.train.CheckpointManager:
+def restore_latest(
+    model: keras.Model, out_dir: Path, resume: bool, average: WeightAverage | None = None
+) -> tf.train.CheckpointManager:
     """Make the checkpoint manager of a run and, with ``resume``, restore its latest checkpoint (with
     the weights' running ``average`` if the run keeps one).
 
@@ -236,12 +252,23 @@ def run_training(
     """
     out_dir = Path(out_dir)
     with folder_lock(out_dir, "run folder") if is_chief() else contextlib.nullcontext():
-        return _train_in(model, make_dataset, schedule, out_dir, resume, extra_callbacks, description, progress,
-                         config, average)
+        return _train_in(
+            model, make_dataset, schedule, out_dir, resume, extra_callbacks, description, progress, config, average
+        )
 
 
-def _train_in(model, make_dataset, schedule: RunSchedule, out_dir: Path, resume: bool, extra_callbacks,
-              description: str, progress: bool, config: Config | None, average: WeightAverage | None) -> int:
+def _train_in(
+    model,
+    make_dataset,
+    schedule: RunSchedule,
+    out_dir: Path,
+    resume: bool,
+    extra_callbacks,
+    description: str,
+    progress: bool,
+    config: Config | None,
+    average: WeightAverage | None,
+) -> int:
     """:func:`run_training`'s loop, in a run folder it holds."""
     manager = restore_latest(model, out_dir, resume, average)
     if config is not None:
@@ -280,8 +307,10 @@ def _train_in(model, make_dataset, schedule: RunSchedule, out_dir: Path, resume:
         if average is not None:
             average.apply_to_model()
     except WriteError as error:  # a preview, a log: the disk is full; the last checkpoint is intact
-        raise TrainingStopped(f"{error}; training stopped; resume from {manager.latest_checkpoint or 'the start'} "
-                              "with --resume once there is room") from None
+        raise TrainingStopped(
+            f"{error}; training stopped; resume from {manager.latest_checkpoint or 'the start'} "
+            "with --resume once there is room"
+        ) from None
     finally:
         if bar is not None:
             bar.close()

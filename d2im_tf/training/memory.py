@@ -12,6 +12,7 @@ also keeps, are not counted), plus the point decoders' activations. Shapes follo
 :mod:`d2im_tf.models.encoder` (stride-1 stem, then S/2 … S/16), :mod:`d2im_tf.models.decoders` and
 :class:`d2im_tf.models.camera_net.VGG16` (five stages, 2-2-3-3-3 convolutions, each halving).
 """
+
 from __future__ import annotations
 
 from d2im_tf.config import Config
@@ -78,9 +79,14 @@ def check_run_memory(config: Config, network: str, available: int | None = None)
     need = run_memory_bytes(config, network)
     available = machine_memory_bytes() if available is None else available
     if need > available:
-        keys = ("camera.batch_size, camera.image_size or camera.width" if network == "camera"
-                else "train.batch_size, model.image_size or model.encoder_width")
-        raise UserError(f"the {network} network's training needs at least {size_text(need)} of memory (an "
-                        f"estimate from the config), more than the {size_text(available)} this machine has; "
-                        f"lower {keys}")
+        keys = (
+            "camera.batch_size, camera.image_size or camera.width"
+            if network == "camera"
+            else "train.batch_size, model.image_size or model.encoder_width"
+        )
+        raise UserError(
+            f"the {network} network's training needs at least {size_text(need)} of memory (an "
+            f"estimate from the config), more than the {size_text(available)} this machine has; "
+            f"lower {keys}"
+        )
     return need

@@ -4,6 +4,7 @@
 azimuth +90° | front map | back map, :func:`d2im_tf.inference.preview.preview_image`), using GT cameras and a
 coarse-to-fine extraction at a low resolution so a preview costs seconds, not minutes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,12 @@ class PreviewCallback(keras.callbacks.Callback):
         layout = fmt.DatasetLayout.from_config(data.config)
         views = [evaluation_view(r.category, data.num_views) for r in data.records[:count]]
         self.samples = [
-            (decode_image(str(layout.image_path(r.category, r.shape, view)), size).numpy(),
-             r.projections[view].astype(np.float32), r.metadata[view], r.norm_params)
+            (
+                decode_image(str(layout.image_path(r.category, r.shape, view)), size).numpy(),
+                r.projections[view].astype(np.float32),
+                r.metadata[view],
+                r.norm_params,
+            )
             for r, view in zip(data.records, views)
         ]
 

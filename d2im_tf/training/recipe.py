@@ -19,6 +19,7 @@ every later one run (a finished training run given the same command does no more
 epochs continues). A stage killed midway is run again (data) or resumed (training). While a stage runs,
 ``RUNS/running.json`` names it and its process id.
 """
+
 from __future__ import annotations
 
 import json
@@ -132,8 +133,9 @@ def run_stage(stage: Stage, runs: Path, python: str = sys.executable) -> None:
     code = process.wait()
     (runs / RUNNING).unlink(missing_ok=True)
     if code != 0:
-        raise UserError(f"recipe stage {stage.name} failed (exit code {code}); run the same command again "
-                        "to continue from it")
+        raise UserError(
+            f"recipe stage {stage.name} failed (exit code {code}); run the same command again to continue from it"
+        )
 
 
 def install_export(runs: Path, out) -> Path:

@@ -25,6 +25,7 @@ Adam with the paper's settings for the SDF network (lr 5e-5, β1 0.9, weight dec
 the weight decay decoupled from the gradient (AdamW-style), where the authors' PyTorch Adam adds it to
 the gradient; at 1e-5 the difference is negligible, and the decoupled form is the better-behaved one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -80,12 +81,29 @@ class RunSettings:
     @classmethod
     def of(cls, config: Config, network: str) -> "RunSettings":
         if network == "sdf":
-            return cls("sdf", "model", config.train.out_dir, config.train.batch_size, config.train.epochs,
-                       "model.encoder_weights", config.model.encoder_weights, "train.init_from", config.train.init_from)
+            return cls(
+                "sdf",
+                "model",
+                config.train.out_dir,
+                config.train.batch_size,
+                config.train.epochs,
+                "model.encoder_weights",
+                config.model.encoder_weights,
+                "train.init_from",
+                config.train.init_from,
+            )
         if network == "camera":
-            return cls("camera", "camera", config.camera.out_dir, config.camera.batch_size, config.camera.epochs,
-                       "camera.backbone_weights", config.camera.backbone_weights, "camera.init_from",
-                       config.camera.init_from)
+            return cls(
+                "camera",
+                "camera",
+                config.camera.out_dir,
+                config.camera.batch_size,
+                config.camera.epochs,
+                "camera.backbone_weights",
+                config.camera.backbone_weights,
+                "camera.init_from",
+                config.camera.init_from,
+            )
         raise ValueError(f"network: {network!r} is not one of {', '.join(NETWORKS)}")
 
 
@@ -100,8 +118,9 @@ def learning_rate(config: Config, total_steps: int):
         decay_steps, alpha = 1, 1.0  # stays at the peak after the warm-up
     else:
         decay_steps, alpha = max(1, total_steps - train.warmup_steps), FINAL_LR_FRACTION
-    return keras.optimizers.schedules.CosineDecay(start, decay_steps, alpha=alpha, warmup_target=train.learning_rate,
-                                                  warmup_steps=train.warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        start, decay_steps, alpha=alpha, warmup_target=train.learning_rate, warmup_steps=train.warmup_steps
+    )
 
 
 @contextlib.contextmanager
@@ -149,8 +168,7 @@ def _sample_inputs(config: Config, network: str):
     return {"image": tf.zeros([1, size, size, 3]), "points": tf.zeros([1, 8, 3]), "projection": projection}
 
 
-def build_model(config: Config, network: str, total_steps: int = 1, precision: str | None = None
-                ) -> DistributableModel:
+def build_model(config: Config, network: str, total_steps: int = 1, precision: str | None = None) -> DistributableModel:
     """The compiled network (:class:`D2IMNet` or :class:`CameraNet`) with its variables and optimiser
     slots created, ready to train or to restore.
 
@@ -162,8 +180,9 @@ def build_model(config: Config, network: str, total_steps: int = 1, precision: s
     with precision_policy(config.train.precision if precision is None else precision):
         if network == "sdf":
             model = D2IMNet(config.model, sdf_scale=config.data.sdf_scale)
-            optimizer = keras.optimizers.Adam(learning_rate(config, total_steps), beta_1=config.train.beta_1,
-                                              weight_decay=config.train.weight_decay)
+            optimizer = keras.optimizers.Adam(
+                learning_rate(config, total_steps), beta_1=config.train.beta_1, weight_decay=config.train.weight_decay
+            )
         else:
             model = CameraNet(config.camera)
             optimizer = keras.optimizers.Adam(config.camera.learning_rate)
@@ -200,14 +219,20 @@ def load_initial_weights(model: DistributableModel, path, network: str, key: str
     variables = list(loaded.variables)
     variables = variables[:count] if network == "sdf" else variables[-count:]
     if [tuple(v.shape) for v in variables] != [tuple(w.shape) for w in model.weights]:
-        raise UserError(f"{key}: the {network} network in {model_dir} is not the one this config builds "
-                        f"(another variant or size?)")
+        raise UserError(
+            f"{key}: the {network} network in {model_dir} is not the one this config builds (another variant or size?)"
+        )
     for weight, value in zip(model.weights, variables):
         weight.assign(value)
 
 
-def train(config: Config, network: str, strategy: tf.distribute.Strategy | None = None, resume: bool = False,
-          progress: bool = True) -> DistributableModel:
+def train(
+    config: Config,
+    network: str,
+    strategy: tf.distribute.Strategy | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> DistributableModel:
     """Train ``network`` (``"sdf"`` or ``"camera"``) of ``config`` under ``strategy`` (default: the current
     ``tf.distribute`` strategy); returns the trained model
     (its weights averaged over the steps with ``train.ema_decay``).
@@ -221,8 +246,10 @@ def train(config: Config, network: str, strategy: tf.distribute.Strategy | None 
     check_run_memory(config, network)  # before any folder is written or any tensor built
     compat = config.get(f"{settings.section}.compat")
     if compat != "none":
-        raise ConfigError(f"{settings.section}.compat: 'reference' is for weights imported with `d2im import-torch`; "
-                          f"training uses this project's conventions (set {settings.section}.compat=none)")
+        raise ConfigError(
+            f"{settings.section}.compat: 'reference' is for weights imported with `d2im import-torch`; "
+            f"training uses this project's conventions (set {settings.section}.compat=none)"
+        )
     if settings.weights:  # before the data and the model are prepared
         require_weights_file(settings.weights_key, settings.weights)
     # a resumed run restores its own checkpoint: the network it started from is not needed again
@@ -253,11 +280,22 @@ def train(config: Config, network: str, strategy: tf.distribute.Strategy | None 
         if writer is None or network != "sdf":  # not the chief, or the camera network
             return []
         previews = ShapeDataset(config, "test") if with_test else data
-        return [ImageLogger(writer, config.train.image_every, lambda m: diagnostic_images(m, example)),
-                PreviewCallback(previews, config.train.out_dir, config.train.preview_every_epochs)]
+        return [
+            ImageLogger(writer, config.train.image_every, lambda m: diagnostic_images(m, example)),
+            PreviewCallback(previews, config.train.out_dir, config.train.preview_every_epochs),
+        ]
 
     description = f"training {config.model.variant}" if network == "sdf" else "training camera"
-    run_training(model, lambda start: data.dataset(batch, start=start), schedule, Path(settings.out_dir),
-                 resume=resume, extra_callbacks=extra_callbacks, description=description, progress=progress,
-                 config=config, average=average)
+    run_training(
+        model,
+        lambda start: data.dataset(batch, start=start),
+        schedule,
+        Path(settings.out_dir),
+        resume=resume,
+        extra_callbacks=extra_callbacks,
+        description=description,
+        progress=progress,
+        config=config,
+        average=average,
+    )
     return model

@@ -11,6 +11,7 @@ Blinn–Phong highlights; textures are solid (functions of the world position), 
 Only the RGB image depends on any of this: the normal map, depth and SDF samples are computed from
 the mesh alone.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -51,21 +52,43 @@ def random_material(rng: np.random.Generator, kind: str | None = None) -> Materi
     # the ring axis passes 0.5–2 world units away from the object: its rings cross it as gently bent stripes
     offset = np.cross(axis, rng.normal(size=3))
     offset *= rng.uniform(0.5, 2.0) / max(np.linalg.norm(offset), 1e-9)
-    common = dict(axis=tuple(float(a) for a in axis), phase=float(rng.uniform(0, 100)),
-                  centre=tuple(float(c) for c in offset))
+    common = dict(
+        axis=tuple(float(a) for a in axis), phase=float(rng.uniform(0, 100)), centre=tuple(float(c) for c in offset)
+    )
     if kind == "wood":  # browns from pale oak to walnut, grain rings a few mm to cm apart
         color = _hsv(rng.uniform(0.04, 0.1), rng.uniform(0.35, 0.75), rng.uniform(0.25, 0.85))
-        return Material(kind, color, float(rng.uniform(0.05, 0.25)), float(rng.uniform(8, 30)),
-                        float(rng.uniform(25, 70)), float(rng.uniform(0.06, 0.22)), **common)
+        return Material(
+            kind,
+            color,
+            float(rng.uniform(0.05, 0.25)),
+            float(rng.uniform(8, 30)),
+            float(rng.uniform(25, 70)),
+            float(rng.uniform(0.06, 0.22)),
+            **common,
+        )
     if kind == "fabric":  # any hue, muted; a fine weave, no highlight
         color = _hsv(rng.uniform(), rng.uniform(0.05, 0.6), rng.uniform(0.2, 0.9))
-        return Material(kind, color, float(rng.uniform(0.0, 0.04)), 4.0, float(rng.uniform(120, 250)),
-                        float(rng.uniform(0.04, 0.12)), **common)
+        return Material(
+            kind,
+            color,
+            float(rng.uniform(0.0, 0.04)),
+            4.0,
+            float(rng.uniform(120, 250)),
+            float(rng.uniform(0.04, 0.12)),
+            **common,
+        )
     if kind == "metal":  # grey to slightly warm, strong tight highlights, faint brushing
         grey = rng.uniform(0.45, 0.85)
         color = _hsv(rng.uniform(0.05, 0.15), rng.uniform(0.0, 0.15), grey)
-        return Material(kind, color, float(rng.uniform(0.4, 0.9)), float(rng.uniform(30, 120)),
-                        float(rng.uniform(150, 400)), float(rng.uniform(0.0, 0.06)), **common)
+        return Material(
+            kind,
+            color,
+            float(rng.uniform(0.4, 0.9)),
+            float(rng.uniform(30, 120)),
+            float(rng.uniform(150, 400)),
+            float(rng.uniform(0.0, 0.06)),
+            **common,
+        )
     if kind == "plastic":  # saturated or white/black, a medium highlight
         if rng.uniform() < 0.3:
             color = _hsv(0.0, 0.0, rng.choice([rng.uniform(0.05, 0.2), rng.uniform(0.8, 0.95)]))
@@ -117,9 +140,15 @@ def random_lighting(rng: np.random.Generator) -> Lighting:
     side = rng.choice([-1.0, 1.0])
     key_direction = _towards(side * rng.uniform(0.0, 1.3), rng.uniform(0.1, 1.3))
     fill_direction = _towards(-side * rng.uniform(0.3, 1.5), rng.uniform(-0.2, 0.8))
-    return Lighting(float(rng.uniform(0.15, 0.4)), key_direction, float(rng.uniform(0.45, 0.85)),
-                    fill_direction, float(rng.uniform(0.0, 0.35)), float(rng.uniform(0.0, 0.35)),
-                    float(rng.uniform(0.9, 1.2)))
+    return Lighting(
+        float(rng.uniform(0.15, 0.4)),
+        key_direction,
+        float(rng.uniform(0.45, 0.85)),
+        fill_direction,
+        float(rng.uniform(0.0, 0.35)),
+        float(rng.uniform(0.0, 0.35)),
+        float(rng.uniform(0.9, 1.2)),
+    )
 
 
 def _bands(points: np.ndarray, material: Material) -> np.ndarray:
@@ -141,8 +170,15 @@ def _bands(points: np.ndarray, material: Material) -> np.ndarray:
     return np.zeros(len(points))
 
 
-def shade(points: np.ndarray, normals: np.ndarray, view_directions: np.ndarray, material_index: np.ndarray,
-          materials: list[Material], lighting: Lighting, to_world: np.ndarray) -> np.ndarray:
+def shade(
+    points: np.ndarray,
+    normals: np.ndarray,
+    view_directions: np.ndarray,
+    material_index: np.ndarray,
+    materials: list[Material],
+    lighting: Lighting,
+    to_world: np.ndarray,
+) -> np.ndarray:
     """Colours ``[N, 3]`` in [0, 1] of hit ``points [N, 3]`` with unit ``normals [N, 3]`` seen along
     unit ``view_directions [N, 3]`` (camera → point), each of material ``materials[material_index]``.
 
@@ -151,8 +187,10 @@ def shade(points: np.ndarray, normals: np.ndarray, view_directions: np.ndarray, 
     """
     normals = np.where(np.einsum("ij,ij->i", normals, view_directions)[:, None] > 0, -normals, normals)
     eye = -view_directions
-    lights = [(to_world @ np.asarray(lighting.key_direction), lighting.key),
-              (to_world @ np.asarray(lighting.fill_direction), lighting.fill)]
+    lights = [
+        (to_world @ np.asarray(lighting.key_direction), lighting.key),
+        (to_world @ np.asarray(lighting.fill_direction), lighting.fill),
+    ]
     colors = np.zeros((len(points), 3))
     for index, material in enumerate(materials):
         chosen = material_index == index

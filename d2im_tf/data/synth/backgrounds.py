@@ -5,6 +5,7 @@ Kinds: ``"wood"`` (rings distorted by smooth noise), ``"checker"`` (a rotated tw
 ``"gradient"`` (a linear gradient between two colours with fine grain). Colours are random, so some
 backgrounds come close to the object's colour, as photos do.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,7 @@ def textured_background(rng: np.random.Generator, size: int, kind: str | None = 
         cells = rng.uniform(4, 12)
         t = ((np.floor(along * cells) + np.floor(across * cells)) % 2).astype(float)
     elif kind == "noise":
-        t = sum(_value_noise(rng, size, 2 ** octave) / 2 ** (octave - 2) for octave in range(2, 6))
+        t = sum(_value_noise(rng, size, 2**octave) / 2 ** (octave - 2) for octave in range(2, 6))
         t = (t - t.min()) / max(np.ptp(t), 1e-6)
     elif kind == "stripes":
         t = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(3, 10) * along)

@@ -9,6 +9,7 @@ into independent streams (geometry, colour, views, samples, appearance, framing)
 arguments — not on the number of workers or on the order in which shapes finish. No file holds a
 timestamp (PNG via Pillow without metadata, HDF5 without ``track_times``, OBJ without a date).
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -78,14 +79,19 @@ def random_color(rng: np.random.Generator) -> tuple[float, float, float]:
 # One shape
 
 
-def write_shape(settings: Settings, category: str, shape: str, mesh: trimesh.Trimesh,
-                streams: dict[str, np.random.Generator], groups=None) -> None:
+def write_shape(
+    settings: Settings,
+    category: str,
+    shape: str,
+    mesh: trimesh.Trimesh,
+    streams: dict[str, np.random.Generator],
+    groups=None,
+) -> None:
     """Write every file of one shape from a closed, outward-oriented world-frame mesh; ``groups``
     = (part of each face ``[F]``, which parts are rod-like ``[P]``) for per-part materials (default:
     the mesh's connected components)."""
     layout = settings.layout
-    samples = mesh_sdf.sample_sdf(mesh, streams["samples"], settings.samples,
-                                  source=layout.mesh_path(category, shape))
+    samples = mesh_sdf.sample_sdf(mesh, streams["samples"], settings.samples, source=layout.mesh_path(category, shape))
     if settings.framing:
         rows = framed_views(streams["views"], settings.views, mesh.vertices, settings.framing)
     else:
@@ -107,8 +113,15 @@ def _restyled(settings: Settings, renderer: Renderer, rows, views: Iterable[View
         yield replace(view, rgba=rgba)
 
 
-def write_shape_files(layout: fmt.DatasetLayout, category: str, shape: str, mesh: trimesh.Trimesh,
-                      samples: fmt.SdfSamples, rows: np.ndarray, views: Iterable[View]) -> None:
+def write_shape_files(
+    layout: fmt.DatasetLayout,
+    category: str,
+    shape: str,
+    mesh: trimesh.Trimesh,
+    samples: fmt.SdfSamples,
+    rows: np.ndarray,
+    views: Iterable[View],
+) -> None:
     """The files of one shape: its mesh, its samples, and per metadata row ``rows [V, 10]`` the render,
     normal map and depth map of ``views`` (in the order of the rows)."""
     write_obj(layout.mesh_path(category, shape), mesh)
@@ -189,8 +202,9 @@ def _run(function, tasks: list, workers: int, description: str) -> list:
     return results
 
 
-def split_shapes(shapes_in_category: list[str], test_fraction: float, seed: int,
-                 category: str) -> tuple[list[str], list[str]]:
+def split_shapes(
+    shapes_in_category: list[str], test_fraction: float, seed: int, category: str
+) -> tuple[list[str], list[str]]:
     """A seeded train/test split; at least one test shape when there are two or more shapes."""
     rng = np.random.default_rng([seed, zlib.crc32(category.encode()), 7])
     order = rng.permutation(len(shapes_in_category))
@@ -202,8 +216,9 @@ def split_shapes(shapes_in_category: list[str], test_fraction: float, seed: int,
     return train, test
 
 
-def _write_splits(settings: Settings, done: dict[str, list[str]], test_fraction: float,
-                  train_only: dict[str, list[str]] | None = None) -> None:
+def _write_splits(
+    settings: Settings, done: dict[str, list[str]], test_fraction: float, train_only: dict[str, list[str]] | None = None
+) -> None:
     """Split ``done[category]`` into train and test; ``train_only[category]`` joins the training list."""
     for category, names in done.items():
         train, test = split_shapes(sorted(names), test_fraction, settings.seed, category)
@@ -212,8 +227,15 @@ def _write_splits(settings: Settings, done: dict[str, list[str]], test_fraction:
         fmt.write_split(settings.layout.split_path(category, "test"), test)
 
 
-def make_synthetic(settings: Settings, categories: list[str], per_category: int, workers: int = 1,
-                   test_fraction: float = 0.2, extra_train: int = 0, first_shape: int = 0) -> None:
+def make_synthetic(
+    settings: Settings,
+    categories: list[str],
+    per_category: int,
+    workers: int = 1,
+    test_fraction: float = 0.2,
+    extra_train: int = 0,
+    first_shape: int = 0,
+) -> None:
     """Generate ``per_category`` procedural shapes of each category, split into train and test, and
     ``extra_train`` more (the indices after them) for the training split only. Shapes below index
     ``first_shape`` are taken as already written (a finished dataset that grows)."""

@@ -20,6 +20,7 @@ Used for the procedural shapes and for user meshes (e.g. ShapeNet ``model.obj``)
    through the SDF of the 10 nearest samples, as the reference) when only samples exist.
    :func:`sample_density`: 1 / (same-sign samples within 0.025 world units, itself included).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -153,8 +154,9 @@ def normalization(mesh: trimesh.Trimesh, rng: np.random.Generator) -> tuple[np.n
 class SignedDistance:
     """Exact signed distance to a closed, outward-oriented triangle mesh (negative inside)."""
 
-    def __init__(self, mesh: trimesh.Trimesh, candidates: int = 8, spacing: float = 0.01,
-                 rng: np.random.Generator | None = None):
+    def __init__(
+        self, mesh: trimesh.Trimesh, candidates: int = 8, spacing: float = 0.01, rng: np.random.Generator | None = None
+    ):
         self.vertices = np.asarray(mesh.vertices, dtype=np.float64)
         self.faces = np.asarray(mesh.faces)
         self.candidates = candidates
@@ -210,8 +212,9 @@ class SignedDistance:
         sign = np.where(np.einsum("ij,ij->i", offset, normal) < 0, -1.0, 1.0)
         unit_normal = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-300)
         on_surface = distance < 1e-9
-        gradient = np.where(on_surface[:, None], unit_normal,
-                            sign[:, None] * offset / np.maximum(distance, 1e-300)[:, None])
+        gradient = np.where(
+            on_surface[:, None], unit_normal, sign[:, None] * offset / np.maximum(distance, 1e-300)[:, None]
+        )
         sdf = np.where(far, np.nan, sign * distance)
         closest[far], gradient[far] = np.nan, np.nan
         return sdf, closest, gradient
@@ -232,8 +235,9 @@ class SignedDistance:
 # Samples
 
 
-def _candidates(surface: np.ndarray, lower: np.ndarray, upper: np.ndarray, count: int,
-                rng: np.random.Generator) -> np.ndarray:
+def _candidates(
+    surface: np.ndarray, lower: np.ndarray, upper: np.ndarray, count: int, rng: np.random.Generator
+) -> np.ndarray:
     """``count`` candidate points: surface points jittered at three scales, plus uniform in the box."""
     scales = np.array([0.006, 0.02, 0.06])  # normalised units
     fractions = np.array([0.2, 0.35, 0.4])  # the rest (5 %) uniform
@@ -270,9 +274,15 @@ def select_bands(sdf: np.ndarray, count: int, rng: np.random.Generator) -> np.nd
     return np.sort(np.concatenate(chosen))
 
 
-def sample_sdf(mesh: trimesh.Trimesh, rng: np.random.Generator, count: int = SAMPLE_COUNT,
-               candidates_per_sample: float = 2.0, with_density: bool = True, source="mesh",
-               far_count: int = FAR_SAMPLE_COUNT) -> SdfSamples:
+def sample_sdf(
+    mesh: trimesh.Trimesh,
+    rng: np.random.Generator,
+    count: int = SAMPLE_COUNT,
+    candidates_per_sample: float = 2.0,
+    with_density: bool = True,
+    source="mesh",
+    far_count: int = FAR_SAMPLE_COUNT,
+) -> SdfSamples:
     """All of ``ori_sample.h5`` for a closed, outward-oriented mesh in the world frame.
 
     ``count`` must be a multiple of 4; ``source`` names the mesh in error messages. ``far_count``

@@ -19,6 +19,7 @@ each has DISN's norm params. Layout under ``OUT``::
     <category>/<pair>/{target,source,rebuilt,coarse}.obj
     <category>/<pair>/{target,source}.png   # RGBA renders
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,20 @@ def pair_name(index: int) -> str:
 
 def front_view(rng: np.random.Generator) -> np.ndarray:
     """A metadata row seeing the shapes' front (+z) faces."""
-    return np.array([rng.uniform(*FRONT_AZIMUTH), rng.uniform(*ELEVATION), 0.0, rng.uniform(*DISTANCE),
-                     camera.FOCAL_MM, camera.SENSOR_MM, camera.MAX_DISTANCE, 0.0, 0.0, 0.0])
+    return np.array(
+        [
+            rng.uniform(*FRONT_AZIMUTH),
+            rng.uniform(*ELEVATION),
+            0.0,
+            rng.uniform(*DISTANCE),
+            camera.FOCAL_MM,
+            camera.SENSOR_MM,
+            camera.MAX_DISTANCE,
+            0.0,
+            0.0,
+            0.0,
+        ]
+    )
 
 
 def redrawn(parts: list[shapes.Part], rng: np.random.Generator) -> list[shapes.Part]:
@@ -80,15 +93,17 @@ def pair_meshes(category: str, rng_geometry, rng_relief, resolution: int) -> dic
     coarse_parts = [dataclasses.replace(p, relief=None) for p in parts]
     bounds = np.stack([p.bounds() for p in parts if not p.subtract])
     spacing = np.linalg.norm(bounds[:, 1].max(axis=0) - bounds[:, 0].min(axis=0)) / resolution
-    raw = {key: _raw_mesh(p, spacing) for key, p in
-           (("target", parts), ("rebuilt", rebuilt_parts), ("coarse", coarse_parts))}
+    raw = {
+        key: _raw_mesh(p, spacing)
+        for key, p in (("target", parts), ("rebuilt", rebuilt_parts), ("coarse", coarse_parts))
+    }
     lower, upper = raw["target"].vertices.min(axis=0), raw["target"].vertices.max(axis=0)
     centre, scale = (lower + upper) / 2, shapes.WORLD_DIAGONAL / np.linalg.norm(upper - lower)
-    meshes = {key: trimesh.Trimesh((mesh.vertices - centre) * scale, mesh.faces, process=False)
-              for key, mesh in raw.items()}
+    meshes = {
+        key: trimesh.Trimesh((mesh.vertices - centre) * scale, mesh.faces, process=False) for key, mesh in raw.items()
+    }
     meshes["source"] = stretched(meshes["rebuilt"], rng_relief.uniform(*STRETCH, size=3))
-    return {key: trimesh.Trimesh(np.round(meshes[key].vertices, 6), meshes[key].faces, process=False)
-            for key in MESHES}
+    return {key: trimesh.Trimesh(np.round(meshes[key].vertices, 6), meshes[key].faces, process=False) for key in MESHES}
 
 
 def _raw_mesh(parts, spacing: float) -> trimesh.Trimesh:
@@ -122,15 +137,24 @@ def write_pair(out: Path, category: str, index: int, seed: int, image_size: int,
     return entry
 
 
-def make_pairs(out, categories, count: int, seed: int = 0, image_size: int = 224,
-               resolution: int = shapes.DEFAULT_RESOLUTION, progress: bool = True) -> list[dict]:
+def make_pairs(
+    out,
+    categories,
+    count: int,
+    seed: int = 0,
+    image_size: int = 224,
+    resolution: int = shapes.DEFAULT_RESOLUTION,
+    progress: bool = True,
+) -> list[dict]:
     """``count`` pairs per category under ``out`` and ``out/pairs.json``; returns its entries."""
     from tqdm import tqdm
 
     out = Path(out)
     tasks = [(category, index) for category in categories for index in range(count)]
-    entries = [write_pair(out, category, index, seed, image_size, resolution)
-               for category, index in tqdm(tasks, desc="pairs", unit="pair", disable=not progress)]
+    entries = [
+        write_pair(out, category, index, seed, image_size, resolution)
+        for category, index in tqdm(tasks, desc="pairs", unit="pair", disable=not progress)
+    ]
     with fmt.atomic_path(out / "pairs.json") as tmp:
         tmp.write_text(json.dumps(entries, indent=1) + "\n")
     return entries

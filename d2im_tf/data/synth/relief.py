@@ -7,6 +7,7 @@ face coordinates ``(x, y)`` in the same length unit as the panel, and fade to ze
 along the panel's edges so detail never reaches a silhouette edge. :mod:`d2im_tf.data.synth.shapes`
 turns a height ``h(x, y)`` into a displacement of the panel's front face.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -143,8 +144,9 @@ class Relief:
 # ------------------------------------------------------------------------------------------
 # Random reliefs
 
-_GLYPH_LATTICE = np.array([[0.2, 0.2], [0.5, 0.2], [0.8, 0.2], [0.2, 0.5], [0.5, 0.5],
-                           [0.8, 0.5], [0.2, 0.8], [0.5, 0.8], [0.8, 0.8]])
+_GLYPH_LATTICE = np.array(
+    [[0.2, 0.2], [0.5, 0.2], [0.8, 0.2], [0.2, 0.5], [0.5, 0.5], [0.8, 0.5], [0.2, 0.8], [0.5, 0.8], [0.8, 0.8]]
+)
 
 
 def _random_glyphs(rng: np.random.Generator, hx: float, hy: float, size: float, width: float) -> Glyphs:
@@ -161,8 +163,9 @@ def _random_glyphs(rng: np.random.Generator, hx: float, hy: float, size: float, 
     return Glyphs(origin=origin, cell=size, strokes=strokes, width=width)
 
 
-def random_relief(rng: np.random.Generator, hx: float, hy: float, amplitude: float,
-                  kinds: tuple[str, ...] | None = None) -> Relief:
+def random_relief(
+    rng: np.random.Generator, hx: float, hy: float, amplitude: float, kinds: tuple[str, ...] | None = None
+) -> Relief:
     """A random relief for a face of half-extents ``(hx, hy)`` with peak |h| ≈ ``amplitude``.
 
     ``kinds`` restricts the layer types (``grooves, frame, dots, rings, glyphs``); one or two

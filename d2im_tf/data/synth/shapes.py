@@ -9,6 +9,7 @@ bounding diagonal :data:`WORLD_DIAGONAL` in the world frame (ShapeNet-like: y up
 
 Families (ShapeNet ids): chair 03001627, table 04379243, cabinet 02933112, sofa 04256520.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -117,8 +118,7 @@ def cylinder(bottom, top_y, radius, rounding=0.0) -> Part:
 
 
 def disk(center, radius, half_thickness, rotation=VERTICAL_AXIS, rounding=0.0, relief=None) -> Part:
-    return Part(np.asarray(center, float), np.array([radius, radius, half_thickness]), rotation, True,
-                rounding, relief)
+    return Part(np.asarray(center, float), np.array([radius, radius, half_thickness]), rotation, True, rounding, relief)
 
 
 # ------------------------------------------------------------------------------------------
@@ -168,8 +168,7 @@ def mesh_parts(parts: list[Part], resolution: int = DEFAULT_RESOLUTION) -> trime
     # Keep every grid value away from 0 so no vertex lands on a grid node (no zero-area faces).
     floor = 0.02 * spacing
     values = np.where(values < 0, np.minimum(values, -floor), np.maximum(values, floor))
-    vertices, faces, _, _ = marching_cubes(values, level=0.0, spacing=(spacing,) * 3,
-                                           gradient_direction="ascent")
+    vertices, faces, _, _ = marching_cubes(values, level=0.0, spacing=(spacing,) * 3, gradient_direction="ascent")
     vertices += origin
     lower, upper = vertices.min(axis=0), vertices.max(axis=0)
     centre, scale = (lower + upper) / 2, WORLD_DIAGONAL / np.linalg.norm(upper - lower)
@@ -439,8 +438,12 @@ def sofa(rng: np.random.Generator) -> list[Part]:
     return parts
 
 
-FAMILIES: dict[str, Callable[[np.random.Generator], list[Part]]] = {CHAIR: chair, TABLE: table, CABINET: cabinet,
-                                                                     SOFA: sofa}
+FAMILIES: dict[str, Callable[[np.random.Generator], list[Part]]] = {
+    CHAIR: chair,
+    TABLE: table,
+    CABINET: cabinet,
+    SOFA: sofa,
+}
 
 
 def family_parts(category: str, rng: np.random.Generator) -> list[Part]:

@@ -12,6 +12,7 @@ primitives with the same interface (``sdf``, ``bounds``, ``subtract``, ``half``)
 (tubes, spokes, rails), :class:`Lathe` (turned legs with a radius profile along any axis) and
 :class:`Shell` (a thin ellipsoidal shell cut by a plane: moulded seats), and :class:`OvalSlab`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -160,14 +161,29 @@ class Shell:
 # Chairs and sofas
 
 
-def upholstered(width: float, depth: float, seat_y: float, back_h: float, arm_w: float, arm_h: float,
-                seats: int = 1, leg_h: float = 0.06, softness: float = 0.4, back_tilt: float = 0.15) -> list:
+def upholstered(
+    width: float,
+    depth: float,
+    seat_y: float,
+    back_h: float,
+    arm_w: float,
+    arm_h: float,
+    seats: int = 1,
+    leg_h: float = 0.06,
+    softness: float = 0.4,
+    back_tilt: float = 0.15,
+) -> list:
     """An armchair (``seats`` = 1) or sofa: a rounded base on four short legs (none if ``leg_h`` is 0),
     ``seats`` seat cushions and back cushions, two thick rounded arms up to ``arm_h``; ``softness`` is
     the rounding as a share of each cushion's smallest half extent."""
     base_lo, base_hi = leg_h, seat_y - 0.12
-    parts = [box([0, (base_lo + base_hi) / 2, 0], [width / 2, (base_hi - base_lo) / 2, depth / 2],
-                 rounding=softness * 0.5 * (base_hi - base_lo))]
+    parts = [
+        box(
+            [0, (base_lo + base_hi) / 2, 0],
+            [width / 2, (base_hi - base_lo) / 2, depth / 2],
+            rounding=softness * 0.5 * (base_hi - base_lo),
+        )
+    ]
     if leg_h > 0:
         parts += shapes._legs(width * 0.95, depth * 0.9, leg_h + 0.02, 0.06, 0.025, True)
     back_t = 0.18 * depth
@@ -177,29 +193,43 @@ def upholstered(width: float, depth: float, seat_y: float, back_h: float, arm_w:
     rotation = tilted_back(back_tilt)
     for i in range(seats):
         x = -inner + cushion_w * (i + 0.5)
-        parts.append(box([x, (base_hi + seat_y) / 2, back_t / 2], cushion_half,
-                         rounding=softness * min(cushion_half)))
+        parts.append(box([x, (base_hi + seat_y) / 2, back_t / 2], cushion_half, rounding=softness * min(cushion_half)))
         back_half = [cushion_w / 2 - 0.004, back_h / 2, back_t / 2]
         center = np.array([x, seat_y - 0.02, -depth / 2 + back_t / 2]) + rotation @ [0, back_h / 2, 0]
         parts.append(box(center, back_half, rotation, softness * min(back_half)))
     for sx in (-1, 1):
         half = [arm_w / 2, (arm_h - base_lo) / 2, depth / 2]
-        parts.append(box([sx * (width / 2 - arm_w / 2), (base_lo + arm_h) / 2, 0], half,
-                         rounding=softness * arm_w / 2))
+        parts.append(box([sx * (width / 2 - arm_w / 2), (base_lo + arm_h) / 2, 0], half, rounding=softness * arm_w / 2))
     return parts
 
 
 def random_upholstered(rng: np.random.Generator, sofa: bool) -> list:
     seats = int(rng.integers(2, 4)) if sofa else 1
     width = rng.uniform(0.55, 0.75) * seats + rng.uniform(0.25, 0.45)
-    return upholstered(width, rng.uniform(0.75, 0.95), rng.uniform(0.38, 0.46), rng.uniform(0.35, 0.55),
-                       rng.uniform(0.12, 0.24), rng.uniform(0.55, 0.72), seats,
-                       leg_h=rng.choice([0.0, rng.uniform(0.04, 0.12)]), softness=rng.uniform(0.25, 0.6),
-                       back_tilt=rng.uniform(0.05, 0.3))
+    return upholstered(
+        width,
+        rng.uniform(0.75, 0.95),
+        rng.uniform(0.38, 0.46),
+        rng.uniform(0.35, 0.55),
+        rng.uniform(0.12, 0.24),
+        rng.uniform(0.55, 0.72),
+        seats,
+        leg_h=rng.choice([0.0, rng.uniform(0.04, 0.12)]),
+        softness=rng.uniform(0.25, 0.6),
+        back_tilt=rng.uniform(0.05, 0.3),
+    )
 
 
-def cantilever(width: float, depth: float, seat_y: float, back_h: float, tube: float, seat_t: float = 0.03,
-               back_tilt: float = 0.12, panel_back: bool = True) -> list:
+def cantilever(
+    width: float,
+    depth: float,
+    seat_y: float,
+    back_h: float,
+    tube: float,
+    seat_t: float = 0.03,
+    back_tilt: float = 0.12,
+    panel_back: bool = True,
+) -> list:
     """A cantilever chair: on each side one bent tube runs along the floor from back to front, up to the
     seat, back under the seat and up the back; a floor rail joins the sides at the back; a seat slab
     and a back panel (or two back rails) span the tubes."""
@@ -207,12 +237,18 @@ def cantilever(width: float, depth: float, seat_y: float, back_h: float, tube: f
     top_back = np.array([0.0, seat_y + back_h * np.cos(back_tilt), -depth / 2 - back_h * np.sin(back_tilt)])
     for sx in (-1, 1):
         x = sx * (width / 2 - tube)
-        path = [[x, tube, -depth / 2], [x, tube, depth / 2], [x, seat_y - seat_t, depth / 2 - 0.04],
-                [x, seat_y - seat_t, -depth / 2], [x, top_back[1], top_back[2]]]
+        path = [
+            [x, tube, -depth / 2],
+            [x, tube, depth / 2],
+            [x, seat_y - seat_t, depth / 2 - 0.04],
+            [x, seat_y - seat_t, -depth / 2],
+            [x, top_back[1], top_back[2]],
+        ]
         parts += [capsule(p, q, tube) for p, q in zip(path[:-1], path[1:])]
     parts.append(capsule([-width / 2 + tube, tube, -depth / 2], [width / 2 - tube, tube, -depth / 2], tube))
-    parts.append(box([0, seat_y - seat_t / 2, 0], [width / 2 - tube, seat_t / 2, depth / 2 - 0.03],
-                     rounding=0.3 * seat_t))
+    parts.append(
+        box([0, seat_y - seat_t / 2, 0], [width / 2 - tube, seat_t / 2, depth / 2 - 0.03], rounding=0.3 * seat_t)
+    )
     rotation = tilted_back(back_tilt)
     anchor = np.array([0.0, seat_y - seat_t, -depth / 2])
     if panel_back:
@@ -226,13 +262,27 @@ def cantilever(width: float, depth: float, seat_y: float, back_h: float, tube: f
 
 
 def random_cantilever(rng: np.random.Generator) -> list:
-    return cantilever(rng.uniform(0.42, 0.55), rng.uniform(0.42, 0.55), rng.uniform(0.42, 0.48),
-                      rng.uniform(0.35, 0.5), rng.uniform(0.01, 0.018), rng.uniform(0.02, 0.05),
-                      rng.uniform(0.05, 0.25), rng.uniform() < 0.6)
+    return cantilever(
+        rng.uniform(0.42, 0.55),
+        rng.uniform(0.42, 0.55),
+        rng.uniform(0.42, 0.48),
+        rng.uniform(0.35, 0.5),
+        rng.uniform(0.01, 0.018),
+        rng.uniform(0.02, 0.05),
+        rng.uniform(0.05, 0.25),
+        rng.uniform() < 0.6,
+    )
 
 
-def star_base(radius: float, column_top: float, spokes: int = 5, caster: float = 0.025, spoke_r: float = 0.018,
-              column_r: float = 0.03, angle: float = 0.0) -> list:
+def star_base(
+    radius: float,
+    column_top: float,
+    spokes: int = 5,
+    caster: float = 0.025,
+    spoke_r: float = 0.018,
+    column_r: float = 0.03,
+    angle: float = 0.0,
+) -> list:
     """A swivel base: ``spokes`` spokes radiating from a hub above the floor, a caster (a small capsule)
     under each tip, a column from the hub up to ``column_top``."""
     hub_y = 2 * caster + spoke_r
@@ -246,8 +296,16 @@ def star_base(radius: float, column_top: float, spokes: int = 5, caster: float =
     return parts
 
 
-def swivel(width: float, depth: float, seat_y: float, back_h: float, base_r: float, spokes: int = 5,
-           arms: bool = False, softness: float = 0.4) -> list:
+def swivel(
+    width: float,
+    depth: float,
+    seat_y: float,
+    back_h: float,
+    base_r: float,
+    spokes: int = 5,
+    arms: bool = False,
+    softness: float = 0.4,
+) -> list:
     """An office chair: a star base on casters, a padded seat, a padded back on a post, optional arms."""
     seat_t = 0.07
     parts = star_base(base_r, seat_y - seat_t / 2, spokes)
@@ -269,24 +327,52 @@ def swivel(width: float, depth: float, seat_y: float, back_h: float, base_r: flo
 
 
 def random_swivel(rng: np.random.Generator) -> list:
-    return swivel(rng.uniform(0.42, 0.55), rng.uniform(0.4, 0.52), rng.uniform(0.42, 0.52), rng.uniform(0.35, 0.6),
-                  rng.uniform(0.26, 0.34), int(rng.choice([4, 5, 5, 5])), rng.uniform() < 0.5,
-                  rng.uniform(0.3, 0.8))
+    return swivel(
+        rng.uniform(0.42, 0.55),
+        rng.uniform(0.4, 0.52),
+        rng.uniform(0.42, 0.52),
+        rng.uniform(0.35, 0.6),
+        rng.uniform(0.26, 0.34),
+        int(rng.choice([4, 5, 5, 5])),
+        rng.uniform() < 0.5,
+        rng.uniform(0.3, 0.8),
+    )
 
 
-def splayed_legs(width: float, depth: float, top_y: float, inset: float, splay: float, radius: float,
-                 count: int = 4, turned: bool = True, angle: float = np.pi / 4) -> list:
+def splayed_legs(
+    width: float,
+    depth: float,
+    top_y: float,
+    inset: float,
+    splay: float,
+    radius: float,
+    count: int = 4,
+    turned: bool = True,
+    angle: float = np.pi / 4,
+) -> list:
     """``count`` legs from under a top at ``top_y`` to the floor, their feet ``splay`` further out;
     turned (a lathe with beads and a taper) or straight tapered. Four legs sit at the corners of a
     ``width × depth`` rectangle inset by ``inset``; other counts on an ellipse."""
     if count == 4:
-        heads = [np.array([sx * (width / 2 - inset), top_y, sz * (depth / 2 - inset)])
-                 for sx in (-1, 1) for sz in (-1, 1)]
+        heads = [
+            np.array([sx * (width / 2 - inset), top_y, sz * (depth / 2 - inset)]) for sx in (-1, 1) for sz in (-1, 1)
+        ]
     else:
-        heads = [np.array([(width / 2 - inset) * np.cos(angle + 2 * np.pi * k / count), top_y,
-                           (depth / 2 - inset) * np.sin(angle + 2 * np.pi * k / count)]) for k in range(count)]
-    profile = [radius, 1.25 * radius, 0.8 * radius, 1.1 * radius, 0.9 * radius, 0.65 * radius] if turned \
+        heads = [
+            np.array(
+                [
+                    (width / 2 - inset) * np.cos(angle + 2 * np.pi * k / count),
+                    top_y,
+                    (depth / 2 - inset) * np.sin(angle + 2 * np.pi * k / count),
+                ]
+            )
+            for k in range(count)
+        ]
+    profile = (
+        [radius, 1.25 * radius, 0.8 * radius, 1.1 * radius, 0.9 * radius, 0.65 * radius]
+        if turned
         else [radius, 0.9 * radius, 0.8 * radius, 0.7 * radius]
+    )
     parts = []
     for head in heads:
         outward = head * [1, 0, 1]
@@ -296,8 +382,16 @@ def splayed_legs(width: float, depth: float, top_y: float, inset: float, splay: 
     return parts
 
 
-def turned_chair(width: float, depth: float, seat_y: float, back_h: float, leg_r: float, splay: float,
-                 spindles: int = 5, seat_t: float = 0.035) -> list:
+def turned_chair(
+    width: float,
+    depth: float,
+    seat_y: float,
+    back_h: float,
+    leg_r: float,
+    splay: float,
+    spindles: int = 5,
+    seat_t: float = 0.035,
+) -> list:
     """A chair on turned splayed legs with a spindle back under a curved top rail."""
     parts = [box([0, seat_y - seat_t / 2, 0], [width / 2, seat_t / 2, depth / 2], rounding=0.4 * seat_t)]
     parts += splayed_legs(width, depth, seat_y - seat_t / 2, 2.5 * leg_r, splay, leg_r)
@@ -311,12 +405,26 @@ def turned_chair(width: float, depth: float, seat_y: float, back_h: float, leg_r
 
 
 def random_turned_chair(rng: np.random.Generator) -> list:
-    return turned_chair(rng.uniform(0.42, 0.55), rng.uniform(0.4, 0.5), rng.uniform(0.42, 0.48), rng.uniform(0.4, 0.6),
-                        rng.uniform(0.016, 0.026), rng.uniform(0.0, 0.06), int(rng.integers(3, 8)))
+    return turned_chair(
+        rng.uniform(0.42, 0.55),
+        rng.uniform(0.4, 0.5),
+        rng.uniform(0.42, 0.48),
+        rng.uniform(0.4, 0.6),
+        rng.uniform(0.016, 0.026),
+        rng.uniform(0.0, 0.06),
+        int(rng.integers(3, 8)),
+    )
 
 
-def shell_chair(width: float, depth: float, seat_y: float, back_h: float, thickness: float = 0.012,
-                base: str = "legs", splay: float = 0.05) -> list:
+def shell_chair(
+    width: float,
+    depth: float,
+    seat_y: float,
+    back_h: float,
+    thickness: float = 0.012,
+    base: str = "legs",
+    splay: float = 0.05,
+) -> list:
     """A moulded shell (an ellipsoidal bowl whose rim rises from the front lip to the top of the back)
     on four thin splayed legs (``base="legs"``) or a star base (``"star"``)."""
     bowl_depth = 0.1
@@ -338,16 +446,30 @@ def shell_chair(width: float, depth: float, seat_y: float, back_h: float, thickn
 
 
 def random_shell_chair(rng: np.random.Generator) -> list:
-    return shell_chair(rng.uniform(0.45, 0.6), rng.uniform(0.45, 0.55), rng.uniform(0.42, 0.48), rng.uniform(0.4, 0.55),
-                       rng.uniform(0.01, 0.02), "star" if rng.uniform() < 0.3 else "legs", rng.uniform(0.02, 0.08))
+    return shell_chair(
+        rng.uniform(0.45, 0.6),
+        rng.uniform(0.45, 0.55),
+        rng.uniform(0.42, 0.48),
+        rng.uniform(0.4, 0.55),
+        rng.uniform(0.01, 0.02),
+        "star" if rng.uniform() < 0.3 else "legs",
+        rng.uniform(0.02, 0.08),
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # Tables
 
 
-def round_table(radius: float, height: float, top_t: float = 0.035, base: str = "legs", legs: int = 4,
-                splay: float = 0.05, oval: float = 1.0) -> list:
+def round_table(
+    radius: float,
+    height: float,
+    top_t: float = 0.035,
+    base: str = "legs",
+    legs: int = 4,
+    splay: float = 0.05,
+    oval: float = 1.0,
+) -> list:
     """A round (``oval`` = 1) or oval (half axes ``radius`` and ``oval · radius``) top on ``legs``
     splayed turned legs (``base="legs"``) or a pedestal with a foot disk (``"pedestal"``)."""
     below = height - top_t
@@ -356,21 +478,37 @@ def round_table(radius: float, height: float, top_t: float = 0.035, base: str = 
         parts.append(lathe([0, 0.02, 0], [0, below + 0.01, 0], [0.08, 0.05, 0.04, 0.06, 0.05]))
         parts.append(OvalSlab(np.array([0.0, 0.02, 0.0]), 0.45 * radius, 0.45 * radius * oval, 0.02, 0.01))
     else:
-        parts += splayed_legs(2 * radius, 2 * oval * radius, below + 0.005, 0.3 * radius, splay, 0.025, legs,
-                              turned=True, angle=np.pi / 4 if legs == 4 else np.pi / 2)
+        parts += splayed_legs(
+            2 * radius,
+            2 * oval * radius,
+            below + 0.005,
+            0.3 * radius,
+            splay,
+            0.025,
+            legs,
+            turned=True,
+            angle=np.pi / 4 if legs == 4 else np.pi / 2,
+        )
     return parts
 
 
 def random_round_table(rng: np.random.Generator, oval: bool) -> list:
     radius = rng.uniform(0.4, 0.7)
     base = "pedestal" if rng.uniform() < 0.35 else "legs"
-    return round_table(radius, rng.uniform(0.55, 0.76), rng.uniform(0.025, 0.05), base,
-                       int(rng.choice([3, 4])) if not oval else 4, rng.uniform(0.0, 0.08),
-                       rng.uniform(0.5, 0.75) if oval else 1.0)
+    return round_table(
+        radius,
+        rng.uniform(0.55, 0.76),
+        rng.uniform(0.025, 0.05),
+        base,
+        int(rng.choice([3, 4])) if not oval else 4,
+        rng.uniform(0.0, 0.08),
+        rng.uniform(0.5, 0.75) if oval else 1.0,
+    )
 
 
-def trestle_table(width: float, depth: float, height: float, top_t: float = 0.04, post: float = 0.04,
-                  stretcher: bool = True) -> list:
+def trestle_table(
+    width: float, depth: float, height: float, top_t: float = 0.04, post: float = 0.04, stretcher: bool = True
+) -> list:
     """A long top on two trestles (a post standing on a foot beam under a cross bar at each end) and a
     stretcher between the posts."""
     below = height - top_t
@@ -387,16 +525,30 @@ def trestle_table(width: float, depth: float, height: float, top_t: float = 0.04
 
 def random_trestle_table(rng: np.random.Generator) -> list:
     width = rng.uniform(1.0, 1.8)
-    return trestle_table(width, width * rng.uniform(0.35, 0.55), rng.uniform(0.6, 0.78), rng.uniform(0.03, 0.06),
-                         rng.uniform(0.03, 0.06), rng.uniform() < 0.7)
+    return trestle_table(
+        width,
+        width * rng.uniform(0.35, 0.55),
+        rng.uniform(0.6, 0.78),
+        rng.uniform(0.03, 0.06),
+        rng.uniform(0.03, 0.06),
+        rng.uniform() < 0.7,
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # Cabinets
 
 
-def door_cabinet(width: float, height: float, depth: float, columns: int = 2, drawers: int = 1,
-                 handle: str = "bar", legs: bool = True, gap: float = 0.008) -> list:
+def door_cabinet(
+    width: float,
+    height: float,
+    depth: float,
+    columns: int = 2,
+    drawers: int = 1,
+    handle: str = "bar",
+    legs: bool = True,
+    gap: float = 0.008,
+) -> list:
     """A body with ``drawers`` rows of drawers over a row of ``columns`` doors; every front is separated
     by a carved gap and has a bar handle on two posts (``handle="bar"``) or a knob (``"knob"``); on four
     legs or a plinth."""
@@ -442,19 +594,33 @@ def _handle(at, style: str, vertical: bool, half_length: float) -> list:
 
 def random_door_cabinet(rng: np.random.Generator) -> list:
     width = rng.uniform(0.5, 1.2)
-    return door_cabinet(width, rng.uniform(0.6, 1.3), rng.uniform(0.35, 0.55),
-                        int(rng.integers(1, 4)) if width > 0.7 else int(rng.integers(1, 3)), int(rng.integers(0, 4)),
-                        "bar" if rng.uniform() < 0.7 else "knob", rng.uniform() < 0.5)
+    return door_cabinet(
+        width,
+        rng.uniform(0.6, 1.3),
+        rng.uniform(0.35, 0.55),
+        int(rng.integers(1, 4)) if width > 0.7 else int(rng.integers(1, 3)),
+        int(rng.integers(0, 4)),
+        "bar" if rng.uniform() < 0.7 else "knob",
+        rng.uniform() < 0.5,
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # Choosing a family
 
 EXTRA_FAMILIES: dict[str, dict[str, Callable[[np.random.Generator], list]]] = {
-    CHAIR: {"armchair": lambda rng: random_upholstered(rng, sofa=False), "cantilever": random_cantilever,
-            "shell": random_shell_chair, "swivel": random_swivel, "turned": random_turned_chair},
-    TABLE: {"round": lambda rng: random_round_table(rng, oval=False),
-            "oval": lambda rng: random_round_table(rng, oval=True), "trestle": random_trestle_table},
+    CHAIR: {
+        "armchair": lambda rng: random_upholstered(rng, sofa=False),
+        "cantilever": random_cantilever,
+        "shell": random_shell_chair,
+        "swivel": random_swivel,
+        "turned": random_turned_chair,
+    },
+    TABLE: {
+        "round": lambda rng: random_round_table(rng, oval=False),
+        "oval": lambda rng: random_round_table(rng, oval=True),
+        "trestle": random_trestle_table,
+    },
     CABINET: {"doors": random_door_cabinet},
     SOFA: {"upholstered": lambda rng: random_upholstered(rng, sofa=True)},
 }
@@ -469,5 +635,3 @@ def random_parts(category: str, rng: np.random.Generator) -> list:
     families = EXTRA_FAMILIES[category]
     name = sorted(families)[int(rng.integers(len(families)))]
     return families[name](rng)
-
-
