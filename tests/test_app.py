@@ -90,7 +90,7 @@ def test_results_hold_the_input_maps_and_both_surfaces(app_url, library):
         assert status == 200 and headers["content-type"] == "image/png"
         return np.asarray(Image.open(io.BytesIO(data)))
 
-    expected_input = np.round(prepare_image(read_image(EXAMPLE), 32) * 255).astype(np.uint8)
+    expected_input = np.round(truth.image * 255).astype(np.uint8)  # what the network saw (matted, re-framed)
     np.testing.assert_array_equal(png(result["images"]["input"]), expected_input)
     front, back = png(result["images"]["front"]), png(result["images"]["back"])
     assert front.shape == back.shape == (32, 32, 3)

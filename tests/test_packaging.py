@@ -51,7 +51,9 @@ def test_every_data_file_is_package_data():
         "bundled/d2im_synthetic/1/saved_model.pb",
         "bundled/d2im_synthetic/1/variables/variables.index",
     } <= files
-    matched = {path for pattern in package_data_patterns() for path in glob.glob(pattern, root_dir=PACKAGE)}
+    matched = {  # setuptools globs recursively (``**``), as glob.glob does with recursive=True
+        path for pattern in package_data_patterns() for path in glob.glob(pattern, root_dir=PACKAGE, recursive=True)
+    }
     assert files - matched == set()
 
 

@@ -36,12 +36,14 @@ MAP_NAMES = ("front", "back")
 
 @dataclass
 class Result:
-    """One uploaded image's reconstruction: ``image`` the network's input uint8 ``[S, S, 3]``, ``maps``
+    """One uploaded image's reconstruction: ``source`` the uploaded pixels (the other surface is made
+    from them, through the same matting and re-framing), ``image`` the network's input uint8 ``[S, S, 3]``, ``maps``
     float32 ``[S, S, 2]`` (front, back; SDF units), ``meshes`` per surface made so far, the view's camera
     centre in the mesh's frame, and seconds per surface."""
 
     id: str
     resolution: int
+    source: np.ndarray
     image: np.ndarray
     maps: np.ndarray
     camera_position: list
@@ -81,7 +83,13 @@ class Service:
         image = np.round(np.clip(made.image, 0.0, 1.0) * 255).astype(np.uint8)  # [S, S, 3]
         position = camera.camera_centre(*made.pose) if made.pose is not None else _centre_of_view(made.view)
         result = Result(
-            secrets.token_hex(8), resolution, image, made.maps, [float(v) for v in position], input_warnings(made.image)
+            secrets.token_hex(8),
+            resolution,
+            pixels,
+            image,
+            made.maps,
+            [float(v) for v in position],
+            input_warnings(made.image),
         )
         result.meshes[surface] = _checked(made.mesh, surface)
         result.seconds[surface] = time.perf_counter() - start
@@ -101,10 +109,10 @@ class Service:
         return result
 
     def surface(self, result: Result, surface: str) -> trimesh.Trimesh:
-        """``result``'s mesh of ``surface``, made now from its network input if not yet (blocking)."""
+        """``result``'s mesh of ``surface``, made now from its uploaded image if not yet (blocking)."""
         if surface not in result.meshes:
             start = time.perf_counter()
-            made = self._by_resolution[result.resolution].reconstruct(result.image, surface=surface)
+            made = self._by_resolution[result.resolution].reconstruct(result.source, surface=surface)
             mesh = _checked(made.mesh, surface)
             with self._lock:
                 result.meshes.setdefault(surface, mesh)
