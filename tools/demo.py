@@ -14,8 +14,8 @@ OUT = Path("demo_out")
 
 if __name__ == "__main__":
     images = sorted(str(path) for path in Path("examples").glob("*.png"))
-    print(f"d2im reconstruct {' '.join(images)} -o {OUT}", flush=True)
-    code = main(["reconstruct", *images, "-o", str(OUT)])
+    print(f"d2im reconstruct {' '.join(images)} -o {OUT} --overwrite", flush=True)
+    code = main(["reconstruct", *images, "-o", str(OUT), "--overwrite"])  # the demo's own folder: rerunnable
     if code == 0:
         print(f"meshes and previews in {OUT}/")
     sys.exit(code)
