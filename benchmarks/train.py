@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import REPOSITORY
 from d2im_tf.config import PRECISIONS
 from d2im_tf.errors import UserError
 
@@ -301,7 +302,7 @@ def run(args) -> dict:
     for setting in settings:
         batch, jit, precision = setting["batch"], setting.get("xla", False), setting["precision"]
         config = load_config(
-            "configs/default.yaml",
+            REPOSITORY / "configs" / "default.yaml",
             [
                 f"data.root={root}",
                 "data.categories=['03001627']",

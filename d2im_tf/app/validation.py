@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # The conversions of d2im_tf.data.disn_format.read_image, which reads files by path (its errors name them).
-from d2im_tf.data.disn_format import _to_8bit
+from d2im_tf.data.disn_format import to_8bit
 from d2im_tf.inference.reconstruct import SURFACES  # noqa: F401 (the options' values; re-exported)
 
 FORMATS = ("PNG", "JPEG", "WEBP")  # what Pillow may decode from an upload
@@ -84,7 +84,7 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
     try:
         image.load()
         if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # as read_image reads such files
-            image = _to_8bit(image)
+            image = to_8bit(image)
         if image.mode not in ("RGB", "RGBA"):
             image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
         return np.asarray(image)

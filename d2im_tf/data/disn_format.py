@@ -252,7 +252,7 @@ def image_pixels(path) -> str:
         return "?"
 
 
-def _to_8bit(image: Image.Image) -> Image.Image:
+def to_8bit(image: Image.Image) -> Image.Image:
     """16-bit and 32-bit greyscale (modes ``I;16*``, ``I``, ``F``) scaled to 8 bits; Pillow's own
     ``convert`` clips them at 255, which turns a 16-bit image white."""
     values = np.asarray(image, dtype=np.float64)
@@ -267,7 +267,7 @@ def read_image(path) -> np.ndarray:
     """An RGB(A) or grey image (8 or 16 bits) as uint8 ``[H, W, 3]`` RGB or ``[H, W, 4]`` RGBA (alpha kept)."""
     image = open_image(path)
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = _to_8bit(image)
+        image = to_8bit(image)
     if image.mode not in ("RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
     return np.asarray(image)
