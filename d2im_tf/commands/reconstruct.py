@@ -37,6 +37,19 @@ def keep_cavities_argument(parser) -> None:
     )
 
 
+def extraction_arguments(parser) -> None:
+    """``--resolution``, ``--mode`` and ``--keep-cavities`` of a command that extracts meshes (shared with
+    ``d2im transfer`` and ``d2im paste``)."""
+    parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid resolution (default 128)")
+    parser.add_argument(
+        "--mode",
+        choices=("coarse_to_fine", "dense"),
+        default="coarse_to_fine",
+        help="SDF evaluation: coarse_to_fine (default, same mesh, fewer evaluations) or dense",
+    )
+    keep_cavities_argument(parser)
+
+
 def input_arguments(parser, object_size_default: str = "auto", default_text: str = "auto") -> None:
     """``--no-matting`` and ``--object-size`` (shared with ``d2im evaluate``)."""
     parser.add_argument(
@@ -90,14 +103,7 @@ def configure(parser) -> None:
         help="with --camera: the shape's normalisation (world = xyz·m + c); the mesh is then in "
         "the world frame (default 0 0 0 1)",
     )
-    parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid resolution (default 128)")
-    parser.add_argument(
-        "--mode",
-        choices=("coarse_to_fine", "dense"),
-        default="coarse_to_fine",
-        help="SDF evaluation: coarse_to_fine (default, same mesh, fewer evaluations) or dense",
-    )
-    keep_cavities_argument(parser)
+    extraction_arguments(parser)
     input_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
     parser.add_argument("--no-preview", action="store_true", help="do not write the preview PNGs")

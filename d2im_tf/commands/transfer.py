@@ -7,21 +7,14 @@ argument and input is checked before anything is written.
 
 from __future__ import annotations
 
-from d2im_tf.commands.reconstruct import FORMATS, keep_cavities_argument, model_argument
+from d2im_tf.commands.reconstruct import FORMATS, extraction_arguments, model_argument
 
 
 def application_arguments(parser) -> None:
     """The options ``d2im transfer`` and ``d2im paste`` share."""
     model_argument(parser)
     parser.add_argument("-o", "--out", required=True, help="output folder")
-    parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid resolution (default 128)")
-    parser.add_argument(
-        "--mode",
-        choices=("coarse_to_fine", "dense"),
-        default="coarse_to_fine",
-        help="SDF evaluation (default coarse_to_fine)",
-    )
-    keep_cavities_argument(parser)
+    extraction_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
     parser.add_argument(
         "--target-camera",
