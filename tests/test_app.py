@@ -1,7 +1,9 @@
 """``d2im app``'s HTTP API without a browser, on a tiny random-weight export: the mesh it returns is
 the library's (:class:`~d2im_tf.inference.reconstruct.Reconstructor`), the results' files match their
 sources, each bad input of docs/app.md gets its one-line 4xx, a full queue gets 503, and the server
-stays healthy after all of them."""
+stays healthy after all of them. Transfer and paste on the bundled model: their meshes are the
+library's (:mod:`d2im_tf.applications`), a paste is the target's own mesh away from the logo, and their
+bad inputs get their 4xx too."""
 
 import io
 import json
@@ -19,7 +21,7 @@ from d2im_tf.app.workers import Busy, WorkerPool
 from d2im_tf.data.disn_format import read_image
 from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
-from app_server import EXAMPLE, ROOT, huge_png, multipart, png_bytes, post_image, request, served
+from app_server import EXAMPLE, EXAMPLES, ROOT, huge_png, multipart, png_bytes, post_image, request, served
 
 RESOLUTION = "64"
 
@@ -353,3 +355,177 @@ def test_the_vendored_three_js_is_the_locked_version_and_the_page_names_no_other
     assert (app / imports["three"].lstrip("/")).is_file()
     for source in (page, (app / "static" / "app.js").read_text(), (app / "static" / "style.css").read_text()):
         assert not re.search(r"(src|href|url)\s*[=(]\s*[\"']?(https?:)?//", source)
+
+
+# ---------------------------------------------------------------- transfer and paste, on the bundled model
+
+SOURCE, TARGET = EXAMPLES / "03001627_syn00005.png", EXAMPLES / "02933112_syn00003.png"  # a chair, a cabinet
+
+
+def logo_png(side: int = 20) -> bytes:
+    """A black square on a transparent ground, ``side`` pixels a side."""
+    logo = np.zeros((side, side, 4), np.uint8)
+    logo[side // 5 : -side // 5, side // 5 : -side // 5] = [0, 0, 0, 255]
+    return png_bytes(logo)
+
+
+PASTE = {"x": "64", "y": "60", "size": "30"}  # on the cabinet's front, in its 128² file's pixels
+
+
+def post_form(url: str, path: str, fields: dict):
+    body, content_type = multipart(fields)
+    return request(url + path, "POST", body, {"Content-Type": content_type})
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    """``(url, field model)``: the app on the bundled model, and the applications' library on the same
+    loaded SavedModel at 64³ (the truth: ``d2im transfer`` and ``d2im paste`` run it)."""
+    from d2im_tf.applications.fields import FieldModel
+    from d2im_tf.commands.reconstruct import BUNDLED_MODEL
+
+    with served(BUNDLED_MODEL) as (url, service, _):
+        yield url, FieldModel(service.reconstructor.with_resolution(64))
+
+
+def test_transfer_returns_the_library_transfer_and_the_target_alone(bundled):
+    from d2im_tf.applications.transfer import transfer_images
+
+    url, fields = bundled
+    sent = {"source": ("s.png", SOURCE.read_bytes()), "target": ("t.png", TARGET.read_bytes())}
+    status, headers, body = post_form(url, "/api/transfer", {**sent, "where": "front", "resolution": RESOLUTION})
+    assert status == 200, body[:300]
+    assert headers["content-type"] == "model/gltf-binary" and float(headers["x-server-time"]) > 0
+    assert headers["server-timing"].startswith("queue;dur=") and "transfer;dur=" in headers["server-timing"]
+    mesh = glb_mesh(body)
+    assert len(mesh.faces) == int(headers["x-mesh-faces"]) > 0
+
+    source, target, composition = transfer_images(fields, read_image(SOURCE), read_image(TARGET), "front")
+    assert same_mesh(mesh, fields.extract(target, composition))
+    result = json.loads(request(url + headers["location"])[2])
+    assert result["kind"] == "transfer" and result["resolution"] == 64
+    assert list(result["surfaces"]) == ["transfer", "target"]
+    for name, image in (("input", target.image), ("source", source.image)):
+        status, _, data = request(url + result["images"][name])
+        expected = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+        assert status == 200 and np.array_equal(np.asarray(Image.open(io.BytesIO(data))), expected), name
+    assert result["map_scale"] == pytest.approx(float(np.abs(source.maps).max()), rel=1e-5)
+    status, _, data = request(url + result["surfaces"]["target"]["files"]["glb"])
+    own = glb_mesh(data)
+    assert status == 200 and same_mesh(own, fields.extract(target)) and not same_mesh(own, mesh)
+    assert request(url + result["surfaces"]["transfer"]["files"]["ply"])[0] == 200
+    assert request(url + f"/api/results/{result['id']}/detailed.glb")[0] == 404  # not a surface of a transfer
+
+
+def test_paste_changes_the_target_mesh_only_near_the_logo(bundled):
+    """The pasted mesh is the library's; every vertex that projects more than two grid cells away from
+    the logo's rectangle is a vertex of the target's own mesh and the reverse, and near it some are not."""
+    from scipy.spatial import cKDTree
+
+    from d2im_tf.applications.fields import project_numpy
+    from d2im_tf.applications.paste import logo_paste, place
+
+    url, fields = bundled
+    sent = {"target": ("t.png", TARGET.read_bytes()), "logo": ("logo.png", logo_png())}
+    status, headers, body = post_form(url, "/api/paste", {**sent, **PASTE, "resolution": RESOLUTION})
+    assert status == 200, body[:300]
+    pasted = glb_mesh(body)
+    target_pixels, logo_pixels = read_image(TARGET), np.asarray(Image.open(io.BytesIO(logo_png())))
+    at, size = (float(PASTE["x"]), float(PASTE["y"])), float(PASTE["size"])
+    target, _, composition, picture = logo_paste(fields, target_pixels, logo_pixels, at, size)
+    assert same_mesh(pasted, fields.extract(target, composition))
+    result = json.loads(request(url + headers["location"])[2])
+    assert result["kind"] == "paste" and set(result["images"]) == {"pasted", "logo", "front"}
+    status, _, data = request(url + result["images"]["pasted"])
+    assert status == 200 and np.array_equal(np.asarray(Image.open(io.BytesIO(data))), picture)
+    own = glb_mesh(request(url + result["surfaces"]["target"]["files"]["glb"])[2])
+    assert same_mesh(own, fields.extract(target))
+
+    rectangle = place(target_pixels.shape, logo_pixels.shape, at, size)
+    projection = target.projection.numpy()
+    scale = target_pixels.shape[0] / fields.image_size  # a square file: prepared pixels → its pixels
+    cell = 2.0 / 64  # the normalised box [-1, 1]³ at 64³
+
+    def away(vertices):
+        xy = project_numpy(vertices, projection) * scale
+        steps = [np.abs(project_numpy(vertices + cell * axis, projection) * scale - xy).max() for axis in np.eye(3)]
+        margin = 2 * max(steps) + 1
+        low = np.array([rectangle.left, rectangle.top]) - margin
+        high = np.array([rectangle.left + rectangle.width, rectangle.top + rectangle.height]) + margin
+        return ~np.all((xy >= low) & (xy <= high), axis=1)
+
+    for one, other in ((pasted, own), (own, pasted)):
+        far = one.vertices[away(one.vertices)]
+        assert len(far) > 0.3 * len(one.vertices)  # the rectangle hides the back too: every depth projects into it
+        assert cKDTree(other.vertices).query(far)[0].max() < 1e-6
+    assert cKDTree(own.vertices).query(pasted.vertices)[0].max() > 1e-3  # the logo changed the mesh
+
+
+def application_bad_requests():
+    """(name, path, fields, status, words in the message) for each bad input of /api/transfer, /api/paste."""
+    source, target, logo = SOURCE.read_bytes(), TARGET.read_bytes(), logo_png()
+    corrupt, bomb = target[:200] + bytes(range(256)) * 8, huge_png(20000, 20000)
+    transfer = {"source": ("s.png", source), "target": ("t.png", target)}
+    paste = {"target": ("t.png", target), "logo": ("l.png", logo), **PASTE}
+    return [
+        ("transfer: no target", "/api/transfer", {"source": ("s.png", source)}, 400, "'target' is missing"),
+        ("transfer: corrupt source", "/api/transfer", {**transfer, "source": ("s.png", corrupt)}, 400, "'source': not"),
+        ("transfer: not an image", "/api/transfer", {**transfer, "target": ("t.png", b"x" * 99)}, 415, "'target': not"),
+        ("transfer: bad where", "/api/transfer", {**transfer, "where": "top"}, 400, "front, back, both"),
+        ("transfer: unknown field", "/api/transfer", {**transfer, "logo": "x"}, 400, "unknown field 'logo'"),
+        ("transfer: 20000² PNG", "/api/transfer", {**transfer, "source": ("b.png", bomb)}, 413, "'source': image too"),
+        ("paste: no logo", "/api/paste", {**paste, "logo": "text"}, 400, "'logo' is text, not a file"),
+        ("paste: empty logo", "/api/paste", {**paste, "logo": ("l.png", b"")}, 400, "'logo': the image is empty"),
+        ("paste: no x", "/api/paste", {k: v for k, v in paste.items() if k != "x"}, 400, "'x' is missing"),
+        ("paste: x not a number", "/api/paste", {**paste, "x": "left"}, 400, "finite number"),
+        ("paste: logo larger", "/api/paste", {**paste, "logo": ("l.png", logo_png(200)), "size": ""}, 400, "larger"),
+        ("paste: at outside", "/api/paste", {**paste, "x": "140"}, 400, "outside the target image (128×128"),
+        ("paste: over the edge", "/api/paste", {**paste, "x": "5"}, 400, "reaches outside"),
+        ("paste: size 0", "/api/paste", {**paste, "size": "0"}, 400, "at least 1 pixel"),
+        ("paste: bad blend", "/api/paste", {**paste, "blend": "mix"}, 400, "add, replace"),
+        ("paste: three files", "/api/paste", {**paste, "extra": ("e.png", logo)}, 400, "malformed multipart"),
+    ]
+
+
+@pytest.mark.parametrize("case", application_bad_requests(), ids=lambda case: case[0])
+def test_bad_application_input_gets_one_line(bundled, case):
+    url, _ = bundled
+    _, path, fields, status, words = case
+    got, headers, data = post_form(url, path, fields)
+    assert got == status, data[:300]
+    message = json.loads(data)["error"]
+    assert headers["content-type"] == "application/json" and words in message, message
+    assert "\n" not in message and len(message) < 250 and str(ROOT) not in message
+
+
+def test_after_every_bad_application_input_a_good_one_still_works(bundled):
+    url, _ = bundled
+    for _, path, fields, _, _ in application_bad_requests():
+        post_form(url, path, fields)
+    for path in ("/api/transfer", "/api/paste"):
+        assert request(url + path, "POST", b"{}", {"Content-Type": "application/json"})[0] == 415
+        assert request(url + path)[0] == 405
+    status, _, body = request(f"{url}/api/health")
+    assert status == 200 and json.loads(body)["waiting"] == 0 and json.loads(body)["applications"] is True
+    fields = {"target": ("t.png", TARGET.read_bytes()), "logo": ("l.png", logo_png()), **PASTE}
+    status, _, body = post_form(url, "/api/paste", {**fields, "resolution": RESOLUTION})
+    assert status == 200 and len(glb_mesh(body).faces) > 0
+
+
+def test_a_model_in_the_world_frame_serves_reconstructions_but_not_the_applications(tiny_model, tmp_path):
+    """Weights imported from the authors' release cannot run transfer or paste: 501 with one line
+    naming the model, not its path; reconstruct still works and the health says so."""
+    import shutil
+
+    folder = tmp_path / "imported" / "1"
+    shutil.copytree(tiny_model, folder)
+    info = json.loads((folder / "assets.extra" / "d2im.json").read_text())
+    (folder / "assets.extra" / "d2im.json").write_text(json.dumps({**info, "frame": "world"}))
+    with served(folder) as (url, _, _):
+        assert json.loads(request(f"{url}/api/health")[2])["applications"] is False
+        example = EXAMPLE.read_bytes()
+        fields = {"target": ("t.png", example), "logo": ("l.png", logo_png()), **PASTE}
+        status, _, body = post_form(url, "/api/paste", fields)
+        message = json.loads(body)["error"]
+        assert status == 501 and "(imported) cannot run transfer or paste" in message and str(tmp_path) not in message
+        assert post_image(url, example, resolution=RESOLUTION)[0] == 200

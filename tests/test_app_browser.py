@@ -1,7 +1,7 @@
 """``d2im app``'s page in a real browser (Debian's chromium driven by Playwright) on a tiny random-weight
 export: an example becomes a mesh drawn in the canvas, the switch shows the base shape, the GLB
-download is the API's mesh, a corrupt file's message appears in the page, the page fits a phone's
-width, and it asks nothing of another host."""
+download is the API's mesh, a transfer runs through its tab, a corrupt file's message appears in the
+page, the page fits a phone's width, and it asks nothing of another host."""
 
 import json
 import struct
@@ -20,7 +20,7 @@ from app_browser import (
     reconstruct_example,
     require_chromium,
 )
-from app_server import EXAMPLE, request, served
+from app_server import EXAMPLE, EXAMPLES, request, served
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,43 @@ def test_example_to_mesh_base_shape_and_glb_download(app_url, chromium, tmp_path
     assert all(url.startswith(app_url) or url.startswith(("blob:", "data:")) for url in page.requested), [
         url for url in page.requested if not url.startswith(app_url)
     ]
+    page.close()
+
+
+@pytest.mark.slow
+def test_a_transfer_through_its_tab(app_url, chromium, tmp_path):
+    """Two files and the front map only: the transfer's mesh is drawn, the images are the result's, the
+    GLB download is the API's transfer mesh and the switch offers the target alone."""
+    page = open_page(chromium, app_url)
+    select(page, "resolution", "64")
+    page.click("#mode button[data-value='transfer']")
+    assert page.is_visible("#pane-transfer") and not page.is_visible("#drop")
+    assert page.is_disabled("#run-transfer")
+    page.set_input_files("#transfer-source", str(EXAMPLES / "03001627_syn00005.png"))
+    page.set_input_files("#transfer-target", str(EXAMPLES / "02933112_syn00003.png"))
+    select(page, "where", "front")
+    page.click("#run-transfer")
+    page.wait_for_selector("body[data-state=done], body[data-state=error]", timeout=120_000)
+    assert page.get_attribute("body", "data-state") == "done", page.text_content("#message")
+    assert page.get_attribute("body", "data-shown") == "transfer"
+    assert mesh_fraction(canvas_pixels(page)) > 0.01  # not a blank canvas
+    for image in ("#prepared", "#image-source", "#front", "#back"):
+        assert page.evaluate(f"document.querySelector('{image}').naturalWidth") == 32, image
+    assert page.is_visible("#surface button[data-value='target']")
+
+    href = page.get_attribute("#download-glb", "href")
+    assert href.endswith("/transfer.glb")
+    with page.expect_download() as download:
+        page.click("#download-glb")
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    assert saved.name == "02933112_syn00003_transfer_64.glb"
+    result = json.loads(request(app_url + href.rsplit("/", 1)[0])[2])
+    assert result["kind"] == "transfer" and result["resolution"] == 64
+    assert len(trimesh.load(saved, force="mesh").faces) == result["surfaces"]["transfer"]["faces"] > 0
+
+    assert page.problems == []
+    assert all(url.startswith(app_url) or url.startswith(("blob:", "data:")) for url in page.requested)
     page.close()
 
 

@@ -1,4 +1,5 @@
-"""``d2im app``: a local web page and HTTP API that reconstruct an uploaded image into a mesh.
+"""``d2im app``: a local web page and HTTP API that reconstruct an uploaded image into a mesh, and run
+detail transfer and paste-n-reconstruct (:mod:`d2im_tf.applications`) on uploaded images.
 
 :mod:`~d2im_tf.app.server` (the ASGI app and its routes), :mod:`~d2im_tf.app.validation` (reading and
 checking uploads and options), :mod:`~d2im_tf.app.workers` (the bounded worker queue),

@@ -3,7 +3,9 @@
 Routes (docs/app.md): ``GET /`` the page, ``/static/...`` its scripts and styles (three.js vendored,
 nothing from another host), ``GET /api/health``, ``GET /api/examples`` and ``/examples/<name>``,
 ``POST /api/reconstruct`` (multipart ``image``, optional ``resolution``, ``surface``, ``format``) → the
-mesh, ``GET /api/results/<id>`` (JSON: the network's input, the maps, both surfaces' files) and
+mesh, ``POST /api/transfer`` (``source``, ``target``, optional ``where``) and ``POST /api/paste``
+(``target``, ``logo``, ``x``, ``y``, optional ``size``, ``blend``) → the application's mesh, all three
+through the same worker queue, ``GET /api/results/<id>`` (JSON: the images, both surfaces' files) and
 ``GET /api/results/<id>/<file>``. Every error is JSON ``{"error": "<one line>"}`` with a 4xx status (503
 when the queue is full or a request waited too long, 500 with no detail for a bug, whose traceback
 goes to the server's log only).
@@ -29,15 +31,18 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from d2im_tf.app.service import MAP_NAMES, Service
+from d2im_tf.app.service import Service
 from d2im_tf.app.validation import (
     MESH_FORMATS,
     RESOLUTIONS,
     SURFACES,
+    WHERE,
     ApiError,
     Limits,
     check_length,
     read_form,
+    read_paste_form,
+    read_transfer_form,
     too_large_message,
 )
 from d2im_tf.app.workers import Busy, WorkerPool
@@ -83,6 +88,8 @@ def build_app(
                 "image_size": service.image_size,
                 "resolutions": list(RESOLUTIONS),
                 "surfaces": list(SURFACES),
+                "applications": service.applications_error is None,  # /api/transfer and /api/paste
+                "where": list(WHERE),
                 "workers": pool.workers,
                 "running": pool.running,
                 "waiting": pool.waiting,
@@ -101,23 +108,24 @@ def build_app(
             raise ApiError(404, "no such example")
         return FileResponse(path, media_type="image/png")
 
-    async def reconstruct(request: Request) -> Response:
+    async def run(request: Request, files: tuple[str, ...], read, make):
+        """Read and check the form (``read``), run ``make(job)`` in a worker, answer with the mesh file."""
         received = time.perf_counter()
-        form = await read_multipart(request, limits)
+        form = await read_multipart(request, limits, files)
         try:
-            job = await read_form(form, limits)
+            job = await read(form, limits)
         finally:
             await form.close()
 
         def work():  # in a worker thread
             started = time.perf_counter()
-            result = service.reconstruct(job.pixels, job.resolution, job.surface)
-            body = service.mesh_file(result, job.surface, job.mesh_format)
-            return result, body, started, time.perf_counter()
+            result, surface = make(job)
+            body = service.mesh_file(result, surface, job.mesh_format)
+            return result, surface, body, started, time.perf_counter()
 
-        result, body, started, finished = await pool.run(work)
+        result, surface, body, started, finished = await pool.run(work)
         total = time.perf_counter() - received
-        mesh = result.meshes[job.surface]
+        mesh = result.meshes[surface]
         headers = {
             "X-Server-Time": f"{total:.3f}",  # seconds from the request's arrival to the mesh file
             "X-Result-Id": result.id,
@@ -125,10 +133,28 @@ def build_app(
             "X-Mesh-Vertices": str(len(mesh.vertices)),
             "X-Mesh-Faces": str(len(mesh.faces)),
             "Server-Timing": f"queue;dur={(started - received) * 1000:.0f}, "
-            f"reconstruct;dur={(finished - started) * 1000:.0f}",
-            "Content-Disposition": f'attachment; filename="d2im_{result.id}_{job.surface}.{job.mesh_format}"',
+            f"{result.kind};dur={(finished - started) * 1000:.0f}",
+            "Content-Disposition": f'attachment; filename="d2im_{result.id}_{surface}.{job.mesh_format}"',
         }
         return Response(body, media_type=MESH_FORMATS[job.mesh_format], headers=headers)
+
+    async def reconstruct(request: Request) -> Response:
+        def make(job):
+            return service.reconstruct(job.pixels, job.resolution, job.surface), job.surface
+
+        return await run(request, ("image",), read_form, make)
+
+    async def transfer(request: Request) -> Response:
+        def make(job):
+            return service.transfer(job.source, job.target, job.where, job.resolution), "transfer"
+
+        return await run(request, ("source", "target"), read_transfer_form, make)
+
+    async def paste(request: Request) -> Response:
+        def make(job):
+            return service.paste(job.target, job.logo, job.at, job.size, job.blend, job.resolution), "paste"
+
+        return await run(request, ("target", "logo"), read_paste_form, make)
 
     async def result_json(request: Request) -> Response:
         return JSONResponse(service.describe(service.get(request.path_params["id"])))
@@ -136,9 +162,9 @@ def build_app(
     async def result_file(request: Request) -> Response:
         result = service.get(request.path_params["id"])
         stem, _, extension = request.path_params["file"].partition(".")
-        if extension == "png" and stem in ("input", *MAP_NAMES):
+        if extension == "png" and stem in result.images:
             return Response(service.image_file(result, stem), media_type="image/png")
-        if stem in SURFACES and extension in MESH_FORMATS:
+        if stem in result.surfaces and extension in MESH_FORMATS:
             if stem not in result.meshes:
                 await pool.run(service.surface, result, stem)
             started = time.perf_counter()
@@ -149,7 +175,8 @@ def build_app(
                 media_type=MESH_FORMATS[extension],
                 headers={"X-Server-Time": f"{result.seconds[stem] + time.perf_counter() - started:.3f}"},
             )
-        raise ApiError(404, "no such file; a result has input.png, front.png, back.png and detailed|base.glb|obj|ply")
+        images = ", ".join(f"{name}.png" for name in result.images)
+        raise ApiError(404, f"no such file; this result has {images} and {'|'.join(result.surfaces)}.glb|obj|ply")
 
     async def api_error(request: Request, error: ApiError) -> Response:
         return error_response(error.status, error.message)
@@ -176,6 +203,8 @@ def build_app(
         Route("/api/examples", list_examples),
         Route("/examples/{name}", example),
         Route("/api/reconstruct", reconstruct, methods=["POST"]),
+        Route("/api/transfer", transfer, methods=["POST"]),
+        Route("/api/paste", paste, methods=["POST"]),
         Route("/api/results/{id}", result_json),
         Route("/api/results/{id}/{file}", result_file),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
@@ -186,13 +215,15 @@ def build_app(
     return app
 
 
-async def read_multipart(request: Request, limits: Limits):
-    """The parsed multipart form of ``request``, its body read up to ``limits.max_bytes``."""
+async def read_multipart(request: Request, limits: Limits, files: tuple[str, ...] = ("image",)):
+    """The parsed multipart form of ``request`` (at most ``len(files)`` files), its body read up to
+    ``limits.max_bytes``."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
+        where = f"the field {files[0]!r}" if len(files) == 1 else "the fields " + " and ".join(map(repr, files))
         raise ApiError(
             415,
-            "expected a multipart/form-data body with the image in the field 'image' "
+            f"expected a multipart/form-data body with the image{'s' * (len(files) > 1)} in {where} "
             f"(got {content_type.split(';')[0][:60] or 'no Content-Type'})",
         )
     check_length(request.headers.get("content-length"), limits)
@@ -209,7 +240,7 @@ async def read_multipart(request: Request, limits: Limits):
         return {"type": "http.request", "body": bytes(body), "more_body": False}
 
     try:
-        return await Request(request.scope, replay).form(max_files=1, max_fields=8)
+        return await Request(request.scope, replay).form(max_files=len(files), max_fields=8)
     except HTTPException as error:  # python-multipart's complaint about the framing
         raise ApiError(400, f"malformed multipart body ({' '.join(str(error.detail).split())[:160]})") from None
 

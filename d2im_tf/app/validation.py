@@ -1,6 +1,6 @@
-"""Reading and checking what a client sends: the upload (size in bytes, image format, size in pixels,
-decoded before nothing else) and the options; every problem is an :class:`ApiError` with one line
-for the client and a 4xx status.
+"""Reading and checking what a client sends: the uploads (size in bytes, image format, size in pixels,
+decoded before nothing else) and the options of ``/api/reconstruct``, ``/api/transfer`` and
+``/api/paste``; every problem is an :class:`ApiError` with one line for the client and a 4xx status.
 
 An image's dimensions are read from its header before its pixels are decoded, so a decompression bomb
 (a small file that decodes to billions of pixels) is refused at the cost of reading its header.
@@ -17,7 +17,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # The conversions of d2im_tf.data.disn_format.read_image, which reads files by path (its errors name them).
+from d2im_tf.applications.paste import BLENDS, place
+from d2im_tf.applications.transfer import WHERE
 from d2im_tf.data.disn_format import to_8bit
+from d2im_tf.errors import UserError
 from d2im_tf.inference.reconstruct import SURFACES  # noqa: F401 (the options' values; re-exported)
 
 FORMATS = ("PNG", "JPEG", "WEBP")  # what Pillow may decode from an upload
@@ -118,6 +121,52 @@ def choice(form, name: str, allowed, default):
     raise ApiError(400, f"field {name!r} must be one of {', '.join(map(str, allowed))}; got {value[:40]!r}")
 
 
+def number(form, name: str, required: bool = True) -> float | None:
+    """Form field ``name`` as a finite number (None when absent and not ``required``)."""
+    value = form.get(name)
+    if value is None or value == "":
+        if required:
+            raise ApiError(400, f"the field {name!r} is missing; send it as a number")
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"field {name!r} must be text, not a file")
+    try:
+        parsed = float(value.strip())
+    except ValueError:
+        parsed = float("nan")
+    if not np.isfinite(parsed):
+        raise ApiError(400, f"field {name!r} must be a finite number; got {value[:40]!r}")
+    return parsed
+
+
+def check_fields(form, files: tuple[str, ...], options: tuple[str, ...]) -> None:
+    """400 unless every field of ``files`` is a file, and no field is outside ``files`` and ``options``."""
+    for name in files:
+        upload = form.get(name)
+        if upload is None or isinstance(upload, str):
+            others = ", ".join(sorted({repr(key[:40]) for key in form.keys()} - {repr(name)})) or "none"
+            what = "is text, not a file" if isinstance(upload, str) else f"is missing (fields sent: {others})"
+            wanted = " and ".join(f"{file!r}" for file in files)
+            noun = "the image file as" if len(files) == 1 else "the image files as"
+            raise ApiError(400, f"the multipart field {name!r} {what}; send {noun} {wanted}")
+    known = set(files) | set(options)
+    unknown = sorted(set(form.keys()) - known)
+    if unknown:
+        raise ApiError(400, f"unknown field {unknown[0][:40]!r}; the fields are {', '.join(sorted(known))}")
+
+
+async def read_image(form, name: str, limits: Limits, named: bool = False) -> np.ndarray:
+    """The decoded upload of file field ``name``; ``named``: its errors start with the field's name (a
+    request with several images)."""
+    upload = form.get(name)
+    try:
+        return decode_image(await upload.read(), limits)
+    except ApiError as error:
+        if not named:
+            raise
+        raise ApiError(error.status, f"{name!r}: {error.message}") from None
+
+
 @dataclass(frozen=True)
 class ReconstructRequest:
     """A checked ``POST /api/reconstruct``: the decoded image and its options."""
@@ -130,17 +179,65 @@ class ReconstructRequest:
 
 async def read_form(form, limits: Limits) -> ReconstructRequest:
     """The checked request from a parsed multipart form (Starlette's ``FormData``)."""
-    known = {"image", "resolution", "surface", "format"}
-    upload = form.get("image")
-    if upload is None or isinstance(upload, str):
-        others = ", ".join(sorted({repr(key[:40]) for key in form.keys()} - {"'image'"})) or "none"
-        what = "is text, not a file" if isinstance(upload, str) else f"is missing (fields sent: {others})"
-        raise ApiError(400, f"the multipart field 'image' {what}; send the image file as 'image'")
-    unknown = sorted(set(form.keys()) - known)
-    if unknown:
-        raise ApiError(400, f"unknown field {unknown[0][:40]!r}; the fields are {', '.join(sorted(known))}")
+    check_fields(form, ("image",), ("resolution", "surface", "format"))
     resolution = choice(form, "resolution", RESOLUTIONS, 128)
     surface = choice(form, "surface", SURFACES, "detailed")
     mesh_format = choice(form, "format", tuple(MESH_FORMATS), "glb")
-    pixels = decode_image(await upload.read(), limits)
+    pixels = await read_image(form, "image", limits)
     return ReconstructRequest(pixels, resolution, surface, mesh_format)
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """A checked ``POST /api/transfer``: the source's details onto the target's coarse shape."""
+
+    source: np.ndarray
+    target: np.ndarray
+    where: str
+    resolution: int
+    mesh_format: str
+
+
+async def read_transfer_form(form, limits: Limits) -> TransferRequest:
+    """The checked detail transfer from a parsed multipart form: files ``source`` and ``target``,
+    optional ``where`` (front, back, both), ``resolution`` and ``format``."""
+    check_fields(form, ("source", "target"), ("where", "resolution", "format"))
+    where = choice(form, "where", tuple(WHERE), "both")
+    resolution = choice(form, "resolution", RESOLUTIONS, 128)
+    mesh_format = choice(form, "format", tuple(MESH_FORMATS), "glb")
+    source = await read_image(form, "source", limits, named=True)
+    target = await read_image(form, "target", limits, named=True)
+    return TransferRequest(source, target, where, resolution, mesh_format)
+
+
+@dataclass(frozen=True)
+class PasteRequest:
+    """A checked ``POST /api/paste``: the logo's centre ``at`` (x, y) and longer side ``size`` (None: its
+    own) in the target's pixels, as ``d2im paste``'s ``--at`` and ``--size``."""
+
+    target: np.ndarray
+    logo: np.ndarray
+    at: tuple[float, float]
+    size: float | None
+    blend: str
+    resolution: int
+    mesh_format: str
+
+
+async def read_paste_form(form, limits: Limits) -> PasteRequest:
+    """The checked paste from a parsed multipart form: files ``target`` and ``logo``, numbers ``x``, ``y``
+    and optional ``size``, optional ``blend`` (add, replace), ``resolution`` and ``format``; the logo
+    must lie wholly inside the target (:func:`d2im_tf.applications.paste.place`)."""
+    check_fields(form, ("target", "logo"), ("x", "y", "size", "blend", "resolution", "format"))
+    at = (number(form, "x"), number(form, "y"))
+    size = number(form, "size", required=False)
+    blend = choice(form, "blend", BLENDS, "add")
+    resolution = choice(form, "resolution", RESOLUTIONS, 128)
+    mesh_format = choice(form, "format", tuple(MESH_FORMATS), "glb")
+    target = await read_image(form, "target", limits, named=True)
+    logo = await read_image(form, "logo", limits, named=True)
+    try:
+        place(target.shape, logo.shape, at, size)  # here, not in a worker: a bad placement is the client's
+    except UserError as error:
+        raise ApiError(400, str(error)) from None
+    return PasteRequest(target, logo, at, size, blend, resolution, mesh_format)

@@ -61,27 +61,28 @@ class Placement:
 
 def place(target_shape, logo_shape, at, size: float | None = None) -> Placement:
     """The logo's rectangle centred on ``at`` (x, y) with its longer side ``size`` (default its own), in
-    the target file's pixels; :class:`UserError` if ``at`` is outside the image or the logo does not fit."""
+    the target file's pixels; :class:`UserError` if ``at`` is outside the image or the logo does not fit
+    (messages in the words of both ``d2im paste`` and the app's ``POST /api/paste``: centre and size)."""
     height, width = target_shape[:2]
     logo_h, logo_w = logo_shape[:2]
     x, y = (float(v) for v in at)
     if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < width and 0 <= y < height):
-        raise UserError(f"--at {x:g} {y:g}: outside the target image ({width}×{height} pixels)")
+        raise UserError(f"the logo's centre {x:g}, {y:g} is outside the target image ({width}×{height} pixels)")
     longer = max(logo_h, logo_w)
     size = float(longer if size is None else size)
     if not np.isfinite(size) or size < 1:
-        raise UserError(f"--size must be at least 1 pixel, got {size:g}")
+        raise UserError(f"the logo's size must be at least 1 pixel, got {size:g}")
     scaled_w, scaled_h = max(1, round(logo_w * size / longer)), max(1, round(logo_h * size / longer))
     if scaled_w > width or scaled_h > height:
         raise UserError(
-            f"the logo ({scaled_w}×{scaled_h} pixels at --size {size:g}) is larger than the target "
-            f"image ({width}×{height}); give a smaller --size"
+            f"the logo ({scaled_w}×{scaled_h} pixels at size {size:g}) is larger than the target "
+            f"image ({width}×{height}); give a smaller size"
         )
     left, top = round(x - scaled_w / 2), round(y - scaled_h / 2)
     if left < 0 or top < 0 or left + scaled_w > width or top + scaled_h > height:
         raise UserError(
-            f"the logo ({scaled_w}×{scaled_h} pixels centred at {x:g} {y:g}) reaches outside the "
-            f"target image ({width}×{height}); move --at or give a smaller --size"
+            f"the logo ({scaled_w}×{scaled_h} pixels centred at {x:g}, {y:g}) reaches outside the "
+            f"target image ({width}×{height}); move its centre or give a smaller size"
         )
     return Placement(left, top, scaled_w, scaled_h)
 

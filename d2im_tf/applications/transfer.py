@@ -124,3 +124,20 @@ def detail_transfer(
     if parts:
         return DetailTransfer(model, source, list(parts), where, whole_object=False, source_mask=source_mask)
     return DetailTransfer(model, source, [whole_object_pair(model, source, target)], where, source_mask=source_mask)
+
+
+def transfer_images(
+    model: FieldModel,
+    source_pixels: np.ndarray,
+    target_pixels: np.ndarray,
+    where: str = "both",
+    parts: list[BoxPair] | None = None,
+    source_mask: bool = True,
+    source_row=None,
+    target_row=None,
+):
+    """Encode the source and the target (uint8 images; cameras given or predicted) and build the transfer:
+    ``(source, target, composition)``; ``model.extract(target, composition)`` meshes it."""
+    source = model.encode(source_pixels, source_row)
+    target = model.encode(target_pixels, target_row)
+    return source, target, detail_transfer(model, source, target, where, parts, source_mask)

@@ -95,11 +95,11 @@ def run(args) -> int:
         model.reconstructor.require_camera(row)
 
     from d2im_tf.applications.outputs import preview, write_outputs
-    from d2im_tf.applications.transfer import detail_transfer
+    from d2im_tf.applications.transfer import transfer_images
 
-    source = model.encode(source_pixels, source_row)
-    target = model.encode(target_pixels, target_row)
-    composition = detail_transfer(model, source, target, args.where, parts, not args.no_source_mask)
+    source, target, composition = transfer_images(
+        model, source_pixels, target_pixels, args.where, parts, not args.no_source_mask, source_row, target_row
+    )
     meshes = {"target": model.extract(target), "transfer": model.extract(target, composition)}
     strip = preview({"source": source.image, "target": target.image}, meshes, target.view)
     for path in write_outputs(out, "transfer", meshes, strip, args.format):
