@@ -540,7 +540,7 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
     "reconstruct-camera-inside-shape": (
         lambda fx: reconstruct(fx, "--camera", "[30, 20, 0, 0.1, 35, 32, 1.75, 0, 0, 0]"),
         2,
-        "nearer, the camera is inside the shape's box",
+        "nearer, the camera is inside the shape's bounding sphere",
     ),
     "reconstruct-camera-angle-huge": (
         lambda fx: reconstruct(fx, "--camera", "[1e300, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0]"),

@@ -71,6 +71,7 @@ def run_images(args) -> int:
         fill_cavities=not args.keep_cavities,
         matting=not args.no_matting,
         object_size=object_size,
+        fit_pose=args.pose_fit == "on",
     )
     reconstructor.require_camera(None)
     rows, cells = evaluate_images(reconstructor, paths, progress=not args.no_progress)
@@ -111,6 +112,7 @@ def run(args) -> int:
         fill_cavities=not args.keep_cavities,
         matting=not args.no_matting,
         object_size=object_size,
+        fit_pose=args.pose_fit == "on",
     )
     rows = evaluate(reconstructor, layout, args.split, args.categories, args.max_shapes, progress=not args.no_progress)
     paths = write_reports(rows, args.out)

@@ -51,7 +51,7 @@ def extraction_arguments(parser) -> None:
 
 
 def input_arguments(parser, object_size_default: str = "auto", default_text: str = "auto") -> None:
-    """``--no-matting`` and ``--object-size`` (shared with ``d2im evaluate``)."""
+    """``--no-matting``, ``--object-size`` and ``--pose-fit`` (shared with ``d2im evaluate``)."""
     parser.add_argument(
         "--no-matting",
         action="store_true",
@@ -64,6 +64,13 @@ def input_arguments(parser, object_size_default: str = "auto", default_text: str
         metavar="auto|off|F",
         help="re-frame the input so the object's box spans F of the side: auto uses the size the "
         f"model was trained on, off keeps the framing as given (default: {default_text})",
+    )
+    parser.add_argument(
+        "--pose-fit",
+        choices=("on", "off"),
+        default="on",
+        help="refine the camera network's pose so that the coarse shape's outline matches the input's "
+        "foreground (docs/real_images.md; not with --camera; default: on)",
     )
 
 
@@ -213,6 +220,7 @@ def run(args) -> int:
             fill_cavities=not args.keep_cavities,
             matting=not args.no_matting,
             object_size=object_size,
+            fit_pose=args.pose_fit == "on",
         )
     else:  # the same extraction, the networks run by LiteRT or TF.js (d2im_tf.deploy.runtimes)
         from d2im_tf.deploy.runtimes import runtime_reconstructor
@@ -226,6 +234,7 @@ def run(args) -> int:
             fill_cavities=not args.keep_cavities,
             matting=not args.no_matting,
             object_size=object_size,
+            fit_pose=args.pose_fit == "on",
         )
     reconstructor.require_camera(camera_row)  # before the progress bar starts
     with new_folders(out):  # a failure (a full disk) leaves no empty output folder behind

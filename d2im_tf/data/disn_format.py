@@ -127,8 +127,9 @@ def write_split(path, shapes) -> None:
 
 
 # Distance ratios (field 4) that give a usable projection: nearer, the camera (at 1.75·d) is inside the
-# box [-0.5, 0.5]³ of a normalised shape; farther, the shape spans under two pixels of a 224-pixel view.
-MIN_DISTANCE_RATIO, MAX_DISTANCE_RATIO = 0.5, 100.0
+# sphere of radius 0.5 that holds a ShapeNet-normalised shape (its box's diagonal is 1); farther, the shape
+# spans under two pixels of a 224-pixel view.
+MIN_DISTANCE_RATIO, MAX_DISTANCE_RATIO = 0.5 / 1.75, 100.0
 MAX_ANGLE_DEGREES = 1e6  # azimuth and elevation (fields 1, 2); larger ones have lost their precision
 
 
@@ -145,8 +146,9 @@ def metadata_row_problem(row) -> str | None:
         return f"has distance ratio {row[3]:g} (field 4); it must be positive"
     if not MIN_DISTANCE_RATIO <= row[3] <= MAX_DISTANCE_RATIO:
         return (
-            f"has distance ratio {row[3]:g} (field 4); it must be between {MIN_DISTANCE_RATIO:g} (nearer, the "
-            f"camera is inside the shape's box) and {MAX_DISTANCE_RATIO:g} (farther, the shape is under 2 pixels)"
+            f"has distance ratio {row[3]:g} (field 4); it must be between {MIN_DISTANCE_RATIO:.3f} (nearer, the "
+            f"camera is inside the shape's bounding sphere) and {MAX_DISTANCE_RATIO:g} (farther, the shape is "
+            "under 2 pixels)"
         )
     if np.abs(row[:2]).max() > MAX_ANGLE_DEGREES:
         return f"has an angle beyond ±{MAX_ANGLE_DEGREES:g} degrees (fields 1, 2)"

@@ -55,6 +55,7 @@ from d2im_tf.data import framing
 from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError, size_text
 from d2im_tf.geometry import camera, frames
+from d2im_tf.inference import pose_fit
 from d2im_tf.inference.extraction import (
     INITIAL_RESOLUTION,
     extract_fused_mesh,
@@ -68,6 +69,7 @@ WHITE = 255
 BLACK = 0
 FRAME_BOUNDS = {"normalised": frames.NORMALISED_BOX, "world": frames.WORLD_BOX}
 SURFACES = ("detailed", "base")  # the fused field's zero set, or the base field f_B's alone
+POSE_FIT_RESOLUTION = 64  # the coarse surface f_B that poses are fitted with
 MAX_RESOLUTION = 1024  # marching-cubes cells per side; 1024³ is already ~4 GB of float32 SDF values
 # The median object size (box side / image side) of the synthetic training renders, as measured by
 # ``python tools/framing_stats.py --synthetic 12 --views 12`` (576 renders; p10 0.42, p90 0.69).
@@ -254,6 +256,8 @@ class Reconstructor:
     ``fill_cavities``: leave out the surfaces of closed pockets inside the object, which the training
     shapes never have (:func:`~d2im_tf.inference.extraction.fill_enclosed_cavities`; not in the paper).
     ``matting``: matte inputs on backgrounds that are not plain white (:func:`prepare_input`).
+    ``fit_pose``: refine the camera network's pose against the input's foreground
+    (:mod:`d2im_tf.inference.pose_fit`; never for a given camera).
     ``object_size``: ``"auto"`` re-frames inputs to the model's training object size (its stored
     ``framing_object_size``, else :data:`TRAINING_OBJECT_SIZE`; never for the ``"reference"`` reading,
     and with a given camera only for a model trained with re-framing), a number re-frames to that size,
@@ -272,6 +276,7 @@ class Reconstructor:
         fill_cavities: bool = True,
         matting: bool = True,
         object_size: float | str | None = "auto",
+        fit_pose: bool = True,
     ):
         check_resolution(resolution, mode, initial_resolution)  # before the slow model load
         self._load(model_path)  # sets model_dir, info, image_size, sdf_scale, has_camera, model, frame, image_reading
@@ -284,6 +289,7 @@ class Reconstructor:
         self.one_pass_bounds = one_pass_bounds and "decode_bounds" in self.model.signatures
         self.fill_cavities = fill_cavities
         self.matting = matting
+        self.fit_pose = fit_pose
         # "auto" re-frames only for the camera network: a given camera (--camera) is that of the render as
         # it is, and the SDF network of a model trained on uncropped renders breaks under cropped intrinsics
         self.reframe_given_camera = object_size != "auto" or "framing_object_size" in self.info
@@ -386,6 +392,14 @@ class Reconstructor:
             out = decode(points=tf.constant(points[None]), projection=projection, **encoding)
             return out["sdf"].numpy()[0], out["base"].numpy()[0]
 
+        if pose is not None and self.fit_pose:
+            fitted = time.perf_counter()
+            pose = self._fitted_pose(pose, decode_points, projection, encoding, prepared)
+            projection = tf.constant(camera.intrinsics(self.image_size) @ np.hstack([pose[0], pose[1][:, None]]))
+            projection = tf.cast(projection[None], tf.float32)  # [1, 3, 4]
+            view = view_row_from_pose(*pose)
+            timings["pose_fit"] = time.perf_counter() - fitted
+
         if surface == "base":
             mesh, stats = self._extract_base(decode_points, projection, encoding)
         else:
@@ -400,6 +414,19 @@ class Reconstructor:
             model_projection = model_projection @ np.linalg.inv(frames.denormalising_matrix(norm_params))
         input_projection = np.linalg.inv(prepared.transform) @ model_projection
         return Reconstruction(mesh, maps, timings, view, image, frame, pose, input_projection, prepared.foreground)
+
+    def _fitted_pose(self, pose, decode_points, projection, encoding, prepared: PreparedInput):
+        """The camera network's ``pose`` refined against the input's foreground
+        (:func:`d2im_tf.inference.pose_fit.fit_pose`) with f_B's surface at ``POSE_FIT_RESOLUTION``³."""
+        coarse = self.with_resolution(min(self.resolution, POSE_FIT_RESOLUTION))
+        mesh, _ = coarse._extract_base(decode_points, projection, encoding)
+        if len(mesh.vertices) == 0:
+            return pose
+        mask = framing.warp(prepared.foreground.astype(np.float32), prepared.transform, self.image_size, fill=0.0)
+        if not pose_fit.MIN_FOREGROUND <= (mask > 0.5).mean() <= pose_fit.MAX_FOREGROUND:
+            return pose  # no object found, or no background: the outline says nothing
+        fit = pose_fit.fit_pose(mesh.vertices, mask > 0.5, camera.intrinsics(self.image_size), *pose)
+        return fit.rotation.astype(np.float32), fit.translation.astype(np.float32)
 
     def _extract_base(self, decode_points, projection, encoding):
         """The zero set of f_B alone (Lipschitz ``self.lipschitz``): ``(mesh, stats)``."""
