@@ -66,15 +66,16 @@ def run(args) -> dict:
         return mesh, stats
 
     reconstruct_module.extract_fused_mesh = counting_extract
+    same = {"fit_pose": False}  # the pose fit is the same NumPy work in every runtime
     runtimes = {
-        "savedmodel": lambda resolution: Reconstructor(model_dir, resolution=resolution, one_pass_bounds=False),
+        "savedmodel": lambda resolution: Reconstructor(model_dir, resolution=resolution, one_pass_bounds=False, **same),
         "tflite_float32": lambda resolution: runtime_reconstructor(
-            converted["tflite"], "tflite", "float32", resolution=resolution
+            converted["tflite"], "tflite", "float32", resolution=resolution, **same
         ),
         "tflite_float16": lambda resolution: runtime_reconstructor(
-            converted["tflite"], "tflite", "float16", resolution=resolution
+            converted["tflite"], "tflite", "float16", resolution=resolution, **same
         ),
-        "tfjs": lambda resolution: runtime_reconstructor(converted["tfjs"], "tfjs", resolution=resolution),
+        "tfjs": lambda resolution: runtime_reconstructor(converted["tfjs"], "tfjs", resolution=resolution, **same),
     }
     result = {
         "model": str(model_dir),

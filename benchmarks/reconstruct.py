@@ -118,8 +118,13 @@ def run(args) -> dict:
         baseline_batch: ("coarse_to_fine", args.baseline_batch_points, True),
     }
     reconstructors = {
-        name: Reconstructor(
-            model, resolution=args.resolution, mode=mode, batch_points=batch_points, one_pass_bounds=one_pass_bounds
+        name: Reconstructor(  # without the pose fit, the same NumPy work in every mode
+            model,
+            resolution=args.resolution,
+            mode=mode,
+            batch_points=batch_points,
+            one_pass_bounds=one_pass_bounds,
+            fit_pose=False,
         )
         for name, (mode, batch_points, one_pass_bounds) in settings.items()
     }

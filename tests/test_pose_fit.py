@@ -10,6 +10,8 @@ from d2im_tf.evaluation.silhouette import render_with_projection
 from d2im_tf.geometry import camera
 from d2im_tf.inference.pose_fit import SilhouetteCost, fit_pose
 
+from conftest import ROOT
+
 SIZE = 96
 
 
@@ -70,3 +72,30 @@ def test_cost_is_least_at_the_true_pose_and_grows_with_the_error():
     assert costs[0] < 0.6  # points on the true surface project inside the true outline, up to a pixel
     assert costs == sorted(costs)
     assert cost(rotation, translation + [0, 0, 5.0]) > costs[0]  # far away: small, the outline missed
+
+
+def test_reconstruction_fits_the_pose_by_default_and_keeps_the_networks_with_it_off():
+    """With the bundled model on the chair of examples/: off, the pose is the camera network's output; on,
+    the mesh drawn with the written projection covers the chair's outline better (ray casting)."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from d2im_tf.bundled import BUNDLED_MODEL
+    from d2im_tf.evaluation.silhouette import silhouette_scores
+    from d2im_tf.inference.reconstruct import Reconstructor
+
+    pixels = np.asarray(Image.open(ROOT / "examples" / "03001627_syn00005.png"))
+    fitted = Reconstructor(BUNDLED_MODEL, resolution=64)
+    assert fitted.fit_pose
+    kept = fitted.with_resolution(64)
+    kept.fit_pose = False
+    results = {"on": fitted.reconstruct(pixels), "off": kept.reconstruct(pixels)}
+    network = kept.model.signatures["camera"](image=tf.constant(results["off"].image[None]))
+    np.testing.assert_allclose(results["off"].pose[0], network["rotation"][0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(results["off"].pose[1], network["translation"][0].numpy(), atol=1e-6)
+    iou = {}
+    for name, result in results.items():
+        mask = render_with_projection(result.mesh, result.input_projection, *pixels.shape[:2])[0]
+        iou[name] = silhouette_scores(mask, result.foreground)["iou"]
+    assert rotation_error_degrees(results["on"].pose[0], results["off"].pose[0]) > 1.0
+    assert iou["on"] > iou["off"] + 0.1, iou

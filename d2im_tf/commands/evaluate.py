@@ -33,7 +33,12 @@ def configure(parser) -> None:
         "--resolution", type=int, default=None, help="marching-cubes grid resolution (default 64, with --images 128)"
     )
     keep_cavities_argument(parser)
-    input_arguments(parser, None, "auto with --images; off with --data, whose renders are the training's kind")
+    input_arguments(
+        parser,
+        None,
+        "auto with --images; with --data, whose renders are the training's kind, off unless the model "
+        "was trained re-framed (then its size)",
+    )
     parser.add_argument(
         "--no-input-panel",
         action="store_true",
@@ -91,7 +96,8 @@ def run(args) -> int:
     args.resolution = 64 if args.resolution is None else args.resolution
     from d2im_tf.commands.reconstruct import object_size_option
 
-    object_size = object_size_option(args.object_size or "off")
+    # a dataset's renders are the training renders' kind: re-framed only for a model trained re-framed
+    object_size = object_size_option(args.object_size) if args.object_size else "trained"
 
     if args.max_shapes is not None and args.max_shapes < 1:
         raise UserError(f"--max-shapes must be at least 1, got {args.max_shapes}")

@@ -260,8 +260,9 @@ class Reconstructor:
     (:mod:`d2im_tf.inference.pose_fit`; never for a given camera).
     ``object_size``: ``"auto"`` re-frames inputs to the model's training object size (its stored
     ``framing_object_size``, else :data:`TRAINING_OBJECT_SIZE`; never for the ``"reference"`` reading,
-    and with a given camera only for a model trained with re-framing), a number re-frames to that size,
-    None keeps the framing as given.
+    and with a given camera only for a model trained with re-framing), ``"trained"`` re-frames only for a
+    model trained with re-framing (to its stored size), a number re-frames to that size, None keeps the
+    framing as given.
     """
 
     def __init__(
@@ -293,9 +294,11 @@ class Reconstructor:
         # "auto" re-frames only for the camera network: a given camera (--camera) is that of the render as
         # it is, and the SDF network of a model trained on uncropped renders breaks under cropped intrinsics
         self.reframe_given_camera = object_size != "auto" or "framing_object_size" in self.info
+        stored = self.info.get("framing_object_size")
         if object_size == "auto":
-            stored = self.info.get("framing_object_size")
             object_size = None if self.image_reading == "reference" else float(stored or TRAINING_OBJECT_SIZE)
+        elif object_size == "trained":
+            object_size = float(stored) if stored else None
         if object_size is not None and not 0.0 < float(object_size) <= 1.0:
             raise UserError(f"the object size must be in (0, 1], got {object_size}")
         self.object_size = None if object_size is None else float(object_size)
