@@ -250,3 +250,6 @@ def test_a_model_trained_re_framed_is_re_framed_to_its_stored_size(tiny_export, 
     framed = Reconstructor(copy, resolution=16)
     assert framed.reframing_size() == 0.6 and framed.reframing_size(VIEW) == 0.6
     assert Reconstructor(copy, resolution=16, object_size=None).reframing_size() is None
+    # "trained" (d2im evaluate --data's default): only a model trained re-framed is re-framed
+    assert Reconstructor(copy, resolution=16, object_size="trained").reframing_size(VIEW) == 0.6
+    assert Reconstructor(export.path, resolution=16, object_size="trained").reframing_size() is None
