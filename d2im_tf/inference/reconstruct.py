@@ -226,9 +226,10 @@ class Reconstruction(NamedTuple):
     ``mesh`` in the world frame for a given camera, else the normalised frame (always the world frame
     for a model that works in it), as ``frame`` says; ``maps`` float32
     ``[S, S, 2]`` (front, back displacement maps, SDF units); ``timings`` seconds per stage
-    (``encode``, ``camera``, ``sdf_evaluation``, ``marching_cubes``); ``view`` the metadata row the
-    mesh is seen from in the input (in the mesh's frame); ``image`` the network's input ``[S, S, 3]``;
-    ``pose`` the camera network's ``(R [3, 3], t [3])`` of the mesh's frame, None for a given camera.
+    (``encode``, ``camera``, ``sdf_evaluation``, ``marching_cubes``, and ``pose_fit`` when the pose was
+    fitted); ``view`` the metadata row the mesh is seen from in the input (in the mesh's frame); ``image``
+    the network's input ``[S, S, 3]``; ``pose`` the camera network's ``(R [3, 3], t [3])`` of the mesh's
+    frame (fitted to the outline with ``fit_pose``), None for a given camera.
     """
 
     mesh: trimesh.Trimesh
