@@ -157,3 +157,22 @@ def test_framed_set_moves_shapes_off_centre_and_keeps_every_view_in_its_span(tmp
                 assert 0.5 - 2.5 / 48 <= span <= 0.8 + 2.5 / 48
     offsets = np.array(offsets)
     assert np.all(np.abs(offsets) <= 0.06 * shapes.WORLD_DIAGONAL + 1e-6) and np.abs(offsets).max() > 0.01
+
+
+def test_plain_share_keeps_the_plain_render_for_a_share_of_the_views(datasets, tmp_path, capsys):
+    mixed = tmp_path / "mixed"
+    assert main(["make-data", "--out", str(mixed), *TINY, *VARIED, "--plain-share", "0.5"]) == 0
+    plain, varied, both = _hashes(datasets[0]), _hashes(datasets[1]), _hashes(mixed)
+    renders = {key for key in plain if key.startswith("image/") and key.endswith(".png")}
+    kept = {key for key in renders if both[key] == plain[key]}
+    assert 2 <= len(kept) <= len(renders) - 2  # 12 views, each kept with probability 0.5 (seed 4: fixed)
+    assert all(plain[key] != varied[key] for key in kept)  # so "kept" is not a render varied alike
+    assert {key for key in plain if both[key] != plain[key]} == (renders - kept) | {"make_data.json"}
+    assert json.loads((mixed / "make_data.json").read_text())["plain_share"] == 0.5
+    for bad, message in (
+        (["--plain-share", "0.5"], "--plain-share needs --appearance varied"),
+        ([*VARIED, "--plain-share", "1"], "--plain-share must be in [0, 1), got 1.0"),
+    ):
+        assert main(["make-data", "--out", str(tmp_path / "bad"), *TINY, *bad]) == 2
+        assert capsys.readouterr().err.strip().endswith(message)
+        assert not (tmp_path / "bad").exists()

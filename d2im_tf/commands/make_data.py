@@ -74,6 +74,14 @@ def configure(parser) -> None:
         "3×3 supersampled RGB with anti-aliased edges; normal maps, depth and SDF unchanged",
     )
     looks.add_argument(
+        "--plain-share",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="with --appearance varied: keep the plain render (one muted colour, Lambert shading) for "
+        "this share of the views, at random (default 0)",
+    )
+    looks.add_argument(
         "--render-sizes",
         type=int,
         nargs="+",
@@ -127,6 +135,10 @@ def _validate(args) -> None:
         raise UserError(f"--extra-train-shapes must be at least 0, got {args.extra_train_shapes}")
     if args.from_meshes and args.extra_train_shapes:
         raise UserError("--extra-train-shapes generates shapes; it cannot be used with --from-meshes")
+    if args.plain_share and args.appearance != "varied":
+        raise UserError("--plain-share needs --appearance varied")
+    if not 0.0 <= args.plain_share < 1.0:
+        raise UserError(f"--plain-share must be in [0, 1), got {args.plain_share}")
     if args.render_sizes and args.appearance != "varied":
         raise UserError("--render-sizes needs --appearance varied")
     if args.render_sizes and min(args.render_sizes) < 8:
@@ -167,13 +179,20 @@ def settings_record(args) -> dict:
     }  # variety options only when set, so records written before them still match
 
 
-VARIETY_DEFAULTS = {"appearance": "plain", "render_sizes": None, "framing": None, "shape_families": "classic"}
+VARIETY_DEFAULTS = {
+    "appearance": "plain",
+    "plain_share": 0.0,
+    "render_sizes": None,
+    "framing": None,
+    "shape_families": "classic",
+}
 
 
 def variety_settings(args) -> dict:
     """The appearance, framing and shape-family options as JSON values."""
     return {
         "appearance": args.appearance,
+        "plain_share": args.plain_share,
         "render_sizes": list(args.render_sizes) if args.render_sizes else None,
         "framing": list(args.framing) if args.framing else None,
         "shape_families": args.shape_families,
@@ -265,6 +284,7 @@ def _generate(args, generate, first_shape: int) -> None:
         seed=args.seed,
         resolution=args.resolution,
         appearance=args.appearance == "varied",
+        plain_share=args.plain_share,
         render_sizes=tuple(args.render_sizes or ()),
         framing=tuple(args.framing) if args.framing else None,
         families=args.shape_families,

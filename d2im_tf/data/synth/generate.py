@@ -49,6 +49,7 @@ class Settings:
     resolution: int = shapes.DEFAULT_RESOLUTION
     # Options off by default (make-data records them only when set; :mod:`d2im_tf.data.synth.appearance`):
     appearance: bool = False  # per-part materials, random lights, supersampled RGB
+    plain_share: float = 0.0  # with ``appearance``: the share of views that keep the plain render
     render_sizes: tuple[int, ...] = ()  # RGB rendered at one of these sizes, resampled to image_size
     supersample: int = 3  # rays per pixel along each axis with ``appearance``
     framing: tuple[float, float] | None = None  # object span range (share of the image side)
@@ -105,10 +106,13 @@ def write_shape(
 
 def _restyled(settings: Settings, renderer: Renderer, rows, views: Iterable[View], rng, groups) -> Iterable[View]:
     """``views`` with their RGBA replaced by renders with random materials and lights (the normal
-    map, depth and mask are the plain render's)."""
+    map, depth and mask are the plain render's), except a random ``settings.plain_share`` of them."""
     look = random_look(rng, *groups)
     for row, view in zip(rows, views):
         lighting, render_size = random_view_style(rng, settings.render_sizes)
+        if settings.plain_share and rng.uniform() < settings.plain_share:  # no draw without the option
+            yield view
+            continue
         rgba = renderer.render_appearance(row, settings.image_size, look, lighting, settings.supersample, render_size)
         yield replace(view, rgba=rgba)
 
