@@ -1,5 +1,6 @@
 """Helpers the tests share that the package itself does not need (fixtures are in conftest.py)."""
 
+import hashlib
 import inspect
 import json
 import warnings
@@ -281,3 +282,12 @@ def tfjs_graph(folder: Path, shard_bytes: int, weights: int = 10) -> None:
         )
     )
     (folder / "group1-shard1of1.bin").write_bytes(bytes(shard_bytes))
+
+
+def file_hashes(root) -> dict:
+    """SHA-256 of every file under ``root``, keyed by its path relative to ``root`` (POSIX)."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file()
+    }

@@ -3,7 +3,6 @@ metadata, meshes and SDF samples keep their bytes), anti-aliases edges (the alph
 analytic area), is deterministic across worker counts and recorded; framing sets each view's distance
 so the rendered silhouette spans the drawn share of the image."""
 
-import hashlib
 import json
 
 import numpy as np
@@ -15,6 +14,8 @@ from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.render import Renderer, framed_views, projected_span
 from d2im_tf.data.synth import appearance, shapes
 from d2im_tf.geometry import camera
+
+from helpers import file_hashes
 
 TINY = [
     "--categories",
@@ -36,14 +37,6 @@ TINY = [
 VARIED = ["--appearance", "varied", "--render-sizes", "40", "64"]
 
 
-def _hashes(root):
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("looks")
@@ -53,7 +46,7 @@ def datasets(tmp_path_factory):
 
 
 def test_appearance_changes_only_the_renders(datasets):
-    plain, varied = (_hashes(root) for root in datasets)
+    plain, varied = (file_hashes(root) for root in datasets)
     assert plain.keys() == varied.keys()
     renders = {key for key in plain if key.startswith("image/") and key.endswith(".png")}
     assert len(renders) == 2 * 2 * 3
@@ -83,7 +76,7 @@ def _grown(mask, pixels):
 def test_varied_set_is_the_same_bytes_with_two_workers_and_refuses_other_settings(datasets, tmp_path, capsys):
     again = tmp_path / "again"
     assert main(["make-data", "--out", str(again), *TINY, *VARIED, "--workers", "2"]) == 0
-    assert _hashes(again) == _hashes(datasets[1])
+    assert file_hashes(again) == file_hashes(datasets[1])
     assert main(["make-data", "--out", str(again), *TINY]) == 2
     assert "--appearance" in capsys.readouterr().err
 
@@ -162,7 +155,7 @@ def test_framed_set_moves_shapes_off_centre_and_keeps_every_view_in_its_span(tmp
 def test_plain_share_keeps_the_plain_render_for_a_share_of_the_views(datasets, tmp_path, capsys):
     mixed = tmp_path / "mixed"
     assert main(["make-data", "--out", str(mixed), *TINY, *VARIED, "--plain-share", "0.5"]) == 0
-    plain, varied, both = _hashes(datasets[0]), _hashes(datasets[1]), _hashes(mixed)
+    plain, varied, both = file_hashes(datasets[0]), file_hashes(datasets[1]), file_hashes(mixed)
     renders = {key for key in plain if key.startswith("image/") and key.endswith(".png")}
     kept = {key for key in renders if both[key] == plain[key]}
     assert 2 <= len(kept) <= len(renders) - 2  # 12 views, each kept with probability 0.5 (seed 4: fixed)

@@ -1,7 +1,6 @@
 """Dataset generation end to end through the ``d2im`` CLI: layout, determinism across worker counts,
 ``preprocess`` and mesh conversion with bad input."""
 
-import hashlib
 import shutil
 
 import h5py
@@ -13,7 +12,7 @@ from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.synth import generate, mesh_sdf
 
-from helpers import read_depth
+from helpers import file_hashes, read_depth
 
 CATEGORIES = ["03001627", "04379243"]
 TINY = [
@@ -32,14 +31,6 @@ TINY = [
     "--seed",
     "3",
 ]
-
-
-def _hashes(root):
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +69,7 @@ def test_layout_is_complete_and_readable(tiny):
 def test_same_seed_gives_identical_bytes_with_any_worker_count(tiny, tmp_path):
     again = tmp_path / "again"
     assert main(["make-data", "--out", str(again), *TINY, "--workers", "2"]) == 0
-    assert _hashes(again) == _hashes(tiny)
+    assert file_hashes(again) == file_hashes(tiny)
 
 
 def test_a_different_seed_gives_different_shapes(tiny, tmp_path):
@@ -105,12 +96,12 @@ def test_extra_train_shapes_join_training_only_and_a_dataset_grows_by_writing_on
     for category in CATEGORIES:
         assert split(grown, category, "test") == split(tiny, category, "test")
         assert split(grown, category, "train") == sorted(split(tiny, category, "train") + ["syn00002"])
-    old = {k: v for k, v in _hashes(tiny).items() if k != "make_data.json" and not k.startswith("splits/")}
-    assert {k: v for k, v in _hashes(grown).items() if k in old} == old
+    old = {k: v for k, v in file_hashes(tiny).items() if k != "make_data.json" and not k.startswith("splits/")}
+    assert {k: v for k, v in file_hashes(grown).items() if k in old} == old
     monkeypatch.setattr(generate, "_synthetic_task", task)
     fresh = tmp_path / "fresh"  # growing gives the bytes of making the larger dataset at once
     assert main(["make-data", "--out", str(fresh), *TINY, "--extra-train-shapes", "1", "--workers", "1"]) == 0
-    assert _hashes(fresh) == _hashes(grown)
+    assert file_hashes(fresh) == file_hashes(grown)
 
 
 def test_unknown_category_fails_with_one_line(tmp_path, capsys):

@@ -212,30 +212,20 @@ def run(args) -> int:
 
     from d2im_tf.inference.reconstruct import Reconstructor, reconstruct_files
 
+    options = dict(
+        resolution=args.resolution,
+        mode=args.mode,
+        fill_cavities=not args.keep_cavities,
+        matting=not args.no_matting,
+        object_size=object_size,
+        fit_pose=args.pose_fit == "on",
+    )
     if args.runtime == "savedmodel":
-        reconstructor = Reconstructor(
-            args.model,
-            resolution=args.resolution,
-            mode=args.mode,
-            fill_cavities=not args.keep_cavities,
-            matting=not args.no_matting,
-            object_size=object_size,
-            fit_pose=args.pose_fit == "on",
-        )
+        reconstructor = Reconstructor(args.model, **options)
     else:  # the same extraction, the networks run by LiteRT or TF.js (d2im_tf.deploy.runtimes)
         from d2im_tf.deploy.runtimes import runtime_reconstructor
 
-        reconstructor = runtime_reconstructor(
-            args.model,
-            args.runtime,
-            args.precision,
-            resolution=args.resolution,
-            mode=args.mode,
-            fill_cavities=not args.keep_cavities,
-            matting=not args.no_matting,
-            object_size=object_size,
-            fit_pose=args.pose_fit == "on",
-        )
+        reconstructor = runtime_reconstructor(args.model, args.runtime, args.precision, **options)
     reconstructor.require_camera(camera_row)  # before the progress bar starts
     with new_folders(out):  # a failure (a full disk) leaves no empty output folder behind
         failed = reconstruct_files(

@@ -399,8 +399,9 @@ class Reconstructor:
         if pose is not None and self.fit_pose:
             fitted = time.perf_counter()
             pose = self._fitted_pose(pose, decode_points, projection, encoding, prepared)
-            projection = tf.constant(camera.intrinsics(self.image_size) @ np.hstack([pose[0], pose[1][:, None]]))
-            projection = tf.cast(projection[None], tf.float32)  # [1, 3, 4]
+            projection = camera.projection_from_pose(
+                tf.constant(pose[0][None]), tf.constant(pose[1][None]), self.image_size
+            )
             view = view_row_from_pose(*pose)
             timings["pose_fit"] = time.perf_counter() - fitted
 
