@@ -68,6 +68,9 @@ def read_yaml(text: str):
 class DataConfig:
     root: str = "data/synthetic"
     split_dir: str = ""  # default: <root>/splits
+    # more datasets of the same layout whose shapes join root's in training (each with its own splits/);
+    # e.g. plain and varied renders mixed: root data/bundled, extra_roots [data/study]
+    extra_roots: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=lambda: list(SYNTHETIC_CATEGORIES))
     num_points: int = 2048
     views: int = 36

@@ -153,6 +153,34 @@ def test_every_shape_once_per_epoch(toy_root):
     assert sorted(np.round(scales[3:], 3)) == [0.5, 0.6, 0.7]
 
 
+def test_extra_roots_join_their_shapes_to_the_stream(toy_root, tmp_path):
+    """A second dataset (the same shapes, norm scales doubled) given as data.extra_roots: one epoch
+    holds each shape of both once, each read from its own folder; a missing extra root is refused by
+    the pre-training check, naming it."""
+    import dataclasses
+    import shutil
+
+    from d2im_tf.data import pipeline
+    from d2im_tf.data.check import validate_for_training
+    from d2im_tf.errors import UserError
+
+    second = tmp_path / "second"
+    shutil.copytree(toy_root, second)
+    layout = fmt.DatasetLayout(second)
+    for shape in fmt.read_split(layout.split_path(TOY_CATEGORY, "train")):
+        samples = fmt.read_samples(layout.samples_path(TOY_CATEGORY, shape))
+        doubled = samples.norm_params * np.array([1, 1, 1, 2], np.float32)
+        fmt.write_samples(layout.samples_path(TOY_CATEGORY, shape), dataclasses.replace(samples, norm_params=doubled))
+    pipeline._read_samples.cache_clear()
+    data = ShapeDataset(_config(toy_root, f"data.extra_roots=['{second}']"))
+    assert [r.layout.root for r in data.records] == [toy_root] * 3 + [second] * 3
+    assert all(str(second) in p.decode() for p in data._image_paths.numpy()[3:].ravel())
+    scales = [float(np.linalg.norm(b["projection"][0, 2, :3])) for b in data.dataset(batch_size=1).take(6)]
+    assert sorted(np.round(scales, 3)) == [0.5, 0.6, 0.7, 1.0, 1.2, 1.4]
+    with pytest.raises(UserError, match=r"missing: dataset folder not found \(data.extra_roots\)"):
+        validate_for_training(_config(toy_root, f"data.extra_roots=['{tmp_path / 'missing'}']"), "sdf")
+
+
 def test_baseline_samples_uniformly(toy_root):
     data = ShapeDataset(_config(toy_root, "model.variant=baseline"))
     assert not data.weighted

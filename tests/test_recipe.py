@@ -81,6 +81,21 @@ def test_plan_orders_stages_and_links_init_from(tmp_path):
         recipe_module.plan(broken, tmp_path / "runs")
 
 
+def test_extra_sets_are_data_stages_and_extra_roots_of_every_training_stage(tmp_path):
+    recipe = yaml.safe_load(_tiny_recipe(tmp_path).read_text())
+    recipe["data"]["extra_sets"] = [{"root": str(tmp_path / "plain"), "args": ["--seed", "1"], "grow": [2]}]
+    stages = recipe_module.plan(recipe, tmp_path / "runs")
+    names = [s.name for s in stages]
+    assert names == ["data", "data_grow_1", "data_plain", "data_plain_grow_2", "camera", "main", "average", "export"]
+    assert stages[2].args == ("make-data", "--out", str(tmp_path / "plain"), "--seed", "1")
+    assert stages[3].args[-2:] == ("--extra-train-shapes", "2")
+    for stage in stages[4:7]:
+        assert f'data.extra_roots=["{tmp_path / "plain"}"]' in stage.args
+    recipe["data"]["extra_sets"].append({"root": str(tmp_path / "other" / "plain"), "args": []})
+    with pytest.raises(UserError, match="folders of different names"):
+        recipe_module.plan(recipe, tmp_path / "runs")
+
+
 def _runner(recipe, runs):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(

@@ -256,17 +256,20 @@ def check_dataset(
     return report
 
 
-def validate_for_training(config, network: str, splits=("train",), progress: bool = False) -> DatasetReport:
-    """Check the shapes a run of ``network`` (``"sdf"`` or ``"camera"``) will read; raise the first
-    problem as a :class:`UserError` (one line) before anything is trained or written."""
-    layout = fmt.DatasetLayout.from_config(config)
-    if not layout.root.is_dir():
-        raise UserError(f"{layout.root}: dataset folder not found (data.root)")
-    report = check_dataset(
-        layout, progress, Requirements.for_training(config, network), categories=config.data.categories, splits=splits
-    )
-    if report.problems:
-        more = len(report.problems) - 1
-        hint = f" (and {more} more; `d2im check-data {layout.root}` lists them)" if more else ""
-        raise UserError(f"{report.problems[0]}{hint}")
-    return report
+def validate_for_training(config, network: str, splits=("train",), progress: bool = False) -> list[DatasetReport]:
+    """Check the shapes a run of ``network`` (``"sdf"`` or ``"camera"``) will read, in ``data.root`` and
+    each of ``data.extra_roots``; raise the first problem as a :class:`UserError` (one line) before
+    anything is trained or written. One report per dataset."""
+    reports = []
+    for index, layout in enumerate(fmt.DatasetLayout.all_from_config(config)):
+        key = "data.root" if index == 0 else "data.extra_roots"
+        if not layout.root.is_dir():
+            raise UserError(f"{layout.root}: dataset folder not found ({key})")
+        needs = Requirements.for_training(config, network)
+        report = check_dataset(layout, progress, needs, categories=config.data.categories, splits=splits)
+        if report.problems:
+            more = len(report.problems) - 1
+            hint = f" (and {more} more; `d2im check-data {layout.root}` lists them)" if more else ""
+            raise UserError(f"{report.problems[0]}{hint}")
+        reports.append(report)
+    return reports

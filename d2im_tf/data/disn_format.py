@@ -63,6 +63,11 @@ class DatasetLayout:
         """The dataset a :class:`~d2im_tf.config.Config` trains on: ``data.root`` and ``data.split_dir``."""
         return cls(config.data.root, config.data.split_dir or None)
 
+    @classmethod
+    def all_from_config(cls, config) -> list["DatasetLayout"]:
+        """Every dataset a config trains on: ``data.root`` first, then each of ``data.extra_roots``."""
+        return [cls.from_config(config), *(cls(root) for root in config.data.extra_roots)]
+
     def split_path(self, category: str, split: str) -> Path:
         return self.split_dir / f"{category}_{split}.lst"
 

@@ -118,32 +118,35 @@ class ShapeRecord:
     metadata: np.ndarray  # [V, 10] rendering_metadata rows
     norm_params: np.ndarray  # [4]: cx, cy, cz, m
     projections: np.ndarray  # [V, 3, 4]: normalised-frame points → model-resolution pixels
+    layout: fmt.DatasetLayout  # the dataset the shape belongs to (data.root or one of data.extra_roots)
 
 
 def has_split(config: Config, split: str) -> bool:
-    """Whether any configured category lists at least one shape in ``split``."""
-    layout = fmt.DatasetLayout.from_config(config)
-    paths = [layout.split_path(category, split) for category in config.data.categories]
+    """Whether any configured category lists at least one shape in ``split`` (of any dataset)."""
+    layouts = fmt.DatasetLayout.all_from_config(config)
+    paths = [layout.split_path(category, split) for layout in layouts for category in config.data.categories]
     return any(path.exists() and fmt.read_split(path) for path in paths)
 
 
 def load_records(config: Config, split: str) -> list[ShapeRecord]:
-    """Read the split lists, cameras and norm params of every shape of ``split``."""
-    layout = fmt.DatasetLayout.from_config(config)
+    """Read the split lists, cameras and norm params of every shape of ``split``: ``data.root``'s, then
+    those of each of ``data.extra_roots``."""
+    layouts = fmt.DatasetLayout.all_from_config(config)
     records = []
-    for category in config.data.categories:
-        for shape in fmt.read_split(layout.split_path(category, split)):
-            metadata = fmt.read_metadata(layout.metadata_path(category, shape))[: config.data.views]
-            norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
-            world = [camera.projection_from_metadata(row, config.model.image_size) for row in metadata]
-            projections = np.stack([frames.normalised_projection(projection, norm_params) for projection in world])
-            records.append(ShapeRecord(category, shape, metadata, norm_params, projections))
+    for layout in layouts:
+        for category in config.data.categories:
+            for shape in fmt.read_split(layout.split_path(category, split)):
+                metadata = fmt.read_metadata(layout.metadata_path(category, shape))[: config.data.views]
+                norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
+                world = [camera.projection_from_metadata(row, config.model.image_size) for row in metadata]
+                projections = np.stack([frames.normalised_projection(p, norm_params) for p in world])
+                records.append(ShapeRecord(category, shape, metadata, norm_params, projections, layout))
     if not records:
-        raise fmt.DataError(layout.split_dir, f"no shapes in the {split} split of {config.data.categories}")
+        raise fmt.DataError(layouts[0].split_dir, f"no shapes in the {split} split of {config.data.categories}")
     return records
 
 
-@functools.lru_cache(maxsize=512)  # ~1 MB a shape: a synthetic dataset fits whole
+@functools.lru_cache(maxsize=2048)  # ~1 MB a shape: a synthetic dataset (or several) fits whole
 def _read_samples(path: str) -> fmt.SdfSamples:
     return fmt.read_samples(path)
 
@@ -245,16 +248,15 @@ class ShapeDataset:
         self.config = config
         self.split = split
         self.records = load_records(config, split)
-        layout = fmt.DatasetLayout.from_config(config)
         views = min(len(r.projections) for r in self.records)
         self.num_views = views
         self._image_paths = tf.constant(
-            [[str(layout.image_path(r.category, r.shape, v)) for v in range(views)] for r in self.records]
+            [[str(r.layout.image_path(r.category, r.shape, v)) for v in range(views)] for r in self.records]
         )
         self._normal_paths = tf.constant(
-            [[str(layout.normal_path(r.category, r.shape, v)) for v in range(views)] for r in self.records]
+            [[str(r.layout.normal_path(r.category, r.shape, v)) for v in range(views)] for r in self.records]
         )
-        self._sample_paths = tf.constant([str(layout.samples_path(r.category, r.shape)) for r in self.records])
+        self._sample_paths = tf.constant([str(r.layout.samples_path(r.category, r.shape)) for r in self.records])
         self._projections = tf.constant(np.stack([r.projections[:views] for r in self.records]), tf.float32)
 
     @property

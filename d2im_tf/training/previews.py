@@ -30,11 +30,10 @@ class PreviewCallback(keras.callbacks.Callback):
         self.out_dir = Path(out_dir) / "previews"
         self.resolution = resolution
         size = data.config.model.image_size
-        layout = fmt.DatasetLayout.from_config(data.config)
         views = [evaluation_view(r.category, data.num_views) for r in data.records[:count]]
         self.samples = [
             (
-                decode_image(str(layout.image_path(r.category, r.shape, view)), size).numpy(),
+                decode_image(str(r.layout.image_path(r.category, r.shape, view)), size).numpy(),
                 r.projections[view].astype(np.float32),
                 r.metadata[view],
                 r.norm_params,

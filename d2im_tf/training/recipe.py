@@ -6,8 +6,11 @@ subprocess:
 
 - ``data``: ``make-data`` with the recipe's arguments, then once per ``grow`` entry with
   ``--extra-train-shapes N`` (each growth writes only its new shapes, so each is a stage of its own);
+  each of ``data.extra_sets`` (``root``, ``args`` and ``grow`` of its own) likewise, as stages
+  ``data_<folder name>``; training reads them all (``data.extra_roots``);
 - each training stage: ``d2im train`` or ``d2im train-camera`` with the base config, the stage's
-  ``set`` overrides, ``data.root`` = the dataset and the run folder ``RUNS/<stage name>``;
+  ``set`` overrides, ``data.root`` = the dataset (``data.extra_roots`` = the extra sets) and the run
+  folder ``RUNS/<stage name>``;
   ``init_from: <earlier stage>`` starts from that stage's result. A stage whose run folder holds a
   checkpoint is continued with ``--resume``, which resumes a run exactly;
 - ``export``: ``d2im export`` of the last SDF stage with the camera stage into a staging folder, then
@@ -66,14 +69,28 @@ def _value(value) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
+def _data_stages(name: str, data: dict) -> list[Stage]:
+    """``make-data`` of one set (``root``, ``args``), then one stage per ``grow`` entry."""
+    make = ["make-data", "--out", str(data["root"]), *[str(a) for a in data["args"]]]
+    stages = [Stage(name, "data", tuple(make))]
+    for extra in data.get("grow", []):
+        stages.append(Stage(f"{name}_grow_{extra}", "data", (*make, "--extra-train-shapes", str(extra))))
+    return stages
+
+
 def plan(recipe: dict, runs: Path) -> list[Stage]:
     """The stages of ``recipe`` with run folders under ``runs``, in order."""
     data = recipe["data"]
     root = str(data["root"])
-    make = ["make-data", "--out", root, *[str(a) for a in data["args"]]]
-    stages = [Stage("data", "data", tuple(make))]
-    for extra in data.get("grow", []):
-        stages.append(Stage(f"data_grow_{extra}", "data", (*make, "--extra-train-shapes", str(extra))))
+    extra_sets = data.get("extra_sets", [])
+    stages = _data_stages("data", data)
+    for entry in extra_sets:
+        if not isinstance(entry, dict) or "root" not in entry or "args" not in entry:
+            raise UserError("each of the recipe's data.extra_sets needs a 'root' and 'args'")
+        stages += _data_stages(f"data_{Path(str(entry['root'])).name}", entry)
+    if len({s.name for s in stages}) < len(stages):
+        raise UserError("the recipe's data sets need folders of different names")
+    extra_roots = [str(entry["root"]) for entry in extra_sets]
     done: dict[str, Stage] = {}
     for entry in recipe["stages"]:
         name, kind = str(entry["name"]), str(entry["network"])
@@ -82,6 +99,8 @@ def plan(recipe: dict, runs: Path) -> list[Stage]:
         section = "train" if kind == "sdf" else "camera"
         run_dir = runs / name
         overrides = {**entry.get("set", {}), "data.root": root, f"{section}.out_dir": str(run_dir)}
+        if extra_roots:
+            overrides["data.extra_roots"] = extra_roots
         if entry.get("init_from"):
             if entry["init_from"] not in done:
                 raise UserError(f"recipe stage {name!r}: init_from {entry['init_from']!r} is not an earlier stage")
