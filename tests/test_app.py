@@ -442,13 +442,12 @@ def test_paste_changes_the_target_mesh_only_near_the_logo(bundled):
     assert same_mesh(own, fields.extract(target))
 
     rectangle = place(target_pixels.shape, logo_pixels.shape, at, size)
-    projection = target.projection.numpy()
-    scale = target_pixels.shape[0] / fields.image_size  # a square file: prepared pixels → its pixels
+    projection = np.linalg.inv(target.transform) @ target.projection.numpy()[0]  # onto the file's pixels
     cell = 2.0 / 64  # the normalised box [-1, 1]³ at 64³
 
     def away(vertices):
-        xy = project_numpy(vertices, projection) * scale
-        steps = [np.abs(project_numpy(vertices + cell * axis, projection) * scale - xy).max() for axis in np.eye(3)]
+        xy = project_numpy(vertices, projection)
+        steps = [np.abs(project_numpy(vertices + cell * axis, projection) - xy).max() for axis in np.eye(3)]
         margin = 2 * max(steps) + 1
         low = np.array([rectangle.left, rectangle.top]) - margin
         high = np.array([rectangle.left + rectangle.width, rectangle.top + rectangle.height]) + margin

@@ -13,6 +13,7 @@ from d2im_tf.applications.fields import FieldModel, project_numpy
 from d2im_tf.applications.paste import LogoPaste, Placement, logo_paste, logo_projection, pasted_image, place
 from d2im_tf.applications.transfer import BoxPair, DetailTransfer, detail_transfer
 from d2im_tf.cli import main
+from d2im_tf.data.framing import square_transform
 from d2im_tf.errors import UserError
 from d2im_tf.geometry import camera
 from d2im_tf.geometry.interpolation import sample_bspline
@@ -30,7 +31,9 @@ def tiny(tiny_export):
 
 @pytest.fixture(scope="module")
 def field_model(tiny):
-    return FieldModel(Reconstructor(tiny.path, resolution=16))
+    # the noise images stand for objects filling the frame: not matted (their preparation as a
+    # reconstruction's is tested on an object on white at the end)
+    return FieldModel(Reconstructor(tiny.path, resolution=16, matting=False))
 
 
 def images(seed: int, count: int = 2, size: int = 32):
@@ -121,16 +124,24 @@ def test_coarse_box_bounds_the_negative_base_field(field_model, tiny):
 
 def test_logo_projection_maps_the_pasted_rectangle_onto_the_logo_image():
     """With P = [I₂ 0 | 0 0 0 1] a point (x, y, z) projects to the pixel (x, y): the rectangle's corners in
-    the prepared target must land on the corners of the logo's content in the prepared logo image."""
+    the prepared target must land on the corners of the logo's content in the prepared logo image, for
+    a target padded to a square and for one re-framed (an arbitrary scale and shift)."""
     target_shape, logo_shape, size = (80, 100), (20, 40), 32  # target padded to 100², logo to 40²
     placement = Placement(left=30, top=20, width=20, height=10)
     identity = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1.0]])
-    projection = logo_projection(identity, target_shape, logo_shape, placement, size)[0]
     k_t, k_l = size / 100, size / 40
     corners_file = np.array([[30, 20], [50, 30]], float)  # left-top, right-bottom of the rectangle
-    prepared = (corners_file + [0, 10]) * k_t  # the target's padding: 10 rows on top
-    uv = project_numpy(np.column_stack([prepared, np.zeros(2)]), projection)
-    np.testing.assert_allclose(uv, np.array([[0, 10], [40, 30]]) * k_l, atol=1e-5)  # logo padded 10 rows
+    padded = square_transform(*target_shape, size)
+    reframed = np.array([[0.7, 0.0, -5.0], [0.0, 0.7, 3.0], [0.0, 0.0, 1.0]])
+    for target_transform, prepared in (
+        (padded, (corners_file + [0, 10]) * k_t),  # the target's padding: 10 rows on top
+        (reframed, corners_file * 0.7 + [-5.0, 3.0]),
+    ):
+        np.testing.assert_allclose(prepared, corners_file @ target_transform[:2, :2].T + target_transform[:2, 2])
+        logo_transform = square_transform(*logo_shape, size)
+        projection = logo_projection(identity, target_transform, logo_transform, logo_shape, placement)[0]
+        uv = project_numpy(np.column_stack([prepared, np.zeros(2)]), projection)
+        np.testing.assert_allclose(uv, np.array([[0, 10], [40, 30]]) * k_l, atol=1e-5)  # logo padded 10 rows
 
 
 def test_place_and_paste_image():
@@ -366,3 +377,27 @@ def test_make_data_transfer_pairs(tmp_path):
     assert target_relief.any() and rebuilt_relief.any() and (target_relief != rebuilt_relief).any()
     assert Image.open(folder / "source.png").size == (64, 64)
     assert main(["make-data", "--out", str(out), "--transfer-pairs", "1"]) == 2  # not empty
+
+
+def test_an_application_prepares_its_target_as_a_reconstruction_does(field_model):
+    """An off-centre object on white with the predicted camera: the target is re-framed exactly as
+    ``reconstruct`` re-frames it (same network input, same camera onto the file's pixels), and a logo
+    pasted on it changes the points that project, in the file's pixels, into the pasted rectangle."""
+    pixels = np.full((64, 64, 3), 255, np.uint8)
+    pixels[8:32, 34:58] = images(6, 1, 24)[0] // 2  # dark noise: the object, off-centre
+    target = field_model.encode(pixels)
+    reconstruction = field_model.reconstructor.reconstruct(pixels)
+    assert not np.allclose(target.transform, square_transform(64, 64, field_model.image_size))  # re-framed
+    np.testing.assert_array_equal(target.image, reconstruction.image)
+    to_file = np.linalg.inv(target.transform) @ target.projection.numpy()[0]
+    np.testing.assert_allclose(to_file, reconstruction.input_projection, rtol=1e-5, atol=1e-4)
+
+    logo = np.zeros((8, 8, 4), np.uint8)
+    logo[..., 3] = 255
+    _, _, paste, _ = logo_paste(field_model, pixels, logo, (46, 20), 8)
+    points = np.random.default_rng(7).uniform(-0.8, 0.8, (20000, 3)).astype(np.float32)
+    covered = paste.covered(points)
+    assert covered.sum() > 50
+    uv = project_numpy(points, to_file)
+    inside = np.all((uv >= [42, 16]) & (uv < [50, 24]), axis=1)
+    np.testing.assert_array_equal(covered, inside)

@@ -28,7 +28,7 @@ import trimesh
 from d2im_tf.errors import UserError
 from d2im_tf.geometry import frames
 from d2im_tf.inference.extraction import extract_fused_mesh, sdf_grid_points
-from d2im_tf.inference.reconstruct import FRAME_BOUNDS, Reconstructor, prepare_image
+from d2im_tf.inference.reconstruct import FRAME_BOUNDS, Reconstructor
 
 BOX_RESOLUTION = 32  # grid cells per side of the coarse shape's bounding-box search
 
@@ -36,13 +36,15 @@ BOX_RESOLUTION = 32  # grid cells per side of the coarse shape's bounding-box se
 class EncodedImage(NamedTuple):
     """One image through ``encode`` and a camera: ``image`` ``[S, S, 3]`` (the network's input),
     ``encoding`` (``encode``'s outputs, batch 1), ``projection`` ``[1, 3, 4]`` (normalised frame → pixels),
-    ``view`` (the metadata row the mesh is seen from) and ``maps`` ``[S, S, 2]`` (front, back)."""
+    ``view`` (the metadata row the mesh is seen from), ``maps`` ``[S, S, 2]`` (front, back) and
+    ``transform`` ``[3, 3]``, the affine of the image file's pixels to ``image``'s."""
 
     image: np.ndarray
     encoding: dict
     projection: tf.Tensor
     view: np.ndarray
     maps: np.ndarray
+    transform: np.ndarray
 
 
 class Composition:
@@ -74,18 +76,18 @@ class FieldModel:
         self.image_size = reconstructor.image_size
 
     def encode(self, pixels: np.ndarray, camera_row=None, norm_params=None) -> EncodedImage:
-        """Encode a uint8 image (any size, :func:`prepare_image`) and find its camera (given or predicted)."""
-        image = prepare_image(pixels, self.image_size, self.reconstructor.image_reading)
-        return self.encode_prepared(image, camera_row, norm_params)
-
-    def encode_prepared(self, image: np.ndarray, camera_row=None, norm_params=None) -> EncodedImage:
-        """As :meth:`encode` for an image already prepared, float ``[S, S, 3]`` in [0, 1]."""
-        batch = tf.constant(np.asarray(image, np.float32)[None])
-        encoding = self.signatures["encode"](image=batch)
-        projection, view, _ = self.reconstructor.projection(batch, camera_row, norm_params)
-        view = np.asarray(view, float)
+        """Encode a uint8 image (any size) as :meth:`Reconstructor.encode_input
+        <d2im_tf.inference.reconstruct.Reconstructor.encode_input>` does for a reconstruction (matted,
+        re-framed, its camera given or predicted and fitted), so an application's target looks the same
+        as its own reconstruction."""
+        encoded = self.reconstructor.encode_input(pixels, camera_row, norm_params)
         return EncodedImage(
-            np.asarray(image), encoding, tf.cast(projection, tf.float32), view, encoding["maps"][0].numpy()
+            encoded.prepared.image,
+            encoded.encoding,
+            tf.cast(encoded.projection, tf.float32),
+            np.asarray(encoded.view, float),
+            encoded.encoding["maps"][0].numpy(),
+            encoded.prepared.transform,
         )
 
     def bounds(self, encoded: EncodedImage, points: np.ndarray, projection=None):

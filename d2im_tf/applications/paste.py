@@ -1,14 +1,15 @@
 """Paste-n-reconstruct (paper §4.4, Figure 8): a logo dropped onto an image, reconstructed in relief.
 
-The target image gives f_B, its own maps and the front/back test. The logo goes through the encoder
-and detail decoder on its own (an image of its own, prepared like any input: on white, padded to a
-square); only its *front* map is used, read through the camera of the place it was pasted: the
-target's projection followed by the 2-D affine map from the target's pixels to the logo image's
-(:func:`logo_projection`), so a point seen at pixel x of the pasted rectangle reads the logo's map
-where the logo image shows that pixel. Only points whose projection falls on a pixel of the logo's
-foreground (alpha ≥ ½, or not white for a logo without alpha) are changed: their front displacement
-becomes the target's plus the logo's (``add``, the paper's sum of all maps) or the logo's
-(``replace``). Everywhere else the field is bit for bit the target's own.
+The target image gives f_B, its own maps and the front/back test; it is prepared as for its own
+reconstruction (matted, re-framed, its predicted pose fitted to its outline). The logo goes through
+the encoder and detail decoder on its own (an image of its own, on white, padded to a square); only
+its *front* map is used, read through the camera of the place it was pasted: the target's projection
+followed by the 2-D affine map from the prepared target's pixels to the prepared logo image's
+(:func:`logo_projection`, through both files' pixels), so a point seen at pixel x of the pasted
+rectangle reads the logo's map where the logo image shows that pixel. Only points whose projection
+falls on a pixel of the logo's foreground (alpha ≥ ½, or not white for a logo without alpha) are
+changed: their front displacement becomes the target's plus the logo's (``add``, the paper's sum of
+all maps) or the logo's (``replace``). Everywhere else the field is bit for bit the target's own.
 
 Placement, in the target file's pixels: ``at`` is the logo's centre, ``size`` its longer side (default
 its own); the logo must lie wholly inside the image.
@@ -24,6 +25,7 @@ from PIL import Image
 
 from d2im_tf.applications.fields import Composition, EncodedImage, FieldModel, project_numpy
 from d2im_tf.data.disn_format import on_white
+from d2im_tf.data.framing import square_transform
 from d2im_tf.errors import UserError
 from d2im_tf.inference.reconstruct import prepare_image
 
@@ -104,29 +106,14 @@ def pasted_image(target: np.ndarray, logo: np.ndarray, placement: Placement) -> 
     return image, mask
 
 
-def square_padding(shape) -> tuple[int, int, int]:
-    """``(side, top, left)`` of the centred square :func:`~d2im_tf.inference.reconstruct.prepare_image`
-    pads an image of ``shape`` into."""
-    height, width = shape[:2]
-    side = max(height, width)
-    return side, (side - height) // 2, (side - width) // 2
-
-
-def logo_projection(target_projection, target_shape, logo_shape, placement: Placement, image_size: int):
-    """The logo image's camera ``[1, 3, 4]``: the target's projection (pixels of the prepared target) followed
-    by the affine map onto the prepared logo image's pixels (pixel corners at integers on both)."""
-    side_t, top_t, left_t = square_padding(target_shape)
-    side_l, top_l, left_l = square_padding(logo_shape)
+def logo_projection(target_projection, target_transform, logo_transform, logo_shape, placement: Placement):
+    """The logo image's camera ``[1, 3, 4]``: the target's projection (pixels of the prepared target), back
+    to the target file's pixels (``target_transform`` ``[3, 3]``, file → prepared), onto the logo file's
+    pixels by the placement, and to the prepared logo's (``logo_transform``)."""
     logo_h, logo_w = logo_shape[:2]
-    k_t, k_l = image_size / side_t, image_size / side_l  # prepared pixels per file pixel
-    rows = []
-    for scaled, own, start, pad_t, pad_l in (
-        (placement.width, logo_w, placement.left, left_t, left_l),
-        (placement.height, logo_h, placement.top, top_t, top_l),
-    ):
-        step = own * k_l / scaled  # logo-image pixels per target-file pixel
-        rows.append((step / k_t, pad_l * k_l - (pad_t + start) * step))  # u_L = a·u_T + b
-    affine = np.array([[rows[0][0], 0.0, rows[0][1]], [0.0, rows[1][0], rows[1][1]], [0.0, 0.0, 1.0]])
+    sx, sy = logo_w / placement.width, logo_h / placement.height  # logo-file pixels per target-file pixel
+    placed = np.array([[sx, 0.0, -placement.left * sx], [0.0, sy, -placement.top * sy], [0.0, 0.0, 1.0]])
+    affine = np.asarray(logo_transform, np.float64) @ placed @ np.linalg.inv(target_transform)
     return (affine @ np.asarray(target_projection, np.float64).reshape(3, 4))[None].astype(np.float32)
 
 
@@ -139,7 +126,6 @@ class LogoPaste(Composition):
         target: EncodedImage,
         logo: EncodedImage,
         mask: np.ndarray,
-        target_shape,
         projection: np.ndarray,
         blend: str = "add",
     ):
@@ -148,13 +134,13 @@ class LogoPaste(Composition):
         self.model, self.target, self.logo, self.blend = model, target, logo, blend
         self.mask = np.asarray(mask, bool)  # [H, W] in the target file's pixels
         self.projection = projection  # [1, 3, 4]: the logo's camera
-        self.side, self.top, self.left = square_padding(target_shape)
         self.maps = [logo.maps]
 
     def covered(self, points: np.ndarray) -> np.ndarray:
         """Which points ``[N, 3]`` project onto a pasted pixel, ``[N]`` bool."""
         uv = project_numpy(points, self.target.projection.numpy())  # prepared target's pixels
-        file_xy = np.floor(uv * self.side / self.target.image.shape[0] - [self.left, self.top])
+        to_file = np.linalg.inv(self.target.transform)
+        file_xy = np.floor(uv @ to_file[:2, :2].T + to_file[:2, 2])
         height, width = self.mask.shape
         inside = (file_xy[:, 0] >= 0) & (file_xy[:, 0] < width) & (file_xy[:, 1] >= 0) & (file_xy[:, 1] < height)
         result = np.zeros(len(points), bool)
@@ -189,9 +175,9 @@ def logo_paste(
     target = model.encode(target_pixels, camera_row, norm_params)
     logo = _encode_logo(model, np.round(rgb_on_white(logo_pixels)).astype(np.uint8), target)
     projection = logo_projection(
-        target.projection.numpy(), target_pixels.shape, logo_pixels.shape, placement, model.image_size
+        target.projection.numpy(), target.transform, logo.transform, logo_pixels.shape, placement
     )
-    return target, logo, LogoPaste(model, target, logo, mask, target_pixels.shape, projection, blend), image
+    return target, logo, LogoPaste(model, target, logo, mask, projection, blend), image
 
 
 def _encode_logo(model: FieldModel, pixels: np.ndarray, target: EncodedImage) -> EncodedImage:
@@ -199,4 +185,5 @@ def _encode_logo(model: FieldModel, pixels: np.ndarray, target: EncodedImage) ->
     :class:`LogoPaste` separately, so the target's stands in the record."""
     image = prepare_image(pixels, model.image_size, "white")
     encoding = model.signatures["encode"](image=tf.constant(image[None]))
-    return EncodedImage(image, encoding, target.projection, target.view, encoding["maps"][0].numpy())
+    transform = square_transform(*pixels.shape[:2], model.image_size)
+    return EncodedImage(image, encoding, target.projection, target.view, encoding["maps"][0].numpy(), transform)

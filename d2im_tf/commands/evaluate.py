@@ -52,14 +52,14 @@ def run_images(args) -> int:
     """``--images DIR``: silhouette tables and the contact sheet."""
     from pathlib import Path
 
-    from d2im_tf.commands.reconstruct import object_size_option
+    from d2im_tf.commands.reconstruct import input_options
     from d2im_tf.errors import UserError
     from d2im_tf.io import check_output_dir
 
     folder = Path(args.images)
     if not folder.is_dir():
         raise UserError(f"{folder}: image folder not found" if not folder.exists() else f"{folder}: not a folder")
-    object_size = object_size_option(args.object_size or "auto")
+    inputs = input_options(args)
     resolution = 128 if args.resolution is None else args.resolution
 
     from d2im_tf.evaluation.images import evaluate_images, image_paths, markdown_table, write_image_reports
@@ -74,9 +74,7 @@ def run_images(args) -> int:
         args.model,
         resolution=resolution,
         fill_cavities=not args.keep_cavities,
-        matting=not args.no_matting,
-        object_size=object_size,
-        fit_pose=args.pose_fit == "on",
+        **inputs,
     )
     reconstructor.require_camera(None)
     rows, cells = evaluate_images(reconstructor, paths, progress=not args.no_progress)
@@ -94,10 +92,10 @@ def run(args) -> int:
     if args.images is not None:
         return run_images(args)
     args.resolution = 64 if args.resolution is None else args.resolution
-    from d2im_tf.commands.reconstruct import object_size_option
+    from d2im_tf.commands.reconstruct import input_options
 
     # a dataset's renders are the training renders' kind: re-framed only for a model trained re-framed
-    object_size = object_size_option(args.object_size) if args.object_size else "trained"
+    inputs = input_options(args, object_size="trained")
 
     if args.max_shapes is not None and args.max_shapes < 1:
         raise UserError(f"--max-shapes must be at least 1, got {args.max_shapes}")
@@ -116,9 +114,7 @@ def run(args) -> int:
         args.model,
         resolution=args.resolution,
         fill_cavities=not args.keep_cavities,
-        matting=not args.no_matting,
-        object_size=object_size,
-        fit_pose=args.pose_fit == "on",
+        **inputs,
     )
     rows = evaluate(reconstructor, layout, args.split, args.categories, args.max_shapes, progress=not args.no_progress)
     paths = write_reports(rows, args.out)

@@ -74,6 +74,16 @@ def input_arguments(parser, object_size_default: str = "auto", default_text: str
     )
 
 
+def input_options(args, object_size="auto") -> dict:
+    """The :class:`~d2im_tf.inference.reconstruct.Reconstructor` arguments of :func:`input_arguments`'
+    options; ``object_size`` where ``--object-size`` is not given (checked before the model loads)."""
+    return dict(
+        matting=not args.no_matting,
+        object_size=object_size_option(args.object_size) if args.object_size else object_size,
+        fit_pose=args.pose_fit == "on",
+    )
+
+
 def object_size_option(text: str):
     """``--object-size``: "auto", "off" (None) or a number in (0, 1]."""
     from d2im_tf.errors import UserError
@@ -205,7 +215,7 @@ def run(args) -> int:
             raise UserError("--norm-params needs --camera (a predicted camera gives the normalised frame)")
         check_norm_params(args.norm_params)
     camera_row = parse_camera_line(args.camera) if args.camera is not None else None
-    object_size = object_size_option(args.object_size)
+    inputs = input_options(args)
     out = check_output_dir(args.out)
     targets = output_names(args.images, out, args.format)
     check_no_earlier_results(targets, not args.no_preview, args.overwrite)
@@ -216,9 +226,7 @@ def run(args) -> int:
         resolution=args.resolution,
         mode=args.mode,
         fill_cavities=not args.keep_cavities,
-        matting=not args.no_matting,
-        object_size=object_size,
-        fit_pose=args.pose_fit == "on",
+        **inputs,
     )
     if args.runtime == "savedmodel":
         reconstructor = Reconstructor(args.model, **options)

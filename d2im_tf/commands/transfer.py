@@ -7,7 +7,7 @@ argument and input is checked before anything is written.
 
 from __future__ import annotations
 
-from d2im_tf.commands.reconstruct import FORMATS, extraction_arguments, model_argument
+from d2im_tf.commands.reconstruct import FORMATS, extraction_arguments, input_arguments, model_argument
 
 
 def application_arguments(parser) -> None:
@@ -15,6 +15,7 @@ def application_arguments(parser) -> None:
     model_argument(parser)
     parser.add_argument("-o", "--out", required=True, help="output folder")
     extraction_arguments(parser)
+    input_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
     parser.add_argument(
         "--target-camera",
@@ -61,13 +62,14 @@ def configure(parser) -> None:
 
 
 def load_model(args):
-    """The :class:`~d2im_tf.applications.fields.FieldModel` of ``--model`` with the extraction options."""
+    """The :class:`~d2im_tf.applications.fields.FieldModel` of ``--model`` with the extraction and input
+    options."""
     from d2im_tf.applications.fields import FieldModel
+    from d2im_tf.commands.reconstruct import input_options
     from d2im_tf.inference.reconstruct import Reconstructor
 
-    return FieldModel(
-        Reconstructor(args.model, resolution=args.resolution, mode=args.mode, fill_cavities=not args.keep_cavities)
-    )
+    options = dict(resolution=args.resolution, mode=args.mode, fill_cavities=not args.keep_cavities)
+    return FieldModel(Reconstructor(args.model, **options, **input_options(args)))
 
 
 def camera_rows(args, *names):

@@ -243,6 +243,20 @@ class Reconstruction(NamedTuple):
     foreground: np.ndarray | None = None
 
 
+class EncodedInput(NamedTuple):
+    """One input through :meth:`Reconstructor.encode_input`: the :class:`PreparedInput`, ``encode``'s
+    outputs (batch 1), the ``projection`` ``[1, 3, 4]`` (model frame → the prepared image's pixels), the
+    ``view`` metadata row, the camera network's (fitted) ``pose`` (None for a given camera) and the
+    ``timings`` of encode, camera and pose fit (seconds)."""
+
+    prepared: PreparedInput
+    encoding: dict
+    projection: tf.Tensor
+    view: np.ndarray
+    pose: tuple | None
+    timings: dict
+
+
 class Reconstructor:
     """A loaded SavedModel and the extraction settings; :meth:`reconstruct` turns images into meshes.
 
@@ -376,34 +390,10 @@ class Reconstructor:
         the base field f_B alone, the coarse shape before the displacement maps are added."""
         if surface not in SURFACES:
             raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
-        pixels = np.asarray(pixels)
-        prepared = prepare_input(
-            pixels, self.image_size, self.image_reading, self.matting, self.reframing_size(camera_row)
-        )
-        image = prepared.image  # [S, S, 3]
-        batch = tf.constant(image[None])  # [1, S, S, 3]
-        start = time.perf_counter()
-        encoding = self.model.signatures["encode"](image=batch)  # global_code, maps, f0…f4
-        encoded = time.perf_counter()
-        square = framing.square_transform(*pixels.shape[:2], self.image_size)
-        reframing = prepared.transform @ np.linalg.inv(square)  # identity without re-framing
-        projection, view, pose = self.projection(batch, camera_row, norm_params, reframing)
-        timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
-        decode = self.model.signatures["decode"]
+        prepared, encoding, projection, view, pose, timings = self.encode_input(pixels, camera_row, norm_params)
+        timings = dict(timings)
+        decode_points = self.point_decoder(encoding, projection)
         maps = encoding["maps"][0].numpy()  # [S, S, 2]
-
-        def decode_points(points):  # [N, 3] → fused [N], base [N] in the model's units (×sdf_scale)
-            out = decode(points=tf.constant(points[None]), projection=projection, **encoding)
-            return out["sdf"].numpy()[0], out["base"].numpy()[0]
-
-        if pose is not None and self.fit_pose:
-            fitted = time.perf_counter()
-            pose = self._fitted_pose(pose, decode_points, projection, encoding, prepared)
-            projection = camera.projection_from_pose(
-                tf.constant(pose[0][None]), tf.constant(pose[1][None]), self.image_size
-            )
-            view = view_row_from_pose(*pose)
-            timings["pose_fit"] = time.perf_counter() - fitted
 
         if surface == "base":
             mesh, stats = self._extract_base(decode_points, projection, encoding)
@@ -418,7 +408,44 @@ class Reconstructor:
             mesh, frame = frames.to_world(mesh, np.asarray(norm_params, float)), "world"
             model_projection = model_projection @ np.linalg.inv(frames.denormalising_matrix(norm_params))
         input_projection = np.linalg.inv(prepared.transform) @ model_projection
-        return Reconstruction(mesh, maps, timings, view, image, frame, pose, input_projection, prepared.foreground)
+        return Reconstruction(
+            mesh, maps, timings, view, prepared.image, frame, pose, input_projection, prepared.foreground
+        )
+
+    def encode_input(self, pixels: np.ndarray, camera_row=None, norm_params=None) -> EncodedInput:
+        """An image prepared (:func:`prepare_input`: matted, re-framed), encoded, and its camera: given
+        (``camera_row`` + ``norm_params``), or predicted and fitted to the outline (``fit_pose``)."""
+        pixels = np.asarray(pixels)
+        prepared = prepare_input(
+            pixels, self.image_size, self.image_reading, self.matting, self.reframing_size(camera_row)
+        )
+        batch = tf.constant(prepared.image[None])  # [1, S, S, 3]
+        start = time.perf_counter()
+        encoding = self.model.signatures["encode"](image=batch)  # global_code, maps, f0…f4
+        encoded = time.perf_counter()
+        square = framing.square_transform(*pixels.shape[:2], self.image_size)
+        reframing = prepared.transform @ np.linalg.inv(square)  # identity without re-framing
+        projection, view, pose = self.projection(batch, camera_row, norm_params, reframing)
+        timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
+        if pose is not None and self.fit_pose:
+            fitted = time.perf_counter()
+            pose = self._fitted_pose(pose, self.point_decoder(encoding, projection), projection, encoding, prepared)
+            projection = camera.projection_from_pose(
+                tf.constant(pose[0][None]), tf.constant(pose[1][None]), self.image_size
+            )
+            view = view_row_from_pose(*pose)
+            timings["pose_fit"] = time.perf_counter() - fitted
+        return EncodedInput(prepared, encoding, projection, view, pose, timings)
+
+    def point_decoder(self, encoding: dict, projection):
+        """``points [N, 3] → (fused [N], base [N])`` in the model's units (× sdf_scale) for one encoding."""
+        decode = self.model.signatures["decode"]
+
+        def decode_points(points):
+            out = decode(points=tf.constant(points[None]), projection=projection, **encoding)
+            return out["sdf"].numpy()[0], out["base"].numpy()[0]
+
+        return decode_points
 
     def _fitted_pose(self, pose, decode_points, projection, encoding, prepared: PreparedInput):
         """The camera network's ``pose`` refined against the input's foreground
