@@ -104,6 +104,24 @@ def test_extra_train_shapes_join_training_only_and_a_dataset_grows_by_writing_on
     assert file_hashes(fresh) == file_hashes(grown)
 
 
+def test_the_same_command_after_a_kill_writes_only_the_unfinished_shapes(tiny, tmp_path, monkeypatch):
+    """A shape without its metadata file (written last) is unfinished: the same command run again
+    writes it alone, and the folder ends with the bytes of an uninterrupted run."""
+    killed = tmp_path / "killed"
+    shutil.copytree(tiny, killed)
+    layout = fmt.DatasetLayout(killed)
+    layout.metadata_path(CATEGORIES[1], "syn00001").unlink()
+    layout.image_path(CATEGORIES[1], "syn00001", 2).unlink()
+    for split in ("train", "test"):
+        layout.split_path(CATEGORIES[0], split).unlink()
+    written = []
+    task = generate._synthetic_task
+    monkeypatch.setattr(generate, "_synthetic_task", lambda t: written.append(t[1:]) or task(t))
+    assert main(["make-data", "--out", str(killed), *TINY]) == 0
+    assert written == [(CATEGORIES[1], 1)]
+    assert file_hashes(killed) == file_hashes(tiny)
+
+
 def test_unknown_category_fails_with_one_line(tmp_path, capsys):
     assert main(["make-data", "--out", str(tmp_path / "x"), "--categories", "02691156"]) == 2
     assert "no procedural family for 02691156" in capsys.readouterr().err

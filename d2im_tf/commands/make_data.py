@@ -1,9 +1,10 @@
 """``d2im make-data``: write a synthetic detail-rich dataset (or convert user meshes) in DISN's layout.
 
 ``OUT`` must be new or empty, or hold a dataset made with the same settings (``OUT/make_data.json``):
-running the same command again — after it was killed, say — rewrites the same bytes. The one setting
-that may change is a larger ``--extra-train-shapes`` on a finished dataset: that generates only the
-new training shapes, so a study set can grow without touching its test split.
+running the same command again — after it was killed, say — writes only the shapes it had not
+finished (their metadata file, written last, is missing), with the bytes of an uninterrupted run. The
+one setting that may change is a larger ``--extra-train-shapes`` on a finished dataset: that generates
+only the new training shapes, so a study set can grow without touching its test split.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ def variety_settings(args) -> dict:
 
 def check_out_folder(out: Path, record: dict) -> int:
     """Refuse to mix datasets: ``out`` must be new, empty, or made by make-data with the same settings
-    (re-running the same command — after it was killed, say — rewrites the same files).
+    (re-running the same command — after it was killed, say — writes the shapes it had not finished).
 
     Returns the index of the first shape of each category to write: 0, except when a finished dataset
     grows by a larger ``--extra-train-shapes`` (its shapes are kept and only the new ones written)."""

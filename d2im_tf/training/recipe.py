@@ -19,8 +19,9 @@ subprocess:
 ``RUNS/recipe_state.json`` records each finished stage (with the command it finished with), so a
 second run skips them up to the first stage that is unfinished or whose command changed; that stage and
 every later one run (a finished training run given the same command does no more steps; one given more
-epochs continues). A stage killed midway is run again (data) or resumed (training). While a stage runs,
-``RUNS/running.json`` names it and its process id.
+epochs continues). A stage killed midway is run again (data: ``make-data`` writes only the shapes it
+had not finished) or resumed (training). While a stage runs, ``RUNS/running.json`` names it and its
+process id.
 """
 
 from __future__ import annotations

@@ -248,7 +248,14 @@ def make_synthetic(
         known = ", ".join(f"{k} ({v})" for k, v in CATEGORY_NAMES.items())
         raise UserError(f"no procedural family for {', '.join(unknown)}; known: {known}")
     total = per_category + extra_train
-    tasks = [(settings, c, i) for c in categories for i in range(first_shape, total)]
+    # a shape whose metadata (written last, atomically) exists is complete: the same command run again
+    # after a kill writes only the shapes it had not finished
+    tasks = [
+        (settings, c, i)
+        for c in categories
+        for i in range(first_shape, total)
+        if not settings.layout.metadata_path(c, shape_name(i)).exists()
+    ]
     _run(_synthetic_task, tasks, workers, "make-data")
     split = {c: [shape_name(i) for i in range(per_category)] for c in categories}
     extra = {c: [shape_name(i) for i in range(per_category, total)] for c in categories}
