@@ -80,7 +80,8 @@ class DataConfig:
     # 0: drawn uniformly over the box, whose inside share is the shape's share of its volume
     far_inside: float = 0.0
     # > 0: crop each training image to its object's box, resized so the box spans this share of the side,
-    # the projection adjusted by the crop (d2im_tf/data/framing.py); 0: the renders as they are (the paper)
+    # the projection (SDF network) or the pose (camera network) adjusted by the crop (d2im_tf/data/framing.py);
+    # 0: the renders as they are (the paper)
     framing_object_size: float = 0.0
     seed: int = 0  # the shuffling, views and points of the input stream, and the initial weights
 

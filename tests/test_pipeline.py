@@ -351,3 +351,16 @@ def test_framing_crops_the_image_and_moves_the_projection_with_it(tmp_path):
                 assert max(box[2] - box[0], box[3] - box[1]) / 32 == pytest.approx(fraction, abs=3 / 32)
                 np.testing.assert_allclose((box[:2] + box[2:]) / 2, 16, atol=1.5)
                 assert framing.object_size(foreground) == pytest.approx(fraction, abs=3 / 32)
+    # The camera network's examples: the same crop, the pose moved with it.
+    from d2im_tf.data.pipeline import CameraDataset
+
+    config = _config(tmp_path, "data.framing_object_size=0.8", "camera.image_size=32", "camera.points=64")
+    batch = next(iter(CameraDataset(config).dataset(6)))
+    for image, rotation, translation in zip(batch["image"].numpy(), batch["rotation"], batch["translation"]):
+        projection = camera.intrinsics(32) @ np.column_stack([rotation.numpy(), translation.numpy()])
+        uv, _ = camera.project(sphere_points[None], projection[None])
+        uv = uv.numpy()[0]
+        box = np.concatenate([uv.min(axis=0), uv.max(axis=0)])
+        assert max(box[2] - box[0], box[3] - box[1]) / 32 == pytest.approx(0.8, abs=3 / 32)
+        np.testing.assert_allclose((box[:2] + box[2:]) / 2, 16, atol=1.5)
+        assert framing.object_size(image.min(axis=-1) < 0.9) == pytest.approx(0.8, abs=3 / 32)

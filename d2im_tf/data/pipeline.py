@@ -201,21 +201,32 @@ def framed_example(image_path: bytes, normal_path: bytes, image_size: int, objec
 
     from d2im_tf.data import framing
 
-    rgba = fmt.read_image(image_path.decode())
-    if rgba.shape[-1] != 4:
-        raise fmt.DataError(image_path.decode(), "data.framing_object_size needs RGBA renders (the alpha is the mask)")
-    height, width = rgba.shape[:2]
-    mask = rgba[..., 3] > 127
-    image, transform = framing.reframe(fmt.on_white(rgba).astype(np.float32), mask, object_size, image_size)
+    image, transform, (height, width) = _reframed_render(image_path, image_size, object_size)
     normals = fmt.read_normal_map(normal_path.decode())  # [h, w, 3] unit normals, zeros on the background
     to_normals = np.diag([normals.shape[1] / width, normals.shape[0] / height, 1.0])  # render → normal-map pixels
     normals = framing.warp(normals, transform @ np.linalg.inv(to_normals), image_size, fill=0.0, resample=Image.NEAREST)
     resized = np.diag([image_size / width, image_size / height, 1.0])  # render → the projection's pixels
-    return (
-        np.clip(image / 255.0, 0.0, 1.0).astype(np.float32),
-        normals.astype(np.float32),
-        (transform @ np.linalg.inv(resized)).astype(np.float32),
-    )
+    return image, normals.astype(np.float32), (transform @ np.linalg.inv(resized)).astype(np.float32)
+
+
+def framed_image(image_path: bytes, image_size: int, object_size: float):
+    """:func:`framed_example` without the normal map (the camera network's examples): ``(image [S, S, 3],
+    A [3, 3])``."""
+    image, transform, (height, width) = _reframed_render(image_path, image_size, object_size)
+    resized = np.diag([image_size / width, image_size / height, 1.0])
+    return image, (transform @ np.linalg.inv(resized)).astype(np.float32)
+
+
+def _reframed_render(image_path: bytes, image_size: int, object_size: float):
+    """The render on white, re-framed, in [0, 1]; the affine of its pixels to the result's; its size."""
+    from d2im_tf.data import framing
+
+    rgba = fmt.read_image(image_path.decode())
+    if rgba.shape[-1] != 4:
+        raise fmt.DataError(image_path.decode(), "data.framing_object_size needs RGBA renders (the alpha is the mask)")
+    mask = rgba[..., 3] > 127
+    image, transform = framing.reframe(fmt.on_white(rgba).astype(np.float32), mask, object_size, image_size)
+    return np.clip(image / 255.0, 0.0, 1.0).astype(np.float32), transform, rgba.shape[:2]
 
 
 def decode_image(path, image_size: int):
@@ -380,9 +391,22 @@ class CameraDataset(ShapeDataset):
         count = self.config.camera.points
         index = uniform_point_indices(tf.shape(surface)[0], count, points_seed)
         points = tf.gather(surface, index)
+        size = self.config.camera.image_size
+        rotation, translation = self._rotations[shape, view], self._translations[shape, view]
+        if self.config.data.framing_object_size:  # re-framed as the SDF network's, the pose moved with it
+            image, transform = tf.numpy_function(
+                framed_image,
+                [self._image_paths[shape, view], size, self.config.data.framing_object_size],
+                [tf.float32] * 2,
+                stateful=False,
+            )
+            image, transform = tf.ensure_shape(image, [size, size, 3]), tf.ensure_shape(transform, [3, 3])
+            rotation, translation = camera.reframed_pose(rotation, translation, transform, size)
+        else:
+            image = decode_image(self._image_paths[shape, view], size)
         return {
-            "image": decode_image(self._image_paths[shape, view], self.config.camera.image_size),
+            "image": image,
             "points": tf.ensure_shape(points, [count, 3]),
-            "rotation": self._rotations[shape, view],
-            "translation": self._translations[shape, view],
+            "rotation": rotation,
+            "translation": translation,
         }

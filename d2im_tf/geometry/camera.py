@@ -125,6 +125,29 @@ def projection_from_pose(rotation, translation, image_size: int):
     return tf.matmul(k, extrinsic)
 
 
+def reframed_pose(rotation, translation, transform, image_size: int):
+    """The pose ``(R' [3, 3], t' [3])`` of a view whose image was re-framed by the pixel affine ``transform``
+    ``[3, 3]`` (a scale s and a shift, :mod:`d2im_tf.data.framing`), the intrinsics K unchanged: the
+    object (the frame's origin at its centre) is seen from the same direction, at 1/s of the distance,
+    along the ray through the pixel ``transform`` moves its centre to. ``K·[R' | t']`` puts the centre
+    exactly where ``transform·K·[R | t]`` does and draws the object s times larger, exactly so in the
+    limit of a distant object (nearer, the perspective of the shorter distance shows). The camera
+    network's target for a re-framed training image (``data.framing_object_size``)."""
+    rotation, translation = tf.convert_to_tensor(rotation), tf.convert_to_tensor(translation)
+    transform = tf.cast(transform, translation.dtype)
+    f, c = focal_pixels(image_size), image_size / 2.0
+    centre = transform @ tf.concat([f * translation[:2] / translation[2] + c, [1.0]], axis=0)[:, None]  # [3, 1]
+    ray = tf.concat([(centre[:2, 0] - c) / f, [1.0]], axis=0)
+    ray = ray / tf.norm(ray)  # the new direction of the centre, [3]
+    distance = tf.norm(translation)
+    before = translation / distance
+    k = tf.linalg.cross(before, ray)  # the turn taking the old direction onto the new one (Rodrigues)
+    cross = tf.stack([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    cross = tf.cast(cross, translation.dtype)
+    turn = tf.eye(3, dtype=translation.dtype) + cross + cross @ cross / (1.0 + tf.reduce_sum(before * ray))
+    return turn @ rotation, ray * distance / transform[0, 0]
+
+
 def rotation_from_6d(b):
     """Zhou et al.'s 6D parameterisation ``[..., 6]`` to rotation matrices ``[..., 3, 3]``.
 
