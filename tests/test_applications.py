@@ -13,6 +13,7 @@ from d2im_tf.applications.fields import FieldModel, project_numpy
 from d2im_tf.applications.paste import LogoPaste, Placement, logo_paste, logo_projection, pasted_image, place
 from d2im_tf.applications.transfer import BoxPair, DetailTransfer, detail_transfer
 from d2im_tf.cli import main
+from d2im_tf.data import framing
 from d2im_tf.data.framing import square_transform
 from d2im_tf.errors import UserError
 from d2im_tf.geometry import camera
@@ -388,6 +389,8 @@ def test_an_application_prepares_its_target_as_a_reconstruction_does(field_model
     target = field_model.encode(pixels)
     reconstruction = field_model.reconstructor.reconstruct(pixels)
     assert not np.allclose(target.transform, square_transform(64, 64, field_model.image_size))  # re-framed
+    size = field_model.reconstructor.object_size
+    assert framing.object_size(target.image.min(axis=-1) < 0.9) == pytest.approx(size, abs=2 / field_model.image_size)
     np.testing.assert_array_equal(target.image, reconstruction.image)
     to_file = np.linalg.inv(target.transform) @ target.projection.numpy()[0]
     np.testing.assert_allclose(to_file, reconstruction.input_projection, rtol=1e-5, atol=1e-4)

@@ -1038,7 +1038,7 @@ def test_make_data_runs_again_only_with_the_same_settings(tmp_path):
             (tmp_path / "splits" / f"{category}_{split}.lst").write_text("")
     assert check_out_folder(tmp_path, record(*grown, "5")) == 10  # a finished dataset grows: write shape 10 on
     (tmp_path / RECORD).write_text(json.dumps(record(*grown, "5")))
-    assert check_out_folder(tmp_path, record(*grown, "5")) == 0  # the same command again: write everything
+    assert check_out_folder(tmp_path, record(*grown, "5")) == 0  # the same command again: no growth
     assert check_out_folder(tmp_path, record(*grown, "7")) == 15
     with pytest.raises(UserError, match="made with --extra-train-shapes 5, not 3"):
         check_out_folder(tmp_path, record(*grown, "3"))

@@ -134,13 +134,13 @@ class LogoPaste(Composition):
         self.model, self.target, self.logo, self.blend = model, target, logo, blend
         self.mask = np.asarray(mask, bool)  # [H, W] in the target file's pixels
         self.projection = projection  # [1, 3, 4]: the logo's camera
+        self.to_file = np.linalg.inv(target.transform)  # [3, 3]: the prepared target's pixels → the file's
         self.maps = [logo.maps]
 
     def covered(self, points: np.ndarray) -> np.ndarray:
         """Which points ``[N, 3]`` project onto a pasted pixel, ``[N]`` bool."""
         uv = project_numpy(points, self.target.projection.numpy())  # prepared target's pixels
-        to_file = np.linalg.inv(self.target.transform)
-        file_xy = np.floor(uv @ to_file[:2, :2].T + to_file[:2, 2])
+        file_xy = np.floor(uv @ self.to_file[:2, :2].T + self.to_file[:2, 2])
         height, width = self.mask.shape
         inside = (file_xy[:, 0] >= 0) & (file_xy[:, 0] < width) & (file_xy[:, 1] >= 0) & (file_xy[:, 1] < height)
         result = np.zeros(len(points), bool)

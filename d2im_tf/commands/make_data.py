@@ -204,8 +204,8 @@ def check_out_folder(out: Path, record: dict) -> int:
     """Refuse to mix datasets: ``out`` must be new, empty, or made by make-data with the same settings
     (re-running the same command — after it was killed, say — writes the shapes it had not finished).
 
-    Returns the index of the first shape of each category to write: 0, except when a finished dataset
-    grows by a larger ``--extra-train-shapes`` (its shapes are kept and only the new ones written)."""
+    Returns the index of the first new shape of each category when a finished dataset grows by a larger
+    ``--extra-train-shapes`` (its split lists are then rewritten once the new shapes are in), else 0."""
     from d2im_tf.data.disn_format import DatasetLayout
     from d2im_tf.io import check_output_dir
 
@@ -265,7 +265,7 @@ def run(args) -> int:
     with atomic_path(out / RECORD) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     try:
-        _generate(args, generate, first_shape)
+        _generate(args, generate)
     except UserError:
         if [p.name for p in out.iterdir()] == [RECORD]:  # refused before any shape was written
             (out / RECORD).unlink()
@@ -276,7 +276,7 @@ def run(args) -> int:
     return 0
 
 
-def _generate(args, generate, first_shape: int) -> None:
+def _generate(args, generate) -> None:
     settings = generate.Settings(
         out=Path(args.out),
         views=args.views,
@@ -305,7 +305,6 @@ def _generate(args, generate, first_shape: int) -> None:
             args.workers,
             args.test_fraction,
             args.extra_train_shapes,
-            first_shape,
         )
 
 

@@ -142,8 +142,7 @@ def reframed_pose(rotation, translation, transform, image_size: int):
     distance = tf.norm(translation)
     before = translation / distance
     k = tf.linalg.cross(before, ray)  # the turn taking the old direction onto the new one (Rodrigues)
-    cross = tf.stack([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    cross = tf.cast(cross, translation.dtype)
+    cross = tf.stack([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])  # [k]ₓ
     turn = tf.eye(3, dtype=translation.dtype) + cross + cross @ cross / (1.0 + tf.reduce_sum(before * ray))
     return turn @ rotation, ray * distance / transform[0, 0]
 

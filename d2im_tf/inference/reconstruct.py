@@ -391,7 +391,6 @@ class Reconstructor:
         if surface not in SURFACES:
             raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
         prepared, encoding, projection, view, pose, timings = self.encode_input(pixels, camera_row, norm_params)
-        timings = dict(timings)
         decode_points = self.point_decoder(encoding, projection)
         maps = encoding["maps"][0].numpy()  # [S, S, 2]
 

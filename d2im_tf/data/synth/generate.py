@@ -238,22 +238,20 @@ def make_synthetic(
     workers: int = 1,
     test_fraction: float = 0.2,
     extra_train: int = 0,
-    first_shape: int = 0,
 ) -> None:
     """Generate ``per_category`` procedural shapes of each category, split into train and test, and
-    ``extra_train`` more (the indices after them) for the training split only. Shapes below index
-    ``first_shape`` are taken as already written (a finished dataset that grows)."""
+    ``extra_train`` more (the indices after them) for the training split only. Shapes already
+    finished in the folder (their metadata file, written last and atomically, exists) are not written
+    again: a killed run continues, and a finished dataset that grows writes only its new shapes."""
     unknown = [c for c in categories if c not in shapes.FAMILIES]  # every category has classic families
     if unknown:
         known = ", ".join(f"{k} ({v})" for k, v in CATEGORY_NAMES.items())
         raise UserError(f"no procedural family for {', '.join(unknown)}; known: {known}")
     total = per_category + extra_train
-    # a shape whose metadata (written last, atomically) exists is complete: the same command run again
-    # after a kill writes only the shapes it had not finished
     tasks = [
         (settings, c, i)
         for c in categories
-        for i in range(first_shape, total)
+        for i in range(total)
         if not settings.layout.metadata_path(c, shape_name(i)).exists()
     ]
     _run(_synthetic_task, tasks, workers, "make-data")
