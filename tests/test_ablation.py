@@ -64,6 +64,26 @@ def test_table_means_errors_and_paper_numbers(tmp_path):
     assert _cells(longer, "Full, longer") == ["–"] * 4 + cells[4:]  # an extra row: ours only
 
 
+def test_relief_table_means_and_errors(tmp_path):
+    path = ablation.eval_dir(tmp_path, "nolap") / "per_shape.csv"
+    path.parent.mkdir(parents=True)
+    rows = [("gt", ablation.CHAIR, 10.0), ("gt", ablation.CHAIR, 14.0), ("gt", TABLE, 30.0), ("predicted", TABLE, 99.0)]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["category", "shape", "camera", "relief_angle"])
+        writer.writerows([category, f"s{index}", camera, angle] for index, (camera, category, angle) in enumerate(rows))
+    _write_per_shape(
+        ablation.eval_dir(tmp_path, "full") / "per_shape.csv", [("gt", ablation.CHAIR, 0.01, 0.5, 0.1, 1.0)]
+    )
+    table = ablation.relief_table(tmp_path)
+    assert [line for line in table.splitlines() if line.startswith("| ") and "relief" not in line] == [
+        line for line in table.splitlines() if line.startswith("| NoLap |")
+    ]  # Full's evaluation has no relief column
+    # chairs: mean 12, sample std 2.83, error 2; mean of categories (12 + 30)/2, error √(2² + 0²)/2
+    assert _cells(table, "NoLap") == ["12.0 ± 2.0", "21.0 ± 1.0"]
+    assert ablation.relief_table(tmp_path, variants=["full"]) == ""
+
+
 def test_labelled_grid_places_panels_row_by_row():
     size = 20
     colours = [[(255, 0, 0), (0, 255, 0), (0, 0, 255)], [(10, 20, 30), (40, 50, 60), (70, 80, 90)]]

@@ -93,6 +93,12 @@ def evaluate(args) -> None:
 def table(args) -> None:
     extra = dict(item.split("=", 1) for item in args.extra_eval)
     text = ablation.comparison_table(args.out, args.variants, args.eval_name, extra)
+    relief = ablation.relief_table(args.out, args.variants, args.eval_name, extra)
+    if relief:
+        text += (
+            "\nRelief error (degrees between the normal maps on the ground truth's relief pixels; lower is better):\n\n"
+        )
+        text += relief
     path = Path(args.out) / f"table_{args.eval_name}.md"
     path.write_text(text)
     print(text + f"\nwrote {path}")

@@ -11,7 +11,8 @@ An ablation folder ``OUT`` (written by ``tools/ablation.py``) holds, per variant
 
 :func:`comparison_table` reads the per-shape rows and prints one Markdown table: our chairs and our
 all-category mean, each metric with its standard error over the test shapes, next to the paper's
-chair numbers.
+chair numbers. :func:`relief_table` does the same for the relief error
+(:mod:`d2im_tf.evaluation.relief`), which the paper does not report.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ VARIANT_TITLES = {
     "gl": "D²IM-Net_GL",
 }
 METRICS = ("chamfer_l1", "iou", "ecd_3d", "ecd_2d")  # the order of the paper's Table 1
+RELIEF = "relief_angle"  # d2im evaluate's column of the relief error (degrees)
 METRIC_TITLES = {"chamfer_l1": "CD", "iou": "IoU", "ecd_3d": "ECD-3D", "ecd_2d": "ECD-2D"}
 # Chairs, (CD, IoU, ECD-3D, ECD-2D). Table 1 of the paper for the five ablation rows; it has no GL row,
 # so GL's are the chair column of Table 2 (where the Full model's chairs read 0.0329, 0.5613, 0.0523, 1.707).
@@ -61,10 +63,10 @@ def eval_dir(out, variant: str, name: str = "eval") -> Path:
     return run_dir(out, variant) / name
 
 
-def read_per_shape(path, camera: str = "gt") -> dict[str, np.ndarray]:
-    """``per_shape.csv`` → category → ``[shapes, len(METRICS)]`` values for one camera kind."""
+def read_per_shape(path, camera: str = "gt", metrics=METRICS) -> dict[str, np.ndarray]:
+    """``per_shape.csv`` → category → ``[shapes, len(metrics)]`` values for one camera kind."""
     with open(path, newline="") as handle:
-        return group_by_category([row for row in csv.DictReader(handle) if row["camera"] == camera], METRICS)
+        return group_by_category([row for row in csv.DictReader(handle) if row["camera"] == camera], metrics)
 
 
 def mean_and_error(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,19 +94,26 @@ def _cells(mean: np.ndarray, error: np.ndarray) -> list[str]:
     ]
 
 
-def comparison_table(out, variants=VARIANTS, eval_name: str = "eval", extra: dict | None = None) -> str:
-    """Markdown: a row per variant with an evaluation ``eval_name`` — paper (chairs) | ours, chairs |
-    ours, mean over categories — four metrics each; shape counts in the note above it. ``extra``
-    (title → evaluation folder) appends rows without paper numbers, e.g. a longer-trained model."""
+def _evaluations(out, variants, eval_name: str, extra: dict | None) -> list[tuple[str, Path, tuple]]:
+    """``(title, per_shape.csv, paper's chair numbers)`` of every variant evaluated as ``eval_name``, then
+    of every ``extra`` evaluation folder (paper numbers "–")."""
     sources = [
         (VARIANT_TITLES[variant], eval_dir(out, variant, eval_name), PAPER_CHAIRS[variant]) for variant in variants
     ]
     sources += [(title, Path(folder), ("–",) * len(METRICS)) for title, folder in (extra or {}).items()]
+    return [
+        (title, folder / "per_shape.csv", paper)
+        for title, folder, paper in sources
+        if (folder / "per_shape.csv").exists()
+    ]
+
+
+def comparison_table(out, variants=VARIANTS, eval_name: str = "eval", extra: dict | None = None) -> str:
+    """Markdown: a row per variant with an evaluation ``eval_name`` — paper (chairs) | ours, chairs |
+    ours, mean over categories — four metrics each; shape counts in the note above it. ``extra``
+    (title → evaluation folder) appends rows without paper numbers, e.g. a longer-trained model."""
     rows, counts = [], {}
-    for title, folder, paper in sources:
-        path = folder / "per_shape.csv"
-        if not path.exists():
-            continue
+    for title, path, paper in _evaluations(out, variants, eval_name, extra):
         by_category = read_per_shape(path)
         counts = {category: len(values) for category, values in by_category.items()}
         ours = summary(by_category)
@@ -123,3 +132,21 @@ def comparison_table(out, variants=VARIANTS, eval_name: str = "eval", extra: dic
         f"{len(counts)} categories; value ± standard error over shapes."
     )
     return "\n".join([note, "", *header, *rows]) + "\n"
+
+
+def relief_table(out, variants=VARIANTS, eval_name: str = "eval", extra: dict | None = None) -> str:
+    """Markdown: a row per variant whose evaluation ``eval_name`` has the relief error — ours, chairs |
+    ours, mean over categories, each ± its standard error over shapes (as :func:`comparison_table`);
+    empty when none has it. ``extra``: as :func:`comparison_table`'s."""
+    rows = []
+    for title, path, _ in _evaluations(out, variants, eval_name, extra):
+        with open(path, newline="") as handle:
+            if RELIEF not in (csv.DictReader(handle).fieldnames or []):
+                continue
+        ours = summary(read_per_shape(path, metrics=(RELIEF,)))
+        cells = [f"{ours[key][0][0]:.1f} ± {ours[key][1][0]:.1f}" if key in ours else "–" for key in ("chair", "mean")]
+        rows.append(f"| {title} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    header = ["| variant | chairs relief error (°) | mean relief error (°) |", "|---|---:|---:|"]
+    return "\n".join([*header, *rows]) + "\n"
