@@ -201,24 +201,23 @@ def framed_example(image_path: bytes, normal_path: bytes, image_size: int, objec
 
     from d2im_tf.data import framing
 
-    image, transform, (height, width) = _reframed_render(image_path, image_size, object_size)
+    image, transform, projection_affine, (height, width) = _reframed_render(image_path, image_size, object_size)
     normals = fmt.read_normal_map(normal_path.decode())  # [h, w, 3] unit normals, zeros on the background
     to_normals = np.diag([normals.shape[1] / width, normals.shape[0] / height, 1.0])  # render → normal-map pixels
     normals = framing.warp(normals, transform @ np.linalg.inv(to_normals), image_size, fill=0.0, resample=Image.NEAREST)
-    resized = np.diag([image_size / width, image_size / height, 1.0])  # render → the projection's pixels
-    return image, normals.astype(np.float32), (transform @ np.linalg.inv(resized)).astype(np.float32)
+    return image, normals.astype(np.float32), projection_affine
 
 
 def framed_image(image_path: bytes, image_size: int, object_size: float):
     """:func:`framed_example` without the normal map (the camera network's examples): ``(image [S, S, 3],
     A [3, 3])``."""
-    image, transform, (height, width) = _reframed_render(image_path, image_size, object_size)
-    resized = np.diag([image_size / width, image_size / height, 1.0])
-    return image, (transform @ np.linalg.inv(resized)).astype(np.float32)
+    image, _, projection_affine, _ = _reframed_render(image_path, image_size, object_size)
+    return image, projection_affine
 
 
 def _reframed_render(image_path: bytes, image_size: int, object_size: float):
-    """The render on white, re-framed, in [0, 1]; the affine of its pixels to the result's; its size."""
+    """The render on white, re-framed, in [0, 1]; the affine of its pixels to the result's; the affine of
+    the projection's pixels (the render resized to S) to the result's; the render's size."""
     from d2im_tf.data import framing
 
     rgba = fmt.read_image(image_path.decode())
@@ -226,7 +225,10 @@ def _reframed_render(image_path: bytes, image_size: int, object_size: float):
         raise fmt.DataError(image_path.decode(), "data.framing_object_size needs RGBA renders (the alpha is the mask)")
     mask = rgba[..., 3] > 127
     image, transform = framing.reframe(fmt.on_white(rgba).astype(np.float32), mask, object_size, image_size)
-    return np.clip(image / 255.0, 0.0, 1.0).astype(np.float32), transform, rgba.shape[:2]
+    height, width = rgba.shape[:2]
+    resized = np.diag([image_size / width, image_size / height, 1.0])  # render → the projection's pixels
+    projection_affine = (transform @ np.linalg.inv(resized)).astype(np.float32)
+    return np.clip(image / 255.0, 0.0, 1.0).astype(np.float32), transform, projection_affine, (height, width)
 
 
 def decode_image(path, image_size: int):

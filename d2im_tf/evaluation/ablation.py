@@ -63,10 +63,19 @@ def eval_dir(out, variant: str, name: str = "eval") -> Path:
     return run_dir(out, variant) / name
 
 
+class MissingColumn(ValueError):
+    """A ``per_shape.csv`` without a metric asked for (e.g. an evaluation older than the relief error)."""
+
+
 def read_per_shape(path, camera: str = "gt", metrics=METRICS) -> dict[str, np.ndarray]:
-    """``per_shape.csv`` → category → ``[shapes, len(metrics)]`` values for one camera kind."""
+    """``per_shape.csv`` → category → ``[shapes, len(metrics)]`` values for one camera kind; raises
+    :class:`MissingColumn` when the file lacks one of ``metrics``."""
     with open(path, newline="") as handle:
-        return group_by_category([row for row in csv.DictReader(handle) if row["camera"] == camera], metrics)
+        reader = csv.DictReader(handle)
+        missing = [key for key in metrics if key not in (reader.fieldnames or [])]
+        if missing:
+            raise MissingColumn(f"{path}: no column {missing[0]!r}")
+        return group_by_category([row for row in reader if row["camera"] == camera], metrics)
 
 
 def mean_and_error(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,10 +149,10 @@ def relief_table(out, variants=VARIANTS, eval_name: str = "eval", extra: dict | 
     empty when none has it. ``extra``: as :func:`comparison_table`'s."""
     rows = []
     for title, path, _ in _evaluations(out, variants, eval_name, extra):
-        with open(path, newline="") as handle:
-            if RELIEF not in (csv.DictReader(handle).fieldnames or []):
-                continue
-        ours = summary(read_per_shape(path, metrics=(RELIEF,)))
+        try:
+            ours = summary(read_per_shape(path, metrics=(RELIEF,)))
+        except MissingColumn:
+            continue
         cells = [f"{ours[key][0][0]:.1f} ± {ours[key][1][0]:.1f}" if key in ours else "–" for key in ("chair", "mean")]
         rows.append(f"| {title} | " + " | ".join(cells) + " |")
     if not rows:
