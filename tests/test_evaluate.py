@@ -138,3 +138,40 @@ def test_missing_gt_mesh_is_a_data_error(model_dir, data_with_meshes, tmp_path, 
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and str(missing) in err and len(err.splitlines()) == 1
+
+
+def test_evaluate_base_surface_scores_the_base_fields_mesh(model_dir, data_with_meshes, tmp_path, capsys):
+    from d2im_tf.inference.reconstruct import Reconstructor
+
+    out = tmp_path / "eval_base"
+    arguments = ["evaluate", "--model", str(model_dir), "--data", str(data_with_meshes), "--resolution", "32"]
+    assert main([*arguments, "--surface", "base", "-o", str(out), "--no-progress"]) == 0
+    assert (out / "metrics.md").read_text().startswith("# Evaluation of the base field f_B alone")
+    with open(out / "per_shape.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    # the same numbers from the base field's mesh reconstructed directly
+    case = EvaluationCase.load(fmt.DatasetLayout(data_with_meshes), TOY_CATEGORY, "t")
+    result = Reconstructor(model_dir, resolution=32).reconstruct(
+        case.pixels, case.view_row, case.norm_params, surface="base"
+    )
+    mesh = to_normalised(result.mesh, case.norm_params) if result.frame == "world" else result.mesh
+    expected = shape_metrics(mesh, case.truth, case.view_row, case.norm_params)
+    for key in ("iou", "chamfer_l1", "ecd_2d", "relief_angle"):
+        assert float(row[key]) == pytest.approx(expected[key], rel=0.05, abs=1e-3), key
+    capsys.readouterr()
+    refused = main(
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--images",
+            str(tmp_path),
+            "--surface",
+            "base",
+            "-o",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert refused == 2
+    assert "--surface base needs --data" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from d2im_tf.evaluation.laplacian_fit import explained_share
 from d2im_tf.geometry import camera
 from d2im_tf.geometry.frames import normalised_projection
 from d2im_tf.models.d2im import norm_scale_from_projection
@@ -202,6 +203,24 @@ def test_laplacian_residual_vanishes_for_the_true_displacement_map(relief_case):
     assert np.sqrt(np.mean(residual**2)) < 0.1 * np.sqrt(np.mean(target**2))
     flipped = laplacian_residual(-true_map.astype(np.float32), *arguments).numpy()  # the reference's "+"
     assert np.sqrt(np.mean(flipped**2)) > 1.5 * np.sqrt(np.mean(target**2))
+
+
+def test_explained_share_is_one_for_the_true_map_and_negative_for_the_flipped_one(relief_case):
+    case = relief_case
+    x, y = grid(IMAGE)
+    true_map = case["scene"].displacement(np.stack([x.ravel(), y.ravel()], -1)).reshape(1, IMAGE, IMAGE, 1)
+    mask = tf.ones_like(case["depth"])
+    arguments = (case["normal_map"], case["uv"], case["depth"], case["norm_scale"], case["focal"], mask, SDF_SCALE)
+
+    def loss(front_map):
+        return float(laplacian_loss(front_map.astype(np.float32), *arguments))
+
+    zero = loss(np.zeros_like(true_map))
+    assert zero > 0
+    assert explained_share(loss(true_map), zero) > 0.98  # the residual's RMS is under a tenth of the target's
+    assert explained_share(zero, zero) == 0.0
+    assert explained_share(loss(-true_map), zero) < -1.0  # the wrong sign doubles the residual
+    assert explained_share(0.3, 0.0) == 0.0  # no target: nothing explained
 
 
 def test_base_and_sdf_losses():

@@ -32,6 +32,13 @@ def configure(parser) -> None:
     parser.add_argument(
         "--resolution", type=int, default=None, help="marching-cubes grid resolution (default 64, with --images 128)"
     )
+    parser.add_argument(
+        "--surface",
+        choices=("detailed", "base"),
+        default="detailed",
+        help="with --data: evaluate the model's output (default) or the zero set of the base field f_B alone, "
+        "the coarse shape before the displacement maps are added",
+    )
     keep_cavities_argument(parser)
     input_arguments(
         parser,
@@ -57,6 +64,8 @@ def run_images(args) -> int:
     from d2im_tf.io import check_output_dir
 
     folder = Path(args.images)
+    if args.surface != "detailed":
+        raise UserError("--surface base needs --data: the silhouette of --images measures the model's output")
     if not folder.is_dir():
         raise UserError(f"{folder}: image folder not found" if not folder.exists() else f"{folder}: not a folder")
     inputs = input_options(args)
@@ -116,8 +125,16 @@ def run(args) -> int:
         fill_cavities=not args.keep_cavities,
         **inputs,
     )
-    rows = evaluate(reconstructor, layout, args.split, args.categories, args.max_shapes, progress=not args.no_progress)
-    paths = write_reports(rows, args.out)
-    print(markdown_tables(summarise(rows)))
+    rows = evaluate(
+        reconstructor,
+        layout,
+        args.split,
+        args.categories,
+        args.max_shapes,
+        progress=not args.no_progress,
+        surface=args.surface,
+    )
+    paths = write_reports(rows, args.out, args.surface)
+    print(markdown_tables(summarise(rows), args.surface))
     print(f"wrote {paths['markdown']}, {paths['csv']} and {paths['per_shape']}")
     return 0

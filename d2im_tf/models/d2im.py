@@ -297,30 +297,35 @@ class D2IMNet(DistributableModel):
             weights = tf.where(below, self.model_config.inside_weight, 1.0)
         loss_base = base_loss(outputs["base"], sdf, weights)
         loss_sdf = sdf_loss(outputs["sdf"], sdf, weights)
-        if self.spec.laplacian:
-            projection = tf.cast(batch["projection"], tf.float32)
-            normal_map = tf.cast(batch["normal_map"], tf.float32)
-            loss_lap = laplacian_loss(
-                outputs["maps"][..., :1],
-                normal_map,
-                outputs["uv"],
-                outputs["depth"],
-                norm_scale_from_projection(projection),
-                self.focal,
-                laplacian_mask(
-                    sdf,
-                    outputs["front"],
-                    normal_map,
-                    outputs["uv"],
-                    flat_sigma=self.model_config.laplacian_flat_sigma,
-                    flat_tolerance=self.model_config.laplacian_flat_tolerance,
-                ),
-                self.sdf_scale,
-            )
-        else:
-            loss_lap = tf.zeros_like(loss_sdf)
+        loss_lap = self.laplacian_term(batch, outputs) if self.spec.laplacian else tf.zeros_like(loss_sdf)
         total = loss_sdf + self.model_config.laplacian_weight * loss_lap + (loss_base if self.spec.maps else 0.0)
         return {"loss": total, "loss_base": loss_base, "loss_sdf": loss_sdf, "loss_lap": loss_lap}
+
+    def laplacian_term(self, batch, outputs):
+        """L_lap of ``outputs["maps"]``' front map against the batch's normal map (any variant with maps;
+        the mask as in training: front points near the surface, away from the background and, with
+        ``model.laplacian_flat_sigma``, from the coarse surface's bends)."""
+        sdf = tf.cast(batch["sdf"], tf.float32)
+        projection = tf.cast(batch["projection"], tf.float32)
+        normal_map = tf.cast(batch["normal_map"], tf.float32)
+        mask = laplacian_mask(
+            sdf,
+            outputs["front"],
+            normal_map,
+            outputs["uv"],
+            flat_sigma=self.model_config.laplacian_flat_sigma,
+            flat_tolerance=self.model_config.laplacian_flat_tolerance,
+        )
+        return laplacian_loss(
+            outputs["maps"][..., :1],
+            normal_map,
+            outputs["uv"],
+            outputs["depth"],
+            norm_scale_from_projection(projection),
+            self.focal,
+            mask,
+            self.sdf_scale,
+        )
 
     # ---------------------------------------------------------------- chunked inference
 
