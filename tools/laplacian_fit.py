@@ -51,10 +51,11 @@ def measure(args) -> dict:
     from d2im_tf.config import load_config
     from d2im_tf.data.pipeline import ShapeDataset
     from d2im_tf.evaluation.laplacian_fit import laplacian_fit
-    from d2im_tf.training.loop import load_run_config, restore_weights
+    from d2im_tf.training.loop import restore_weights
     from d2im_tf.training.run import build_model
 
-    load_run_config(args.run)  # a clear error for a folder that is not a run
+    if not (args.run / "config.yaml").is_file():
+        raise UserError(f"{args.run / 'config.yaml'}: not found; is {args.run} a training run folder?")
     config = load_config(args.run / "config.yaml", args.overrides, skip_removed=True)
     model = build_model(config, "sdf", precision="float32")
     if not model.spec.maps:
