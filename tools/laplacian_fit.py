@@ -48,19 +48,16 @@ def main(argv=None) -> int:
 
 
 def measure(args) -> dict:
-    from d2im_tf.config import load_config
     from d2im_tf.data.pipeline import ShapeDataset
     from d2im_tf.evaluation.laplacian_fit import laplacian_fit
-    from d2im_tf.training.loop import restore_weights
-    from d2im_tf.training.run import build_model
+    from d2im_tf.models.d2im import VARIANT_SPECS
+    from d2im_tf.training.loop import load_run_config
+    from d2im_tf.training.run import load_model
 
-    if not (args.run / "config.yaml").is_file():
-        raise UserError(f"{args.run / 'config.yaml'}: not found; is {args.run} a training run folder?")
-    config = load_config(args.run / "config.yaml", args.overrides, skip_removed=True)
-    model = build_model(config, "sdf", precision="float32")
-    if not model.spec.maps:
+    config = load_run_config(args.run, args.overrides)
+    if not VARIANT_SPECS[config.model.variant].maps:
         raise UserError(f"{args.run}: variant {config.model.variant!r} has no displacement maps")
-    restore_weights(model, args.run)
+    model = load_model(args.run, "sdf", config)
     dataset = ShapeDataset(config, args.split).dataset(args.batch_size)
     return laplacian_fit(model, dataset, args.batches)
 

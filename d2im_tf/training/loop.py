@@ -83,12 +83,13 @@ def save_run_config(config: Config, out_dir) -> None:
             tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-def load_run_config(run_dir) -> Config:
-    """The config a run was trained with."""
+def load_run_config(run_dir, overrides=()) -> Config:
+    """The config a run was trained with, then ``overrides`` (``section.key=value``, e.g. to read its
+    data from elsewhere)."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise UserError(f"{path}: not found; is {run_dir} a training run folder?")
-    return load_config(path, skip_removed=True)  # a run recorded before a key was removed still loads
+    return load_config(path, overrides, skip_removed=True)  # a run recorded before a key was removed still loads
 
 
 # The config keys that shape each network's weights (and, for mixed precision, its optimiser's

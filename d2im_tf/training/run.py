@@ -192,9 +192,10 @@ def build_model(config: Config, network: str, total_steps: int = 1, precision: s
     return model
 
 
-def load_model(run_dir, network: str) -> DistributableModel:
-    """The network of a training run folder (its ``config.yaml`` and latest checkpoint), in float32."""
-    model = build_model(load_run_config(run_dir), network, precision="float32")
+def load_model(run_dir, network: str, config: Config | None = None) -> DistributableModel:
+    """The network of a training run folder (its ``config.yaml``, or ``config`` if given, and its latest
+    checkpoint), in float32."""
+    model = build_model(config or load_run_config(run_dir), network, precision="float32")
     restore_weights(model, run_dir)
     return model
 
