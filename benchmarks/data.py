@@ -60,7 +60,8 @@ def run(args) -> dict:
     )
     streams = generate.shape_streams(args.seed, args.category, 0)
     clock = Stopwatch()
-    mesh, _ = clock("shape (SDF grid + marching cubes)", generate.synthetic_mesh, settings, args.category, streams)
+    shape = clock("shape (SDF grid + marching cubes)", generate.synthetic_shape, settings, args.category, streams)
+    mesh = shape.mesh
     samples = clock(
         "samples (normalise, exact SDF, bands, gradients)",
         mesh_sdf.sample_sdf,

@@ -25,6 +25,7 @@ from d2im_tf.errors import UserError
 
 VARIANTS = ("baseline", "wsamp", "noback", "nolap", "full", "gl")
 CODE_NORMS = ("none", "batch", "layer")
+BASE_TARGETS = ("sdf", "coarse_sdf")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
 COMPAT_MODES = ("none", "reference")  # "reference": compute what the authors' PyTorch release computes
@@ -109,6 +110,10 @@ class ModelConfig:
     # Laplacian target")
     laplacian_flat_sigma: float = 0.0
     laplacian_flat_tolerance: float = 0.05
+    # What L_B fits f_B to: "sdf", the ground-truth SDF (the paper), or "coarse_sdf", the SDF of the shape
+    # without its relief (pc_sdf_coarse, written by make-data --coarse-sdf), which leaves the relief to the
+    # maps (docs/notes/ablation.md, "A relief-free base target"); L_sdf always fits the fused f to the GT
+    base_target: str = "sdf"
     point_frequencies: int = 0  # Fourier features of xyz for the base decoder, 2^k·π for k < this (0: the paper)
     # "none": this project's conventions; "reference": the authors' (world-frame decoder, BGR input,
     # bilinear lookup, their front/back test) for weights imported with `d2im import-torch`
@@ -191,6 +196,11 @@ class Config:
                 "camera.compat: 'reference' needs camera.backbone 'vgg16' and camera.translation "
                 f"'distance' (the authors' network), got {self.camera.backbone!r}, "
                 f"{self.camera.translation!r}"
+            )
+        if self.model.base_target != "sdf" and self.model.variant in ("baseline", "wsamp"):
+            raise ConfigError(
+                f"model.base_target: {self.model.base_target!r} needs displacement maps to carry the relief; "
+                f"the {self.model.variant!r} variant has none (use 'sdf')"
             )
         if self.model.compat == "reference" and (self.model.code_norm != "none" or self.model.point_frequencies):
             raise ConfigError(
@@ -287,6 +297,7 @@ _CHOICES = {
     "camera.backbone": ("vgg16", "resnet18"),
     "camera.translation": ("distance", "full"),
     "model.code_norm": CODE_NORMS,
+    "model.base_target": BASE_TARGETS,
     "train.lr_schedule": LR_SCHEDULES,
     "model.compat": COMPAT_MODES,
     "camera.compat": COMPAT_MODES,

@@ -57,6 +57,7 @@ def test_overrides_parse_yaml_values():
         ("data.far_inside=-0.1", "data.far_inside"),
         ("train.ema_decay=1.0", "train.ema_decay"),
         ("train.ema_decay=-0.1", "train.ema_decay"),
+        ("model.base_target=relief", "model.base_target"),
     ],
 )
 def test_bad_override_names_the_key(override, key):
@@ -75,6 +76,13 @@ def test_category_ids_keep_their_leading_zeros_however_written(tmp_path, written
     assert load_config(path).data.categories == expected
     # other numbers: a leading zero is decimal, never octal
     assert load_config(None, ["train.batch_size=010"]).train.batch_size == 10
+
+
+def test_a_coarse_base_target_needs_a_variant_with_maps():
+    for variant in ("baseline", "wsamp"):
+        with pytest.raises(ConfigError, match="^model.base_target: 'coarse_sdf' needs displacement maps"):
+            load_config(None, [f"model.variant={variant}", "model.base_target=coarse_sdf"])
+    assert load_config(None, ["model.base_target=coarse_sdf"]).model.base_target == "coarse_sdf"
 
 
 def test_set_syntax_errors_are_one_line():

@@ -122,6 +122,47 @@ def test_the_same_command_after_a_kill_writes_only_the_unfinished_shapes(tiny, t
     assert file_hashes(killed) == file_hashes(tiny)
 
 
+def test_coarse_sdf_added_to_a_dataset_gives_the_bytes_of_making_it_with_the_option(tiny, tmp_path, monkeypatch):
+    """--coarse-sdf on a finished dataset writes only pc_sdf_coarse and pc_sdf_uniform_coarse into the
+    samples (no shape is generated anew), with the bytes of a dataset made with it from the start."""
+    added = tmp_path / "added"
+    shutil.copytree(tiny, added)
+    written = []
+    task = generate._synthetic_task
+    monkeypatch.setattr(generate, "_synthetic_task", lambda t: written.append(t[1:]) or task(t))
+    assert main(["make-data", "--out", str(added), *TINY, "--coarse-sdf"]) == 0
+    assert written == []
+    before, after = file_hashes(tiny), file_hashes(added)
+    changed = sorted(k for k in after if after[k] != before.get(k))
+    assert changed == sorted(["make_data.json"] + [k for k in after if k.endswith("ori_sample.h5")])
+    for category in CATEGORIES:
+        for shape in ("syn00000", "syn00001"):
+            old = fmt.read_samples(fmt.DatasetLayout(tiny).samples_path(category, shape))
+            new = fmt.read_samples(fmt.DatasetLayout(added).samples_path(category, shape))
+            for field in ("samples", "gradients", "density", "far_samples", "far_gradients", "surface_points"):
+                np.testing.assert_array_equal(getattr(new, field), getattr(old, field))
+            assert new.coarse_sdf.shape == (2048,) and new.far_coarse_sdf.shape == (len(old.far_samples),)
+            # The relief only adds material or carves a little: most samples keep their distance.
+            assert 0.5 < np.mean(np.abs(new.coarse_sdf - old.sdf) < 1e-6) < 1.0
+    monkeypatch.setattr(generate, "_synthetic_task", task)
+    fresh = tmp_path / "fresh"
+    assert main(["make-data", "--out", str(fresh), *TINY, "--coarse-sdf", "--workers", "2"]) == 0
+    assert file_hashes(fresh) == after
+    assert main(["make-data", "--out", str(fresh), *TINY]) == 2  # the option cannot be taken back
+
+
+def test_coarse_sdf_refuses_meshes_it_did_not_generate(tiny, tmp_path, capsys):
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny, changed)
+    mesh_path = fmt.DatasetLayout(changed).mesh_path(CATEGORIES[0], "syn00001")
+    lines = mesh_path.read_text().splitlines(keepends=True)
+    mesh_path.write_text("v 0.1 0.2 0.3\n" + "".join(lines[1:]))  # one vertex moved: not the generator's shape
+    assert main(["make-data", "--out", str(changed), *TINY, "--coarse-sdf"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {mesh_path}: is not the shape")
+    assert main(["make-data", "--out", str(tmp_path / "m"), "--from-meshes", str(tmp_path), "--coarse-sdf"]) == 2
+    assert "--coarse-sdf needs generated shapes" in capsys.readouterr().err
+
+
 def test_unknown_category_fails_with_one_line(tmp_path, capsys):
     assert main(["make-data", "--out", str(tmp_path / "x"), "--categories", "02691156"]) == 2
     assert "no procedural family for 02691156" in capsys.readouterr().err

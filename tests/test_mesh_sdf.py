@@ -196,3 +196,29 @@ def test_watertight_mesh_is_kept_and_inverted_one_is_flipped():
     flipped.invert()
     fixed, _ = mesh_sdf.make_watertight(flipped, "flipped.obj")
     assert fixed.volume == pytest.approx(0.06)
+
+
+def test_coarse_sdf_is_the_analytic_sdf_of_the_shape_without_its_relief():
+    """with_coarse_sdf on shapes.coarse_mesh against the parts' own SDF with the relief taken off:
+    within a grid step everywhere, also where the relief moves the surface by more than a step."""
+    resolution = 128
+    parts = shapes.family_parts("03001627", np.random.default_rng(11))  # a chair with relief, no cut-outs
+    assert any(p.relief is not None for p in parts) and not any(p.subtract for p in parts)
+    mesh = shapes.mesh_parts(parts, resolution)
+    frame = mesh.metadata["family_frame"]
+    samples = mesh_sdf.sample_sdf(mesh, np.random.default_rng(12), COUNT)
+    samples = mesh_sdf.with_coarse_sdf(samples, shapes.coarse_mesh(parts, frame, resolution))
+    assert samples.coarse_sdf.shape == (COUNT,) and samples.far_coarse_sdf.shape == (len(samples.far_samples),)
+    m = samples.norm_params[3]
+    family = _world(samples) / frame[1] + frame[0]  # the parts' units
+    analytic = np.min([p.sdf(family) for p in shapes.without_relief(parts)], axis=0) * frame[1] / m  # normalised
+    step = shapes.grid_spacing(parts, resolution) * frame[1] / m
+    relief = np.abs(samples.sdf - analytic) > step  # where the relief moves the surface by over a step
+    assert relief.sum() >= 10
+    error = np.abs(samples.coarse_sdf - analytic)
+    outside = analytic > 0  # a union of exact SDFs is exact outside; inside, where parts overlap, it is not
+    assert error[relief].max() < 0.7 * step and error[outside].max() < 0.7 * step
+    far_family = (samples.far_samples[:, :3] * m + samples.norm_params[:3]) / frame[1] + frame[0]
+    far_analytic = np.min([p.sdf(far_family) for p in shapes.without_relief(parts)], axis=0) * frame[1] / m
+    far_outside = far_analytic > 0
+    np.testing.assert_allclose(samples.far_coarse_sdf[far_outside], far_analytic[far_outside], atol=step)

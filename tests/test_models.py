@@ -221,6 +221,23 @@ def test_inside_weight_weighs_the_samples_below_the_threshold(batch):
     assert plain["loss_lap"].numpy() == pytest.approx(weighted["loss_lap"].numpy())
 
 
+def test_coarse_base_target_fits_the_base_field_to_sdf_base_and_the_fused_field_to_the_gt(batch):
+    """model.base_target coarse_sdf: L_B is mean (f_B − sdf_base)², L_sdf and L_lap are unchanged."""
+    model = D2IMNet(load_config("configs/tiny.yaml", ["model.base_target=coarse_sdf"]).model, sdf_scale=10.0)
+    outputs = model(batch, training=False)
+    with pytest.raises(ValueError, match="sdf_base"):
+        model.compute_losses(batch, outputs)
+    sdf_base = batch["sdf"] - 0.3 * np.cos(7 * batch["points"][..., 0])  # any field other than the GT
+    coarse = model.compute_losses({**batch, "sdf_base": sdf_base}, outputs)
+    base, fused = outputs["base"].numpy(), outputs["sdf"].numpy()
+    assert coarse["loss_base"].numpy() == pytest.approx(np.mean((base - sdf_base) ** 2), rel=1e-5)
+    assert coarse["loss_sdf"].numpy() == pytest.approx(np.mean(np.abs(fused - batch["sdf"])), rel=1e-5)
+    model.model_config = load_config("configs/tiny.yaml").model  # the paper's target ignores sdf_base
+    plain = model.compute_losses({**batch, "sdf_base": sdf_base}, outputs)
+    assert plain["loss_base"].numpy() == pytest.approx(np.mean((base - batch["sdf"]) ** 2), rel=1e-5)
+    assert plain["loss_lap"].numpy() == pytest.approx(coarse["loss_lap"].numpy())
+
+
 def test_laplacian_weight_scales_only_the_laplacian_term_of_the_total(batch):
     """λ·L_lap in the total; the logged terms are the unweighted losses, equal for every λ."""
     outputs, losses = None, {}

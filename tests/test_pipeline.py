@@ -284,6 +284,37 @@ def test_far_fraction_without_far_samples_is_a_clear_error(toy_root, tmp_path):
         pipeline._read_samples.cache_clear()
 
 
+def test_coarse_base_target_reads_the_relief_free_sdf_at_the_same_points(toy_root, tmp_path):
+    """model.base_target coarse_sdf: ``sdf_base`` holds pc_sdf_coarse (near) and pc_sdf_uniform_coarse
+    (far) of the very points drawn — here a sphere of radius 0.25 inside the toy's 0.3 one."""
+    import shutil
+
+    from d2im_tf.data import pipeline
+
+    root = tmp_path / "data"
+    shutil.copytree(toy_root, root)
+    layout = fmt.DatasetLayout(root)
+    settings = ("model.base_target=coarse_sdf", "data.far_fraction=0.25")
+    with pytest.raises(Exception, match="lacks the relief-free SDF"):
+        next(iter(ShapeDataset(_config(root, *settings)).dataset(batch_size=1)))
+    for shape in ("a", "b", "c"):
+        path = layout.samples_path(TOY_CATEGORY, shape)
+        samples = fmt.read_samples(path)
+        samples.coarse_sdf = np.linalg.norm(samples.points, axis=1) - 0.25
+        samples.far_coarse_sdf = np.linalg.norm(samples.far_samples[:, :3], axis=1) - 0.25
+        fmt.write_samples(path, samples)
+    pipeline._read_samples.cache_clear()
+    try:
+        for batch in ShapeDataset(_config(root, *settings)).dataset(batch_size=2).take(2):
+            radius = np.linalg.norm(batch["points"], axis=-1)
+            np.testing.assert_allclose(batch["sdf_base"], 10 * (radius - 0.25), atol=1e-5)
+            np.testing.assert_allclose(batch["sdf"], 10 * (radius - 0.3), atol=1e-5)
+            assert np.abs(batch["points"].numpy()[:, 192:]).max() > 0.5  # far-field points among them
+        assert "sdf_base" not in next(iter(ShapeDataset(_config(root)).dataset(batch_size=1)))
+    finally:
+        pipeline._read_samples.cache_clear()
+
+
 def test_camera_examples_project_like_the_world_camera(toy_root):
     from d2im_tf.data.pipeline import CameraDataset
 

@@ -29,13 +29,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def synthetic_masks(count: int, views: int, image_size: int, seed: int, categories):
     """Yield ``(category, mask [S, S])`` of the first ``count`` synthetic shapes per category."""
     from d2im_tf.data.render import Renderer, random_views
-    from d2im_tf.data.synth.generate import Settings, shape_streams, synthetic_mesh
+    from d2im_tf.data.synth.generate import Settings, shape_streams, synthetic_shape
 
     settings = Settings(out=Path("."), views=views, image_size=image_size, seed=seed)
     for category in categories:
         for index in range(count):
             streams = shape_streams(seed, category, index)
-            mesh = synthetic_mesh(settings, category, streams)
+            mesh = synthetic_shape(settings, category, streams).mesh
             renderer = Renderer(mesh)
             for row in random_views(streams["views"], views):
                 yield category, renderer.render(row, image_size).mask

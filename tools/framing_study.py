@@ -31,7 +31,7 @@ def cases(shapes: int, seed: int):
     """Yield ``(name, {framing: (rgba, world projection [3, 4])}, norm_params [4], normalised points [N, 3])``."""
     from d2im_tf.data import framing
     from d2im_tf.data.render import Renderer, random_views
-    from d2im_tf.data.synth.generate import Settings, random_color, shape_streams, synthetic_mesh
+    from d2im_tf.data.synth.generate import Settings, random_color, shape_streams, synthetic_shape
     from d2im_tf.data.synth.mesh_sdf import normalization
     from d2im_tf.geometry import camera
 
@@ -39,7 +39,7 @@ def cases(shapes: int, seed: int):
     for category in CATEGORIES:
         for index in range(1000, 1000 + shapes):
             streams = shape_streams(seed, category, index)
-            mesh = synthetic_mesh(settings, category, streams)
+            mesh = synthetic_shape(settings, category, streams).mesh
             centre, scale, points = normalization(mesh, streams["samples"])
             renderer = Renderer(mesh, random_color(streams["color"]))
             row = random_views(streams["views"], 1)[0]

@@ -46,7 +46,7 @@ def _on_white(rgba: np.ndarray) -> np.ndarray:
 def shape_row(category: str, seed: int, size: int) -> list[np.ndarray]:
     settings = generate.Settings(out=Path("."), seed=seed)
     streams = generate.shape_streams(seed, category, 0)
-    mesh, _ = generate.synthetic_mesh(settings, category, streams)
+    mesh = generate.synthetic_shape(settings, category, streams).mesh
     renderer = Renderer(mesh, generate.random_color(streams["color"]))
     main, other = renderer.render(MAIN_VIEW, size), renderer.render(OTHER_VIEW, size)
     normals = fmt.encode_normals(main.normals, main.mask)

@@ -4,7 +4,8 @@
 running the same command again — after it was killed, say — writes only the shapes it had not
 finished (their metadata file, written last, is missing), with the bytes of an uninterrupted run. The
 one setting that may change is a larger ``--extra-train-shapes`` on a finished dataset: that generates
-only the new training shapes, so a study set can grow without touching its test split.
+only the new training shapes, so a study set can grow without touching its test split. Likewise,
+``--coarse-sdf`` added to a generated dataset writes only the coarse SDF into its existing samples.
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ def configure(parser) -> None:
         "cantilever, shell and swivel chairs, turned legs, round/oval/trestle tables, "
         "cabinets with handles, upholstered sofas)",
     )
+    parser.add_argument(
+        "--coarse-sdf",
+        action="store_true",
+        help="also write each shape's SDF without its relief at the same samples (pc_sdf_coarse, "
+        "pc_sdf_uniform_coarse), for model.base_target: coarse_sdf; added to a generated dataset, "
+        "only these are written",
+    )
 
 
 def _validate(args) -> None:
@@ -146,6 +154,10 @@ def _validate(args) -> None:
         raise UserError(f"--render-sizes must be at least 8, got {min(args.render_sizes)}")
     if args.framing and not 0.05 <= args.framing[0] <= args.framing[1] <= 1.0:
         raise UserError(f"--framing needs 0.05 <= LO <= HI <= 1, got {args.framing[0]} {args.framing[1]}")
+    if args.from_meshes and args.coarse_sdf:
+        raise UserError("--coarse-sdf needs generated shapes (only the generator knows a shape without its relief)")
+    if args.transfer_pairs and args.coarse_sdf:
+        raise UserError("--coarse-sdf writes datasets; the transfer pairs already hold each target's coarse.obj")
     if args.from_meshes and args.shape_families != "classic":
         raise UserError("--shape-families chooses generated shapes; it cannot be used with --from-meshes")
     if args.transfer_pairs < 0:
@@ -167,6 +179,8 @@ def settings_record(args) -> dict:
     )
     if args.extra_train_shapes:  # absent when 0, so records written before the option still match
         source["extra_train_shapes"] = args.extra_train_shapes
+    if args.coarse_sdf:  # likewise
+        source["coarse_sdf"] = True
     variety = {key: value for key, value in variety_settings(args).items() if value != VARIETY_DEFAULTS[key]}
     return {
         **source,
@@ -221,11 +235,18 @@ def check_out_folder(out: Path, record: dict) -> int:
         ) from None
     except (OSError, ValueError) as error:
         raise UserError(f"{path}: unreadable ({error.__class__.__name__}); choose a new or empty folder") from None
-    earlier, record = {"extra_train_shapes": 0, **earlier}, {"extra_train_shapes": 0, **record}
+    defaults = {"extra_train_shapes": 0, "coarse_sdf": False}
+    earlier, record = {**defaults, **earlier}, {**defaults, **record}
     had = earlier["extra_train_shapes"]
+    # --coarse-sdf may be added (make_synthetic writes what the shapes lack)
+    adding_coarse = record["coarse_sdf"] and not earlier["coarse_sdf"]
     # the settings that differ, --extra-train-shapes last (the message names the first)
     differing = sorted(
-        (key for key in set(earlier) | set(record) if earlier.get(key) != record.get(key)),
+        (
+            key
+            for key in set(earlier) | set(record)
+            if earlier.get(key) != record.get(key) and not (key == "coarse_sdf" and adding_coarse)
+        ),
         key=lambda k: (k == "extra_train_shapes", k),
     )
     if differing == ["extra_train_shapes"] and record["extra_train_shapes"] > had:
@@ -289,6 +310,7 @@ def _generate(args, generate) -> None:
         render_sizes=tuple(args.render_sizes or ()),
         framing=tuple(args.framing) if args.framing else None,
         families=args.shape_families,
+        coarse_sdf=args.coarse_sdf,
     )
     if args.from_meshes:
         notes = generate.make_from_meshes(settings, Path(args.from_meshes), args.workers, args.test_fraction)

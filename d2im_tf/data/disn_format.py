@@ -401,6 +401,9 @@ class SdfSamples:
     density: np.ndarray | None = None  # [32768], 1 / same-sign neighbours within 0.025
     far_samples: np.ndarray | None = None  # pc_sdf_uniform [K, 4] (ours): x, y, z, sdf, uniform in [-1, 1]³
     far_gradients: np.ndarray | None = None  # pc_gradients_uniform [K, 3] (ours): unit SDF gradients there
+    # (ours, make-data --coarse-sdf) the SDF of the shape without its relief at the same points:
+    coarse_sdf: np.ndarray | None = None  # pc_sdf_coarse [32768], at the samples' points
+    far_coarse_sdf: np.ndarray | None = None  # pc_sdf_uniform_coarse [K], at the far samples' points
 
     @property
     def points(self) -> np.ndarray:
@@ -420,6 +423,8 @@ _H5_FIELDS = {
     "density": "density",
     "far_samples": "pc_sdf_uniform",
     "far_gradients": "pc_gradients_uniform",
+    "coarse_sdf": "pc_sdf_coarse",
+    "far_coarse_sdf": "pc_sdf_uniform_coarse",
 }
 
 
@@ -457,9 +462,14 @@ def read_samples(path) -> SdfSamples:
     if values["norm_params"].shape != (4,):
         raise DataError(path, f"dataset 'norm_params' has shape {values['norm_params'].shape}, expected (4,)")
     count = samples.shape[0]
-    for attr, width in (("gradients", 3), ("density", None)):
+    far_count = len(far) if far is not None else 0
+    for attr, expected in (
+        ("gradients", (count, 3)),
+        ("density", (count,)),
+        ("coarse_sdf", (count,)),
+        ("far_coarse_sdf", (far_count,)),
+    ):
         if attr in values:
-            expected = (count, width) if width else (count,)
             if values[attr].shape != expected:
                 raise DataError(
                     path, f"dataset '{_H5_FIELDS[attr]}' has shape {values[attr].shape}, expected {expected}"
@@ -471,6 +481,17 @@ def read_samples(path) -> SdfSamples:
     if values["norm_params"][3] <= 0:
         raise DataError(path, f"dataset 'norm_params' has scale m = {values['norm_params'][3]:g}; it must be positive")
     return SdfSamples(**values)
+
+
+def has_coarse_sdf(path) -> bool:
+    """Whether an ``ori_sample.h5`` holds ``pc_sdf_coarse`` (False when the file is missing)."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return "pc_sdf_coarse" in h5
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise DataError(path, f"not a readable HDF5 file ({error})") from None
 
 
 def read_norm_params(path) -> np.ndarray:

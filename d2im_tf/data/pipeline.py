@@ -15,6 +15,8 @@ With ``data.framing_object_size`` = σ > 0, each image is cropped to its object'
 alpha) and resized so the box spans σ of the side (:func:`d2im_tf.data.framing.reframe`); the normal
 map is cropped the same way (nearest neighbour) and the projection is multiplied by the crop's affine
 map, so every point still projects onto its pixel (the camera network's examples are not cropped).
+With ``model.base_target`` "coarse_sdf", examples also carry ``sdf_base``: the relief-free SDF
+(``pc_sdf_coarse``, ``pc_sdf_uniform_coarse``) at the same points, the target of L_B.
 
 Determinism and resume: element ``k`` of the stream is fully determined by ``(seed, k)``. Its shape is
 position ``k mod S`` of a permutation drawn for epoch ``k // S``; its view and points come from
@@ -160,9 +162,11 @@ def _surface_points(path: bytes):
     return samples.points[nearest].astype(np.float32)
 
 
-def _shape_arrays(path: bytes, need_density: bool, need_far: bool):
+def _shape_arrays(path: bytes, need_density: bool, need_far: bool, need_coarse: bool = False):
     """NumPy side of the pipeline: ``[M, 3]`` points, ``[M]`` sdf, ``[M, 3]`` gradients, ``[M]`` density,
-    and the far-field ``[K, 3]`` points, ``[K]`` sdf, ``[K, 3]`` gradients (K = 0 unless ``need_far``)."""
+    ``[M]`` base target, and the far-field ``[K, 3]`` points, ``[K]`` sdf, ``[K, 3]`` gradients, ``[K]``
+    base target (K = 0 unless ``need_far``). The base target is the coarse SDF with ``need_coarse``,
+    else the sdf itself."""
     path = path.decode()
     samples = _read_samples(path)
     if samples.gradients is None or (need_density and samples.density is None):
@@ -178,15 +182,19 @@ def _shape_arrays(path: bytes, need_density: bool, need_far: bool):
         far, far_gradients = samples.far_samples, samples.far_gradients
     else:
         far, far_gradients = np.zeros((0, 4)), np.zeros((0, 3))
-    return (
-        samples.points.astype(np.float32),
-        samples.sdf.astype(np.float32),
-        samples.gradients.astype(np.float32),
-        density.astype(np.float32),
-        far[:, :3].astype(np.float32),
-        far[:, 3].astype(np.float32),
-        far_gradients.astype(np.float32),
-    )
+    base, far_base = samples.sdf, far[:, 3]
+    if need_coarse:
+        if samples.coarse_sdf is None or (need_far and samples.far_coarse_sdf is None):
+            raise fmt.DataError(
+                path,
+                "lacks the relief-free SDF (pc_sdf_coarse, pc_sdf_uniform_coarse) that model.base_target "
+                "'coarse_sdf' trains on: run the make-data command of the dataset again with --coarse-sdf",
+            )
+        base, far_base = samples.coarse_sdf, samples.far_coarse_sdf if need_far else far_base
+    return tuple(
+        np.asarray(array, np.float32)
+        for array in (samples.points, samples.sdf, samples.gradients, density, base, far[:, :3], far[:, 3])
+    ) + (np.asarray(far_gradients, np.float32), np.asarray(far_base, np.float32))
 
 
 # ------------------------------------------------------------------------------------------
@@ -301,12 +309,15 @@ class ShapeDataset:
         view, points_seed = self._element(k)
         size = self.config.model.image_size
         num_far = self.num_far_points
-        points, sdf, gradients, density, far_points, far_sdf, far_gradients = tf.numpy_function(
-            functools.partial(_shape_arrays, need_density=self.weighted, need_far=num_far > 0),
+        coarse = self.config.model.base_target == "coarse_sdf"
+        arrays = tf.numpy_function(
+            functools.partial(_shape_arrays, need_density=self.weighted, need_far=num_far > 0, need_coarse=coarse),
             [self._sample_paths[shape]],
-            [tf.float32] * 7,
+            [tf.float32] * 9,
             stateful=False,
         )
+        points, sdf, gradients, density, base = arrays[:5]
+        far_points, far_sdf, far_gradients, far_base = arrays[5:]
         num = self.config.data.num_points
         num_near = num - num_far
         near_seed, far_seed = points_seed, None  # without far-field points, the streams of earlier versions
@@ -316,7 +327,7 @@ class ShapeDataset:
             index = weighted_point_indices(sdf, density, num_near, near_seed)
         else:
             index = uniform_point_indices(tf.size(sdf), num_near, near_seed)
-        points, sdf, gradients = tf.gather(points, index), tf.gather(sdf, index), tf.gather(gradients, index)
+        points, sdf, gradients, base = (tf.gather(x, index) for x in (points, sdf, gradients, base))
         if num_far:
             if self.config.data.far_inside:
                 far_index = stratified_point_indices(far_sdf, num_far, self.config.data.far_inside, far_seed)
@@ -325,6 +336,7 @@ class ShapeDataset:
             points = tf.concat([points, tf.gather(far_points, far_index)], axis=0)
             sdf = tf.concat([sdf, tf.gather(far_sdf, far_index)], axis=0)
             gradients = tf.concat([gradients, tf.gather(far_gradients, far_index)], axis=0)
+            base = tf.concat([base, tf.gather(far_base, far_index)], axis=0)
         projection = self._projections[shape, view]  # [3, 4]
         if self.config.data.framing_object_size:
             image, normal_map, transform = tf.numpy_function(
@@ -343,7 +355,7 @@ class ShapeDataset:
         else:
             image = decode_image(self._image_paths[shape, view], size)
             normal_map = _decode_normals(self._normal_paths[shape, view], size)
-        return {
+        example = {
             "image": image,
             "normal_map": normal_map,
             "points": tf.ensure_shape(points, [num, 3]),
@@ -351,6 +363,9 @@ class ShapeDataset:
             "gradients": tf.ensure_shape(gradients, [num, 3]),
             "projection": projection,
         }
+        if coarse:
+            example["sdf_base"] = tf.ensure_shape(base * self.config.data.sdf_scale, [num])
+        return example
 
     def dataset(self, batch_size: int, start: int = 0, repeat: bool = True) -> tf.data.Dataset:
         """Batched examples from stream element ``start`` on (endless if ``repeat``)."""

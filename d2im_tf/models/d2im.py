@@ -35,6 +35,8 @@ key             shape, dtype    meaning
                                 built for S-pixel images
 ``points``      [B, N, 3] f32   sample points in the *normalised* frame (world = xyz·m + c)
 ``sdf``         [B, N] f32      GT SDF × ``sdf_scale`` (positive outside)
+``sdf_base``    [B, N] f32      only with ``model.base_target`` "coarse_sdf": the SDF of the shape
+                                without its relief × ``sdf_scale``, the target of L_B
 ``gradients``   [B, N, 3] f32   unit GT SDF gradient at the points (normalised frame = world axes)
 ``projection``  [B, 3, 4] f32   P mapping *normalised* homogeneous points to pixels:
                                 ``camera.projection_matrix(...) @ [[m·I, c], [0, 1]]``
@@ -295,7 +297,12 @@ class D2IMNet(DistributableModel):
         if self.model_config.inside_weight != 1.0:
             below = sdf < self.model_config.inside_threshold * self.sdf_scale  # [B, N], network units
             weights = tf.where(below, self.model_config.inside_weight, 1.0)
-        loss_base = base_loss(outputs["base"], sdf, weights)
+        base_target = sdf  # model.base_target "sdf": the paper's L_B
+        if self.model_config.base_target == "coarse_sdf":
+            if "sdf_base" not in batch:
+                raise ValueError("model.base_target 'coarse_sdf' needs the batch's 'sdf_base' (the relief-free SDF)")
+            base_target = tf.cast(batch["sdf_base"], tf.float32)
+        loss_base = base_loss(outputs["base"], base_target, weights)
         loss_sdf = sdf_loss(outputs["sdf"], sdf, weights)
         loss_lap = self.laplacian_term(batch, outputs) if self.spec.laplacian else tf.zeros_like(loss_sdf)
         total = loss_sdf + self.model_config.laplacian_weight * loss_lap + (loss_base if self.spec.maps else 0.0)

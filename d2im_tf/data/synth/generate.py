@@ -54,6 +54,7 @@ class Settings:
     supersample: int = 3  # rays per pixel along each axis with ``appearance``
     framing: tuple[float, float] | None = None  # object span range (share of the image side)
     families: str = "classic"  # "extended": the classic families and those of shapes_extra
+    coarse_sdf: bool = False  # also the SDF of the shape without its relief at the same samples
 
     @property
     def layout(self) -> fmt.DatasetLayout:
@@ -69,6 +70,17 @@ def shape_streams(seed: int, category: str, index: int) -> dict[str, np.random.G
     root = np.random.SeedSequence([seed, zlib.crc32(category.encode()), index])
     names = ("geometry", "color", "views", "samples", "appearance", "framing")
     return {name: np.random.default_rng(child) for name, child in zip(names, root.spawn(len(names)))}
+
+
+@dataclass
+class GeneratedShape:
+    """A generated shape in the world frame, closed and wound outwards."""
+
+    mesh: trimesh.Trimesh
+    # with ``Settings.appearance``: (part of each face [F], which parts are rod-like [P])
+    groups: tuple | None = None
+    # with ``Settings.coarse_sdf``: the shape without its relief, in the same frame
+    coarse: trimesh.Trimesh | None = None
 
 
 def random_color(rng: np.random.Generator) -> tuple[float, float, float]:
@@ -87,12 +99,16 @@ def write_shape(
     mesh: trimesh.Trimesh,
     streams: dict[str, np.random.Generator],
     groups=None,
+    coarse: trimesh.Trimesh | None = None,
 ) -> None:
     """Write every file of one shape from a closed, outward-oriented world-frame mesh; ``groups``
     = (part of each face ``[F]``, which parts are rod-like ``[P]``) for per-part materials (default:
-    the mesh's connected components)."""
+    the mesh's connected components); ``coarse``: the shape without its relief, whose SDF at the same
+    samples joins them (:func:`~d2im_tf.data.synth.mesh_sdf.with_coarse_sdf`)."""
     layout = settings.layout
     samples = mesh_sdf.sample_sdf(mesh, streams["samples"], settings.samples, source=layout.mesh_path(category, shape))
+    if coarse is not None:
+        samples = mesh_sdf.with_coarse_sdf(samples, coarse)
     if settings.framing:
         rows = framed_views(streams["views"], settings.views, mesh.vertices, settings.framing)
     else:
@@ -145,8 +161,9 @@ def write_obj(path, mesh: trimesh.Trimesh) -> None:
         tmp.write_text(vertices + faces)
 
 
-def synthetic_mesh(settings: Settings, category: str, streams) -> tuple[trimesh.Trimesh, tuple | None]:
-    """The mesh of a generated shape and, with ``settings.appearance``, its face groups (see :func:`write_shape`)."""
+def synthetic_shape(settings: Settings, category: str, streams) -> GeneratedShape:
+    """A generated shape from its streams (:func:`shape_streams`): its mesh and, as the settings ask,
+    its face groups and its coarse mesh (see :class:`GeneratedShape`)."""
     rng = streams["geometry"]
     if settings.families == "extended":
         parts = shapes_extra.random_parts(category, rng)
@@ -156,19 +173,40 @@ def synthetic_mesh(settings: Settings, category: str, streams) -> tuple[trimesh.
     frame = mesh.metadata["family_frame"]
     mesh = trimesh.Trimesh(np.round(mesh.vertices, MESH_DIGITS), mesh.faces, process=False)
     groups = (shapes.face_parts(parts, mesh, frame), shapes.thin_parts(parts)) if settings.appearance else None
+    coarse = shapes.coarse_mesh(parts, frame, settings.resolution) if settings.coarse_sdf else None
     if settings.framing:
         offset = streams["framing"].uniform(-1.0, 1.0, 3) * FRAMING_OFFSET * shapes.WORLD_DIAGONAL
         mesh = trimesh.Trimesh(np.round(mesh.vertices + offset, MESH_DIGITS), mesh.faces, process=False)
-    return mesh, groups
+        if coarse is not None:
+            coarse = trimesh.Trimesh(np.round(coarse.vertices + offset, MESH_DIGITS), coarse.faces, process=False)
+    return GeneratedShape(mesh, groups, coarse)
 
 
 def _synthetic_task(task: tuple[Settings, str, int]) -> tuple[str, str, str | None]:
     settings, category, index = task
     streams = shape_streams(settings.seed, category, index)
     shape = shape_name(index)
-    mesh, groups = synthetic_mesh(settings, category, streams)
-    write_shape(settings, category, shape, mesh, streams, groups)
+    generated = synthetic_shape(settings, category, streams)
+    write_shape(settings, category, shape, generated.mesh, streams, generated.groups, generated.coarse)
     return category, shape, None
+
+
+def _coarse_sdf_task(task: tuple[Settings, str, int]) -> None:
+    """Add the coarse SDF to a finished shape's samples: the shape is generated again from its streams
+    (checked against its stored mesh) and the file rewritten with every other field kept."""
+    settings, category, index = task
+    layout, shape = settings.layout, shape_name(index)
+    generated = synthetic_shape(settings, category, shape_streams(settings.seed, category, index))
+    mesh_path = layout.mesh_path(category, shape)
+    stored = fmt.read_mesh(mesh_path, "mesh")
+    if stored.vertices.shape != generated.mesh.vertices.shape or not np.allclose(
+        stored.vertices, generated.mesh.vertices, atol=2 * 10.0**-MESH_DIGITS
+    ):
+        raise fmt.DataError(
+            mesh_path, "is not the shape this version of make-data generates from its seed; regenerate the dataset"
+        )
+    path = layout.samples_path(category, shape)
+    fmt.write_samples(path, mesh_sdf.with_coarse_sdf(fmt.read_samples(path), generated.coarse))
 
 
 def _mesh_task(task: tuple[Settings, str, str, Path]) -> tuple[str, str, str | None]:
@@ -190,19 +228,17 @@ def _mesh_task(task: tuple[Settings, str, str, Path]) -> tuple[str, str, str | N
 
 def _run(function, tasks: list, workers: int, description: str) -> list:
     """``function`` over ``tasks`` in ``workers`` processes with a progress bar; results in task order."""
-    bar = tqdm(total=len(tasks), desc=description, unit="shape")
-    if workers <= 1:
-        results = []
-        for task in tasks:
-            results.append(function(task))
-            bar.update()
-    else:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            results = []
-            for result in pool.imap(function, tasks):
-                results.append(result)
+    results = []
+    with tqdm(total=len(tasks), desc=description, unit="shape") as bar:  # closed before an error is shown
+        if workers <= 1:
+            for task in tasks:
+                results.append(function(task))
                 bar.update()
-    bar.close()
+        else:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for result in pool.imap(function, tasks):
+                    results.append(result)
+                    bar.update()
     return results
 
 
@@ -255,6 +291,15 @@ def make_synthetic(
         if not settings.layout.metadata_path(c, shape_name(i)).exists()
     ]
     _run(_synthetic_task, tasks, workers, "make-data")
+    if settings.coarse_sdf:  # shapes written before the option was added get their coarse SDF now
+        lacking = [
+            (settings, c, i)
+            for c in categories
+            for i in range(total)
+            if not fmt.has_coarse_sdf(settings.layout.samples_path(c, shape_name(i)))
+        ]
+        if lacking:
+            _run(_coarse_sdf_task, lacking, workers, "coarse SDF")
     split = {c: [shape_name(i) for i in range(per_category)] for c in categories}
     extra = {c: [shape_name(i) for i in range(per_category, total)] for c in categories}
     _write_splits(settings, split, test_fraction, extra)

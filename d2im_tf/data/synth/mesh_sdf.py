@@ -19,10 +19,13 @@ Used for the procedural shapes and for user meshes (e.g. ShapeNet ``model.obj``)
    where ``p`` lies on the surface) for meshes; :func:`plane_fit_gradients` (least-squares plane
    through the SDF of the 10 nearest samples, as the reference) when only samples exist.
    :func:`sample_density`: 1 / (same-sign samples within 0.025 world units, itself included).
+6. Optionally (:func:`with_coarse_sdf`), the SDF of a second mesh at the same points: the generated
+   shape without its relief, a target for the base field that leaves the relief to the maps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import h5py
@@ -322,6 +325,19 @@ def sample_sdf(
         far_samples=np.concatenate([far_points, far_sdf[:, None]], axis=1).astype(np.float32) if far_count else None,
         far_gradients=far_gradients.astype(np.float32) if far_count else None,
     )
+
+
+def with_coarse_sdf(samples: SdfSamples, coarse: trimesh.Trimesh) -> SdfSamples:
+    """``samples`` with ``coarse_sdf`` (and ``far_coarse_sdf``): the exact signed distance of the same
+    points to ``coarse``, a closed world-frame mesh of the shape without its relief, in the samples'
+    normalised frame (``norm_params`` of the shape with its relief)."""
+    center, scale = samples.norm_params[:3].astype(np.float64), float(samples.norm_params[3])
+    distance = SignedDistance(trimesh.Trimesh((coarse.vertices - center) / scale, coarse.faces, process=False))
+    coarse_sdf = distance.query(samples.points.astype(np.float64))[0].astype(np.float32)
+    far = None
+    if samples.far_samples is not None:
+        far = distance.query(samples.far_samples[:, :3].astype(np.float64))[0].astype(np.float32)
+    return dataclasses.replace(samples, coarse_sdf=coarse_sdf, far_coarse_sdf=far)
 
 
 # ------------------------------------------------------------------------------------------

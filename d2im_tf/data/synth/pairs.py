@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
-from skimage.measure import marching_cubes
 
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.render import Renderer
@@ -90,12 +89,10 @@ def pair_meshes(category: str, rng_geometry, rng_relief, resolution: int) -> dic
     placement: all three are normalised by the target's own centring and scale."""
     parts = shapes.FAMILIES[category](rng_geometry)
     rebuilt_parts = redrawn(parts, rng_relief)
-    coarse_parts = [dataclasses.replace(p, relief=None) for p in parts]
-    bounds = np.stack([p.bounds() for p in parts if not p.subtract])
-    spacing = np.linalg.norm(bounds[:, 1].max(axis=0) - bounds[:, 0].min(axis=0)) / resolution
+    spacing = shapes.grid_spacing(parts, resolution)
     raw = {
-        key: _raw_mesh(p, spacing)
-        for key, p in (("target", parts), ("rebuilt", rebuilt_parts), ("coarse", coarse_parts))
+        key: shapes.closed_mesh(*shapes.march_parts(p, spacing))
+        for key, p in (("target", parts), ("rebuilt", rebuilt_parts), ("coarse", shapes.without_relief(parts)))
     }
     lower, upper = raw["target"].vertices.min(axis=0), raw["target"].vertices.max(axis=0)
     centre, scale = (lower + upper) / 2, shapes.WORLD_DIAGONAL / np.linalg.norm(upper - lower)
@@ -104,18 +101,6 @@ def pair_meshes(category: str, rng_geometry, rng_relief, resolution: int) -> dic
     }
     meshes["source"] = stretched(meshes["rebuilt"], rng_relief.uniform(*STRETCH, size=3))
     return {key: trimesh.Trimesh(np.round(meshes[key].vertices, 6), meshes[key].faces, process=False) for key in MESHES}
-
-
-def _raw_mesh(parts, spacing: float) -> trimesh.Trimesh:
-    """Marching cubes of the composed parts at grid ``spacing``, not normalised (the caller places it)."""
-    values, origin = shapes.compose_sdf_grid(parts, spacing)
-    floor = 0.02 * spacing  # no vertex on a grid node, as shapes.mesh_parts
-    values = np.where(values < 0, np.minimum(values, -floor), np.maximum(values, floor))
-    vertices, faces, _, _ = marching_cubes(values, level=0.0, spacing=(spacing,) * 3, gradient_direction="ascent")
-    mesh = shapes._largest_component(trimesh.Trimesh(vertices + origin, faces, process=False))
-    if mesh.volume < 0:
-        mesh.invert()
-    return mesh
 
 
 def write_pair(out: Path, category: str, index: int, seed: int, image_size: int, resolution: int) -> dict:

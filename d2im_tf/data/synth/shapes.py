@@ -12,7 +12,7 @@ Families (ShapeNet ids): chair 03001627, table 04379243, cabinet 02933112, sofa 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -134,14 +134,17 @@ def _grid(parts: list[Part], spacing: float, margin: float) -> tuple[np.ndarray,
     return lower, shape
 
 
-def compose_sdf_grid(parts: list[Part], spacing: float) -> tuple[np.ndarray, np.ndarray]:
-    """The composed SDF sampled on a grid: ``(values [X, Y, Z], origin (3,))``.
+def compose_sdf_grid(
+    parts: list[Part], spacing: float, grid_parts: list | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The composed SDF sampled on a grid: ``(values [X, Y, Z], origin (3,))``; the grid covers the
+    bounds of ``grid_parts`` (default ``parts``) plus a margin.
 
     Values are exact within ``margin`` of the surface and have the right sign elsewhere: each part
     is evaluated only inside its bounds plus the margin, beyond which its SDF exceeds the margin.
     """
     margin = 3.0 * spacing
-    origin, shape = _grid(parts, spacing, 2 * margin)
+    origin, shape = _grid(grid_parts or parts, spacing, 2 * margin)
     values = np.full(shape, margin)
     for part in parts:
         lo, hi = part.bounds()
@@ -158,27 +161,54 @@ def compose_sdf_grid(parts: list[Part], spacing: float) -> tuple[np.ndarray, np.
     return values, origin
 
 
-def mesh_parts(parts: list[Part], resolution: int = DEFAULT_RESOLUTION) -> trimesh.Trimesh:
-    """Marching cubes of the composed SDF, centred and scaled to :data:`WORLD_DIAGONAL`."""
-    structure = [p for p in parts if not p.subtract]
-    bounds = np.stack([p.bounds() for p in structure])
-    diagonal = np.linalg.norm(bounds[:, 1].max(axis=0) - bounds[:, 0].min(axis=0))
-    spacing = diagonal / resolution
-    values, origin = compose_sdf_grid(parts, spacing)
+def without_relief(parts: list) -> list:
+    """``parts`` with every relief taken off: the shape's coarse surface."""
+    return [replace(p, relief=None) if getattr(p, "relief", None) is not None else p for p in parts]
+
+
+def grid_spacing(parts: list, resolution: int) -> float:
+    """The grid step of :func:`mesh_parts`: the added parts' bounding diagonal over ``resolution``."""
+    bounds = np.stack([p.bounds() for p in parts if not p.subtract])
+    return float(np.linalg.norm(bounds[:, 1].max(axis=0) - bounds[:, 0].min(axis=0))) / resolution
+
+
+def march_parts(parts: list, spacing: float, grid_parts: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes of the composed SDF (grid as :func:`compose_sdf_grid`): ``vertices [V, 3]`` in
+    the parts' units and ``faces [F, 3]``, wound outwards."""
+    values, origin = compose_sdf_grid(parts, spacing, grid_parts)
     # Keep every grid value away from 0 so no vertex lands on a grid node (no zero-area faces).
     floor = 0.02 * spacing
     values = np.where(values < 0, np.minimum(values, -floor), np.maximum(values, floor))
     vertices, faces, _, _ = marching_cubes(values, level=0.0, spacing=(spacing,) * 3, gradient_direction="ascent")
-    vertices += origin
-    lower, upper = vertices.min(axis=0), vertices.max(axis=0)
-    centre, scale = (lower + upper) / 2, WORLD_DIAGONAL / np.linalg.norm(upper - lower)
-    vertices = (vertices - centre) * scale
-    mesh = trimesh.Trimesh(np.round(vertices, 6), faces, process=False)
-    mesh = _largest_component(mesh)
+    return vertices + origin, faces
+
+
+def closed_mesh(vertices: np.ndarray, faces: np.ndarray) -> trimesh.Trimesh:
+    """The largest component of a marched surface, oriented outwards."""
+    mesh = _largest_component(trimesh.Trimesh(vertices, faces, process=False))
     if mesh.volume < 0:
         mesh.invert()
-    mesh.metadata["family_frame"] = (centre, scale)  # world = (family - centre) · scale
     return mesh
+
+
+def mesh_parts(parts: list[Part], resolution: int = DEFAULT_RESOLUTION) -> trimesh.Trimesh:
+    """Marching cubes of the composed SDF, centred and scaled to :data:`WORLD_DIAGONAL`; its
+    ``metadata["family_frame"]`` is ``(centre, scale)``, world = (family − centre) · scale."""
+    vertices, faces = march_parts(parts, grid_spacing(parts, resolution))
+    lower, upper = vertices.min(axis=0), vertices.max(axis=0)
+    centre, scale = (lower + upper) / 2, WORLD_DIAGONAL / np.linalg.norm(upper - lower)
+    mesh = closed_mesh(np.round((vertices - centre) * scale, 6), faces)
+    mesh.metadata["family_frame"] = (centre, scale)
+    return mesh
+
+
+def coarse_mesh(parts: list, family_frame, resolution: int = DEFAULT_RESOLUTION) -> trimesh.Trimesh:
+    """The shape of ``parts`` without its relief, meshed on the grid of :func:`mesh_parts` and placed
+    in the same world frame (``family_frame`` from that mesh's metadata): the two surfaces are the same
+    away from the relief."""
+    centre, scale = family_frame
+    vertices, faces = march_parts(without_relief(parts), grid_spacing(parts, resolution), grid_parts=parts)
+    return closed_mesh(np.round((vertices - centre) * scale, 6), faces)
 
 
 def face_parts(parts: list, mesh: trimesh.Trimesh, family_frame) -> np.ndarray:
