@@ -157,7 +157,7 @@ def test_evaluate_base_surface_scores_the_base_fields_mesh(model_dir, data_with_
     mesh = to_normalised(result.mesh, case.norm_params) if result.frame == "world" else result.mesh
     expected = shape_metrics(mesh, case.truth, case.view_row, case.norm_params)
     for key in ("iou", "chamfer_l1", "ecd_2d", "relief_angle"):
-        assert float(row[key]) == pytest.approx(expected[key], rel=0.05, abs=1e-3), key
+        assert float(row[key]) == pytest.approx(expected[key], rel=0.05, abs=1e-3, nan_ok=True), key
     capsys.readouterr()
     refused = main(
         [
@@ -175,3 +175,41 @@ def test_evaluate_base_surface_scores_the_base_fields_mesh(model_dir, data_with_
     assert refused == 2
     assert "--surface base needs --data" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_relief_pixels_come_from_the_shape_without_its_relief_when_it_is_known():
+    """A slab with relief on its front face (+z): seen from the front, the slab without its relief
+    misses every relief pixel by more than the threshold and the GT scores 0; seen from the back, the
+    known coarse shape leaves no relief pixel, where the GT's smoothed normals flag its edges."""
+    from d2im_tf.data.synth import shapes
+    from d2im_tf.data.synth.relief import random_relief
+    from d2im_tf.evaluation import metrics, relief
+
+    parts = [shapes.box([0, 0, 0], [0.4, 0.3, 0.05], relief=random_relief(np.random.default_rng(3), 0.4, 0.3, 0.03))]
+    truth = shapes.mesh_parts(parts, 128)
+    coarse = shapes.coarse_mesh(parts, truth.metadata["family_frame"], 128)
+    params = np.array([0.0, 0.0, 0.0, 1.0])  # normalised = world
+    front, back = (np.array([az, 20, 0, 0.9, 35, 32, 1.75, 0, 0, 0], float) for az in (90, 270))
+    assert relief.relief_pixels(metrics.normal_map(truth, front), metrics.normal_map(coarse, front)).sum() > 1000
+    assert shape_metrics(coarse, truth, front, params, coarse)["relief_angle"] > relief.RELIEF_THRESHOLD
+    assert shape_metrics(truth, truth, front, params, coarse)["relief_angle"] == pytest.approx(0.0, abs=1e-5)
+    assert relief.relief_pixels(metrics.normal_map(truth, back), metrics.normal_map(coarse, back)).sum() == 0
+    assert relief.relief_pixels(metrics.normal_map(truth, back)).sum() > 100  # the smoothed normals: its edges
+
+
+def test_shapes_whose_view_shows_no_relief_are_left_out_of_the_relief_means():
+    metrics = {key: 1.0 for key in COLUMNS}
+    rows = [
+        {"camera": "gt", "category": "a", **metrics, "relief_angle": 10.0},
+        {"camera": "gt", "category": "a", **metrics, "relief_angle": float("nan")},
+        {"camera": "gt", "category": "a", **metrics, "relief_angle": 20.0},
+        {"camera": "gt", "category": "b", **metrics, "relief_angle": float("nan")},
+        {"camera": "gt", "category": "c", **metrics, "relief_angle": 40.0},
+    ]
+    summary = {row["category"]: row for row in evaluation.summarise(rows)}
+    assert summary["a"]["relief_angle"] == 15.0 and summary["a"]["shapes"] == 3
+    assert np.isnan(summary["b"]["relief_angle"]) and summary["b"]["iou"] == 1.0
+    assert summary["mean"]["relief_angle"] == 27.5  # categories a and c; b has no value
+    assert "| b | 1 | " in evaluation.markdown_tables(evaluation.summarise(rows)) and "| – |" in (
+        evaluation.markdown_tables(evaluation.summarise(rows))
+    )

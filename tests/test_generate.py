@@ -11,6 +11,7 @@ import trimesh
 from d2im_tf.cli import main
 from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.synth import generate, mesh_sdf
+from d2im_tf.evaluation.evaluate import EvaluationCase
 
 from helpers import file_hashes, read_depth
 
@@ -134,7 +135,9 @@ def test_coarse_sdf_added_to_a_dataset_gives_the_bytes_of_making_it_with_the_opt
     assert written == []
     before, after = file_hashes(tiny), file_hashes(added)
     changed = sorted(k for k in after if after[k] != before.get(k))
-    assert changed == sorted(["make_data.json"] + [k for k in after if k.endswith("ori_sample.h5")])
+    new_files = sorted(k for k in after if k.endswith("coarse.obj"))
+    assert len(new_files) == 4 and not any(k in before for k in new_files)
+    assert changed == sorted(["make_data.json"] + new_files + [k for k in after if k.endswith("ori_sample.h5")])
     for category in CATEGORIES:
         for shape in ("syn00000", "syn00001"):
             old = fmt.read_samples(fmt.DatasetLayout(tiny).samples_path(category, shape))
@@ -142,6 +145,8 @@ def test_coarse_sdf_added_to_a_dataset_gives_the_bytes_of_making_it_with_the_opt
             for field in ("samples", "gradients", "density", "far_samples", "far_gradients", "surface_points"):
                 np.testing.assert_array_equal(getattr(new, field), getattr(old, field))
             assert new.coarse_sdf.shape == (2048,) and new.far_coarse_sdf.shape == (len(old.far_samples),)
+            case = EvaluationCase.load(fmt.DatasetLayout(added), category, shape)  # evaluate reads coarse.obj
+            assert case.coarse is not None and case.coarse.is_watertight
             # The relief only adds material or carves a little: most samples keep their distance.
             assert 0.5 < np.mean(np.abs(new.coarse_sdf - old.sdf) < 1e-6) < 1.0
     monkeypatch.setattr(generate, "_synthetic_task", task)

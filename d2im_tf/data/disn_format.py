@@ -92,6 +92,10 @@ class DatasetLayout:
     def mesh_path(self, category: str, shape: str) -> Path:
         return self.root / "meshes" / category / shape / "model.obj"
 
+    def coarse_mesh_path(self, category: str, shape: str) -> Path:
+        """The shape without its relief (ours, ``make-data --coarse-sdf``)."""
+        return self.root / "meshes" / category / shape / "coarse.obj"
+
     def categories(self) -> list[str]:
         """Categories with at least one split list, sorted."""
         if not self.split_dir.is_dir():

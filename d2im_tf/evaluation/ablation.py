@@ -18,14 +18,13 @@ chair numbers. :func:`relief_table` does the same for the relief error
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
 
 from d2im_tf.config import VARIANTS
 from d2im_tf.data.categories import CHAIR
-from d2im_tf.evaluation.summary import group_by_category, mean_over_categories
+from d2im_tf.evaluation.summary import column_means, group_by_category, mean_over_categories
 
 VARIANT_TITLES = {
     "baseline": "Baseline",
@@ -79,10 +78,13 @@ def read_per_shape(path, camera: str = "gt", metrics=METRICS) -> dict[str, np.nd
 
 
 def mean_and_error(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-metric mean and standard error of the mean over the rows of ``[shapes, metrics]``."""
-    count = len(values)
-    spread = values.std(axis=0, ddof=1) if count > 1 else np.zeros(values.shape[1])
-    return values.mean(axis=0), spread / math.sqrt(count)
+    """Per-metric mean and standard error of the mean over the rows of ``[shapes, metrics]`` that define
+    the metric (not NaN)."""
+    counts = np.sum(~np.isnan(values), axis=0)
+    mean = column_means(values)
+    squares = np.nansum((values - mean) ** 2, axis=0)
+    spread = np.sqrt(squares / np.maximum(counts - 1, 1))
+    return mean, np.where(counts > 1, spread / np.sqrt(np.maximum(counts, 1)), 0.0)
 
 
 def summary(by_category: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -4,7 +4,9 @@ For each test shape, the image of the evaluation view is reconstructed and compa
 ground-truth mesh ``meshes/<cat>/<shape>/model.obj`` (world frame) with the metrics of
 :mod:`d2im_tf.evaluation.metrics`: IoU (32³ voxels), CD = Chamfer-L1 on 20K surface samples, ECD-3D, ECD-2D
 (pixels, 224² normal maps), the relief error (degrees between the two 224² normal maps on the GT's
-relief pixels, :mod:`d2im_tf.evaluation.relief`) and the F-score at 1% of the side of the reconstruction box
+relief pixels, :mod:`d2im_tf.evaluation.relief`: where its normals depart from those of
+``meshes/<cat>/<shape>/coarse.obj``, the shape without its relief, when the dataset has it, else from
+its own smoothed normals) and the F-score at 1% of the side of the reconstruction box
 (:data:`d2im_tf.geometry.frames.NORMALISED_BOX`), and precision/recall at 0.05 (normalised
 units): the share of the reconstruction's surface samples within 0.05 of the GT surface, by exact
 distance (phantom sheets and floaters lower it), and the converse (missing parts lower it).
@@ -29,6 +31,7 @@ with fewer views ``V`` uses ``min(view, V − 1)``.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +43,7 @@ from d2im_tf.data import disn_format as fmt
 from d2im_tf.data.categories import SIDE_VIEW_CATEGORIES
 from d2im_tf.data.disn_format import DatasetLayout
 from d2im_tf.evaluation import metrics, relief
-from d2im_tf.evaluation.summary import group_by_category, mean_over_categories
+from d2im_tf.evaluation.summary import column_means, group_by_category, mean_over_categories
 from d2im_tf.geometry import camera
 from d2im_tf.geometry.frames import box_side, normalised_pose, to_normalised, to_world
 from d2im_tf.io import atomic_path
@@ -72,11 +75,15 @@ def evaluation_view(category: str, views: int) -> int:
     return min(view, views - 1)
 
 
-def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, norm_params) -> dict:
-    """The five metrics of ``predicted`` against ``truth``, both in the normalised frame.
+def shape_metrics(
+    predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, norm_params, coarse: trimesh.Trimesh | None = None
+) -> dict:
+    """The metrics of ``predicted`` against ``truth``, both in the normalised frame.
 
     ``view_row`` is the evaluation view's metadata row (world frame) and ``norm_params`` the shape's
-    ``(cx, cy, cz, m)``, used for ECD-2D only.
+    ``(cx, cy, cz, m)``, used for ECD-2D and the relief error. ``coarse``, the shape without its relief
+    (normalised frame) when known, defines the relief pixels; else the GT's smoothed normals do
+    (:mod:`d2im_tf.evaluation.relief`).
     """
     points_pred, _ = metrics.sample_surface(predicted, SURFACE_SAMPLES)
     points_true, _ = metrics.sample_surface(truth, SURFACE_SAMPLES)
@@ -89,10 +96,17 @@ def shape_metrics(predicted: trimesh.Trimesh, truth: trimesh.Trimesh, view_row, 
         "fscore_1pct": metrics.fscore(points_pred, points_true, FSCORE_THRESHOLD),
         "precision_005": precision,
         "recall_005": recall,
-        "relief_angle": relief.relief_error(
-            *(metrics.normal_map(to_world(mesh, norm_params), view_row) for mesh in (predicted, truth))
-        )["relief_angle"],
+        "relief_angle": _relief_angle(predicted, truth, view_row, norm_params, coarse),
     }
+
+
+def _relief_angle(predicted, truth, view_row, norm_params, coarse) -> float:
+    """The relief error of the view; NaN when the view shows no relief the prediction covers."""
+    error = relief.relief_error(
+        *(metrics.normal_map(to_world(mesh, norm_params), view_row) for mesh in (predicted, truth)),
+        coarse=None if coarse is None else metrics.normal_map(to_world(coarse, norm_params), view_row),
+    )
+    return error["relief_angle"] if error["relief_pixels"] and error["relief_coverage"] > 0 else float("nan")
 
 
 def pose_metrics(pose, case: "EvaluationCase", frame: str) -> dict:
@@ -117,6 +131,7 @@ class EvaluationCase:
     norm_params: np.ndarray  # [4] cx, cy, cz, m
     pixels: np.ndarray  # uint8 [H, W, 3|4]
     truth: trimesh.Trimesh
+    coarse: trimesh.Trimesh | None = None  # the shape without its relief (make-data --coarse-sdf)
 
     @classmethod
     def load(cls, layout: DatasetLayout, category: str, shape: str) -> "EvaluationCase":
@@ -124,6 +139,10 @@ class EvaluationCase:
         view = evaluation_view(category, len(rows))
         norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
         truth = to_normalised(fmt.read_mesh(layout.mesh_path(category, shape), "ground-truth mesh"), norm_params)
+        coarse_path = layout.coarse_mesh_path(category, shape)
+        coarse = (
+            to_normalised(fmt.read_mesh(coarse_path, "coarse mesh"), norm_params) if coarse_path.is_file() else None
+        )
         return cls(
             category,
             shape,
@@ -132,6 +151,7 @@ class EvaluationCase:
             norm_params,
             fmt.read_image(layout.image_path(category, shape, view)),
             truth,
+            coarse,
         )
 
 
@@ -173,7 +193,7 @@ def evaluate(
                 "shape": shape,
                 "camera": camera_kind,
                 "view": case.view,
-                **shape_metrics(predicted, case.truth, case.view_row, case.norm_params),
+                **shape_metrics(predicted, case.truth, case.view_row, case.norm_params, case.coarse),
             }
             if result.pose is not None:
                 row.update(pose_metrics(result.pose, case, result.frame))
@@ -189,7 +209,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         selected = [row for row in rows if row["camera"] == camera_kind]
         columns = table_columns(selected)
         grouped = group_by_category(selected, columns)
-        means = {category: grouped[category].mean(axis=0) for category in sorted(grouped)}
+        means = {category: column_means(grouped[category]) for category in sorted(grouped)}
         summary += [
             {"camera": camera_kind, "category": category, "shapes": len(grouped[category]), **dict(zip(columns, mean))}
             for category, mean in means.items()
@@ -227,7 +247,9 @@ def markdown_tables(summary: list[dict], surface: str = "detailed") -> str:
         "CD is Chamfer-L1 (mean of the two directed mean nearest-neighbour distances, 20K samples, "
         "normalised frame); ECD-2D in pixels at 224²; F-score at 1% of the box side; precision/recall "
         "at 0.05: share of predicted surface samples within 0.05 of the GT surface (exact distance), and the "
-        "converse. Relief error: mean angle (°) between the normal maps (224²) on the GT's relief pixels. "
+        "converse. Relief error: mean angle (°) between the normal maps (224²) on the GT's relief pixels "
+        "(against the shape without its relief where the dataset has coarse.obj, else the GT's smoothed normals), "
+        "over the shapes whose view shows relief (– if none does). "
         "IoU, F-score, precision, recall: higher is better; CD, ECD-3D, ECD-2D, relief error: lower is better. "
         "Predicted camera, DISN's pose metrics (lower is better): d_3D, the mean distance between GT "
         "surface points taken to the camera frame by the predicted and the GT pose (normalised units); "
@@ -247,7 +269,9 @@ def markdown_tables(summary: list[dict], surface: str = "detailed") -> str:
             "|---|---:|" + "---:|" * len(columns),
         ]
         lines += [
-            f"| {entry['category']} | {entry['shapes']} | " + " | ".join(f"{entry[key]:.4f}" for key in columns) + " |"
+            f"| {entry['category']} | {entry['shapes']} | "
+            + " | ".join("–" if math.isnan(entry[key]) else f"{entry[key]:.4f}" for key in columns)
+            + " |"
             for entry in entries
         ]
         lines.append("")

@@ -109,6 +109,7 @@ def write_shape(
     samples = mesh_sdf.sample_sdf(mesh, streams["samples"], settings.samples, source=layout.mesh_path(category, shape))
     if coarse is not None:
         samples = mesh_sdf.with_coarse_sdf(samples, coarse)
+        write_obj(layout.coarse_mesh_path(category, shape), coarse)
     if settings.framing:
         rows = framed_views(streams["views"], settings.views, mesh.vertices, settings.framing)
     else:
@@ -192,8 +193,9 @@ def _synthetic_task(task: tuple[Settings, str, int]) -> tuple[str, str, str | No
 
 
 def _coarse_sdf_task(task: tuple[Settings, str, int]) -> None:
-    """Add the coarse SDF to a finished shape's samples: the shape is generated again from its streams
-    (checked against its stored mesh) and the file rewritten with every other field kept."""
+    """Add the coarse mesh and SDF to a finished shape: the shape is generated again from its streams
+    (checked against its stored mesh), ``coarse.obj`` written beside it and the samples file rewritten
+    with every other field kept."""
     settings, category, index = task
     layout, shape = settings.layout, shape_name(index)
     generated = synthetic_shape(settings, category, shape_streams(settings.seed, category, index))
@@ -205,7 +207,8 @@ def _coarse_sdf_task(task: tuple[Settings, str, int]) -> None:
         raise fmt.DataError(
             mesh_path, "is not the shape this version of make-data generates from its seed; regenerate the dataset"
         )
-    path = layout.samples_path(category, shape)
+    write_obj(layout.coarse_mesh_path(category, shape), generated.coarse)
+    path = layout.samples_path(category, shape)  # written last: it marks the shape done
     fmt.write_samples(path, mesh_sdf.with_coarse_sdf(fmt.read_samples(path), generated.coarse))
 
 
@@ -291,12 +294,13 @@ def make_synthetic(
         if not settings.layout.metadata_path(c, shape_name(i)).exists()
     ]
     _run(_synthetic_task, tasks, workers, "make-data")
-    if settings.coarse_sdf:  # shapes written before the option was added get their coarse SDF now
+    if settings.coarse_sdf:  # shapes written before the option was added get their coarse mesh and SDF now
         lacking = [
             (settings, c, i)
             for c in categories
             for i in range(total)
             if not fmt.has_coarse_sdf(settings.layout.samples_path(c, shape_name(i)))
+            or not settings.layout.coarse_mesh_path(c, shape_name(i)).is_file()
         ]
         if lacking:
             _run(_coarse_sdf_task, lacking, workers, "coarse SDF")
