@@ -2,7 +2,9 @@
 
 A shape's files (DISN layout, see :mod:`d2im_tf.data.disn_format`): the mesh ``meshes/.../model.obj``,
 ``SDF_v1/.../ori_sample.h5`` (samples, gradients, densities), and per view the RGBA render, the
-``_mnormal`` normal map and the 16-bit depth map, plus ``rendering_metadata.txt``.
+``_mnormal`` normal map and the 16-bit depth map, plus ``rendering_metadata.txt``. With
+``Settings.coarse_sdf``, also the shape without its relief (``coarse.obj``) and its SDF at the same
+samples; added to finished shapes by regenerating them from their seeds.
 
 Every random choice of a shape comes from ``SeedSequence([seed, crc32(category), index])`` split
 into independent streams (geometry, colour, views, samples, appearance, framing), so output bytes depend only on the
