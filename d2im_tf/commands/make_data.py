@@ -5,7 +5,7 @@ running the same command again — after it was killed, say — writes only the 
 finished (their metadata file, written last, is missing), with the bytes of an uninterrupted run. The
 one setting that may change is a larger ``--extra-train-shapes`` on a finished dataset: that generates
 only the new training shapes, so a study set can grow without touching its test split. Likewise,
-``--coarse-sdf`` added to a generated dataset writes only the coarse SDF into its existing samples.
+``--coarse-sdf`` added to a generated dataset writes only each shape's relief-free mesh and SDF.
 """
 
 from __future__ import annotations
@@ -112,9 +112,9 @@ def configure(parser) -> None:
     parser.add_argument(
         "--coarse-sdf",
         action="store_true",
-        help="also write each shape's SDF without its relief at the same samples (pc_sdf_coarse, "
-        "pc_sdf_uniform_coarse), for model.base_target: coarse_sdf; added to a generated dataset, "
-        "only these are written",
+        help="also write each shape without its relief: its mesh (coarse.obj) and its SDF at the same "
+        "samples (pc_sdf_coarse, pc_sdf_uniform_coarse), for model.base_target: coarse_sdf and the "
+        "relief error of evaluate; added to a generated dataset, only these are written",
     )
 
 

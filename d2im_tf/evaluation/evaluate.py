@@ -249,7 +249,7 @@ def markdown_tables(summary: list[dict], surface: str = "detailed") -> str:
         "at 0.05: share of predicted surface samples within 0.05 of the GT surface (exact distance), and the "
         "converse. Relief error: mean angle (°) between the normal maps (224²) on the GT's relief pixels "
         "(against the shape without its relief where the dataset has coarse.obj, else the GT's smoothed normals), "
-        "over the shapes whose view shows relief (– if none does). "
+        "over the shapes whose view shows relief that the reconstruction covers (– if none does). "
         "IoU, F-score, precision, recall: higher is better; CD, ECD-3D, ECD-2D, relief error: lower is better. "
         "Predicted camera, DISN's pose metrics (lower is better): d_3D, the mean distance between GT "
         "surface points taken to the camera frame by the predicted and the GT pose (normalised units); "

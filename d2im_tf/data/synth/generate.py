@@ -200,7 +200,9 @@ def _coarse_sdf_task(task: tuple[Settings, str, int]) -> None:
     with every other field kept."""
     settings, category, index = task
     layout, shape = settings.layout, shape_name(index)
-    generated = synthetic_shape(settings, category, shape_streams(settings.seed, category, index))
+    # the face groups of --appearance are not needed here (and draw no random numbers)
+    shape_only = replace(settings, appearance=False)
+    generated = synthetic_shape(shape_only, category, shape_streams(settings.seed, category, index))
     mesh_path = layout.mesh_path(category, shape)
     stored = fmt.read_mesh(mesh_path, "mesh")
     if stored.vertices.shape != generated.mesh.vertices.shape or not np.allclose(
