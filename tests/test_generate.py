@@ -123,7 +123,9 @@ def test_the_same_command_after_a_kill_writes_only_the_unfinished_shapes(tiny, t
     assert file_hashes(killed) == file_hashes(tiny)
 
 
-def test_coarse_sdf_added_to_a_dataset_gives_the_bytes_of_making_it_with_the_option(tiny, tmp_path, monkeypatch):
+def test_coarse_sdf_added_to_a_dataset_gives_the_bytes_of_making_it_with_the_option(
+    tiny, tmp_path, monkeypatch, capsys
+):
     """--coarse-sdf on a finished dataset writes only pc_sdf_coarse and pc_sdf_uniform_coarse into the
     samples (no shape is generated anew), with the bytes of a dataset made with it from the start."""
     added = tmp_path / "added"
@@ -153,7 +155,11 @@ def test_coarse_sdf_added_to_a_dataset_gives_the_bytes_of_making_it_with_the_opt
     fresh = tmp_path / "fresh"
     assert main(["make-data", "--out", str(fresh), *TINY, "--coarse-sdf", "--workers", "2"]) == 0
     assert file_hashes(fresh) == after
+    capsys.readouterr()
     assert main(["make-data", "--out", str(fresh), *TINY]) == 2  # the option cannot be taken back
+    assert f"error: {fresh}: holds a dataset made with --coarse-sdf; choose" in capsys.readouterr().err
+    assert main(["make-data", "--out", str(fresh), *TINY, "--coarse-sdf"]) == 0  # all done: nothing to show
+    assert "shape" not in capsys.readouterr().err
 
 
 def test_coarse_sdf_refuses_meshes_it_did_not_generate(tiny, tmp_path, capsys):

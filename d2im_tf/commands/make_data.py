@@ -260,8 +260,12 @@ def check_out_folder(out: Path, record: dict) -> int:
     if differing:
         key = differing[0]
         option = "--" + key.replace("_", "-")
+        if isinstance(earlier.get(key), bool):  # a flag: say with or without it
+            made = f"{'with' if earlier[key] else 'without'} {option}"
+        else:
+            made = f"with {option} {earlier.get(key)}, not {record.get(key)}"
         raise UserError(
-            f"{out}: holds a dataset made with {option} {earlier.get(key)}, not {record.get(key)}; "
+            f"{out}: holds a dataset made {made}; "
             "choose a new or empty folder (only the same command may run again into it)"
         )
     return 0

@@ -236,6 +236,8 @@ def _mesh_task(task: tuple[Settings, str, str, Path]) -> tuple[str, str, str | N
 def _run(function, tasks: list, workers: int, description: str) -> list:
     """``function`` over ``tasks`` in ``workers`` processes with a progress bar; results in task order."""
     results = []
+    if not tasks:  # everything already done: no empty bar
+        return results
     with tqdm(total=len(tasks), desc=description, unit="shape") as bar:  # closed before an error is shown
         if workers <= 1:
             for task in tasks:
