@@ -6,19 +6,22 @@ target's frame — (a) the target's own reconstruction and (b) the transfer of t
 (whole-object box correspondence, both maps). Both are rendered from the target's view as normal maps
 (224²) and compared with the rebuilt ground truth (the target's parts with the source's relief):
 
-* the relief error (:mod:`d2im_tf.evaluation.relief`, mean degrees) on the pixels where the target's
-  or the rebuilt shape's normals depart from their common coarse surface's (the relief-free parts) —
-  where the two reliefs differ, so where a transfer has something to show;
+* the relief error (:mod:`d2im_tf.evaluation.relief`, mean degrees) on the **source's relief pixels**:
+  where the rebuilt shape's normals depart from the coarse surface's (the relief-free parts), the
+  relief a transfer has to bring. (Pixels of the target's own relief are left out: there a surface
+  that merely loses its relief would score well.)
 * the silhouette IoU of each mesh's normal-map foreground against the target GT's.
 
-Reference rows in the same run: the relief error of the coarse GT (what no relief at all scores) and
-of the target GT itself against the rebuilt one (what carrying exactly the target's relief scores);
-and whether the model recovers relief at all: the target's own reconstruction against the *target*
-GT on the target's relief pixels, beside the coarse GT there (a model that carries relief scores
-below the coarse GT; a transfer can only show what the maps carry).
+Reference rows in the same run: the rebuilt and the target GT marched again at the step of the
+reconstructions' extraction grid (:func:`~d2im_tf.data.synth.pairs.remarched`: what a perfect transfer,
+and a perfect reconstruction of the target, can score at that resolution); the coarse GT (what no
+relief at all scores); the target GT itself. And whether the model recovers relief at all: the
+target's own reconstruction against the *target* GT on the target's relief pixels, beside the coarse
+GT and the re-marched target GT there (a model that carries relief scores below the coarse GT; a
+transfer can only show what the maps carry).
 Targets: (b)'s relief error ≥ 25% below (a)'s, and (b)'s silhouette IoU within 0.02 of (a)'s.
 ``--figure PNG`` draws, for the first pairs, the two inputs, the normal maps from the target's view of
-the target GT, the rebuilt GT, (a) and (b), and the relief pixels (white).
+the target GT, the rebuilt GT, (a) and (b), and the source's relief pixels (white).
 """
 
 from __future__ import annotations
@@ -38,12 +41,26 @@ def masks_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+# The table's rows: the two reconstructions, then the references (module docstring).
+ROWS = ("own", "transfer", "grid_rebuilt", "grid_target", "gt_coarse", "gt_target")
+
+
+def reconstruction_step(reconstructor, entry: dict) -> float:
+    """The world-frame grid step of the reconstructor's extraction of the pair's target."""
+    from d2im_tf.inference.extraction import grid_spacing
+    from d2im_tf.inference.reconstruct import FRAME_BOUNDS
+
+    step = grid_spacing(reconstructor.resolution, FRAME_BOUNDS[reconstructor.frame])
+    return step * entry["target_norm_params"][3] if reconstructor.frame == "normalised" else step
+
+
 def measure_pair(
     model, root: Path, entry: dict, where: str = "both", source_mask: bool = True, panels: list | None = None
 ) -> dict:
     """The row of one pair (module docstring); appends its figure row to ``panels`` if given."""
     from d2im_tf.applications.transfer import detail_transfer
     from d2im_tf.data.disn_format import read_image
+    from d2im_tf.data.synth.pairs import remarched
     from d2im_tf.evaluation.metrics import normal_map
     from d2im_tf.evaluation.relief import foreground, relief_error, relief_pixels
     from d2im_tf.geometry.frames import to_world
@@ -61,16 +78,18 @@ def measure_pair(
     }
     for key in ("target", "rebuilt", "coarse"):
         maps[f"gt_{key}"] = normal_map(trimesh.load(folder / f"{key}.obj", force="mesh"), view, MEASURE_SIZE)
-    relief = relief_pixels(maps["gt_rebuilt"], maps["gt_coarse"]) | relief_pixels(maps["gt_target"], maps["gt_coarse"])
+    for key, mesh in remarched(root, entry, reconstruction_step(model.reconstructor, entry)).items():
+        maps[f"grid_{key}"] = normal_map(mesh, view, MEASURE_SIZE)
+    relief = relief_pixels(maps["gt_rebuilt"], maps["gt_coarse"])  # the source's relief, where (b) must put it
     row = {"category": entry["category"], "pair": entry["pair"], "relief_pixels": int(relief.sum())}
     outline = foreground(maps["gt_target"])
-    for key in ("own", "transfer", "gt_coarse", "gt_target"):
+    for key in ROWS:
         result = relief_error(maps[key], maps["gt_rebuilt"], relief=relief)
         row[f"{key}_relief_angle"] = result["relief_angle"]
         row[f"{key}_coverage"] = result["relief_coverage"]
         row[f"{key}_silhouette_iou"] = masks_iou(foreground(maps[key]), outline)
     own_relief = relief_pixels(maps["gt_target"], maps["gt_coarse"])  # does the model recover relief at all?
-    for key in ("own", "gt_coarse"):
+    for key in ("own", "gt_coarse", "grid_target"):
         against_target = relief_error(maps[key], maps["gt_target"], relief=own_relief)
         row[f"{key}_vs_target_relief_angle"] = against_target["relief_angle"]
     if panels is not None:
@@ -186,9 +205,12 @@ def show(result: dict) -> None:
         f"source mask {'on' if result['source_mask'] else 'off'}"
     )
     print(f"{'':<28}{'relief error (°)':>18}{'coverage':>10}{'silhouette IoU':>16}")
+    grid = f"at {result['resolution']}³"
     for key, title in (
         ("own", "(a) target's own"),
         ("transfer", "(b) transfer"),
+        ("grid_rebuilt", f"rebuilt GT {grid}"),
+        ("grid_target", f"target GT {grid}"),
         ("gt_coarse", "coarse GT (no relief)"),
         ("gt_target", "target GT (its relief)"),
     ):
@@ -197,8 +219,10 @@ def show(result: dict) -> None:
             f"{mean[f'{key}_silhouette_iou']:>16.3f}"
         )
     print(
-        f"relief recovery of the model: (a) against the target GT {mean['own_vs_target_relief_angle']:.2f}°, "
-        f"the coarse GT there {mean['gt_coarse_vs_target_relief_angle']:.2f}° (below it: the maps carry relief)"
+        f"relief recovery of the model: (a) against the target GT on its relief "
+        f"{mean['own_vs_target_relief_angle']:.2f}°, the coarse GT there "
+        f"{mean['gt_coarse_vs_target_relief_angle']:.2f}° (below it: the maps carry relief), "
+        f"the target GT {grid} {mean['grid_target_vs_target_relief_angle']:.2f}°"
     )
     print(
         f"relief error of (b) {-summary['relief_reduction']:+.1%} relative to (a) "

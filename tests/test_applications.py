@@ -338,7 +338,8 @@ def test_make_data_transfer_pairs(tmp_path):
     the rebuilt shape stretched per axis, and all differ from the coarse shape only near the relief."""
     import trimesh
 
-    from d2im_tf.data.synth.pairs import read_pairs
+    from d2im_tf.data.disn_format import DataError
+    from d2im_tf.data.synth.pairs import read_pairs, remarched
     from d2im_tf.evaluation.metrics import normal_map
     from d2im_tf.evaluation.relief import relief_pixels
 
@@ -378,6 +379,44 @@ def test_make_data_transfer_pairs(tmp_path):
     assert target_relief.any() and rebuilt_relief.any() and (target_relief != rebuilt_relief).any()
     assert Image.open(folder / "source.png").size == (64, 64)
     assert main(["make-data", "--out", str(out), "--transfer-pairs", "1"]) == 2  # not empty
+
+    # Marched again from the recorded seed at about the stored meshes' step, then at twice it: the same
+    # surfaces (within the corners a grid cuts), each nearer its own relief than the other's.
+    assert (entry["seed"], entry["resolution"]) == (0, 96)
+    for step in (0.8 / 96, 1.6 / 96):
+        again = remarched(out, entry, step)
+        for key, other in (("target", "rebuilt"), ("rebuilt", "target")):
+            there = np.abs(trimesh.proximity.signed_distance(meshes[key], again[key].vertices))
+            back = np.abs(trimesh.proximity.signed_distance(again[key], meshes[key].vertices[::7]))
+            assert max(there.max(), back.max()) < 1.5 * step and np.mean(there) < step / 4, (key, step)
+            to_other = np.abs(trimesh.proximity.signed_distance(meshes[other], again[key].vertices))
+            assert np.mean(there) < np.mean(to_other), (key, step)  # its own relief, not the other's
+    lines = (folder / "target.obj").read_text().splitlines(keepends=True)
+    (folder / "target.obj").write_text("v 0.1 0.2 0.3\n" + "".join(lines[1:]))  # the first vertex moved
+    with pytest.raises(DataError, match="target.obj: is not the shape the generator makes with seed 0"):
+        remarched(out, entry, 0.01)
+    with pytest.raises(DataError, match="pairs.json: has no seed"):
+        remarched(out, {key: value for key, value in entry.items() if key != "seed"}, 0.01)
+
+
+def test_transfer_benchmark_rows_against_its_references(tiny, tmp_path):
+    """One pair through ``tools/benchmark.py transfer``'s measure: the re-marched rebuilt GT (a perfect
+    transfer at the extraction grid) scores below the coarse GT and the re-marched target GT on the
+    source's relief pixels, and the tiny model's two meshes get a row each."""
+    from benchmarks.transfer import ROWS, measure_pair, reconstruction_step
+    from d2im_tf.data.synth.pairs import read_pairs
+
+    out = tmp_path / "pairs"
+    args = ["--categories", "03001627", "--image-size", "64", "--resolution", "128"]
+    assert main(["make-data", "--out", str(out), "--transfer-pairs", "1", *args]) == 0
+    (entry,) = read_pairs(out)
+    model = FieldModel(Reconstructor(tiny.path, resolution=128, matting=False))
+    assert reconstruction_step(model.reconstructor, entry) == pytest.approx(2 / 128 * entry["target_norm_params"][3])
+    row = measure_pair(model, out, entry)
+    assert row["relief_pixels"] > 100
+    assert {f"{key}_relief_angle" for key in ROWS} <= set(row)
+    assert row["grid_rebuilt_relief_angle"] < min(row["gt_coarse_relief_angle"], row["grid_target_relief_angle"])
+    assert row["grid_rebuilt_coverage"] > 0.95 and row["grid_rebuilt_silhouette_iou"] > 0.95
 
 
 def test_an_application_prepares_its_target_as_a_reconstruction_does(field_model):

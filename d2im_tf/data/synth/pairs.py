@@ -15,7 +15,7 @@ the source after its stretch). Target and source are rendered from one random fr
 (azimuth 50–130°, where the reliefs' faces point, elevation 5–35°, distance ratio 0.65–0.9), and
 each has DISN's norm params. Layout under ``OUT``::
 
-    pairs.json                      # per pair: category, name, views, norm params
+    pairs.json                      # per pair: category, name, seed, mesh resolution, views, norm params
     <category>/<pair>/{target,source,rebuilt,coarse}.obj
     <category>/<pair>/{target,source}.png   # RGBA renders
 """
@@ -84,33 +84,73 @@ def stretched(mesh: trimesh.Trimesh, factors) -> trimesh.Trimesh:
     return trimesh.Trimesh(vertices, mesh.faces, process=False)
 
 
+def pair_streams(seed: int, category: str, index: int) -> list[np.random.Generator]:
+    """The generators of pair ``index``: geometry, relief, views, colour."""
+    root = np.random.SeedSequence([seed, zlib.crc32(category.encode()), index])
+    return [np.random.default_rng(s) for s in root.spawn(4)]
+
+
+def pair_parts(category: str, rng_geometry, rng_relief) -> tuple[list, list]:
+    """The target's parts and the rebuilt ones (every relief redrawn)."""
+    parts = shapes.FAMILIES[category](rng_geometry)
+    return parts, redrawn(parts, rng_relief)
+
+
+def _placed(mesh: trimesh.Trimesh, centre, scale: float) -> trimesh.Trimesh:
+    return trimesh.Trimesh((mesh.vertices - centre) * scale, mesh.faces, process=False)
+
+
 def pair_meshes(category: str, rng_geometry, rng_relief, resolution: int) -> dict[str, trimesh.Trimesh]:
     """The four meshes of one pair (module docstring), world frame; rebuilt and coarse in the target's
     placement: all three are normalised by the target's own centring and scale."""
-    parts = shapes.FAMILIES[category](rng_geometry)
-    rebuilt_parts = redrawn(parts, rng_relief)
+    parts, rebuilt_parts = pair_parts(category, rng_geometry, rng_relief)
     spacing = shapes.grid_spacing(parts, resolution)
     raw = {
         key: shapes.closed_mesh(*shapes.march_parts(p, spacing))
         for key, p in (("target", parts), ("rebuilt", rebuilt_parts), ("coarse", shapes.without_relief(parts)))
     }
-    lower, upper = raw["target"].vertices.min(axis=0), raw["target"].vertices.max(axis=0)
-    centre, scale = (lower + upper) / 2, shapes.WORLD_DIAGONAL / np.linalg.norm(upper - lower)
-    meshes = {
-        key: trimesh.Trimesh((mesh.vertices - centre) * scale, mesh.faces, process=False) for key, mesh in raw.items()
-    }
+    centre, scale = _placement(raw["target"])
+    meshes = {key: _placed(mesh, centre, scale) for key, mesh in raw.items()}
     meshes["source"] = stretched(meshes["rebuilt"], rng_relief.uniform(*STRETCH, size=3))
     return {key: trimesh.Trimesh(np.round(meshes[key].vertices, 6), meshes[key].faces, process=False) for key in MESHES}
 
 
+def _placement(target: trimesh.Trimesh) -> tuple[np.ndarray, float]:
+    """Centre (3,) and scale of the marched target that put it into the world frame."""
+    lower, upper = target.vertices.min(axis=0), target.vertices.max(axis=0)
+    return (lower + upper) / 2, shapes.WORLD_DIAGONAL / np.linalg.norm(upper - lower)
+
+
+def remarched(root: Path, entry: dict, step: float) -> dict[str, trimesh.Trimesh]:
+    """The pair's ``target`` and ``rebuilt`` shapes marched again at the world-frame grid step ``step``
+    (a reconstruction's), in the pair's placement, rebuilt from the seed in ``entry``: the best any
+    field sampled at that step can show of either relief (the transfer benchmark's references)."""
+    folder = root / entry["category"] / entry["pair"]
+    if "seed" not in entry:
+        raise fmt.DataError(root / "pairs.json", "has no seed (pairs written before it was recorded); write them again")
+    index = int(entry["pair"].removeprefix("pair"))
+    rng_geometry, rng_relief, _, _ = pair_streams(entry["seed"], entry["category"], index)
+    parts, rebuilt_parts = pair_parts(entry["category"], rng_geometry, rng_relief)
+    target = shapes.closed_mesh(*shapes.march_parts(parts, shapes.grid_spacing(parts, entry["resolution"])))
+    centre, scale = _placement(target)
+    stored = trimesh.load(folder / "target.obj", force="mesh", process=False)
+    if len(stored.vertices) != len(target.vertices) or not np.allclose(
+        stored.vertices, _placed(target, centre, scale).vertices, atol=2e-6
+    ):
+        raise fmt.DataError(folder / "target.obj", f"is not the shape the generator makes with seed {entry['seed']}")
+    return {
+        key: _placed(shapes.closed_mesh(*shapes.march_parts(p, step / scale)), centre, scale)
+        for key, p in (("target", parts), ("rebuilt", rebuilt_parts))
+    }
+
+
 def write_pair(out: Path, category: str, index: int, seed: int, image_size: int, resolution: int) -> dict:
     """Every file of pair ``index`` under ``out``; returns its ``pairs.json`` entry."""
-    root = np.random.SeedSequence([seed, zlib.crc32(category.encode()), index])
-    rng_geometry, rng_relief, rng_views, rng_color = (np.random.default_rng(s) for s in root.spawn(4))
+    rng_geometry, rng_relief, rng_views, rng_color = pair_streams(seed, category, index)
     meshes = pair_meshes(category, rng_geometry, rng_relief, resolution)
     folder = out / category / pair_name(index)
     color = random_color(rng_color)
-    entry = {"category": category, "pair": pair_name(index)}
+    entry = {"category": category, "pair": pair_name(index), "seed": seed, "resolution": resolution}
     for key, mesh in meshes.items():
         write_obj(folder / f"{key}.obj", mesh)
     for key in ("target", "source"):
