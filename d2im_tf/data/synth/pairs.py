@@ -96,6 +96,12 @@ def pair_parts(category: str, rng_geometry, rng_relief) -> tuple[list, list]:
     return parts, redrawn(parts, rng_relief)
 
 
+def _placement(target: trimesh.Trimesh) -> tuple[np.ndarray, float]:
+    """Centre (3,) and scale of the marched target that put it into the world frame."""
+    lower, upper = target.vertices.min(axis=0), target.vertices.max(axis=0)
+    return (lower + upper) / 2, shapes.WORLD_DIAGONAL / np.linalg.norm(upper - lower)
+
+
 def _placed(mesh: trimesh.Trimesh, centre, scale: float) -> trimesh.Trimesh:
     return trimesh.Trimesh((mesh.vertices - centre) * scale, mesh.faces, process=False)
 
@@ -113,12 +119,6 @@ def pair_meshes(category: str, rng_geometry, rng_relief, resolution: int) -> dic
     meshes = {key: _placed(mesh, centre, scale) for key, mesh in raw.items()}
     meshes["source"] = stretched(meshes["rebuilt"], rng_relief.uniform(*STRETCH, size=3))
     return {key: trimesh.Trimesh(np.round(meshes[key].vertices, 6), meshes[key].faces, process=False) for key in MESHES}
-
-
-def _placement(target: trimesh.Trimesh) -> tuple[np.ndarray, float]:
-    """Centre (3,) and scale of the marched target that put it into the world frame."""
-    lower, upper = target.vertices.min(axis=0), target.vertices.max(axis=0)
-    return (lower + upper) / 2, shapes.WORLD_DIAGONAL / np.linalg.norm(upper - lower)
 
 
 def remarched(root: Path, entry: dict, step: float) -> dict[str, trimesh.Trimesh]:
