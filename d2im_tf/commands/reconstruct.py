@@ -50,8 +50,9 @@ def extraction_arguments(parser) -> None:
     keep_cavities_argument(parser)
 
 
-def input_arguments(parser, object_size_default: str = "auto", default_text: str = "auto") -> None:
-    """``--no-matting``, ``--object-size`` and ``--pose-fit`` (shared with ``d2im evaluate``)."""
+def input_arguments(parser, object_size_default: str = "auto", default_text: str = "auto", completion: bool = True):
+    """``--no-matting``, ``--object-size``, ``--pose-fit`` and (``completion``) ``--completion`` (shared with
+    ``d2im evaluate``, and without ``--completion`` with the applications, whose fields are composed)."""
     parser.add_argument(
         "--no-matting",
         action="store_true",
@@ -72,6 +73,15 @@ def input_arguments(parser, object_size_default: str = "auto", default_text: str
         help="refine the camera network's pose so that the coarse shape's outline matches the input's "
         "foreground (docs/real_images.md; not with --camera; default: on)",
     )
+    if not completion:
+        return
+    parser.add_argument(
+        "--completion",
+        choices=("on", "off"),
+        default="off",
+        help="lower the coarse shape along foreground rays that miss it, so thin parts such as legs appear; "
+        "better outlines, worse 3D precision (docs/real_images.md; default: off)",
+    )
 
 
 def input_options(args, object_size="auto") -> dict:
@@ -81,6 +91,7 @@ def input_options(args, object_size="auto") -> dict:
         matting=not args.no_matting,
         object_size=object_size_option(args.object_size) if args.object_size else object_size,
         fit_pose=args.pose_fit == "on",
+        complete=getattr(args, "completion", "off") == "on",
     )
 
 

@@ -15,7 +15,7 @@ def application_arguments(parser) -> None:
     model_argument(parser)
     parser.add_argument("-o", "--out", required=True, help="output folder")
     extraction_arguments(parser)
-    input_arguments(parser)
+    input_arguments(parser, completion=False)
     parser.add_argument("--format", choices=FORMATS, default="obj", help="mesh file format (default obj)")
     parser.add_argument(
         "--target-camera",

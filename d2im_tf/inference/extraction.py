@@ -173,10 +173,13 @@ class LocalDisplacementRange:
     background's large values widen. The windows are squares of taps centred on ``c``'s tap, looked
     up in minimum and maximum filters computed once per half-width; a point whose window is wider
     than ``max_half_width``, or whose cube may reach behind the camera, gets the image's range.
+
+    ``prefilter`` False bounds images read bilinearly rather than by the B-spline (the values themselves
+    are the coefficients; any channel count): :mod:`d2im_tf.inference.silhouette_completion`'s lowering.
     """
 
-    def __init__(self, maps: np.ndarray, projection: np.ndarray, max_half_width: int = 16):
-        coefficients = _bspline_coefficients(maps)  # [S, S, 2]
+    def __init__(self, maps: np.ndarray, projection: np.ndarray, max_half_width: int = 16, prefilter: bool = True):
+        coefficients = _bspline_coefficients(maps) if prefilter else np.asarray(maps, np.float32)  # [S, S, C]
         self.limit = np.array(coefficients.shape[1::-1], np.float64) - 1.0  # largest t: (columns - 1, rows - 1)
         self.projection = np.asarray(projection, np.float64).reshape(3, 4)
         self.row_norms = np.abs(self.projection[:, :3]).sum(axis=1)  # [3]: ‖m_u‖₁, ‖m_v‖₁, ‖m_w‖₁
@@ -379,6 +382,7 @@ def extract_fused_mesh(
     decode_bounds: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     fuse: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
     projection: np.ndarray | None = None,
+    lowering=None,
     **grid_options,
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
     """The zero level set of D²IM-Net's fused field in the box ``bounds`` (default the normalised frame's
@@ -402,6 +406,11 @@ def extract_fused_mesh(
     compared with the diagonals of the cells it is a corner of, the largest of stride ``s``, the
     largest power of two (up to the first level's) dividing its lattice indices: the range is taken
     within a little more than that diagonal.
+
+    ``lowering``, if given, is subtracted from the fused field: ``lowering(points) -> [N]`` (≥ 0), with
+    ``lowering.largest`` its largest value anywhere and ``lowering.bound(points, radius) -> [N]`` its
+    largest within the cube ``points + [-radius, radius]³`` (:class:`~d2im_tf.inference.silhouette_completion.
+    Completion`); the clearances widen the displacements' range by it downwards.
     """
     local_range = None
     if projection is not None and grid_options.get("mode", "coarse_to_fine") == "coarse_to_fine":
@@ -410,16 +419,26 @@ def extract_fused_mesh(
         first_stride = resolution // grid_options.get("initial_resolution", INITIAL_RESOLUTION)
     span = displacement_range(maps) if local_range is None else local_range.global_range
 
+    def lowered(points):  # [N, 3] → the lowering [N] at the points (zeros without one)
+        return np.zeros(len(points), np.float32) if lowering is None else np.asarray(lowering(points), np.float32)
+
     def clearance(points, values, base):  # [N, 3], [N], [N] → [N]
         if local_range is None:
-            return displaced_field_clearance(values, base, span, base_lipschitz)
+            low, high = span
+            if lowering is not None:
+                low -= lowering.largest
+            return displaced_field_clearance(values, base, (low, high), base_lipschitz)
         index = lattice_indices(points, bounds, h)  # [N, 3]
         bits = index[:, 0] | index[:, 1] | index[:, 2] | first_stride
         radius = 1.01 * np.sqrt(3.0) * h * (bits & -bits)  # [N]: above the largest diagonal needed
-        return displaced_field_clearance(values, base, local_range(points, radius), base_lipschitz, radius)
+        low, high = local_range(points, radius)
+        if lowering is not None:
+            low = low - lowering.bound(points, radius)
+        return displaced_field_clearance(values, base, (low, high), base_lipschitz, radius)
 
     def exact_sdf(points):  # [N, 3] → fused [N] and its clearance [N]
         fused, base = (np.asarray(value, np.float32).reshape(-1) for value in decode(points))
+        fused = fused - lowered(points)
         return fused, clearance(points, fused, base)
 
     if decode_bounds is None:
@@ -430,14 +449,15 @@ def extract_fused_mesh(
     def exact_values(points, base, displacements):  # [N, 3] and their bounds → fused [N]
         if known is None:
             return exact_sdf(points)[0]
-        return np.asarray(fuse(points, base, displacements), np.float32).reshape(-1)
+        return np.asarray(fuse(points, base, displacements), np.float32).reshape(-1) - lowered(points)
 
     def bounded_sdf(points):  # [N, 3] → values [N] (exact where `exact`, else sign only), clearance [N], exact [N]
         nonlocal inline_refinements
         base, displacements = decode_bounds(points)
         base = np.asarray(base, np.float32).reshape(-1)
         displacements = np.asarray(displacements, np.float32).reshape(-1, 2)
-        low, high = base + displacements.min(axis=-1), base + displacements.max(axis=-1)
+        below = base - lowered(points)
+        low, high = below + displacements.min(axis=-1), below + displacements.max(axis=-1)
         values = np.where(low > 0, low, high)
         exact = (low <= SIGN_MARGIN) & (high >= -SIGN_MARGIN)
         if exact.any():

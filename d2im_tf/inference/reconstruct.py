@@ -55,7 +55,7 @@ from d2im_tf.data import framing
 from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError, size_text
 from d2im_tf.geometry import camera, frames
-from d2im_tf.inference import pose_fit
+from d2im_tf.inference import pose_fit, silhouette_completion
 from d2im_tf.inference.extraction import (
     INITIAL_RESOLUTION,
     extract_fused_mesh,
@@ -273,6 +273,8 @@ class Reconstructor:
     ``matting``: matte inputs on backgrounds that are not plain white (:func:`prepare_input`).
     ``fit_pose``: refine the camera network's pose against the input's foreground
     (:mod:`d2im_tf.inference.pose_fit`; never for a given camera).
+    ``complete``: lower the base field along the foreground rays that never enter the surface, so thin
+    parts f_B only hints at appear (:mod:`d2im_tf.inference.silhouette_completion`; the detailed surface).
     ``object_size``: ``"auto"`` re-frames inputs to the model's training object size (its stored
     ``framing_object_size``, else :data:`TRAINING_OBJECT_SIZE`; never for the ``"reference"`` reading,
     and with a given camera only for a model trained with re-framing), ``"trained"`` re-frames only for a
@@ -293,6 +295,7 @@ class Reconstructor:
         matting: bool = True,
         object_size: float | str | None = "auto",
         fit_pose: bool = True,
+        complete: bool = False,
     ):
         check_resolution(resolution, mode, initial_resolution)  # before the slow model load
         self._load(model_path)  # sets model_dir, info, image_size, sdf_scale, has_camera, model, frame, image_reading
@@ -306,6 +309,7 @@ class Reconstructor:
         self.fill_cavities = fill_cavities
         self.matting = matting
         self.fit_pose = fit_pose
+        self.complete = complete
         # "auto" re-frames only for the camera network: a given camera (--camera) is that of the render as
         # it is, and the SDF network of a model trained on uncropped renders breaks under cropped intrinsics
         self.reframe_given_camera = object_size != "auto" or "framing_object_size" in self.info
@@ -397,7 +401,12 @@ class Reconstructor:
         if surface == "base":
             mesh, stats = self._extract_base(decode_points, projection, encoding)
         else:
-            mesh, stats = self._extract_fused(decode_points, projection, encoding, maps)
+            completion = None
+            if self.complete:
+                started = time.perf_counter()
+                completion = self._completion(decode_points, projection, encoding, prepared)
+                timings["completion"] = time.perf_counter() - started
+            mesh, stats = self._extract_fused(decode_points, projection, encoding, maps, completion)
         stages = dict(stats.stage_seconds)
         timings["marching_cubes"] = stages.pop("marching_cubes")
         timings["sdf_evaluation"] = sum(stages.values())
@@ -453,28 +462,50 @@ class Reconstructor:
         mesh, _ = coarse._extract_base(decode_points, projection, encoding)
         if len(mesh.vertices) == 0:
             return pose
-        mask = framing.warp(prepared.foreground.astype(np.float32), prepared.transform, self.image_size, fill=0.0)
-        if not pose_fit.MIN_FOREGROUND <= (mask > 0.5).mean() <= pose_fit.MAX_FOREGROUND:
-            return pose  # no object found, or no background: the outline says nothing
-        fit = pose_fit.fit_pose(mesh.vertices, mask > 0.5, camera.intrinsics(self.image_size), *pose)
+        mask = self.network_foreground(prepared)
+        if mask is None:
+            return pose
+        fit = pose_fit.fit_pose(mesh.vertices, mask, camera.intrinsics(self.image_size), *pose)
         return fit.rotation.astype(np.float32), fit.translation.astype(np.float32)
 
-    def _extract_base(self, decode_points, projection, encoding):
-        """The zero set of f_B alone (Lipschitz ``self.lipschitz``): ``(mesh, stats)``."""
-        if self.one_pass_bounds:  # f_B without the front/back split's pass
+    def network_foreground(self, prepared: PreparedInput) -> np.ndarray | None:
+        """bool ``[S, S]``: the input's foreground in the network's input image, or None when it says
+        nothing of the outline (no object found, or no background)."""
+        mask = framing.warp(prepared.foreground.astype(np.float32), prepared.transform, self.image_size, fill=0.0) > 0.5
+        return mask if pose_fit.MIN_FOREGROUND <= mask.mean() <= pose_fit.MAX_FOREGROUND else None
 
-            def base_values(points):  # [N, 3] → base [N]
+    def _completion(self, decode_points, projection, encoding, prepared: PreparedInput):
+        """The :class:`~d2im_tf.inference.silhouette_completion.Completion` of f_B against the input's
+        foreground, or None (nothing to complete, or no usable foreground)."""
+        mask = self.network_foreground(prepared)
+        if mask is None:
+            return None
+        return silhouette_completion.complete_silhouette(
+            self._base_values(decode_points, projection, encoding),
+            np.asarray(projection)[0],
+            mask,
+            self.sdf_scale,
+            FRAME_BOUNDS[self.frame],
+        )
+
+    def _base_values(self, decode_points, projection, encoding):
+        """``points [N, 3] → f_B [N]`` for one encoding: ``decode_bounds`` (without the front/back split's
+        pass) when ``one_pass_bounds``, else ``decode_points``' base."""
+        if self.one_pass_bounds:
+
+            def base_values(points):
                 out = self.model.signatures["decode_bounds"](
                     points=tf.constant(points[None]), projection=projection, **encoding
                 )
                 return out["base"].numpy()[0]
-        else:
 
-            def base_values(points):
-                return decode_points(points)[1]
+            return base_values
+        return lambda points: decode_points(points)[1]
 
+    def _extract_base(self, decode_points, projection, encoding):
+        """The zero set of f_B alone (Lipschitz ``self.lipschitz``): ``(mesh, stats)``."""
         return extract_mesh(
-            base_values,
+            self._base_values(decode_points, projection, encoding),
             self.resolution,
             FRAME_BOUNDS[self.frame],
             mode=self.mode,
@@ -484,8 +515,9 @@ class Reconstructor:
             fill_cavities=self.fill_cavities,
         )
 
-    def _extract_fused(self, decode_points, projection, encoding, maps):
-        """The zero set of the fused field f_B + displacement: ``(mesh, stats)``."""
+    def _extract_fused(self, decode_points, projection, encoding, maps, completion=None):
+        """The zero set of the fused field f_B + displacement (minus the ``completion``'s lowering):
+        ``(mesh, stats)``."""
         decode_bounds = fuse = None
         if self.one_pass_bounds:
 
@@ -516,6 +548,7 @@ class Reconstructor:
             decode_bounds,
             fuse,
             projection=np.asarray(projection)[0],
+            lowering=completion,
             mode=self.mode,
             initial_resolution=self.initial_resolution,
             batch_points=self.batch_points,
