@@ -80,7 +80,7 @@ def input_arguments(parser, object_size_default: str = "auto", default_text: str
         choices=("on", "off"),
         default="off",
         help="lower the coarse shape along foreground rays that miss it, so thin parts such as legs appear; "
-        "better outlines, worse 3D precision (docs/real_images.md; default: off)",
+        "better outlines, slightly lower 3D precision (docs/real_images.md; default: off)",
     )
 
 

@@ -25,7 +25,7 @@ The completed field is ``f − λ`` (the fused field's front/back split is f_B's
 non-negative image-space term like the displacement maps: mesh extraction certifies cells with its
 largest value near each node (:func:`d2im_tf.inference.extraction.extract_fused_mesh`'s ``lowering``), so
 coarse-to-fine still gives the dense grid's mesh. Not in the paper; opt-in (``--completion on``): it
-improves outlines but adds surface that is not there, which costs 3D precision (docs/real_images.md).
+improves outlines and recall for a little 3D precision (docs/real_images.md).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from scipy import ndimage
 from d2im_tf.geometry import frames
 
 SAMPLES = 96  # samples along each foreground ray through the box
-MARGIN = 0.02  # how far below zero a completed ray goes, in the box's side × sdf_scale (0.04 normalised)
-REACH = 0.125  # the depth over which the lowering fades, in the box's side (0.25 normalised)
+MARGIN = 0.005  # how far below zero a completed ray goes, in the box's side × sdf_scale (0.01 normalised)
+REACH = 0.03125  # the depth over which the lowering fades, in the box's side (0.0625 normalised)
 DEPTH_WINDOW = 1.0 / 24.0  # half-width of the depth median, in the image's side (4 pixels at 96²)
 BATCH = 65536  # points per call of the base field
 
