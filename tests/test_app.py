@@ -422,8 +422,8 @@ def test_paste_changes_the_target_mesh_only_near_the_logo(bundled):
     the logo's rectangle is a vertex of the target's own mesh and the reverse, and near it some are not."""
     from scipy.spatial import cKDTree
 
-    from d2im_tf.applications.fields import project_numpy
     from d2im_tf.applications.paste import logo_paste, place
+    from d2im_tf.geometry.camera import project_numpy
 
     url, fields = bundled
     sent = {"target": ("t.png", TARGET.read_bytes()), "logo": ("logo.png", logo_png())}

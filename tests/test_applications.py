@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from d2im_tf.applications.fields import FieldModel, project_numpy
+from d2im_tf.applications.fields import FieldModel
 from d2im_tf.applications.paste import LogoPaste, Placement, logo_paste, logo_projection, pasted_image, place
 from d2im_tf.applications.transfer import BoxPair, DetailTransfer, detail_transfer
 from d2im_tf.cli import main
@@ -80,7 +80,7 @@ def test_the_source_mask_keeps_the_target_where_the_source_shows_background(fiel
     points = cloud(2000, 12)
     _, own = field_model.bounds(target, points)
     out = DetailTransfer(field_model, source, [pair]).displacements(points, own)
-    uv = project_numpy(points, source.projection.numpy())
+    uv = camera.project_numpy(points, source.projection.numpy())
     seen = (uv[:, 0] >= 0) & (uv[:, 0] < 16) & (uv[:, 1] >= 0) & (uv[:, 1] < 32)  # off the image: not seen
     assert 100 < seen.sum() < len(points) - 100
     np.testing.assert_array_equal(out[~seen], own[~seen])
@@ -141,7 +141,7 @@ def test_logo_projection_maps_the_pasted_rectangle_onto_the_logo_image():
         np.testing.assert_allclose(prepared, corners_file @ target_transform[:2, :2].T + target_transform[:2, 2])
         logo_transform = square_transform(*logo_shape, size)
         projection = logo_projection(identity, target_transform, logo_transform, logo_shape, placement)[0]
-        uv = project_numpy(np.column_stack([prepared, np.zeros(2)]), projection)
+        uv = camera.project_numpy(np.column_stack([prepared, np.zeros(2)]), projection)
         np.testing.assert_allclose(uv, np.array([[0, 10], [40, 30]]) * k_l, atol=1e-5)  # logo padded 10 rows
 
 
@@ -184,7 +184,7 @@ def test_paste_changes_nothing_outside_the_logo(field_model):
     assert chosen.sum() > 10
     np.testing.assert_allclose(pasted[chosen], own[chosen] + logo_displacements[chosen, 0], atol=1e-5)
     # The mask in the target's pixels: the covered points project into the pasted rectangle.
-    uv = project_numpy(points[covered], target.projection.numpy()) * 64 / field_model.image_size
+    uv = camera.project_numpy(points[covered], target.projection.numpy()) * 64 / field_model.image_size
     assert uv.min() >= 32 - 12 - 1e-4 and uv.max() <= 32 + 12 + 1e-4
 
 
@@ -440,6 +440,6 @@ def test_an_application_prepares_its_target_as_a_reconstruction_does(field_model
     points = np.random.default_rng(7).uniform(-0.8, 0.8, (20000, 3)).astype(np.float32)
     covered = paste.covered(points)
     assert covered.sum() > 50
-    uv = project_numpy(points, to_file)
+    uv = camera.project_numpy(points, to_file)
     inside = np.all((uv >= [42, 16]) & (uv < [50, 24]), axis=1)
     np.testing.assert_array_equal(covered, inside)

@@ -167,11 +167,3 @@ class FieldModel:
             fill_cavities=rec.fill_cavities,
         )
         return mesh
-
-
-def project_numpy(points: np.ndarray, projection: np.ndarray) -> np.ndarray:
-    """Pixel positions ``[N, 2]`` of ``points`` ``[N, 3]`` under ``projection`` ``[3, 4]`` (or ``[1, 3, 4]``),
-    the convention of :func:`d2im_tf.geometry.camera.project`."""
-    projection = np.asarray(projection, np.float64).reshape(3, 4)
-    homogeneous = np.asarray(points, np.float64) @ projection[:, :3].T + projection[:, 3]
-    return homogeneous[:, :2] / homogeneous[:, 2:]

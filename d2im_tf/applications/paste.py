@@ -23,10 +23,11 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from d2im_tf.applications.fields import Composition, EncodedImage, FieldModel, project_numpy
+from d2im_tf.applications.fields import Composition, EncodedImage, FieldModel
 from d2im_tf.data.disn_format import on_white
 from d2im_tf.data.framing import square_transform
 from d2im_tf.errors import UserError
+from d2im_tf.geometry.camera import project_numpy
 from d2im_tf.inference.reconstruct import prepare_image
 
 BLENDS = ("add", "replace")

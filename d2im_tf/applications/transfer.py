@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from d2im_tf.applications.fields import Composition, EncodedImage, FieldModel, project_numpy
+from d2im_tf.applications.fields import Composition, EncodedImage, FieldModel
 from d2im_tf.errors import UserError
+from d2im_tf.geometry.camera import project_numpy
 
 WHERE = {"front": (0,), "back": (1,), "both": (0, 1)}
 

@@ -80,6 +80,27 @@ def camera_centre(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
     return -np.asarray(rotation).T @ np.asarray(translation)
 
 
+def homogeneous_pixels(points: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """``P·[p; 1]`` ``[N, 3]`` = (u·w, v·w, w), float64, of ``points`` ``[N, 3]`` under ``projection``
+    ``[3, 4]`` (or ``[1, 3, 4]``): w is the depth, positive in front of the camera."""
+    projection = np.asarray(projection, np.float64).reshape(3, 4)
+    return np.asarray(points, np.float64).reshape(-1, 3) @ projection[:, :3].T + projection[:, 3]
+
+
+def project_numpy(points: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """Pixel positions ``[N, 2]`` of ``points`` ``[N, 3]`` under ``projection`` ``[3, 4]`` (or ``[1, 3, 4]``):
+    :func:`project` for one camera in NumPy."""
+    homogeneous = homogeneous_pixels(points, projection)
+    return homogeneous[:, :2] / homogeneous[:, 2:]
+
+
+def projection_centre_numpy(projection: np.ndarray) -> np.ndarray:
+    """The optical centre ``[3]`` of one ``projection`` ``[3, 4]`` (its null vector): :func:`projection_centre`
+    in NumPy."""
+    projection = np.asarray(projection, np.float64).reshape(3, 4)
+    return -np.linalg.solve(projection[:, :3], projection[:, 3])
+
+
 # --------------------------------------------------------------------------------------------
 # TensorFlow: batched, differentiable.
 

@@ -190,7 +190,8 @@ class LocalDisplacementRange:
         self.high = np.stack([ndimage.maximum_filter(highest, 2 * k + 1, mode="nearest") for k in widths])
 
     def __call__(self, points: np.ndarray, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        homogeneous = np.asarray(points, np.float64) @ self.projection[:, :3].T + self.projection[:, 3]  # [N, 3]
+        # [N, 3]: geometry.camera.homogeneous_pixels, written out so that this module needs no TensorFlow
+        homogeneous = np.asarray(points, np.float64) @ self.projection[:, :3].T + self.projection[:, 3]
         spread = np.asarray(radius, np.float64).reshape(-1, 1) * self.row_norms  # [N, 3]: most a, b, w change
         depth = homogeneous[:, 2:]  # [N, 1]
         nearest = depth - spread[:, 2:]  # the least depth in the cube
@@ -446,22 +447,25 @@ def extract_fused_mesh(
     known = None if fuse is None else _NodeBounds(resolution, bounds)  # without fuse, decode from scratch
     inline_refinements = 0  # samples whose sign the bounds leave open, computed exactly at once
 
-    def exact_values(points, base, displacements):  # [N, 3] and their bounds → fused [N]
+    def exact_values(points, base, displacements, lowering_values=None):  # [N, 3] and their bounds → fused [N]
         if known is None:
             return exact_sdf(points)[0]
-        return np.asarray(fuse(points, base, displacements), np.float32).reshape(-1) - lowered(points)
+        if lowering_values is None:
+            lowering_values = lowered(points)
+        return np.asarray(fuse(points, base, displacements), np.float32).reshape(-1) - lowering_values
 
     def bounded_sdf(points):  # [N, 3] → values [N] (exact where `exact`, else sign only), clearance [N], exact [N]
         nonlocal inline_refinements
         base, displacements = decode_bounds(points)
         base = np.asarray(base, np.float32).reshape(-1)
         displacements = np.asarray(displacements, np.float32).reshape(-1, 2)
-        below = base - lowered(points)
+        lowering_values = lowered(points)
+        below = base - lowering_values
         low, high = below + displacements.min(axis=-1), below + displacements.max(axis=-1)
         values = np.where(low > 0, low, high)
         exact = (low <= SIGN_MARGIN) & (high >= -SIGN_MARGIN)
         if exact.any():
-            values[exact] = exact_values(points[exact], base[exact], displacements[exact])
+            values[exact] = exact_values(points[exact], base[exact], displacements[exact], lowering_values[exact])
             inline_refinements += int(exact.sum())
         if known is not None and not exact.all():
             known.store(points[~exact], base[~exact], displacements[~exact])

@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from d2im_tf.geometry import frames
+from d2im_tf.geometry import camera, frames
 
 SAMPLES = 96  # samples along each foreground ray through the box
 MARGIN = 0.005  # how far below zero a completed ray goes, in the box's side × sdf_scale (0.01 normalised)
@@ -57,7 +57,7 @@ class Completion:
         self.lowering = np.asarray(lowering, np.float64)
         self.depth = np.asarray(depth, np.float64)
         self.projection = np.asarray(projection, np.float64).reshape(3, 4)
-        self.centre = camera_centre(self.projection)
+        self.centre = camera.projection_centre_numpy(self.projection)
         self.reach = float(reach)
         self.largest = float(self.lowering.max())
         self._range = LocalDisplacementRange(self.lowering[..., None], self.projection, prefilter=False)
@@ -69,7 +69,7 @@ class Completion:
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, np.float64).reshape(-1, 3)
-        homogeneous = points @ self.projection[:, :3].T + self.projection[:, 3]  # [N, 3]
+        homogeneous = camera.homogeneous_pixels(points, self.projection)  # [N, 3]
         in_front = homogeneous[:, 2] > 1e-9
         uv = homogeneous[:, :2] / np.where(in_front, homogeneous[:, 2], 1.0)[:, None]  # [N, 2] pixels
         # pixel (i, j)'s centre is at (j + 0.5, i + 0.5)
@@ -85,12 +85,6 @@ class Completion:
         return np.maximum(self._range(points, radius)[1], 0.0)
 
 
-def camera_centre(projection: np.ndarray) -> np.ndarray:
-    """The centre ``[3]`` of the camera ``projection`` ``[3, 4]`` (its null vector)."""
-    projection = np.asarray(projection, np.float64)
-    return -np.linalg.solve(projection[:, :3], projection[:, 3])
-
-
 def foreground_rays(projection: np.ndarray, foreground: np.ndarray, bounds, samples: int = SAMPLES):
     """``(pixels [F, 2] (row, column), depths [F, samples], points [F, samples, 3])``: the foreground
     pixels whose ray through their centre crosses the cube ``bounds``, and evenly spaced samples of that
@@ -100,7 +94,7 @@ def foreground_rays(projection: np.ndarray, foreground: np.ndarray, bounds, samp
     pixels = np.stack([columns + 0.5, rows + 0.5, np.ones(len(rows))], axis=1)  # [F, 3] homogeneous (u, v, 1)
     directions = np.linalg.solve(projection[:, :3], pixels.T).T  # [F, 3]
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    centre = camera_centre(projection)
+    centre = camera.projection_centre_numpy(projection)
     low, high = bounds
     with np.errstate(divide="ignore", invalid="ignore"):  # slab intersection; rays parallel to a face give ±inf
         near_face, far_face = (low - centre) / directions, (high - centre) / directions
