@@ -123,6 +123,19 @@ def test_format_and_surface_options(app_url, library):
     assert len(mesh.faces) == len(library["base"].mesh.faces)
 
 
+def test_completion_option_is_the_library_completion(app_url, tiny_model):
+    """``completion=on`` returns what ``Reconstructor(complete=True)`` makes of the same upload, and says so."""
+    status, headers, body = post_image(app_url, EXAMPLE.read_bytes(), resolution=RESOLUTION, completion="on")
+    assert status == 200, body[:300]
+    made = Reconstructor(tiny_model, resolution=64, complete=True).reconstruct(read_image(EXAMPLE))
+    assert "completion" in made.timings  # the completion ran (a random model leaves many rays unentered)
+    assert same_mesh(glb_mesh(body), made.mesh)
+    result = json.loads(request(app_url + headers["location"])[2])
+    assert result["completion"] is True
+    status, headers, _ = post_image(app_url, EXAMPLE.read_bytes(), resolution=RESOLUTION)
+    assert json.loads(request(app_url + headers["location"])[2])["completion"] is False
+
+
 def bad_requests():
     """(name, method, body, headers, status, words in the message) for each bad input of docs/app.md."""
     example = EXAMPLE.read_bytes()
@@ -144,6 +157,7 @@ def bad_requests():
         ("unknown field", "POST", *form({"image": ("x.png", example), "colour": "red"}), 400, "unknown field"),
         ("bad resolution", "POST", *form({"image": ("x.png", example), "resolution": "100"}), 400, "64, 128, 256"),
         ("bad surface", "POST", *form({"image": ("x.png", example), "surface": "fine"}), 400, "detailed, base"),
+        ("bad completion", "POST", *form({"image": ("x.png", example), "completion": "yes"}), 400, "off, on"),
         ("not multipart", "POST", b'{"image": 1}', {"Content-Type": "application/json"}, 415, "multipart"),
         ("wrong method", "GET", None, {}, 405, "use post"),
         (

@@ -1,7 +1,8 @@
 """``d2im app``'s page in a real browser (Debian's chromium driven by Playwright) on a tiny random-weight
 export: an example becomes a mesh drawn in the canvas, the switch shows the base shape, the GLB
-download is the API's mesh, a transfer runs through its tab, a corrupt file's message appears in the
-page, the page fits a phone's width, and it asks nothing of another host."""
+download is the API's mesh, the thin-parts switch asks for the completion, a transfer runs through its
+tab, a corrupt file's message appears in the page, the page fits a phone's width, and it asks nothing
+of another host."""
 
 import json
 import struct
@@ -72,7 +73,14 @@ def test_example_to_mesh_base_shape_and_glb_download(app_url, chromium, tmp_path
     mesh = trimesh.load(saved, force="mesh")
     result = json.loads(request(app_url + href.rsplit("/", 1)[0])[2])
     assert len(mesh.faces) == result["surfaces"]["base"]["faces"] > 0
-    assert result["resolution"] == 64
+    assert result["resolution"] == 64 and result["completion"] is False
+
+    with page.expect_response(lambda response: response.url.endswith("/api/reconstruct")) as response:
+        select(page, "completion", "on")  # reconstructs again, with the silhouette completion
+    assert response.value.status == 200
+    page.wait_for_selector("body[data-state=done]", timeout=120_000)
+    completed = json.loads(request(app_url + response.value.headers["location"])[2])
+    assert completed["completion"] is True and completed["resolution"] == 64
 
     assert page.problems == []
     assert all(url.startswith(app_url) or url.startswith(("blob:", "data:")) for url in page.requested), [

@@ -2,7 +2,8 @@
 
 Routes (docs/app.md): ``GET /`` the page, ``/static/...`` its scripts and styles (three.js vendored,
 nothing from another host), ``GET /api/health``, ``GET /api/examples`` and ``/examples/<name>``,
-``POST /api/reconstruct`` (multipart ``image``, optional ``resolution``, ``surface``, ``format``) → the
+``POST /api/reconstruct`` (multipart ``image``, optional ``resolution``, ``surface``, ``format``,
+``completion``) → the
 mesh, ``POST /api/transfer`` (``source``, ``target``, optional ``where``) and ``POST /api/paste``
 (``target``, ``logo``, ``x``, ``y``, optional ``size``, ``blend``) → the application's mesh, all three
 through the same worker queue, ``GET /api/results/<id>`` (JSON: the images, both surfaces' files) and
@@ -140,7 +141,7 @@ def build_app(
 
     async def reconstruct(request: Request) -> Response:
         def make(job):
-            return service.reconstruct(job.pixels, job.resolution, job.surface), job.surface
+            return service.reconstruct(job.pixels, job.resolution, job.surface, job.completion), job.surface
 
         return await run(request, ("image",), read_form, make)
 

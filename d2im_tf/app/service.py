@@ -65,7 +65,8 @@ class Result:
     """One request's result: ``kind`` (reconstruct, transfer, paste), ``image`` the network's input of
     the image the mesh is seen from, uint8 ``[S, S, 3]``, ``maps`` float32 ``[S, S, 2]`` (front, back; SDF
     units) of which ``map_names`` are shown, ``pictures`` further uint8 images by name, the view's camera
-    centre in the mesh's frame, ``make`` (a surface's name → its mesh, for those not made yet),
+    centre in the mesh's frame, ``make`` (a surface's name → its mesh, for those not made yet), ``completion``
+    whether the silhouette completion was on (a reconstruction),
     ``meshes`` per surface made so far and seconds per surface."""
 
     id: str
@@ -76,6 +77,7 @@ class Result:
     warnings: list
     make: Callable[[str], trimesh.Trimesh]
     kind: str = "reconstruct"
+    completion: bool = False
     map_names: tuple = MAP_NAMES
     pictures: dict = field(default_factory=dict)
     meshes: dict = field(default_factory=dict)
@@ -124,10 +126,11 @@ class Service:
             self._by_resolution[resolution].reconstruct(blank)
         return time.perf_counter() - start
 
-    def reconstruct(self, pixels: np.ndarray, resolution: int, surface: str) -> Result:
-        """Reconstruct ``pixels`` (uint8 image) into ``surface`` and store the result (blocking)."""
+    def reconstruct(self, pixels: np.ndarray, resolution: int, surface: str, completion: bool = False) -> Result:
+        """Reconstruct ``pixels`` (uint8 image) into ``surface`` and store the result (blocking);
+        ``completion``: ``d2im reconstruct --completion on`` (the detailed surface only)."""
         start = time.perf_counter()
-        reconstructor = self._by_resolution[resolution]
+        reconstructor = self._by_resolution[resolution].with_completion(completion)
         made = reconstructor.reconstruct(pixels, surface=surface)
         position = camera.camera_centre(*made.pose) if made.pose is not None else _centre_of_view(made.view)
         result = Result(
@@ -139,6 +142,7 @@ class Service:
             input_warnings(made.image),
             # the other surface: from the uploaded pixels, through the same matting and re-framing
             make=lambda other: reconstructor.reconstruct(pixels, surface=other).mesh,
+            completion=completion,
         )
         return self._keep(result, surface, made.mesh, start)
 
@@ -246,6 +250,7 @@ class Service:
             "kind": result.kind,
             "model": self.model_name,
             "resolution": result.resolution,
+            "completion": result.completion,
             "image_size": self.image_size,
             "warnings": result.warnings,
             "camera": {"position": result.camera_position, "fov_degrees": FIELD_OF_VIEW},

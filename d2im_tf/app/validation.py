@@ -175,16 +175,18 @@ class ReconstructRequest:
     resolution: int
     surface: str
     mesh_format: str
+    completion: bool = False
 
 
 async def read_form(form, limits: Limits) -> ReconstructRequest:
     """The checked request from a parsed multipart form (Starlette's ``FormData``)."""
-    check_fields(form, ("image",), ("resolution", "surface", "format"))
+    check_fields(form, ("image",), ("resolution", "surface", "format", "completion"))
     resolution = choice(form, "resolution", RESOLUTIONS, 128)
     surface = choice(form, "surface", SURFACES, "detailed")
     mesh_format = choice(form, "format", tuple(MESH_FORMATS), "glb")
+    completion = choice(form, "completion", ("off", "on"), "off") == "on"
     pixels = await read_image(form, "image", limits)
-    return ReconstructRequest(pixels, resolution, surface, mesh_format)
+    return ReconstructRequest(pixels, resolution, surface, mesh_format, completion)
 
 
 @dataclass(frozen=True)

@@ -385,6 +385,12 @@ class Reconstructor:
         other.resolution = resolution
         return other
 
+    def with_completion(self, complete: bool) -> "Reconstructor":
+        """The same loaded model with the silhouette completion on or off (a shallow copy)."""
+        other = copy.copy(self)
+        other.complete = bool(complete)
+        return other
+
     def reconstruct(
         self, pixels: np.ndarray, camera_row=None, norm_params=None, surface: str = "detailed"
     ) -> Reconstruction:

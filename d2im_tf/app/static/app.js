@@ -8,7 +8,7 @@ import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  mode: "reconstruct", file: null, name: "", result: null, surface: "detailed", resolution: "128", meshes: {}, busy: false,
+  mode: "reconstruct", file: null, name: "", result: null, surface: "detailed", resolution: "128", completion: "off", meshes: {}, busy: false,
   where: "both",
   slots: { transfer: { source: null, target: null }, paste: { target: null, logo: null } }, // {blob, name, width, height}
   armed: { transfer: "source", paste: "target" }, // the slot an example fills
@@ -154,6 +154,7 @@ function reconstruct() {
   const form = new FormData();
   form.append("image", state.file, state.name);
   form.append("surface", surface);
+  form.append("completion", state.completion);
   submit("/api/reconstruct", form, surface, `reconstructing at ${state.resolution}³…`);
 }
 
@@ -280,6 +281,7 @@ function segmented(id, onChange) {
 }
 
 segmented("resolution", (value) => { state.resolution = value; if (state.mode === "reconstruct") reconstruct(); });
+segmented("completion", (value) => { state.completion = value; reconstruct(); });
 segmented("surface", (value) => switchSurface(value));
 segmented("where", (value) => { state.where = value; });
 
