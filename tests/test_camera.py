@@ -14,6 +14,8 @@ def test_check_value_of_the_reference():
     uv, depth = camera.project(tf.constant([[[0.1, -0.2, 0.3]]], tf.float64), P[None])
     np.testing.assert_allclose(uv.numpy()[0, 0], [70.7480, 164.8630], atol=1e-3)
     np.testing.assert_allclose(depth.numpy()[0, 0], 1.246070, atol=1e-5)
+    np.testing.assert_allclose(camera.project_numpy([[0.1, -0.2, 0.3]], P), [[70.7480, 164.8630]], atol=1e-3)
+    np.testing.assert_allclose(camera.homogeneous_pixels([[0.1, -0.2, 0.3]], P)[0, 2], 1.246070, atol=1e-5)
 
 
 def test_intrinsics_and_decomposition():
@@ -27,6 +29,9 @@ def test_intrinsics_and_decomposition():
     assert np.linalg.norm(center) == pytest.approx(1.75 * 0.7)
     from_projection = camera.projection_centre(camera.projection_matrix(75.0, 33.0, 0.7)[None])
     np.testing.assert_allclose(from_projection.numpy()[0], center, atol=1e-12)
+    np.testing.assert_allclose(
+        camera.projection_centre_numpy(camera.projection_matrix(75.0, 33.0, 0.7)), center, atol=1e-12
+    )
     np.testing.assert_allclose(t, [0.0, 0.0, 1.75 * 0.7], atol=1e-12)
     uv, depth = camera.project(tf.zeros([1, 3], tf.float64), camera.projection_matrix(75.0, 33.0, 0.7))
     np.testing.assert_allclose(uv.numpy()[0], [112.0, 112.0], atol=1e-9)
