@@ -108,7 +108,7 @@ def figure(args) -> None:
     from d2im_tf.data.disn_format import DatasetLayout
     from d2im_tf.evaluation.evaluate import EvaluationCase, split_pairs
     from d2im_tf.geometry.frames import to_world
-    from d2im_tf.inference.preview import labelled_grid, mesh_panel
+    from d2im_tf.inference.preview import labelled_grid, mesh_panel, side_view
     from d2im_tf.inference.reconstruct import Reconstructor, prepare_image
 
     layout = DatasetLayout(args.data)
@@ -125,8 +125,7 @@ def figure(args) -> None:
     blank = np.full((args.size, args.size, 3), 255, np.uint8)
     for (category, shape), case in zip(pairs, cases):
         image = np.round(prepare_image(case.pixels, args.size) * 255).astype(np.uint8)  # on white
-        side = np.array(case.view_row, float)
-        side[0] += 90.0
+        side = side_view(case.view_row)
         truth = to_world(case.truth, case.norm_params)
         for first, view, title in ((image, case.view_row, f"{category}/{shape}"), (blank, side, "azimuth +90°")):
             rows.append([first, mesh_panel(truth, view, args.size)])

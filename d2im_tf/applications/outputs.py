@@ -13,7 +13,7 @@ import trimesh
 from PIL import Image
 
 from d2im_tf.data.disn_format import atomic_path, write_png
-from d2im_tf.inference.preview import labelled_grid, mesh_panel
+from d2im_tf.inference.preview import labelled_grid, mesh_panel, side_view
 
 PANEL = 192  # pixels per panel at least (the model's input is upscaled to it)
 
@@ -24,13 +24,6 @@ def image_panel(image: np.ndarray, size: int) -> np.ndarray:
     if image.dtype != np.uint8:
         image = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
     return np.asarray(Image.fromarray(image[..., :3]).resize((size, size), Image.LANCZOS))
-
-
-def side_view(view) -> np.ndarray:
-    """The metadata row ``view`` turned by +90° of azimuth."""
-    turned = np.array(view, dtype=float)
-    turned[0] += 90.0
-    return turned
 
 
 def preview(inputs: dict, meshes: dict, view, size: int | None = None) -> Image.Image:

@@ -7,7 +7,8 @@ matte: :mod:`d2im_tf.inference.matting`) by :func:`d2im_tf.evaluation.silhouette
 
 Writes ``OUT/silhouette.md`` and ``OUT/silhouette.csv`` (one row per image and the mean) and
 ``OUT/contact_sheet.png``: one row per image, *input* | *mesh from the input's camera* (shaded, the
-input's foreground outlined in red) | *mesh from the side* (azimuth +90° from the predicted view);
+input's foreground outlined in red) | *mesh from the side* (azimuth +90° from the predicted view, the
+mesh filling the panel);
 without the input column if asked (for images that may not be redistributed).
 """
 
@@ -69,7 +70,7 @@ def evaluate_image(reconstructor, pixels: np.ndarray):
     ``object_size`` (of the input's foreground), the three contact-sheet panels ``[PANEL, PANEL, 3]``
     and the :class:`~d2im_tf.inference.reconstruct.Reconstruction`."""
     from d2im_tf.data.disn_format import on_white
-    from d2im_tf.inference.preview import mesh_panel
+    from d2im_tf.inference.preview import mesh_panel, side_view
 
     result = reconstructor.reconstruct(pixels)
     height, width = pixels.shape[:2]
@@ -78,12 +79,10 @@ def evaluate_image(reconstructor, pixels: np.ndarray):
     scores["object_size"] = framing.object_size(result.foreground)
     shown = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=-1)
     shown = np.round(on_white(shown)).astype(np.uint8) if shown.shape[-1] == 4 else shown[..., :3]
-    side = np.array(result.view, float)
-    side[0] += 90.0
     panels = [
         _square(shown),
         _square(input_view_panel(shading, result.foreground)),
-        mesh_panel(result.mesh, side, PANEL),
+        mesh_panel(result.mesh, side_view(result.view, result.mesh), PANEL),
     ]
     return scores, panels, result
 

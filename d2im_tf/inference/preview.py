@@ -2,9 +2,10 @@
 front map | back map, as one RGB uint8 image (for ``d2im reconstruct`` and training previews).
 
 The mesh is shaded by the dataset's renderer (:class:`d2im_tf.data.render.Renderer`) from metadata
-rows, so the second panel lines up with the input when the view row is the input's camera. The
-displacement maps share one symmetric blue–white–red scale (blue negative, white 0, red positive),
-fixed by the largest magnitude of both maps.
+rows, so the second panel lines up with the input when the view row is the input's camera; the side
+panel's camera is moved along its axis until the mesh fills the panel (:func:`side_view`), since what
+it is for is seeing the parts the input hides. The displacement maps share one symmetric
+blue–white–red scale (blue negative, white 0, red positive), fixed by the largest magnitude of both maps.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import trimesh
 from PIL import Image, ImageDraw, ImageFont
 
 from d2im_tf.data.render import Renderer
+from d2im_tf.geometry import camera
 
 LABEL_HEIGHT = 18  # pixels of the column-title strip of a labelled grid
 MIN_PANEL = 128  # pixels: small model inputs (32² in tests) are upscaled to at least this
+SIDE_FILL = 0.85  # the share of a fitted side panel's width the mesh's bounding sphere spans
 BLUE, WHITE, RED = np.array([0.23, 0.30, 0.75]), np.array([1.0, 1.0, 1.0]), np.array([0.71, 0.02, 0.15])
 
 
@@ -25,6 +28,22 @@ def diverging_colours(values: np.ndarray, scale: float) -> np.ndarray:
     t = np.clip(np.asarray(values, float) / max(scale, 1e-12), -1.0, 1.0)[..., None]  # [..., 1]
     colours = np.where(t < 0, WHITE + (BLUE - WHITE) * -t, WHITE + (RED - WHITE) * t)
     return np.round(colours * 255).astype(np.uint8)
+
+
+def side_view(view, mesh: trimesh.Trimesh | None = None) -> np.ndarray:
+    """The metadata row ``view`` (``[az, el, 0, d, ...]``) turned by +90° of azimuth. With ``mesh``, its
+    distance is set so that the mesh's bounding sphere about the point the camera looks at (the origin)
+    spans :data:`SIDE_FILL` of the image's width; without, it stays the input view's (for panels of
+    several meshes that must share one scale)."""
+    turned = np.array(view, dtype=float)
+    turned[0] += 90.0
+    if mesh is not None and len(mesh.vertices):
+        radius = float(np.linalg.norm(mesh.vertices, axis=1).max())
+        half_width = 0.5 * 224 / camera.focal_pixels(224)  # tan of half the field of view
+        # the sphere's silhouette from distance D subtends asin(radius / D) about the axis
+        distance = radius / np.sin(np.arctan(SIDE_FILL * half_width))
+        turned[3] = distance / camera.MAX_DISTANCE
+    return turned
 
 
 def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -52,14 +71,12 @@ def preview_image(
     if image.dtype != np.uint8:
         image = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
     size = panel_size or max(image.shape[0], MIN_PANEL)
-    side_view = np.array(view, dtype=float)
-    side_view[0] += 90.0
     maps = np.asarray(maps, float)
     scale = float(np.abs(maps).max()) if maps.size else 1.0
     panels = [
         _resized(image, size),
         mesh_panel(mesh, view, size),
-        mesh_panel(mesh, side_view, size),
+        mesh_panel(mesh, side_view(view, mesh), size),
         _resized(diverging_colours(maps[..., 0], scale), size),
         _resized(diverging_colours(maps[..., 1], scale), size),
     ]
