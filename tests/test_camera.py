@@ -37,6 +37,18 @@ def test_intrinsics_and_decomposition():
     np.testing.assert_allclose(uv.numpy()[0], [112.0, 112.0], atol=1e-9)
 
 
+def test_pixel_rays_pass_through_the_pixel_centres_in_front_of_the_camera():
+    P = camera.projection_matrix(30.0, 20.0, 0.8, image_size=224)
+    rows, columns = np.array([0, 17, 111, 223]), np.array([5, 200, 112, 0])
+    directions = camera.pixel_ray_directions(P, rows, columns)
+    np.testing.assert_allclose(np.linalg.norm(directions, axis=1), 1.0, atol=1e-12)
+    centre = camera.projection_centre_numpy(P)
+    for depth in (0.5, 2.0):  # any point of the ray projects back to its pixel's centre, in front (w > 0)
+        points = centre + depth * directions
+        np.testing.assert_allclose(camera.project_numpy(points, P), np.stack([columns, rows], 1) + 0.5, atol=1e-9)
+        assert np.all(camera.homogeneous_pixels(points, P)[:, 2] > 0)
+
+
 def test_elevation_looks_down_and_image_y_is_down():
     # From a raised camera, a point higher up (ShapeNet y is up) appears higher in the image (smaller v).
     P = camera.projection_matrix(0.0, 30.0, 1.0)

@@ -16,19 +16,15 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
+from d2im_tf.geometry import camera
+
 AMBIENT, HEADLIGHT = 0.3, 0.7
 
 
 def pixel_rays(projection: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """``(origin [3], directions [H·W, 3])`` (unit, row-major pixel order) of P's pixel-centre rays."""
-    projection = np.asarray(projection, np.float64)
-    inverse = np.linalg.inv(projection[:, :3])
-    origin = -inverse @ projection[:, 3]
-    v, u = np.mgrid[0:height, 0:width]
-    homogeneous = np.stack([u.ravel() + 0.5, v.ravel() + 0.5, np.ones(height * width)], axis=1)  # [N, 3]
-    directions = homogeneous @ inverse.T
-    # Points in front of the camera have depth w > 0: P·[C + λd; 1] = λ·(u, v, 1), so λ > 0 already.
-    return origin, directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    rows, columns = np.mgrid[0:height, 0:width]
+    return camera.projection_centre_numpy(projection), camera.pixel_ray_directions(projection, rows, columns)
 
 
 def render_with_projection(

@@ -101,6 +101,17 @@ def projection_centre_numpy(projection: np.ndarray) -> np.ndarray:
     return -np.linalg.solve(projection[:, :3], projection[:, 3])
 
 
+def pixel_ray_directions(projection: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Unit directions ``[N, 3]`` of the rays from :func:`projection_centre_numpy` through the centres
+    of the pixels ``(rows [N], columns [N])``: M⁻¹·(u, v, 1) with M = P[:, :3], pointing in front of the
+    camera (P·[C + λd; 1] = λ·(u, v, 1), so λ > 0 is depth)."""
+    projection = np.asarray(projection, np.float64).reshape(3, 4)
+    rows, columns = np.ravel(rows), np.ravel(columns)
+    pixels = np.stack([columns + 0.5, rows + 0.5, np.ones(len(rows))], axis=1)  # [N, 3] homogeneous (u, v, 1)
+    directions = np.linalg.solve(projection[:, :3], pixels.T).T
+    return directions / np.linalg.norm(directions, axis=1, keepdims=True)
+
+
 # --------------------------------------------------------------------------------------------
 # TensorFlow: batched, differentiable.
 

@@ -89,11 +89,8 @@ def foreground_rays(projection: np.ndarray, foreground: np.ndarray, bounds, samp
     """``(pixels [F, 2] (row, column), depths [F, samples], points [F, samples, 3])``: the foreground
     pixels whose ray through their centre crosses the cube ``bounds``, and evenly spaced samples of that
     crossing (distances from the camera centre and points)."""
-    projection = np.asarray(projection, np.float64)
     rows, columns = np.nonzero(foreground)
-    pixels = np.stack([columns + 0.5, rows + 0.5, np.ones(len(rows))], axis=1)  # [F, 3] homogeneous (u, v, 1)
-    directions = np.linalg.solve(projection[:, :3], pixels.T).T  # [F, 3]
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    directions = camera.pixel_ray_directions(projection, rows, columns)  # [F, 3]
     centre = camera.projection_centre_numpy(projection)
     low, high = bounds
     with np.errstate(divide="ignore", invalid="ignore"):  # slab intersection; rays parallel to a face give ±inf
