@@ -378,17 +378,22 @@ class Reconstructor:
         return outputs["projection"], view_row_from_pose(*pose), pose
 
     def with_resolution(self, resolution: int) -> "Reconstructor":
-        """The same loaded model extracting at ``resolution`` (a shallow copy; :class:`UserError` if the
-        mode cannot use it)."""
+        """The same loaded model extracting at ``resolution`` (:class:`UserError` if the mode cannot use
+        it)."""
         check_resolution(resolution, self.mode, self.initial_resolution)
-        other = copy.copy(self)
-        other.resolution = resolution
-        return other
+        return self._replaced(resolution=resolution)
 
     def with_completion(self, complete: bool) -> "Reconstructor":
-        """The same loaded model with the silhouette completion on or off (a shallow copy)."""
+        """The same loaded model with the silhouette completion on or off."""
+        return self._replaced(complete=bool(complete))
+
+    def _replaced(self, **settings) -> "Reconstructor":
+        """A shallow copy (the networks shared) with ``settings`` replacing the same-named attributes."""
         other = copy.copy(self)
-        other.complete = bool(complete)
+        for name, value in settings.items():
+            if not hasattr(other, name):
+                raise AttributeError(f"Reconstructor has no setting {name!r}")
+            setattr(other, name, value)
         return other
 
     def reconstruct(
