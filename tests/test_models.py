@@ -362,13 +362,13 @@ def test_chunked_prediction_equals_one_decode(batch):
 
 @pytest.mark.slow
 def test_full_variant_overfits_two_shapes(batch):
-    """1500 Adam steps of ``full`` (all three losses) on one batch, with the tiny config's decoder widened
+    """1,000 Adam steps of ``full`` (all three losses) on one batch, with the tiny config's decoder widened
     to 64 so that the fit is not capacity-bound. Learning through the data pipeline and the study
     recipe is test_learning.py's memorisation test."""
     keras.utils.set_random_seed(0)
     config = load_config("configs/tiny.yaml", ["model.variant=full", "model.decoder_widths=[64,64,64,32,32]"])
     model = D2IMNet(config.model)
-    steps = 1500
+    steps = 1000
     model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(5e-3, steps)))
 
     def training_losses():
