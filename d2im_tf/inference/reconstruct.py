@@ -390,10 +390,7 @@ class Reconstructor:
     def _replaced(self, **settings) -> "Reconstructor":
         """A shallow copy (the networks shared) with ``settings`` replacing the same-named attributes."""
         other = copy.copy(self)
-        for name, value in settings.items():
-            if not hasattr(other, name):
-                raise AttributeError(f"Reconstructor has no setting {name!r}")
-            setattr(other, name, value)
+        vars(other).update(settings)
         return other
 
     def reconstruct(
