@@ -71,7 +71,8 @@ class FieldModel:
         missing = [name for name in ("decode_bounds", "fuse") if name not in reconstructor.model.signatures]
         if missing:
             raise UserError(f"{reconstructor.model_dir}: has no {' or '.join(missing)} signature; export it again")
-        self.reconstructor = reconstructor
+        # one reading per image: a mirrored one's field lives in the reflected frame, which compositions do not follow
+        self.reconstructor = reconstructor.with_variants(False)
         self.signatures = reconstructor.model.signatures
         self.image_size = reconstructor.image_size
 

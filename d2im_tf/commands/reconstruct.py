@@ -76,6 +76,13 @@ def input_arguments(parser, object_size_default: str = "auto", default_text: str
     if not completion:
         return
     parser.add_argument(
+        "--variants",
+        choices=("on", "off"),
+        default="on",
+        help="with a predicted camera, also read the input mirrored, and keep that reading when its coarse "
+        "outline fits the foreground far better (docs/real_images.md; default: on)",
+    )
+    parser.add_argument(
         "--completion",
         choices=("on", "off"),
         default="off",
@@ -92,6 +99,7 @@ def input_options(args, object_size="auto") -> dict:
         object_size=object_size_option(args.object_size) if args.object_size else object_size,
         fit_pose=args.pose_fit == "on",
         complete=getattr(args, "completion", "off") == "on",
+        try_variants=getattr(args, "variants", "off") == "on",
     )
 
 

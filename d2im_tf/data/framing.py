@@ -70,11 +70,15 @@ def crop_transform(box, object_fraction: float, size: int) -> np.ndarray:
 
 def warp(pixels: np.ndarray, transform: np.ndarray, size: int, fill=WHITE, resample=Image.LANCZOS) -> np.ndarray:
     """``pixels [H, W, C]`` (uint8 or float32) mapped by the affine ``transform`` (input → output pixel
-    coordinates, scale and shift only) into ``[size, size, C]``; ``fill`` where the input has no pixels.
+    coordinates, scale and shift only, or a left-right flip of one) into ``[size, size, C]``; ``fill``
+    where the input has no pixels.
 
     The input is padded with ``fill`` so that the source square lies inside it, then the square is
     resized with Pillow's box-aware resampling (exact continuous coordinates, antialiased)."""
     pixels = np.asarray(pixels)
+    if transform[0, 0] < 0:  # flipped left-right: the unflipped output, flipped
+        unflip = np.array([[-1.0, 0.0, size], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        return warp(pixels, unflip @ transform, size, fill, resample)[:, ::-1]
     scale, shift = transform[0, 0], transform[:2, 2]  # [2] (x, y)
     left, top = -shift / scale  # the output square's top-left corner in input pixels
     side = size / scale

@@ -94,6 +94,27 @@ def _pose(rotation0, translation0, params):
     return rotation, translation0 + params[3:]
 
 
+def _fit_inputs(points, foreground, k, seed: int = 0) -> SilhouetteCost:
+    """The :class:`SilhouetteCost` a fit uses: at most ``MAX_POINTS`` of ``points``, the foreground on
+    the ``FIT_SIZE`` grid (its share of each coarse pixel) and the intrinsics of that grid."""
+    points = np.asarray(points, np.float64)
+    if len(points) > MAX_POINTS:
+        points = points[np.random.default_rng(seed).choice(len(points), MAX_POINTS, replace=False)]
+    foreground = np.asarray(foreground, bool)
+    scale = FIT_SIZE / foreground.shape[0]
+    if scale < 1.0:
+        small = Image.fromarray(foreground.astype(np.float32), mode="F").resize((FIT_SIZE, FIT_SIZE), Image.BOX)
+        foreground, k = np.asarray(small) > 0.5, np.diag([scale, scale, 1.0]) @ np.asarray(k, np.float64)
+    return SilhouetteCost(points, foreground, k)
+
+
+def silhouette_cost(points, foreground, k, rotation, translation, seed: int = 0) -> float:
+    """The cost :func:`fit_pose` starts from: that of the pose ``(rotation, translation)`` as given."""
+    return _fit_inputs(points, foreground, k, seed)(
+        np.asarray(rotation, np.float64), np.asarray(translation, np.float64)
+    )
+
+
 def fit_pose(
     points: np.ndarray,
     foreground: np.ndarray,
@@ -106,15 +127,7 @@ def fit_pose(
     """The pose near ``(rotation, translation)`` (object frame → camera, ``p' = R·p + t``) under which
     ``points`` (samples of the coarse surface, object frame) best cover ``foreground`` (module docstring).
     ``k``: the intrinsics of the image ``foreground`` belongs to."""
-    points = np.asarray(points, np.float64)
-    if len(points) > MAX_POINTS:
-        points = points[np.random.default_rng(seed).choice(len(points), MAX_POINTS, replace=False)]
-    foreground = np.asarray(foreground, bool)
-    scale = FIT_SIZE / foreground.shape[0]
-    if scale < 1.0:  # the mask's share of each coarse pixel, then the intrinsics of that grid
-        small = Image.fromarray(foreground.astype(np.float32), mode="F").resize((FIT_SIZE, FIT_SIZE), Image.BOX)
-        foreground, k = np.asarray(small) > 0.5, np.diag([scale, scale, 1.0]) @ np.asarray(k, np.float64)
-    cost = SilhouetteCost(points, foreground, k)
+    cost = _fit_inputs(points, foreground, k, seed)
     rotation0, translation0 = np.asarray(rotation, np.float64), np.asarray(translation, np.float64)
     initial = cost(rotation0, translation0)
     distance = float(np.linalg.norm(translation0)) or 1.0
