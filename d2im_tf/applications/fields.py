@@ -72,7 +72,7 @@ class FieldModel:
         if missing:
             raise UserError(f"{reconstructor.model_dir}: has no {' or '.join(missing)} signature; export it again")
         # one reading per image: a mirrored one's field lives in the reflected frame, which compositions do not follow
-        self.reconstructor = reconstructor.with_variants(False)
+        self.reconstructor = reconstructor.with_mirroring(False)
         self.signatures = reconstructor.model.signatures
         self.image_size = reconstructor.image_size
 

@@ -51,8 +51,9 @@ def extraction_arguments(parser) -> None:
 
 
 def input_arguments(parser, object_size_default: str = "auto", default_text: str = "auto", completion: bool = True):
-    """``--no-matting``, ``--object-size``, ``--pose-fit`` and (``completion``) ``--completion`` (shared with
-    ``d2im evaluate``, and without ``--completion`` with the applications, whose fields are composed)."""
+    """``--no-matting``, ``--object-size``, ``--pose-fit`` and (``completion``) ``--mirror`` and
+    ``--completion`` (shared with ``d2im evaluate``, and without the last two with the applications, whose
+    fields are composed)."""
     parser.add_argument(
         "--no-matting",
         action="store_true",
@@ -76,7 +77,7 @@ def input_arguments(parser, object_size_default: str = "auto", default_text: str
     if not completion:
         return
     parser.add_argument(
-        "--variants",
+        "--mirror",
         choices=("on", "off"),
         default="on",
         help="with a predicted camera, also read the input mirrored, and keep that reading when its coarse "
@@ -99,7 +100,7 @@ def input_options(args, object_size="auto") -> dict:
         object_size=object_size_option(args.object_size) if args.object_size else object_size,
         fit_pose=args.pose_fit == "on",
         complete=getattr(args, "completion", "off") == "on",
-        try_variants=getattr(args, "variants", "off") == "on",
+        try_mirrored=getattr(args, "mirror", "off") == "on",
     )
 
 

@@ -68,6 +68,12 @@ def crop_transform(box, object_fraction: float, size: int) -> np.ndarray:
     return np.array([[scale, 0.0, -scale * left], [0.0, scale, -scale * top], [0.0, 0.0, 1.0]])
 
 
+def flip_transform(width: float) -> np.ndarray:
+    """``[3, 3]``: the affine of pixel coordinates ``u → width − u`` (a left-right flip of an image
+    ``width`` pixels wide, pixel corners at integers), its own inverse."""
+    return np.array([[-1.0, 0.0, width], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
 def warp(pixels: np.ndarray, transform: np.ndarray, size: int, fill=WHITE, resample=Image.LANCZOS) -> np.ndarray:
     """``pixels [H, W, C]`` (uint8 or float32) mapped by the affine ``transform`` (input → output pixel
     coordinates, scale and shift only, or a left-right flip of one) into ``[size, size, C]``; ``fill``
@@ -77,8 +83,7 @@ def warp(pixels: np.ndarray, transform: np.ndarray, size: int, fill=WHITE, resam
     resized with Pillow's box-aware resampling (exact continuous coordinates, antialiased)."""
     pixels = np.asarray(pixels)
     if transform[0, 0] < 0:  # flipped left-right: the unflipped output, flipped
-        unflip = np.array([[-1.0, 0.0, size], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-        return warp(pixels, unflip @ transform, size, fill, resample)[:, ::-1]
+        return warp(pixels, flip_transform(size) @ transform, size, fill, resample)[:, ::-1]
     scale, shift = transform[0, 0], transform[:2, 2]  # [2] (x, y)
     left, top = -shift / scale  # the output square's top-left corner in input pixels
     side = size / scale

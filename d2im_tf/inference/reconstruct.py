@@ -55,7 +55,7 @@ from d2im_tf.data import framing
 from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError, size_text
 from d2im_tf.geometry import camera, frames
-from d2im_tf.inference import pose_fit, silhouette_completion, variants
+from d2im_tf.inference import mirroring, pose_fit, silhouette_completion
 from d2im_tf.inference.extraction import (
     INITIAL_RESOLUTION,
     extract_fused_mesh,
@@ -235,8 +235,8 @@ class Reconstruction(NamedTuple):
     (``encode``, ``camera``, ``sdf_evaluation``, ``marching_cubes``, and ``pose_fit`` when the pose was
     fitted); ``view`` the metadata row the mesh is seen from in the input (in the mesh's frame); ``image``
     the network's input ``[S, S, 3]``; ``pose`` the camera network's ``(R [3, 3], t [3])`` of the mesh's
-    frame (fitted to the outline with ``fit_pose``), None for a given camera; ``variant`` the input's
-    reading the mesh comes from (:class:`~d2im_tf.inference.variants.Variant`).
+    frame (fitted to the outline with ``fit_pose``), None for a given camera; ``mirrored`` whether the mesh
+    comes from the input read mirrored (:mod:`d2im_tf.inference.mirroring`; reflected back).
     """
 
     mesh: trimesh.Trimesh
@@ -248,16 +248,16 @@ class Reconstruction(NamedTuple):
     pose: tuple | None = None
     input_projection: np.ndarray | None = None
     foreground: np.ndarray | None = None
-    variant: variants.Variant | None = None
+    mirrored: bool = False
 
 
 class EncodedInput(NamedTuple):
     """One input through :meth:`Reconstructor.encode_input`: the :class:`PreparedInput`, ``encode``'s
     outputs (batch 1), the ``projection`` ``[1, 3, 4]`` (model frame → the prepared image's pixels), the
     ``view`` metadata row, the camera network's (fitted) ``pose`` (None for a given camera), the
-    ``timings`` of encode, camera and pose fit (seconds), the input's reading ``variant``
-    (:class:`~d2im_tf.inference.variants.Variant`; a mirrored one's image, projection, view and pose are
-    the flipped image's) and its ``score`` (:func:`~d2im_tf.inference.variants.score`, inf unmeasured)."""
+    ``timings`` of encode, camera and pose fit (seconds), whether the input was read ``mirrored``
+    (:mod:`~d2im_tf.inference.mirroring`; the image, projection, view and pose are then the flipped
+    image's) and the encoding's ``score`` (:func:`~d2im_tf.inference.mirroring.score`, inf unmeasured)."""
 
     prepared: PreparedInput
     encoding: dict
@@ -265,7 +265,7 @@ class EncodedInput(NamedTuple):
     view: np.ndarray
     pose: tuple | None
     timings: dict
-    variant: variants.Variant = variants.Variant(False, None)
+    mirrored: bool = False
     score: float = np.inf
 
 
@@ -287,8 +287,8 @@ class Reconstructor:
     (:mod:`d2im_tf.inference.pose_fit`; never for a given camera).
     ``complete``: lower the base field along the foreground rays that never enter the surface, so thin
     parts f_B only hints at appear (:mod:`d2im_tf.inference.silhouette_completion`; the detailed surface).
-    ``try_variants``: with a predicted camera, read the input mirrored too and keep that reading when its
-    coarse outline fits the foreground far better (:mod:`d2im_tf.inference.variants`).
+    ``try_mirrored``: with a predicted camera, read the input mirrored too and keep that reading when its
+    coarse outline fits the foreground far better (:mod:`d2im_tf.inference.mirroring`).
     ``object_size``: ``"auto"`` re-frames inputs to the model's training object size (its stored
     ``framing_object_size``, else :data:`TRAINING_OBJECT_SIZE`; never for the ``"reference"`` reading,
     and with a given camera only for a model trained with re-framing), ``"trained"`` re-frames only for a
@@ -310,7 +310,7 @@ class Reconstructor:
         object_size: float | str | None = "auto",
         fit_pose: bool = True,
         complete: bool = False,
-        try_variants: bool = True,
+        try_mirrored: bool = True,
     ):
         check_resolution(resolution, mode, initial_resolution)  # before the slow model load
         self._load(model_path)  # sets model_dir, info, image_size, sdf_scale, has_camera, model, frame, image_reading
@@ -325,7 +325,7 @@ class Reconstructor:
         self.matting = matting
         self.fit_pose = fit_pose
         self.complete = complete
-        self.try_variants = try_variants
+        self.try_mirrored = try_mirrored
         # "auto" re-frames only for the camera network: a given camera (--camera) is that of the render as
         # it is, and the SDF network of a model trained on uncropped renders breaks under cropped intrinsics
         self.reframe_given_camera = object_size != "auto" or "framing_object_size" in self.info
@@ -403,9 +403,9 @@ class Reconstructor:
         """The same loaded model with the silhouette completion on or off."""
         return self._replaced(complete=bool(complete))
 
-    def with_variants(self, try_variants: bool) -> "Reconstructor":
-        """The same loaded model trying the input's variants or reading it once, as given."""
-        return self._replaced(try_variants=bool(try_variants))
+    def with_mirroring(self, try_mirrored: bool) -> "Reconstructor":
+        """The same loaded model also reading inputs mirrored, or reading them once, as given."""
+        return self._replaced(try_mirrored=bool(try_mirrored))
 
     def _replaced(self, **settings) -> "Reconstructor":
         """A shallow copy (the networks shared) with ``settings`` replacing the same-named attributes."""
@@ -446,41 +446,41 @@ class Reconstructor:
             model_projection = model_projection @ np.linalg.inv(frames.denormalising_matrix(norm_params))
         input_projection = np.linalg.inv(prepared.transform) @ model_projection
         image = prepared.image
-        if encoded.variant.mirrored:  # the flipped image's reading, reflected back (module variants)
-            mesh, input_projection = variants.reflected(mesh), variants.unmirrored_projection(input_projection)
-            pose = variants.unmirrored_pose(*pose)
+        if encoded.mirrored:  # the flipped image's reading, reflected back (module mirroring)
+            mesh, input_projection = mirroring.reflected(mesh), mirroring.unmirrored_projection(input_projection)
+            pose = mirroring.unmirrored_pose(*pose)
             view, maps, image = view_row_from_pose(*pose), maps[:, ::-1], image[:, ::-1]
         return Reconstruction(
-            mesh, maps, timings, view, image, frame, pose, input_projection, prepared.foreground, encoded.variant
+            mesh, maps, timings, view, image, frame, pose, input_projection, prepared.foreground, encoded.mirrored
         )
 
     def encode_input(self, pixels: np.ndarray, camera_row=None, norm_params=None) -> EncodedInput:
         """An image prepared (:func:`prepare_input`: matted, re-framed), encoded, and its camera: given
         (``camera_row`` + ``norm_params``), or predicted and fitted to the outline (``fit_pose``). With a
-        predicted camera and ``try_variants``, the reading kept of the plain and the mirrored input
-        (:mod:`~d2im_tf.inference.variants`; its ``variant`` says which)."""
+        predicted camera and ``try_mirrored``, the encoding kept of the plain and the mirrored input
+        (:mod:`~d2im_tf.inference.mirroring`; its ``mirrored`` says which)."""
         pixels = np.asarray(pixels)
         size = self.reframing_size(camera_row)
-        if camera_row is not None or not self.try_variants:
-            return self._encode_variant(pixels, variants.Variant(False, size), camera_row, norm_params)
+        if camera_row is not None or not self.try_mirrored:
+            return self._encode_once(pixels, False, size, camera_row, norm_params)
         self.require_camera(camera_row)
         from d2im_tf.inference import matting as matting_module
 
         started = time.perf_counter()
         matted = matting_module.matte(pixels, self.matting and self.image_reading != "reference")
-        readings = [self._encode_variant(pixels, variant, matted=matted) for variant in variants.variants(size)]
-        best = readings[variants.kept([reading.score for reading in readings])]
-        best.timings["variants"] = time.perf_counter() - started
-        return best
+        encoded = [self._encode_once(pixels, mirrored, size, matted=matted) for mirrored in (False, True)]
+        kept = encoded[mirroring.kept([one.score for one in encoded])]
+        kept.timings["mirroring"] = time.perf_counter() - started
+        return kept
 
-    def _encode_variant(
-        self, pixels: np.ndarray, variant, camera_row=None, norm_params=None, matted=None
+    def _encode_once(
+        self, pixels: np.ndarray, mirrored: bool, object_size, camera_row=None, norm_params=None, matted=None
     ) -> EncodedInput:
-        """:meth:`encode_input` of one :class:`~d2im_tf.inference.variants.Variant`: a mirrored one is the
-        flipped network input, its transform and pose those of the flipped image."""
-        prepared = prepare_input(pixels, self.image_size, self.image_reading, self.matting, variant.object_size, matted)
-        if variant.mirrored:
-            flip = variants.flip_matrix(self.image_size)
+        """:meth:`encode_input` once, re-framed to ``object_size``; ``mirrored``: of the flipped network
+        input, its transform and pose those of the flipped image."""
+        prepared = prepare_input(pixels, self.image_size, self.image_reading, self.matting, object_size, matted)
+        if mirrored:
+            flip = framing.flip_transform(self.image_size)
             prepared = PreparedInput(prepared.image[:, ::-1].copy(), flip @ prepared.transform, prepared.foreground)
         batch = tf.constant(prepared.image[None])  # [1, S, S, 3]
         start = time.perf_counter()
@@ -491,7 +491,7 @@ class Reconstructor:
         projection, view, pose = self.projection(batch, camera_row, norm_params, reframing)
         timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
         cost = None
-        if pose is not None and (self.fit_pose or self.try_variants):
+        if pose is not None and (self.fit_pose or self.try_mirrored):
             fitted = time.perf_counter()
             pose, cost = self._fitted_pose(pose, projection, encoding, prepared, search=self.fit_pose)
             projection = camera.projection_from_pose(
@@ -500,7 +500,7 @@ class Reconstructor:
             view = view_row_from_pose(*pose)
             if self.fit_pose:
                 timings["pose_fit"] = time.perf_counter() - fitted
-        return EncodedInput(prepared, encoding, projection, view, pose, timings, variant, variants.score(cost))
+        return EncodedInput(prepared, encoding, projection, view, pose, timings, mirrored, mirroring.score(cost))
 
     def point_decoder(self, encoding: dict, projection):
         """``points [N, 3] → (fused [N], base [N])`` in the model's units (× sdf_scale) for one encoding."""
@@ -617,14 +617,13 @@ class Reconstructor:
 
 def camera_description(result: Reconstruction, image_shape) -> dict:
     """The content of ``<name>_camera.json``: the 3×4 ``projection`` from the mesh's frame to the pixels of
-    the input image as given (``image_size`` = [width, height]), the conventions to read it, and the
-    input's ``reading`` the mesh comes from (mirrored or not, the object size it was re-framed to)."""
-    variant = result.variant or variants.Variant(False, None)
+    the input image as given (``image_size`` = [width, height]), the conventions to read it, and whether
+    the mesh comes from the input read ``mirrored`` (reflected back; the projection is the input's)."""
     return {
         "projection": np.asarray(result.input_projection, float).round(9).tolist(),
         "image_size": [int(image_shape[1]), int(image_shape[0])],
         "mesh_frame": result.frame,
-        "reading": {"mirrored": bool(variant.mirrored), "object_size": variant.object_size},
+        "mirrored": bool(result.mirrored),
         "convention": "P·[x, y, z, 1] = w·[u, v, 1], w > 0 the depth; u right, v down, in pixels of the input "
         "image as given, the top-left corner of pixel (0, 0) at the origin (its centre at 0.5, 0.5)",
     }

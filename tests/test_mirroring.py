@@ -1,4 +1,4 @@
-"""The input's variants (d2im_tf.inference.variants): a mirrored reading must give the mesh and camera
+"""Mirroring (d2im_tf.inference.mirroring): a mirrored reading must give the mesh and camera
 that the flipped image gives, reflected back; the mirror algebra is checked against the flip's
 definition on pixels."""
 
@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 
 from d2im_tf.data import framing
 from d2im_tf.geometry import camera
-from d2im_tf.inference import variants
+from d2im_tf.inference import mirroring
 
 from conftest import ROOT
 
@@ -25,7 +25,7 @@ def test_a_mirrored_pose_draws_the_reflected_shape_where_the_flip_puts_it():
     k = camera.intrinsics(SIZE)
     flipped = points @ rotation.T + translation
     flipped_uv = (flipped @ k.T)[:, :2] / flipped[:, 2:]
-    rotation_u, translation_u = variants.unmirrored_pose(rotation, translation)
+    rotation_u, translation_u = mirroring.unmirrored_pose(rotation, translation)
     np.testing.assert_allclose(rotation_u @ rotation_u.T, np.eye(3), atol=1e-6)
     assert np.linalg.det(rotation_u) == pytest.approx(1.0, abs=1e-6)
     seen = (points * [-1.0, 1.0, 1.0]) @ rotation_u.T + translation_u
@@ -36,19 +36,18 @@ def test_a_mirrored_pose_draws_the_reflected_shape_where_the_flip_puts_it():
 
 def test_warp_by_a_flip_is_the_image_flipped():
     pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3)).astype(np.uint8)
-    flipped = framing.warp(pixels, variants.flip_matrix(40), 40)
+    flipped = framing.warp(pixels, framing.flip_transform(40), 40)
     np.testing.assert_array_equal(flipped, pixels[:, ::-1])
 
 
 def test_the_mirrored_reading_is_kept_only_when_it_fits_far_better():
-    assert variants.variants(0.52) == [variants.Variant(False, 0.52), variants.Variant(True, 0.52)]
-    ratio = variants.SWITCH_RATIO
-    assert variants.kept([1.0, ratio + 0.01]) == 0
-    assert variants.kept([1.0, ratio - 0.01]) == 1
-    assert variants.kept([1.0, 0.2, 0.1]) == 2
-    assert variants.kept([np.inf, 3.0]) == 1  # a plain reading without a surface
-    assert variants.kept([1.0, np.inf]) == 0
-    assert variants.score(None) == np.inf and variants.score(0.5) == 0.5
+    ratio = mirroring.SWITCH_RATIO
+    assert mirroring.kept([1.0, ratio + 0.01]) == 0
+    assert mirroring.kept([1.0, ratio - 0.01]) == 1
+    assert mirroring.kept([np.inf, 3.0]) == 1  # a plain reading without a surface
+    assert mirroring.kept([1.0, np.inf]) == 0
+    assert mirroring.kept([np.inf, np.inf]) == 0
+    assert mirroring.score(None) == np.inf and mirroring.score(0.5) == 0.5
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +66,16 @@ def test_a_mirrored_reading_is_the_flipped_image_reflected_back(bundled, monkeyp
     pixels = np.asarray(Image.open(ROOT / "examples" / "03001627_syn00005.png").convert("RGB")).copy()
     pixels[74:114, 92:122] = 60
     height, width = pixels.shape[:2]
-    size = bundled.reframing_size()
-    monkeypatch.setattr(variants, "variants", lambda object_size: [variants.Variant(True, object_size)])
-    mirrored = bundled.with_variants(True).reconstruct(pixels)
-    flipped = bundled.with_variants(False).reconstruct(pixels[:, ::-1].copy())
-    assert mirrored.variant == variants.Variant(True, size) and flipped.variant == variants.Variant(False, size)
+    monkeypatch.setattr(mirroring, "kept", lambda scores: 1)  # the mirrored reading, whatever it scores
+    mirrored = bundled.with_mirroring(True).reconstruct(pixels)
+    flipped = bundled.with_mirroring(False).reconstruct(pixels[:, ::-1].copy())
+    assert mirrored.mirrored and not flipped.mirrored
     reflected = cKDTree(flipped.mesh.vertices * [-1.0, 1.0, 1.0]).query(mirrored.mesh.vertices)[0]
     unreflected = cKDTree(flipped.mesh.vertices).query(mirrored.mesh.vertices)[0]
     assert len(mirrored.mesh.faces) > 500 and np.median(reflected) < 0.003 and np.percentile(reflected, 99) < 0.03
     assert np.median(unreflected) > 5 * np.median(reflected)
     assert mirrored.mesh.is_winding_consistent and mirrored.mesh.volume > 0  # normals still point out
-    expected = variants.flip_matrix(width) @ flipped.input_projection @ np.diag([-1.0, 1.0, 1.0, 1.0])
+    expected = framing.flip_transform(width) @ flipped.input_projection @ np.diag([-1.0, 1.0, 1.0, 1.0])
     expected /= np.linalg.norm(expected[2, :3])
     got = mirrored.input_projection / np.linalg.norm(mirrored.input_projection[2, :3])
     np.testing.assert_allclose(got, expected, atol=0.02 * np.abs(expected).max())
@@ -90,19 +88,19 @@ def test_both_readings_are_scored_and_a_given_camera_reads_once(bundled, monkeyp
 
     pixels = np.asarray(Image.open(ROOT / "examples" / "02933112_syn00003.png"))
     tried = []
-    encode = module.Reconstructor._encode_variant
+    encode = module.Reconstructor._encode_once
 
     def recording(self, *args, **kwargs):
-        reading = encode(self, *args, **kwargs)
-        tried.append(reading)
-        return reading
+        encoded = encode(self, *args, **kwargs)
+        tried.append(encoded)
+        return encoded
 
-    monkeypatch.setattr(module.Reconstructor, "_encode_variant", recording)
-    result = bundled.with_variants(True).reconstruct(pixels)
-    assert [reading.variant for reading in tried] == variants.variants(bundled.reframing_size())
-    assert all(np.isfinite(reading.score) for reading in tried)
-    assert result.variant == tried[variants.kept([reading.score for reading in tried])].variant
-    assert "variants" in result.timings
+    monkeypatch.setattr(module.Reconstructor, "_encode_once", recording)
+    result = bundled.with_mirroring(True).reconstruct(pixels)
+    assert [encoded.mirrored for encoded in tried] == [False, True]
+    assert all(np.isfinite(encoded.score) for encoded in tried)
+    assert result.mirrored == bool(mirroring.kept([encoded.score for encoded in tried]))
+    assert "mirroring" in result.timings
     tried.clear()
-    bundled.with_variants(True).encode_input(pixels, camera_row=[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0])
-    assert [reading.variant.mirrored for reading in tried] == [False]
+    bundled.with_mirroring(True).encode_input(pixels, camera_row=[30, 20, 0, 0.8, 35, 32, 1.75, 0, 0, 0])
+    assert [encoded.mirrored for encoded in tried] == [False]
