@@ -491,14 +491,15 @@ class Reconstructor:
         projection, view, pose = self.projection(batch, camera_row, norm_params, reframing)
         timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
         cost = None
-        if pose is not None and (self.fit_pose or self.try_mirrored):
+        if pose is not None and (self.fit_pose or self.try_mirrored):  # the cost scores a mirrored reading
             fitted = time.perf_counter()
-            pose, cost = self._fitted_pose(pose, projection, encoding, prepared, search=self.fit_pose)
-            projection = camera.projection_from_pose(
-                tf.constant(pose[0][None]), tf.constant(pose[1][None]), self.image_size
-            )
-            view = view_row_from_pose(*pose)
+            fitted_pose, cost = self._fitted_pose(pose, projection, encoding, prepared, search=self.fit_pose)
             if self.fit_pose:
+                pose = fitted_pose
+                projection = camera.projection_from_pose(
+                    tf.constant(pose[0][None]), tf.constant(pose[1][None]), self.image_size
+                )
+                view = view_row_from_pose(*pose)
                 timings["pose_fit"] = time.perf_counter() - fitted
         return EncodedInput(prepared, encoding, projection, view, pose, timings, mirrored, mirroring.score(cost))
 
