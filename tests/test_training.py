@@ -203,15 +203,19 @@ def test_sigkill_then_resume_a_run_started_from_given_weights(toy_root, model_di
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def latest_step() -> int:  # the step of the checkpoint a resume would restore (0: none yet)
+        latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
+        return int(latest.rsplit("-", 1)[1]) if latest else 0
+
     deadline = time.time() + 300
-    while not (out / "checkpoints" / "ckpt-6.index").exists():
+    while latest_step() < 6:  # not the index file: the manager lists a checkpoint only after writing it
         assert process.poll() is None, "training ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = tf.train.latest_checkpoint(str(out / "checkpoints"))
-    step = int(killed_at.rsplit("-", 1)[1])
+    step = latest_step()
     assert step >= 6
     before = _logged_steps(out / "logs")
     assert [steps[0] for steps in before.values()] == [1]
