@@ -30,11 +30,6 @@ SWITCH_RATIO = 0.6  # the mirrored reading is kept when its silhouette cost is a
 REFLECTION = np.diag([-1.0, 1.0, 1.0])  # the model frame's left-right mirror, and the camera frame's
 
 
-def score(cost: float | None) -> float:
-    """An encoding's silhouette ``cost`` (pixels of the pose fit's grid; None: unmeasured, inf)."""
-    return np.inf if cost is None else float(cost)
-
-
 def kept(scores) -> int:
     """Which of the plain (0) and the mirrored (1) encoding is kept, by their ``scores``: the plain one
     unless the mirrored one's score is finite and at most ``SWITCH_RATIO`` of it."""
@@ -52,7 +47,9 @@ def unmirrored_pose(rotation: np.ndarray, translation: np.ndarray) -> tuple[np.n
 def unmirrored_projection(projection: np.ndarray) -> np.ndarray:
     """``[3, 4]``: a projection of the flipped reading's frame → the same pixels from the reflected
     surface's frame (the model frame's ``M`` applied first)."""
-    return np.asarray(projection) @ np.diag([-1.0, 1.0, 1.0, 1.0])
+    homogeneous = np.eye(4)
+    homogeneous[:3, :3] = REFLECTION
+    return np.asarray(projection) @ homogeneous
 
 
 def reflected(mesh: trimesh.Trimesh) -> trimesh.Trimesh:

@@ -257,7 +257,7 @@ class EncodedInput(NamedTuple):
     ``view`` metadata row, the camera network's (fitted) ``pose`` (None for a given camera), the
     ``timings`` of encode, camera and pose fit (seconds), whether the input was read ``mirrored``
     (:mod:`~d2im_tf.inference.mirroring`; the image, projection, view and pose are then the flipped
-    image's) and the encoding's ``score`` (:func:`~d2im_tf.inference.mirroring.score`, inf unmeasured)."""
+    image's) and the encoding's ``score``: the silhouette cost of its fitted pose (pixels; inf unmeasured)."""
 
     prepared: PreparedInput
     encoding: dict
@@ -490,7 +490,7 @@ class Reconstructor:
         reframing = prepared.transform @ np.linalg.inv(square)  # identity without re-framing
         projection, view, pose = self.projection(batch, camera_row, norm_params, reframing)
         timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
-        cost = None
+        cost = np.inf
         if pose is not None and (self.fit_pose or self.try_mirrored):  # the cost scores a mirrored reading
             fitted = time.perf_counter()
             fitted_pose, cost = self._fitted_pose(pose, projection, encoding, prepared, search=self.fit_pose)
@@ -501,7 +501,7 @@ class Reconstructor:
                 )
                 view = view_row_from_pose(*pose)
                 timings["pose_fit"] = time.perf_counter() - fitted
-        return EncodedInput(prepared, encoding, projection, view, pose, timings, mirrored, mirroring.score(cost))
+        return EncodedInput(prepared, encoding, projection, view, pose, timings, mirrored, cost)
 
     def point_decoder(self, encoding: dict, projection):
         """``points [N, 3] → (fused [N], base [N])`` in the model's units (× sdf_scale) for one encoding."""
@@ -516,12 +516,12 @@ class Reconstructor:
     def _fitted_pose(self, pose, projection, encoding, prepared: PreparedInput, search: bool = True):
         """``(pose, cost)``: the camera network's ``pose`` refined against the input's foreground
         (:func:`d2im_tf.inference.pose_fit.fit_pose`; as predicted unless ``search``) with f_B's surface at
-        ``POSE_FIT_RESOLUTION``³, and its silhouette cost (None without a surface or a usable foreground)."""
+        ``POSE_FIT_RESOLUTION``³, and its silhouette cost (inf without a surface or a usable foreground)."""
         coarse = self.with_resolution(min(self.resolution, POSE_FIT_RESOLUTION))
         mesh, _ = coarse._extract_base(self.point_decoder(encoding, projection), projection, encoding)
         mask = self.network_foreground(prepared)
         if len(mesh.vertices) == 0 or mask is None:
-            return pose, None
+            return pose, np.inf
         k = camera.intrinsics(self.image_size)
         if not search:
             return pose, pose_fit.silhouette_cost(mesh.vertices, mask, k, *pose)
