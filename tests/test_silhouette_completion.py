@@ -2,8 +2,10 @@
 
 A known case: a table whose base field holds the top but only a shallow valley, never reaching zero,
 where its leg is; the foreground is the whole table's, drawn independently by ray casting its mesh.
-The completion must bring the leg back where the valley is (from the side too), leave the background
-alone, and the coarse-to-fine extraction of the completed field must still be the dense one.
+The completion must bring the leg back where the valley is (from the side too, deep, not a sheet),
+leave the background alone, and the coarse-to-fine extraction of the completed field must still be the
+dense one. A harder case puts, straight behind the leg as seen, a deeper valley (a part the field
+half-imagines) and a bar the field does hold: the leg must still come back whole, on its own axis.
 """
 
 import numpy as np
@@ -14,7 +16,7 @@ from d2im_tf.evaluation.silhouette import render_with_projection
 from d2im_tf.geometry import camera
 from d2im_tf.geometry.frames import NORMALISED_BOX
 from d2im_tf.inference import extraction
-from d2im_tf.inference.silhouette_completion import complete_silhouette, foreground_rays
+from d2im_tf.inference.silhouette_completion import DEPTH_PER_WIDTH, complete_silhouette, foreground_rays
 
 from conftest import ROOT
 
@@ -39,6 +41,13 @@ def leg_sdf(points):
     return outside + np.minimum(np.maximum(radial, vertical), 0.0)
 
 
+def behind_leg(distance: float) -> np.ndarray:
+    """``(x, z)`` of the point ``distance`` behind the leg's axis, straight away from the camera."""
+    centre = camera.projection_centre_numpy(projection())[[0, 2]]
+    away = (LEG_AXIS - centre) / np.linalg.norm(LEG_AXIS - centre)
+    return LEG_AXIS + distance * away
+
+
 def base_field(points, hint: float = LEG_RADIUS + 0.02):
     """Model units: the top, and the leg's field raised by ``hint`` (above the leg's radius: a valley that
     stays above zero)."""
@@ -46,10 +55,10 @@ def base_field(points, hint: float = LEG_RADIUS + 0.02):
     return (SCALE * np.minimum(box_sdf(points, *TOP), leg_sdf(points) + hint)).astype(np.float32)
 
 
-def table_mesh() -> trimesh.Trimesh:
+def table_mesh(leg_radius: float = LEG_RADIUS) -> trimesh.Trimesh:
     top = trimesh.creation.box(bounds=np.stack(TOP))
     height = TOP[0][1] - LEG_BOTTOM
-    leg = trimesh.creation.cylinder(radius=LEG_RADIUS, height=height, sections=48)
+    leg = trimesh.creation.cylinder(radius=leg_radius, height=height, sections=48)
     leg.apply_transform(
         trimesh.transformations.translation_matrix([LEG_AXIS[0], LEG_BOTTOM + height / 2, LEG_AXIS[1]])
         @ trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0])
@@ -115,6 +124,83 @@ def test_the_leg_comes_back_where_its_valley_is(completion):
     assert below[:, 1].min() < LEG_BOTTOM + 0.1
     assert np.percentile(off_axis, 95) < LEG_RADIUS + 1.0 / 64, np.percentile(off_axis, 95)
     assert len(after.split(only_watertight=False)) == 1
+
+
+def test_a_completed_leg_is_as_deep_as_the_image_says_it_is_wide():
+    """A field whose hint of a thick leg is a sheet across the view, thin in depth (as a model's valley
+    often is): the new part is ``DEPTH_PER_WIDTH`` times as deep as it is wide, not a sheet."""
+    radius = 2 * LEG_RADIUS
+    away = behind_leg(1.0) - LEG_AXIS  # unit: the rays' horizontal direction at the leg
+    across = np.array([-away[1], away[0]])
+
+    def field(points):
+        points = np.asarray(points, np.float64)
+        offset = points[:, [0, 2]] - LEG_AXIS
+        local = np.stack([offset @ across, points[:, 1], offset @ away], axis=1)  # (across, up, along the rays)
+        low, high = np.array([-radius, LEG_BOTTOM, -0.004]), np.array([radius, TOP[0][1], 0.004])
+        sheet = box_sdf(local, low, high) + 0.02  # a valley 0.02 above zero, 0.008 thick along the rays
+        return (SCALE * np.minimum(box_sdf(points, *TOP), sheet)).astype(np.float32)
+
+    foreground = render_with_projection(table_mesh(radius), projection(), SIZE, SIZE)[0]
+    completion = complete_silhouette(field, projection(), foreground, SCALE)
+    zero_maps = np.zeros((SIZE, SIZE, 2), np.float32)
+    after, _ = extraction.extract_fused_mesh(
+        lambda points: (field(points), field(points)),
+        zero_maps,
+        128,
+        2.0 * SCALE,
+        projection=projection(),
+        lowering=completion,
+    )
+    below = after.vertices[after.vertices[:, 1] < TOP[0][1] - 0.05][:, [0, 2]] - LEG_AXIS
+    depth, width = np.ptp(below @ away), np.ptp(below @ across)
+    assert width > 1.5 * radius, width
+    assert DEPTH_PER_WIDTH * width - 1.0 / 128 < depth < DEPTH_PER_WIDTH * width + 1.0 / 32, (depth, width)
+
+
+BAR = (np.array([-0.15, -0.45, -0.03]), np.array([0.15, -0.35, 0.03]))  # (low, high) about its centre
+
+
+def bar_at(distance: float):
+    """A bar's box (low, high) across the view, ``distance`` behind the leg, at mid-height."""
+    x, z = behind_leg(distance)
+    return BAR[0] + [x, 0.0, z], BAR[1] + [x, 0.0, z]
+
+
+def test_the_leg_is_followed_from_the_top_past_a_deeper_valley_and_a_part_behind():
+    """The field also holds, straight behind the leg as seen, a second leg's valley deeper than the
+    leg's own (still above zero) and a bar across the view that it does hold: rays through the leg's
+    middle come closest to the surface far behind it, or enter the bar there. The leg comes back on its
+    own axis, whole from the top down."""
+    ghost, bar = behind_leg(0.6), bar_at(0.6)
+
+    def field(points):
+        points = np.asarray(points, np.float64)
+        shifted = points.copy()
+        shifted[:, [0, 2]] += LEG_AXIS - ghost
+        ghost_leg = leg_sdf(shifted) + LEG_RADIUS + 0.005  # a valley 0.005 above zero, the leg's is 0.02
+        return np.minimum(base_field(points), SCALE * np.minimum(ghost_leg, box_sdf(points, *bar))).astype(np.float32)
+
+    bar_mesh = trimesh.creation.box(bounds=np.stack(bar))
+    foreground = render_with_projection(trimesh.util.concatenate([table_mesh(), bar_mesh]), projection(), SIZE, SIZE)[0]
+    completion = complete_silhouette(field, projection(), foreground, SCALE)
+    zero_maps = np.zeros((SIZE, SIZE, 2), np.float32)
+
+    def decode(points):
+        base = field(points)
+        return base, base
+
+    after, _ = extraction.extract_fused_mesh(
+        decode, zero_maps, 128, 2.0 * SCALE, projection=projection(), lowering=completion
+    )
+    new = after.vertices[(after.vertices[:, 1] < TOP[0][1] - 0.05) & (after.vertices[:, 1] > LEG_BOTTOM + 0.05)]
+    on_leg = np.linalg.norm(new[:, [0, 2]] - LEG_AXIS, axis=1) < LEG_RADIUS + 1.0 / 32
+    on_ghost = np.linalg.norm(new[:, [0, 2]] - ghost, axis=1) < 0.1
+    in_bar = np.all((new > bar[0] - 0.02) & (new < bar[1] + 0.02), axis=1)
+    assert not (on_ghost & ~in_bar).any()  # nothing raised where the deeper valley is
+    heights = np.sort(new[on_leg, 1])  # the leg, from the floor to the top, with no gap over two cells
+    assert heights[0] < LEG_BOTTOM + 0.1 and heights[-1] > TOP[0][1] - 0.1
+    assert np.diff(heights).max() < 2.0 / 64, np.diff(heights).max()
 
 
 def test_only_foreground_rays_are_lowered(completion):

@@ -8,18 +8,30 @@ never does, at the depth where the ray comes closest to the surface (the valley)
 enter: the missing part appears where the model put its hint, and nothing changes elsewhere.
 
 For a foreground pixel ``x`` (of the network's input, ``S × S``) whose ray through the box never
-enters the surface (f_B > 0 at all its ``SAMPLES`` samples; a ray that enters it, however shallowly,
-is left alone):
+enters the surface (f_B > 0 at all its ``SAMPLES`` samples):
 
-- its *depth* ``t*(x)``, the distance from the camera centre ``c`` where f_B is least along the ray, is
-  replaced by the median over the missed pixels within ``DEPTH_WINDOW`` (a fraction of the image's
-  side) around it, since a part's valley wanders along it less than the minimum of one ray does;
-- its *lowering* is ``δ(x) = m(x) + margin``, ``m(x)`` the least f_B among its samples within
-  ``reach / 4`` of that depth: after it the ray goes ``margin`` below zero there, a part about
-  ``2·margin / sdf_scale`` thick (``MARGIN``, a fraction of the box's side);
-- a point ``p`` is lowered by ``λ(p) = δ(π(p)) · max(0, 1 − |‖p − c‖ − t*(π(p))| / reach)``: δ read
-  bilinearly at its projection (0 at the pixels not missed), t* at the nearest missed pixel, ``reach``
-  (``REACH``, a fraction of the box's side) the depth over which the lowering fades.
+- its *depth* ``t*(x)``, the distance from the camera centre ``c`` of its valley: the nearest of the
+  local minima of f_B along the ray within ``VALLEY_TOLERANCE`` of its least value. A thin leg's valley
+  is often a little shallower than one far behind it (a part the field half-imagines there), but what a
+  pixel shows is the first thing its ray meets. The depth is then replaced by the median over the
+  missed pixels within ``DEPTH_WINDOW`` (a fraction of the image's side) around it, since a part's
+  valley wanders along it less than one ray's does;
+- its *half-thickness* ``h(x)``: half of ``DEPTH_PER_WIDTH`` times the local width at ``x`` of the
+  region of completed pixels (pixels, from its distance transform; the missing part, not the whole
+  foreground, whose wide parts the surface already holds) times the pixel's footprint at ``t*``, at
+  most ``reach``: a thin part is given a depth like its width, not a sheet one sample thick (half the
+  width, not all of it: deeper costs the study set's chairs 3D precision);
+- its *lowering* is ``δ(x) = m(x) + margin``, ``m(x)`` the largest f_B among its samples within ``h(x)``
+  of that depth (at least the nearest sample): after it the ray is ``margin`` below zero over the
+  whole depth ``t* ± h`` (``MARGIN``, a fraction of the box's side);
+- a point ``p`` is lowered by ``λ(p) = δ(π(p)) · clip(1 − (|‖p − c‖ − t*(π(p))| − h(π(p))) / reach, 0, 1)``:
+  δ read bilinearly at its projection (0 at the pixels not missed), t* and h at the nearest missed
+  pixel, ``reach`` (``REACH``, a fraction of the box's side) the depth over which the lowering fades.
+
+A ray that enters the surface only far behind its missed neighbours' depth (more than ``FAR_ENTRY``
+of the box's side: a thin front leg whose valley never reaches zero, in front of a part that does) is
+completed like a missed one, at the neighbours' median depth, when f_B dips there at least as low as
+it does along those neighbours' rays; any other ray that enters the surface is left alone.
 
 The completed field is ``f − λ`` (the fused field's front/back split is f_B's own). λ is a bounded,
 non-negative image-space term like the displacement maps: mesh extraction certifies cells with its
@@ -41,21 +53,28 @@ SAMPLES = 96  # samples along each foreground ray through the box
 MARGIN = 0.005  # how far below zero a completed ray goes, in the box's side × sdf_scale (0.01 normalised)
 REACH = 0.03125  # the depth over which the lowering fades, in the box's side (0.0625 normalised)
 DEPTH_WINDOW = 1.0 / 24.0  # half-width of the depth median, in the image's side (4 pixels at 96²)
+VALLEY_TOLERANCE = 0.025  # valleys this much (box's side × sdf_scale) above a ray's least value are candidates
+DEPTH_PER_WIDTH = 0.5  # a completed part is this many times as deep as the image shows it wide
+FAR_ENTRY = 0.125  # an entry this far (box's side) behind the missed neighbours' depth counts as missed
 BATCH = 65536  # points per call of the base field
 
 
 class Completion:
     """The lowering ``λ`` of the completed field (module docstring) for one image.
 
-    ``lowering`` ``[S, S]`` (model units) and ``depth`` ``[S, S]`` (distance from ``centre``) per pixel of
-    the image ``projection`` ``[3, 4]`` maps to; ``reach`` in the frame's units. ``λ(points [N, 3]) → [N]``;
-    :meth:`bound` and :attr:`largest` bound it for the mesh extraction."""
+    ``lowering`` ``[S, S]`` (model units), ``depth`` ``[S, S]`` (distance from ``centre``) and ``half_thickness``
+    ``[S, S]`` (0 when not given) per pixel of the image ``projection`` ``[3, 4]`` maps to; ``reach`` and
+    ``half_thickness`` in the frame's units. ``λ(points [N, 3]) → [N]``; :meth:`bound` and :attr:`largest`
+    bound it for the mesh extraction."""
 
-    def __init__(self, lowering: np.ndarray, depth: np.ndarray, projection: np.ndarray, reach: float):
+    def __init__(
+        self, lowering: np.ndarray, depth: np.ndarray, projection: np.ndarray, reach: float, half_thickness=None
+    ):
         from d2im_tf.inference.extraction import LocalDisplacementRange
 
         self.lowering = np.asarray(lowering, np.float64)
         self.depth = np.asarray(depth, np.float64)
+        self.half_thickness = np.zeros_like(self.depth) if half_thickness is None else np.asarray(half_thickness)
         self.projection = np.asarray(projection, np.float64).reshape(3, 4)
         self.centre = camera.projection_centre_numpy(self.projection)
         self.reach = float(reach)
@@ -76,8 +95,9 @@ class Completion:
         rows, columns = uv[:, 1] - 0.5, uv[:, 0] - 0.5
         amount = ndimage.map_coordinates(self.lowering, [rows, columns], order=1, mode="constant", cval=0.0)
         depth = ndimage.map_coordinates(self.depth, [rows, columns], order=0, mode="nearest")
+        half = ndimage.map_coordinates(self.half_thickness, [rows, columns], order=0, mode="nearest")
         distance = np.linalg.norm(points - self.centre, axis=1)
-        fade = np.clip(1.0 - np.abs(distance - depth) / self.reach, 0.0, 1.0)
+        fade = np.clip(1.0 - (np.abs(distance - depth) - half) / self.reach, 0.0, 1.0)
         return np.where(in_front, np.maximum(amount, 0.0) * fade, 0.0).astype(np.float32)
 
     def bound(self, points: np.ndarray, radius) -> np.ndarray:
@@ -125,24 +145,83 @@ def complete_silhouette(
     flat = points.reshape(-1, 3).astype(np.float32)
     values = np.concatenate([np.asarray(base_values(flat[k : k + BATCH])).ravel() for k in range(0, len(flat), BATCH)])
     values = values.reshape(len(pixels), samples)  # [F, samples]
-    deepest = values.argmin(axis=1)
-    missed = values[np.arange(len(pixels)), deepest] > 0.0  # [F]: rays that enter the surface are left alone
-    if not missed.any():
+    entered = (values <= 0.0).any(axis=1)  # [F]
+    if entered.all():
         return None
-    pixels, depths, values = pixels[missed], depths[missed], values[missed]
     size = foreground.shape
+    rows, columns = pixels[:, 0], pixels[:, 1]
     lowered, valley = np.zeros(size, bool), np.zeros(size)
-    lowered[pixels[:, 0], pixels[:, 1]] = True
-    valley[pixels[:, 0], pixels[:, 1]] = depths[np.arange(len(pixels)), deepest[missed]]
+    lowered[rows[~entered], columns[~entered]] = True
+    valley[rows, columns], dips = _valleys(values, depths, VALLEY_TOLERANCE * side * sdf_scale)
     valley = smoothed_depths(valley, lowered, DEPTH_WINDOW)
-    # each ray is lowered by what it takes to enter the surface near its smoothed depth
-    offsets = np.abs(depths - valley[pixels[:, 0], pixels[:, 1], None])  # [M, samples]
-    near = (offsets <= reach / 4) | (offsets == offsets.min(axis=1, keepdims=True))  # at least the nearest sample
+    dip = np.full(size, -np.inf)
+    dip[rows[~entered], columns[~entered]] = dips[~entered]
+    far_behind, reference = _entered_far_behind(values, depths, entered, pixels, valley, dip, FAR_ENTRY * side)
+    valley[rows[far_behind], columns[far_behind]] = reference[far_behind]
+    missed = ~entered | far_behind
+    pixels, depths, values = pixels[missed], depths[missed], values[missed]
+    rows, columns = pixels[:, 0], pixels[:, 1]
+    lowered[rows, columns] = True
+    # each ray is lowered by what it takes to be inside the surface over its part's depth t* ± h
+    half = np.zeros(size)
+    width = _local_width(lowered)[rows, columns] * _footprints(projection, pixels, valley[rows, columns])
+    half[rows, columns] = np.minimum(reach, DEPTH_PER_WIDTH / 2 * width)
+    offsets = np.abs(depths - valley[rows, columns, None])  # [M, samples]
+    near = (offsets <= half[rows, columns, None]) | (offsets == offsets.min(axis=1, keepdims=True))
     amounts = np.zeros(size)
-    amounts[pixels[:, 0], pixels[:, 1]] = np.where(near, values, np.inf).min(axis=1) + margin
+    amounts[rows, columns] = np.where(near, values, -np.inf).max(axis=1) + margin
     # every other pixel takes its nearest lowered pixel's depth, so the bilinear δ between them fades in depth alike
     nearest = ndimage.distance_transform_edt(~lowered, return_distances=False, return_indices=True)
-    return Completion(amounts, valley[nearest[0], nearest[1]], projection, reach)
+    return Completion(amounts, valley[nearest[0], nearest[1]], projection, reach, half[nearest[0], nearest[1]])
+
+
+def _valleys(values, depths, tolerance: float):
+    """``(depth [F], value [F])`` of each ray's valley: the nearest of the local minima of its ``values``
+    within ``tolerance`` of the least one (module docstring)."""
+    padded = np.pad(values, ((0, 0), (1, 1)), constant_values=np.inf)
+    minima = (values <= padded[:, :-2]) & (values <= padded[:, 2:])  # [F, samples]
+    nearest = (minima & (values <= values.min(axis=1, keepdims=True) + tolerance)).argmax(axis=1)
+    rays = np.arange(len(values))
+    return depths[rays, nearest], values[rays, nearest]
+
+
+def _entered_far_behind(values, depths, entered, pixels, valley, dip, far: float):
+    """``(bool [F], reference [F])``: the rays that enter the surface only more than ``far`` behind the
+    median depth ``reference`` of the missed pixels around them (``valley``, in :func:`smoothed_depths`'
+    window; the missed pixels are those with a finite ``dip``, the value at their valley), and whose f_B
+    near that depth dips at least as low as the valley of one of those neighbours."""
+    result, references = np.zeros(len(pixels), bool), np.zeros(len(pixels))
+    lowered = np.isfinite(dip)
+    if not lowered.any():
+        return result, references
+    half = max(1, round(DEPTH_WINDOW * lowered.shape[0]))
+    first = (values <= 0.0).argmax(axis=1)  # the first sample inside, for rays that enter
+    for index in np.nonzero(entered)[0]:
+        row, column = pixels[index]
+        window = (slice(max(0, row - half), row + half + 1), slice(max(0, column - half), column + half + 1))
+        neighbours = lowered[window]
+        if not neighbours.any():
+            continue
+        references[index] = np.median(valley[window][neighbours])
+        if depths[index, first[index]] - references[index] <= far:
+            continue
+        near = np.argmin(np.abs(depths[index] - references[index]))
+        result[index] = values[index, near] <= dip[window][neighbours].max()
+    return result, references
+
+
+def _local_width(region: np.ndarray) -> np.ndarray:
+    """float ``[S, S]``: the width (pixels) of the bool ``region`` at each pixel, twice the largest
+    distance to its outside within a pixel of it, less one (a part k pixels wide: k)."""
+    inside = ndimage.distance_transform_edt(region)
+    return np.maximum(2.0 * ndimage.maximum_filter(inside, size=3) - 1.0, 1.0)
+
+
+def _footprints(projection, pixels, depths) -> np.ndarray:
+    """``[M]``: the side of one pixel, in the frame's units, at ``depths`` along the rays of ``pixels``."""
+    here = camera.pixel_ray_directions(projection, pixels[:, 0], pixels[:, 1])
+    beside = camera.pixel_ray_directions(projection, pixels[:, 0], pixels[:, 1] + 1)
+    return np.linalg.norm(here - beside, axis=1) * depths
 
 
 def smoothed_depths(depth: np.ndarray, lowered: np.ndarray, window: float) -> np.ndarray:
