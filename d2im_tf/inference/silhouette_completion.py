@@ -4,8 +4,8 @@ A model trained at 96² on a few thousand shapes predicts thin parts (table and 
 frames) as shallow valleys of the base field f_B that do not reach zero: the legs show in the input's
 foreground and in the displacement maps, but not in the mesh (docs/real_images.md). Yet every
 foreground pixel's ray must enter the object. This module lowers f_B along each foreground ray that
-never does, at the depth where the ray comes closest to the surface (the valley), just enough for it to
-enter: the missing part appears where the model put its hint, and nothing changes elsewhere.
+never does, at the depth of its first deep valley (where it comes close to the surface), just enough
+for it to enter: the missing part appears where the model put its hint, and nothing changes elsewhere.
 
 For a foreground pixel ``x`` (of the network's input, ``S × S``) whose ray through the box never
 enters the surface (f_B > 0 at all its ``SAMPLES`` samples):
