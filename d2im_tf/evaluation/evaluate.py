@@ -195,8 +195,8 @@ def evaluate(
                 "view": case.view,
                 **shape_metrics(predicted, case.truth, case.view_row, case.norm_params, case.coarse),
             }
-            if result.pose is not None:
-                row.update(pose_metrics(result.pose, case, result.frame))
+            if result.input_pose is not None:  # the render's pose, not the re-framed input's
+                row.update(pose_metrics(result.input_pose, case, result.frame))
             rows.append(row)
     return rows
 

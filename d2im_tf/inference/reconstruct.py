@@ -235,8 +235,10 @@ class Reconstruction(NamedTuple):
     (``encode``, ``camera``, ``sdf_evaluation``, ``marching_cubes``, and ``pose_fit`` when the pose was
     fitted); ``view`` the metadata row the mesh is seen from in the input (in the mesh's frame); ``image``
     the network's input ``[S, S, 3]``; ``pose`` the camera network's ``(R [3, 3], t [3])`` of the mesh's
-    frame (fitted to the outline with ``fit_pose``), None for a given camera; ``mirrored`` whether the mesh
-    comes from the input read mirrored (:mod:`d2im_tf.inference.mirroring`; reflected back).
+    frame (fitted to the outline with ``fit_pose``), None for a given camera; ``input_pose`` the same pose
+    for the input as given, before re-framing (:func:`input_pose`; what DISN's camera metrics compare
+    with the render's camera); ``mirrored`` whether the mesh comes from the input read mirrored
+    (:mod:`d2im_tf.inference.mirroring`; reflected back).
     """
 
     mesh: trimesh.Trimesh
@@ -249,6 +251,17 @@ class Reconstruction(NamedTuple):
     input_projection: np.ndarray | None = None
     foreground: np.ndarray | None = None
     mirrored: bool = False
+    input_pose: tuple | None = None
+
+
+def input_pose(pose, reframing: np.ndarray, image_size: int) -> tuple:
+    """``(R [3, 3], t [3])``: a ``pose`` of the network's input re-framed by ``reframing`` ``[3, 3]`` (the
+    padded, resized input's pixels → the network's) as the pose of the input as given: the inverse of
+    :func:`d2im_tf.geometry.camera.reframed_pose`, which moves a training example's pose with its crop."""
+    rotation, translation = camera.reframed_pose(
+        np.asarray(pose[0], np.float64), np.asarray(pose[1], np.float64), np.linalg.inv(reframing), image_size
+    )
+    return np.asarray(rotation, np.float32), np.asarray(translation, np.float32)
 
 
 class EncodedInput(NamedTuple):
@@ -446,12 +459,29 @@ class Reconstructor:
             model_projection = model_projection @ np.linalg.inv(frames.denormalising_matrix(norm_params))
         input_projection = np.linalg.inv(prepared.transform) @ model_projection
         image = prepared.image
+        transform = prepared.transform
         if encoded.mirrored:  # the flipped image's reading, reflected back (module mirroring)
             mesh, input_projection = mirroring.reflected(mesh), mirroring.unmirrored_projection(input_projection)
             pose = mirroring.unmirrored_pose(*pose)
             view, maps, image = view_row_from_pose(*pose), maps[:, ::-1], image[:, ::-1]
+            transform = framing.flip_transform(self.image_size) @ transform  # the flip undone
+        given_pose = None
+        if pose is not None:
+            square = framing.square_transform(*np.asarray(pixels).shape[:2], self.image_size)
+            reframing = transform @ np.linalg.inv(square)
+            given_pose = input_pose(pose, reframing, self.image_size)
         return Reconstruction(
-            mesh, maps, timings, view, image, frame, pose, input_projection, prepared.foreground, encoded.mirrored
+            mesh,
+            maps,
+            timings,
+            view,
+            image,
+            frame,
+            pose,
+            input_projection,
+            prepared.foreground,
+            encoded.mirrored,
+            given_pose,
         )
 
     def encode_input(self, pixels: np.ndarray, camera_row=None, norm_params=None) -> EncodedInput:
