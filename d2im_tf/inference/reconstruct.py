@@ -254,6 +254,12 @@ class Reconstruction(NamedTuple):
     input_pose: tuple | None = None
 
 
+def reframing_transform(transform: np.ndarray, shape, image_size: int) -> np.ndarray:
+    """``[3, 3]``: the pixels of an input of ``shape`` padded and resized to ``image_size`` → the pixels of
+    the image that ``transform`` (input pixels → network pixels) makes; the identity without re-framing."""
+    return np.asarray(transform) @ np.linalg.inv(framing.square_transform(*shape[:2], image_size))
+
+
 def input_pose(pose, reframing: np.ndarray, image_size: int) -> tuple:
     """``(R [3, 3], t [3])``: a ``pose`` of the network's input re-framed by ``reframing`` ``[3, 3]`` (the
     padded, resized input's pixels → the network's) as the pose of the input as given: the inverse of
@@ -467,9 +473,9 @@ class Reconstructor:
             transform = framing.flip_transform(self.image_size) @ transform  # the flip undone
         given_pose = None
         if pose is not None:
-            square = framing.square_transform(*np.asarray(pixels).shape[:2], self.image_size)
-            reframing = transform @ np.linalg.inv(square)
-            given_pose = input_pose(pose, reframing, self.image_size)
+            given_pose = input_pose(
+                pose, reframing_transform(transform, np.shape(pixels), self.image_size), self.image_size
+            )
         return Reconstruction(
             mesh,
             maps,
@@ -516,8 +522,7 @@ class Reconstructor:
         start = time.perf_counter()
         encoding = self.model.signatures["encode"](image=batch)  # global_code, maps, f0…f4
         encoded = time.perf_counter()
-        square = framing.square_transform(*pixels.shape[:2], self.image_size)
-        reframing = prepared.transform @ np.linalg.inv(square)  # identity without re-framing
+        reframing = reframing_transform(prepared.transform, pixels.shape, self.image_size)
         projection, view, pose = self.projection(batch, camera_row, norm_params, reframing)
         timings = {"encode": encoded - start, "camera": time.perf_counter() - encoded}
         cost = np.inf
