@@ -160,18 +160,17 @@ def test_the_pose_of_a_reframed_input_is_taken_back_to_the_input_as_given():
     render's pose) comes back as the render's own pose, which DISN's camera metrics compare with; the
     pose as predicted, the re-framed view's, is 1/1.3 of its distance away and far from it."""
     from d2im_tf.evaluation import metrics
-    from d2im_tf.inference.reconstruct import input_pose
 
     size = 96
     rotation = camera.extrinsics(40.0, 25.0, 0.8)[0]
     translation = np.array([0.25, -0.2, 2.8])
     reframing = np.array([[1.3, 0.0, -25.0], [0.0, 1.3, -5.0], [0.0, 0.0, 1.0]])
     predicted = tuple(v.numpy() for v in camera.reframed_pose(rotation, translation, reframing, size))
-    back = input_pose(predicted, reframing, size)
+    back = camera.unreframed_pose(*predicted, reframing, size)
     np.testing.assert_allclose(back[0], rotation, atol=1e-5)
     np.testing.assert_allclose(back[1], translation, atol=1e-5)
     points = np.random.default_rng(1).normal(size=(200, 3)) * 0.3
     assert metrics.pose_errors(points, back, (rotation, translation))["camera_d2d"] < 1e-3
     assert metrics.pose_errors(points, predicted, (rotation, translation))["camera_d3d"] > 0.5
-    same = input_pose((rotation, translation), np.eye(3), size)  # no re-framing: the pose as it is
+    same = camera.unreframed_pose(rotation, translation, np.eye(3), size)  # no re-framing: the pose as it is
     np.testing.assert_allclose(same[1], translation, atol=1e-6)

@@ -179,6 +179,16 @@ def reframed_pose(rotation, translation, transform, image_size: int):
     return turn @ rotation, ray * distance / transform[0, 0]
 
 
+def unreframed_pose(rotation, translation, transform, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`reframed_pose`: ``(R [3, 3], t [3])`` float32 of the view as given, from the
+    pose ``(rotation, translation)`` of its image re-framed by ``transform`` ``[3, 3]`` (the pose a camera
+    network trained on re-framed images predicts)."""
+    rotation, translation = reframed_pose(
+        np.asarray(rotation, np.float64), np.asarray(translation, np.float64), np.linalg.inv(transform), image_size
+    )
+    return np.asarray(rotation, np.float32), np.asarray(translation, np.float32)
+
+
 def rotation_from_6d(b):
     """Zhou et al.'s 6D parameterisation ``[..., 6]`` to rotation matrices ``[..., 3, 3]``.
 

@@ -236,9 +236,9 @@ class Reconstruction(NamedTuple):
     fitted); ``view`` the metadata row the mesh is seen from in the input (in the mesh's frame); ``image``
     the network's input ``[S, S, 3]``; ``pose`` the camera network's ``(R [3, 3], t [3])`` of the mesh's
     frame (fitted to the outline with ``fit_pose``), None for a given camera; ``input_pose`` the same pose
-    for the input as given, before re-framing (:func:`input_pose`; what DISN's camera metrics compare
-    with the render's camera); ``mirrored`` whether the mesh comes from the input read mirrored
-    (:mod:`d2im_tf.inference.mirroring`; reflected back).
+    for the input as given, before re-framing (:func:`~d2im_tf.geometry.camera.unreframed_pose`; what
+    DISN's camera metrics compare with the render's camera); ``mirrored`` whether the mesh comes from the
+    input read mirrored (:mod:`d2im_tf.inference.mirroring`; reflected back).
     """
 
     mesh: trimesh.Trimesh
@@ -258,16 +258,6 @@ def reframing_transform(transform: np.ndarray, shape, image_size: int) -> np.nda
     """``[3, 3]``: the pixels of an input of ``shape`` padded and resized to ``image_size`` → the pixels of
     the image that ``transform`` (input pixels → network pixels) makes; the identity without re-framing."""
     return np.asarray(transform) @ np.linalg.inv(framing.square_transform(*shape[:2], image_size))
-
-
-def input_pose(pose, reframing: np.ndarray, image_size: int) -> tuple:
-    """``(R [3, 3], t [3])``: a ``pose`` of the network's input re-framed by ``reframing`` ``[3, 3]`` (the
-    padded, resized input's pixels → the network's) as the pose of the input as given: the inverse of
-    :func:`d2im_tf.geometry.camera.reframed_pose`, which moves a training example's pose with its crop."""
-    rotation, translation = camera.reframed_pose(
-        np.asarray(pose[0], np.float64), np.asarray(pose[1], np.float64), np.linalg.inv(reframing), image_size
-    )
-    return np.asarray(rotation, np.float32), np.asarray(translation, np.float32)
 
 
 class EncodedInput(NamedTuple):
@@ -473,9 +463,8 @@ class Reconstructor:
             transform = framing.flip_transform(self.image_size) @ transform  # the flip undone
         given_pose = None
         if pose is not None:
-            given_pose = input_pose(
-                pose, reframing_transform(transform, np.shape(pixels), self.image_size), self.image_size
-            )
+            reframing = reframing_transform(transform, np.shape(pixels), self.image_size)
+            given_pose = camera.unreframed_pose(*pose, reframing, self.image_size)
         return Reconstruction(
             mesh,
             maps,

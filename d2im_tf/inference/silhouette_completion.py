@@ -63,18 +63,16 @@ class Completion:
     """The lowering ``λ`` of the completed field (module docstring) for one image.
 
     ``lowering`` ``[S, S]`` (model units), ``depth`` ``[S, S]`` (distance from ``centre``) and ``half_thickness``
-    ``[S, S]`` (0 when not given) per pixel of the image ``projection`` ``[3, 4]`` maps to; ``reach`` and
+    ``[S, S]`` per pixel of the image ``projection`` ``[3, 4]`` maps to; ``reach`` and
     ``half_thickness`` in the frame's units. ``λ(points [N, 3]) → [N]``; :meth:`bound` and :attr:`largest`
     bound it for the mesh extraction."""
 
-    def __init__(
-        self, lowering: np.ndarray, depth: np.ndarray, projection: np.ndarray, reach: float, half_thickness=None
-    ):
+    def __init__(self, lowering: np.ndarray, depth: np.ndarray, projection: np.ndarray, reach: float, half_thickness):
         from d2im_tf.inference.extraction import LocalDisplacementRange
 
         self.lowering = np.asarray(lowering, np.float64)
         self.depth = np.asarray(depth, np.float64)
-        self.half_thickness = np.zeros_like(self.depth) if half_thickness is None else np.asarray(half_thickness)
+        self.half_thickness = np.asarray(half_thickness, np.float64)
         self.projection = np.asarray(projection, np.float64).reshape(3, 4)
         self.centre = camera.projection_centre_numpy(self.projection)
         self.reach = float(reach)
@@ -196,12 +194,11 @@ def _entered_far_behind(values, depths, entered, pixels, valley, dip, far: float
         return result, references
     half = max(1, round(DEPTH_WINDOW * lowered.shape[0]))
     first = (values <= 0.0).argmax(axis=1)  # the first sample inside, for rays that enter
-    for index in np.nonzero(entered)[0]:
+    near_missed = ndimage.maximum_filter(lowered, size=2 * half + 1, mode="constant")[pixels[:, 0], pixels[:, 1]]
+    for index in np.nonzero(entered & near_missed)[0]:  # only rays with missed ones in their window
         row, column = pixels[index]
         window = (slice(max(0, row - half), row + half + 1), slice(max(0, column - half), column + half + 1))
         neighbours = lowered[window]
-        if not neighbours.any():
-            continue
         references[index] = np.median(valley[window][neighbours])
         if depths[index, first[index]] - references[index] <= far:
             continue
