@@ -896,6 +896,16 @@ ROWS: dict[str, tuple[Callable[[Fixtures], list], int, str]] = {
         2,
         "no procedural family for 02691156",
     ),
+    "make-data-unknown-family": (
+        lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--shape-families", "stool"],
+        2,
+        "--shape-families stool: unknown; one of classic, extended, armchair",
+    ),
+    "make-data-family-of-another-category": (
+        lambda fx: ["make-data", "--out", str(fx.ws / "d"), "--shape-families", "slender", "--categories", "03001627"],
+        2,
+        "--shape-families slender: no 03001627 shapes of that family",
+    ),
     "make-data-out-under-file": (
         lambda fx: ["make-data", "--out", str(fx.image("f.png") / "d")],
         2,

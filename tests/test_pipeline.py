@@ -181,6 +181,35 @@ def test_extra_roots_join_their_shapes_to_the_stream(toy_root, tmp_path):
         validate_for_training(_config(toy_root, f"data.extra_roots=['{tmp_path / 'missing'}']"), "sdf")
 
 
+def test_an_extra_root_adds_the_categories_it_holds(toy_root, tmp_path):
+    """A second category in data.root and an extra root holding only the first (a set of tables alone,
+    say): the extra root adds its shapes of that category; one holding none of them is refused."""
+    import shutil
+
+    from d2im_tf.data.check import validate_for_training
+    from d2im_tf.errors import UserError
+
+    other = "04379243"
+    both = tmp_path / "both"
+    shutil.copytree(toy_root, both)
+    for path in sorted(both.rglob(f"{TOY_CATEGORY}*"), key=lambda p: len(p.parts)):
+        if path.exists() and (path.parent.name in ("splits", "SDF_v1", "image", "normal_processed", "depth", "meshes")):
+            copy = path.with_name(path.name.replace(TOY_CATEGORY, other))
+            (shutil.copytree if path.is_dir() else shutil.copyfile)(path, copy)
+    config = _config(both, f"data.categories=['{TOY_CATEGORY}', '{other}']", f"data.extra_roots=['{toy_root}']")
+    validate_for_training(config, "sdf")
+    records = ShapeDataset(config).records
+    assert [(r.layout.root, r.category) for r in records] == (
+        [(both, TOY_CATEGORY)] * 3 + [(both, other)] * 3 + [(toy_root, TOY_CATEGORY)] * 3
+    )
+    empty = tmp_path / "empty"
+    (empty / "splits").mkdir(parents=True)
+    (empty / "splits" / "02691156_train.lst").write_text("x\n")
+    with pytest.raises(UserError, match=r"empty/splits: no split lists of 03001627, 04379243 \(data.extra_roots\)"):
+        categories = f"data.categories=['{TOY_CATEGORY}', '{other}']"
+        validate_for_training(_config(both, categories, f"data.extra_roots=['{empty}']"), "sdf")
+
+
 def test_baseline_samples_uniformly(toy_root):
     data = ShapeDataset(_config(toy_root, "model.variant=baseline"))
     assert not data.weighted

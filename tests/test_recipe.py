@@ -81,7 +81,7 @@ def test_plan_orders_stages_and_links_init_from(tmp_path):
         recipe_module.plan(broken, tmp_path / "runs")
 
 
-def test_extra_sets_are_data_stages_and_extra_roots_of_every_training_stage(tmp_path):
+def test_extra_sets_are_data_stages_and_extra_roots_of_their_training_stages(tmp_path):
     recipe = yaml.safe_load(_tiny_recipe(tmp_path).read_text())
     recipe["data"]["extra_sets"] = [{"root": str(tmp_path / "plain"), "args": ["--seed", "1"], "grow": [2]}]
     stages = recipe_module.plan(recipe, tmp_path / "runs")
@@ -91,7 +91,14 @@ def test_extra_sets_are_data_stages_and_extra_roots_of_every_training_stage(tmp_
     assert stages[3].args[-2:] == ("--extra-train-shapes", "2")
     for stage in stages[4:7]:
         assert f'data.extra_roots=["{tmp_path / "plain"}"]' in stage.args
-    recipe["data"]["extra_sets"].append({"root": str(tmp_path / "other" / "plain"), "args": []})
+    recipe["data"]["extra_sets"].append({"root": str(tmp_path / "tables"), "args": [], "stages": ["average"]})
+    stages = recipe_module.plan(recipe, tmp_path / "runs")  # a set for one stage: only it reads the set
+    assert f'data.extra_roots=["{tmp_path / "plain"}"]' in stages[6].args  # main
+    assert f'data.extra_roots=["{tmp_path / "plain"}", "{tmp_path / "tables"}"]' in stages[7].args  # average
+    recipe["data"]["extra_sets"][1]["stages"] = ["later"]
+    with pytest.raises(UserError, match="names no training stage"):
+        recipe_module.plan(recipe, tmp_path / "runs")
+    recipe["data"]["extra_sets"][1] = {"root": str(tmp_path / "other" / "plain"), "args": []}
     with pytest.raises(UserError, match="folders of different names"):
         recipe_module.plan(recipe, tmp_path / "runs")
 

@@ -8,6 +8,7 @@ import pytest
 
 from d2im_tf.data.synth import mesh_sdf, shapes
 from d2im_tf.data.synth import shapes_extra as sx
+from d2im_tf.errors import UserError
 
 RESOLUTION = 128
 FAMILIES = [(category, name) for category, families in sx.EXTRA_FAMILIES.items() for name in families]
@@ -81,6 +82,41 @@ def test_chairs_have_four_legs_and_a_cantilever_two_front_tubes():
     assert len(_slice_regions(_mesh(sx.upholstered(0.8, 0.85, 0.42, 0.45, 0.18, 0.65, leg_h=0.08)), 0.04)) == 4
     assert len(_slice_regions(_mesh(sx.cantilever(0.48, 0.48, 0.45, 0.45, 0.014)), 0.25)) == 2
     assert len(_slice_regions(_mesh(sx.trestle_table(1.4, 0.7, 0.72)), 0.2)) == 2
+
+
+@pytest.mark.parametrize("apron", [0.0, 0.06])
+def test_slender_table_stands_on_four_thin_legs_at_its_corners(apron):
+    width, depth, leg, inset = 1.6, 0.7, 0.015, 0.02
+    mesh = _mesh(sx.slender_table(width, depth, 0.74, 0.03, leg, inset, apron))
+    _, scale = mesh.metadata["family_frame"]
+    legs = _slice_regions(mesh, 0.3)
+    assert len(legs) == 4
+    half = np.array([width / 2, depth / 2]) - inset - leg  # the legs' axes, in the family's units
+    corners = np.array([[sx_, sz] for sx_ in (-1, 1) for sz in (-1, 1)]) * half
+    centre, _ = mesh.metadata["family_frame"]
+    for outline in legs:
+        across = outline[:, [0, 2]] / scale + centre[[0, 2]]  # back in the family's units
+        middle = (across.max(axis=0) + across.min(axis=0)) / 2
+        assert np.linalg.norm(corners - middle, axis=1).min() < 0.01  # at a corner, inset as asked
+        assert np.ptp(across, axis=0).max() < 2 * leg + 0.02  # as thin as asked (the grid's cell: 0.016)
+
+
+def test_a_family_asked_for_by_name_must_be_one_of_the_category():
+    parts = sx.named_family_parts("slender", "04379243", np.random.default_rng(0))
+    assert len(_slice_regions(_mesh(parts), 0.3)) == 4
+    with pytest.raises(UserError, match="'slender' has no 03001627 shapes"):
+        sx.named_family_parts("slender", "03001627", np.random.default_rng(0))
+
+
+def test_the_extended_mix_does_not_draw_a_family_added_later(monkeypatch):
+    """``extended`` draws the tables' families of its frozen mix, never slender (asked for by name): a
+    dataset made with ``extended`` is rebuilt as it was."""
+    drawn = []
+    for name in sx.EXTRA_FAMILIES["04379243"]:
+        monkeypatch.setitem(sx.EXTRA_FAMILIES["04379243"], name, lambda rng, name=name: drawn.append(name) or [])
+    for seed in range(200):
+        sx.random_parts("04379243", np.random.default_rng(seed))
+    assert set(drawn) == {"oval", "round", "trestle"}
 
 
 def test_cabinet_fronts_carry_one_bar_handle_each():

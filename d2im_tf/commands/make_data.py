@@ -103,11 +103,12 @@ def configure(parser) -> None:
     )
     looks.add_argument(
         "--shape-families",
-        choices=["classic", "extended"],
         default="classic",
+        metavar="{classic,extended,FAMILY}",
         help="extended: 60%% of the shapes from the families of shapes_extra (armchairs, "
         "cantilever, shell and swivel chairs, turned legs, round/oval/trestle tables, "
-        "cabinets with handles, upholstered sofas)",
+        "cabinets with handles, upholstered sofas); a family's name: every shape from it "
+        "(e.g. slender: long tables on four thin legs at the corners)",
     )
     parser.add_argument(
         "--coarse-sdf",
@@ -160,6 +161,11 @@ def _validate(args) -> None:
         raise UserError("--coarse-sdf writes datasets; the transfer pairs already hold each target's coarse.obj")
     if args.from_meshes and args.shape_families != "classic":
         raise UserError("--shape-families chooses generated shapes; it cannot be used with --from-meshes")
+    from d2im_tf.data.synth.shapes_extra import family_names
+
+    if args.shape_families not in ("classic", "extended", *family_names()):
+        choices = ", ".join(["classic", "extended", *family_names()])
+        raise UserError(f"--shape-families {args.shape_families}: unknown; one of {choices}")
     if args.transfer_pairs < 0:
         raise UserError(f"--transfer-pairs must be at least 0, got {args.transfer_pairs}")
     if args.transfer_pairs and (args.from_meshes or args.extra_train_shapes):

@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -261,12 +262,18 @@ def validate_for_training(config, network: str, splits=("train",), progress: boo
     each of ``data.extra_roots``; raise the first problem as a :class:`UserError` (one line) before
     anything is trained or written. One report per dataset."""
     reports = []
-    for index, layout in enumerate(fmt.DatasetLayout.all_from_config(config)):
-        key = "data.root" if index == 0 else "data.extra_roots"
-        if not layout.root.is_dir():
-            raise UserError(f"{layout.root}: dataset folder not found ({key})")
+    roots = [config.data.root, *config.data.extra_roots]
+    for index, root in enumerate(roots):
+        if not Path(root).is_dir():
+            key = "data.root" if index == 0 else "data.extra_roots"
+            raise UserError(f"{root}: dataset folder not found ({key})")
+    try:
+        sets = fmt.DatasetLayout.all_from_config(config)
+    except fmt.DataError as error:
+        raise UserError(str(error)) from None
+    for layout, categories in sets:
         needs = Requirements.for_training(config, network)
-        report = check_dataset(layout, progress, needs, categories=config.data.categories, splits=splits)
+        report = check_dataset(layout, progress, needs, categories=categories, splits=splits)
         if report.problems:
             more = len(report.problems) - 1
             hint = f" (and {more} more; `d2im check-data {layout.root}` lists them)" if more else ""

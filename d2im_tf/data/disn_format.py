@@ -64,9 +64,19 @@ class DatasetLayout:
         return cls(config.data.root, config.data.split_dir or None)
 
     @classmethod
-    def all_from_config(cls, config) -> list["DatasetLayout"]:
-        """Every dataset a config trains on: ``data.root`` first, then each of ``data.extra_roots``."""
-        return [cls.from_config(config), *(cls(root) for root in config.data.extra_roots)]
+    def all_from_config(cls, config) -> list[tuple["DatasetLayout", list[str]]]:
+        """Every dataset a config trains on, with the categories read from it: ``data.root`` with all of
+        ``data.categories``, then each of ``data.extra_roots`` with those of them it has split lists for
+        (a set of tables alone adds tables); an extra root with none of them is a :class:`DataError`."""
+        wanted = list(config.data.categories)
+        sets = [(cls.from_config(config), wanted)]
+        for root in config.data.extra_roots:
+            layout = cls(root)
+            held = [category for category in wanted if category in layout.categories()]
+            if not held:
+                raise DataError(layout.split_dir, f"no split lists of {', '.join(wanted)} (data.extra_roots)")
+            sets.append((layout, held))
+        return sets
 
     def split_path(self, category: str, split: str) -> Path:
         return self.split_dir / f"{category}_{split}.lst"

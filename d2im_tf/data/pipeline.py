@@ -125,18 +125,18 @@ class ShapeRecord:
 
 def has_split(config: Config, split: str) -> bool:
     """Whether any configured category lists at least one shape in ``split`` (of any dataset)."""
-    layouts = fmt.DatasetLayout.all_from_config(config)
-    paths = [layout.split_path(category, split) for layout in layouts for category in config.data.categories]
+    sets = fmt.DatasetLayout.all_from_config(config)
+    paths = [layout.split_path(category, split) for layout, categories in sets for category in categories]
     return any(path.exists() and fmt.read_split(path) for path in paths)
 
 
 def load_records(config: Config, split: str) -> list[ShapeRecord]:
     """Read the split lists, cameras and norm params of every shape of ``split``: ``data.root``'s, then
     those of each of ``data.extra_roots``."""
-    layouts = fmt.DatasetLayout.all_from_config(config)
+    sets = fmt.DatasetLayout.all_from_config(config)
     records = []
-    for layout in layouts:
-        for category in config.data.categories:
+    for layout, categories in sets:
+        for category in categories:
             for shape in fmt.read_split(layout.split_path(category, split)):
                 metadata = fmt.read_metadata(layout.metadata_path(category, shape))[: config.data.views]
                 norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
@@ -144,7 +144,7 @@ def load_records(config: Config, split: str) -> list[ShapeRecord]:
                 projections = np.stack([frames.normalised_projection(p, norm_params) for p in world])
                 records.append(ShapeRecord(category, shape, metadata, norm_params, projections, layout))
     if not records:
-        raise fmt.DataError(layouts[0].split_dir, f"no shapes in the {split} split of {config.data.categories}")
+        raise fmt.DataError(sets[0][0].split_dir, f"no shapes in the {split} split of {config.data.categories}")
     return records
 
 

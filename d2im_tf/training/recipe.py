@@ -7,7 +7,8 @@ subprocess:
 - ``data``: ``make-data`` with the recipe's arguments, then once per ``grow`` entry with
   ``--extra-train-shapes N`` (each growth writes only its new shapes, so each is a stage of its own);
   each of ``data.extra_sets`` (``root``, ``args`` and ``grow`` of its own) likewise, as stages
-  ``data_<folder name>``; training reads them all (``data.extra_roots``);
+  ``data_<folder name>``; training reads them all (``data.extra_roots``), or, for a set with
+  ``stages: [names]``, only the training stages named there;
 - each training stage: ``d2im train`` or ``d2im train-camera`` with the base config, the stage's
   ``set`` overrides, ``data.root`` = the dataset (``data.extra_roots`` = the extra sets) and the run
   folder ``RUNS/<stage name>``;
@@ -91,7 +92,11 @@ def plan(recipe: dict, runs: Path) -> list[Stage]:
         stages += _data_stages(f"data_{Path(str(entry['root'])).name}", entry)
     if len({s.name for s in stages}) < len(stages):
         raise UserError("the recipe's data sets need folders of different names")
-    extra_roots = [str(entry["root"]) for entry in extra_sets]
+    names = {str(entry["name"]) for entry in recipe["stages"]}
+    for entry in extra_sets:
+        unknown = set(entry.get("stages", names)) - names
+        if unknown:
+            raise UserError(f"data set {entry['root']}: 'stages' names no training stage {sorted(unknown)}")
     done: dict[str, Stage] = {}
     for entry in recipe["stages"]:
         name, kind = str(entry["name"]), str(entry["network"])
@@ -100,6 +105,7 @@ def plan(recipe: dict, runs: Path) -> list[Stage]:
         section = "train" if kind == "sdf" else "camera"
         run_dir = runs / name
         overrides = {**entry.get("set", {}), "data.root": root, f"{section}.out_dir": str(run_dir)}
+        extra_roots = [str(extra["root"]) for extra in extra_sets if name in extra.get("stages", names)]
         if extra_roots:
             overrides["data.extra_roots"] = extra_roots
         if entry.get("init_from"):

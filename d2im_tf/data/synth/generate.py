@@ -55,7 +55,7 @@ class Settings:
     render_sizes: tuple[int, ...] = ()  # RGB rendered at one of these sizes, resampled to image_size
     supersample: int = 3  # rays per pixel along each axis with ``appearance``
     framing: tuple[float, float] | None = None  # object span range (share of the image side)
-    families: str = "classic"  # "extended": the classic families and those of shapes_extra
+    families: str = "classic"  # "extended": the classic families and those of shapes_extra; or one family's name
     coarse_sdf: bool = False  # also the SDF of the shape without its relief at the same samples
 
     @property
@@ -170,8 +170,10 @@ def synthetic_shape(settings: Settings, category: str, streams) -> GeneratedShap
     rng = streams["geometry"]
     if settings.families == "extended":
         parts = shapes_extra.random_parts(category, rng)
-    else:
+    elif settings.families == "classic":
         parts = shapes.family_parts(category, rng)
+    else:
+        parts = shapes_extra.named_family_parts(settings.families, category, rng)
     mesh = shapes.mesh_parts(parts, settings.resolution)
     frame = mesh.metadata["family_frame"]
     mesh = trimesh.Trimesh(np.round(mesh.vertices, MESH_DIGITS), mesh.faces, process=False)
@@ -292,6 +294,10 @@ def make_synthetic(
     if unknown:
         known = ", ".join(f"{k} ({v})" for k, v in CATEGORY_NAMES.items())
         raise UserError(f"no procedural family for {', '.join(unknown)}; known: {known}")
+    if settings.families not in ("classic", "extended"):
+        for category in categories:  # a named family: every category must have it
+            if settings.families not in shapes_extra.EXTRA_FAMILIES.get(category, {}):
+                raise UserError(f"--shape-families {settings.families}: no {category} shapes of that family")
     total = per_category + extra_train
     tasks = [
         (settings, c, i)

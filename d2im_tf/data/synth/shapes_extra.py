@@ -3,7 +3,8 @@ classic families of :mod:`d2im_tf.data.synth.shapes` never make.
 
 Upholstered armchairs and sofas (rounded cushions, thick arms), cantilever chairs of bent tube, moulded
 shells on thin or star bases, swivel chairs with a five-spoke star base on casters, chairs with turned
-splayed legs, round / oval / trestle tables, cabinets with gapped doors, drawers and bar handles.
+splayed legs, round / oval / trestle tables, long slender tables (desks and dining tables on four thin
+legs at the very corners), cabinets with gapped doors, drawers and bar handles.
 
 Each family is a function of plain parameters (lengths in the classic families' nominal unit, about a
 metre) returning parts that :func:`~d2im_tf.data.synth.shapes.mesh_parts` meshes watertight; its
@@ -23,6 +24,7 @@ import numpy as np
 from d2im_tf.data.categories import CABINET, CHAIR, SOFA, TABLE
 from d2im_tf.data.synth import shapes
 from d2im_tf.data.synth.shapes import FACING_UP, box, cylinder, tilted_back
+from d2im_tf.errors import UserError
 
 # ------------------------------------------------------------------------------------------
 # Primitives
@@ -535,6 +537,46 @@ def random_trestle_table(rng: np.random.Generator) -> list:
     )
 
 
+def slender_table(
+    width: float,
+    depth: float,
+    height: float,
+    top_t: float = 0.03,
+    leg: float = 0.018,
+    inset: float = 0.0,
+    apron: float = 0.0,
+    round_legs: bool = False,
+) -> list:
+    """A long top on four slender legs (half-thickness ``leg``) standing ``inset`` in from its corners,
+    with a plain apron ``apron`` high under the top's edges, or none (``apron`` = 0): the desks and
+    dining tables of ShapeNet, whose legs are far apart and thinner than the classic tables'."""
+    below = height - top_t
+    parts = [box([0, height - top_t / 2, 0], [width / 2, depth / 2, top_t / 2], FACING_UP, 0.2 * top_t)]
+    corner = inset + leg  # the legs' axes, this far in from the top's edges
+    parts += shapes._legs(width, depth, below + 0.005, corner, leg, round_legs)
+    if apron > 0:
+        y = below - apron / 2 + 0.005  # overlapping the top a little
+        for sz in (-1, 1):
+            parts.append(box([0, y, sz * (depth / 2 - corner)], [width / 2 - corner, apron / 2, 0.6 * leg]))
+        for sx in (-1, 1):
+            parts.append(box([sx * (width / 2 - corner), y, 0], [0.6 * leg, apron / 2, depth / 2 - corner]))
+    return parts
+
+
+def random_slender_table(rng: np.random.Generator) -> list:
+    width = rng.uniform(1.2, 2.0)
+    return slender_table(
+        width,
+        width * rng.uniform(0.35, 0.6),
+        rng.uniform(0.68, 0.78),
+        rng.uniform(0.02, 0.05),
+        rng.uniform(0.012, 0.025),
+        rng.uniform(0.0, 0.04),
+        rng.uniform(0.04, 0.1) if rng.uniform() < 0.4 else 0.0,
+        rng.uniform() < 0.3,
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # Cabinets
 
@@ -620,18 +662,41 @@ EXTRA_FAMILIES: dict[str, dict[str, Callable[[np.random.Generator], list]]] = {
         "round": lambda rng: random_round_table(rng, oval=False),
         "oval": lambda rng: random_round_table(rng, oval=True),
         "trestle": random_trestle_table,
+        "slender": random_slender_table,
     },
     CABINET: {"doors": random_door_cabinet},
     SOFA: {"upholstered": lambda rng: random_upholstered(rng, sofa=True)},
+}
+# The families ``--shape-families extended`` draws from, per category. Frozen: a dataset made with it
+# is rebuilt shape for shape (the bundled model's recipe depends on it); a family added later joins
+# :data:`EXTRA_FAMILIES` and is asked for by name (``--shape-families slender``).
+EXTENDED_MIX = {
+    CHAIR: ("armchair", "cantilever", "shell", "swivel", "turned"),
+    TABLE: ("oval", "round", "trestle"),
+    CABINET: ("doors",),
+    SOFA: ("upholstered",),
 }
 CLASSIC_SHARE = 0.4  # share of shapes still drawn from the classic families
 
 
 def random_parts(category: str, rng: np.random.Generator) -> list:
     """Parts of a random shape of ``category``: a classic family (:data:`CLASSIC_SHARE`) or, evenly, one
-    of :data:`EXTRA_FAMILIES`."""
-    if rng.uniform() < CLASSIC_SHARE or category not in EXTRA_FAMILIES:
+    of :data:`EXTENDED_MIX`."""
+    if rng.uniform() < CLASSIC_SHARE or category not in EXTENDED_MIX:
         return shapes.family_parts(category, rng)
-    families = EXTRA_FAMILIES[category]
-    name = sorted(families)[int(rng.integers(len(families)))]
+    names = EXTENDED_MIX[category]
+    return EXTRA_FAMILIES[category][names[int(rng.integers(len(names)))]](rng)
+
+
+def family_names() -> list[str]:
+    """Every family of :data:`EXTRA_FAMILIES` by name (the names are unique across categories)."""
+    return sorted(name for families in EXTRA_FAMILIES.values() for name in families)
+
+
+def named_family_parts(name: str, category: str, rng: np.random.Generator) -> list:
+    """Parts of a random shape of the family ``name``, which must be one of ``category``'s."""
+    families = EXTRA_FAMILIES.get(category, {})
+    if name not in families:
+        known = ", ".join(sorted(families))
+        raise UserError(f"the shape family {name!r} has no {category} shapes; {category}: {known}")
     return families[name](rng)
