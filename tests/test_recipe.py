@@ -103,6 +103,15 @@ def test_extra_sets_are_data_stages_and_extra_roots_of_their_training_stages(tmp
         recipe_module.plan(recipe, tmp_path / "runs")
 
 
+@pytest.mark.parametrize("name", ["bundled.yaml", "bundled_finetune.yaml"])
+def test_the_shipped_recipes_plan(name, tmp_path):
+    """The repository's recipes are well formed: every stage planned, the export of the last SDF stage."""
+    stages = recipe_module.plan(recipe_module.load_recipe(ROOT / "configs" / name), tmp_path)
+    sdf = [s for s in stages if s.kind == "sdf"]
+    export = stages[-1].args
+    assert stages[-1].kind == "export" and export[export.index("--checkpoint") + 1] == str(sdf[-1].run_dir)
+
+
 def _runner(recipe, runs):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
