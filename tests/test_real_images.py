@@ -12,7 +12,7 @@ from d2im_tf.cli import main
 from d2im_tf.data import framing
 from d2im_tf.data.render import Renderer
 from d2im_tf.data.synth import backgrounds
-from d2im_tf.evaluation.silhouette import mask_iou, render_with_projection, silhouette_scores
+from d2im_tf.evaluation.silhouette import fragmentation, mask_iou, render_with_projection, silhouette_scores
 from d2im_tf.geometry import camera
 from d2im_tf.inference.matting import matte, was_matted
 from d2im_tf.inference.reconstruct import prepare_input
@@ -59,6 +59,22 @@ def test_silhouette_scores_of_two_known_masks():
     assert scores["iou"] == pytest.approx(10 / 30)
     assert scores["outside"] == pytest.approx(0.5) and scores["missed"] == pytest.approx(0.5)
     assert silhouette_scores(b, b) == {"iou": 1.0, "outside": 0.0, "missed": 0.0}
+
+
+def test_fragmentation_counts_parts_by_their_share_of_the_area():
+    """Boxes apart, areas by their sides: a box alone is one part; a second of a quarter of its area
+    is a part holding 0.2 of the whole; a speck below 1% is detached area but no part."""
+    big = trimesh.creation.box(extents=[2.0, 2.0, 2.0])  # area 24
+    second = trimesh.creation.box(extents=[1.0, 1.0, 1.0])  # area 6
+    second.apply_translation([5.0, 0.0, 0.0])
+    speck = trimesh.creation.box(extents=[0.2, 0.2, 0.2])  # area 0.24
+    speck.apply_translation([0.0, 5.0, 0.0])
+    assert fragmentation(big) == {"parts": 1, "detached": 0.0}
+    two = fragmentation(trimesh.util.concatenate([big, second]))
+    assert two["parts"] == 2 and two["detached"] == pytest.approx(6 / 30)
+    with_speck = fragmentation(trimesh.util.concatenate([big, speck]))
+    assert with_speck["parts"] == 1 and with_speck["detached"] == pytest.approx(0.24 / 24.24)
+    assert fragmentation(trimesh.Trimesh()) == {"parts": 0, "detached": 0.0}
 
 
 def test_foreground_is_alpha_else_non_white():
@@ -209,7 +225,8 @@ def test_evaluate_images_writes_tables_and_contact_sheet(tiny_export, tmp_path, 
         == 0
     )
     rows = (out / "silhouette.csv").read_text().splitlines()
-    assert rows[0] == "image,iou,outside,missed,object_size" and len(rows) == 4 and rows[3].startswith("mean,")
+    header = "image,iou,outside,missed,object_size,parts,detached"
+    assert rows[0] == header and len(rows) == 4 and rows[3].startswith("mean,")
     values = np.array([[float(x) for x in row.split(",")[1:]] for row in rows[1:]])
     assert ((values[:, :3] >= 0) & (values[:, :3] <= 1)).all()
     np.testing.assert_allclose(values[:2, 3], 24 / 48, atol=3 / 48)  # the object's size (JPEG ringing: ±2 px)

@@ -3,7 +3,8 @@
 Each image is reconstructed with the predicted camera (:class:`d2im_tf.inference.reconstruct.Reconstructor`);
 the mesh is drawn with :attr:`~d2im_tf.inference.reconstruct.Reconstruction.input_projection`, in the
 input image's own pixels, and compared with the input's foreground (alpha, else non-white, else the
-matte: :mod:`d2im_tf.inference.matting`) by :func:`d2im_tf.evaluation.silhouette.silhouette_scores`.
+matte: :mod:`d2im_tf.inference.matting`) by :func:`d2im_tf.evaluation.silhouette.silhouette_scores`;
+the mesh's connected parts are counted (:func:`~d2im_tf.evaluation.silhouette.fragmentation`).
 
 Writes ``OUT/silhouette.md`` and ``OUT/silhouette.csv`` (one row per image and the mean) and
 ``OUT/contact_sheet.png``: one row per image, *input* | *mesh from the input's camera* (shaded, the
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from d2im_tf.data import framing
-from d2im_tf.evaluation.silhouette import render_with_projection, silhouette_scores
+from d2im_tf.evaluation.silhouette import fragmentation, render_with_projection, silhouette_scores
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 PANEL = 160  # pixels per contact-sheet panel
@@ -31,6 +32,8 @@ COLUMNS = {
     "outside": "mesh outside foreground",
     "missed": "foreground missed",
     "object_size": "object size",
+    "parts": "parts ≥ 1% of the area",
+    "detached": "area outside the largest part",
 }
 OUTLINE = np.array([220, 30, 30], np.uint8)
 
@@ -66,9 +69,9 @@ def input_view_panel(shading: np.ndarray, foreground: np.ndarray) -> np.ndarray:
 
 
 def evaluate_image(reconstructor, pixels: np.ndarray):
-    """``(scores, panels, reconstruction)`` of one uint8 image: :func:`silhouette_scores` plus
-    ``object_size`` (of the input's foreground), the three contact-sheet panels ``[PANEL, PANEL, 3]``
-    and the :class:`~d2im_tf.inference.reconstruct.Reconstruction`."""
+    """``(scores, panels, reconstruction)`` of one uint8 image: :func:`silhouette_scores`,
+    ``object_size`` (of the input's foreground) and the mesh's :func:`fragmentation`; the three
+    contact-sheet panels ``[PANEL, PANEL, 3]`` and the :class:`~d2im_tf.inference.reconstruct.Reconstruction`."""
     from d2im_tf.data.disn_format import on_white
     from d2im_tf.inference.preview import mesh_panel, side_view
 
@@ -77,6 +80,7 @@ def evaluate_image(reconstructor, pixels: np.ndarray):
     mesh_mask, shading = render_with_projection(result.mesh, result.input_projection, height, width)
     scores = silhouette_scores(mesh_mask, result.foreground)
     scores["object_size"] = framing.object_size(result.foreground)
+    scores.update(fragmentation(result.mesh))
     shown = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=-1)
     shown = np.round(on_white(shown)).astype(np.uint8) if shown.shape[-1] == 4 else shown[..., :3]
     panels = [
@@ -88,8 +92,8 @@ def evaluate_image(reconstructor, pixels: np.ndarray):
 
 
 def evaluate_images(reconstructor, paths, progress: bool = True) -> tuple[list[dict], list[list[np.ndarray]]]:
-    """Rows ``{"image", "iou", "outside", "missed", "object_size"}`` and contact-sheet panels per image
-    of ``paths``; an unreadable image is reported on one line and left out."""
+    """Rows ``{"image", **COLUMNS}`` (:data:`COLUMNS`' keys) and contact-sheet panels per image of
+    ``paths``; an unreadable image is reported on one line and left out."""
     from tqdm import tqdm
 
     from d2im_tf.data.disn_format import read_image
@@ -112,10 +116,14 @@ def mean_row(rows: list[dict]) -> dict:
     return {"image": "mean", **{key: float(np.mean([row[key] for row in rows])) for key in COLUMNS}}
 
 
+def _cell(value) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| image | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for row in [*rows, mean_row(rows)] if rows else []:
-        lines.append(f"| {row['image']} | " + " | ".join(f"{row[key]:.3f}" for key in COLUMNS) + " |")
+        lines.append(f"| {row['image']} | " + " | ".join(_cell(row[key]) for key in COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -135,7 +143,7 @@ def write_image_reports(rows: list[dict], cells: list[list[np.ndarray]], out, in
         for row in [*rows, mean_row(rows)] if rows else []:
             writer.writerow({key: f"{value:.4f}" if isinstance(value, float) else value for key, value in row.items()})
     if cells:
-        titles = [f"{row['image']}  IoU {row['iou']:.2f}" for row in rows]
+        titles = [f"{row['image']}  IoU {row['iou']:.2f}, {row['parts']} part(s)" for row in rows]
         columns = ["input", "mesh, input's camera", "mesh, side"]
         start = 0 if inputs else 1
         grid = labelled_grid([row[start:] for row in cells], columns[start:], titles)

@@ -9,6 +9,10 @@ in front of the camera. Its mask is compared with the image's foreground:
 - ``outside``: the share of the mesh's projection that falls outside the foreground (phantom parts,
   a too-large or misplaced mesh);
 - ``missed``: the share of the foreground the mesh does not cover (lost legs, a too-small mesh).
+
+A silhouette can hide a mesh in pieces (a leg with a gap still covers its outline), so
+:func:`fragmentation` counts the mesh's connected parts: ``parts``, those holding at least
+``PART_SHARE`` of its surface area, and ``detached``, the share of the area outside the largest.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import numpy as np
 import trimesh
 
 from d2im_tf.geometry import camera
+
+PART_SHARE = 0.01  # a connected part counts when it holds this share of the mesh's surface area
 
 AMBIENT, HEADLIGHT = 0.3, 0.7
 
@@ -63,3 +69,14 @@ def silhouette_scores(mesh_mask: np.ndarray, foreground: np.ndarray) -> dict:
         "outside": float(1.0 - both / mesh_mask.sum()) if mesh_mask.any() else 0.0,
         "missed": float(1.0 - both / foreground.sum()) if foreground.any() else 0.0,
     }
+
+
+def fragmentation(mesh: trimesh.Trimesh) -> dict:
+    """``{"parts", "detached"}`` of a mesh (module docstring): parts connected through shared vertices
+    (a mesh from marching cubes shares them), weighed by their triangles' area."""
+    if len(mesh.faces) == 0:
+        return {"parts": 0, "detached": 0.0}
+    labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+    areas = np.bincount(labels, weights=mesh.area_faces)  # [parts]
+    total = areas.sum()
+    return {"parts": int((areas >= PART_SHARE * total).sum()), "detached": float(1.0 - areas.max() / total)}
