@@ -163,9 +163,9 @@ def _validate(args) -> None:
         raise UserError("--shape-families chooses generated shapes; it cannot be used with --from-meshes")
     from d2im_tf.data.synth.shapes_extra import family_names
 
-    if args.shape_families not in ("classic", "extended", *family_names()):
-        choices = ", ".join(["classic", "extended", *family_names()])
-        raise UserError(f"--shape-families {args.shape_families}: unknown; one of {choices}")
+    choices = ["classic", "extended", *family_names()]
+    if args.shape_families not in choices:
+        raise UserError(f"--shape-families {args.shape_families}: unknown; one of {', '.join(choices)}")
     if args.transfer_pairs < 0:
         raise UserError(f"--transfer-pairs must be at least 0, got {args.transfer_pairs}")
     if args.transfer_pairs and (args.from_meshes or args.extra_train_shapes):

@@ -72,7 +72,8 @@ class DatasetLayout:
         sets = [(cls.from_config(config), wanted)]
         for root in config.data.extra_roots:
             layout = cls(root)
-            held = [category for category in wanted if category in layout.categories()]
+            present = set(layout.categories())  # one listing of the split folder
+            held = [category for category in wanted if category in present]
             if not held:
                 raise DataError(layout.split_dir, f"no split lists of {', '.join(wanted)} (data.extra_roots)")
             sets.append((layout, held))
