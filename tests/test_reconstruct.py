@@ -1,5 +1,7 @@
 """Image → mesh with an exported SavedModel: image preparation, the CLI, coarse-to-fine = dense."""
 
+import json
+
 import numpy as np
 import pytest
 import trimesh
@@ -149,16 +151,22 @@ def test_an_earlier_result_is_replaced_only_with_overwrite(model_dir, tmp_path, 
     assert len(trimesh.load(out / "a.obj", force="mesh").faces) > 0
 
 
-@pytest.mark.parametrize("flags, fill", [([], True), (["--keep-cavities"], False)])
-def test_cavities_are_filled_unless_kept(model_dir, tmp_path, monkeypatch, flags, fill):
-    """``d2im reconstruct`` fills enclosed cavities by default; ``--keep-cavities`` extracts as the paper."""
+@pytest.mark.parametrize(
+    "flags, fill, bridge",
+    [([], True, True), (["--keep-cavities"], False, True), (["--keep-gaps"], True, False)],
+)
+def test_cavities_are_filled_and_gaps_bridged_unless_kept(model_dir, tmp_path, monkeypatch, flags, fill, bridge):
+    """``d2im reconstruct`` fills enclosed cavities and bridges hairline gaps by default (the frame's
+    settings: the normalised box's side 2, the model's SDF scale); ``--keep-cavities`` and ``--keep-gaps``
+    extract as the paper."""
     import d2im_tf.inference.reconstruct as reconstruct_module
+    from d2im_tf.inference.bridging import GapBridging
 
     seen = []
     original = reconstruct_module.extract_fused_mesh
 
     def recording(*args, **kwargs):
-        seen.append(kwargs["fill_cavities"])
+        seen.append((kwargs["fill_cavities"], kwargs["bridging"]))
         return original(*args, **kwargs)
 
     monkeypatch.setattr(reconstruct_module, "extract_fused_mesh", recording)
@@ -184,7 +192,9 @@ def test_cavities_are_filled_unless_kept(model_dir, tmp_path, monkeypatch, flags
         )
         == 0
     )
-    assert seen == [fill]
+    info = reconstruct_module.resolve_model_dir(model_dir) / "assets.extra" / "d2im.json"
+    sdf_scale = json.loads(info.read_text())["sdf_scale"]
+    assert seen == [(fill, GapBridging.for_box(2.0, sdf_scale) if bridge else None)]
 
 
 def test_coarse_to_fine_gives_the_dense_mesh(model_dir):

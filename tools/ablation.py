@@ -137,8 +137,9 @@ def figure(args) -> None:
             ablation.export_dir(args.out, variant),
             resolution=args.figure_resolution,
             fill_cavities=False,
+            bridge_gaps=False,
             object_size=None,
-        )  # the renders as the paper reads them
+        )  # the renders as the paper reads them, its extraction
         for index, case in enumerate(cases):
             mesh = reconstructor.reconstruct(case.pixels, case.view_row, case.norm_params).mesh  # world frame
             for row in (2 * index, 2 * index + 1):

@@ -166,5 +166,6 @@ class FieldModel:
             initial_resolution=rec.initial_resolution,
             batch_points=rec.batch_points,
             fill_cavities=rec.fill_cavities,
+            bridging=rec.bridging,
         )
         return mesh

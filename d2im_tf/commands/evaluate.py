@@ -13,7 +13,12 @@ one-line error (exit 2).
 
 from __future__ import annotations
 
-from d2im_tf.commands.reconstruct import input_arguments, keep_cavities_argument, model_argument
+from d2im_tf.commands.reconstruct import (
+    input_arguments,
+    model_argument,
+    surface_cleanup_arguments,
+    surface_cleanup_options,
+)
 
 
 def configure(parser) -> None:
@@ -39,7 +44,7 @@ def configure(parser) -> None:
         help="with --data: evaluate the model's output (default) or the zero set of the base field f_B alone, "
         "the coarse shape before the displacement maps are added",
     )
-    keep_cavities_argument(parser)
+    surface_cleanup_arguments(parser)
     input_arguments(
         parser,
         None,
@@ -82,7 +87,7 @@ def run_images(args) -> int:
     reconstructor = Reconstructor(
         args.model,
         resolution=resolution,
-        fill_cavities=not args.keep_cavities,
+        **surface_cleanup_options(args),
         **inputs,
     )
     reconstructor.require_camera(None)
@@ -122,7 +127,7 @@ def run(args) -> int:
     reconstructor = Reconstructor(
         args.model,
         resolution=args.resolution,
-        fill_cavities=not args.keep_cavities,
+        **surface_cleanup_options(args),
         **inputs,
     )
     rows = evaluate(

@@ -27,19 +27,30 @@ def model_argument(parser) -> None:
     )
 
 
-def keep_cavities_argument(parser) -> None:
-    """``--keep-cavities`` (shared with ``d2im evaluate``)."""
+def surface_cleanup_arguments(parser) -> None:
+    """``--keep-cavities`` and ``--keep-gaps`` (shared with ``d2im evaluate``)."""
     parser.add_argument(
         "--keep-cavities",
         action="store_true",
         help="keep the surfaces of closed pockets inside the object, as the paper's extraction "
         "does (default: fill them; the training shapes have none)",
     )
+    parser.add_argument(
+        "--keep-gaps",
+        action="store_true",
+        help="leave apart the parts the field separates by a hair, as the paper's extraction does "
+        "(default: bridge such gaps, e.g. a leg stopping just short of the table top)",
+    )
+
+
+def surface_cleanup_options(args) -> dict:
+    """The :class:`~d2im_tf.inference.reconstruct.Reconstructor` options of :func:`surface_cleanup_arguments`."""
+    return dict(fill_cavities=not args.keep_cavities, bridge_gaps=not args.keep_gaps)
 
 
 def extraction_arguments(parser) -> None:
-    """``--resolution``, ``--mode`` and ``--keep-cavities`` of a command that extracts meshes (shared with
-    ``d2im transfer`` and ``d2im paste``)."""
+    """``--resolution``, ``--mode``, ``--keep-cavities`` and ``--keep-gaps`` of a command that extracts
+    meshes (shared with ``d2im transfer`` and ``d2im paste``)."""
     parser.add_argument("--resolution", type=int, default=128, help="marching-cubes grid resolution (default 128)")
     parser.add_argument(
         "--mode",
@@ -47,7 +58,7 @@ def extraction_arguments(parser) -> None:
         default="coarse_to_fine",
         help="SDF evaluation: coarse_to_fine (default, same mesh, fewer evaluations) or dense",
     )
-    keep_cavities_argument(parser)
+    surface_cleanup_arguments(parser)
 
 
 def input_arguments(parser, object_size_default: str = "auto", default_text: str = "auto", completion: bool = True):
@@ -245,7 +256,7 @@ def run(args) -> int:
     options = dict(
         resolution=args.resolution,
         mode=args.mode,
-        fill_cavities=not args.keep_cavities,
+        **surface_cleanup_options(args),
         **inputs,
     )
     if args.runtime == "savedmodel":

@@ -65,10 +65,10 @@ def load_model(args):
     """The :class:`~d2im_tf.applications.fields.FieldModel` of ``--model`` with the extraction and input
     options."""
     from d2im_tf.applications.fields import FieldModel
-    from d2im_tf.commands.reconstruct import input_options
+    from d2im_tf.commands.reconstruct import input_options, surface_cleanup_options
     from d2im_tf.inference.reconstruct import Reconstructor
 
-    options = dict(resolution=args.resolution, mode=args.mode, fill_cavities=not args.keep_cavities)
+    options = dict(resolution=args.resolution, mode=args.mode, **surface_cleanup_options(args))
     return FieldModel(Reconstructor(args.model, **options, **input_options(args)))
 
 

@@ -45,6 +45,10 @@ DISN's flood-filled signs), but a network unsure of an object's interior can pre
 bundled model leaves such bubbles inside cabinets (docs/training.md). Filling them works on the sign
 grid, which coarse-to-fine shares with the dense grid, so both still give the same mesh.
 
+*Gap bridging.* With ``bridging`` the parts the field leaves apart by a hair are joined before the
+cavities are filled (:mod:`d2im_tf.inference.bridging`); the values it reads are made exact first,
+so coarse-to-fine still gives the dense grid's mesh.
+
 A learned SDF is only approximately 1-Lipschitz: pass a ``lipschitz`` above its true bound (e.g. 2
 for a network trained on ``sdf``, 20 for one trained on ``10·sdf``) to widen the band; too small a
 value can miss thin parts that the dense grid would find.
@@ -64,6 +68,7 @@ from skimage import measure
 
 from d2im_tf.config import BATCH_POINTS
 from d2im_tf.geometry.frames import NORMALISED_BOX
+from d2im_tf.inference.bridging import GapBridging, SettleFunction, bridge_gaps
 
 # points [N, 3] float32 -> sdf [N], or (sdf [N], clearance [N]), or (sdf [N], clearance [N], exact [N] bool)
 # (module docstring)
@@ -90,6 +95,7 @@ class ExtractionStats:
     refinements: int = 0
     inferred: int = 0  # coarse-to-fine nodes whose sign a neighbour's zero-free ball settled (not evaluated)
     cavity_nodes: int = 0  # outside nodes of enclosed cavities made inside (``fill_cavities``)
+    bridges: int = 0  # gaps bridged (``bridging``)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -305,6 +311,17 @@ def evaluate_grid(
     sign (module docstring); ``resolution / initial_resolution`` must be a power of two. ``refine``
     recomputes the sign-only samples that marching cubes reads (needed when ``sdf_fn`` returns any).
     """
+    values, stats, _ = _evaluate_grid(
+        sdf_fn, resolution, bounds, mode, initial_resolution, batch_points, lipschitz, refine
+    )
+    return values, stats
+
+
+def _evaluate_grid(
+    sdf_fn, resolution, bounds, mode, initial_resolution, batch_points, lipschitz, refine
+) -> tuple[np.ndarray, ExtractionStats, SettleFunction]:
+    """:func:`evaluate_grid`'s values and stats, and a function that makes the values exact, in place,
+    at any nodes (the sign-only samples among them recomputed with ``refine``)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     stats = ExtractionStats(resolution=resolution)
@@ -334,7 +351,18 @@ def evaluate_grid(
         start = time.perf_counter()
         stats.refinements = _refine_surface_cells(values, exact, inferred, refine, bounds, batch_points)
         stats.stage_seconds["refine"] = time.perf_counter() - start
-    return values, stats
+
+    def settle(nodes):  # 3 × [M] node indices → their values made exact, in place (again for some refined above)
+        open_ = ~exact[nodes] | inferred[nodes]
+        nodes = tuple(index[open_] for index in nodes)
+        if len(nodes[0]):
+            h = grid_spacing(resolution, bounds)
+            points = bounds[0] + h / 2.0 + h * np.stack(nodes, axis=-1)  # [M, 3]
+            values[nodes] = evaluate_field(refine, points, batch_points)[0]
+            exact[nodes], inferred[nodes] = True, False
+            stats.refinements += len(points)
+
+    return values, stats, settle
 
 
 def fill_enclosed_cavities(grid: np.ndarray) -> int:
@@ -352,16 +380,32 @@ def fill_enclosed_cavities(grid: np.ndarray) -> int:
 
 
 def extract_mesh(
-    sdf_fn: SdfFunction, resolution: int = 128, bounds=NORMALISED_BOX, fill_cavities: bool = False, **grid_options
+    sdf_fn: SdfFunction,
+    resolution: int = 128,
+    bounds=NORMALISED_BOX,
+    fill_cavities: bool = False,
+    bridging: GapBridging | None = None,
+    mode: str = "coarse_to_fine",
+    initial_resolution: int = INITIAL_RESOLUTION,
+    batch_points: int = BATCH_POINTS,
+    lipschitz: float = 1.0,
+    refine: RefineFunction | None = None,
 ) -> tuple[trimesh.Trimesh, ExtractionStats]:
-    """The zero level set of ``sdf_fn`` on ``bounds³`` at ``resolution³``; ``grid_options`` (``mode``,
-    ``initial_resolution``, ``batch_points``, ``lipschitz``, ``refine``) go to :func:`evaluate_grid`.
-    ``fill_cavities``: leave out the surfaces of enclosed cavities (module docstring).
+    """The zero level set of ``sdf_fn`` on ``bounds³`` at ``resolution³``; ``mode``, ``initial_resolution``,
+    ``batch_points``, ``lipschitz`` and ``refine`` as :func:`evaluate_grid`.
+    ``bridging``: join the parts the field leaves apart by a hair (:mod:`d2im_tf.inference.bridging`);
+    ``fill_cavities``: then leave out the surfaces of enclosed cavities (module docstring).
 
     Returns the mesh (possibly empty) and the :class:`ExtractionStats`, whose ``stage_seconds``
     include ``"marching_cubes"``.
     """
-    grid, stats = evaluate_grid(sdf_fn, resolution, bounds, **grid_options)
+    grid, stats, settle = _evaluate_grid(
+        sdf_fn, resolution, bounds, mode, initial_resolution, batch_points, lipschitz, refine
+    )
+    if bridging is not None:
+        start = time.perf_counter()
+        stats.bridges = bridge_gaps(grid, bridging, grid_spacing(resolution, bounds), settle)
+        stats.stage_seconds["bridging"] = time.perf_counter() - start
     start = time.perf_counter()
     if fill_cavities:
         stats.cavity_nodes = fill_enclosed_cavities(grid)

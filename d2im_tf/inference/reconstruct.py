@@ -56,6 +56,7 @@ from d2im_tf.data.disn_format import on_white
 from d2im_tf.errors import UserError, size_text
 from d2im_tf.geometry import camera, frames
 from d2im_tf.inference import mirroring, pose_fit, silhouette_completion
+from d2im_tf.inference.bridging import GapBridging
 from d2im_tf.inference.extraction import (
     INITIAL_RESOLUTION,
     extract_fused_mesh,
@@ -291,6 +292,8 @@ class Reconstructor:
     passes); False, or an export without ``decode_bounds``, decodes exactly at every evaluated point.
     ``fill_cavities``: leave out the surfaces of closed pockets inside the object, which the training
     shapes never have (:func:`~d2im_tf.inference.extraction.fill_enclosed_cavities`; not in the paper).
+    ``bridge_gaps``: join the parts the field leaves apart by a hair, such as a leg whose top stops just
+    short of the table top (:mod:`d2im_tf.inference.bridging`, its default settings; not in the paper).
     ``matting``: matte inputs on backgrounds that are not plain white (:func:`prepare_input`).
     ``fit_pose``: refine the camera network's pose against the input's foreground
     (:mod:`d2im_tf.inference.pose_fit`; never for a given camera).
@@ -315,6 +318,7 @@ class Reconstructor:
         lipschitz: float | None = None,
         one_pass_bounds: bool = True,
         fill_cavities: bool = True,
+        bridge_gaps: bool = True,
         matting: bool = True,
         object_size: float | str | None = "auto",
         fit_pose: bool = True,
@@ -331,6 +335,8 @@ class Reconstructor:
         self.lipschitz = float(self.info.get("lipschitz", 2.0 * self.sdf_scale)) if lipschitz is None else lipschitz
         self.one_pass_bounds = one_pass_bounds and "decode_bounds" in self.model.signatures
         self.fill_cavities = fill_cavities
+        low, high = FRAME_BOUNDS[self.frame]
+        self.bridging = GapBridging.for_box(high - low, self.sdf_scale) if bridge_gaps else None
         self.matting = matting
         self.fit_pose = fit_pose
         self.complete = complete
@@ -540,8 +546,9 @@ class Reconstructor:
     def _fitted_pose(self, pose, projection, encoding, prepared: PreparedInput, search: bool = True):
         """``(pose, cost)``: the camera network's ``pose`` refined against the input's foreground
         (:func:`d2im_tf.inference.pose_fit.fit_pose`; as predicted unless ``search``) with f_B's surface at
-        ``POSE_FIT_RESOLUTION``³, and its silhouette cost (inf without a surface or a usable foreground)."""
-        coarse = self.with_resolution(min(self.resolution, POSE_FIT_RESOLUTION))
+        ``POSE_FIT_RESOLUTION``³ (its vertices, an outline: not bridged), and its silhouette cost (inf without a
+        surface or a usable foreground)."""
+        coarse = self.with_resolution(min(self.resolution, POSE_FIT_RESOLUTION))._replaced(bridging=None)
         mesh, _ = coarse._extract_base(self.point_decoder(encoding, projection), projection, encoding)
         mask = self.network_foreground(prepared)
         if len(mesh.vertices) == 0 or mask is None:
@@ -597,6 +604,7 @@ class Reconstructor:
             batch_points=self.batch_points,
             lipschitz=self.lipschitz,
             fill_cavities=self.fill_cavities,
+            bridging=self.bridging,
         )
 
     def _extract_fused(self, decode_points, projection, encoding, maps, completion=None):
@@ -637,6 +645,7 @@ class Reconstructor:
             initial_resolution=self.initial_resolution,
             batch_points=self.batch_points,
             fill_cavities=self.fill_cavities,
+            bridging=self.bridging,
         )
 
 
