@@ -264,7 +264,7 @@ def _amplitude(rng, dims) -> float:
     return float(rng.uniform(*RELIEF_RANGE) * np.linalg.norm(dims))
 
 
-def _legs(width, depth, height, inset, thickness, round_legs) -> list[Part]:
+def corner_legs(width, depth, height, inset, thickness, round_legs) -> list[Part]:
     """Four legs from the floor to ``height`` at the corners of a ``width × depth`` rectangle."""
     parts = []
     for sx in (-1, 1):
@@ -285,7 +285,7 @@ def chair(rng: np.random.Generator) -> list[Part]:
     leg_t = rng.uniform(0.014, 0.03)
     seat_round = 0.3 * seat_t * rng.uniform()
     parts = [box([0, seat_y - seat_t / 2, 0], [width / 2, seat_t / 2, depth / 2], rounding=seat_round)]
-    parts += _legs(width, depth, seat_y - seat_t / 2, leg_t * 1.5, leg_t, rng.uniform() < 0.4)
+    parts += corner_legs(width, depth, seat_y - seat_t / 2, leg_t * 1.5, leg_t, rng.uniform() < 0.4)
     if rng.uniform() < 0.5:  # side and front stretchers
         y = rng.uniform(0.1, 0.2)
         for sx in (-1, 1):
@@ -374,7 +374,7 @@ def table(rng: np.random.Generator) -> list[Part]:
     else:
         leg_t = rng.uniform(0.018, 0.04)
         inset = leg_t * rng.uniform(1.2, 3.0) if not round_top else width * 0.2
-        parts += _legs(width, depth, below, inset, leg_t, rng.uniform() < 0.5)
+        parts += corner_legs(width, depth, below, inset, leg_t, rng.uniform() < 0.5)
         if not round_top:  # aprons under the top, their outer faces carved
             apron_h, apron_t = rng.uniform(0.05, 0.12), 0.012
             apron_y = below - top_t / 2 - apron_h / 2 + 0.005  # overlapping the top a little
@@ -402,7 +402,7 @@ def cabinet(rng: np.random.Generator) -> list[Part]:
     if rng.uniform() < 0.5:
         parts.append(box([0, base / 2 + 0.005, 0], [width / 2 - 0.03, base / 2 + 0.005, depth / 2 - 0.03]))  # plinth
     else:
-        parts += _legs(width, depth, base + 0.01, 0.04, rng.uniform(0.015, 0.03), rng.uniform() < 0.5)
+        parts += corner_legs(width, depth, base + 0.01, 0.04, rng.uniform(0.015, 0.03), rng.uniform() < 0.5)
     if rng.uniform() < 0.5:  # a top board overhanging the body
         parts.append(box([0, height + 0.008, 0.01], [width / 2 + 0.02, depth / 2 + 0.02, 0.012], FACING_UP, 0.006))
     front = depth / 2
@@ -444,7 +444,7 @@ def sofa(rng: np.random.Generator) -> list[Part]:
     seat_y = rng.uniform(0.38, 0.46)
     arm_w, arm_h = rng.uniform(0.1, 0.2), rng.uniform(0.55, 0.7)
     back_t = rng.uniform(0.15, 0.25)
-    parts = _legs(width, depth, legs_h + 0.02, 0.06, 0.025, rng.uniform() < 0.5)
+    parts = corner_legs(width, depth, legs_h + 0.02, 0.06, 0.025, rng.uniform() < 0.5)
     base_top = seat_y - 0.12
     parts.append(box([0, (legs_h + base_top) / 2, 0], [width / 2, (base_top - legs_h) / 2, depth / 2], rounding=0.02))
     inner = width / 2 - arm_w

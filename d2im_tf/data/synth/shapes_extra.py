@@ -187,7 +187,7 @@ def upholstered(
         )
     ]
     if leg_h > 0:
-        parts += shapes._legs(width * 0.95, depth * 0.9, leg_h + 0.02, 0.06, 0.025, True)
+        parts += shapes.corner_legs(width * 0.95, depth * 0.9, leg_h + 0.02, 0.06, 0.025, True)
     back_t = 0.18 * depth
     inner = width / 2 - arm_w
     cushion_w = 2 * inner / seats
@@ -553,7 +553,7 @@ def slender_table(
     below = height - top_t
     parts = [box([0, height - top_t / 2, 0], [width / 2, depth / 2, top_t / 2], FACING_UP, 0.2 * top_t)]
     corner = inset + leg  # the legs' axes, this far in from the top's edges
-    parts += shapes._legs(width, depth, below + 0.005, corner, leg, round_legs)
+    parts += shapes.corner_legs(width, depth, below + 0.005, corner, leg, round_legs)
     if apron > 0:
         y = below - apron / 2 + 0.005  # overlapping the top a little
         for sz in (-1, 1):
@@ -597,7 +597,7 @@ def door_cabinet(
     base = 0.1 if legs else 0.05
     parts = [box([0, base + (height - base) / 2, 0], [width / 2, (height - base) / 2, depth / 2], rounding=0.006)]
     if legs:
-        parts += shapes._legs(width, depth, base + 0.01, 0.04, 0.02, False)
+        parts += shapes.corner_legs(width, depth, base + 0.01, 0.04, 0.02, False)
     else:
         parts.append(box([0, base / 2 + 0.005, 0], [width / 2 - 0.02, base / 2 + 0.005, depth / 2 - 0.02]))
     front, margin = depth / 2, 0.025
