@@ -295,9 +295,8 @@ def make_synthetic(
         known = ", ".join(f"{k} ({v})" for k, v in CATEGORY_NAMES.items())
         raise UserError(f"no procedural family for {', '.join(unknown)}; known: {known}")
     if settings.families not in ("classic", "extended"):
-        for category in categories:  # a named family: every category must have it
-            if settings.families not in shapes_extra.EXTRA_FAMILIES.get(category, {}):
-                raise UserError(f"--shape-families {settings.families}: no {category} shapes of that family")
+        for category in categories:  # a named family: every category must have it, before anything is written
+            shapes_extra.require_family(settings.families, category)
     total = per_category + extra_train
     tasks = [
         (settings, c, i)

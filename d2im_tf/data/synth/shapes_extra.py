@@ -693,10 +693,15 @@ def family_names() -> list[str]:
     return sorted(name for families in EXTRA_FAMILIES.values() for name in families)
 
 
-def named_family_parts(name: str, category: str, rng: np.random.Generator) -> list:
-    """Parts of a random shape of the family ``name``, which must be one of ``category``'s."""
+def require_family(name: str, category: str) -> None:
+    """:class:`UserError` (one line) unless ``name`` is one of ``category``'s families."""
     families = EXTRA_FAMILIES.get(category, {})
     if name not in families:
-        known = ", ".join(sorted(families))
-        raise UserError(f"the shape family {name!r} has no {category} shapes; {category}: {known}")
-    return families[name](rng)
+        known = ", ".join(sorted(families)) or "none"
+        raise UserError(f"--shape-families {name}: no {category} shapes of that family; {category}: {known}")
+
+
+def named_family_parts(name: str, category: str, rng: np.random.Generator) -> list:
+    """Parts of a random shape of the family ``name``, which must be one of ``category``'s."""
+    require_family(name, category)
+    return EXTRA_FAMILIES[category][name](rng)
