@@ -136,6 +136,43 @@ def test_completion_option_is_the_library_completion(app_url, tiny_model):
     assert json.loads(request(app_url + headers["location"])[2])["completion"] is False
 
 
+def test_keep_options_are_the_library_without_surface_cleanup(app_url, tiny_model, library):
+    """``gaps=keep`` and ``cavities=keep`` return what ``Reconstructor(fill_cavities=False,
+    bridge_gaps=False)`` makes of the same upload, the base shape made later too, and say so."""
+    status, headers, body = post_image(
+        app_url, EXAMPLE.read_bytes(), resolution=RESOLUTION, gaps="keep", cavities="keep"
+    )
+    assert status == 200, body[:300]
+    kept = Reconstructor(tiny_model, resolution=64, fill_cavities=False, bridge_gaps=False)
+    pixels = read_image(EXAMPLE)
+    made = {surface: kept.reconstruct(pixels, surface=surface).mesh for surface in ("detailed", "base")}
+    assert same_mesh(glb_mesh(body), made["detailed"])
+    result = json.loads(request(app_url + headers["location"])[2])
+    assert result["fill_cavities"] is False and result["bridge_gaps"] is False and result["completion"] is False
+    status, _, body = request(app_url + result["surfaces"]["base"]["files"]["glb"])  # made with the same settings
+    assert status == 200 and same_mesh(glb_mesh(body), made["base"])
+    assert not all(same_mesh(made[surface], library[surface].mesh) for surface in made)  # the clean-up is off
+    status, headers, _ = post_image(app_url, EXAMPLE.read_bytes(), resolution=RESOLUTION, gaps="keep")
+    result = json.loads(request(app_url + headers["location"])[2])
+    assert result["fill_cavities"] is True and result["bridge_gaps"] is False
+    status, headers, _ = post_image(app_url, EXAMPLE.read_bytes(), resolution=RESOLUTION)
+    result = json.loads(request(app_url + headers["location"])[2])
+    assert result["fill_cavities"] is True and result["bridge_gaps"] is True
+
+
+def test_with_cleanup_is_the_constructor_setting(tiny_model):
+    """``with_cleanup`` shares the loaded model and sets what ``fill_cavities`` and ``bridge_gaps`` set."""
+    default = Reconstructor(tiny_model, resolution=64)
+    kept = Reconstructor(tiny_model, resolution=64, fill_cavities=False, bridge_gaps=False)
+    off = default.with_cleanup(False, False)
+    assert off.model is default.model and (off.fill_cavities, off.bridging) == (False, None)
+    assert default.fill_cavities and default.bridging is not None  # unchanged
+    on = kept.with_cleanup(True, True)
+    assert on.model is kept.model and on.fill_cavities and on.bridging == default.bridging
+    mixed = default.with_cleanup(True, False)
+    assert (mixed.fill_cavities, mixed.bridging) == (True, None)
+
+
 def bad_requests():
     """(name, method, body, headers, status, words in the message) for each bad input of docs/app.md."""
     example = EXAMPLE.read_bytes()
@@ -158,6 +195,8 @@ def bad_requests():
         ("bad resolution", "POST", *form({"image": ("x.png", example), "resolution": "100"}), 400, "64, 128, 256"),
         ("bad surface", "POST", *form({"image": ("x.png", example), "surface": "fine"}), 400, "detailed, base"),
         ("bad completion", "POST", *form({"image": ("x.png", example), "completion": "yes"}), 400, "off, on"),
+        ("bad gaps", "POST", *form({"image": ("x.png", example), "gaps": "fill"}), 400, "bridge, keep"),
+        ("bad cavities", "POST", *form({"image": ("x.png", example), "cavities": "no"}), 400, "fill, keep"),
         ("not multipart", "POST", b'{"image": 1}', {"Content-Type": "application/json"}, 415, "multipart"),
         ("wrong method", "GET", None, {}, 405, "use post"),
         (

@@ -1,8 +1,8 @@
 """``d2im app``'s page in a real browser (Debian's chromium driven by Playwright) on a tiny random-weight
 export: an example becomes a mesh drawn in the canvas, the switch shows the base shape, the GLB
-download is the API's mesh, the thin-parts switch asks for the completion, a transfer runs through its
-tab, a corrupt file's message appears in the page, the page fits a phone's width, and it asks nothing
-of another host."""
+download is the API's mesh, the thin-parts switch asks for the completion and the gaps and cavities
+switches for the clean-up off, a transfer runs through its tab, a corrupt file's message appears in the
+page, the page fits a phone's width, and it asks nothing of another host."""
 
 import json
 import struct
@@ -81,6 +81,14 @@ def test_example_to_mesh_base_shape_and_glb_download(app_url, chromium, tmp_path
     page.wait_for_selector("body[data-state=done]", timeout=120_000)
     completed = json.loads(request(app_url + response.value.headers["location"])[2])
     assert completed["completion"] is True and completed["resolution"] == 64
+    assert completed["bridge_gaps"] is True and completed["fill_cavities"] is True
+    for group, value, key in (("gaps", "keep", "bridge_gaps"), ("cavities", "keep", "fill_cavities")):
+        with page.expect_response(lambda response: response.url.endswith("/api/reconstruct")) as response:
+            select(page, group, value)  # reconstructs again, without that clean-up
+        assert response.value.status == 200
+        page.wait_for_selector("body[data-state=done]", timeout=120_000)
+        kept = json.loads(request(app_url + response.value.headers["location"])[2])
+        assert kept[key] is False and kept["completion"] is True, group
 
     assert page.problems == []
     assert all(url.startswith(app_url) or url.startswith(("blob:", "data:")) for url in page.requested), [

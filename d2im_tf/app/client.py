@@ -42,6 +42,6 @@ def request(
 
 def post_image(url: str, data: bytes, name: str = "image.png", **options) -> tuple[int, dict, bytes]:
     """``POST {url}/api/reconstruct`` with ``data`` as the field ``image`` and ``options`` (``resolution``,
-    ``surface``, ``format``, ``completion``) as text fields."""
+    ``surface``, ``format``, ``completion``, ``gaps``, ``cavities``) as text fields."""
     body, content_type = multipart({"image": (name, data), **options})
     return request(f"{url}/api/reconstruct", "POST", body, {"Content-Type": content_type})

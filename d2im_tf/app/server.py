@@ -3,13 +3,12 @@
 Routes (docs/app.md): ``GET /`` the page, ``/static/...`` its scripts and styles (three.js vendored,
 nothing from another host), ``GET /api/health``, ``GET /api/examples`` and ``/examples/<name>``,
 ``POST /api/reconstruct`` (multipart ``image``, optional ``resolution``, ``surface``, ``format``,
-``completion``) → the
-mesh, ``POST /api/transfer`` (``source``, ``target``, optional ``where``) and ``POST /api/paste``
-(``target``, ``logo``, ``x``, ``y``, optional ``size``, ``blend``) → the application's mesh, all three
-through the same worker queue, ``GET /api/results/<id>`` (JSON: the images, both surfaces' files) and
-``GET /api/results/<id>/<file>``. Every error is JSON ``{"error": "<one line>"}`` with a 4xx status (503
-when the queue is full or a request waited too long, 500 with no detail for a bug, whose traceback
-goes to the server's log only).
+``completion``, ``cavities``, ``gaps``) → the mesh, ``POST /api/transfer`` (``source``, ``target``,
+optional ``where``) and ``POST /api/paste`` (``target``, ``logo``, ``x``, ``y``, optional ``size``,
+``blend``) → the application's mesh, all three through the same worker queue, ``GET /api/results/<id>``
+(JSON: the images, both surfaces' files) and ``GET /api/results/<id>/<file>``. Every error is JSON
+``{"error": "<one line>"}`` with a 4xx status (503 when the queue is full or a request waited too long,
+500 with no detail for a bug, whose traceback goes to the server's log only).
 """
 
 from __future__ import annotations
@@ -141,7 +140,10 @@ def build_app(
 
     async def reconstruct(request: Request) -> Response:
         def make(job):
-            return service.reconstruct(job.pixels, job.resolution, job.surface, job.completion), job.surface
+            made = service.reconstruct(
+                job.pixels, job.resolution, job.surface, job.completion, job.fill_cavities, job.bridge_gaps
+            )
+            return made, job.surface
 
         return await run(request, ("image",), read_form, make)
 

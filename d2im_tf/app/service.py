@@ -66,8 +66,8 @@ class Result:
     the image the mesh is seen from, uint8 ``[S, S, 3]``, ``maps`` float32 ``[S, S, 2]`` (front, back; SDF
     units) of which ``map_names`` are shown, ``pictures`` further uint8 images by name, the view's camera
     centre in the mesh's frame, ``make`` (a surface's name → its mesh, for those not made yet), ``completion``
-    whether the silhouette completion was on (a reconstruction),
-    ``meshes`` per surface made so far and seconds per surface."""
+    whether the silhouette completion was on and ``fill_cavities``, ``bridge_gaps`` whether the surface
+    clean-up was (a reconstruction), ``meshes`` per surface made so far and seconds per surface."""
 
     id: str
     resolution: int
@@ -78,6 +78,8 @@ class Result:
     make: Callable[[str], trimesh.Trimesh]
     kind: str = "reconstruct"
     completion: bool = False
+    fill_cavities: bool = True
+    bridge_gaps: bool = True
     map_names: tuple = MAP_NAMES
     pictures: dict = field(default_factory=dict)
     meshes: dict = field(default_factory=dict)
@@ -126,11 +128,22 @@ class Service:
             self._by_resolution[resolution].reconstruct(blank)
         return time.perf_counter() - start
 
-    def reconstruct(self, pixels: np.ndarray, resolution: int, surface: str, completion: bool = False) -> Result:
+    def reconstruct(
+        self,
+        pixels: np.ndarray,
+        resolution: int,
+        surface: str,
+        completion: bool = False,
+        fill_cavities: bool = True,
+        bridge_gaps: bool = True,
+    ) -> Result:
         """Reconstruct ``pixels`` (uint8 image) into ``surface`` and store the result (blocking);
-        ``completion``: ``d2im reconstruct --completion on`` (the detailed surface only)."""
+        ``completion``: ``d2im reconstruct --completion on`` (the detailed surface only); ``fill_cavities``,
+        ``bridge_gaps``: False as ``--keep-cavities``, ``--keep-gaps`` (both surfaces)."""
         start = time.perf_counter()
-        reconstructor = self._by_resolution[resolution].with_completion(completion)
+        reconstructor = (
+            self._by_resolution[resolution].with_completion(completion).with_cleanup(fill_cavities, bridge_gaps)
+        )
         made = reconstructor.reconstruct(pixels, surface=surface)
         position = camera.camera_centre(*made.pose) if made.pose is not None else _centre_of_view(made.view)
         result = Result(
@@ -143,6 +156,8 @@ class Service:
             # the other surface: from the uploaded pixels, through the same matting and re-framing
             make=lambda other: reconstructor.reconstruct(pixels, surface=other).mesh,
             completion=completion,
+            fill_cavities=fill_cavities,
+            bridge_gaps=bridge_gaps,
         )
         return self._keep(result, surface, made.mesh, start)
 
@@ -251,6 +266,8 @@ class Service:
             "model": self.model_name,
             "resolution": result.resolution,
             "completion": result.completion,
+            "fill_cavities": result.fill_cavities,
+            "bridge_gaps": result.bridge_gaps,
             "image_size": self.image_size,
             "warnings": result.warnings,
             "camera": {"position": result.camera_position, "fov_degrees": FIELD_OF_VIEW},

@@ -176,17 +176,21 @@ class ReconstructRequest:
     surface: str
     mesh_format: str
     completion: bool = False
+    fill_cavities: bool = True
+    bridge_gaps: bool = True
 
 
 async def read_form(form, limits: Limits) -> ReconstructRequest:
     """The checked request from a parsed multipart form (Starlette's ``FormData``)."""
-    check_fields(form, ("image",), ("resolution", "surface", "format", "completion"))
+    check_fields(form, ("image",), ("resolution", "surface", "format", "completion", "cavities", "gaps"))
     resolution = choice(form, "resolution", RESOLUTIONS, 128)
     surface = choice(form, "surface", SURFACES, "detailed")
     mesh_format = choice(form, "format", tuple(MESH_FORMATS), "glb")
     completion = choice(form, "completion", ("off", "on"), "off") == "on"
+    fill_cavities = choice(form, "cavities", ("fill", "keep"), "fill") == "fill"
+    bridge_gaps = choice(form, "gaps", ("bridge", "keep"), "bridge") == "bridge"
     pixels = await read_image(form, "image", limits)
-    return ReconstructRequest(pixels, resolution, surface, mesh_format, completion)
+    return ReconstructRequest(pixels, resolution, surface, mesh_format, completion, fill_cavities, bridge_gaps)
 
 
 @dataclass(frozen=True)

@@ -335,8 +335,7 @@ class Reconstructor:
         self.lipschitz = float(self.info.get("lipschitz", 2.0 * self.sdf_scale)) if lipschitz is None else lipschitz
         self.one_pass_bounds = one_pass_bounds and "decode_bounds" in self.model.signatures
         self.fill_cavities = fill_cavities
-        low, high = FRAME_BOUNDS[self.frame]
-        self.bridging = GapBridging.for_box(high - low, self.sdf_scale) if bridge_gaps else None
+        self.bridging = self._bridging(bridge_gaps)
         self.matting = matting
         self.fit_pose = fit_pose
         self.complete = complete
@@ -417,6 +416,16 @@ class Reconstructor:
     def with_completion(self, complete: bool) -> "Reconstructor":
         """The same loaded model with the silhouette completion on or off."""
         return self._replaced(complete=bool(complete))
+
+    def with_cleanup(self, fill_cavities: bool, bridge_gaps: bool) -> "Reconstructor":
+        """The same loaded model with the cavity filling and the gap bridging (their default settings) on
+        or off."""
+        return self._replaced(fill_cavities=bool(fill_cavities), bridging=self._bridging(bridge_gaps))
+
+    def _bridging(self, bridge_gaps: bool) -> GapBridging | None:
+        """The gap bridging's default settings for this model's box, or None (the paper's extraction)."""
+        low, high = FRAME_BOUNDS[self.frame]
+        return GapBridging.for_box(high - low, self.sdf_scale) if bridge_gaps else None
 
     def with_mirroring(self, try_mirrored: bool) -> "Reconstructor":
         """The same loaded model also reading inputs mirrored, or reading them once, as given."""

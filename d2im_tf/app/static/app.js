@@ -9,6 +9,7 @@ import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
 const $ = (id) => document.getElementById(id);
 const state = {
   mode: "reconstruct", file: null, name: "", result: null, surface: "detailed", resolution: "128", completion: "off", meshes: {}, busy: false,
+  gaps: "bridge", cavities: "fill",
   where: "both",
   slots: { transfer: { source: null, target: null }, paste: { target: null, logo: null } }, // {blob, name, width, height}
   armed: { transfer: "source", paste: "target" }, // the slot an example fills
@@ -155,6 +156,8 @@ function reconstruct() {
   form.append("image", state.file, state.name);
   form.append("surface", surface);
   form.append("completion", state.completion);
+  form.append("gaps", state.gaps);
+  form.append("cavities", state.cavities);
   submit("/api/reconstruct", form, surface, `reconstructing at ${state.resolution}³…`);
 }
 
@@ -282,6 +285,8 @@ function segmented(id, onChange) {
 
 segmented("resolution", (value) => { state.resolution = value; if (state.mode === "reconstruct") reconstruct(); });
 segmented("completion", (value) => { state.completion = value; reconstruct(); });
+segmented("gaps", (value) => { state.gaps = value; reconstruct(); });
+segmented("cavities", (value) => { state.cavities = value; reconstruct(); });
 segmented("surface", (value) => switchSurface(value));
 segmented("where", (value) => { state.where = value; });
 
