@@ -10,7 +10,9 @@ and the relief error is measured for three surfaces: the model's output, its bas
 the relief-free shape itself, the score of a surface that is right everywhere but carries no relief. A
 model recovers relief when its output scores below the relief-free shape. ``d2im evaluate`` measures
 one view per shape (the paper's protocol); a memorised or a small set needs every view to say anything.
-Prints one line per view, then the means.
+Prints one line per view, then for the output and f_B the mean over the views they cover (a surface
+that covers none of a view's relief pixels has no angle there), beside the relief-free shape's mean
+over the same views.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import argparse
 import sys
 from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,11 +49,12 @@ def main(argv=None) -> int:
     if not rows:
         print(f"error: {args.data}: no view of split {args.split!r} shows relief", file=sys.stderr)
         return 2
-    means = {key: sum(row[key] for row in rows) / len(rows) for key in SURFACES}
-    print(
-        f"{len(rows)} views with relief: relief error (°) output {means['output']:.1f}, f_B alone "
-        f"{means['base']:.1f}, relief-free shape {means['relief-free']:.1f}"
-    )
+    print(f"{len(rows)} views with relief; relief error (°) on the views each surface covers:")
+    for key in SURFACES[:2]:  # each against the relief-free shape on the same views
+        covered = [row for row in rows if not np.isnan(row[key])]
+        mean = np.mean([row[key] for row in covered]) if covered else float("nan")
+        free = np.mean([row["relief-free"] for row in covered]) if covered else float("nan")
+        print(f"  {key:6s} {mean:5.1f}, the relief-free shape {free:5.1f} on the same {len(covered)} views")
     return 0
 
 
@@ -90,7 +95,7 @@ def measure(args) -> list[dict]:
                 scores[name] = relief.relief_error(normals(mesh), truth_normals, relief=pixels)
             rows.append(
                 {"category": category, "shape": shape, "view": view, "pixels": int(pixels.sum())}
-                | {key: score["relief_angle"] for key, score in scores.items()}
+                | {key: covered_angle(score) for key, score in scores.items()}
             )
             print(
                 f"{category}/{shape} view {view}: {rows[-1]['pixels']} relief pixels; "
@@ -98,6 +103,11 @@ def measure(args) -> list[dict]:
                 flush=True,
             )
     return rows
+
+
+def covered_angle(score: dict) -> float:
+    """A relief error's angle, NaN when the surface covers none of the relief pixels (it has none there)."""
+    return score["relief_angle"] if score["relief_coverage"] > 0 else float("nan")
 
 
 def normal_map(mesh, norm_params, row):
