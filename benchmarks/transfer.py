@@ -172,8 +172,11 @@ def run(args) -> dict:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Means over the pairs with relief pixels, and the targets' verdicts."""
-    used = [row for row in rows if row["relief_pixels"] > 0]
+    """Means over the pairs with relief pixels that every scored surface covers (a surface that covers
+    none has no angle there: a pair it misses is left out for all, so that the rows compare the same
+    pairs), and the targets' verdicts."""
+    coverages = [key for key in rows[0] if key.endswith("_coverage")] if rows else []
+    used = [row for row in rows if row["relief_pixels"] > 0 and all(row[key] > 0 for key in coverages)]
     mean = (
         {
             key: float(np.mean([row[key] for row in used])) if used else float("nan")
@@ -200,7 +203,8 @@ def summarise(rows: list[dict]) -> dict:
 def show(result: dict) -> None:
     summary, mean = result["summary"], result["summary"]["mean"]
     print(
-        f"detail transfer, {summary['pairs_with_relief']} of {summary['pairs']} pairs with relief pixels; "
+        f"detail transfer, {summary['pairs_with_relief']} of {summary['pairs']} pairs with relief pixels "
+        "every surface covers; "
         f"model {result['model']}, {result['resolution']}³, --where {result['where']}, "
         f"source mask {'on' if result['source_mask'] else 'off'}"
     )

@@ -419,6 +419,24 @@ def test_transfer_benchmark_rows_against_its_references(tiny, tmp_path):
     assert row["grid_rebuilt_coverage"] > 0.95 and row["grid_rebuilt_silhouette_iou"] > 0.95
 
 
+def test_transfer_benchmark_leaves_out_a_pair_a_surface_does_not_cover():
+    """A surface that covers none of a pair's relief pixels has no angle there (relief_error returns 0°
+    for it): the pair is left out of every row's mean, as is a pair without relief pixels."""
+    from benchmarks.transfer import summarise
+
+    def row(pixels, own, transfer, transfer_coverage=1.0):
+        return {"category": "c", "pair": "p", "relief_pixels": pixels, "own_relief_angle": own,
+                "own_coverage": 1.0, "transfer_relief_angle": transfer, "transfer_coverage": transfer_coverage,
+                "own_silhouette_iou": 0.9, "transfer_silhouette_iou": 0.9}  # fmt: skip
+
+    rows = [row(50, 40.0, 20.0), row(80, 30.0, 30.0), row(60, 44.0, 0.0, transfer_coverage=0.0), row(0, 0.0, 0.0)]
+    summary = summarise(rows)
+    assert (summary["pairs"], summary["pairs_with_relief"]) == (4, 2)
+    assert summary["mean"]["own_relief_angle"] == pytest.approx(35.0)  # (40 + 30) / 2
+    assert summary["mean"]["transfer_relief_angle"] == pytest.approx(25.0)  # (20 + 30) / 2, not (20 + 30 + 0) / 3
+    assert summary["relief_reduction"] == pytest.approx(1 - 25 / 35) and summary["meets_relief_target"]  # 28.6 %
+
+
 def test_an_application_prepares_its_target_as_a_reconstruction_does(field_model):
     """An off-centre object on white with the predicted camera: the target is re-framed exactly as
     ``reconstruct`` re-frames it (same network input, same camera onto the file's pixels), and a logo
