@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from d2im_tf.evaluation.relief import RELIEF_THRESHOLD, angles, relief_error, relief_pixels, smoothed_normals
+from d2im_tf.evaluation.relief import (
+    RELIEF_THRESHOLD,
+    angles,
+    covered_angle,
+    relief_error,
+    relief_pixels,
+    smoothed_normals,
+)
 
 SIZE = 128
 
@@ -64,6 +71,19 @@ def test_uncovered_relief_is_not_scored_but_counted():
     result = relief_error(missing, bump, coarse=plane)
     assert 0.4 < result["relief_coverage"] < 0.6
     np.testing.assert_allclose(angles(np.array([0, 0, -1.0]), np.array([0, 1.0, 0])), 90.0)
+
+
+def test_a_reconstruction_that_covers_no_relief_has_no_angle():
+    """relief_error reads 0° over no covered pixel; covered_angle makes that NaN, and keeps a real angle
+    (a flat plane under the bump scores above the threshold, as its relief pixels are defined)."""
+    bump, _, _ = height_field_normals(5.0)
+    plane, _, _ = height_field_normals(0.0)
+    empty = np.zeros_like(plane)  # all background
+    assert relief_error(empty, bump, coarse=plane)["relief_angle"] == 0.0
+    assert np.isnan(covered_angle(relief_error(empty, bump, coarse=plane)))
+    assert np.isnan(covered_angle(relief_error(plane, plane, coarse=plane)))  # no relief pixels at all
+    flat = covered_angle(relief_error(plane, bump, coarse=plane))
+    assert flat == relief_error(plane, bump, coarse=plane)["relief_angle"] > RELIEF_THRESHOLD
 
 
 def test_the_coarse_shapes_creases_and_outline_are_not_relief():

@@ -63,7 +63,7 @@ def measure(args) -> list[dict]:
     from d2im_tf.data import disn_format as fmt
     from d2im_tf.data.disn_format import DatasetLayout
     from d2im_tf.evaluation import relief
-    from d2im_tf.evaluation.evaluate import split_pairs
+    from d2im_tf.evaluation.evaluate import EvaluationCase, split_pairs
     from d2im_tf.geometry.frames import to_normalised
     from d2im_tf.inference.reconstruct import Reconstructor
 
@@ -77,25 +77,22 @@ def measure(args) -> list[dict]:
     reconstructor = Reconstructor(args.model, resolution=args.resolution)
     rows = []
     for category, shape in pairs:
-        views = fmt.read_metadata(layout.metadata_path(category, shape))  # [V, 10]
-        norm_params = fmt.read_norm_params(layout.samples_path(category, shape))
-        truth = to_normalised(fmt.read_mesh(layout.mesh_path(category, shape), "ground-truth mesh"), norm_params)
-        coarse = to_normalised(fmt.read_mesh(layout.coarse_mesh_path(category, shape), "coarse mesh"), norm_params)
-        for view, row in enumerate(views):
-            normals = partial(normal_map, norm_params=norm_params, row=row)
-            truth_normals, coarse_normals = normals(truth), normals(coarse)
+        case = EvaluationCase.load(layout, category, shape)  # its GT, relief-free shape and norm params
+        for view, row in enumerate(fmt.read_metadata(layout.metadata_path(category, shape))):  # [V, 10]
+            normals = partial(normal_map, norm_params=case.norm_params, row=row)
+            truth_normals, coarse_normals = normals(case.truth), normals(case.coarse)
             pixels = relief.relief_pixels(truth_normals, coarse_normals)
             if not pixels.any():
                 continue
             image = fmt.read_image(layout.image_path(category, shape, view))
             scores = {"relief-free": relief.relief_error(coarse_normals, truth_normals, relief=pixels)}
             for name, surface in (("output", "detailed"), ("base", "base")):
-                made = reconstructor.reconstruct(image, row, norm_params, surface=surface)
-                mesh = to_normalised(made.mesh, norm_params) if made.frame == "world" else made.mesh
+                made = reconstructor.reconstruct(image, row, case.norm_params, surface=surface)
+                mesh = to_normalised(made.mesh, case.norm_params) if made.frame == "world" else made.mesh
                 scores[name] = relief.relief_error(normals(mesh), truth_normals, relief=pixels)
             rows.append(
                 {"category": category, "shape": shape, "view": view, "pixels": int(pixels.sum())}
-                | {key: covered_angle(score) for key, score in scores.items()}
+                | {key: relief.covered_angle(score) for key, score in scores.items()}
             )
             print(
                 f"{category}/{shape} view {view}: {rows[-1]['pixels']} relief pixels; "
@@ -103,11 +100,6 @@ def measure(args) -> list[dict]:
                 flush=True,
             )
     return rows
-
-
-def covered_angle(score: dict) -> float:
-    """A relief error's angle, NaN when the surface covers none of the relief pixels (it has none there)."""
-    return score["relief_angle"] if score["relief_coverage"] > 0 else float("nan")
 
 
 def normal_map(mesh, norm_params, row):

@@ -140,10 +140,8 @@ def build_app(
 
     async def reconstruct(request: Request) -> Response:
         def make(job):
-            made = service.reconstruct(
-                job.pixels, job.resolution, job.surface, job.completion, job.fill_cavities, job.bridge_gaps
-            )
-            return made, job.surface
+            cleanup = dict(fill_cavities=job.fill_cavities, bridge_gaps=job.bridge_gaps)
+            return service.reconstruct(job.pixels, job.resolution, job.surface, job.completion, **cleanup), job.surface
 
         return await run(request, ("image",), read_form, make)
 

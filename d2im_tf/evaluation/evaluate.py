@@ -106,7 +106,7 @@ def _relief_angle(predicted, truth, view_row, norm_params, coarse) -> float:
         *(metrics.normal_map(to_world(mesh, norm_params), view_row) for mesh in (predicted, truth)),
         coarse=None if coarse is None else metrics.normal_map(to_world(coarse, norm_params), view_row),
     )
-    return error["relief_angle"] if error["relief_pixels"] and error["relief_coverage"] > 0 else float("nan")
+    return relief.covered_angle(error)
 
 
 def pose_metrics(pose, case: "EvaluationCase", frame: str) -> dict:

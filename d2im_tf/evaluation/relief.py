@@ -97,3 +97,9 @@ def relief_error(
         "relief_pixels": count,
         "relief_coverage": float(covered.sum() / count) if count else 1.0,
     }
+
+
+def covered_angle(error: dict) -> float:
+    """The ``relief_angle`` of a :func:`relief_error` result, NaN when the prediction covers none of the
+    relief pixels (or there are none): there it has no angle, and 0° would count as a perfect score."""
+    return error["relief_angle"] if error["relief_pixels"] and error["relief_coverage"] > 0 else float("nan")
